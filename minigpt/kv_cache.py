@@ -1,0 +1,98 @@
+"""The key/value cache: remember each layer's keys and values so each new token costs one position.
+
+Without a cache, step t of generation recomputes attention for all t tokens. Keys and values of earlier
+tokens never change (causal attention: a token only sees its past), so we keep them. Buffers are allocated
+once at full size, ``(B, n_head, max_len, head_size)`` per layer, and written in place: no tensor grows
+or is re-allocated while decoding.
+
+>>> cache = KVCache(n_layer=2, batch_size=1, n_head=4, max_len=8, head_size=16)
+>>> cache.nbytes == KVCache.bytes_needed(n_layer=2, batch_size=1, max_len=8, n_embd=64)
+True
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class KVCache:
+    """Pre-allocated keys and values for every layer, filled from position 0 up to ``length``."""
+
+    def __init__(
+        self,
+        n_layer: int,
+        batch_size: int,
+        n_head: int,
+        max_len: int,
+        head_size: int,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        shape = (batch_size, n_head, max_len, head_size)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
+        self.max_len = max_len
+        self.length = 0  # positions filled so far; the same for every layer and row
+
+    @classmethod
+    def for_model(cls, model: torch.nn.Module, batch_size: int, max_len: int | None = None) -> KVCache:
+        """A cache shaped for ``model`` (a ``GPT``), on its device and dtype.
+
+        >>> from minigpt.model import GPT, GPTConfig
+        >>> KVCache.for_model(GPT(GPTConfig.from_preset("tiny")), batch_size=2).keys[0].shape
+        torch.Size([2, 4, 128, 16])
+        """
+        c = model.config
+        p = model.transformer.wte.weight
+        return cls(
+            c.n_layer,
+            batch_size,
+            c.n_head,
+            max_len or c.block_size,
+            c.n_embd // c.n_head,
+            dtype=p.dtype,
+            device=p.device,
+        )
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write the new (B, nh, T, hs) keys and values after the filled part; return all of them so far."""
+        start, end = self.length, self.length + k.size(2)
+        if end > self.max_len:
+            raise ValueError(f"KV cache is full: {end} positions needed, max_len is {self.max_len}")
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        """Mark ``n`` more positions as filled (the model calls this after all layers wrote them)."""
+        self.length += n
+
+    def crop(self, length: int) -> None:
+        """Forget every position from ``length`` on (speculative decoding drops rejected tokens)."""
+        if not 0 <= length <= self.length:
+            raise ValueError(f"length must be in [0, {self.length}], got {length}")
+        self.length = length  # stale entries past `length` are simply overwritten later
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Make row i a copy of row ``index[i]`` (beam search keeps the cache of each beam's parent)."""
+        for layer in range(len(self.keys)):
+            self.keys[layer] = self.keys[layer].index_select(0, index)
+            self.values[layer] = self.values[layer].index_select(0, index)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by all the buffers."""
+        return sum(t.numel() * t.element_size() for t in self.keys + self.values)
+
+    @staticmethod
+    def bytes_needed(
+        n_layer: int, batch_size: int, max_len: int, n_embd: int, dtype: torch.dtype = torch.float32
+    ) -> int:
+        """Memory for a cache: 2 (keys and values) · layers · B · T · width · bytes per number.
+
+        >>> KVCache.bytes_needed(n_layer=12, batch_size=1, max_len=1024, n_embd=768) / 2**20
+        72.0
+        """
+        bytes_per_number = torch.tensor([], dtype=dtype).element_size()
+        return 2 * n_layer * batch_size * max_len * n_embd * bytes_per_number
