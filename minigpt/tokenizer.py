@@ -14,8 +14,8 @@ The result is exactly tiktoken's ``gpt2`` encoding: same ids for every text.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from importlib import resources
-from typing import Iterable
 
 import tiktoken
 from tiktoken.load import load_tiktoken_bpe

@@ -1,0 +1,110 @@
+"""The ``minigpt`` command.
+
+    minigpt generate "ROMEO:"                      # sample a continuation from the default model
+    minigpt generate "ROMEO:" --temperature 0      # greedy
+    minigpt generate "Hello" --model gpt2          # OpenAI's GPT-2 (needs the hub extra and a network)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from minigpt.checkpoint import HUB_REPOS, load_model, shipped_models
+from minigpt.generate import stream
+from minigpt.tokenizer import EOT_TOKEN_ID
+
+DEFAULT_MODEL = "shakespeare"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``minigpt`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, FileNotFoundError, ImportError, ConnectionError) as e:
+        print(f"minigpt {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="minigpt", description="An educational GPT-2: generate text, train, benchmark."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_generate(commands)
+    return parser
+
+
+def _add_generate(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "generate",
+        help="continue a prompt, printing tokens as they are made",
+        description="Continue PROMPT with a model, streaming the new text to stdout token by token. "
+        "By default it samples at temperature 0.8 from the 50 most likely tokens; "
+        "--temperature 0 gives greedy decoding.",
+    )
+    p.add_argument("prompt", help="the text to continue")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"a shipped model ({', '.join(shipped_models()) or 'none installed'}), a checkpoint "
+        f"directory, a model.safetensors file, or a GPT-2 name to download ({', '.join(HUB_REPOS)}); "
+        f"default: {DEFAULT_MODEL}",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=100, help="how many tokens to add (default 100)")
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling: same seed, same text")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps … (default cpu)")
+    p.add_argument("--temperature", type=float, default=0.8, help="<1 sharpens, >1 flattens; 0 = greedy")
+    p.add_argument("--top-k", type=int, default=50, help="sample only among the k most likely tokens; 0 = off")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus: smallest set with probability >= p")
+    p.add_argument("--min-p", type=float, default=None, help="drop tokens below min-p × the top probability")
+    p.add_argument("--repetition-penalty", type=float, default=None, help="> 1 discourages seen tokens")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=None, help="never repeat an n-gram of this size")
+    p.add_argument("--min-new-tokens", type=int, default=0, help="forbid end-of-text before this many tokens")
+    p.add_argument("--stop", action="append", default=None, help="stop before this string (repeatable)")
+    p.add_argument(
+        "--eos", action="store_true", help="stop at <|endoftext|> (by default it is printed like any token)"
+    )
+    p.set_defaults(run=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    if args.model == DEFAULT_MODEL and DEFAULT_MODEL not in shipped_models():
+        raise FileNotFoundError(
+            f"the default model {DEFAULT_MODEL!r} is not installed; pass --model with a checkpoint "
+            f"directory or a GPT-2 name ({', '.join(HUB_REPOS)})"
+        )
+    model = load_model(args.model, device=torch.device(args.device))
+    pieces = stream(
+        model,
+        args.prompt,
+        max_new_tokens=args.max_new_tokens,
+        min_new_tokens=args.min_new_tokens,
+        do_sample=args.temperature > 0,
+        temperature=args.temperature,
+        top_k=args.top_k or None,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        eos_token_id=EOT_TOKEN_ID if args.eos else None,
+        stop=args.stop,
+        seed=args.seed,
+    )
+    print(args.prompt, end="", flush=True)
+    for _, piece in pieces:
+        print(piece, end="", flush=True)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,411 @@
+"""The decoding loop: turn a prompt into a continuation, one token at a time.
+
+Each step runs the model, reshapes the last position's logits with the transforms of ``logits.py`` (in
+transformers' order), picks a token (argmax, or a draw from the softmax) and appends it. Around that
+core: batches of prompts of different lengths (left padding + attention mask), per-row end of sequence,
+stop strings, several samples per prompt, the KV cache, and a streaming form.
+
+>>> from minigpt.model import GPT, GPTConfig
+>>> model = GPT(GPTConfig.from_preset("tiny"))
+>>> len(generate(model, "Hello", max_new_tokens=3).new_tokens[0])
+3
+"""
+
+from __future__ import annotations
+
+import codecs
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from minigpt import logits as L
+from minigpt.kv_cache import KVCache
+from minigpt.model import GPT
+from minigpt.tokenizer import EOT_TOKEN_ID, VOCAB_SIZE, decode, decode_bytes, encode
+
+PAD_TOKEN_ID = EOT_TOKEN_ID  # GPT-2 has no padding token; <|endoftext|> fills the gaps (masked out)
+
+
+@dataclass
+class DecodingSettings:
+    """Every knob of the loop, checked once before any work starts."""
+
+    max_new_tokens: int = 50
+    min_new_tokens: int = 0
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    eos_token_id: int | Sequence[int] | None = None
+    stop: str | Sequence[str] | None = None
+    num_return_sequences: int = 1
+    use_cache: bool = True
+
+    def __post_init__(self) -> None:
+        _check_int("max_new_tokens", self.max_new_tokens, 0)
+        _check_int("num_return_sequences", self.num_return_sequences, 1)
+        for name in ("do_sample", "use_cache"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        L.check_logits_settings(
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            no_repeat_ngram_size=self.no_repeat_ngram_size,
+            min_new_tokens=self.min_new_tokens,
+        )
+        if self.temperature == 0:  # temperature 0 is the limit of sharpening: the argmax, i.e. greedy
+            self.do_sample = False
+        if not self.do_sample and self.num_return_sequences > 1:
+            raise ValueError(
+                f"num_return_sequences must be 1 with greedy decoding (all copies would be identical), "
+                f"got {self.num_return_sequences}; pass do_sample=True to draw several samples"
+            )
+        self.eos_token_ids = _as_eos_ids(self.eos_token_id)
+        self.stops = _as_stops(self.stop)
+
+
+def _check_int(name: str, value: object, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _as_eos_ids(eos: int | Sequence[int] | None) -> tuple[int, ...]:
+    ids = () if eos is None else (eos,) if isinstance(eos, int) else tuple(eos)
+    for i in ids:
+        if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < VOCAB_SIZE:
+            raise ValueError(f"eos_token_id must be token ids in [0, {VOCAB_SIZE}), got {eos!r}")
+    return ids
+
+
+def _as_stops(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    stops = () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop)
+    if any(not isinstance(s, str) or s == "" for s in stops):
+        raise ValueError(f"stop must be a non-empty string or a list of them, got {stop!r}")
+    return stops
+
+
+@dataclass
+class Generation:
+    """What ``generate`` returns. Row i of every field belongs to the same sequence.
+
+    ``ids`` is (B, T) with left padding before each prompt and ``PAD_TOKEN_ID`` after rows that ended
+    early; ``attention_mask`` marks the real tokens. ``new_tokens`` are the ids each row produced (the
+    EOS token included when one ended the row). ``texts`` are prompt + continuation, cut before a stop
+    string (the ids still hold the token that completed it); they are None when the prompt was ids.
+    """
+
+    ids: torch.Tensor
+    attention_mask: torch.Tensor
+    new_tokens: list[list[int]]
+    texts: list[str] | None = None
+    token_logprobs: list[list[float]] | None = None  # log-prob of each chosen token (processed dist.)
+    distributions: list[torch.Tensor] | None = None  # per step (B, V) probabilities, if asked for
+    stopped_by: list[str | None] = field(default_factory=list)  # "eos", "stop", or None (length)
+
+    @property
+    def text(self) -> str:
+        """The single text of a one-row result."""
+        if self.texts is None or len(self.texts) != 1:
+            raise ValueError("text needs a text prompt and exactly one row; use .texts for several")
+        return self.texts[0]
+
+
+@torch.inference_mode()
+def generate(
+    model: GPT,
+    prompt: str | Sequence[str] | torch.Tensor,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    return_scores: bool = False,
+    return_distributions: bool = False,
+    **settings,
+) -> Generation:
+    """Continue ``prompt`` (a string, a list of strings, or a (B, T) id tensor) with ``model``.
+
+    ``settings`` are the fields of ``DecodingSettings``: ``max_new_tokens``, ``min_new_tokens``,
+    ``do_sample``, ``temperature`` (0 means greedy), ``top_k``, ``top_p``, ``min_p``,
+    ``repetition_penalty``, ``no_repeat_ngram_size``, ``eos_token_id``, ``stop``,
+    ``num_return_sequences``, ``use_cache``. Sampling draws from ``generator``, or from one seeded
+    with ``seed``, or else from torch's global generator (``torch.manual_seed``).
+
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> out = generate(GPT(GPTConfig.from_preset("tiny")), ["Hi", "Good day"], max_new_tokens=2)
+    >>> out.ids.shape
+    torch.Size([2, 4])
+    """
+    s = DecodingSettings(**settings)
+    ids, mask, texts = _prepare_prompt(model, prompt, attention_mask, s)
+    rng = _make_generator(seed, generator, ids.device)
+    state = _LoopState(ids, mask, s.max_new_tokens, return_scores, return_distributions)
+    for _ in _decode_steps(model, state, s, rng):
+        pass
+    return state.result(texts, s.stops)
+
+
+def stream(
+    model: GPT,
+    prompt: str,
+    *,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    **settings,
+) -> Iterator[tuple[int, str]]:
+    """Yield ``(token_id, text_piece)`` as each token is made; the pieces join into the continuation.
+
+    A piece never splits a UTF-8 character (a token can hold half of one: the rest waits for the next
+    token), and text that might be the start of a stop string is held back until it is not.
+
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> pieces = list(stream(GPT(GPTConfig.from_preset("tiny")), "Hi", max_new_tokens=4))
+    >>> len(pieces)
+    4
+    """
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str for streaming, got {type(prompt).__name__}")
+    s = DecodingSettings(**settings)
+    if s.num_return_sequences != 1:
+        raise ValueError(f"num_return_sequences must be 1 when streaming, got {s.num_return_sequences}")
+    ids, mask, _ = _prepare_prompt(model, prompt, None, s)
+    state = _LoopState(ids, mask, s.max_new_tokens, False, False)
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text, sent = "", 0  # the continuation decoded so far, and how much of it was already yielded
+    for _ in _decode_steps(model, state, s, _make_generator(seed, generator, ids.device)):
+        token = state.new_tokens[0][-1]
+        last = len(state.new_tokens[0]) == s.max_new_tokens or token in s.eos_token_ids
+        if token not in s.eos_token_ids:
+            text += utf8.decode(decode_bytes([token]), final=last)
+        end = _stop_cut(text, s.stops)
+        safe = end if end is not None else len(text) if last else len(text) - _held_back(text, s.stops)
+        yield token, text[sent:safe]
+        sent = safe
+
+
+def _stop_cut(text: str, stops: tuple[str, ...]) -> int | None:
+    """Index where the first stop string begins in ``text``, or None."""
+    found = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(found) if found else None
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest tail of ``text`` that could still grow into a stop string."""
+    return max((n for s in stops for n in range(len(s) - 1, 0, -1) if text.endswith(s[:n])), default=0)
+
+
+def _make_generator(
+    seed: int | None, generator: torch.Generator | None, device: torch.device
+) -> torch.Generator | None:
+    if seed is not None and generator is not None:
+        raise ValueError("pass either seed or generator, not both")
+    if seed is None:
+        return generator  # None: draw from torch's global generator
+    _check_int("seed", seed, 0)
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _prepare_prompt(
+    model: GPT, prompt: str | Sequence[str] | torch.Tensor, attention_mask: torch.Tensor | None,
+    s: DecodingSettings,
+) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
+    """Prompt → left-padded ids (B, T), their mask, and the prompt texts (None for id input)."""
+    texts = None
+    if isinstance(prompt, torch.Tensor):
+        ids, mask = _check_id_prompt(prompt, attention_mask, model.config.vocab_size)
+    else:
+        texts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if attention_mask is not None:
+            raise ValueError("attention_mask is only for id prompts; text prompts are padded for you")
+        ids, mask = _pad_left([_encode_prompt(t) for t in texts])
+    ids, mask = _fit_context(ids, mask, model.config.block_size, s.max_new_tokens)
+    device = model.transformer.wte.weight.device
+    # several samples per prompt: repeat each row (row i becomes rows i*n … i*n + n-1)
+    n = s.num_return_sequences
+    ids, mask = ids.repeat_interleave(n, 0).to(device), mask.repeat_interleave(n, 0).to(device)
+    return ids, mask, None if texts is None else [t for t in texts for _ in range(n)]
+
+
+def _encode_prompt(text: object) -> list[int]:
+    if not isinstance(text, str):
+        raise TypeError(f"prompt must be a str, a list of str or a (B, T) id tensor, got {type(text).__name__}")
+    ids = encode(text)
+    if not ids:
+        raise ValueError("prompt must contain at least one token, got an empty string")
+    return ids
+
+
+def _check_id_prompt(
+    ids: torch.Tensor, mask: torch.Tensor | None, vocab_size: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    if ids.dim() != 2 or ids.size(0) == 0 or ids.size(1) == 0 or ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"prompt ids must be a non-empty (B, T) integer tensor, got {ids.dtype} {tuple(ids.shape)}")
+    if ids.min() < 0 or ids.max() >= vocab_size:
+        bad = ids[(ids < 0) | (ids >= vocab_size)][0].item()
+        raise ValueError(f"prompt ids must be in [0, {vocab_size}), got {bad}")
+    if mask is None:
+        return ids.long(), torch.ones_like(ids, dtype=torch.long)
+    if mask.shape != ids.shape:
+        raise ValueError(f"attention_mask must have the prompt's shape {tuple(ids.shape)}, got {tuple(mask.shape)}")
+    if not ((mask == 0) | (mask == 1)).all() or (mask[:, -1] == 0).any() or (mask[:, 1:] < mask[:, :-1]).any():
+        raise ValueError(
+            "attention_mask must hold only 0 and 1 and be left-padded: in each row, zeros (padding) "
+            "come only before the first 1, and the last column is 1"
+        )
+    return ids.long(), mask.long()
+
+
+def _pad_left(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left padding lines up every prompt's last token at the same column, where generation goes on."""
+    if not rows:
+        raise ValueError("prompt must not be an empty list")
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([[PAD_TOKEN_ID] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+def _fit_context(
+    ids: torch.Tensor, mask: torch.Tensor, block_size: int, max_new_tokens: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Policy for long prompts: keep the last tokens so prompt + new tokens fit the context."""
+    if max_new_tokens >= block_size:
+        raise ValueError(
+            f"max_new_tokens must be < the model's context of {block_size} tokens, got {max_new_tokens}"
+        )
+    room = block_size - max_new_tokens
+    if ids.size(1) > room:
+        warnings.warn(
+            f"prompt of {ids.size(1)} tokens + {max_new_tokens} new tokens exceeds the context of "
+            f"{block_size}; keeping the last {room} prompt tokens",
+            stacklevel=4,
+        )
+        ids, mask = ids[:, -room:], mask[:, -room:]
+    return ids, mask
+
+
+class _LoopState:
+    """The growing sequences and the bookkeeping of which rows are still running."""
+
+    def __init__(self, ids: torch.Tensor, mask: torch.Tensor, max_new: int, scores: bool, dists: bool):
+        B, T = ids.shape
+        self.prompt_len = T
+        # room for every new token up front: rows that end early keep PAD_TOKEN_ID with mask 0
+        self.ids = torch.cat([ids, ids.new_full((B, max_new), PAD_TOKEN_ID)], 1)
+        self.mask = torch.cat([mask, mask.new_zeros((B, max_new))], 1)
+        self.length = T  # columns filled so far
+        self.active = torch.arange(B, device=ids.device)  # rows still generating
+        self.new_tokens: list[list[int]] = [[] for _ in range(B)]
+        self.stopped_by: list[str | None] = [None] * B
+        self.logprobs = [[] for _ in range(B)] if scores else None
+        self.distributions: list[torch.Tensor] | None = [] if dists else None
+
+    def append(self, tokens: torch.Tensor, probs: torch.Tensor, logprobs: torch.Tensor) -> None:
+        """Write this step's token (len(active),) for each running row."""
+        self.ids[self.active, self.length] = tokens
+        self.mask[self.active, self.length] = 1
+        self.length += 1
+        for row, tok, lp in zip(self.active.tolist(), tokens.tolist(), logprobs.tolist()):
+            self.new_tokens[row].append(tok)
+            if self.logprobs is not None:
+                self.logprobs[row].append(lp)
+        if self.distributions is not None:
+            full = probs.new_zeros((self.ids.size(0), probs.size(1)))
+            full[self.active] = probs
+            self.distributions.append(full)
+
+    def result(self, texts: list[str] | None, stops: tuple[str, ...]) -> Generation:
+        ids, mask = self.ids[:, : self.length], self.mask[:, : self.length]
+        if texts is not None:
+            texts = [t + _cut(decode(new), stops) for t, new in zip(texts, self.new_tokens)]
+        return Generation(ids, mask, self.new_tokens, texts, self.logprobs, self.distributions, self.stopped_by)
+
+
+def _cut(text: str, stops: tuple[str, ...]) -> str:
+    end = _stop_cut(text, stops)
+    return text if end is None else text[:end]
+
+
+def _decode_steps(
+    model: GPT, state: _LoopState, s: DecodingSettings, rng: torch.Generator | None
+) -> Iterator[None]:
+    """The loop itself; yields after each step so ``stream`` can report the new token."""
+    cache = KVCache.for_model(model, state.ids.size(0), state.ids.size(1)) if s.use_cache else None
+    fed = 0  # columns of state.ids the cache already holds
+    for step in range(s.max_new_tokens):
+        if len(state.active) == 0:
+            return
+        logits = _next_logits(model, state, cache, fed)  # (len(active), V)
+        fed = state.length
+        tokens, probs, logprobs = _pick(logits, state.ids[state.active, : state.length], step, s, rng)
+        state.append(tokens, probs, logprobs)
+        yield
+        finished = [_finished(state, row, s) for row in state.active.tolist()]
+        if any(finished):
+            keep = torch.tensor([not f for f in finished], device=state.active.device)
+            state.active = state.active[keep]
+            if cache is not None:  # drop finished rows from the cache: they stop costing work
+                cache.reorder(keep.nonzero().squeeze(1))
+
+
+@torch.inference_mode()
+def _next_logits(model: GPT, state: _LoopState, cache: KVCache | None, fed: int) -> torch.Tensor:
+    """Next-token logits of the running rows; with a cache, feed only the columns it has not seen."""
+    start = fed if cache is not None else 0
+    rows = state.active
+    mask = state.mask[rows, : state.length]
+    # positions count real tokens only, so a left-padded prompt starts at 0 like an unpadded one
+    positions = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1)[:, start:]
+    ids = state.ids[rows, start : state.length]
+    return model(ids, attention_mask=mask, position_ids=positions, kv_cache=cache, last_only=True)[:, -1]
+
+
+def _pick(
+    logits: torch.Tensor, ids: torch.Tensor, step: int, s: DecodingSettings, rng: torch.Generator | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Transform the logits, choose one token per row; also return the distribution and log-probs."""
+    scores = L.process_logits(
+        logits.float(),  # transforms and softmax in fp32, whatever the model's dtype
+        ids,
+        new_tokens=step,
+        do_sample=s.do_sample,
+        temperature=s.temperature,
+        top_k=s.top_k,
+        top_p=s.top_p,
+        min_p=s.min_p,
+        repetition_penalty=s.repetition_penalty,
+        no_repeat_ngram_size=s.no_repeat_ngram_size,
+        min_new_tokens=s.min_new_tokens,
+        eos_token_ids=s.eos_token_ids,
+    )
+    probs = torch.softmax(scores, dim=-1)  # (B, V)
+    if s.do_sample:
+        tokens = torch.multinomial(probs, 1, generator=rng).squeeze(1)
+    else:
+        tokens = scores.argmax(dim=-1)
+    logprobs = torch.log_softmax(scores, dim=-1).gather(1, tokens.unsqueeze(1)).squeeze(1)
+    return tokens, probs, logprobs
+
+
+def _finished(state: _LoopState, row: int, s: DecodingSettings) -> bool:
+    """Has ``row`` just emitted an EOS or completed a stop string? Records why."""
+    new = state.new_tokens[row]
+    if new[-1] in s.eos_token_ids:
+        state.stopped_by[row] = "eos"
+    elif s.stops and _stop_cut(decode(new[-_stop_window(s.stops) :]), s.stops) is not None:
+        state.stopped_by[row] = "stop"
+    return state.stopped_by[row] is not None
+
+
+def _stop_window(stops: tuple[str, ...]) -> int:
+    """Tokens to decode when looking for a stop string: each token holds at least one byte."""
+    return max(len(x.encode()) for x in stops) + 1
+
+

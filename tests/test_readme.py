@@ -1,0 +1,40 @@
+"""The README's two commands are what a new user types: keep them true."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+BLOCKS = re.findall(r"```bash\n(.*?)\n```", README, flags=re.S)
+
+
+def test_readme_opens_with_the_two_commands():
+    first_line = README.splitlines()[0]
+    assert first_line == "# minigpt"
+    setup, tests = BLOCKS[0], BLOCKS[1]
+    assert README.index(setup) < README.index(tests) < README.index("## What minigpt is")
+    # torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build
+    assert setup.index("pip install torch==2.13.0") < setup.index('pip install -e ".[dev]"')
+    assert "minigpt generate" in setup
+
+
+def test_ci_runs_the_readme_test_command():
+    test_command = BLOCKS[1].removeprefix(". .venv/bin/activate && ")
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert ci[-1] == test_command
+    assert "--nbval " in test_command and "notebooks" in test_command
+
+
+def test_doctests_in_every_module():
+    """Every public docstring example runs (the README's command does not pass --doctest-modules)."""
+    import doctest
+    import importlib
+    import pkgutil
+
+    import minigpt
+
+    failed = 0
+    for info in pkgutil.iter_modules(minigpt.__path__):
+        module = importlib.import_module(f"minigpt.{info.name}")
+        failed += doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed
+    assert failed == 0
