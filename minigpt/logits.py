@@ -54,7 +54,7 @@ def _check_real(name: str, value: object, allowed: str, ok: Callable[[float], bo
 
 
 def _check_fraction(name: str, value: object) -> None:
-    # top_p = 0 would keep no probability mass and min_p = 0 filters nothing: None is how to switch them off
+    # top_p = 0 would reduce sampling to greedy and min_p = 0 filters nothing: None is how to switch either off
     _check_real(name, value, "in (0, 1]", lambda v: 0 < v <= 1)
 
 

@@ -17,6 +17,11 @@ def hf_gpt2_dir(tmp_path_factory):
         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
     )
     hf = transformers.GPT2LMHeadModel(config).eval()
+    # GPT-2's init (std 0.02) gives near-uniform logits and one token repeated forever; larger random
+    # weights give varied, peaked distributions, so decoding choices (and their bugs) show
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            p.normal_(1.0, 0.1) if ".ln_" in name or "ln_f" in name else p.normal_(0.0, 0.15)
     path = tmp_path_factory.mktemp("hf_gpt2")
     hf.save_pretrained(path)
     return path

@@ -5,7 +5,7 @@ import functools
 import pytest
 import torch
 import transformers
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from transformers.generation import logits_process as hf
 
@@ -70,7 +70,8 @@ def logits_and_ids(draw, max_id=None):
 
 
 keep = st.integers(1, 5)  # min_tokens_to_keep, sometimes more than V
-fraction = st.floats(0, 1, exclude_min=True)
+# quarters: the cumulative mass of tied tokens can land exactly on 1 - p, where < and <= differ
+fraction = st.floats(0, 1, exclude_min=True) | st.sampled_from([0.25, 0.5, 0.75, 1.0])
 
 
 # --- each transform equals its transformers processor -----------------------------------------------------------
@@ -84,6 +85,7 @@ def test_temperature_matches_transformers(logits, t):
 
 @PROPERTY
 @given(logits_batches(), st.integers(1, 60), keep)
+@example(logits=torch.tensor([[3.0, 2.0, 1.0, 0.0]]), k=1, m=3)  # min_tokens_to_keep raises k
 def test_top_k_matches_transformers(logits, k, m):
     warper = hf.TopKLogitsWarper(top_k=k, min_tokens_to_keep=m)
     compare(lambda x: top_k_filter(x, k, min_tokens_to_keep=m), warper, logits)
@@ -91,6 +93,7 @@ def test_top_k_matches_transformers(logits, k, m):
 
 @PROPERTY
 @given(logits_batches(), fraction, keep)
+@example(logits=torch.zeros(2, 4), p=0.75, m=1)  # the first cumulative sum equals 1 - p exactly: removed
 def test_top_p_matches_transformers(logits, p, m):
     warper = hf.TopPLogitsWarper(top_p=p, min_tokens_to_keep=m)
     compare(lambda x: top_p_filter(x, p, min_tokens_to_keep=m), warper, logits)
@@ -98,6 +101,7 @@ def test_top_p_matches_transformers(logits, p, m):
 
 @PROPERTY
 @given(logits_batches(), fraction, keep)
+@example(logits=torch.tensor([[4.0, 0.0, 0.0, -INF]]), min_p=0.5, m=2)  # keeps one of two tied tokens
 def test_min_p_matches_transformers(logits, min_p, m):
     warper = hf.MinPLogitsWarper(min_p=min_p, min_tokens_to_keep=m)
     compare(lambda x: min_p_filter(x, min_p, min_tokens_to_keep=m), warper, logits)
@@ -123,9 +127,7 @@ def test_no_repeat_ngram_matches_transformers(batch, n):
 def test_suppress_eos_matches_min_new_tokens(logits, data):
     eos = data.draw(st.lists(st.integers(0, logits.size(1) - 1), min_size=1, max_size=3, unique=True))
     ids = torch.zeros(logits.size(0), 3, dtype=torch.long)  # a 3-token prompt, nothing generated yet
-    reference = hf.MinNewTokensLengthLogitsProcessor(
-        prompt_length_to_skip=3, min_new_tokens=1, eos_token_id=eos
-    )
+    reference = hf.MinNewTokensLengthLogitsProcessor(prompt_length_to_skip=3, min_new_tokens=1, eos_token_id=eos)
     compare(lambda x: suppress_eos(x, eos), reference, logits, ids)
 
 
@@ -156,12 +158,10 @@ def transformers_processors(prompt_length, eos_token_ids, **settings):
     model = tiny_hf_model()
     config = transformers.GenerationConfig(eos_token_id=list(eos_token_ids) or None, **settings)
     model._prepare_special_tokens(config, kwargs_has_attention_mask=True, device="cpu")
-    return model._get_logits_processor(
-        generation_config=config, input_ids_seq_length=prompt_length, device="cpu"
-    )
+    return model._get_logits_processor(generation_config=config, input_ids_seq_length=prompt_length, device="cpu")
 
 
-@settings(max_examples=80, deadline=None)
+@PROPERTY
 @given(logits_and_ids(max_id=3), st.data())
 def test_process_logits_matches_transformers_pipeline(batch, data):
     logits, ids = batch
@@ -179,10 +179,19 @@ def test_process_logits_matches_transformers_pipeline(batch, data):
     eos = draw(st.lists(st.integers(0, logits.size(1) - 1), max_size=2, unique=True))
     new_tokens = draw(st.integers(0, ids.size(1)))
     reference = transformers_processors(ids.size(1) - new_tokens, eos, **options)
+    ours = functools.partial(process_logits, input_ids=ids, new_tokens=new_tokens, eos_token_ids=eos, **options)
+    compare(ours, reference, logits, ids)
+
+
+@pytest.mark.parametrize("new_tokens", [0, 1, 2, 3])
+def test_process_logits_suppresses_eos_until_min_new_tokens(new_tokens):
+    logits, ids = torch.zeros(2, 5), torch.ones(2, 4, dtype=torch.long)
+    reference = transformers_processors(4 - new_tokens, [1, 3], do_sample=False, min_new_tokens=2)
     ours = functools.partial(
-        process_logits, input_ids=ids, new_tokens=new_tokens, eos_token_ids=eos, **options
+        process_logits, input_ids=ids, new_tokens=new_tokens, do_sample=False, min_new_tokens=2, eos_token_ids=[1, 3]
     )
     compare(ours, reference, logits, ids)
+    assert ours(logits)[:, [1, 3]].isinf().all() == (new_tokens < 2)
 
 
 def test_pipeline_order_penalty_before_temperature_before_top_k():
