@@ -3,6 +3,7 @@
     minigpt generate "ROMEO:"                      # sample a continuation from the default model
     minigpt generate "ROMEO:" --temperature 0      # greedy
     minigpt generate "Hello" --model gpt2          # OpenAI's GPT-2 (needs the hub extra and a network)
+    minigpt train --max-steps 2000                 # train on the Shakespeare corpus
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 
 import torch
 
+from minigpt import train
 from minigpt.checkpoint import HUB_REPOS, load_model, shipped_models
 from minigpt.generate import stream
 from minigpt.tokenizer import EOT_TOKEN_ID
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_generate(commands)
+    _add_train(commands)
     return parser
 
 
@@ -74,6 +77,17 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
         "--eos", action="store_true", help="stop at <|endoftext|> (by default it is printed like any token)"
     )
     p.set_defaults(run=_run_generate)
+
+
+def _add_train(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "train",
+        help="train a GPT on the Shakespeare corpus",
+        description="Train a GPT on the shipped Shakespeare corpus (three works held out). Every flag "
+        "overrides the --config JSON file, which overrides the defaults. Under torchrun it trains with DDP.",
+    )
+    train.add_arguments(p)
+    p.set_defaults(run=train.run)
 
 
 def _run_generate(args: argparse.Namespace) -> int:

@@ -1,0 +1,122 @@
+"""Plotting helpers the chapters share: next-token distributions as bars, and saving figures.
+
+Every figure gets labelled axes and a title that says what it shows, so it reads without the text.
+
+>>> fig = plot_distribution(torch.tensor([0.7, 0.2, 0.1]), ["the", "a", "an"], title="Next token")
+>>> fig.axes[0].get_ylabel()
+'probability'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+from matplotlib.figure import Figure
+
+FIGURES_DIR = Path(__file__).resolve().parent.parent / "figures"  # the repository's figures/ folder
+
+
+def plot_distribution(
+    probs: torch.Tensor,
+    labels: Sequence[str],
+    *,
+    title: str,
+    highlight: Sequence[int] = (),
+    ax: plt.Axes | None = None,
+) -> Figure:
+    """Bar chart of one probability distribution over ``labels``; bars in ``highlight`` are drawn darker.
+
+    >>> plot_distribution(torch.tensor([0.5, 0.5]), ["yes", "no"], title="coin").axes[0].get_title()
+    'coin'
+    """
+    probs = torch.as_tensor(probs, dtype=torch.float32).flatten()
+    if len(labels) != probs.numel():
+        raise ValueError(f"labels must have one entry per probability ({probs.numel()}), got {len(labels)}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 3.5))
+    colors = ["tab:blue" if i in highlight else "tab:gray" for i in range(len(labels))] if highlight else None
+    ax.bar(range(len(labels)), probs.tolist(), color=colors)
+    ax.set_xticks(range(len(labels)), [repr(s)[1:-1] for s in labels], rotation=45, ha="right")
+    ax.set_ylabel("probability")
+    ax.set_title(title)
+    ax.set_ylim(0, max(1e-9, probs.max().item()) * 1.1)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def plot_distributions(
+    rows: dict[str, torch.Tensor], labels: Sequence[str], *, title: str
+) -> Figure:
+    """Several distributions over the same labels, one panel each, side by side (e.g. temperatures).
+
+    >>> fig = plot_distributions({"T=1": torch.tensor([0.6, 0.4]), "T=2": torch.tensor([0.5, 0.5])},
+    ...                          ["a", "b"], title="Temperature")
+    >>> len(fig.axes)
+    2
+    """
+    fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.5), sharey=True)
+    for ax, (name, probs) in zip(axes if len(rows) > 1 else [axes], rows.items()):
+        plot_distribution(probs, labels, title=name, ax=ax)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, name: str, folder: str | Path | None = None) -> Path:
+    """Write ``fig`` as ``<folder>/<name>.png`` (default: the repository's ``figures/``) and return the path.
+
+    >>> import tempfile
+    >>> save_figure(plt.figure(), "empty", tempfile.mkdtemp()).suffix
+    '.png'
+    """
+    folder = Path(folder) if folder is not None else FIGURES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def plot_token_tree(
+    tree: dict, *, root: str, title: str, highlight: Sequence[Sequence[str]] = ()
+) -> Figure:
+    """Draw a tree of next-token choices: ``{token: (probability, {child: (p, {...})})}``.
+
+    Paths in ``highlight`` (lists of tokens from the root's child down) are drawn in colour, one colour
+    each; every edge is labelled with its probability.
+
+    >>> fig = plot_token_tree({"dog": (0.4, {}), "nice": (0.5, {})}, root="The", title="t")
+    >>> fig.axes[0].get_title()
+    't'
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    colors = ["tab:red", "tab:green", "tab:blue"]
+    leaves = iter(range(1000))
+
+    def draw(name: str, children: dict, depth: int, path: tuple[str, ...]) -> float:
+        ys = [draw(c, grand, depth + 1, (*path, c)) for c, (_, grand) in children.items()]
+        y = sum(ys) / len(ys) if ys else -next(leaves)
+        for (child, (p, _)), cy in zip(children.items(), ys):
+            on = [i for i, h in enumerate(highlight) if list(h[: len(path) + 1]) == [*path, child]]
+            color = colors[on[0] % len(colors)] if on else "lightgray"
+            ax.plot([depth, depth + 1], [y, cy], color=color, lw=2.5 if on else 1, zorder=1)
+            ax.text(depth + 0.5, (y + cy) / 2, f"{p:.2f}", ha="center", va="bottom", fontsize=8)
+        ax.text(depth, y, name, ha="center", va="center", zorder=2,
+                bbox=dict(boxstyle="round", fc="white", ec="gray"))
+        return y
+
+    draw(root, tree, 0, ())
+    ax.set_title(title)
+    ax.set_xlabel("decoding step")
+    ax.set_yticks([])
+    ax.set_xticks(range(_depth(tree) + 1))
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def _depth(tree: dict) -> int:
+    return 1 + max((_depth(children) for _, children in tree.values()), default=0) if tree else 0

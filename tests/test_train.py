@@ -1,0 +1,312 @@
+"""Tests for minigpt.train: the schedule, the optimizer groups, evaluation, the loop (learning,
+reproducibility, resume), the loss curve, DDP with two CPU processes, validation and the CLI hooks.
+
+Every run uses a one-layer, 32-wide model on a short repeated random pattern, which it learns in a few
+steps; the vocabulary stays GPT-2's 50,257 tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+import torch
+
+from minigpt import train as train_module
+from minigpt.checkpoint import load_checkpoint
+from minigpt.model import GPT, GPTConfig
+from minigpt.train import (
+    STATE_NAME,
+    TrainConfig,
+    add_arguments,
+    config_from_args,
+    heldout_loss,
+    lr_at,
+    param_groups,
+    plot_losses,
+    run,
+    train,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pattern(repeats: int) -> torch.Tensor:
+    """48 random token ids, repeated: a tiny corpus whose next token is predictable from context."""
+    ids = torch.randint(50257, (48,), generator=torch.Generator().manual_seed(0))
+    return ids.repeat(repeats)
+
+
+TRAIN_TOKENS = pattern(40)  # 1,920 tokens
+HELDOUT_TOKENS = pattern(2)  # 96 tokens: 5 windows of 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The models are tiny: a second thread only adds contention on shared CPU cores (3-4x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
+    values = dict(
+        n_layer=1, n_head=2, n_embd=32, block_size=16, dropout=0.0, batch_size=4, max_steps=6,
+        learning_rate=1e-2, min_lr=1e-3, warmup_steps=2, eval_interval=3, eval_windows=2, seed=0,
+        device="cpu", out_dir=str(tmp_path / "out"), figure_path=str(tmp_path / "loss.png"),
+    )
+    return TrainConfig(**{**values, **overrides})
+
+
+def tiny_train(config: TrainConfig):
+    return train(config, TRAIN_TOKENS, HELDOUT_TOKENS, progress=False)
+
+
+def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+
+# --- the learning-rate schedule and the optimizer ------------------------------------------------------
+
+def test_lr_warms_up_linearly_then_decays_to_min_lr():
+    config = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=100)
+    assert lr_at(0, config) == pytest.approx(1e-4)  # first step: 1/10 of the peak
+    assert lr_at(4, config) == pytest.approx(5e-4)
+    assert lr_at(10, config) == pytest.approx(1e-3)  # peak right after warmup
+    assert lr_at(55, config) == pytest.approx(5.5e-4)  # halfway down the cosine: the mean of peak and min
+    assert lr_at(100, config) == pytest.approx(1e-4)
+    assert lr_at(500, config) == 1e-4  # past the end it stays at min_lr
+    decay = [lr_at(s, config) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))
+
+
+def test_lr_decay_steps_decouples_the_schedule_from_max_steps():
+    short = TrainConfig(max_steps=50, lr_decay_steps=200, warmup_steps=0)
+    full = TrainConfig(max_steps=200, warmup_steps=0)
+    assert [lr_at(s, short) for s in range(50)] == [lr_at(s, full) for s in range(50)]
+
+
+def test_weight_decay_on_2d_parameters_only():
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16))
+    decay, no_decay = param_groups(model, weight_decay=0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert {"transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.attn.c_attn.weight",
+            "transformer.h.1.mlp.c_proj.weight"} <= decayed
+    assert all(n.endswith(".weight") and "ln_" not in n for n in decayed)
+    undecayed = {names[id(p)] for p in no_decay["params"]}
+    assert {"transformer.ln_f.weight", "transformer.ln_f.bias", "transformer.h.0.attn.c_attn.bias"} <= undecayed
+    assert all(n.endswith(".bias") or ".ln_" in n or "ln_f" in n for n in undecayed)
+    # every parameter exactly once; the tied head is the token embedding, not a second tensor
+    assert len(decayed) + len(undecayed) == len(list(model.parameters()))
+
+
+# --- the held-out loss -----------------------------------------------------------------------------------
+
+def test_heldout_loss_matches_a_hand_computation():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=8)).eval()
+    tokens = torch.randint(50257, (34,))  # 33 targets -> 4 windows of 8; the last target is left out
+    per_token = []
+    with torch.no_grad():
+        for w in range(4):
+            x, y = tokens[8 * w : 8 * w + 8], tokens[8 * w + 1 : 8 * w + 9]
+            logp = torch.log_softmax(model(x[None])[0], dim=-1)  # (8, V)
+            per_token += [-logp[t, y[t]].item() for t in range(8)]
+    expected = sum(per_token) / len(per_token)
+    # batch_size 3 splits the 4 windows 3 + 1: the mean must weight every token equally
+    assert heldout_loss(model, tokens, block_size=8, batch_size=3) == pytest.approx(expected, rel=1e-5)
+    # two windows spread evenly over the four: the first and the last
+    first_and_last = (sum(per_token[:8]) + sum(per_token[24:])) / 16
+    assert heldout_loss(model, tokens, block_size=8, max_windows=2) == pytest.approx(first_and_last, rel=1e-5)
+
+
+def test_heldout_loss_restores_training_mode():
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=8, dropout=0.5)).train()
+    first = heldout_loss(model, torch.arange(40), block_size=8)
+    assert model.training
+    assert heldout_loss(model, torch.arange(40), block_size=8) == first  # no dropout while scoring
+
+
+# --- the training loop -----------------------------------------------------------------------------------
+
+def test_training_lowers_the_loss(tmp_path):
+    result = tiny_train(tiny_config(tmp_path, max_steps=20, eval_interval=10))
+    losses = [loss for _, loss in result.train_losses]
+    assert [step for step, _ in result.train_losses] == list(range(1, 21))
+    assert losses[0] == pytest.approx(math.log(50257), abs=0.3)  # untrained: about uniform
+    assert max(losses[-3:]) < losses[0] - 3
+    assert [step for step, _ in result.heldout_losses] == [10, 20]
+    assert result.final_heldout_loss == result.heldout_losses[-1][1] < losses[0] - 3
+    assert result.steps == 20 and result.tokens_per_second > 0 and not result.model.training
+
+
+def test_checkpoint_and_state_are_written(tmp_path):
+    config = tiny_config(tmp_path)
+    result = tiny_train(config)
+    assert result.checkpoint == Path(config.out_dir)
+    loaded = load_checkpoint(result.checkpoint)
+    assert loaded.config.n_embd == 32
+    assert_same_weights(weights(loaded), weights(result.model))
+    state = torch.load(result.checkpoint / STATE_NAME, weights_only=True)
+    assert state["step"] == 6 and len(state["train_losses"]) == 6 and len(state["rng"]) == 1
+    assert state["config"]["n_embd"] == 32
+
+
+def test_same_seed_gives_identical_weights(tmp_path):
+    a = tiny_train(tiny_config(tmp_path / "a", dropout=0.1))
+    b = tiny_train(tiny_config(tmp_path / "b", dropout=0.1))
+    c = tiny_train(tiny_config(tmp_path / "c", dropout=0.1, seed=1))
+    assert_same_weights(weights(a.model), weights(b.model))
+    assert a.train_losses == b.train_losses
+    assert not torch.equal(a.model.transformer.wpe.weight, c.model.transformer.wpe.weight)
+
+
+def test_resume_continues_exactly_where_it_stopped(tmp_path):
+    # dropout > 0: the resumed run must also restore torch's RNG, not only the batch generator
+    common = dict(dropout=0.1, lr_decay_steps=7, eval_interval=2)
+    whole = tiny_train(tiny_config(tmp_path / "whole", max_steps=7, **common))
+    tiny_train(tiny_config(tmp_path / "split", max_steps=3, **common))
+    resumed = tiny_train(tiny_config(tmp_path / "split", max_steps=7, resume=True, **common))
+    assert_same_weights(weights(resumed.model), weights(whole.model))
+    assert resumed.train_losses == whole.train_losses
+    assert resumed.steps == 7
+    # the history carries over: evaluations at 2, 3 (end of the first run), 4, 6 and 7
+    assert [step for step, _ in resumed.heldout_losses] == [2, 3, 4, 6, 7]
+
+
+def test_resume_needs_a_saved_run_of_the_same_shape(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        tiny_train(tiny_config(tmp_path, resume=True))
+    tiny_train(tiny_config(tmp_path, max_steps=1))
+    with pytest.raises(ValueError, match="n_embd=32, but the config asks for 64"):
+        tiny_train(tiny_config(tmp_path, n_embd=64, resume=True))
+
+
+def test_loss_curve_png_is_written(tmp_path):
+    result = tiny_train(tiny_config(tmp_path, figure_path=str(tmp_path / "figs" / "curve.png")))
+    assert result.figure == tmp_path / "figs" / "curve.png"
+    assert result.figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    path = plot_losses([(1, 10.0), (2, 8.0)], [], tmp_path / "train_only.png")  # no evaluation yet
+    assert path.stat().st_size > 1000
+
+
+# --- DDP: two CPU processes talking over gloo -----------------------------------------------------------
+
+DDP_SCRIPT = """
+    import hashlib, json, os, sys
+    from pathlib import Path
+    import torch
+    from minigpt.train import TrainConfig, train
+
+    torch.set_num_threads(1)
+    tokens = torch.randint(50257, (48,), generator=torch.Generator().manual_seed(0)).repeat(20)
+    config = TrainConfig(**json.loads(sys.argv[1]))
+    result = train(config, tokens, tokens[:100], progress=False)
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in result.model.parameters()))
+    report = {"digest": digest.hexdigest(), "first_loss": result.train_losses[0][1],
+              "checkpoint": str(result.checkpoint)}
+    Path(config.out_dir, f"rank{os.environ['RANK']}.json").write_text(json.dumps(report))
+"""
+
+
+def test_ddp_two_cpu_processes_train_one_model(tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(textwrap.dedent(DDP_SCRIPT))
+    config = dict(vars(tiny_config(tmp_path, dropout=0.1)), max_steps=4, eval_interval=2)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(script), json.dumps(config)]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = Path(config["out_dir"])
+    rank0, rank1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert rank0["digest"] == rank1["digest"]  # DDP kept the two copies identical
+    assert rank0["first_loss"] != rank1["first_loss"]  # ... while each rank drew its own batches
+    assert rank0["checkpoint"] == str(out) and rank1["checkpoint"] == "None"  # only rank 0 writes
+    saved = load_checkpoint(out)
+    digest = hashlib.sha256(b"".join(p.detach().numpy().tobytes() for p in saved.parameters()))
+    assert digest.hexdigest() == rank0["digest"]
+    state = torch.load(out / STATE_NAME, weights_only=True)
+    assert state["step"] == 4 and len(state["rng"]) == 2  # both ranks' generators, to resume with two
+
+
+# --- validation ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(n_layer=0), r"n_layer must be an integer >= 1, got 0"),
+    (dict(batch_size=2.5), r"batch_size must be an integer >= 1, got 2.5"),
+    (dict(warmup_steps=-1), r"warmup_steps must be an integer >= 0, got -1"),
+    (dict(eval_windows=0), r"eval_windows must be an integer >= 1 or None, got 0"),
+    (dict(learning_rate=0.0), r"learning_rate must be > 0, got 0.0"),
+    (dict(min_lr=1.0), r"min_lr must be in \[0, 0.001\], got 1.0"),
+    (dict(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
+    (dict(beta2=True), r"beta2 must be a finite number, got True"),
+    (dict(grad_clip=-1.0), r"grad_clip must be >= 0 \(0 = no clipping\), got -1.0"),
+    (dict(device="gpu"), r"device must be 'auto' or a torch device .*got 'gpu'"),
+    (dict(n_head=5), r"n_embd must be divisible by n_head, got n_embd=192 and n_head=5"),
+])
+def test_invalid_config_is_refused(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**overrides)
+
+
+# --- the command line ------------------------------------------------------------------------------------
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    return p
+
+
+def test_every_config_field_has_a_flag_with_help():
+    actions = {a.dest: a for a in parser()._actions}
+    for f in fields(TrainConfig):
+        assert f.name in actions, f.name
+        assert f"(default: {f.default})" in actions[f.name].help
+    assert {"config", "progress"} <= actions.keys()
+
+
+def test_flags_parse_to_config_values():
+    args = parser().parse_args(["--n-layer", "3", "--learning-rate", "3e-4", "--eval-windows", "none",
+                                "--resume", "--device", "cpu", "--no-progress"])
+    config = config_from_args(args)
+    assert (config.n_layer, config.learning_rate, config.eval_windows, config.resume) == (3, 3e-4, None, True)
+    assert config.n_embd == TrainConfig().n_embd and args.progress is False  # untouched: the default
+
+
+def test_flags_override_the_config_file(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"n_layer": 2, "max_steps": 50, "resume": True}))
+    config = config_from_args(parser().parse_args(["--config", str(path), "--max-steps", "7", "--no-resume"]))
+    assert (config.n_layer, config.max_steps, config.resume) == (2, 7, False)
+    path.write_text(json.dumps({"n_layers": 2}))
+    with pytest.raises(ValueError, match=r"unknown: \['n_layers'\]"):
+        config_from_args(parser().parse_args(["--config", str(path)]))
+
+
+def test_run_trains_and_prints_a_summary(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_module, "load_splits", lambda: (TRAIN_TOKENS, HELDOUT_TOKENS))
+    config = tiny_config(tmp_path, max_steps=2)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(config).items() if not isinstance(v, bool)]
+    assert run(parser().parse_args([*flags, "--no-progress"])) == 0
+    printed = capsys.readouterr().out
+    assert "final held-out loss:" in printed and f"checkpoint: {config.out_dir}" in printed
+    assert (Path(config.out_dir) / STATE_NAME).is_file()
