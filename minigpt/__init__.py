@@ -8,6 +8,11 @@
 from minigpt.checkpoint import load_model, save_checkpoint
 from minigpt.generate import generate, stream
 from minigpt.model import GPT, GPTConfig
+from minigpt.search import beam_search, contrastive_search, sample_and_rank
+from minigpt.speculative import prompt_lookup_generate, speculative_generate
 from minigpt.tokenizer import decode, encode
 
-__all__ = ["GPT", "GPTConfig", "decode", "encode", "generate", "load_model", "save_checkpoint", "stream"]
+__all__ = [
+    "GPT", "GPTConfig", "beam_search", "contrastive_search", "decode", "encode", "generate", "load_model",
+    "prompt_lookup_generate", "sample_and_rank", "save_checkpoint", "speculative_generate", "stream",
+]

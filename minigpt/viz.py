@@ -60,6 +60,8 @@ def plot_distributions(
     fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.5), sharey=True)
     for ax, (name, probs) in zip(axes if len(rows) > 1 else [axes], rows.items()):
         plot_distribution(probs, labels, title=name, ax=ax)
+    tallest = max(torch.as_tensor(p).max().item() for p in rows.values())
+    fig.axes[0].set_ylim(0, tallest * 1.1)  # shared y axis: room for the tallest bar of any panel
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -46,3 +46,12 @@ def tiny_model():
     """A randomly initialised minigpt of the `tiny` preset, seeded."""
     torch.manual_seed(0)
     return GPT(GPTConfig.from_preset("tiny")).eval()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """The test models are tiny: a second thread only adds synchronisation cost on a 2-core machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

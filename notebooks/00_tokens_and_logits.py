@@ -1,0 +1,122 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 0 — Tokens and logits
+#
+# Before we decode anything, we follow one prompt through the whole pipe:
+# text → token ids → model → logits → probabilities of the next token.
+
+# %%
+# %matplotlib inline
+import matplotlib.pyplot as plt
+import torch
+
+import minigpt
+from minigpt.tokenizer import decode, encode
+from minigpt.viz import plot_distribution, save_figure
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Step 1: text → ids → text
+#
+# GPT-2 splits text into 50,257 possible *tokens* (byte-pair encoding). Common words are one token,
+# rare words several; a leading space belongs to the token.
+
+# %%
+text = "Every effort moves you"
+ids = encode(text)
+print(ids)
+print([decode([i]) for i in ids])
+print(decode(ids))
+
+# %%
+for word in ["ROMEO", " Romeo", " wherefore", " unsubstantial"]:
+    pieces = encode(word)
+    print(f"{word!r:18} → {pieces} → {[decode([p]) for p in pieces]}")
+
+# %% [markdown]
+# ## Step 2: the model's output has shape (B, T, V)
+#
+# For every position in every row the model returns one score per vocabulary entry: a batch of B
+# prompts of T tokens gives B × T × 50,257 logits. Position t's scores predict token t + 1.
+
+# %%
+model = minigpt.load_model("shakespeare")
+print(f"{model.num_parameters():,} parameters, context {model.config.block_size} tokens")
+
+prompt = "ROMEO:\nBut soft, what light through yonder window"
+x = torch.tensor([encode(prompt)])  # (B, T) = (1, T)
+with torch.no_grad():
+    logits = model(x)
+print("input ", tuple(x.shape), " (B, T)")
+print("logits", tuple(logits.shape), " (B, T, V)")
+
+# %% [markdown]
+# ## Step 3: generation reads only the last position
+#
+# Training scores every position at once (each one predicts its own next token). Generation only needs
+# the *next* token after the whole prompt, which is the last row of the logits.
+
+# %%
+last = logits[0, -1]  # (V,)
+print("last-position logits", tuple(last.shape))
+with torch.no_grad():
+    only_last = model(x, last_only=True)  # the model can skip the other T-1 rows of the head
+print("last_only=True gives", tuple(only_last.shape))
+assert torch.allclose(only_last[0, -1], last, atol=1e-5)
+
+# %% [markdown]
+# | | input | logits used | target |
+# |---|---|---|---|
+# | training | (B, T) windows of text | all (B, T, V) | the same windows shifted by one: (B, T) |
+# | inference | (B, T) prompt | the last position: (B, V) | none: we *choose* the next token |
+
+# %%
+print(f"{'':10}{'input':>12}{'logits used':>18}")
+print(f"{'training':10}{str((16, 256)):>12}{str((16, 256, 50257)):>18}")
+print(f"{'inference':10}{str(tuple(x.shape)):>12}{str((1, 50257)):>18}")
+
+# %% [markdown]
+# ## Step 4: the next-token distribution of a real prompt
+#
+# Softmax turns the last position's logits into probabilities. Here are the ten most likely next tokens.
+
+# %%
+probs = torch.softmax(last, dim=-1)
+top = torch.topk(probs, 10)
+labels = [decode([i]) for i in top.indices.tolist()]
+for p, word in zip(top.values.tolist(), labels):
+    print(f"{word!r:14} {p:.4f}")
+print(f"top-10 mass: {top.values.sum():.4f}; the other 50,247 tokens share the rest")
+
+# %%
+fig = plot_distribution(top.values, labels, title=f"Next token after {prompt[-24:]!r}")
+save_figure(fig, "00_next_token")
+plt.show()
+
+# %% [markdown]
+# ## The library's version
+#
+# `minigpt.generate` with greedy decoding picks exactly the most likely token we found by hand.
+
+# %%
+out = minigpt.generate(model, prompt, max_new_tokens=1)
+print(repr(decode(out.new_tokens[0])))
+assert out.new_tokens[0] == [top.indices[0].item()]
