@@ -4,7 +4,6 @@ import json
 from importlib import resources
 
 import pytest
-import torch
 
 import minigpt
 from minigpt.checkpoint import load_checkpoint, shipped_models

@@ -1,0 +1,178 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 6 — Beam search
+#
+# Greedy keeps one candidate and can miss a better sentence (chapter 1). **Beam search** keeps the
+# `num_beams` best partial sentences at every step, scored by their total log-probability, and only at
+# the end picks the best. Then: length penalty, n-gram blocking, why beams are bland, and three relatives —
+# diverse beams, sample-and-rank and contrastive search.
+
+# %%
+# %matplotlib inline
+import math
+
+import matplotlib.pyplot as plt
+import torch
+
+import minigpt
+from minigpt.search import beam_search, contrastive_search, sample_and_rank
+from minigpt.tokenizer import decode, encode
+from minigpt.viz import plot_token_tree, save_figure
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Step 1: by hand, on the toy tree
+#
+# With two beams, "dog" (0.4) survives the first step next to "nice" (0.5), and in the second step
+# "The dog has" (0.36) beats "The nice woman" (0.20).
+
+# %%
+tree = {
+    "nice": (0.5, {"woman": (0.4, {}), "house": (0.3, {}), "guy": (0.3, {})}),
+    "dog": (0.4, {"has": (0.9, {}), "and": (0.05, {}), "runs": (0.05, {})}),
+    "car": (0.1, {"is": (0.3, {}), "drives": (0.5, {}), "turns": (0.2, {})}),
+}
+
+
+def toy_beam_search(tree, num_beams):
+    beams = [([], 0.0, tree)]  # (words so far, sum of log-probs, subtree)
+    while any(sub for _, _, sub in beams):
+        candidates = [(words + [w], score + math.log(p), children)
+                      for words, score, sub in beams for w, (p, children) in sub.items()]
+        beams = sorted(candidates, key=lambda c: c[1], reverse=True)[:num_beams]  # keep the best few
+        print("  kept:", [(" ".join(w), round(math.exp(s), 2)) for w, s, _ in beams])
+    return beams[0][0], math.exp(beams[0][1])
+
+
+for k in (1, 2):
+    print(f"num_beams = {k}")
+    words, p = toy_beam_search(tree, k)
+    print(f"  best: The {' '.join(words)} (p = {p:.2f})")
+
+# %%
+fig = plot_token_tree(tree, root="The", title="Two beams find 'The dog has' (0.36)",
+                      highlight=[["dog", "has"], ["nice", "woman"]])
+save_figure(fig, "06_beam_tree")
+plt.show()
+
+# %% [markdown]
+# ## Step 2: by hand, on the model
+#
+# The same loop on real logits: every beam proposes every token; we keep the `num_beams` best
+# (beam, token) pairs by total log-probability. At the first step all beams are the same prompt, so only
+# one of them may propose (else we would keep the same token three times).
+
+# %%
+model = minigpt.load_model("shakespeare")
+
+
+def beam_search_by_hand(model, prompt_ids, num_beams, steps):
+    seqs = prompt_ids.repeat(num_beams, 1)  # (beams, T)
+    scores = torch.tensor([0.0] + [-1e9] * (num_beams - 1))  # only beam 0 is live at first
+    for _ in range(steps):
+        with torch.no_grad():
+            logp = torch.log_softmax(model(seqs)[:, -1], dim=-1)  # (beams, V)
+        total = (scores[:, None] + logp).flatten()  # (beams * V,)
+        scores, flat = torch.topk(total, num_beams)
+        parent, token = flat // logp.size(1), flat % logp.size(1)
+        seqs = torch.cat([seqs[parent], token[:, None]], dim=1)  # each new beam extends its parent
+    return seqs, scores
+
+
+prompt = torch.tensor([encode("ROMEO:\nI")])
+seqs, scores = beam_search_by_hand(model, prompt, num_beams=3, steps=12)
+for s, sc in zip(seqs, scores):
+    print(f"{sc:8.4f}  {decode(s.tolist())!r}")
+
+# %% [markdown]
+# ## Step 3: length penalty
+#
+# Every token adds a negative log-probability, so longer hypotheses score lower. When sequences can end
+# (at end-of-text), beam search divides the score by `length ** length_penalty`: 0 ranks by total
+# log-probability (favouring short), 1 by average per token, 2 favours longer ones.
+
+# %%
+eos = encode(".")[0]  # let a full stop end a hypothesis, so lengths differ
+for lp in (0.0, 1.0, 2.0):
+    out = beam_search(model, "JULIET:\nO Romeo", num_beams=4, max_new_tokens=20, eos_token_id=eos,
+                      length_penalty=lp)
+    print(f"length_penalty {lp}: {len(out.new_tokens[0]):2} tokens, score {out.scores[0]:.4f}: {out.texts[0]!r}")
+
+# %% [markdown]
+# ## Step 4: n-gram blocking, and why beams are bland
+#
+# Beam search maximises probability, and the most probable text is repetitive and generic. Blocking
+# repeated n-grams helps; sampling (chapters 2–4) gives more varied text.
+
+# %%
+def distinct_ratio(tokens):
+    return len(set(tokens)) / len(tokens)
+
+
+beams = beam_search(model, "ROMEO:\nI", num_beams=4, max_new_tokens=40)
+blocked = beam_search(model, "ROMEO:\nI", num_beams=4, max_new_tokens=40, no_repeat_ngram_size=2)
+sampled = minigpt.generate(model, "ROMEO:\nI", max_new_tokens=40, do_sample=True, top_p=0.9, seed=3)
+rows = {"beam search": beams.new_tokens[0], "beam + no-repeat 2-gram": blocked.new_tokens[0],
+        "top-p 0.9 sample": sampled.new_tokens[0]}
+for name, toks in rows.items():
+    print(f"{name:24} distinct {distinct_ratio(toks):.2f}: {decode(toks)!r}")
+
+# %%
+fig, ax = plt.subplots(figsize=(6, 3.5))
+ax.bar(list(rows), [distinct_ratio(t) for t in rows.values()])
+ax.set_ylabel("distinct tokens / tokens")
+ax.set_title("Beam search text repeats itself; sampling varies")
+fig.tight_layout()
+save_figure(fig, "06_distinct_ratio")
+plt.show()
+
+# %% [markdown]
+# ## Step 5: the family
+#
+# - **Diverse beam search** (Vijayakumar et al., 2016) splits the beams into groups and penalises a group
+#   for choosing tokens earlier groups chose at the same step.
+# - **Sample-and-rank** (Adiwardana et al., 2020) draws N samples and keeps the one with the best average
+#   log-probability per token.
+# - **Contrastive search** (Su et al., 2022) picks among the top-k tokens the one that is likely *and*
+#   least similar to what was already said.
+
+# %%
+diverse = beam_search(model, "ROMEO:\nI", num_beams=4, num_beam_groups=2, diversity_penalty=1.0,
+                      max_new_tokens=15, num_return_sequences=4)
+for t, s in zip(diverse.texts, diverse.scores):
+    print(f"diverse   {s:8.4f} {t!r}")
+ranked = sample_and_rank(model, "ROMEO:\nI", num_samples=5, max_new_tokens=15, seed=0)
+print(f"sample-and-rank best {ranked.scores[0]:.4f}: {ranked.texts[0]!r}")
+contrast = contrastive_search(model, "ROMEO:\nI", penalty_alpha=0.6, top_k=4, max_new_tokens=30)
+print(f"contrastive: {contrast.text!r}")
+
+# %% [markdown]
+# ## The library's version
+#
+# Without end-of-text every hypothesis has the same length, so `beam_search` ranks exactly by total
+# log-probability, like our loop.
+
+# %%
+library = beam_search(model, prompt, num_beams=3, max_new_tokens=12, num_return_sequences=3)
+assert library.sequences.tolist() == seqs.tolist()
+torch.testing.assert_close(library.scores, scores / 12, atol=1e-4, rtol=0)
+assert ranked.scores.tolist() == sorted(ranked.scores.tolist(), reverse=True)
+print("hand-built beam search == minigpt.search.beam_search")
