@@ -38,3 +38,11 @@ def test_doctests_in_every_module():
         module = importlib.import_module(f"minigpt.{info.name}")
         failed += doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed
     assert failed == 0
+
+
+def test_python_api_example_runs(capsys):
+    example = re.search(r"## The Python API in five lines\n\n```python\n(.*?)\n```", README, flags=re.DOTALL)[1]
+    assert len([line for line in example.splitlines() if line.strip()]) == 5
+    exec(example, {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == "[6109, 3626, 6100, 345]" and printed[0].startswith("ROMEO:")
