@@ -16,15 +16,6 @@ transformers.logging.set_verbosity_error()  # "Group Beam Search is scheduled to
 MAX_NEW = 8
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are tiny: with two threads on a busy machine each op waits at a thread barrier (20x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def eos(minigpt_model):
     """A token the model really emits early on: as EOS it makes hypotheses finish before MAX_NEW."""

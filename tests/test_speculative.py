@@ -37,15 +37,6 @@ def perturbed(model, seed, noise):
     return draft
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: a second thread only adds overhead (and the cores may be shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def target():
     return random_gpt(1, **TINY)

@@ -50,15 +50,6 @@ TRAIN_TOKENS = pattern(40)  # 1,920 tokens
 HELDOUT_TOKENS = pattern(2)  # 96 tokens: 5 windows of 16
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The models are tiny: a second thread only adds contention on shared CPU cores (3-4x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
     values = dict(
         n_layer=1, n_head=2, n_embd=32, block_size=16, dropout=0.0, batch_size=4, max_steps=6,
