@@ -4,6 +4,7 @@
     minigpt generate "ROMEO:" --temperature 0      # greedy
     minigpt generate "Hello" --model gpt2          # OpenAI's GPT-2 (needs the hub extra and a network)
     minigpt train --max-steps 2000                 # train on the Shakespeare corpus
+    minigpt bench                                  # decoding speed, side by side
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 
 import torch
 
-from minigpt import train
+from minigpt import bench, train
 from minigpt.checkpoint import HUB_REPOS, load_model, shipped_models
 from minigpt.generate import stream
 from minigpt.tokenizer import EOT_TOKEN_ID
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_generate(commands)
     _add_train(commands)
+    _add_bench(commands)
     return parser
 
 
@@ -88,6 +90,18 @@ def _add_train(commands: argparse._SubParsersAction) -> None:
     )
     train.add_arguments(p)
     p.set_defaults(run=train.run)
+
+
+def _add_bench(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "bench",
+        help="measure decoding speed: no cache, KV cache, fast path, transformers",
+        description="Measure decoding speed side by side in one process (default: the GPT-2 124M shape with "
+        "random weights): tokens/s, time to first token, peak memory and the share of the memory-bandwidth "
+        "bound; prints a table, writes JSON and a PNG.",
+    )
+    bench.add_arguments(p)
+    p.set_defaults(run=bench.run)
 
 
 def _run_generate(args: argparse.Namespace) -> int:

@@ -1,0 +1,643 @@
+"""``minigpt bench``: how fast does the model decode, and how close is that to what the memory allows?
+
+One process measures, side by side on the same weights, for each dtype and batch size:
+
+- ``no-cache``: ``generate(..., use_cache=False)``, which recomputes the whole sequence every step;
+- ``cache``: ``generate(...)``, the readable loop with the KV cache;
+- ``fast``: ``minigpt.fast.FastDecoder``, the fast path;
+- ``transformers``: Hugging Face's ``generate`` on a ``GPT2LMHeadModel`` holding the same weights, when
+  transformers is installed (else skipped, with a note).
+
+Every run is greedy with EOS off, so each method makes exactly the tokens asked for. For each it reports
+the time to first token (prefill + one token), decode tokens/s, the peak memory of the run, and the
+decode speed as a fraction of the *bandwidth bound*: a decode step must read every weight and the KV
+cache at least once, so it cannot take less than (bytes read) / (memory bandwidth), which
+``measure_bandwidth`` measures on the spot (see ``bandwidth_bound``).
+
+    minigpt bench                                          # GPT-2 124M shape, random weights, CPU
+    minigpt bench --batch-sizes 1 --dtypes fp32 --new-tokens 64 --repeats 1   # a quick look
+    minigpt bench --device cuda --no-cache-max-batch 32
+
+Results: a table on screen (a progress bar on stderr while it runs), a JSON file and a PNG plot.
+
+>>> import tempfile
+>>> out = tempfile.mkdtemp()
+>>> config = BenchConfig(preset="tiny", batch_sizes=(1,), new_tokens=3, dtypes=("fp32",), repeats=1,
+...                      methods=("cache", "fast"), out_json=f"{out}/b.json", figure=f"{out}/b.png")
+>>> report = run_bench(config, progress=False)
+>>> sorted({r["method"] for r in report["results"]})
+['cache', 'fast']
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import ctypes
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter, LogFormatter, NullLocator
+from tqdm import tqdm
+
+from minigpt.checkpoint import CONV1D_SUFFIXES
+from minigpt.fast import FastDecoder
+from minigpt.generate import PAD_TOKEN_ID, generate, stream
+from minigpt.kv_cache import KVCache
+from minigpt.model import GPT, PRESETS, GPTConfig
+
+METHODS = ("no-cache", "cache", "fast", "transformers")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def _field(default, help: str):
+    """A dataclass field whose help text is both its comment here and its ``--flag``'s help in the CLI."""
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class BenchConfig:
+    """What to measure. The defaults are the issue's: GPT-2 124M shape, 16-token prompt, 256 new tokens."""
+
+    preset: str = _field("gpt2", f"model shape, random weights (speed does not depend on them): {', '.join(PRESETS)}")
+    batch_sizes: tuple[int, ...] = _field((1, 8, 32), "batch sizes to measure; every row is a random prompt of "
+                                                     "prompt_len tokens")
+    prompt_len: int = _field(16, "prompt length in tokens")
+    new_tokens: int = _field(256, "tokens generated per row (greedy, EOS off); at least 2")
+    dtypes: tuple[str, ...] = _field(("fp32", "bf16"), "fp32 and/or bf16; bf16 is skipped where the device "
+                                                       "has no fast bf16 (CPUs without AVX512-BF16/AMX)")
+    device: str = _field("cpu", "cpu, cuda, cuda:1 …")
+    repeats: int = _field(3, "runs of each measurement; the median is reported")
+    methods: tuple[str, ...] = _field(METHODS, f"what to measure: {', '.join(METHODS)}")
+    no_cache_max_batch: int = _field(1, "largest batch size the no-cache method runs at: recomputing grows "
+                                        "with the square of the length; at batch 32 on 2 CPU cores, over an hour")
+    compile: bool | None = _field(None, "torch.compile the fast path's decode step; default: on CUDA only "
+                                        "(CUDA graphs), since on CPU it bought nothing measurable")
+    seed: int = _field(0, "seed for the random weights and prompts")
+    out_json: str = _field("figures/bench.json", "where to write the results (JSON)")
+    figure: str = _field("figures/bench.png", "where to write the plot (PNG)")
+
+    def __post_init__(self) -> None:
+        self.batch_sizes, self.dtypes, self.methods = tuple(self.batch_sizes), tuple(self.dtypes), tuple(self.methods)
+        _check_choice("preset", self.preset, PRESETS)
+        for name, low in (("prompt_len", 1), ("new_tokens", 2), ("repeats", 1), ("no_cache_max_batch", 1), ("seed", 0)):
+            _check_int(name, getattr(self, name), low)
+        if not self.batch_sizes:
+            raise ValueError("batch_sizes must be a non-empty list of integers >= 1, got ()")
+        for b in self.batch_sizes:
+            _check_int("batch_sizes", b, 1)
+        for name, allowed in (("dtypes", DTYPES), ("methods", METHODS)):
+            if not getattr(self, name):
+                raise ValueError(f"{name} must name at least one of {', '.join(allowed)}, got ()")
+            for value in getattr(self, name):
+                _check_choice(name, value, allowed)
+        if self.compile not in (None, True, False):
+            raise ValueError(f"compile must be True, False or None (auto), got {self.compile!r}")
+        block_size = self.model_config().block_size
+        if self.prompt_len + self.new_tokens > block_size:
+            raise ValueError(f"prompt_len + new_tokens must be <= {block_size} (the {self.preset} context), "
+                             f"got {self.prompt_len} + {self.new_tokens}")
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as e:
+            raise ValueError(f"device must be a torch device such as 'cpu', 'cuda', 'cuda:1'; "
+                             f"got {self.device!r}") from e
+
+    def model_config(self) -> GPTConfig:
+        return GPTConfig.from_preset(self.preset)
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+def _check_choice(name: str, value: object, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+# --- what the machine allows ------------------------------------------------------------------------
+
+def measure_bandwidth(device: str | torch.device = "cpu", nbytes: int = 2**28, repeats: int = 5) -> float:
+    """Memory *read* bandwidth in GB/s: the best of ``repeats`` sums of an fp32 tensor of ``nbytes``.
+
+    A sum reads each number once and does almost no arithmetic, so it runs at the speed memory delivers,
+    which is also what bounds decoding: a decode step streams the weights once. The tensor (256 MB by
+    default) is far larger than any CPU cache, so the bytes really come from DRAM (or from HBM on a GPU).
+    The best run is kept: the others were slowed by something else, not by the memory.
+
+    >>> measure_bandwidth("cpu", nbytes=2**22, repeats=1) > 0
+    True
+    """
+    device = torch.device(device)
+    x = torch.ones(nbytes // 4, device=device)
+    x.sum()  # warm up: first touch of the pages, kernel selection
+    best = math.inf
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        x.sum()
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return nbytes / best / 1e9
+
+
+def weight_bytes(model: GPT) -> int:
+    """Bytes of weights one decode step reads: every block, the final norm and the (tied) output head.
+
+    The position table is left out (a step reads one row of it), and the token embedding is counted once,
+    as the head, which reads all of it (the lookup reads one row).
+
+    >>> round(weight_bytes(GPT(GPTConfig())) / 1e6, 1)
+    494.6
+    """
+    wpe = model.transformer.wpe.weight
+    return sum(p.numel() * p.element_size() for p in model.parameters()) - wpe.numel() * wpe.element_size()
+
+
+def bandwidth_bound(model: GPT, batch_size: int, prompt_len: int, new_tokens: int, bandwidth_gb_s: float) -> float:
+    """The most decode tokens/s memory bandwidth allows, for a batch of ``batch_size`` sequences.
+
+    One decode step makes one token per sequence and reads, at the least, every weight once (shared by
+    the whole batch) and each sequence's cached keys and values::
+
+        bytes per step = weight_bytes + 2 · n_layer · B · L · n_embd · (bytes per number)
+        bound (tokens/s) = B · bandwidth / (bytes per step)
+
+    with L the average context over the decode steps, prompt_len + new_tokens / 2. The fraction a method
+    reaches is its tokens/s divided by this bound (a no-cache run reads far more, so it sits far below).
+
+    >>> round(bandwidth_bound(GPT(GPTConfig()), 1, 16, 256, bandwidth_gb_s=24.0), 1)
+    47.5
+    """
+    c = model.config
+    avg_len = prompt_len + new_tokens // 2
+    dtype = model.transformer.wte.weight.dtype
+    cache = KVCache.bytes_needed(c.n_layer, batch_size, avg_len, c.n_embd, dtype)
+    return batch_size * bandwidth_gb_s * 1e9 / (weight_bytes(model) + cache)
+
+
+# --- peak memory ------------------------------------------------------------------------------------
+
+class PeakMemory:
+    """Context manager: ``.mb`` is the peak memory in use during the block *above* what was in use before.
+
+    So it is what the generation itself needed (KV cache, activations, logits, temporaries), the weights
+    excluded, and methods compare fairly however many models the process holds. CUDA: from
+    ``torch.cuda.max_memory_allocated`` (tensors only, not the allocator's slack). CPU on Linux: the
+    process's resident-set high-water mark (``VmHWM`` in ``/proc/self/status``), reset on entry by
+    writing ``5`` to ``/proc/self/clear_refs`` after glibc's ``malloc_trim`` has handed freed memory
+    back; it counts every allocation, torch's or not, to the page. Elsewhere ``.mb`` is None.
+
+    >>> with PeakMemory("cpu") as peak:
+    ...     x = torch.ones(2**22)
+    >>> peak.mb is None or peak.mb >= 0
+    True
+    """
+
+    def __init__(self, device: str | torch.device) -> None:
+        self.device = torch.device(device)
+        self.mb: float | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._before = torch.cuda.memory_allocated(self.device)
+        else:
+            self._before = _reset_rss_peak()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self._before) / 2**20
+        elif self._before is not None:
+            self.mb = max(0.0, (_proc_status_kb("VmHWM") - self._before) / 1024)
+
+
+def _reset_rss_peak() -> int | None:
+    """Reset the high-water mark to the current resident set; return that size in kB (None: unsupported)."""
+    # glibc keeps freed memory resident for reuse, which would hide the run's own allocations (the
+    # warm-up's freed cache would be reused unseen); malloc_trim hands it back to the system first
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return _proc_status_kb("VmRSS")
+    except (OSError, ValueError):
+        return None
+
+
+def _proc_status_kb(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise ValueError(f"{key} not in /proc/self/status")
+
+
+# --- the methods ------------------------------------------------------------------------------------
+
+Runner = Callable[[int], torch.Tensor]  # new tokens -> ids (B, T + new)
+
+
+def _runner(method: str, model: GPT, hf_model, ids: torch.Tensor, config: BenchConfig) -> Runner:
+    """A function that generates n new tokens for the prompt ``ids`` with ``method``; EOS off, greedy."""
+    mask = torch.ones_like(ids)
+    if method in ("no-cache", "cache"):
+        use_cache = method == "cache"
+        return lambda n: generate(model, ids, attention_mask=mask, max_new_tokens=n, use_cache=use_cache).ids
+    if method == "fast":
+        device = torch.device(config.device)
+        compile = device.type == "cuda" if config.compile is None else config.compile
+        decoder = FastDecoder(model, ids.size(0), ids.size(1) + config.new_tokens, compile=compile)
+        return lambda n: decoder.generate(ids, mask, max_new_tokens=n)
+
+    def transformers_generate(n: int) -> torch.Tensor:
+        with torch.inference_mode():
+            return hf_model.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                                     do_sample=False, eos_token_id=None, pad_token_id=PAD_TOKEN_ID)
+    return transformers_generate
+
+
+def to_transformers(model: GPT):
+    """A transformers ``GPT2LMHeadModel`` with ``model``'s weights and dtype, or None without transformers.
+
+    >>> hf = to_transformers(GPT(GPTConfig.from_preset("tiny")))
+    >>> hf is None or type(hf).__name__ == "GPT2LMHeadModel"
+    True
+    """
+    try:
+        import transformers
+    except ImportError:
+        return None
+    transformers.logging.set_verbosity_error()  # no "Setting pad_token_id" chatter over the progress bar
+    c = model.config
+    hf_config = transformers.GPT2Config(vocab_size=c.vocab_size, n_positions=c.block_size, n_embd=c.n_embd,
+                                        n_layer=c.n_layer, n_head=c.n_head, resid_pdrop=0.0, embd_pdrop=0.0,
+                                        attn_pdrop=0.0)
+    hf = transformers.GPT2LMHeadModel(hf_config).eval()
+    # minigpt's names are transformers' (the Conv1D matrices transposed); the tied head follows wte
+    state = {name: t.t() if name.endswith(CONV1D_SUFFIXES) else t
+             for name, t in model.state_dict().items() if name != "lm_head.weight"}
+    missing, unexpected = hf.load_state_dict(state, strict=False)
+    if unexpected or set(missing) - {"lm_head.weight"}:  # the head is tied to wte, so it may be missing
+        raise ValueError(f"weights do not map onto transformers' GPT-2: missing {missing}, unexpected {unexpected}")
+    p = model.transformer.wte.weight
+    return hf.to(device=p.device, dtype=p.dtype)
+
+
+def bf16_supported(device: str | torch.device) -> bool:
+    """Does ``device`` run bf16 matmuls natively (CUDA: Ampere or newer; CPU: AVX512-BF16 or AMX)?
+
+    >>> isinstance(bf16_supported("cpu"), bool)
+    True
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)  # oneDNN's own check
+        return torch.backends.mkldnn.is_available() and supported()
+    return False
+
+
+# --- timing -----------------------------------------------------------------------------------------
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(run: Runner, n: int, device: torch.device) -> tuple[float, torch.Tensor]:
+    _sync(device)
+    start = time.perf_counter()
+    ids = run(n)
+    _sync(device)
+    return time.perf_counter() - start, ids
+
+
+def measure(run: Runner, batch_size: int, new_tokens: int, repeats: int, device: torch.device) -> dict:
+    """Time to first token, decode tokens/s and peak memory of one method, medians over ``repeats``.
+
+    Time to first token is a whole 1-token generation (prefill + first pick). Decode speed comes from the
+    difference: (time of N tokens − time of 1) covers the N − 1 decode steps, so tokens/s is
+    B · (N − 1) / that difference, free of the prefill and of any fixed setup cost.
+    """
+    run(2)  # warm-up: kernel selection, allocator, torch.compile's compilation
+    first = [_timed(run, 1, device)[0] for _ in range(repeats)]
+    full, peaks = [], []
+    for _ in range(repeats):
+        with PeakMemory(device) as peak:
+            seconds, ids = _timed(run, new_tokens, device)
+        full.append(seconds)
+        peaks.append(peak.mb)
+    ttft, total = statistics.median(first), statistics.median(full)
+    return dict(
+        ttft_ms=1000 * ttft,
+        decode_tokens_per_s=batch_size * (new_tokens - 1) / max(total - ttft, 1e-9),
+        total_s=total,
+        peak_memory_mb=None if None in peaks else max(peaks),
+        ids=ids,
+    )
+
+
+def step_times(model: GPT, prompt: str, new_tokens: int, use_cache: bool = True) -> list[float]:
+    """Seconds each token took to appear when streaming ``prompt``'s continuation (the first includes prefill).
+
+    With the cache the steps stay flat; without it each one recomputes the whole sequence and they grow
+    with its length. The KV-cache chapter plots both.
+
+    >>> times = step_times(GPT(GPTConfig.from_preset("tiny")), "Hello", new_tokens=3)
+    >>> len(times)
+    3
+    """
+    times, start = [], time.perf_counter()
+    for _ in stream(model, prompt, max_new_tokens=new_tokens, use_cache=use_cache):
+        now = time.perf_counter()
+        times.append(now - start)
+        start = now
+    return times
+
+
+@dataclass
+class CacheSpeedup:
+    """``cache_speedup``'s answer: both wall times, their ratio, and whether the tokens were the same."""
+
+    cache_s: float
+    no_cache_s: float
+    speedup: float
+    identical: bool
+
+
+def cache_speedup(model: GPT, ids: torch.Tensor, new_tokens: int = 512, *, fast: bool = False) -> CacheSpeedup:
+    """How much faster greedy decoding of ``new_tokens`` is with the KV cache than recomputing, same tokens?
+
+    The cached run is the readable loop, or with ``fast=True`` the fast path (``FastDecoder``); the other
+    run is ``generate(..., use_cache=False)``. ``ids`` is a (B, T) prompt without padding.
+
+    >>> result = cache_speedup(GPT(GPTConfig.from_preset("tiny")), torch.tensor([[15496]]), new_tokens=4)
+    >>> result.identical
+    True
+    """
+    device = model.transformer.wte.weight.device
+    ids = ids.to(device)
+    decoder = FastDecoder(model, ids.size(0), ids.size(1) + new_tokens) if fast else None
+
+    def cached(n: int) -> torch.Tensor:
+        return decoder.generate(ids, max_new_tokens=n) if decoder else generate(model, ids, max_new_tokens=n).ids
+
+    cache_s, with_cache = _timed(cached, new_tokens, device)
+    no_cache_s, without = _timed(lambda n: generate(model, ids, max_new_tokens=n, use_cache=False).ids,
+                                 new_tokens, device)
+    return CacheSpeedup(cache_s, no_cache_s, no_cache_s / cache_s, torch.equal(with_cache, without))
+
+
+# --- the benchmark ----------------------------------------------------------------------------------
+
+def _plan(config: BenchConfig, has_transformers: bool) -> tuple[list[tuple[str, int, str]], list[str]]:
+    """The (dtype, batch size, method) measurements to make, and a note for each one skipped."""
+    notes, dtypes = [], []
+    for d in config.dtypes:
+        if d == "bf16" and not bf16_supported(config.device):
+            notes.append(f"bf16 skipped: {config.device} has no native bf16 matmul")
+        else:
+            dtypes.append(d)
+    methods = list(config.methods)
+    if "transformers" in methods and not has_transformers:
+        methods.remove("transformers")
+        notes.append("transformers skipped: not installed (pip install 'minigpt[dev]')")
+    big = [b for b in config.batch_sizes if b > config.no_cache_max_batch]
+    if "no-cache" in methods and big:
+        notes.append(f"no-cache skipped at batch sizes {big}: above no_cache_max_batch={config.no_cache_max_batch}")
+    if "fast" in methods:
+        notes.append("peak MB is what a run allocates above what was in use before it; the fast path's KV "
+                     "cache is allocated once, when its decoder is built, so its figure leaves the cache out")
+    plan = [(d, b, m) for d in dtypes for b in config.batch_sizes for m in methods
+            if not (m == "no-cache" and b > config.no_cache_max_batch)]
+    return plan, notes
+
+
+def run_bench(config: BenchConfig, *, progress: bool = True) -> dict:
+    """Measure everything ``config`` asks for; write the JSON and the PNG; return the report (a dict).
+
+    The report holds ``config``, ``machine`` (device name, torch and transformers versions, threads),
+    ``bandwidth_gb_s``, ``results`` (one dict per dtype × batch size × method) and ``notes`` (what was
+    skipped and why).
+    """
+    device = torch.device(config.device)
+    torch.manual_seed(config.seed)
+    base = GPT(config.model_config()).eval().to(device)
+    plan, notes = _plan(config, _transformers_version() is not None)
+    bandwidth = measure_bandwidth(device)
+    results, models = [], {}
+    bar = tqdm(plan, desc="bench", file=sys.stderr, disable=not progress, unit="run")
+    for dtype, batch, method in bar:
+        bar.set_postfix_str(f"{method} {dtype} batch {batch}")
+        if dtype not in models:  # one copy per dtype at a time: free the previous dtype's first
+            models.clear()
+            model = base if dtype == "fp32" else copy.deepcopy(base).to(DTYPES[dtype])
+            models[dtype] = (model, to_transformers(model) if "transformers" in config.methods else None)
+        model, hf_model = models[dtype]
+        ids = _prompt(batch, config, device)
+        run = _runner(method, model, hf_model, ids, config)
+        row = measure(run, batch, config.new_tokens, config.repeats, device)
+        bound = bandwidth_bound(model, batch, config.prompt_len, config.new_tokens, bandwidth)
+        results.append(dict(method=method, dtype=dtype, batch_size=batch, **row, bound_tokens_per_s=bound,
+                            bound_fraction=row["decode_tokens_per_s"] / bound))
+    _mark_identical(results)
+    report = dict(config=asdict(config), machine=_machine(device), bandwidth_gb_s=bandwidth,
+                  weight_bytes={d: weight_bytes(base) // 4 * DTYPES[d].itemsize for d in config.dtypes},
+                  results=results, notes=notes)
+    _write_json(report, config.out_json)
+    plot_results(report, config.figure)
+    return report
+
+
+def _prompt(batch: int, config: BenchConfig, device: torch.device) -> torch.Tensor:
+    """Random prompt ids, the same for every method at a batch size (so their tokens can be compared)."""
+    rng = torch.Generator().manual_seed(config.seed + batch)
+    return torch.randint(0, config.model_config().vocab_size, (batch, config.prompt_len), generator=rng).to(device)
+
+
+def _mark_identical(results: list[dict]) -> None:
+    """Set ``same_tokens_as_cache`` on each row (None where the cache row is missing); drop the ids."""
+    cache = {(r["dtype"], r["batch_size"]): r["ids"] for r in results if r["method"] == "cache"}
+    for r in results:
+        ref = cache.get((r["dtype"], r["batch_size"]))
+        r["same_tokens_as_cache"] = None if ref is None else torch.equal(r["ids"].cpu(), ref.cpu())
+    for r in results:
+        del r["ids"]
+
+
+def _transformers_version() -> str | None:
+    try:
+        import transformers
+    except ImportError:
+        return None
+    return transformers.__version__
+
+
+def _machine(device: torch.device) -> dict:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    return dict(device=str(device), name=name, torch=torch.__version__, transformers=_transformers_version(),
+                threads=torch.get_num_threads())
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _write_json(report: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path
+
+
+def format_table(report: dict) -> str:
+    """The results as a plain-text table, then the bandwidth and the notes.
+
+    >>> row = dict(method="cache", dtype="fp32", batch_size=1, ttft_ms=12.0, decode_tokens_per_s=20.0,
+    ...            bound_fraction=0.4, peak_memory_mb=3.5, same_tokens_as_cache=True)
+    >>> print(format_table(dict(results=[row], bandwidth_gb_s=24.0, notes=[])))
+    method        dtype  batch  first token ms  decode tok/s  of bound  peak MB  same tokens
+    cache         fp32       1            12.0          20.0       40%      3.5  yes
+    memory read bandwidth: 24.0 GB/s
+    """
+    lines = [f"{'method':<13} {'dtype':<5} {'batch':>6} {'first token ms':>15} {'decode tok/s':>13} "
+             f"{'of bound':>9} {'peak MB':>8}  same tokens"]
+    same = {True: "yes", False: "NO", None: "-"}
+    for r in report["results"]:
+        peak = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.1f}"
+        lines.append(f"{r['method']:<13} {r['dtype']:<5} {r['batch_size']:>6} {r['ttft_ms']:>15.1f} "
+                     f"{r['decode_tokens_per_s']:>13.1f} {r['bound_fraction']:>9.0%} {peak:>8}  "
+                     f"{same[r['same_tokens_as_cache']]}")
+    lines.append(f"memory read bandwidth: {report['bandwidth_gb_s']:.1f} GB/s")
+    return "\n".join(lines + [f"note: {n}" for n in report["notes"]])
+
+
+def plot_results(report: dict, path: str | Path) -> Path:
+    """Decode tokens/s and time to first token against batch size, one line per method and dtype.
+
+    The dashed lines are the bandwidth bounds. Written as a PNG to ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(11, 4.5))  # a bare Figure renders with Agg and leaves pyplot's state alone
+    speed, first = fig.subplots(1, 2)
+    colour = {m: f"C{i}" for i, m in enumerate(METHODS)}  # a colour per method, a line style per dtype
+    style = {"fp32": "-", "bf16": "--"}
+    series, bounds = {}, {}
+    for r in report["results"]:
+        series.setdefault((r["method"], r["dtype"]), []).append(r)
+        bounds.setdefault(r["dtype"], {})[r["batch_size"]] = r["bound_tokens_per_s"]
+    for (method, dtype), rows in series.items():
+        batches, kw = [r["batch_size"] for r in rows], dict(color=colour[method], ls=style[dtype], marker="o")
+        speed.plot(batches, [r["decode_tokens_per_s"] for r in rows], label=f"{method} {dtype}", **kw)
+        first.plot(batches, [r["ttft_ms"] for r in rows], label=f"{method} {dtype}", **kw)
+    for dtype, by_batch in bounds.items():
+        batches = sorted(by_batch)
+        speed.plot(batches, [by_batch[b] for b in batches], color="k", ls=style[dtype], lw=1, alpha=0.5,
+                   label=f"bandwidth bound {dtype}")
+    c = report["config"]
+    for ax, ylabel in ((speed, "decode tokens/s (all rows)"), (first, "time to first token (ms)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(sorted({r["batch_size"] for r in report["results"]}))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 2000, not 2 x 10^3
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))  # labels only when few decades
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+    speed.legend(fontsize=8)
+    fig.suptitle(f"{c['preset']} on {report.get('machine', {}).get('name', c['device'])}: "
+                 f"{c['prompt_len']}-token prompt, {c['new_tokens']} new tokens, greedy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+# --- the command line ---------------------------------------------------------------------------------
+
+def _bool_or_none(text: str) -> bool | None:
+    return {"true": True, "on": True, "false": False, "off": False, "auto": None}[text.lower()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add a ``--flag`` for every BenchConfig field, plus ``--no-progress``.
+
+    >>> parser = argparse.ArgumentParser()
+    >>> add_arguments(parser)
+    >>> vars(parser.parse_args(["--batch-sizes", "1", "16", "--dtypes", "fp32"]))
+    {'progress': True, 'batch_sizes': [1, 16], 'dtypes': ['fp32']}
+    """
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                        help="show a progress bar on stderr (default: on)")
+    for f in fields(BenchConfig):
+        flag = "--" + f.name.replace("_", "-")
+        help = f"{f.metadata['help']} (default: {_show(f.default)})"
+        kwargs = dict(default=argparse.SUPPRESS, help=help, metavar=f.name.upper())
+        if f.type == "tuple[int, ...]":
+            parser.add_argument(flag, type=int, nargs="+", **kwargs)
+        elif f.type == "tuple[str, ...]":
+            choices = list(DTYPES) if f.name == "dtypes" else list(METHODS)
+            parser.add_argument(flag, nargs="+", choices=choices, **{**kwargs, "metavar": None})
+        elif f.type == "bool | None":
+            parser.add_argument(flag, type=_bool_or_none, **{**kwargs, "metavar": "on|off|auto"})
+        else:
+            parser.add_argument(flag, type={"int": int, "str": str}[f.type], **kwargs)
+
+
+def _show(default: object) -> str:
+    if isinstance(default, tuple):
+        return " ".join(map(str, default))
+    return "auto" if default is None else str(default)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark with the parsed arguments, print the table and where the files went; return 0.
+
+    >>> parser = argparse.ArgumentParser()
+    >>> add_arguments(parser)
+    >>> run(parser.parse_args(["--batch-sizes", "1", "--dtypes", "fp32"]))  # doctest: +SKIP
+    method        dtype  batch  first token ms  decode tok/s  of bound  peak MB  same tokens
+    ...
+    """
+    names = {f.name for f in fields(BenchConfig)}
+    config = BenchConfig(**{k: v for k, v in vars(args).items() if k in names})
+    report = run_bench(config, progress=args.progress)
+    print(format_table(report))
+    print(f"results: {config.out_json}")
+    print(f"plot: {config.figure}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m minigpt.bench [flags]``, the same as ``minigpt bench``."""
+    parser = argparse.ArgumentParser(prog="python -m minigpt.bench", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

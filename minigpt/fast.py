@@ -1,0 +1,347 @@
+"""The fast path: the same tokens as ``generate.py``, with the tricks that make decoding fast.
+
+``generate.py`` is the readable loop the chapters teach. This module is the switch you flip when speed
+matters; it changes *how* the numbers are computed, never *which* token is picked (the tests check that
+greedy tokens are identical). What each trick buys (measured on a quiet 2-core AVX-512 CPU, GPT-2 124M
+shape, fp32, 16-token prompt, 32 new tokens; tokens/s include the prefill):
+
+- **A matmul that streams the weights at memory speed, on CPU.** A batch-1 decode step multiplies one
+  row by every weight matrix, ~0.5 GB of them, so it is bound by how fast the weights come from memory
+  (a plain sum reads ~36 GB/s there). Through MKL, ``F.linear`` over nn.Linear's (out, in) matrices reads
+  ~14 GB/s; over the same values stored (in, out) (OpenAI's ``Conv1D`` layout, which transformers keeps
+  for the blocks but not for its head) ~20 GB/s; oneDNN's inner-product kernel (the one
+  ``torch.compile``'s CPU freezing pass picks) reads ~24-31 GB/s from the (out, in) layout. End to end:
+  the readable loop 24 tokens/s, this path with MKL and the (in, out) layout 34, with oneDNN 45;
+  transformers' ``generate`` 27. At batch 8: 106, 101, 192 and 95. See ``matmul`` in ``FastDecoder``.
+- **A KV cache allocated once** (``minigpt.kv_cache.KVCache``), sized for the largest batch and length:
+  no tensor grows while decoding and memory is known up front.
+- **Logits for the last position only**: prefill projects one row per sequence onto the 50257-word
+  vocabulary, not T rows.
+- **No host syncs in the loop**: tokens are picked on the device (argmax, or a draw from the softmax) and
+  written into a pre-allocated output tensor; nothing calls ``.item()`` or ``.tolist()`` per step, so a
+  GPU never waits for Python and Python never waits for the GPU. (With EOS on, the loop asks "has every
+  row finished?" once every ``EOS_CHECK_EVERY`` steps.)
+- **``torch.inference_mode``**: no autograd bookkeeping on any tensor.
+- **Fused QKV**: one matmul for queries, keys and values (the model's ``c_attn`` already is one).
+- **A static-shape decode step** (``static=True``): every step attends over the whole ``max_len`` cache
+  with a mask that hides the positions not written yet, and writes its key and value at a position held
+  in a tensor. Shapes and addresses never change, so ``torch.compile(mode="reduce-overhead",
+  fullgraph=True)`` can record the step once as a CUDA graph and replay it: one launch instead of ~150
+  per token, which is where a small model's time goes on a GPU.
+
+>>> from minigpt.model import GPT, GPTConfig
+>>> model = GPT(GPTConfig.from_preset("tiny"))
+>>> decoder = FastDecoder(model, max_batch_size=2, max_len=16)
+>>> decoder.generate(torch.tensor([[6109, 3626, 6100, 345]]), max_new_tokens=3).shape
+torch.Size([1, 7])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from minigpt import logits as L
+from minigpt.generate import PAD_TOKEN_ID, _as_eos_ids, _check_id_prompt, _make_generator
+from minigpt.kv_cache import KVCache
+from minigpt.model import GPT
+
+EOS_CHECK_EVERY = 16  # with EOS on: steps between the (host-syncing) checks that every row has finished
+MATMULS = ("auto", "onednn", "blas-in-out", "blas")
+
+
+def onednn_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    """``F.linear(x, w, b)`` computed by oneDNN's inner product (CPU), the kernel ``torch.compile`` picks.
+
+    >>> x, w = torch.randn(2, 8), torch.randn(3, 8)
+    >>> torch.allclose(onednn_linear(x, w), F.linear(x, w), atol=1e-5)
+    True
+    """
+    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+
+
+def in_out_layout(w: torch.Tensor) -> torch.Tensor:
+    """A copy of an (out, in) matrix stored as (in, out), returned as an (out, in) view: same values.
+
+    >>> v = in_out_layout(torch.arange(6.0).view(2, 3))
+    >>> v.tolist(), v.stride()
+    ([[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]], (1, 2))
+    """
+    return w.t().contiguous().t()
+
+
+def choose_matmul(matmul: str, device: torch.device, compile: bool = False) -> str:
+    """Resolve ``"auto"``: on CPU oneDNN where the build has it, else BLAS over the (in, out) layout (and
+    that under ``compile``, whose CPU backend brings its own matmuls); ``"blas"`` on GPUs.
+
+    >>> choose_matmul("auto", torch.device("cuda"))
+    'blas'
+    """
+    if matmul not in MATMULS:
+        raise ValueError(f"matmul must be one of {', '.join(MATMULS)}; got {matmul!r}")
+    if device.type != "cpu":
+        if matmul not in ("auto", "blas"):
+            raise ValueError(f"matmul must be 'auto' or 'blas' on {device.type}, got {matmul!r}")
+        return "blas"  # cuBLAS reads either layout at full speed
+    if compile and matmul == "onednn":
+        raise ValueError("matmul='onednn' cannot be compiled (torch.compile lowers matmuls itself); "
+                         "use 'auto', 'blas-in-out' or 'blas'")
+    if matmul == "auto":
+        return "onednn" if torch.backends.mkldnn.is_available() and not compile else "blas-in-out"
+    return matmul
+
+
+@dataclass
+class _BlockWeights:
+    """One transformer block's tensors; each matrix is an (out, in) tensor in the layout its matmul wants."""
+
+    ln_1: tuple[torch.Tensor, torch.Tensor]
+    c_attn: tuple[torch.Tensor, torch.Tensor]
+    attn_proj: tuple[torch.Tensor, torch.Tensor]
+    ln_2: tuple[torch.Tensor, torch.Tensor]
+    c_fc: tuple[torch.Tensor, torch.Tensor]
+    mlp_proj: tuple[torch.Tensor, torch.Tensor]
+
+
+def _copy(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return t.detach().to(dtype, copy=True)
+
+
+def _block_weights(block: torch.nn.Module, dtype: torch.dtype, layout: Callable) -> _BlockWeights:
+    def norm(m):
+        return _copy(m.weight, dtype), _copy(m.bias, dtype)
+
+    def linear(m):
+        return layout(_copy(m.weight, dtype)), _copy(m.bias, dtype)
+
+    return _BlockWeights(
+        norm(block.ln_1), linear(block.attn.c_attn), linear(block.attn.c_proj),
+        norm(block.ln_2), linear(block.mlp.c_fc), linear(block.mlp.c_proj),
+    )
+
+
+class FastDecoder:
+    """Greedy and sampled decoding of a ``GPT`` with a pre-allocated cache and a capturable step.
+
+    The decoder holds its own copy of the weights (in ``dtype``, default the model's) and a ``KVCache``
+    for ``max_batch_size`` rows of ``max_len`` positions (prompt + new tokens; default the model's
+    context), allocated here once. The model passed in is not modified.
+
+    ``compile=True`` wraps the decode step in ``torch.compile(fullgraph=True)``, with
+    ``mode="reduce-overhead"`` (CUDA graphs) on CUDA. Leave it off on CPU: there it bought nothing
+    measurable (34.0 tokens/s compiled, 34.5 eager, both with the BLAS matmul), the first call spends
+    ~20 s compiling, and the compiled graph cannot use the faster oneDNN kernel.
+
+    ``static`` picks the static-shape step (attend over all ``max_len`` positions, masked); it defaults to
+    ``compile``, because CUDA graphs need it and eager mode does not: without a graph, attending only over
+    the filled positions (the *sliced* cache) reads less of the cache (at batch 32, 256 new tokens, about
+    half of it) and costs nothing, since the length is a Python int the loop already knows.
+
+    ``matmul`` picks the kernel of every weight matrix (see the module docstring for what each buys):
+    ``"onednn"`` (CPU: oneDNN's inner product over nn.Linear's (out, in) layout), ``"blas-in-out"`` (CPU:
+    ``F.linear`` over weights stored (in, out)), ``"blas"`` (``F.linear`` over nn.Linear's layout, the
+    readable model's way), or ``"auto"``: oneDNN where the CPU build has it and nothing is compiled, else
+    ``"blas-in-out"``; ``"blas"`` on GPUs.
+
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> decoder = FastDecoder(GPT(GPTConfig.from_preset("tiny")), max_batch_size=1, max_len=8)
+    >>> decoder.cache.keys[0].shape
+    torch.Size([1, 4, 8, 16])
+    """
+
+    def __init__(
+        self,
+        model: GPT,
+        max_batch_size: int,
+        max_len: int | None = None,
+        *,
+        dtype: torch.dtype | None = None,
+        compile: bool = False,
+        static: bool | None = None,
+        matmul: str = "auto",
+    ) -> None:
+        c = model.config
+        max_len = c.block_size if max_len is None else max_len
+        for name, value, high in (("max_batch_size", max_batch_size, None), ("max_len", max_len, c.block_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (high and value > high):
+                allowed = f"an integer in [1, {high}] (the model's context)" if high else "an integer >= 1"
+                raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        wte = model.transformer.wte.weight.detach()
+        self.config, self.device = c, wte.device
+        self.dtype = dtype or wte.dtype
+        self.max_batch_size, self.max_len = max_batch_size, max_len
+        self.n_head, self.head_size = c.n_head, c.n_embd // c.n_head
+        self.matmul = choose_matmul(matmul, self.device, compile)
+        self.linear = onednn_linear if self.matmul == "onednn" else F.linear
+        layout = in_out_layout if self.matmul == "blas-in-out" else (lambda w: w)
+        # the tied matrix, copied once: the embedding lookup and the output head read the same storage
+        self.wte = layout(_copy(wte, self.dtype))
+        self.wpe = _copy(model.transformer.wpe.weight, self.dtype)
+        self.blocks = [_block_weights(b, self.dtype, layout) for b in model.transformer.h]
+        self.ln_f = _copy(model.transformer.ln_f.weight, self.dtype), _copy(model.transformer.ln_f.bias, self.dtype)
+        self.cache = KVCache(c.n_layer, max_batch_size, c.n_head, max_len, self.head_size,
+                             dtype=self.dtype, device=self.device)
+        # per call: which cache positions hold real tokens (False over each row's left padding)
+        self.key_ok = torch.ones(max_batch_size, 1, 1, max_len, dtype=torch.bool, device=self.device)
+        self.key_pos = torch.arange(max_len, device=self.device)
+        self.cache_pos = torch.zeros(1, dtype=torch.long, device=self.device)  # static step: where to write
+        self.out = torch.zeros(max_batch_size, max_len, dtype=torch.long, device=self.device)  # the tokens
+        self.static = compile if static is None else static
+        self._step = self._compiled_step() if compile else self._static_step
+
+    def _compiled_step(self):
+        """``_static_step`` under torch.compile; CUDA graphs need every buffer it touches at a fixed address."""
+        for t in self._tensors():
+            torch._dynamo.mark_static_address(t)  # weights and cache: never copied into graph inputs
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        return torch.compile(self._static_step, mode=mode, fullgraph=True)
+
+    def _tensors(self) -> list[torch.Tensor]:
+        blocks = [t for b in self.blocks for pair in vars(b).values() for t in pair]
+        return [self.wte, self.wpe, *self.ln_f, *blocks, *self.cache.keys, *self.cache.values]
+
+    # --- the model, as functions of the copied weights ----------------------------------------------
+
+    def _forward(
+        self, idx: torch.Tensor, positions: torch.Tensor, at: slice | torch.Tensor, kv_len: int,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """Next-token logits (B, V) for the last of the (B, T) ``idx``; keys and values go to cache ``at``.
+
+        ``kv_len`` is how many cache positions to attend over and ``mask`` (B, 1, T, kv_len) which of them
+        each query may see.
+        """
+        x = F.embedding(idx, self.wte) + F.embedding(positions, self.wpe)  # (B, T, C)
+        for layer, w in enumerate(self.blocks):
+            x = x + self._attention(layer, F.layer_norm(x, x.shape[-1:], *w.ln_1), w, at, kv_len, mask)
+            h = F.gelu(self.linear(F.layer_norm(x, x.shape[-1:], *w.ln_2), *w.c_fc), approximate="tanh")
+            x = x + self.linear(h, *w.mlp_proj)
+        x = F.layer_norm(x[:, -1], x.shape[-1:], *self.ln_f)  # last position only: (B, C)
+        return self.linear(x, self.wte)  # (B, V)
+
+    def _attention(
+        self, layer: int, x: torch.Tensor, w: _BlockWeights, at: slice | torch.Tensor, kv_len: int,
+        mask: torch.Tensor,
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.linear(x, *w.c_attn).split(C, dim=2)  # fused QKV: one matmul
+        q, k, v = (t.view(B, T, self.n_head, self.head_size).transpose(1, 2) for t in (q, k, v))
+        keys, values = self.cache.keys[layer][:B], self.cache.values[layer][:B]  # (B, nh, max_len, hs)
+        keys[:, :, at] = k  # written in place: the cache never grows or moves
+        values[:, :, at] = v
+        y = F.scaled_dot_product_attention(q, keys[:, :, :kv_len], values[:, :, :kv_len], attn_mask=mask)
+        return self.linear(y.transpose(1, 2).reshape(B, T, C), *w.attn_proj)
+
+    def _static_step(
+        self, tokens: torch.Tensor, positions: torch.Tensor, cache_pos: torch.Tensor, key_ok: torch.Tensor
+    ) -> torch.Tensor:
+        """One token per row at cache position ``cache_pos`` (a (1,) tensor): same shapes every step."""
+        mask = key_ok & (self.key_pos <= cache_pos)  # (B, 1, 1, max_len): real tokens written so far
+        return self._forward(tokens, positions, cache_pos, self.max_len, mask)
+
+    # --- prefill and decode -------------------------------------------------------------------------
+
+    def prefill(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Run the (B, T) prompt, fill cache positions [0, T), return the next-token logits (B, V)."""
+        B, T = ids.shape
+        attn = GPT._attention_mask(mask, B, T, 0, ids.device)  # the eager model's mask, pads included
+        return self._forward(ids, positions, slice(0, T), T, attn)
+
+    def decode_one_token(self, tokens: torch.Tensor, positions: torch.Tensor, length: int) -> torch.Tensor:
+        """Logits (B, V) after feeding ``tokens`` (B, 1) at cache position ``length`` (positions filled so far)."""
+        B = tokens.size(0)
+        if self.static:
+            self.cache_pos.fill_(length)  # a scalar written on the device: no host-device copy, no sync
+            return self._step(tokens, positions, self.cache_pos, self.key_ok[:B])
+        end = length + 1  # sliced: attend over the filled positions only
+        return self._forward(tokens, positions, slice(length, end), end, self.key_ok[:B, :, :, :end])
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        max_new_tokens: int,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        min_p: float | None = None,
+        eos_token_id: int | Sequence[int] | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Prompt ids (B, T), left-padded with ``attention_mask`` if rows differ, to ids (B, T + new).
+
+        Greedy tokens are those of ``minigpt.generate.generate(model, ids, attention_mask=...,
+        max_new_tokens=...).ids``, and so is the layout: after a row's EOS come ``PAD_TOKEN_ID`` s, and the
+        result ends when every row has ended. Sampling (``do_sample=True``) supports ``temperature``,
+        ``top_k``, ``top_p`` and ``min_p``, applied by ``minigpt.logits``, and draws like the eager loop:
+        without EOS, the same ``seed`` gives the same tokens in both. The other logits transforms
+        (repetition penalty, n-gram bans, ...) need the readable loop.
+
+        >>> from minigpt.model import GPT, GPTConfig
+        >>> decoder = FastDecoder(GPT(GPTConfig.from_preset("tiny")), max_batch_size=2, max_len=16)
+        >>> ids = torch.tensor([[50256, 15496], [6109, 3626]])
+        >>> decoder.generate(ids, torch.tensor([[0, 1], [1, 1]]), max_new_tokens=4, do_sample=True, seed=0).shape
+        torch.Size([2, 6])
+        """
+        ids, mask = _check_id_prompt(ids, attention_mask, self.config.vocab_size)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        B, T = ids.shape
+        self._check_call(B, T, max_new_tokens)
+        L.check_logits_settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        sample = dict(do_sample=do_sample and temperature != 0, temperature=temperature, top_k=top_k,
+                      top_p=top_p, min_p=min_p)
+        rng = _make_generator(seed, generator, self.device)
+        eos = torch.tensor(_as_eos_ids(eos_token_id), dtype=torch.long, device=self.device)
+        out = self.out[:B]
+        out[:, :T] = ids
+        self.key_ok[:B, 0, 0, :T] = mask.bool()
+        self.key_ok[:B, 0, 0, T:] = True  # every new token is real
+        # positions count real tokens only, as in generate.py: a padded row starts at 0 like any other
+        positions = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1)
+        logits = self.prefill(ids, mask, positions)
+        positions = positions[:, -1:] + 1  # (B, 1): the next token's position in each row
+        done = torch.zeros(B, dtype=torch.bool, device=self.device)  # rows that emitted EOS
+        last = torch.full((B,), max_new_tokens - 1, device=self.device)  # the step each row ended at
+        for step in range(max_new_tokens):
+            if step > 0:
+                logits = self.decode_one_token(out[:, T + step - 1 : T + step], positions, T + step - 1)
+                positions += 1
+            tokens = self._pick(logits, out[:, : T + step], step, sample, rng)
+            if len(eos):
+                tokens = tokens.masked_fill(done, PAD_TOKEN_ID)  # a finished row only pads
+                ended = ~done & torch.isin(tokens, eos)
+                last = last.masked_fill(ended, step)
+                done |= ended
+            out[:, T + step] = tokens  # on the device: no .item(), no host sync
+            if len(eos) and (step + 1) % EOS_CHECK_EVERY == 0 and done.all():
+                break
+        n = int(last.max()) + 1 if len(eos) else max_new_tokens  # the one host sync, after the loop
+        return out[:, : T + n].clone()  # a copy: the next call reuses the buffer
+
+    def _check_call(self, B: int, T: int, max_new_tokens: int) -> None:
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be an integer >= 1, got {max_new_tokens!r}")
+        if B > self.max_batch_size:
+            raise ValueError(f"batch size must be <= max_batch_size={self.max_batch_size}, got {B}")
+        if T + max_new_tokens > self.max_len:
+            raise ValueError(
+                f"prompt length + max_new_tokens must be <= max_len={self.max_len}, got {T} + {max_new_tokens}"
+            )
+
+    @staticmethod
+    def _pick(
+        logits: torch.Tensor, ids: torch.Tensor, step: int, sample: dict, rng: torch.Generator | None
+    ) -> torch.Tensor:
+        """One token per row, chosen on the device: argmax, or a draw as in ``generate._pick``."""
+        scores = L.process_logits(logits.float(), ids, new_tokens=step, **sample)  # fp32, as the eager loop
+        if not sample["do_sample"]:
+            return scores.argmax(dim=-1)
+        return torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=rng).squeeze(1)
+

@@ -1,0 +1,139 @@
+"""`minigpt bench` end to end on a tiny model, and the pieces it is made of. No speed is asserted."""
+
+import argparse
+import json
+import sys
+
+import pytest
+import torch
+
+from minigpt.bench import (
+    BenchConfig,
+    PeakMemory,
+    add_arguments,
+    bandwidth_bound,
+    cache_speedup,
+    format_table,
+    measure_bandwidth,
+    run,
+    run_bench,
+    step_times,
+    weight_bytes,
+)
+from minigpt.model import GPT, GPTConfig
+
+ROW_KEYS = {"method", "dtype", "batch_size", "ttft_ms", "decode_tokens_per_s", "total_s", "peak_memory_mb",
+            "bound_tokens_per_s", "bound_fraction", "same_tokens_as_cache"}
+
+
+def tiny_flags(tmp_path, *more):
+    return ["--preset", "tiny", "--batch-sizes", "1", "2", "--new-tokens", "4", "--repeats", "1",
+            "--out-json", str(tmp_path / "bench.json"), "--figure", str(tmp_path / "figures" / "bench.png"), *more]
+
+
+def test_bench_runs_end_to_end(tmp_path, capsys):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert run(parser.parse_args(tiny_flags(tmp_path))) == 0
+    out, err = capsys.readouterr()
+    assert "bench" in err  # the progress bar, on stderr
+    assert out.splitlines()[0].split()[:3] == ["method", "dtype", "batch"]
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert set(report) == {"config", "machine", "bandwidth_gb_s", "weight_bytes", "results", "notes"}
+    assert report["config"]["preset"] == "tiny" and report["bandwidth_gb_s"] > 0
+    rows = report["results"]
+    assert all(set(r) == ROW_KEYS for r in rows)
+    methods = {r["method"] for r in rows}
+    assert {"cache", "fast", "no-cache"} <= methods
+    assert {r["batch_size"] for r in rows if r["method"] == "no-cache"} == {1}  # no_cache_max_batch=1
+    assert any("no-cache skipped at batch sizes [2]" in n for n in report["notes"])
+    assert all(r["decode_tokens_per_s"] > 0 and r["ttft_ms"] > 0 and r["bound_fraction"] > 0 for r in rows)
+    assert all(r["same_tokens_as_cache"] for r in rows if r["method"] == "cache")
+    assert (tmp_path / "figures" / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for r in rows:
+        assert f"{r['method']:<13} {r['dtype']:<5} {r['batch_size']:>6}" in out
+
+
+def test_missing_transformers_is_a_note_not_an_error(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now raises ImportError
+    config = BenchConfig(preset="tiny", batch_sizes=(1,), new_tokens=3, dtypes=("fp32",), repeats=1,
+                         methods=("cache", "transformers"), out_json=str(tmp_path / "b.json"),
+                         figure=str(tmp_path / "b.png"))
+    report = run_bench(config, progress=False)
+    assert [r["method"] for r in report["results"]] == ["cache"]
+    assert report["notes"] == ["transformers skipped: not installed (pip install 'minigpt[dev]')"]
+    assert report["machine"]["transformers"] is None
+
+
+def test_transformers_method_uses_the_same_weights(tmp_path):
+    pytest.importorskip("transformers")
+    config = BenchConfig(preset="tiny", batch_sizes=(2,), new_tokens=5, dtypes=("fp32",), repeats=1,
+                         methods=("cache", "transformers"), out_json=str(tmp_path / "b.json"),
+                         figure=str(tmp_path / "b.png"))
+    rows = run_bench(config, progress=False)["results"]
+    assert [r["same_tokens_as_cache"] for r in rows] == [True, True]
+
+
+def test_measure_bandwidth_is_positive():
+    assert measure_bandwidth("cpu", nbytes=2**24, repeats=2) > 0
+
+
+def test_peak_memory_sees_an_allocation():
+    with PeakMemory("cpu") as peak:
+        x = torch.ones(2**24)  # 64 MiB, touched
+        x += 1
+    assert peak.mb is None or peak.mb > 32
+
+
+def test_bandwidth_bound_formula():
+    model = GPT(GPTConfig.from_preset("tiny"))
+    c = model.config
+    cache = 2 * c.n_layer * 8 * (16 + 32) * c.n_embd * 4  # keys and values, average context 16 + 64/2
+    assert bandwidth_bound(model, 8, 16, 64, 10.0) == pytest.approx(8 * 10e9 / (weight_bytes(model) + cache))
+    assert weight_bytes(model) == 4 * (model.num_parameters() - c.block_size * c.n_embd)
+
+
+def test_step_times_and_cache_speedup():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny")).eval()
+    assert len(step_times(model, "Hello", new_tokens=5, use_cache=False)) == 5
+    for fast in (False, True):
+        result = cache_speedup(model, torch.tensor([[15496, 11]]), new_tokens=8, fast=fast)
+        assert result.identical and result.speedup == pytest.approx(result.no_cache_s / result.cache_s)
+
+
+def test_table_marks_differing_tokens_and_missing_memory():
+    row = dict(method="fast", dtype="bf16", batch_size=32, ttft_ms=1.25, decode_tokens_per_s=1234.5,
+               bound_fraction=0.5, peak_memory_mb=None, same_tokens_as_cache=False)
+    table = format_table(dict(results=[row], bandwidth_gb_s=30.0, notes=["bf16 skipped: x"]))
+    assert table.splitlines()[1] == "fast          bf16      32             1.2        1234.5       50%        -  NO"
+    assert table.splitlines()[-1] == "note: bf16 skipped: x"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(preset="gpt3"), "preset must be one of gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, small; got 'gpt3'"),
+    (dict(batch_sizes=()), "batch_sizes must be a non-empty list of integers >= 1, got ()"),
+    (dict(batch_sizes=(1, 0)), "batch_sizes must be an integer >= 1, got 0"),
+    (dict(new_tokens=1), "new_tokens must be an integer >= 2, got 1"),
+    (dict(prompt_len=0), "prompt_len must be an integer >= 1, got 0"),
+    (dict(repeats=True), "repeats must be an integer >= 1, got True"),
+    (dict(dtypes=("fp16",)), "dtypes must be one of fp32, bf16; got 'fp16'"),
+    (dict(dtypes=()), "dtypes must name at least one of fp32, bf16, got ()"),
+    (dict(methods=("cache", "vllm")), "methods must be one of no-cache, cache, fast, transformers; got 'vllm'"),
+    (dict(preset="tiny", prompt_len=100, new_tokens=29), "prompt_len + new_tokens must be <= 128 (the tiny context), got 100 + 29"),
+    (dict(device="gpu"), "device must be a torch device such as 'cpu', 'cuda', 'cuda:1'; got 'gpu'"),
+    (dict(compile="yes"), "compile must be True, False or None (auto), got 'yes'"),
+])
+def test_config_errors(kwargs, message):
+    with pytest.raises(ValueError) as e:
+        BenchConfig(**kwargs)
+    assert str(e.value) == message
+
+
+def test_cli_flags_cover_every_field():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--methods", "cache", "fast", "--compile", "off", "--no-cache-max-batch", "8"])
+    assert (args.methods, args.compile, args.no_cache_max_batch) == (["cache", "fast"], False, 8)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--dtypes", "fp16"])

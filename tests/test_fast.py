@@ -1,0 +1,169 @@
+"""The fast path makes exactly the readable loop's tokens, and leaves the user's model alone."""
+
+import pytest
+import torch
+
+from minigpt.fast import FastDecoder, choose_matmul
+from minigpt.generate import PAD_TOKEN_ID, generate
+from minigpt.model import GPT, GPTConfig
+
+N_STEPS = 60
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A tiny random GPT with large weights: peaked, varied next-token distributions, so slips show."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny", n_embd=128, n_head=2)).eval()  # 64-wide heads, as GPT-2
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(1.0, 0.1) if ".ln_" in name or "ln_f" in name else p.normal_(0.0, 0.15)
+    return model
+
+
+@pytest.fixture(scope="module")
+def prompt():
+    """Three left-padded prompts of 7, 4 and 6 tokens."""
+    torch.manual_seed(1)
+    ids = torch.randint(0, 50000, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0
+    mask[2, :1] = 0
+    return ids.masked_fill(mask == 0, PAD_TOKEN_ID), mask
+
+
+@pytest.mark.parametrize("matmul", ["auto", "onednn", "blas-in-out", "blas"])
+@pytest.mark.parametrize("static", [False, True])
+def test_greedy_equals_eager(model, prompt, matmul, static):
+    ids, mask = prompt
+    expected = generate(model, ids, attention_mask=mask, max_new_tokens=N_STEPS).ids
+    decoder = FastDecoder(model, max_batch_size=4, max_len=80, static=static, matmul=matmul)
+    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=N_STEPS), expected)
+    assert len(set(expected[:, 7:].flatten().tolist())) > 10  # the test model really varies its tokens
+
+
+def test_greedy_equals_eager_in_bf16(model, prompt):
+    ids, mask = prompt
+    # the fast path attends with F.scaled_dot_product_attention; in bf16 its rounding differs from the
+    # hand-written attention's enough to flip a near tie now and then, so the reference uses it too
+    eager = GPT(GPTConfig.from_preset("tiny", n_embd=128, n_head=2, use_sdpa=True)).eval()
+    eager.load_state_dict(model.state_dict())
+    expected = generate(eager.to(torch.bfloat16), ids, attention_mask=mask, max_new_tokens=30).ids
+    decoder = FastDecoder(model, max_batch_size=3, max_len=40, dtype=torch.bfloat16)
+    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=30), expected)
+
+
+def test_compiled_static_step_equals_eager(model, prompt):
+    ids, mask = prompt
+    expected = generate(model, ids, attention_mask=mask, max_new_tokens=12).ids
+    decoder = FastDecoder(model, max_batch_size=3, max_len=20, compile=True)
+    assert decoder.static
+    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=12), expected)
+
+
+def test_decoder_is_reusable_with_smaller_batches_and_prompts(model, prompt):
+    ids, mask = prompt
+    decoder = FastDecoder(model, max_batch_size=3, max_len=40)
+    decoder.generate(ids, mask, max_new_tokens=30)
+    for rows, start in ((slice(1, 2), 3), (slice(0, 3), 0), (slice(2, 3), 1)):
+        sub_ids, sub_mask = ids[rows, start:], mask[rows, start:]
+        expected = generate(model, sub_ids, attention_mask=sub_mask, max_new_tokens=25).ids
+        assert torch.equal(decoder.generate(sub_ids, sub_mask, max_new_tokens=25), expected)
+
+
+@pytest.mark.parametrize("eos_row, eos_step", [(0, 3), (1, 20), (2, 40), (None, None)])
+def test_greedy_with_eos_equals_eager(model, prompt, eos_row, eos_step):
+    ids, mask = prompt
+    greedy = generate(model, ids, attention_mask=mask, max_new_tokens=N_STEPS).new_tokens
+    # an EOS id that row `eos_row` really emits at `eos_step`; None: a token that no row emits
+    eos = greedy[eos_row][eos_step] if eos_row is not None else min(set(range(50257)) - {t for r in greedy for t in r})
+    expected = generate(model, ids, attention_mask=mask, max_new_tokens=N_STEPS, eos_token_id=eos).ids
+    got = FastDecoder(model, max_batch_size=3, max_len=80).generate(ids, mask, max_new_tokens=N_STEPS, eos_token_id=eos)
+    assert torch.equal(got, expected)
+
+
+def test_every_row_ending_stops_early(model, prompt):
+    ids, mask = prompt
+    greedy = generate(model, ids, attention_mask=mask, max_new_tokens=N_STEPS).new_tokens
+    eos = sorted({r[2] for r in greedy} | {r[5] for r in greedy})  # every row ends by step 5
+    expected = generate(model, ids, attention_mask=mask, max_new_tokens=N_STEPS, eos_token_id=eos).ids
+    got = FastDecoder(model, max_batch_size=3, max_len=80).generate(ids, mask, max_new_tokens=N_STEPS, eos_token_id=eos)
+    assert torch.equal(got, expected)
+    assert got.size(1) <= 7 + 6
+
+
+@pytest.mark.parametrize("settings", [dict(), dict(temperature=0.7, top_k=20), dict(top_p=0.9), dict(min_p=0.05)])
+def test_sampling_equals_eager_with_the_same_seed(model, prompt, settings):
+    ids, mask = prompt
+    decoder = FastDecoder(model, max_batch_size=3, max_len=80)
+    first = decoder.generate(ids, mask, max_new_tokens=40, do_sample=True, seed=7, **settings)
+    again = decoder.generate(ids, mask, max_new_tokens=40, do_sample=True, generator=torch.Generator().manual_seed(7), **settings)
+    eager = generate(model, ids, attention_mask=mask, max_new_tokens=40, do_sample=True, seed=7, **settings).ids
+    other = decoder.generate(ids, mask, max_new_tokens=40, do_sample=True, seed=8, **settings)
+    assert torch.equal(first, again) and torch.equal(first, eager)
+    assert not torch.equal(first, other)
+
+
+def test_temperature_zero_is_greedy(model, prompt):
+    ids, mask = prompt
+    decoder = FastDecoder(model, max_batch_size=3, max_len=40)
+    greedy = decoder.generate(ids, mask, max_new_tokens=10)
+    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=10, do_sample=True, temperature=0.0), greedy)
+
+
+def test_user_model_is_untouched(model, prompt):
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    strides = {k: v.stride() for k, v in model.state_dict().items()}
+    decoder = FastDecoder(model, max_batch_size=3, max_len=40, matmul="blas-in-out", dtype=torch.bfloat16)
+    decoder.generate(*prompt, max_new_tokens=5)
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) and after[k].stride() == strides[k] for k in before)
+    assert all(v.dtype == torch.float32 for v in after.values())
+    assert model.lm_head.weight is model.transformer.wte.weight  # still tied
+    assert decoder.wte.data_ptr() != model.transformer.wte.weight.data_ptr()  # the decoder owns a copy
+
+
+def test_in_out_layout_keeps_the_head_tied(model):
+    decoder = FastDecoder(model, max_batch_size=1, max_len=8, matmul="blas-in-out")
+    assert torch.equal(decoder.wte, model.transformer.wte.weight)
+    assert decoder.wte.stride() == (1, model.config.vocab_size)  # (in, out) storage
+    assert decoder.blocks[0].c_attn[0].stride() == (1, 3 * model.config.n_embd)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(max_batch_size=0), "max_batch_size must be an integer >= 1, got 0"),
+    (dict(max_batch_size=1, max_len=129), "max_len must be an integer in [1, 128] (the model's context), got 129"),
+    (dict(max_batch_size=1, matmul="mkl"), "matmul must be one of auto, onednn, blas-in-out, blas; got 'mkl'"),
+])
+def test_constructor_errors(model, kwargs, message):
+    with pytest.raises(ValueError) as e:
+        FastDecoder(model, **kwargs)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("batch, length, new, message", [
+    (3, 7, 30, "batch size must be <= max_batch_size=2, got 3"),
+    (2, 7, 30, "prompt length + max_new_tokens must be <= max_len=32, got 7 + 30"),
+    (2, 7, 0, "max_new_tokens must be an integer >= 1, got 0"),
+])
+def test_call_errors(model, batch, length, new, message):
+    decoder = FastDecoder(model, max_batch_size=2, max_len=32)
+    with pytest.raises(ValueError) as e:
+        decoder.generate(torch.zeros(batch, length, dtype=torch.long), max_new_tokens=new)
+    assert str(e.value) == message
+
+
+def test_sampling_settings_are_checked(model):
+    decoder = FastDecoder(model, max_batch_size=1, max_len=8)
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\], got 1.5"):
+        decoder.generate(torch.zeros(1, 2, dtype=torch.long), max_new_tokens=2, do_sample=True, top_p=1.5)
+
+
+def test_choose_matmul():
+    assert choose_matmul("auto", torch.device("cpu")) in ("onednn", "blas-in-out")
+    assert choose_matmul("auto", torch.device("cuda")) == "blas"
+    assert choose_matmul("auto", torch.device("cpu"), compile=True) == "blas-in-out"
+    with pytest.raises(ValueError, match="matmul must be 'auto' or 'blas' on cuda, got 'onednn'"):
+        choose_matmul("onednn", torch.device("cuda"))
+    with pytest.raises(ValueError, match=r"matmul='onednn' cannot be compiled \(torch.compile lowers"):
+        choose_matmul("onednn", torch.device("cpu"), compile=True)
