@@ -52,7 +52,7 @@ from tqdm import tqdm
 
 from minigpt.checkpoint import CONV1D_SUFFIXES
 from minigpt.fast import FastDecoder
-from minigpt.generate import PAD_TOKEN_ID, generate, stream
+from minigpt.generate import PAD_TOKEN_ID, _check_int, generate, stream
 from minigpt.kv_cache import KVCache
 from minigpt.model import GPT, PRESETS, GPTConfig
 
@@ -115,11 +115,6 @@ class BenchConfig:
 
     def model_config(self) -> GPTConfig:
         return GPTConfig.from_preset(self.preset)
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
 
 def _check_choice(name: str, value: object, allowed) -> None:
