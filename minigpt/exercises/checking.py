@@ -1,0 +1,199 @@
+"""The machinery behind every ``check_…`` function: run a student's function on hidden cases, compare with the library.
+
+A checker never raises because the student's code is wrong: it returns a ``CheckResult`` whose text says
+which hidden input failed and shows what was expected next to what came back. A stub that still raises
+``NotImplementedError`` is reported as "not implemented yet", so an exercise notebook runs top to bottom
+before any exercise is solved.
+
+>>> import torch
+>>> double = lambda x: 2 * x
+>>> check("double", double, lambda x: x + x, [Case((torch.tensor([1.0, 2.0]),))])
+✓ double: all 1 hidden cases pass
+>>> check("double", lambda x: 3 * x, lambda x: x + x, [Case((torch.tensor([1.0, 2.0]),), "small numbers")])
+✗ double: hidden case 1 of 1 fails (small numbers)
+  x = tensor([1.0, 2.0])
+  wrong value at position [0]
+  expected: tensor([2.0, 4.0])
+  got:      tensor([3.0, 6.0])
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+NOT_IMPLEMENTED = "not implemented yet: replace `raise NotImplementedError` with your code, then run this cell again"
+
+
+@dataclass
+class Case:
+    """One hidden input: the positional ``args`` for both functions and ``why`` it is a case worth checking.
+
+    ``shown`` replaces the printed arguments when they are too big to read (a model, a long tensor).
+    """
+
+    args: tuple
+    why: str = ""
+    shown: str | None = None
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The verdict on one exercise; prints as its message and is truthy when every case passed."""
+
+    exercise: str
+    passed: bool
+    message: str
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def __repr__(self) -> str:
+        return self.message
+
+
+def check(
+    exercise: str,
+    student: Callable,
+    reference: Callable,
+    cases: Sequence[Case],
+    *,
+    atol: float = 1e-6,
+    compare: Callable[[object, object, float], str | None] | None = None,
+) -> CheckResult:
+    """Call ``student`` and ``reference`` on fresh copies of each case's arguments and compare the results.
+
+    ``compare(expected, got, atol)`` returns None when they agree, else a short reason; the default
+    compares tensors exactly in shape, -inf and NaN positions, and to ``atol`` elsewhere.
+
+    >>> check("add one", lambda x: x + 1, lambda x: x + 1, [Case((1,)), Case((2,))])
+    ✓ add one: all 2 hidden cases pass
+    """
+    if not callable(student):
+        raise TypeError(f"{exercise}: pass your function itself (no parentheses), got {type(student).__name__}")
+    compare = compare or compare_values
+    for number, case in enumerate(cases, 1):
+        expected = reference(*copied(case.args), **case.kwargs)
+        try:
+            got = student(*copied(case.args), **case.kwargs)
+        except NotImplementedError:
+            return CheckResult(exercise, False, f"✗ {exercise}: {NOT_IMPLEMENTED}")
+        except Exception as error:  # the student's bug, reported with the input that triggered it
+            reason = f"raised {type(error).__name__}: {error}"
+            return _failure(exercise, number, len(cases), case, reference, reason)
+        problem = compare(expected, got, atol)
+        if problem is not None:
+            reason = f"{problem}\n  expected: {show(expected)}\n  got:      {show(got)}"
+            return _failure(exercise, number, len(cases), case, reference, reason)
+    return CheckResult(exercise, True, f"✓ {exercise}: all {len(cases)} hidden cases pass")
+
+
+def _failure(exercise: str, number: int, total: int, case: Case, reference: Callable, reason: str) -> CheckResult:
+    why = f" ({case.why})" if case.why else ""
+    inputs = case.shown if case.shown is not None else _show_args(reference, case)
+    lines = [f"✗ {exercise}: hidden case {number} of {total} fails{why}", f"  {inputs}"]
+    lines += [f"  {line.strip()}" for line in reason.splitlines() if line.strip()]
+    return CheckResult(exercise, False, "\n".join(lines))
+
+
+def _show_args(reference: Callable, case: Case) -> str:
+    names = list(inspect.signature(reference).parameters)
+    shown = [f"{name} = {show(value)}" for name, value in zip(names, case.args)]
+    shown += [f"{name} = {show(value)}" for name, value in case.kwargs.items()]
+    return ", ".join(shown)
+
+
+def copied(args: tuple) -> tuple:
+    """Fresh copies of tensors and generators, so neither function sees what the other did to its inputs."""
+    return tuple(_copy(a) for a in args)
+
+
+def _copy(value: object) -> object:
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, torch.Generator):
+        fresh = torch.Generator(device=value.device)
+        fresh.set_state(value.get_state())
+        return fresh
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def compare_values(expected: object, got: object, atol: float) -> str | None:
+    """None when ``got`` matches ``expected`` (tensors to ``atol``, numbers to ``atol``, the rest with ==).
+
+    >>> compare_values(torch.tensor([1.0, float("-inf")]), torch.tensor([1.0, 0.0]), 1e-6)
+    'wrong value at position [1]'
+    """
+    if isinstance(expected, torch.Tensor):
+        return _compare_tensors(expected, got, atol)
+    if isinstance(expected, (list, tuple)):
+        if not isinstance(got, (list, tuple)):
+            return f"expected a {type(expected).__name__}, got a {type(got).__name__}"
+        if len(got) != len(expected):
+            return f"expected {len(expected)} items, got {len(got)}"
+        for i, (e, g) in enumerate(zip(expected, got)):
+            problem = compare_values(e, g, atol)
+            if problem is not None:
+                return f"item {i}: {problem}"
+        return None
+    if isinstance(got, torch.Tensor) and got.numel() == 1:
+        got = got.item()  # a 0-d tensor where a number was asked is fine
+    if isinstance(expected, float):
+        if isinstance(got, bool) or not isinstance(got, (int, float)):
+            return f"expected a number, got a {type(got).__name__}"
+        same = got == expected or math.isclose(got, expected, rel_tol=0, abs_tol=atol)  # == handles inf
+        return None if same else "wrong value"
+    if isinstance(expected, int) and not isinstance(expected, bool):
+        if isinstance(got, bool) or not isinstance(got, int):
+            return f"expected an int, got a {type(got).__name__}"
+    return None if got == expected else "wrong value"
+
+
+def _compare_tensors(expected: torch.Tensor, got: object, atol: float) -> str | None:
+    if not isinstance(got, torch.Tensor):
+        return f"expected a tensor, got a {type(got).__name__}"
+    if got.shape != expected.shape:
+        return f"wrong shape: expected {tuple(expected.shape)}, got {tuple(got.shape)}"
+    if not expected.is_floating_point():
+        wrong = got != expected
+    else:
+        got = got.to(expected.dtype)
+        both_inf = torch.isinf(expected) & (expected == got)
+        both_nan = torch.isnan(expected) & torch.isnan(got)
+        wrong = ~(both_inf | both_nan | ((expected - got).abs() <= atol))
+    if wrong.any():
+        first = [int(i) for i in wrong.nonzero()[0]]
+        return f"wrong value at position {first}"
+    return None
+
+
+def show(value: object) -> str:
+    """A short, readable form of a value: tensors rounded to 4 decimals on one line.
+
+    >>> show(torch.tensor([[0.123456, float('-inf')]]))
+    'tensor([[0.1235, -inf]])'
+    """
+    if isinstance(value, torch.Tensor):
+        if value.is_floating_point():
+            value = value.to(torch.float64).round(decimals=4)
+            return f"tensor({_format_nested(value.tolist())})"
+        return f"tensor({value.tolist()})"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        text = f"{value:.4f}".rstrip("0")  # 0.1235, 0.5, 2.
+        return text + "0" if text.endswith(".") else text
+    return repr(value)
+
+
+def _format_nested(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_format_nested(v) for v in value) + "]"
+    return show(float(value)) if isinstance(value, float) else repr(value)
