@@ -17,13 +17,25 @@ cache at least once, so it cannot take less than (bytes read) / (memory bandwidt
     minigpt bench                                          # GPT-2 124M shape, random weights, CPU
     minigpt bench --batch-sizes 1 --dtypes fp32 --new-tokens 64 --repeats 1   # a quick look
     minigpt bench --device cuda --no-cache-max-batch 32
+    minigpt bench --suites speculative beam --speculative-k 2 4 --num-beams 2 4
 
-Results: a table on screen (a progress bar on stderr while it runs), a JSON file and a PNG plot.
+Two more suites answer the search chapters' speed questions, on the same device:
+
+- ``speculative``: the shipped ``shakespeare`` target with the ``shakespeare-draft`` draft (real models, so
+  the acceptance rate means something): tokens/s of the target alone, of speculative decoding for each
+  draft length k and of prompt-lookup decoding, greedy and sampled; the speed-up over the target alone,
+  the acceptance rate, and target passes per token;
+- ``beam``: beam search on the benchmark model (batch 1, first dtype) for each beam width, against greedy:
+  tokens/s of the returned sequence and the *cost per beam*, (time with b beams / greedy's time) / b, below
+  1 when running the beams as one batch is cheaper than b separate greedy runs.
+
+Results: tables on screen (a progress bar on stderr while it runs), a JSON file and a PNG plot.
 
 >>> import tempfile
 >>> out = tempfile.mkdtemp()
 >>> config = BenchConfig(preset="tiny", batch_sizes=(1,), new_tokens=3, dtypes=("fp32",), repeats=1,
-...                      methods=("cache", "fast"), out_json=f"{out}/b.json", figure=f"{out}/b.png")
+...                      methods=("cache", "fast"), suites=("decode",), out_json=f"{out}/b.json",
+...                      figure=f"{out}/b.png")
 >>> report = run_bench(config, progress=False)
 >>> sorted({r["method"] for r in report["results"]})
 ['cache', 'fast']
@@ -50,13 +62,23 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogFormatter, NullLocator
 from tqdm import tqdm
 
-from minigpt.checkpoint import CONV1D_SUFFIXES
+from minigpt.checkpoint import CONV1D_SUFFIXES, load_model
 from minigpt.fast import FastDecoder
 from minigpt.generate import PAD_TOKEN_ID, _check_int, generate, stream
 from minigpt.kv_cache import KVCache
 from minigpt.model import GPT, PRESETS, GPTConfig
+from minigpt.search import beam_search
+from minigpt.speculative import prompt_lookup_generate, speculative_generate
+from minigpt.tokenizer import encode
 
 METHODS = ("no-cache", "cache", "fast", "transformers")
+SUITES = ("decode", "speculative", "beam")
+# prompts for the speculative suite: Shakespeare, the text the shipped target and draft were trained on
+SPECULATIVE_PROMPTS = (
+    "ROMEO:\nBut soft, what light",
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n",
+    "To be, or not to be, that is the question:",
+)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -83,20 +105,28 @@ class BenchConfig:
                                         "with the square of the length; at batch 32 on 2 CPU cores, over an hour")
     compile: bool | None = _field(None, "torch.compile the fast path's decode step; default: on CUDA only "
                                         "(CUDA graphs), since on CPU it bought nothing measurable")
-    seed: int = _field(0, "seed for the random weights and prompts")
+    suites: tuple[str, ...] = _field(SUITES, "what to measure: decode (the methods above at each batch size "
+                                             "and dtype), speculative (draft-and-verify), beam (cost per beam)")
+    target: str = _field("shakespeare", "speculative suite: the target model, a shipped name or a path")
+    draft: str = _field("shakespeare-draft", "speculative suite: the draft model, a shipped name or a path")
+    speculative_k: tuple[int, ...] = _field((2, 4, 8), "speculative suite: draft lengths k to measure")
+    num_beams: tuple[int, ...] = _field((2, 4, 8), "beam suite: beam widths to measure against greedy")
+    seed: int = _field(0, "seed for the random weights, prompts and sampling")
     out_json: str = _field("figures/bench.json", "where to write the results (JSON)")
     figure: str = _field("figures/bench.png", "where to write the plot (PNG)")
 
     def __post_init__(self) -> None:
-        self.batch_sizes, self.dtypes, self.methods = tuple(self.batch_sizes), tuple(self.dtypes), tuple(self.methods)
+        self.dtypes, self.methods, self.suites = tuple(self.dtypes), tuple(self.methods), tuple(self.suites)
         _check_choice("preset", self.preset, PRESETS)
         for name, low in (("prompt_len", 1), ("new_tokens", 2), ("repeats", 1), ("no_cache_max_batch", 1), ("seed", 0)):
             _check_int(name, getattr(self, name), low)
-        if not self.batch_sizes:
-            raise ValueError("batch_sizes must be a non-empty list of integers >= 1, got ()")
-        for b in self.batch_sizes:
-            _check_int("batch_sizes", b, 1)
-        for name, allowed in (("dtypes", DTYPES), ("methods", METHODS)):
+        for name in ("batch_sizes", "speculative_k", "num_beams"):
+            setattr(self, name, tuple(getattr(self, name)))
+            if not getattr(self, name):
+                raise ValueError(f"{name} must be a non-empty list of integers >= 1, got ()")
+            for value in getattr(self, name):
+                _check_int(name, value, 1)
+        for name, allowed in (("dtypes", DTYPES), ("methods", METHODS), ("suites", SUITES)):
             if not getattr(self, name):
                 raise ValueError(f"{name} must name at least one of {', '.join(allowed)}, got ()")
             for value in getattr(self, name):
@@ -399,6 +429,86 @@ def cache_speedup(model: GPT, ids: torch.Tensor, new_tokens: int = 512, *, fast:
     return CacheSpeedup(cache_s, no_cache_s, no_cache_s / cache_s, torch.equal(with_cache, without))
 
 
+# --- speculative decoding and beam search ----------------------------------------------------------
+
+def _median_time(run: Callable[[int], object], n: int, repeats: int, device: torch.device) -> tuple[float, object]:
+    """Median seconds of ``run(n)`` over ``repeats`` calls after a short warm-up, and its last result."""
+    run(2)  # warm-up: kernel selection, allocator
+    times, out = [], None
+    for _ in range(repeats):
+        seconds, out = _timed(run, n, device)
+        times.append(seconds)
+    return statistics.median(times), out
+
+
+def _speculative_suite(config: BenchConfig, progress: bool) -> list[dict]:
+    """The target alone, speculative decoding at each k, and prompt lookup, greedy then sampled.
+
+    Each measurement decodes every prompt of ``SPECULATIVE_PROMPTS`` in turn, EOS off, sampling seeded
+    with ``config.seed``; the speed-up is against the target alone in the same mode.
+    """
+    device = torch.device(config.device)
+    target, draft = load_model(config.target, device=device), load_model(config.draft, device=device)
+    context = min(target.config.block_size, draft.config.block_size)
+    n = min(config.new_tokens, context - max(len(encode(p)) for p in SPECULATIVE_PROMPTS))
+    methods = [("target alone", None), *(("speculative", k) for k in config.speculative_k), ("prompt lookup", None)]
+    plan = [(mode, method, k) for mode in ("greedy", "sample") for method, k in methods]
+    rows, baseline = [], {}
+    for mode, method, k in tqdm(plan, desc="bench speculative", file=sys.stderr, disable=not progress, unit="run"):
+        sampling = dict(do_sample=True, seed=config.seed) if mode == "sample" else {}
+        run = _speculative_runner(method, target, draft, k, sampling)
+        seconds, outputs = _median_time(run, n, config.repeats, device)
+        alone = method == "target alone"  # generate's output, one row each; the others' are SpeculativeOutputs
+        tokens = [out.new_tokens[0] if alone else out.new_tokens for out in outputs]
+        if alone:
+            baseline[mode] = (seconds, tokens)
+        proposed = 0 if alone else sum(out.num_proposed for out in outputs)
+        accepted = 0 if alone else sum(out.num_accepted for out in outputs)
+        passes = len(outputs) * n if alone else sum(out.num_target_passes for out in outputs)
+        rows.append(dict(method=method, mode=mode, k=k, new_tokens=n, tokens_per_s=len(outputs) * n / seconds,
+                         speedup=baseline[mode][0] / seconds,
+                         acceptance_rate=None if alone else accepted / max(proposed, 1),
+                         target_passes_per_token=passes / (len(outputs) * n),
+                         same_tokens_as_target=tokens == baseline[mode][1] if mode == "greedy" else None))
+    return rows
+
+
+def _speculative_runner(method: str, target: GPT, draft: GPT, k: int | None, sampling: dict) -> Callable[[int], list]:
+    """A function that decodes n new tokens for each of ``SPECULATIVE_PROMPTS`` with ``method``."""
+    if method == "target alone":
+        return lambda n: [generate(target, p, max_new_tokens=n, **sampling) for p in SPECULATIVE_PROMPTS]
+    if method == "speculative":
+        return lambda n: [speculative_generate(target, draft, p, k=k, max_new_tokens=n, **sampling)
+                          for p in SPECULATIVE_PROMPTS]
+    return lambda n: [prompt_lookup_generate(target, p, max_new_tokens=n, **sampling) for p in SPECULATIVE_PROMPTS]
+
+
+def _beam_suite(config: BenchConfig, model: GPT, progress: bool) -> list[dict]:
+    """Greedy and beam search at each width on the benchmark model: batch 1, fp32, EOS off.
+
+    With no EOS every beam runs to ``new_tokens``, so each step costs one forward pass over ``num_beams``
+    rows; the cost per beam, (beam time / greedy time) / num_beams, shows how much batching the beams saves.
+    """
+    device = torch.device(config.device)
+    ids = _prompt(1, config, device)
+    n = config.new_tokens
+    bar = tqdm(total=1 + len(config.num_beams), desc="bench beam", file=sys.stderr, disable=not progress, unit="run")
+
+    def seconds(run: Callable[[int], object]) -> float:
+        bar.update()
+        return _median_time(run, n, config.repeats, device)[0]
+
+    greedy_s = seconds(lambda new: generate(model, ids, max_new_tokens=new))
+    rows = [dict(method="greedy", num_beams=1, new_tokens=n, tokens_per_s=n / greedy_s, relative_to_greedy=1.0,
+                 cost_per_beam=1.0)]
+    for b in config.num_beams:
+        beam_s = seconds(lambda new, b=b: beam_search(model, ids, num_beams=b, max_new_tokens=new))
+        rows.append(dict(method="beam", num_beams=b, new_tokens=n, tokens_per_s=n / beam_s,
+                         relative_to_greedy=greedy_s / beam_s, cost_per_beam=beam_s / greedy_s / b))
+    bar.close()
+    return rows
+
+
 # --- the benchmark ----------------------------------------------------------------------------------
 
 def _plan(config: BenchConfig, has_transformers: bool) -> tuple[list[tuple[str, int, str]], list[str]]:
@@ -428,16 +538,32 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict:
     """Measure everything ``config`` asks for; write the JSON and the PNG; return the report (a dict).
 
     The report holds ``config``, ``machine`` (device name, torch and transformers versions, threads),
-    ``bandwidth_gb_s``, ``results`` (one dict per dtype × batch size × method) and ``notes`` (what was
-    skipped and why).
+    ``bandwidth_gb_s``, ``results`` (the decode suite: one dict per dtype × batch size × method),
+    ``speculative`` and ``beam`` (one dict per measured setting; empty when the suite was not asked for)
+    and ``notes`` (what was skipped and why). The plot shows the decode suite, when it ran.
     """
     device = torch.device(config.device)
     torch.manual_seed(config.seed)
     base = GPT(config.model_config()).eval().to(device)
-    plan, notes = _plan(config, _transformers_version() is not None)
     bandwidth = measure_bandwidth(device)
+    results, notes = _decode_suite(config, base, bandwidth, progress) if "decode" in config.suites else ([], [])
+    speculative = _speculative_suite(config, progress) if "speculative" in config.suites else []
+    beam = _beam_suite(config, base, progress) if "beam" in config.suites else []
+    report = dict(config=asdict(config), machine=_machine(device), bandwidth_gb_s=bandwidth,
+                  weight_bytes={d: weight_bytes(base) // 4 * DTYPES[d].itemsize for d in config.dtypes},
+                  results=results, speculative=speculative, beam=beam, notes=notes)
+    _write_json(report, config.out_json)
+    if results:
+        plot_results(report, config.figure)
+    return report
+
+
+def _decode_suite(config: BenchConfig, base: GPT, bandwidth: float, progress: bool) -> tuple[list[dict], list[str]]:
+    """Every method × dtype × batch size of the plan: the rows of ``results``, and the notes."""
+    device = torch.device(config.device)
+    plan, notes = _plan(config, _transformers_version() is not None)
     results, models = [], {}
-    bar = tqdm(plan, desc="bench", file=sys.stderr, disable=not progress, unit="run")
+    bar = tqdm(plan, desc="bench decode", file=sys.stderr, disable=not progress, unit="run")
     for dtype, batch, method in bar:
         bar.set_postfix_str(f"{method} {dtype} batch {batch}")
         if dtype not in models:  # one copy per dtype at a time: free the previous dtype's first
@@ -452,12 +578,7 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict:
         results.append(dict(method=method, dtype=dtype, batch_size=batch, **row, bound_tokens_per_s=bound,
                             bound_fraction=row["decode_tokens_per_s"] / bound))
     _mark_identical(results)
-    report = dict(config=asdict(config), machine=_machine(device), bandwidth_gb_s=bandwidth,
-                  weight_bytes={d: weight_bytes(base) // 4 * DTYPES[d].itemsize for d in config.dtypes},
-                  results=results, notes=notes)
-    _write_json(report, config.out_json)
-    plot_results(report, config.figure)
-    return report
+    return results, notes
 
 
 def _prompt(batch: int, config: BenchConfig, device: torch.device) -> torch.Tensor:
@@ -508,7 +629,7 @@ def _write_json(report: dict, path: str | Path) -> Path:
 
 
 def format_table(report: dict) -> str:
-    """The results as a plain-text table, then the bandwidth and the notes.
+    """The results as plain-text tables (decode, then speculative and beam when measured), the bandwidth, the notes.
 
     >>> row = dict(method="cache", dtype="fp32", batch_size=1, ttft_ms=12.0, decode_tokens_per_s=20.0,
     ...            bound_fraction=0.4, peak_memory_mb=3.5, same_tokens_as_cache=True)
@@ -517,16 +638,51 @@ def format_table(report: dict) -> str:
     cache         fp32       1            12.0          20.0       40%      3.5  yes
     memory read bandwidth: 24.0 GB/s
     """
+    lines = _decode_table(report["results"]) if report["results"] else []
+    if report.get("speculative"):
+        lines += _speculative_table(report["speculative"], report["config"])
+    if report.get("beam"):
+        lines += _beam_table(report["beam"])
+    lines.append(f"memory read bandwidth: {report['bandwidth_gb_s']:.1f} GB/s")
+    return "\n".join(lines + [f"note: {n}" for n in report["notes"]])
+
+
+YES_NO = {True: "yes", False: "NO", None: "-"}
+
+
+def _decode_table(results: list[dict]) -> list[str]:
     lines = [f"{'method':<13} {'dtype':<5} {'batch':>6} {'first token ms':>15} {'decode tok/s':>13} "
              f"{'of bound':>9} {'peak MB':>8}  same tokens"]
-    same = {True: "yes", False: "NO", None: "-"}
-    for r in report["results"]:
+    for r in results:
         peak = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.1f}"
         lines.append(f"{r['method']:<13} {r['dtype']:<5} {r['batch_size']:>6} {r['ttft_ms']:>15.1f} "
                      f"{r['decode_tokens_per_s']:>13.1f} {r['bound_fraction']:>9.0%} {peak:>8}  "
-                     f"{same[r['same_tokens_as_cache']]}")
-    lines.append(f"memory read bandwidth: {report['bandwidth_gb_s']:.1f} GB/s")
-    return "\n".join(lines + [f"note: {n}" for n in report["notes"]])
+                     f"{YES_NO[r['same_tokens_as_cache']]}")
+    return lines
+
+
+def _speculative_table(rows: list[dict], config: dict) -> list[str]:
+    """Rows of the speculative suite, under a heading that names both models."""
+    lines = ["", f"speculative decoding: target {config['target']}, draft {config['draft']}, "
+                 f"{rows[0]['new_tokens']} new tokens for each of {len(SPECULATIVE_PROMPTS)} prompts",
+             f"{'method':<14} {'mode':<6} {'k':>3} {'tokens/s':>9} {'speed-up':>9} {'accepted':>9} "
+             f"{'target passes/token':>20}  same tokens"]
+    for r in rows:
+        k = "-" if r["k"] is None else r["k"]
+        accepted = "-" if r["acceptance_rate"] is None else f"{r['acceptance_rate']:.1%}"
+        lines.append(f"{r['method']:<14} {r['mode']:<6} {k:>3} {r['tokens_per_s']:>9.1f} {r['speedup']:>8.2f}x "
+                     f"{accepted:>9} {r['target_passes_per_token']:>20.2f}  {YES_NO[r['same_tokens_as_target']]}")
+    return lines
+
+
+def _beam_table(rows: list[dict]) -> list[str]:
+    """Rows of the beam suite: greedy first, then each beam width."""
+    lines = ["", f"beam search: batch 1, fp32, {rows[0]['new_tokens']} new tokens, EOS off",
+             f"{'method':<7} {'beams':>5} {'tokens/s':>9} {'vs greedy':>10} {'cost per beam':>14}"]
+    for r in rows:
+        lines.append(f"{r['method']:<7} {r['num_beams']:>5} {r['tokens_per_s']:>9.1f} "
+                     f"{r['relative_to_greedy']:>9.2f}x {r['cost_per_beam']:>13.2f}x")
+    return lines
 
 
 def plot_results(report: dict, path: str | Path) -> Path:
@@ -595,7 +751,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if f.type == "tuple[int, ...]":
             parser.add_argument(flag, type=int, nargs="+", **kwargs)
         elif f.type == "tuple[str, ...]":
-            choices = list(DTYPES) if f.name == "dtypes" else list(METHODS)
+            choices = list({"dtypes": DTYPES, "methods": METHODS, "suites": SUITES}[f.name])
             parser.add_argument(flag, nargs="+", choices=choices, **{**kwargs, "metavar": None})
         elif f.type == "bool | None":
             parser.add_argument(flag, type=_bool_or_none, **{**kwargs, "metavar": "on|off|auto"})
@@ -623,7 +779,8 @@ def run(args: argparse.Namespace) -> int:
     report = run_bench(config, progress=args.progress)
     print(format_table(report))
     print(f"results: {config.out_json}")
-    print(f"plot: {config.figure}")
+    if report["results"]:
+        print(f"plot: {config.figure}")
     return 0
 
 

@@ -39,7 +39,8 @@ def test_bench_runs_end_to_end(tmp_path, capsys):
     assert "bench" in err  # the progress bar, on stderr
     assert out.splitlines()[0].split()[:3] == ["method", "dtype", "batch"]
     report = json.loads((tmp_path / "bench.json").read_text())
-    assert set(report) == {"config", "machine", "bandwidth_gb_s", "weight_bytes", "results", "notes"}
+    assert set(report) == {"config", "machine", "bandwidth_gb_s", "weight_bytes", "results", "speculative", "beam",
+                           "notes"}
     assert report["config"]["preset"] == "tiny" and report["bandwidth_gb_s"] > 0
     rows = report["results"]
     assert all(set(r) == ROW_KEYS for r in rows)
@@ -52,12 +53,69 @@ def test_bench_runs_end_to_end(tmp_path, capsys):
     assert (tmp_path / "figures" / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for r in rows:
         assert f"{r['method']:<13} {r['dtype']:<5} {r['batch_size']:>6}" in out
+    assert "speculative decoding: target shakespeare, draft shakespeare-draft, 4 new tokens for each of 3 prompts" in out
+    assert "beam search: batch 1, fp32, 4 new tokens, EOS off" in out
+
+
+def test_speculative_suite_rows(tmp_path):
+    config = BenchConfig(preset="tiny", new_tokens=6, repeats=1, suites=("speculative",), speculative_k=(1, 3),
+                         out_json=str(tmp_path / "b.json"), figure=str(tmp_path / "b.png"))
+    report = run_bench(config, progress=False)
+    assert report["results"] == [] and report["beam"] == [] and not (tmp_path / "b.png").exists()
+    rows = report["speculative"]
+    assert [(r["mode"], r["method"], r["k"]) for r in rows] == [
+        (mode, method, k) for mode in ("greedy", "sample")
+        for method, k in (("target alone", None), ("speculative", 1), ("speculative", 3), ("prompt lookup", None))]
+    for r in rows:
+        assert r["new_tokens"] == 6 and r["tokens_per_s"] > 0 and r["speedup"] > 0
+        assert 0 < r["target_passes_per_token"] <= 1
+        if r["method"] == "target alone":
+            assert r["acceptance_rate"] is None and r["speedup"] == 1.0 and r["target_passes_per_token"] == 1.0
+        else:
+            assert 0 <= r["acceptance_rate"] <= 1
+        # greedy speculative decoding is the target's greedy decoding; sampled runs draw differently
+        assert r["same_tokens_as_target"] is (True if r["mode"] == "greedy" else None)
+
+
+def test_beam_suite_rows(tmp_path):
+    config = BenchConfig(preset="tiny", new_tokens=5, repeats=1, suites=("beam",), num_beams=(2, 3),
+                         out_json=str(tmp_path / "b.json"), figure=str(tmp_path / "b.png"))
+    rows = run_bench(config, progress=False)["beam"]
+    assert [(r["method"], r["num_beams"]) for r in rows] == [("greedy", 1), ("beam", 2), ("beam", 3)]
+    greedy = rows[0]
+    assert (greedy["relative_to_greedy"], greedy["cost_per_beam"]) == (1.0, 1.0)
+    for r in rows[1:]:
+        assert r["relative_to_greedy"] == pytest.approx(r["tokens_per_s"] / greedy["tokens_per_s"])
+        assert r["cost_per_beam"] == pytest.approx(1 / (r["relative_to_greedy"] * r["num_beams"]))
+
+
+def test_speculative_and_beam_tables():
+    speculative = [dict(method="target alone", mode="greedy", k=None, new_tokens=100, tokens_per_s=100.0, speedup=1.0,
+                        acceptance_rate=None, target_passes_per_token=1.0, same_tokens_as_target=True),
+                   dict(method="speculative", mode="sample", k=4, new_tokens=100, tokens_per_s=150.0, speedup=1.5,
+                        acceptance_rate=0.625, target_passes_per_token=0.4, same_tokens_as_target=None)]
+    beam = [dict(method="beam", num_beams=4, new_tokens=64, tokens_per_s=10.0, relative_to_greedy=0.5,
+                 cost_per_beam=0.5)]
+    report = dict(results=[], speculative=speculative, beam=beam, bandwidth_gb_s=24.0, notes=[],
+                  config=dict(target="big", draft="small"))
+    assert format_table(report).splitlines() == [
+        "",
+        "speculative decoding: target big, draft small, 100 new tokens for each of 3 prompts",
+        "method         mode     k  tokens/s  speed-up  accepted  target passes/token  same tokens",
+        "target alone   greedy   -     100.0     1.00x         -                 1.00  yes",
+        "speculative    sample   4     150.0     1.50x     62.5%                 0.40  -",
+        "",
+        "beam search: batch 1, fp32, 64 new tokens, EOS off",
+        "method  beams  tokens/s  vs greedy  cost per beam",
+        "beam        4      10.0      0.50x          0.50x",
+        "memory read bandwidth: 24.0 GB/s",
+    ]
 
 
 def test_missing_transformers_is_a_note_not_an_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now raises ImportError
     config = BenchConfig(preset="tiny", batch_sizes=(1,), new_tokens=3, dtypes=("fp32",), repeats=1,
-                         methods=("cache", "transformers"), out_json=str(tmp_path / "b.json"),
+                         methods=("cache", "transformers"), suites=("decode",), out_json=str(tmp_path / "b.json"),
                          figure=str(tmp_path / "b.png"))
     report = run_bench(config, progress=False)
     assert [r["method"] for r in report["results"]] == ["cache"]
@@ -68,7 +126,7 @@ def test_missing_transformers_is_a_note_not_an_error(tmp_path, monkeypatch):
 def test_transformers_method_uses_the_same_weights(tmp_path):
     pytest.importorskip("transformers")
     config = BenchConfig(preset="tiny", batch_sizes=(2,), new_tokens=5, dtypes=("fp32",), repeats=1,
-                         methods=("cache", "transformers"), out_json=str(tmp_path / "b.json"),
+                         methods=("cache", "transformers"), suites=("decode",), out_json=str(tmp_path / "b.json"),
                          figure=str(tmp_path / "b.png"))
     rows = run_bench(config, progress=False)["results"]
     assert [r["same_tokens_as_cache"] for r in rows] == [True, True]
@@ -114,6 +172,9 @@ def test_table_marks_differing_tokens_and_missing_memory():
     (dict(preset="gpt3"), "preset must be one of gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, small; got 'gpt3'"),
     (dict(batch_sizes=()), "batch_sizes must be a non-empty list of integers >= 1, got ()"),
     (dict(batch_sizes=(1, 0)), "batch_sizes must be an integer >= 1, got 0"),
+    (dict(speculative_k=(0,)), "speculative_k must be an integer >= 1, got 0"),
+    (dict(num_beams=()), "num_beams must be a non-empty list of integers >= 1, got ()"),
+    (dict(suites=("decode", "sampling")), "suites must be one of decode, speculative, beam; got 'sampling'"),
     (dict(new_tokens=1), "new_tokens must be an integer >= 2, got 1"),
     (dict(prompt_len=0), "prompt_len must be an integer >= 1, got 0"),
     (dict(repeats=True), "repeats must be an integer >= 1, got True"),
@@ -133,7 +194,9 @@ def test_config_errors(kwargs, message):
 def test_cli_flags_cover_every_field():
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--methods", "cache", "fast", "--compile", "off", "--no-cache-max-batch", "8"])
+    args = parser.parse_args(["--methods", "cache", "fast", "--compile", "off", "--no-cache-max-batch", "8",
+                              "--suites", "decode", "beam", "--num-beams", "2", "4", "--draft", "d"])
     assert (args.methods, args.compile, args.no_cache_max_batch) == (["cache", "fast"], False, 8)
+    assert (args.suites, args.num_beams, args.draft) == (["decode", "beam"], [2, 4], "d")
     with pytest.raises(SystemExit):
         parser.parse_args(["--dtypes", "fp16"])
