@@ -33,11 +33,12 @@ def test_doctests_in_every_module():
 
     import minigpt
 
-    failed = 0
-    for info in pkgutil.iter_modules(minigpt.__path__):
-        module = importlib.import_module(f"minigpt.{info.name}")
+    failed, names = 0, []
+    for info in pkgutil.walk_packages(minigpt.__path__, prefix="minigpt."):  # subpackages too (exercises)
+        module = importlib.import_module(info.name)
         failed += doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed
-    assert failed == 0
+        names.append(info.name)
+    assert "minigpt.exercises.checking" in names and failed == 0
 
 
 def test_python_api_example_runs(capsys):
@@ -46,3 +47,16 @@ def test_python_api_example_runs(capsys):
     exec(example, {})
     printed = capsys.readouterr().out.splitlines()
     assert printed[-1] == "[6109, 3626, 6100, 345]" and printed[0].startswith("ROMEO:")
+
+
+def test_exercise_example_is_a_real_checker_message():
+    import torch
+
+    from minigpt.exercises.top_k import check_top_k_filter
+
+    def keeps_exactly_k(logits, k):  # the README's wrong answer: topk indices drop a tied token
+        kept = torch.topk(logits, k).indices
+        return torch.full_like(logits, float("-inf")).scatter(1, kept, logits.gather(1, kept))
+
+    shown = re.search(r"### Exercises\n.*?```\n(.*?)\n```", README, flags=re.DOTALL)[1]
+    assert shown == check_top_k_filter(keeps_exactly_k).message

@@ -185,6 +185,9 @@ def show(value: object) -> str:
             value = value.to(torch.float64).round(decimals=4)
             return f"tensor({_format_nested(value.tolist())})"
         return f"tensor({value.tolist()})"
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(show(v) for v in value)
+        return f"[{inner}]" if isinstance(value, list) else f"({inner}{',' * (len(value) == 1)})"
     if isinstance(value, float):
         if not math.isfinite(value):
             return str(value)

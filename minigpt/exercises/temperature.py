@@ -1,0 +1,103 @@
+"""Checkers for chapter 2, temperature (``notebooks/exercises/02_temperature_exercises.ipynb``).
+
+Two exercises: a softmax with temperature, and the entropy that measures how spread out the result is.
+``TOY_LOGITS`` is the chapters' nine-word example, which the other checkers of chapters 1-4 reuse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from minigpt.exercises.checking import Case, CheckResult, check, compare_values, show
+from minigpt.logits import apply_temperature
+
+# next-token logits after "every effort moves you", over the vocabulary
+# closer, every, effort, forward, inches, moves, pizza, toward, you
+TOY_LOGITS = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])  # (1, 9)
+
+
+def check_softmax_with_temperature(student: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckResult:
+    """Check ``softmax_with_temperature(logits, temperature)``: the probabilities of softmax(logits / T).
+
+    ``logits`` is (B, V), one row per sequence; each row of the answer is a distribution summing to 1.
+
+    >>> check_softmax_with_temperature(lambda logits, temperature: torch.softmax(logits / temperature, dim=-1))
+    ✓ softmax_with_temperature: all 8 hidden cases pass
+    >>> check_softmax_with_temperature(lambda logits, temperature: torch.softmax(logits, dim=-1) / temperature)
+    ✗ softmax_with_temperature: hidden case 2 of 8 fails (T = 0.5 sharpens: divide the logits by T before the softmax)
+      logits = tensor([[4.51, 0.89, -1.9, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]]), temperature = 0.5
+      each row must sum to 1, but row 0 sums to 2.0
+      expected: tensor([[0.0081, 0.0, 0.0, 0.7132, 0.0, 0.0, 0.0, 0.2786, 0.0]])
+      got:      tensor([[0.1218, 0.0033, 0.0002, 1.1442, 0.0068, 0.0003, 0.0002, 0.7152, 0.008]])
+    """
+    return check(
+        "softmax_with_temperature", student, _softmax_with_temperature, _softmax_cases(), compare=compare_distributions
+    )
+
+
+def check_entropy(student: Callable[[torch.Tensor], torch.Tensor]) -> CheckResult:
+    """Check ``entropy(probs)``: -Σ p log p of each row of the (B, V) ``probs``, in nats, as a (B,) tensor.
+
+    A probability of exactly 0 contributes 0 (the limit of p log p as p → 0), not NaN.
+
+    >>> check_entropy(lambda probs: -torch.xlogy(probs, probs).sum(dim=-1))
+    ✓ entropy: all 5 hidden cases pass
+    """
+    return check("entropy", student, _entropy, _entropy_cases(), atol=1e-5)
+
+
+def compare_distributions(expected: torch.Tensor, got: object, atol: float) -> str | None:
+    """Like ``compare_values``, but first say which row of ``got`` does not sum to 1, the most telling symptom.
+
+    >>> compare_distributions(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 1.0]]), 1e-6)
+    'each row must sum to 1, but row 0 sums to 2.0'
+    """
+    if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.is_floating_point():
+        sums = got.sum(dim=-1).reshape(-1)
+        # 1e-4: far above float32 rounding, far below any real mistake; written so that a NaN sum is off
+        off = ~((sums - 1).abs() <= 1e-4)
+        if off.any():
+            row = int(off.nonzero()[0])
+            return f"each row must sum to 1, but row {row} sums to {show(sums[row].item())}"
+    return compare_values(expected, got, atol)
+
+
+def _softmax_with_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    return torch.softmax(apply_temperature(logits, temperature), dim=-1)
+
+
+def _entropy(probs: torch.Tensor) -> torch.Tensor:
+    return torch.special.entr(probs).sum(dim=-1)  # entr(p) = -p log p, and 0 at p = 0
+
+
+def _softmax_cases() -> list[Case]:
+    batch = torch.tensor([[1.0, 2.0, 3.0], [2.0, 0.0, -2.0]])
+    far_apart = torch.tensor([[1000.0, 999.0, 998.0], [-1000.0, -1001.0, -1002.0]])
+    removed = torch.tensor([[2.0, float("-inf"), 1.0, float("-inf")]])
+    seeded = 3 * torch.randn(2, 6, generator=torch.Generator().manual_seed(3))
+    return [
+        Case((TOY_LOGITS, 1.0), "T = 1: a plain softmax of the nine-word logits"),
+        Case((TOY_LOGITS, 0.5), "T = 0.5 sharpens: divide the logits by T before the softmax"),
+        Case((TOY_LOGITS, 2.0), "T = 2 flattens: divide the logits by T before the softmax"),
+        Case((TOY_LOGITS, 0.01), "T = 0.01: exp(675) overflows to inf unless you subtract the row's largest logit"),
+        Case((batch, 1.0), "a batch of two rows: softmax along the last dimension, each row sums to 1"),
+        Case((far_apart, 1.0), "rows on very different scales: subtract each row's own largest logit"),
+        Case((removed, 0.7), "-inf logits (tokens a filter removed) get probability exactly 0"),
+        Case((seeded, 0.7), "random logits, 2 rows of 6, T = 0.7"),
+    ]
+
+
+def _entropy_cases() -> list[Case]:
+    uniform = torch.full((1, 9), 1 / 9)
+    certain = torch.tensor([[0.0, 0.0, 1.0, 0.0]])
+    batch = torch.tensor([[0.5, 0.5, 0.0, 0.0], [0.7, 0.2, 0.1, 0.0]])
+    seeded = torch.randn(3, 5, generator=torch.Generator().manual_seed(4)).softmax(dim=-1)
+    return [
+        Case((uniform,), "nine equally likely tokens: log 9 ≈ 2.1972 nats (natural log, and a minus sign)"),
+        Case((certain,), "one certain token: entropy 0, where 0 · log 0 counts as 0 (not NaN)"),
+        Case((TOY_LOGITS.softmax(dim=-1),), "the nine-word example at T = 1"),
+        Case((batch,), "a batch of two rows: one entropy per row, summed along the last dimension"),
+        Case((seeded,), "random distributions, 3 rows of 5"),
+    ]

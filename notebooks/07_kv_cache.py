@@ -1,0 +1,437 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 7 — The KV cache
+#
+# The greedy loop of chapter 1 feeds the *whole* sequence to the model at every step, so the work per
+# token grows with the length. But the keys and values that attention computes for earlier tokens never
+# change. Keep them in a **cache**, and each step only has to process the one new token. Same tokens out,
+# far less work.
+
+# %%
+# %matplotlib inline
+import math
+
+import matplotlib.pyplot as plt
+import torch
+
+import minigpt
+from minigpt.bench import cache_speedup, step_times
+from minigpt.generate import PAD_TOKEN_ID
+from minigpt.kv_cache import KVCache
+from minigpt.model import GPT, GPTConfig
+from minigpt.tokenizer import decode, encode
+from minigpt.viz import save_figure
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+model = minigpt.load_model("shakespeare")
+c = model.config
+print(f"{model.num_parameters():,} parameters: {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, "
+      f"context {c.block_size} tokens")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Step 1: the cost of recomputing
+#
+# Here is chapter 1's loop again. Step i feeds the prompt plus the i tokens made so far, and then uses
+# only the last position's logits. Count the positions the model processes for a 16-token prompt and 240
+# new tokens (256 in all, this model's whole context):
+
+# %%
+def greedy(model, ids, max_new_tokens):
+    for _ in range(max_new_tokens):
+        with torch.no_grad():
+            logits = model(ids)  # (1, T, V): a full pass over the whole sequence every step
+        next_id = logits[:, -1].argmax(dim=-1, keepdim=True)  # (1, 1)
+        ids = torch.cat([ids, next_id], dim=1)  # (1, T + 1)
+    return ids
+
+
+prompt_len, new_tokens = 16, 240
+no_cache = sum(prompt_len + i for i in range(new_tokens))  # step i feeds the whole sequence so far
+with_cache = prompt_len + (new_tokens - 1)  # the prompt once, then one new position per step
+print(f"positions processed without a cache: {no_cache:,}  (grows with the square of the length)")
+print(f"positions processed with a cache:    {with_cache:,}  (grows with the length)")
+print(f"{no_cache / with_cache:.1f}x fewer")
+
+# %% [markdown]
+# ## Step 2: why earlier tokens never change
+#
+# Attention is causal: position i only looks at positions 0 … i. So everything computed *at* position i,
+# in every layer, depends only on tokens 0 … i; tokens added later cannot change it. Let us check: catch
+# every layer's keys and values (the output of `c_attn`) for a 5-token prefix and for the full sequence.
+
+# %%
+def keys_and_values(model, ids):
+    """Every layer's keys and values for ``ids``: a list of (k, v) pairs, each (1, T, C)."""
+    found = []
+    hooks = [block.attn.c_attn.register_forward_hook(
+                 lambda module, inputs, out: found.append(out.split(c.n_embd, dim=2)[1:]))  # q, k, v → k, v
+             for block in model.transformer.h]
+    with torch.no_grad():
+        model(ids)
+    for hook in hooks:
+        hook.remove()
+    return found
+
+
+ids = torch.tensor([encode("ROMEO:\nI will tell thee what thou art")])  # (1, 11)
+short, long = keys_and_values(model, ids[:, :5]), keys_and_values(model, ids)
+for layer, ((k5, v5), (k, v)) in enumerate(zip(short, long)):
+    diff = max((k5 - k[:, :5]).abs().max().item(), (v5 - v[:, :5]).abs().max().item())
+    assert diff < 1e-5
+    print(f"layer {layer}: keys {tuple(k5.shape)} vs first 5 of {tuple(k.shape)}, largest difference {diff:.4f}")
+
+# %% [markdown]
+# The same holds for the logits: the outputs at the first t positions do not depend on what comes after.
+
+# %%
+with torch.no_grad():
+    full = model(ids)  # (1, 11, V)
+    for t in (1, 5, 10):
+        assert torch.allclose(model(ids[:, :t]), full[:, :t], atol=1e-5)
+print("model(ids[:, :t]) == model(ids)[:, :t] for t = 1, 5, 10")
+
+# %% [markdown]
+# ## Step 3: one attention step with a cache, by hand
+#
+# Take layer 0. Without a cache, all T queries meet all T keys (a T × T score matrix) and the future is
+# masked. With a cache, the keys and values of the first T − 1 tokens are already stored; only the newest
+# token is pushed through `c_attn`, and its single query meets all T keys. No mask is needed: every
+# stored key is in its past.
+
+# %%
+attn = model.transformer.h[0].attn
+T, C, nh, hs = ids.size(1), c.n_embd, attn.n_head, attn.head_size
+with torch.no_grad():
+    x = model.transformer.h[0].ln_1(model.transformer.wte(ids) + model.transformer.wpe(torch.arange(T)))  # (1, T, C)
+
+
+def heads(t):
+    return t.view(1, -1, nh, hs).transpose(1, 2)  # (1, T, C) -> (1, nh, T, hs)
+
+
+with torch.no_grad():
+    # without a cache: every token, every query
+    q, k, v = map(heads, attn.c_attn(x).split(C, dim=2))  # each (1, nh, T, hs)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (1, nh, T, T)
+    causal = torch.tril(torch.ones(T, T, dtype=torch.bool))
+    full_out = scores.masked_fill(~causal, float("-inf")).softmax(dim=-1) @ v  # (1, nh, T, hs)
+
+    # with a cache: K and V of the first T - 1 tokens were stored at earlier steps
+    k_cache, v_cache = map(heads, attn.c_attn(x[:, :-1]).split(C, dim=2)[1:])  # each (1, nh, T - 1, hs)
+    q_new, k_new, v_new = map(heads, attn.c_attn(x[:, -1:]).split(C, dim=2))  # NEW: the new token only
+    K = torch.cat([k_cache, k_new], dim=2)  # NEW: append its key, (1, nh, T, hs)
+    V = torch.cat([v_cache, v_new], dim=2)  # NEW: append its value
+    new_scores = q_new @ K.transpose(-2, -1) / math.sqrt(hs)  # (1, nh, 1, T): one row, no mask
+    new_out = new_scores.softmax(dim=-1) @ V  # (1, nh, 1, hs)
+
+print("scores without a cache:", tuple(scores.shape), "  with a cache:", tuple(new_scores.shape))
+diff = (new_out - full_out[:, :, -1:]).abs().max().item()
+assert diff < 1e-5
+print(f"the cached step == the last row of full attention (largest difference {diff:.4f})")
+
+# %% [markdown]
+# ## Step 4: the cache by hand, for the whole model
+#
+# The simplest cache: for each layer, a K and a V tensor that grow by `torch.cat`. The model asks it for
+# three things: `update` (store this layer's new keys and values, hand back all of them), `advance`
+# (the new positions are done), and `length` (how many positions it holds: the new token's position
+# id continues from there). The loop is chapter 1's, with the changed lines marked `# NEW`.
+
+# %%
+class GrowingCache:
+    """Per layer, the keys and values of every token seen so far, grown with torch.cat."""
+
+    def __init__(self, n_layer):
+        self.keys, self.values = [None] * n_layer, [None] * n_layer
+        self.length = 0  # positions stored
+
+    def update(self, layer, k, v):  # k, v: (B, nh, T_new, hs)
+        if self.keys[layer] is not None:
+            k = torch.cat([self.keys[layer], k], dim=2)  # (B, nh, T_past + T_new, hs)
+            v = torch.cat([self.values[layer], v], dim=2)
+        self.keys[layer], self.values[layer] = k, v
+        return k, v
+
+    def advance(self, n):
+        self.length += n
+
+
+def greedy_cached(model, ids, max_new_tokens, cache):
+    fresh = ids  # NEW: the tokens the cache has not seen yet: the whole prompt at first
+    for _ in range(max_new_tokens):
+        with torch.no_grad():
+            logits = model(fresh, kv_cache=cache)  # NEW: (1, T_fresh, V); the past comes from the cache
+        next_id = logits[:, -1].argmax(dim=-1, keepdim=True)  # (1, 1)
+        ids = torch.cat([ids, next_id], dim=1)  # (1, T + 1)
+        fresh = next_id  # NEW: the next step feeds only this one token
+    return ids
+
+
+prompt = torch.tensor([encode("ROMEO:\nI")])  # (1, 5)
+cache = GrowingCache(c.n_layer)
+cached = greedy_cached(model, prompt, 100, cache)
+plain = greedy(model, prompt, 100)
+assert torch.equal(cached, plain)
+print("cached loop == recomputing loop, all 100 tokens")
+print("cache holds", cache.length, "positions; layer 0 keys:", tuple(cache.keys[0].shape), "(B, nh, T, hs)")
+print(repr(decode(cached[0, 5:45].tolist())))
+
+# %% [markdown]
+# The last token made is not in the cache yet: its keys and values are computed when it is fed, at the
+# next step. `torch.cat` copies the whole cache at every step; minigpt's `KVCache` allocates each layer's
+# buffers once, at full size, and writes each new position in place. Same interface, same tokens:
+
+# %%
+library_cache = KVCache.for_model(model, batch_size=1, max_len=105)
+assert torch.equal(greedy_cached(model, prompt, 100, library_cache), plain)
+print("KVCache buffers, layer 0:", tuple(library_cache.keys[0].shape), " filled:", library_cache.length)
+
+# %% [markdown]
+# ## Step 5: time per token, measured on your machine
+#
+# `minigpt.bench.step_times` streams a continuation and records how long each token took to appear. We
+# run the 16-token prompt of Step 1 to the full context (240 new tokens), three times with the cache and
+# three times without, and keep each step's fastest time (whatever else the machine is doing can only
+# add time). Your numbers will differ from ours: only the shape of the curves is checked.
+
+# %%
+text = "ROMEO:\nBut soft, what light through yonder window breaks?\n"
+assert len(encode(text)) == prompt_len
+step_times(model, text, 8)  # warm-up, not timed
+runs = {True: [], False: []}
+for _ in range(3):
+    for use in (True, False):  # take turns, so a busy moment hits both alike
+        runs[use].append(step_times(model, text, new_tokens, use_cache=use))
+ms = {use: torch.tensor(r).min(dim=0).values * 1000 for use, r in runs.items()}  # (240,) ms per token
+length = torch.arange(prompt_len, prompt_len + new_tokens)  # sequence length the model saw at each step
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+first, last = slice(1, 21), slice(-20, None)  # step 0 also runs the prompt, so start at step 1
+start, end = {u: ms[u][first].median().item() for u in ms}, {u: ms[u][last].median().item() for u in ms}
+for use, name in ((False, "without cache"), (True, "with cache")):
+    print(f"{name}: {start[use]:.2f} ms per token at length ~26, {end[use]:.2f} ms at ~246 "
+          f"({end[use] / start[use]:.2f}x)")
+print(f"at ~246 tokens the cache is {end[False] / end[True]:.2f}x faster per token")
+
+# %%
+assert end[False] > 1.3 * start[False]  # recomputing gets slower as the sequence grows
+assert end[False] > 1.3 * end[True]  # and at the end it is clearly slower than the cached step
+assert end[True] / start[True] < end[False] / start[False]  # the cached step grows less
+print("without a cache the step time grows with the length; with the cache it stays lower and flatter")
+
+# %%
+def smooth(t, n=9):
+    return t.unfold(0, n, 1).median(dim=1).values  # rolling median, (len - n + 1,)
+
+
+fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+for use, name, colour in ((False, "without cache (recompute everything)", "tab:red"),
+                          (True, "with KV cache (one new position)", "tab:blue")):
+    left.plot(length[1:], ms[use][1:], color=colour, alpha=0.8, label=name)
+    right.plot(length[5:-4], smooth(ms[use])[1:] / smooth(ms[True])[1:].median(), color=colour, label=name)
+left.set_ylim(bottom=0)
+left.set_xlabel("sequence length (tokens)")
+left.set_ylabel("time for one new token (ms)")
+left.set_title("Measured time per token on this machine")
+left.legend(loc="upper left")
+right.axhline(1, color="gray", ls=":")
+right.set_ylim(bottom=0)
+right.set_xlabel("sequence length (tokens)")
+right.set_ylabel("time per token ÷ a typical cached step")
+right.set_title("The same, as ratios (rolling median of 9 steps)")
+right.legend(loc="upper left")
+fig.suptitle("KV cache: without it each token costs more the longer the text (shakespeare model, greedy)")
+fig.tight_layout()
+save_figure(fig, "07_time_per_token")
+plt.show()
+
+# %% [markdown]
+# For this small model much of each step is a fixed cost (the 50,257-wide output layer, Python), so the
+# gap is a few times. For a bigger model and a longer text it grows: on a 2-core CPU, GPT-2 124M makes
+# about 20 tokens/s with a cache, while recomputing falls to about 1 token/s by 512 tokens.
+# `cache_speedup` times a whole generation both ways and checks that the tokens are the same:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+speedup = cache_speedup(model, torch.tensor([encode(text)]), new_tokens=new_tokens)
+print(f"240 tokens: {speedup.no_cache_s:.2f} s without the cache, {speedup.cache_s:.2f} s with it, "
+      f"{speedup.speedup:.2f}x faster")
+
+# %%
+assert speedup.speedup > 1.1 and speedup.identical
+print("identical tokens with and without the cache:", speedup.identical)
+
+# %% [markdown]
+# ## Step 6: how much memory the cache takes
+#
+# Every layer keeps a key and a value vector (n_embd numbers each) for every position of every row:
+#
+# **bytes = 2 (K and V) × n_layer × batch × tokens × n_embd × bytes per number**
+
+# %%
+def cache_bytes(n_layer, batch, tokens, n_embd, bytes_per_number=4):
+    return 2 * n_layer * batch * tokens * n_embd * bytes_per_number
+
+
+mib = 2**20
+ours = cache_bytes(c.n_layer, 1, c.block_size, c.n_embd)
+assert ours == KVCache.for_model(model, batch_size=1).nbytes
+print(f"shakespeare, 1 row x {c.block_size} tokens, fp32: {ours / mib:.2f} MiB  (== KVCache.nbytes)")
+g = GPTConfig.from_preset("gpt2")
+for batch in (1, 8, 32):
+    b = cache_bytes(g.n_layer, batch, g.block_size, g.n_embd)
+    assert b == KVCache.bytes_needed(g.n_layer, batch, g.block_size, g.n_embd)
+    print(f"GPT-2 124M, {batch:2} rows x {g.block_size} tokens, fp32: {b / mib:,.0f} MiB")
+with torch.device("meta"):  # the shape only: no memory is allocated
+    weights = GPT(g).num_parameters() * 4
+print(f"GPT-2 124M weights, fp32: {weights / mib:,.0f} MiB")
+
+# %%
+tokens = torch.arange(64, g.block_size + 1, 64)
+fig, ax = plt.subplots(figsize=(7, 4))
+for batch in (1, 8, 32):
+    ax.plot(tokens, [cache_bytes(g.n_layer, batch, t, g.n_embd) / mib for t in tokens.tolist()],
+            marker="o", label=f"KV cache, batch {batch}")
+ax.axhline(weights / mib, color="gray", ls="--", label=f"the weights themselves ({weights / mib:.0f} MiB)")
+ax.set_yscale("log")
+ax.set_xlabel("tokens in the cache (per row)")
+ax.set_ylabel("memory (MiB, fp32, log scale)")
+ax.set_title("GPT-2 124M: the KV cache grows with length × batch")
+ax.legend()
+fig.tight_layout()
+save_figure(fig, "07_cache_memory")
+plt.show()
+
+# %% [markdown]
+# At batch 8 and 1,024 tokens the cache (576 MiB) is already bigger than the model (475 MiB). That is
+# why long contexts and big batches run out of memory, and why bf16 (2 bytes per number) halves it.
+#
+# ## Step 7: the attention mask with a cache
+#
+# With a cache, T new queries meet past + T keys, so the mask is (T, past + T). For one new token the
+# causal part is all True: everything stored is in its past. What is left to hide is **padding**. Two
+# prompts of different lengths are padded on the left (chapter 5); the pad columns sit in the cache too,
+# so the attention mask handed to the model covers all past + T columns, at every step.
+
+# %%
+rows = [encode("KING:"), encode("ROMEO:\nI")]  # 2 and 5 tokens
+width = max(map(len, rows))
+ids = torch.tensor([[PAD_TOKEN_ID] * (width - len(r)) + r for r in rows])  # (2, 5), left-padded
+mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])  # (2, 5): 0 = padding
+print("attention_mask:\n", mask)
+prefill = GPT._attention_mask(mask, 2, T=width, past=0, device="cpu")  # (2, 1, 5, 5)
+print("prefill, row 0 (5 queries x 5 keys):\n", prefill[0, 0].int())
+grown = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], dim=1)  # (2, 6): the new token is real
+step = GPT._attention_mask(grown, 2, T=1, past=width, device="cpu")  # (2, 1, 1, 6)
+print("one decode step, row 0 (1 query x 6 keys):", step[0, 0].int().tolist())
+
+# %% [markdown]
+# Step by step, the model builds one block of the mask at the prefill and then one row per new token.
+# Stacked, those pieces are exactly the mask a no-cache pass over the whole sequence would use: each row
+# is computed once instead of at every step.
+
+# %%
+steps = 3
+pieces = [prefill[0, 0]]  # (5, 5)
+for i in range(steps):
+    seen = torch.cat([mask, torch.ones(2, i + 1, dtype=torch.long)], dim=1)  # (2, 5 + i + 1)
+    pieces.append(GPT._attention_mask(seen, 2, T=1, past=width + i, device="cpu")[0, 0])  # (1, 5 + i + 1)
+stacked = torch.zeros(width + steps, width + steps, dtype=torch.bool)
+top = 0
+for piece in pieces:  # each piece: (queries, keys so far)
+    stacked[top : top + piece.size(0), : piece.size(1)] = piece
+    top += piece.size(0)
+whole = GPT._attention_mask(seen, 2, T=width + steps, past=0, device="cpu")[0, 0]  # (8, 8), no cache
+assert torch.equal(stacked, whole)
+print("row 0's mask, pieces stacked (== the no-cache mask):")
+print(stacked.int())
+
+# %%
+fig, ax = plt.subplots(figsize=(5.5, 5))
+ax.imshow(stacked, cmap="Blues", vmin=-0.3, vmax=1.2)
+ax.axhline(width - 0.5, color="tab:red", lw=2)
+ax.text(width + steps - 0.6, width - 0.7, "prefill: one pass", color="tab:red", ha="right", va="bottom")
+ax.text(width + steps - 0.6, width - 0.3, "then one row per step", color="tab:red", ha="right", va="top")
+labels = ["pad"] * (width - len(rows[0])) + [decode([t]).replace("\n", "\\n") for t in rows[0]] + [f"new {i + 1}" for i in range(steps)]
+ax.set_xticks(range(width + steps), labels, rotation=45, ha="right")
+ax.set_yticks(range(width + steps), labels)
+ax.set_xlabel("key (what may be looked at)")
+ax.set_ylabel("query (the token looking)")
+ax.set_title("Attention mask with a cache (dark = may attend)\npadding columns stay hidden at every step")
+fig.tight_layout()
+save_figure(fig, "07_cached_mask")
+plt.show()
+
+# %% [markdown]
+# The whole batched loop by hand: the prefill gets the padded prompts, their mask and position ids that
+# start at 0 on each row's first real token; then each step feeds one token per row, grows the mask by a
+# column of ones, and moves every position on by one.
+
+# %%
+def greedy_cached_batch(model, ids, mask, max_new_tokens):
+    cache = KVCache.for_model(model, batch_size=ids.size(0))
+    positions = (mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, T): each row counts its real tokens from 0
+    fresh = ids
+    for _ in range(max_new_tokens):
+        with torch.no_grad():  # the mask covers every column in the cache plus the fresh ones
+            logits = model(fresh, attention_mask=mask, position_ids=positions, kv_cache=cache, last_only=True)
+        next_id = logits[:, -1].argmax(dim=-1, keepdim=True)  # (B, 1)
+        ids = torch.cat([ids, next_id], dim=1)
+        mask = torch.cat([mask, torch.ones_like(next_id)], dim=1)  # (B, past + 1): padding stays 0
+        positions = positions[:, -1:] + 1  # (B, 1)
+        fresh = next_id
+    return ids
+
+
+batch = greedy_cached_batch(model, ids, mask, 20)
+for i, r in enumerate(rows):
+    alone = greedy(model, torch.tensor([r]), 20)[0, len(r):]  # no padding, no cache
+    assert torch.equal(batch[i, width:], alone)
+    print(repr(decode(r)), "->", repr(decode(alone.tolist())))
+print("padded batch with the cache == each prompt alone without it")
+
+# %% [markdown]
+# ## The library's version
+#
+# `minigpt.generate` runs this loop (prefill, then one token per row with the cache, the mask grown a
+# column per step). Greedy (temperature 0), it gives our tokens exactly, with or without its cache:
+
+# %%
+library = minigpt.generate(model, prompt, max_new_tokens=100, temperature=0)
+assert torch.equal(library.ids, cached) and torch.equal(library.ids, plain)
+no_cache_library = minigpt.generate(model, prompt, max_new_tokens=100, use_cache=False)
+assert torch.equal(no_cache_library.ids, plain)
+padded = minigpt.generate(model, ["KING:", "ROMEO:\nI"], max_new_tokens=20)
+assert torch.equal(padded.ids, batch)
+print("hand-built cached loop == recomputing loop == minigpt.generate, with and without its cache")
+print("hand-built padded batch == minigpt.generate on the same two prompts")
+
+# %% [markdown]
+# ## What changed
+#
+# - **Prefill once**: the first pass feeds the whole prompt and fills the cache.
+# - **Then one token per step**: `model(next_id, kv_cache=cache)`; its position id continues from
+#   `cache.length`, and its query meets all stored keys.
+# - **Same tokens**: causal attention means stored keys and values never change, so nothing is lost.
+# - **The price is memory**: 2 × n_layer × batch × tokens × n_embd numbers, which at long contexts and big
+#   batches outgrows the model itself.
+# - **The mask** is (new tokens, past + new tokens): the causal part is trivial for one token; padding
+#   columns stay masked at every step.

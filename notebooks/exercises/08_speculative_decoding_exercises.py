@@ -1,0 +1,100 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 8 exercises — speculative decoding
+#
+# Three exercises on [chapter 8](../08_speculative_decoding.ipynb): verifying a round of drafts greedily,
+# then the two pieces of speculative sampling: the chance of keeping a draft token and what to draw after a
+# rejection. Each exercise asks for one function; the cell after it checks your function on hidden cases
+# against minigpt's own and, when one fails, shows that input with the expected and the actual answer.
+# In the [exercise notebook](../exercises/08_speculative_decoding_exercises.ipynb) each function is a stub
+# for you to fill in (replace `raise NotImplementedError` with your code); the [solutions
+# notebook](../solutions/08_speculative_decoding_solutions.ipynb) has them filled in.
+
+# %%
+import torch
+
+from minigpt.exercises.speculative import (
+    check_accept_probability,
+    check_residual_distribution,
+    check_verify_greedy,
+)
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Exercise 1: verify a round of drafts, greedily
+#
+# Write `verify_greedy(drafts, target_logits)`. `drafts` are the m tokens the draft model proposed, and
+# `target_logits` (m + 1, V) are the target's logits from its one pass: row i scores the token at draft
+# position i, the last row the token after all drafts. Keep drafts while each is the target's argmax; at
+# the first miss, or after the last draft, add the target's own argmax. Return the kept tokens as a list.
+#
+# Example: drafts `[3, 1, 2]` where the target's argmaxes are `[3, 4, 2, 0]` give `[3, 4]`: 3 is kept, 1
+# is replaced by 4, and 2 is dropped (it was drafted after a wrong token).
+#
+# *Hint:* every round yields at least one token and at most m + 1.
+
+# %%
+def verify_greedy(drafts: list[int], target_logits: torch.Tensor) -> list[int]:
+    """The drafts the target agrees with, then one token of the target's own."""
+    raise NotImplementedError  # EXERCISE: write this function
+
+
+# %%
+check_verify_greedy(verify_greedy)
+
+# %% [markdown]
+# ## Exercise 2: the probability of keeping a draft token
+#
+# Write `accept_probability(p_x, q_x)`: the draft drew token x with probability `q_x` (so `q_x` > 0), the
+# target gives it `p_x`. Speculative sampling keeps x with probability min(1, p_x / q_x). Return a float.
+#
+# Example: `accept_probability(0.2, 0.5)` is 0.4, `accept_probability(0.6, 0.3)` is 1.0.
+#
+# *Hint:* which of the two may the draft over-propose?
+
+# %%
+def accept_probability(p_x: float, q_x: float) -> float:
+    """How likely the target keeps a drafted token: min(1, p / q)."""
+    raise NotImplementedError  # EXERCISE: write this function
+
+
+# %%
+check_accept_probability(accept_probability)
+
+# %% [markdown]
+# ## Exercise 3: what to draw after a rejection
+#
+# Write `residual_distribution(p, q)`. `p` and `q` are (V,) probabilities, the target's and the draft's.
+# Return max(p − q, 0), the probability the target has and the draft lacks, divided by its sum so it adds
+# up to 1. When nothing is left over (p equals q), return `p`.
+#
+# Example: `p = [0.4, 0.4, 0.1, 0.1]`, `q = [0.1, 0.2, 0.3, 0.4]` give `[0.6, 0.4, 0.0, 0.0]`.
+#
+# *Hint:* `tensor.clamp(min=0)`.
+
+# %%
+def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """The target's leftover probability, max(p - q, 0), normalised."""
+    raise NotImplementedError  # EXERCISE: write this function
+
+
+# %%
+check_residual_distribution(residual_distribution)

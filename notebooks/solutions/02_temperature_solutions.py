@@ -1,0 +1,86 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 2 exercises — temperature (solutions)
+#
+# Two exercises on [chapter 2](../02_temperature.ipynb): a softmax with temperature, then the entropy that
+# measures how spread out a distribution is. Each exercise asks for one function; the cell after it checks
+# your function on hidden cases against minigpt's own and, when one fails, shows that input with the
+# expected and the actual answer.
+# In the [exercise notebook](../exercises/02_temperature_exercises.ipynb) each function is a stub for you to
+# fill in (replace `raise NotImplementedError` with your code); the
+# [solutions notebook](../solutions/02_temperature_solutions.ipynb) has them filled in.
+
+# %%
+import torch
+
+from minigpt.exercises.temperature import check_entropy, check_softmax_with_temperature
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Exercise 1: softmax with temperature
+#
+# Write `softmax_with_temperature(logits, temperature)`: divide the logits by the temperature T, then turn
+# each row into probabilities with a softmax, `exp(z / T) / Σ exp(z / T)`. The logits are (B, V), one row
+# per sequence as in the library, so every row of the answer is a distribution of its own that sums to 1.
+#
+# Write the softmax yourself, as the chapter did, rather than calling `torch.softmax`: the hidden cases
+# include T = 0.01, where the scaled logits reach 675 and `exp` overflows to `inf`, and rows whose logits
+# are around +1000 and -1000, so remember the chapter's trick.
+#
+# *Hints:* `logits.max(dim=-1, keepdim=True).values` is each row's largest logit, as a (B, 1) column that
+# broadcasts against the (B, V) logits; `.sum(dim=-1, keepdim=True)` likewise.
+
+# %%
+def softmax_with_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """The (B, V) probabilities softmax(logits / temperature), one distribution per row."""
+    scaled = logits / temperature  # temperature reshapes the scores, before they become probabilities
+    # subtracting each row's largest score leaves the softmax unchanged but keeps exp() finite: the
+    # largest becomes exp(0) = 1 and nothing can overflow, whatever T and the scale of the logits
+    scaled = scaled - scaled.max(dim=-1, keepdim=True).values  # (B, V) - (B, 1), broadcast along the row
+    weights = torch.exp(scaled)  # a logit of -inf gets weight exactly 0
+    return weights / weights.sum(dim=-1, keepdim=True)  # each row divided by its own total: sums to 1
+
+
+# %%
+check_softmax_with_temperature(softmax_with_temperature)
+
+# %% [markdown]
+# ## Exercise 2: entropy
+#
+# Write `entropy(probs)`: the entropy `-Σ p log p` of each row of the (B, V) probabilities, in nats (the
+# natural logarithm), as a (B,) tensor. Nine equally likely tokens give log 9 ≈ 2.1972 nats; one certain
+# token gives 0.
+#
+# A probability of exactly 0 contributes nothing (p log p → 0 as p → 0), but the computer evaluates
+# `0 * log(0)` as `0 * -inf = nan`: make sure those terms count as 0.
+#
+# *Hint:* `torch.where(condition, a, b)` picks `a` where the condition holds and `b` elsewhere.
+
+# %%
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """The (B,) entropies, in nats, of the rows of the (B, V) ``probs``."""
+    # p log p tends to 0 as p -> 0, but 0 * log(0) computes as 0 * -inf = nan: count those terms as 0
+    p_log_p = torch.where(probs > 0, probs * torch.log(probs), 0.0)
+    return -p_log_p.sum(dim=-1)  # natural log, so nats; one value per row, (B,)
+
+
+# %%
+check_entropy(entropy)

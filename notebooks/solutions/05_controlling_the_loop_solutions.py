@@ -1,0 +1,109 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 5 exercises — controlling the loop (solutions)
+#
+# Three exercises on [chapter 5](../05_controlling_the_loop.ipynb): the repetition penalty, the tokens a
+# no-repeat n-gram rule bans, and cutting a text at its first stop string. Each exercise asks for one
+# function; the cell after it checks your function on hidden cases against minigpt's own and, when one
+# fails, shows that input with the expected and the actual answer.
+# In the [exercise notebook](../exercises/05_controlling_the_loop_exercises.ipynb) each function is a stub
+# for you to fill in (replace `raise NotImplementedError` with your code); the [solutions
+# notebook](../solutions/05_controlling_the_loop_solutions.ipynb) has them filled in.
+
+# %%
+import torch
+
+from minigpt.exercises.loop import check_apply_repetition_penalty, check_banned_ngram_tokens, check_cut_at_stop
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Exercise 1: the repetition penalty
+#
+# Write `apply_repetition_penalty(logits, input_ids, penalty)`. `logits` is a (B, V) batch of next-token
+# scores and `input_ids` the (B, T) context of each row, prompt included. Every token in a row's context
+# gets its logit pushed towards "less likely": divided by `penalty` when positive, multiplied by it when
+# negative. A token seen several times is penalised once. Return a new tensor; leave `logits` unchanged.
+#
+# Example: logits `[[2.0, -1.0, 0.5]]`, context `[[0, 1, 0]]`, penalty 2 give `[[1.0, -2.0, 0.5]]`.
+#
+# *Hint:* start from `logits.clone()`, loop over the rows and over `set(...)` of each row's ids.
+
+# %%
+def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, penalty: float) -> torch.Tensor:
+    """Penalise every token of each row's context, once: positive logits / penalty, negative ones * penalty."""
+    out = logits.clone()  # the caller's logits stay as they were
+    for row, context in enumerate(input_ids.tolist()):
+        for token in set(context):  # a set: a token seen three times is penalised once
+            logit = out[row, token]
+            # dividing a negative logit would move it towards 0, making the token MORE likely
+            out[row, token] = logit * penalty if logit < 0 else logit / penalty
+    return out
+
+
+# %%
+check_apply_repetition_penalty(apply_repetition_penalty)
+
+# %% [markdown]
+# ## Exercise 2: the tokens a no-repeat n-gram rule bans
+#
+# Write `banned_ngram_tokens(ids, n)`. `ids` is a list of token ids. The last n − 1 ids are the *prefix*;
+# every token that followed the same prefix earlier in `ids` would repeat an n-gram, so it is banned.
+# Return the banned tokens as a set.
+#
+# Example: `banned_ngram_tokens([1, 2, 3, 1, 2], 3)` is `{3}`: the prefix `[1, 2]` was followed by 3.
+#
+# *Hint:* look at every window `ids[i : i + n - 1]`, for each `i` whose window has a token after it. Check
+# n = 1 (an empty prefix) and a sequence shorter than n.
+
+# %%
+def banned_ngram_tokens(ids: list[int], n: int) -> set[int]:
+    """The tokens that would complete an n-gram already in ``ids``."""
+    prefix = ids[len(ids) - n + 1 :]  # the last n - 1 tokens; empty when n == 1, so every token matches
+    banned = set()
+    for start in range(len(ids) - n + 1):  # every complete n-gram, the one ending at the last token included
+        if ids[start : start + n - 1] == prefix:
+            banned.add(ids[start + n - 1])  # the token that completed the n-gram last time
+    return banned
+
+
+# %%
+check_banned_ngram_tokens(banned_ngram_tokens)
+
+# %% [markdown]
+# ## Exercise 3: cut at a stop string
+#
+# Write `cut_at_stop(text, stop_strings)`: return `text` up to, not including, the earliest place where
+# any of the `stop_strings` begins, or all of `text` when none occurs. The stop string that comes first
+# *in the text* wins, whatever its place in the list.
+#
+# Example: `cut_at_stop("Fair is foul. And foul is fair\n", ["\n", "."])` is `"Fair is foul"`.
+#
+# *Hint:* `text.find(s)` gives where `s` begins, or −1.
+
+# %%
+def cut_at_stop(text: str, stop_strings: list[str]) -> str:
+    """``text`` cut just before the first stop string it contains."""
+    starts = [text.find(stop) for stop in stop_strings if stop in text]  # where each present one begins
+    return text[: min(starts)] if starts else text  # the earliest in the text wins, not the first listed
+
+
+# %%
+check_cut_at_stop(cut_at_stop)

@@ -1,0 +1,74 @@
+"""The exercise and solution notebooks: one pair per chapter 1–8, the same cells apart from the filled-in stubs.
+
+An exercise notebook leaves each stub unimplemented, marked with ``STUB``; its check cell then prints the
+checker's "not implemented yet". The solutions notebook is the same notebook with the stubs filled in, and
+every check there passes. nbval compares the outputs themselves; this file keeps the pairs from drifting.
+"""
+
+from pathlib import Path
+
+import jupytext
+import pytest
+
+from minigpt.exercises.checking import NOT_IMPLEMENTED
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+CHAPTERS = ["01_greedy", "02_temperature", "03_top_k", "04_top_p", "05_controlling_the_loop", "06_beam_search",
+            "07_kv_cache", "08_speculative_decoding"]
+STUB = "raise NotImplementedError  # EXERCISE: write this function"
+
+
+def read(chapter: str, kind: str):
+    return jupytext.read(NOTEBOOKS / f"{kind}s" / f"{chapter}_{kind}s.ipynb")
+
+
+def outputs(cell) -> str:
+    return "".join(o.get("text", "") + o.get("data", {}).get("text/plain", "") for o in cell.get("outputs", []))
+
+
+def test_one_exercise_and_one_solution_notebook_per_chapter():
+    for kind in ("exercise", "solution"):
+        found = sorted(p.stem.removesuffix(f"_{kind}s") for p in (NOTEBOOKS / f"{kind}s").glob("*.ipynb"))
+        assert found == CHAPTERS
+        for chapter in CHAPTERS:
+            assert (NOTEBOOKS / f"{kind}s" / f"{chapter}_{kind}s.py").exists(), "the jupytext twin is missing"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+@pytest.mark.parametrize("kind", ["exercise", "solution"])
+def test_notebook_matches_its_script_and_was_executed_in_order(chapter, kind):
+    notebook = read(chapter, kind)
+    script = jupytext.read(NOTEBOOKS / f"{kind}s" / f"{chapter}_{kind}s.py")
+    assert [(c.cell_type, c.source.strip()) for c in notebook.cells] == \
+        [(c.cell_type, c.source.strip()) for c in script.cells]
+    counts = [c.execution_count for c in notebook.cells if c.cell_type == "code"]
+    assert counts == list(range(1, len(counts) + 1)), "re-execute it: jupyter nbconvert --execute --inplace"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_solutions_are_the_exercises_with_the_stubs_filled_in(chapter):
+    exercise, solution = read(chapter, "exercise").cells, read(chapter, "solution").cells
+    assert len(exercise) == len(solution)
+    stubs = 0
+    for ex, sol in zip(exercise, solution):
+        assert STUB not in sol.source
+        if STUB in ex.source:
+            stubs += 1
+            # the same function: signature and docstring, everything above the stub line
+            head = ex.source.split(STUB)[0].rstrip()
+            assert sol.source.startswith(head) and sol.source.strip() != head
+        else:  # the title says which of the pair it is; everything else is the same
+            assert ex.source == sol.source.replace(" (solutions)", "", 1)
+    assert stubs >= 2, "each chapter's exercise notebook has at least two exercises"
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_checks_say_not_implemented_in_exercises_and_pass_in_solutions(chapter):
+    for kind, verdict in (("exercise", NOT_IMPLEMENTED), ("solution", "✓")):
+        checks = [c for c in read(chapter, kind).cells
+                  if c.cell_type == "code" and c.source.strip().splitlines()[-1].startswith("check_")]
+        assert len(checks) >= 2
+        for cell in checks:
+            assert verdict in outputs(cell), f"{kind}: {cell.source!r} printed {outputs(cell)!r}"
+            if kind == "solution":
+                assert "✗" not in outputs(cell)
