@@ -156,6 +156,22 @@ def compare_values(expected: object, got: object, atol: float) -> str | None:
     return None if got == expected else "wrong value"
 
 
+def compare_distributions(expected: torch.Tensor, got: object, atol: float) -> str | None:
+    """Like ``compare_values``, but first say which row of ``got`` does not sum to 1, the most telling symptom.
+
+    >>> compare_distributions(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 1.0]]), 1e-6)
+    'each row must sum to 1, but row 0 sums to 2.0'
+    """
+    if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.is_floating_point():
+        sums = got.sum(dim=-1).reshape(-1)
+        # 1e-4: far above float32 rounding, far below any real mistake; written so that a NaN sum is off
+        off = ~((sums - 1).abs() <= 1e-4)
+        if off.any():
+            row = int(off.nonzero()[0])
+            return f"each row must sum to 1, but row {row} sums to {show(sums[row].item())}"
+    return compare_values(expected, got, atol)
+
+
 def _compare_tensors(expected: torch.Tensor, got: object, atol: float) -> str | None:
     if not isinstance(got, torch.Tensor):
         return f"expected a tensor, got a {type(got).__name__}"

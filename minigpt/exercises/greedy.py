@@ -11,8 +11,7 @@ from collections.abc import Callable
 import torch
 
 from minigpt.exercises.checking import Case, CheckResult, check, compare_values, show
-from minigpt.exercises.models import TOY_CONFIG, TOY_MODEL, toy_model
-from minigpt.exercises.temperature import TOY_LOGITS
+from minigpt.exercises.models import TOY_CONFIG, TOY_LOGITS, TOY_MODEL, toy_model
 from minigpt.generate import generate
 from minigpt.model import GPT
 

@@ -1,4 +1,7 @@
-"""A small random GPT for the checkers that run a student's decoding loop (chapters 6 and 7).
+"""Toy inputs the checkers share: the chapters' nine-word logits, and a small random GPT.
+
+``TOY_LOGITS`` are the logits of chapters 2-4 (temperature, top-k, top-p). ``toy_model`` serves the
+checkers that run a student's decoding loop (chapters 1, 6 and 7).
 
 GPT-2's own initialisation (std 0.02) gives nearly uniform logits: a loop that feeds the wrong positions
 or the wrong beams often picks the same tokens anyway, and the bug goes unnoticed. Larger random weights
@@ -15,6 +18,10 @@ from __future__ import annotations
 import torch
 
 from minigpt.model import GPT, GPTConfig
+
+# next-token logits after "every effort moves you", over the vocabulary
+# closer, every, effort, forward, inches, moves, pizza, toward, you
+TOY_LOGITS = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])  # (1, 9)
 
 TOY_CONFIG = GPTConfig(vocab_size=64, block_size=32, n_layer=2, n_head=2, n_embd=32)
 TOY_MODEL = "a random GPT (vocabulary of 64 tokens, 2 layers, 2 heads, width 32, context of 32 tokens)"

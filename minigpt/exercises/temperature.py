@@ -1,7 +1,6 @@
 """Checkers for chapter 2, temperature (``notebooks/exercises/02_temperature_exercises.ipynb``).
 
 Two exercises: a softmax with temperature, and the entropy that measures how spread out the result is.
-``TOY_LOGITS`` is the chapters' nine-word example, which the other checkers of chapters 1-4 reuse.
 """
 
 from __future__ import annotations
@@ -10,12 +9,9 @@ from collections.abc import Callable
 
 import torch
 
-from minigpt.exercises.checking import Case, CheckResult, check, compare_values, show
+from minigpt.exercises.checking import Case, CheckResult, check, compare_distributions
+from minigpt.exercises.models import TOY_LOGITS
 from minigpt.logits import apply_temperature
-
-# next-token logits after "every effort moves you", over the vocabulary
-# closer, every, effort, forward, inches, moves, pizza, toward, you
-TOY_LOGITS = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])  # (1, 9)
 
 
 def check_softmax_with_temperature(student: Callable[[torch.Tensor, float], torch.Tensor]) -> CheckResult:
@@ -46,22 +42,6 @@ def check_entropy(student: Callable[[torch.Tensor], torch.Tensor]) -> CheckResul
     ✓ entropy: all 5 hidden cases pass
     """
     return check("entropy", student, _entropy, _entropy_cases(), atol=1e-5)
-
-
-def compare_distributions(expected: torch.Tensor, got: object, atol: float) -> str | None:
-    """Like ``compare_values``, but first say which row of ``got`` does not sum to 1, the most telling symptom.
-
-    >>> compare_distributions(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 1.0]]), 1e-6)
-    'each row must sum to 1, but row 0 sums to 2.0'
-    """
-    if isinstance(got, torch.Tensor) and got.shape == expected.shape and got.is_floating_point():
-        sums = got.sum(dim=-1).reshape(-1)
-        # 1e-4: far above float32 rounding, far below any real mistake; written so that a NaN sum is off
-        off = ~((sums - 1).abs() <= 1e-4)
-        if off.any():
-            row = int(off.nonzero()[0])
-            return f"each row must sum to 1, but row {row} sums to {show(sums[row].item())}"
-    return compare_values(expected, got, atol)
 
 
 def _softmax_with_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import torch
 
-from minigpt.exercises.checking import Case, CheckResult, check
-from minigpt.exercises.temperature import TOY_LOGITS, compare_distributions
+from minigpt.exercises.checking import Case, CheckResult, check, compare_distributions
+from minigpt.exercises.models import TOY_LOGITS
 from minigpt.logits import apply_temperature, top_k_filter
 
 TIED = torch.tensor([[3.0, 2.0, 2.0, 1.0]])  # chapter 3's tie: the 2nd and 3rd logits share the 2nd place

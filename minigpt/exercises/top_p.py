@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 
 from minigpt.exercises.checking import Case, CheckResult, check
-from minigpt.exercises.temperature import TOY_LOGITS
+from minigpt.exercises.models import TOY_LOGITS
 from minigpt.logits import min_p_filter, top_p_filter
 
 # one row where the model is sure (the first token has 99.6% of the mass), one where it hesitates
