@@ -63,8 +63,9 @@ from matplotlib.ticker import FormatStrFormatter, LogFormatter, NullLocator
 from tqdm import tqdm
 
 from minigpt.checkpoint import CONV1D_SUFFIXES, load_model
+from minigpt.checks import check_choice, check_int
 from minigpt.fast import FastDecoder
-from minigpt.generate import PAD_TOKEN_ID, _check_int, generate, stream
+from minigpt.generate import PAD_TOKEN_ID, generate, stream
 from minigpt.kv_cache import KVCache
 from minigpt.model import GPT, PRESETS, GPTConfig
 from minigpt.search import beam_search
@@ -117,20 +118,20 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         self.dtypes, self.methods, self.suites = tuple(self.dtypes), tuple(self.methods), tuple(self.suites)
-        _check_choice("preset", self.preset, PRESETS)
+        check_choice("preset", self.preset, PRESETS)
         for name, low in (("prompt_len", 1), ("new_tokens", 2), ("repeats", 1), ("no_cache_max_batch", 1), ("seed", 0)):
-            _check_int(name, getattr(self, name), low)
+            check_int(name, getattr(self, name), low)
         for name in ("batch_sizes", "speculative_k", "num_beams"):
             setattr(self, name, tuple(getattr(self, name)))
             if not getattr(self, name):
                 raise ValueError(f"{name} must be a non-empty list of integers >= 1, got ()")
             for value in getattr(self, name):
-                _check_int(name, value, 1)
+                check_int(name, value, 1)
         for name, allowed in (("dtypes", DTYPES), ("methods", METHODS), ("suites", SUITES)):
             if not getattr(self, name):
                 raise ValueError(f"{name} must name at least one of {', '.join(allowed)}, got ()")
             for value in getattr(self, name):
-                _check_choice(name, value, allowed)
+                check_choice(name, value, allowed)
         if self.compile not in (None, True, False):
             raise ValueError(f"compile must be True, False or None (auto), got {self.compile!r}")
         block_size = self.model_config().block_size
@@ -145,11 +146,6 @@ class BenchConfig:
 
     def model_config(self) -> GPTConfig:
         return GPTConfig.from_preset(self.preset)
-
-
-def _check_choice(name: str, value: object, allowed) -> None:
-    if value not in allowed:
-        raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
 
 
 # --- what the machine allows ------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from minigpt.checks import check_int
 from minigpt.tokenizer import EOT_TOKEN_ID, VOCAB_SIZE, gpt2_encoding
 
 # Whole works, never trained on: a comedy, an early comedy and a late romance (~121k tokens, ~8%).
@@ -108,7 +109,7 @@ def get_batch(tokens: torch.Tensor, batch_size: int, block_size: int,
     True
     """
     _check_tokens(tokens)
-    _check_int("batch_size", batch_size, 1, None)
+    check_int("batch_size", batch_size, 1)
     _check_block_size(tokens, block_size)
     # A window needs block_size + 1 tokens (inputs plus the last target), so starts lie in [0, N - T - 1].
     device = generator.device if generator is not None else "cpu"
@@ -208,18 +209,9 @@ def _check_tokens(tokens: torch.Tensor) -> None:
         raise TypeError(f"tokens must hold integer ids, got dtype {tokens.dtype}")
 
 
-def _check_int(name: str, value: int, low: int, high: int | None) -> None:
-    """``value`` must be an int in [low, high] (no upper bound if high is None)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < low or (high is not None and value > high):
-        allowed = f">= {low}" if high is None else f"between {low} and {high}"
-        raise ValueError(f"{name} must be {allowed}, got {value}")
-
-
 def _check_block_size(tokens: torch.Tensor, block_size: int) -> None:
     """A window needs block_size + 1 tokens: the inputs plus the target after the last input."""
-    _check_int("block_size", block_size, 1, None)
+    check_int("block_size", block_size, 1)
     if block_size > len(tokens) - 1:
         raise ValueError(
             f"block_size must be at most len(tokens) - 1 = {len(tokens) - 1} (a window needs "

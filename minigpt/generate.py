@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from minigpt import logits as L
+from minigpt.checks import check_int
 from minigpt.kv_cache import KVCache
 from minigpt.model import GPT
 from minigpt.tokenizer import EOT_TOKEN_ID, VOCAB_SIZE, decode, decode_bytes, encode
@@ -47,8 +48,8 @@ class DecodingSettings:
     use_cache: bool = True
 
     def __post_init__(self) -> None:
-        _check_int("max_new_tokens", self.max_new_tokens, 0)
-        _check_int("num_return_sequences", self.num_return_sequences, 1)
+        check_int("max_new_tokens", self.max_new_tokens, 0)
+        check_int("num_return_sequences", self.num_return_sequences, 1)
         for name in ("do_sample", "use_cache"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
@@ -70,11 +71,6 @@ class DecodingSettings:
             )
         self.eos_token_ids = _as_eos_ids(self.eos_token_id)
         self.stops = _as_stops(self.stop)
-
-
-def _check_int(name: str, value: object, minimum: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _as_eos_ids(eos: int | Sequence[int] | None) -> tuple[int, ...]:
@@ -208,7 +204,7 @@ def _make_generator(
         raise ValueError("pass either seed or generator, not both")
     if seed is None:
         return generator  # None: draw from torch's global generator
-    _check_int("seed", seed, 0)
+    check_int("seed", seed, 0)
     return torch.Generator(device=device).manual_seed(seed)
 
 

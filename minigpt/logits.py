@@ -26,40 +26,20 @@ tensor([[1., 1., -inf, -inf]])
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+from collections.abc import Sequence
 
 import torch
 
-
-def _fail(error: type[Exception], name: str, value: object, allowed: str) -> NoReturn:
-    raise error(f"{name} must be {allowed}, got {value!r}")
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    """Raise unless ``value`` is an integer >= ``low``; Python counts bools as ints, we do not."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        _fail(TypeError, name, value, f"an integer >= {low}")
-    if value < low:
-        _fail(ValueError, name, value, f"an integer >= {low}")
-
-
-def _check_real(name: str, value: object, allowed: str, ok: Callable[[float], bool]) -> None:
-    """Raise unless ``value`` is a real number (not a bool) for which ``ok`` holds; NaN fails any range."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        _fail(TypeError, name, value, allowed)
-    if not ok(value):
-        _fail(ValueError, name, value, allowed)
+from minigpt.checks import check_int, check_real
 
 
 def _check_fraction(name: str, value: object) -> None:
     # top_p = 0 would reduce sampling to greedy and min_p = 0 filters nothing: None is how to switch either off
-    _check_real(name, value, "in (0, 1]", lambda v: 0 < v <= 1)
+    check_real(name, value, "in (0, 1]", lambda v: 0 < v <= 1)
 
 
 def _check_penalty(value: object) -> None:
-    _check_real("repetition_penalty", value, "> 0", lambda v: v > 0)
+    check_real("repetition_penalty", value, "> 0", lambda v: v > 0)
 
 
 def check_logits_settings(
@@ -82,9 +62,9 @@ def check_logits_settings(
     Traceback (most recent call last):
     ValueError: top_p must be in (0, 1], got 1.5
     """
-    _check_real("temperature", temperature, "a finite number >= 0", lambda v: 0 <= v < math.inf)
+    check_real("temperature", temperature, "a finite number >= 0", lambda v: 0 <= v < math.inf)
     if top_k is not None:
-        _check_int("top_k", top_k, 1)
+        check_int("top_k", top_k, 1)
     if top_p is not None:
         _check_fraction("top_p", top_p)
     if min_p is not None:
@@ -92,8 +72,8 @@ def check_logits_settings(
     if repetition_penalty is not None:
         _check_penalty(repetition_penalty)
     if no_repeat_ngram_size is not None:
-        _check_int("no_repeat_ngram_size", no_repeat_ngram_size, 1)
-    _check_int("min_new_tokens", min_new_tokens, 0)
+        check_int("no_repeat_ngram_size", no_repeat_ngram_size, 1)
+    check_int("min_new_tokens", min_new_tokens, 0)
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -102,7 +82,7 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     >>> apply_temperature(torch.tensor([[1.0, -2.0]]), 0.5)
     tensor([[ 2., -4.]])
     """
-    _check_real("temperature", temperature, "a finite number > 0", lambda v: 0 < v < math.inf)
+    check_real("temperature", temperature, "a finite number > 0", lambda v: 0 < v < math.inf)
     return logits / temperature
 
 
@@ -114,8 +94,8 @@ def top_k_filter(logits: torch.Tensor, k: int, min_tokens_to_keep: int = 1) -> t
     >>> top_k_filter(torch.tensor([[3.0, 1.0, 2.0, 2.0]]), 2)
     tensor([[3., -inf, 2., 2.]])
     """
-    _check_int("top_k", k, 1)
-    _check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
+    check_int("top_k", k, 1)
+    check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
     k = min(max(k, min_tokens_to_keep), logits.size(-1))  # k > V would make topk fail
     kth_largest = torch.topk(logits, k).values[..., -1, None]  # (B, 1)
     return logits.masked_fill(logits < kth_largest, float("-inf"))
@@ -130,7 +110,7 @@ def top_p_filter(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) ->
     tensor([[2., 1., -inf, -inf]])
     """
     _check_fraction("top_p", p)
-    _check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
+    check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
     # Ascending sort: the tokens to drop are a prefix, those whose running mass stays within 1 - p
     sorted_logits, sorted_idx = torch.sort(logits, descending=False)  # (B, V) each
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
@@ -149,7 +129,7 @@ def min_p_filter(logits: torch.Tensor, min_p: float, min_tokens_to_keep: int = 1
     tensor([[2., 1., -inf, -inf]])
     """
     _check_fraction("min_p", min_p)
-    _check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
+    check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
     probs = logits.softmax(dim=-1)  # (B, V)
     drop = probs < min_p * probs.max(dim=-1, keepdim=True).values
     # min_tokens_to_keep counts in descending-logit order, ties broken as argsort breaks them
@@ -185,7 +165,7 @@ def no_repeat_ngram(logits: torch.Tensor, input_ids: torch.Tensor, n: int) -> to
     >>> no_repeat_ngram(torch.zeros(1, 4), torch.tensor([[1, 2, 3, 1]]), 2)
     tensor([[0., 0., -inf, 0.]])
     """
-    _check_int("no_repeat_ngram_size", n, 1)
+    check_int("no_repeat_ngram_size", n, 1)
     out = logits.clone()
     for row, ids in enumerate(input_ids.tolist()):
         prefix = ids[len(ids) - n + 1 :]  # [] when n == 1: every token seen so far is banned

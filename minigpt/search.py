@@ -30,11 +30,11 @@ from dataclasses import dataclass
 import torch
 
 from minigpt import logits as L
+from minigpt.checks import check_int, check_real
 from minigpt.generate import (
     PAD_TOKEN_ID,
     DecodingSettings,
     Generation,
-    _check_int,
     _finished,
     _LoopState,
     _make_generator,
@@ -95,15 +95,15 @@ class BeamSettings:
     use_cache: bool = True
 
     def __post_init__(self) -> None:
-        _check_int("num_beams", self.num_beams, 1)
-        _check_int("max_new_tokens", self.max_new_tokens, 1)
-        _check_int("num_return_sequences", self.num_return_sequences, 1)
+        check_int("num_beams", self.num_beams, 1)
+        check_int("max_new_tokens", self.max_new_tokens, 1)
+        check_int("num_return_sequences", self.num_return_sequences, 1)
         if self.num_return_sequences > self.num_beams:
             raise ValueError(
                 f"num_return_sequences must be <= num_beams={self.num_beams} (only num_beams hypotheses are "
                 f"kept), got {self.num_return_sequences}"
             )
-        L._check_real("length_penalty", self.length_penalty, "a finite number", math.isfinite)
+        check_real("length_penalty", self.length_penalty, "a finite number", math.isfinite)
         if not (isinstance(self.early_stopping, bool) or self.early_stopping == "never"):
             raise ValueError(f"early_stopping must be True, False or 'never', got {self.early_stopping!r}")
         self._check_groups()
@@ -126,12 +126,12 @@ class BeamSettings:
         self.candidates_per_beam = max(2, 1 + len(self.eos_token_ids))
 
     def _check_groups(self) -> None:
-        _check_int("num_beam_groups", self.num_beam_groups, 1)
+        check_int("num_beam_groups", self.num_beam_groups, 1)
         if self.num_beams % self.num_beam_groups != 0:
             raise ValueError(
                 f"num_beam_groups must divide num_beams={self.num_beams} evenly, got {self.num_beam_groups}"
             )
-        L._check_real("diversity_penalty", self.diversity_penalty, "a finite number >= 0", lambda v: 0 <= v < math.inf)
+        check_real("diversity_penalty", self.diversity_penalty, "a finite number >= 0", lambda v: 0 <= v < math.inf)
         # groups and the penalty come together: without groups there is nothing to push apart, and
         # without the penalty every group would find the same beams
         if (self.diversity_penalty > 0) != (self.num_beam_groups > 1):
@@ -455,9 +455,9 @@ def sample_and_rank(
     >>> len(out.texts), bool(out.scores[0] >= out.scores[-1])
     (4, True)
     """
-    _check_int("num_samples", num_samples, 1)
-    _check_int("max_new_tokens", max_new_tokens, 1)
-    L._check_real("temperature", temperature, "a finite number > 0", lambda v: 0 < v < math.inf)
+    check_int("num_samples", num_samples, 1)
+    check_int("max_new_tokens", max_new_tokens, 1)
+    check_real("temperature", temperature, "a finite number > 0", lambda v: 0 < v < math.inf)
     out = generate(
         model, prompt, attention_mask=attention_mask, seed=seed, generator=generator, return_scores=True,
         do_sample=True, temperature=temperature, max_new_tokens=max_new_tokens, num_return_sequences=num_samples,
@@ -506,8 +506,8 @@ def contrastive_search(
     >>> len(out.new_tokens[0])
     5
     """
-    L._check_real("penalty_alpha", penalty_alpha, "a number in [0, 1]", lambda v: 0 <= v <= 1)
-    _check_int("top_k", top_k, 1)
+    check_real("penalty_alpha", penalty_alpha, "a number in [0, 1]", lambda v: 0 <= v <= 1)
+    check_int("top_k", top_k, 1)
     s = DecodingSettings(
         max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, repetition_penalty=repetition_penalty,
         no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_token_id,

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from minigpt import logits as L
+from minigpt.checks import check_int
 from minigpt.generate import DecodingSettings, _check_id_prompt, _encode_prompt, _make_generator
 from minigpt.kv_cache import KVCache
 from minigpt.model import GPT
@@ -96,7 +97,7 @@ def speculative_generate(
     >>> out.acceptance_rate, out.num_target_passes  # a draft that is the target: 5 tokens per pass
     (1.0, 2)
     """
-    L._check_int("k", k, 1)
+    check_int("k", k, 1)
     if draft.config.vocab_size != target.config.vocab_size:
         raise ValueError(
             f"draft and target must share a vocabulary, got vocab_size {draft.config.vocab_size} for the draft "
@@ -144,8 +145,8 @@ def prompt_lookup_generate(
     >>> out.new_tokens == generate(model, "a b a b a b", max_new_tokens=8).new_tokens[0]
     True
     """
-    L._check_int("ngram_size", ngram_size, 1)
-    L._check_int("num_pred_tokens", num_pred_tokens, 1)
+    check_int("ngram_size", ngram_size, 1)
+    check_int("num_pred_tokens", num_pred_tokens, 1)
     s = DecodingSettings(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
         eos_token_id=eos_token_id,

@@ -39,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from minigpt.checkpoint import load_checkpoint, save_checkpoint
+from minigpt.checks import check_int, check_real
 from minigpt.data import get_batch, heldout_windows, load_splits
 from minigpt.model import GPT, GPTConfig
 
@@ -85,14 +86,14 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_steps", "eval_interval"):
-            _check_int(self, name, low=1)
+            check_int(name, getattr(self, name), 1)
         for name in ("warmup_steps", "seed"):
-            _check_int(self, name, low=0)
+            check_int(name, getattr(self, name), 0)
         for name in ("lr_decay_steps", "eval_windows"):
             if getattr(self, name) is not None:
-                _check_int(self, name, low=1, also="None")
+                check_int(name, getattr(self, name), 1, also="None")
         for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "dropout", "beta1", "beta2"):
-            _check_number(self, name)
+            check_real(name, getattr(self, name), "a finite number", math.isfinite)
         _check_range(self, "learning_rate", self.learning_rate > 0, "> 0")
         _check_range(self, "min_lr", 0 <= self.min_lr <= self.learning_rate, f"in [0, {self.learning_rate}]")
         _check_range(self, "weight_decay", self.weight_decay >= 0, ">= 0")
@@ -448,19 +449,6 @@ def _start_process(device: str) -> _Process:
 
 
 # --- validation ----------------------------------------------------------------------------------------
-
-def _check_int(config: TrainConfig, name: str, low: int, also: str = "") -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        allowed = f"an integer >= {low}" + (f" or {also}" if also else "")
-        raise ValueError(f"{name} must be {allowed}, got {value!r}")
-
-
-def _check_number(config: TrainConfig, name: str) -> None:
-    value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-
 
 def _check_range(config: TrainConfig, name: str, ok: bool, allowed: str) -> None:
     if not ok:

@@ -169,18 +169,17 @@ def test_table_marks_differing_tokens_and_missing_memory():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(preset="gpt3"), "preset must be one of gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, small; got 'gpt3'"),
+    (dict(preset="gpt3"), "preset must be one of gpt2, gpt2-medium, gpt2-large, gpt2-xl, tiny, small, got 'gpt3'"),
     (dict(batch_sizes=()), "batch_sizes must be a non-empty list of integers >= 1, got ()"),
     (dict(batch_sizes=(1, 0)), "batch_sizes must be an integer >= 1, got 0"),
     (dict(speculative_k=(0,)), "speculative_k must be an integer >= 1, got 0"),
     (dict(num_beams=()), "num_beams must be a non-empty list of integers >= 1, got ()"),
-    (dict(suites=("decode", "sampling")), "suites must be one of decode, speculative, beam; got 'sampling'"),
+    (dict(suites=("decode", "sampling")), "suites must be one of decode, speculative, beam, got 'sampling'"),
     (dict(new_tokens=1), "new_tokens must be an integer >= 2, got 1"),
     (dict(prompt_len=0), "prompt_len must be an integer >= 1, got 0"),
-    (dict(repeats=True), "repeats must be an integer >= 1, got True"),
-    (dict(dtypes=("fp16",)), "dtypes must be one of fp32, bf16; got 'fp16'"),
+    (dict(dtypes=("fp16",)), "dtypes must be one of fp32, bf16, got 'fp16'"),
     (dict(dtypes=()), "dtypes must name at least one of fp32, bf16, got ()"),
-    (dict(methods=("cache", "vllm")), "methods must be one of no-cache, cache, fast, transformers; got 'vllm'"),
+    (dict(methods=("cache", "vllm")), "methods must be one of no-cache, cache, fast, transformers, got 'vllm'"),
     (dict(preset="tiny", prompt_len=100, new_tokens=29), "prompt_len + new_tokens must be <= 128 (the tiny context), got 100 + 29"),
     (dict(device="gpu"), "device must be a torch device such as 'cpu', 'cuda', 'cuda:1'; got 'gpu'"),
     (dict(compile="yes"), "compile must be True, False or None (auto), got 'yes'"),
@@ -189,6 +188,11 @@ def test_config_errors(kwargs, message):
     with pytest.raises(ValueError) as e:
         BenchConfig(**kwargs)
     assert str(e.value) == message
+
+
+def test_a_bool_is_not_a_count():
+    with pytest.raises(TypeError, match=r"^repeats must be an integer >= 1, got True$"):
+        BenchConfig(repeats=True)
 
 
 def test_cli_flags_cover_every_field():

@@ -226,7 +226,7 @@ def test_sample_and_rank_ranks_generate_samples_by_mean_log_prob(minigpt_model):
     "kwargs, error, message",
     [
         (dict(num_beams=0), ValueError, r"num_beams must be an integer >= 1, got 0"),
-        (dict(num_beams=2.0), ValueError, r"num_beams must be an integer >= 1, got 2.0"),
+        (dict(num_beams=2.0), TypeError, r"num_beams must be an integer >= 1, got 2.0"),
         (dict(num_beams=2, num_return_sequences=3), ValueError,
          r"num_return_sequences must be <= num_beams=2 \(only num_beams hypotheses are kept\), got 3"),
         (dict(num_beams=4, num_beam_groups=3, diversity_penalty=0.5), ValueError,

@@ -241,21 +241,21 @@ def test_ddp_two_cpu_processes_train_one_model(tmp_path):
 
 # --- validation ------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("overrides, message", [
-    (dict(n_layer=0), r"n_layer must be an integer >= 1, got 0"),
-    (dict(batch_size=2.5), r"batch_size must be an integer >= 1, got 2.5"),
-    (dict(warmup_steps=-1), r"warmup_steps must be an integer >= 0, got -1"),
-    (dict(eval_windows=0), r"eval_windows must be an integer >= 1 or None, got 0"),
-    (dict(learning_rate=0.0), r"learning_rate must be > 0, got 0.0"),
-    (dict(min_lr=1.0), r"min_lr must be in \[0, 0.001\], got 1.0"),
-    (dict(dropout=1.0), r"dropout must be in \[0, 1\), got 1.0"),
-    (dict(beta2=True), r"beta2 must be a finite number, got True"),
-    (dict(grad_clip=-1.0), r"grad_clip must be >= 0 \(0 = no clipping\), got -1.0"),
-    (dict(device="gpu"), r"device must be 'auto' or a torch device .*got 'gpu'"),
-    (dict(n_head=5), r"n_embd must be divisible by n_head, got n_embd=192 and n_head=5"),
+@pytest.mark.parametrize("overrides, error, message", [
+    (dict(n_layer=0), ValueError, r"n_layer must be an integer >= 1, got 0"),
+    (dict(batch_size=2.5), TypeError, r"batch_size must be an integer >= 1, got 2.5"),
+    (dict(warmup_steps=-1), ValueError, r"warmup_steps must be an integer >= 0, got -1"),
+    (dict(eval_windows=0), ValueError, r"eval_windows must be an integer >= 1 or None, got 0"),
+    (dict(learning_rate=0.0), ValueError, r"learning_rate must be > 0, got 0.0"),
+    (dict(min_lr=1.0), ValueError, r"min_lr must be in \[0, 0.001\], got 1.0"),
+    (dict(dropout=1.0), ValueError, r"dropout must be in \[0, 1\), got 1.0"),
+    (dict(beta2=True), TypeError, r"beta2 must be a finite number, got True"),
+    (dict(grad_clip=-1.0), ValueError, r"grad_clip must be >= 0 \(0 = no clipping\), got -1.0"),
+    (dict(device="gpu"), ValueError, r"device must be 'auto' or a torch device .*got 'gpu'"),
+    (dict(n_head=5), ValueError, r"n_embd must be divisible by n_head, got n_embd=192 and n_head=5"),
 ])
-def test_invalid_config_is_refused(overrides, message):
-    with pytest.raises(ValueError, match=message):
+def test_invalid_config_is_refused(overrides, error, message):
+    with pytest.raises(error, match=message):
         TrainConfig(**overrides)
 
 

@@ -1,0 +1,68 @@
+"""Argument checks every module shares, so that bad input fails the same way everywhere, before any work.
+
+Each check names the parameter, the value given and what is allowed. The wrong kind of value (a string, a
+float where an integer belongs, a bool anywhere) is a ``TypeError``; the right kind out of range a
+``ValueError``. Python counts ``True`` as the integer 1; we do not.
+
+>>> check_int("max_new_tokens", -1, 0)
+Traceback (most recent call last):
+    ...
+ValueError: max_new_tokens must be an integer >= 0, got -1
+>>> check_real("top_p", "0.9", "in (0, 1]", lambda v: 0 < v <= 1)
+Traceback (most recent call last):
+    ...
+TypeError: top_p must be in (0, 1], got '0.9'
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Collection
+from typing import NoReturn
+
+
+def fail(error: type[Exception], name: str, value: object, allowed: str) -> NoReturn:
+    """Raise ``error`` with the one message format of the whole library."""
+    raise error(f"{name} must be {allowed}, got {value!r}")
+
+
+def check_int(name: str, value: object, low: int, *, high: int | None = None, also: str | None = None) -> None:
+    """Raise unless ``value`` is an integer in [``low``, ``high``]; ``also`` names what else the caller accepts.
+
+    >>> check_int("top_k", 2.5, 1, also="None")
+    Traceback (most recent call last):
+        ...
+    TypeError: top_k must be an integer >= 1 or None, got 2.5
+    """
+    allowed = f"an integer >= {low}" if high is None else f"an integer between {low} and {high}"
+    allowed += f" or {also}" if also else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        fail(TypeError, name, value, allowed)
+    if value < low or (high is not None and value > high):
+        fail(ValueError, name, value, allowed)
+
+
+def check_real(name: str, value: object, allowed: str, ok: Callable[[float], bool]) -> None:
+    """Raise unless ``value`` is a real number (not a bool) for which ``ok`` holds; NaN fails any range.
+
+    >>> check_real("temperature", float("nan"), "a finite number >= 0", lambda v: 0 <= v < float("inf"))
+    Traceback (most recent call last):
+        ...
+    ValueError: temperature must be a finite number >= 0, got nan
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        fail(TypeError, name, value, allowed)
+    if not ok(value):
+        fail(ValueError, name, value, allowed)
+
+
+def check_choice(name: str, value: object, allowed: Collection[str]) -> None:
+    """Raise unless ``value`` is one of ``allowed``.
+
+    >>> check_choice("dtypes", "fp16", ("fp32", "bf16"))
+    Traceback (most recent call last):
+        ...
+    ValueError: dtypes must be one of fp32, bf16, got 'fp16'
+    """
+    if value not in allowed:
+        fail(ValueError, name, value, f"one of {', '.join(allowed)}")
