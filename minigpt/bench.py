@@ -25,9 +25,10 @@ Two more suites answer the search chapters' speed questions, on the same device:
   the acceptance rate means something): tokens/s of the target alone, of speculative decoding for each
   draft length k and of prompt-lookup decoding, greedy and sampled; the speed-up over the target alone,
   the acceptance rate, and target passes per token;
-- ``beam``: beam search on the benchmark model (batch 1, first dtype) for each beam width, against greedy:
+- ``beam``: beam search on the benchmark model (batch 1, fp32) for each beam width, against greedy:
   tokens/s of the returned sequence and the *cost per beam*, (time with b beams / greedy's time) / b, below
-  1 when running the beams as one batch is cheaper than b separate greedy runs.
+  1 when running the beams as one batch is cheaper than b separate greedy runs; and transformers' beam
+  search on the same weights, with its tokens compared.
 
 Results: tables on screen (a progress bar on stderr while it runs), a JSON file and a PNG plot.
 
@@ -285,11 +286,19 @@ def _runner(method: str, model: GPT, hf_model, ids: torch.Tensor, config: BenchC
         decoder = FastDecoder(model, ids.size(0), ids.size(1) + config.new_tokens, compile=compile)
         return lambda n: decoder.generate(ids, mask, max_new_tokens=n)
 
-    def transformers_generate(n: int) -> torch.Tensor:
-        with torch.inference_mode():
-            return hf_model.generate(ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
-                                     do_sample=False, eos_token_id=None, pad_token_id=PAD_TOKEN_ID)
-    return transformers_generate
+    return lambda n: transformers_generate(hf_model, ids, n)
+
+
+def transformers_generate(hf_model, ids: torch.Tensor, n: int, num_beams: int = 1) -> torch.Tensor:
+    """transformers' ``generate`` for exactly ``n`` new tokens after the unpadded ``ids``: greedy or beams, EOS off.
+
+    With beams it returns the best sequence of each prompt; length_penalty 1 and early_stopping False are
+    transformers' defaults and ``beam_search``'s, spelled out so both sides search the same way.
+    """
+    with torch.inference_mode():
+        return hf_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                                 do_sample=False, num_beams=num_beams, length_penalty=1.0, early_stopping=False,
+                                 eos_token_id=None, pad_token_id=PAD_TOKEN_ID)
 
 
 def to_transformers(model: GPT):
@@ -480,29 +489,44 @@ def _speculative_runner(method: str, target: GPT, draft: GPT, k: int | None, sam
 
 
 def _beam_suite(config: BenchConfig, model: GPT, progress: bool) -> list[dict]:
-    """Greedy and beam search at each width on the benchmark model: batch 1, fp32, EOS off.
+    """Greedy and beam search at each width on the benchmark model, and transformers' on the same weights.
 
-    With no EOS every beam runs to ``new_tokens``, so each step costs one forward pass over ``num_beams``
-    rows; the cost per beam, (beam time / greedy time) / num_beams, shows how much batching the beams saves.
+    Batch 1, fp32, EOS off. With no EOS every beam runs to ``new_tokens``, so each step costs one forward
+    pass over ``num_beams`` rows; the cost per beam, (beam time / greedy time) / num_beams, shows how much
+    batching the beams saves. transformers runs when it is installed and ``methods`` names it.
     """
     device = torch.device(config.device)
-    ids = _prompt(1, config, device)
-    n = config.new_tokens
-    bar = tqdm(total=1 + len(config.num_beams), desc="bench beam", file=sys.stderr, disable=not progress, unit="run")
+    ids, n = _prompt(1, config, device), config.new_tokens
+    hf = to_transformers(model) if "transformers" in config.methods else None
+    widths = (1, *config.num_beams)
+    bar = tqdm(total=len(widths) * (1 + (hf is not None)), desc="bench beam", file=sys.stderr,
+               disable=not progress, unit="run")
 
-    def seconds(run: Callable[[int], object]) -> float:
+    def timed(run: Callable[[int], torch.Tensor]) -> tuple[float, torch.Tensor]:
         bar.update()
-        return _median_time(run, n, config.repeats, device)[0]
+        return _median_time(run, n, config.repeats, device)
 
-    greedy_s = seconds(lambda new: generate(model, ids, max_new_tokens=new))
-    rows = [dict(method="greedy", num_beams=1, new_tokens=n, tokens_per_s=n / greedy_s, relative_to_greedy=1.0,
-                 cost_per_beam=1.0)]
-    for b in config.num_beams:
-        beam_s = seconds(lambda new, b=b: beam_search(model, ids, num_beams=b, max_new_tokens=new))
-        rows.append(dict(method="beam", num_beams=b, new_tokens=n, tokens_per_s=n / beam_s,
-                         relative_to_greedy=greedy_s / beam_s, cost_per_beam=beam_s / greedy_s / b))
+    measured = []  # (beams, seconds, best ids, transformers' seconds, transformers' best ids)
+    for b in widths:
+        seconds, best = timed(lambda new, b=b: _best_sequence(model, ids, b, new))
+        hf_seconds, hf_best = (None, None) if hf is None else timed(
+            lambda new, b=b: transformers_generate(hf, ids, new, num_beams=b))
+        measured.append((b, seconds, best, hf_seconds, hf_best))
+    greedy_s = measured[0][1]
+    rows = [dict(method="greedy" if b == 1 else "beam", num_beams=b, new_tokens=n, tokens_per_s=n / seconds,
+                 relative_to_greedy=greedy_s / seconds, cost_per_beam=seconds / greedy_s / b,
+                 transformers_tokens_per_s=None if hf_seconds is None else n / hf_seconds,
+                 same_tokens_as_transformers=None if hf_best is None else torch.equal(best.cpu(), hf_best.cpu()))
+            for b, seconds, best, hf_seconds, hf_best in measured]
     bar.close()
     return rows
+
+
+def _best_sequence(model: GPT, ids: torch.Tensor, num_beams: int, n: int) -> torch.Tensor:
+    """Greedy decoding (one beam) or the best beam: the (1, T + n) ids."""
+    if num_beams == 1:
+        return generate(model, ids, max_new_tokens=n).ids
+    return beam_search(model, ids, num_beams=num_beams, max_new_tokens=n).sequences[:1]
 
 
 # --- the benchmark ----------------------------------------------------------------------------------
@@ -674,10 +698,14 @@ def _speculative_table(rows: list[dict], config: dict) -> list[str]:
 def _beam_table(rows: list[dict]) -> list[str]:
     """Rows of the beam suite: greedy first, then each beam width."""
     lines = ["", f"beam search: batch 1, fp32, {rows[0]['new_tokens']} new tokens, EOS off",
-             f"{'method':<7} {'beams':>5} {'tokens/s':>9} {'vs greedy':>10} {'cost per beam':>14}"]
+             f"{'method':<7} {'beams':>5} {'tokens/s':>9} {'vs greedy':>10} {'cost per beam':>14} "
+             f"{'transformers tok/s':>19} {'vs transformers':>16}  same tokens"]
     for r in rows:
+        hf = r["transformers_tokens_per_s"]
+        hf_speed, ratio = ("-", "-") if hf is None else (f"{hf:.1f}", f"{r['tokens_per_s'] / hf:.2f}x")
         lines.append(f"{r['method']:<7} {r['num_beams']:>5} {r['tokens_per_s']:>9.1f} "
-                     f"{r['relative_to_greedy']:>9.2f}x {r['cost_per_beam']:>13.2f}x")
+                     f"{r['relative_to_greedy']:>9.2f}x {r['cost_per_beam']:>13.2f}x {hf_speed:>19} {ratio:>16}  "
+                     f"{YES_NO[r['same_tokens_as_transformers']]}")
     return lines
 
 

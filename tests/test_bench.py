@@ -1,6 +1,7 @@
 """`minigpt bench` end to end on a tiny model, and the pieces it is made of. No speed is asserted."""
 
 import argparse
+import importlib.util
 import json
 import sys
 
@@ -87,6 +88,10 @@ def test_beam_suite_rows(tmp_path):
     for r in rows[1:]:
         assert r["relative_to_greedy"] == pytest.approx(r["tokens_per_s"] / greedy["tokens_per_s"])
         assert r["cost_per_beam"] == pytest.approx(1 / (r["relative_to_greedy"] * r["num_beams"]))
+    # transformers' beam search on the same weights picks the same best sequence at every width
+    has_transformers = importlib.util.find_spec("transformers") is not None
+    assert all(r["same_tokens_as_transformers"] is (True if has_transformers else None) for r in rows)
+    assert all((r["transformers_tokens_per_s"] is not None) == has_transformers for r in rows)
 
 
 def test_speculative_and_beam_tables():
@@ -95,7 +100,9 @@ def test_speculative_and_beam_tables():
                    dict(method="speculative", mode="sample", k=4, new_tokens=100, tokens_per_s=150.0, speedup=1.5,
                         acceptance_rate=0.625, target_passes_per_token=0.4, same_tokens_as_target=None)]
     beam = [dict(method="beam", num_beams=4, new_tokens=64, tokens_per_s=10.0, relative_to_greedy=0.5,
-                 cost_per_beam=0.5)]
+                 cost_per_beam=0.5, transformers_tokens_per_s=8.0, same_tokens_as_transformers=True),
+            dict(method="beam", num_beams=8, new_tokens=64, tokens_per_s=9.0, relative_to_greedy=0.45,
+                 cost_per_beam=0.28, transformers_tokens_per_s=None, same_tokens_as_transformers=None)]
     report = dict(results=[], speculative=speculative, beam=beam, bandwidth_gb_s=24.0, notes=[],
                   config=dict(target="big", draft="small"))
     assert format_table(report).splitlines() == [
@@ -106,8 +113,9 @@ def test_speculative_and_beam_tables():
         "speculative    sample   4     150.0     1.50x     62.5%                 0.40  -",
         "",
         "beam search: batch 1, fp32, 64 new tokens, EOS off",
-        "method  beams  tokens/s  vs greedy  cost per beam",
-        "beam        4      10.0      0.50x          0.50x",
+        "method  beams  tokens/s  vs greedy  cost per beam  transformers tok/s  vs transformers  same tokens",
+        "beam        4      10.0      0.50x          0.50x                 8.0            1.25x  yes",
+        "beam        8       9.0      0.45x          0.28x                   -                -  -",
         "memory read bandwidth: 24.0 GB/s",
     ]
 
