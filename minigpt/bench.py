@@ -57,6 +57,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from matplotlib.figure import Figure
@@ -70,7 +71,7 @@ from minigpt.generate import PAD_TOKEN_ID, generate, stream
 from minigpt.kv_cache import KVCache
 from minigpt.model import GPT, PRESETS, GPTConfig
 from minigpt.search import beam_search
-from minigpt.speculative import prompt_lookup_generate, speculative_generate
+from minigpt.speculative import SpeculativeOutput, prompt_lookup_generate, speculative_generate
 from minigpt.tokenizer import encode
 
 METHODS = ("no-cache", "cache", "fast", "transformers")
@@ -289,16 +290,17 @@ def _runner(method: str, model: GPT, hf_model, ids: torch.Tensor, config: BenchC
     return lambda n: transformers_generate(hf_model, ids, n)
 
 
-def transformers_generate(hf_model, ids: torch.Tensor, n: int, num_beams: int = 1) -> torch.Tensor:
+def transformers_generate(hf_model, ids: torch.Tensor, n: int, num_beams: int = 1, **kwargs) -> torch.Tensor:
     """transformers' ``generate`` for exactly ``n`` new tokens after the unpadded ``ids``: greedy or beams, EOS off.
 
     With beams it returns the best sequence of each prompt; length_penalty 1 and early_stopping False are
-    transformers' defaults and ``beam_search``'s, spelled out so both sides search the same way.
+    transformers' defaults and ``beam_search``'s, spelled out so both sides search the same way. Other
+    ``kwargs`` go to ``generate`` (``assistant_model`` for assisted generation).
     """
     with torch.inference_mode():
         return hf_model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
                                  do_sample=False, num_beams=num_beams, length_penalty=1.0, early_stopping=False,
-                                 eos_token_id=None, pad_token_id=PAD_TOKEN_ID)
+                                 eos_token_id=None, pad_token_id=PAD_TOKEN_ID, **kwargs)
 
 
 def to_transformers(model: GPT):
@@ -450,7 +452,10 @@ def _speculative_suite(config: BenchConfig, progress: bool) -> list[dict]:
     """The target alone, speculative decoding at each k, and prompt lookup, greedy then sampled.
 
     Each measurement decodes every prompt of ``SPECULATIVE_PROMPTS`` in turn, EOS off, sampling seeded
-    with ``config.seed``; the speed-up is against the target alone in the same mode.
+    with ``config.seed``; the speed-up is against the target alone in the same mode. With transformers
+    (installed, and named in ``methods``), greedy also runs transformers' target alone and its assisted
+    generation (its speculative decoding) with a constant k, on the same weights; their speed-up is
+    against transformers' target alone.
     """
     device = torch.device(config.device)
     target, draft = load_model(config.target, device=device), load_model(config.draft, device=device)
@@ -458,34 +463,68 @@ def _speculative_suite(config: BenchConfig, progress: bool) -> list[dict]:
     n = min(config.new_tokens, context - max(len(encode(p)) for p in SPECULATIVE_PROMPTS))
     methods = [("target alone", None), *(("speculative", k) for k in config.speculative_k), ("prompt lookup", None)]
     plan = [(mode, method, k) for mode in ("greedy", "sample") for method, k in methods]
-    rows, baseline = [], {}
+    hf = (to_transformers(target), to_transformers(draft)) if "transformers" in config.methods else (None, None)
+    if hf[0] is not None:
+        plan += [("greedy", "transformers alone", None),
+                 *(("greedy", "transformers assisted", k) for k in config.speculative_k)]
+    rows, baseline, reference = [], {}, None
     for mode, method, k in tqdm(plan, desc="bench speculative", file=sys.stderr, disable=not progress, unit="run"):
         sampling = dict(do_sample=True, seed=config.seed) if mode == "sample" else {}
-        run = _speculative_runner(method, target, draft, k, sampling)
+        run = _speculative_runner(method, target, draft, hf, k, sampling)
         seconds, outputs = _median_time(run, n, config.repeats, device)
-        alone = method == "target alone"  # generate's output, one row each; the others' are SpeculativeOutputs
-        tokens = [out.new_tokens[0] if alone else out.new_tokens for out in outputs]
-        if alone:
-            baseline[mode] = (seconds, tokens)
-        proposed = 0 if alone else sum(out.num_proposed for out in outputs)
-        accepted = 0 if alone else sum(out.num_accepted for out in outputs)
-        passes = len(outputs) * n if alone else sum(out.num_target_passes for out in outputs)
+        library = "transformers" if method.startswith("transformers") else "minigpt"
+        if method.endswith("alone"):
+            baseline[mode, library] = seconds
+        tokens = [out.new_tokens for out in outputs]
+        if (mode, method) == ("greedy", "target alone"):
+            reference = tokens  # what every greedy method must reproduce
+        proposed, accepted, passes = (_total(outputs, field) for field in _Decoded._fields[1:])
         rows.append(dict(method=method, mode=mode, k=k, new_tokens=n, tokens_per_s=len(outputs) * n / seconds,
-                         speedup=baseline[mode][0] / seconds,
-                         acceptance_rate=None if alone else accepted / max(proposed, 1),
-                         target_passes_per_token=passes / (len(outputs) * n),
-                         same_tokens_as_target=tokens == baseline[mode][1] if mode == "greedy" else None))
+                         speedup=baseline[mode, library] / seconds,
+                         acceptance_rate=None if proposed is None else accepted / max(proposed, 1),
+                         target_passes_per_token=None if passes is None else passes / (len(outputs) * n),
+                         same_tokens_as_target=tokens == reference if mode == "greedy" else None))
     return rows
 
 
-def _speculative_runner(method: str, target: GPT, draft: GPT, k: int | None, sampling: dict) -> Callable[[int], list]:
+class _Decoded(NamedTuple):
+    """One prompt's continuation and its draft-and-verify counts (None where a method has no such count)."""
+
+    new_tokens: list[int]
+    num_proposed: int | None = None
+    num_accepted: int | None = None
+    num_target_passes: int | None = None
+
+
+def _total(outputs: list[_Decoded], field: str) -> int | None:
+    counts = [getattr(out, field) for out in outputs]
+    return None if None in counts else sum(counts)
+
+
+def _speculative_runner(
+    method: str, target: GPT, draft: GPT, hf: tuple, k: int | None, sampling: dict
+) -> Callable[[int], list[_Decoded]]:
     """A function that decodes n new tokens for each of ``SPECULATIVE_PROMPTS`` with ``method``."""
-    if method == "target alone":
-        return lambda n: [generate(target, p, max_new_tokens=n, **sampling) for p in SPECULATIVE_PROMPTS]
-    if method == "speculative":
-        return lambda n: [speculative_generate(target, draft, p, k=k, max_new_tokens=n, **sampling)
+    def counted(out: SpeculativeOutput) -> _Decoded:
+        return _Decoded(out.new_tokens, out.num_proposed, out.num_accepted, out.num_target_passes)
+
+    if method == "target alone":  # one pass of the target per token
+        return lambda n: [_Decoded(generate(target, p, max_new_tokens=n, **sampling).new_tokens[0], None, None, n)
                           for p in SPECULATIVE_PROMPTS]
-    return lambda n: [prompt_lookup_generate(target, p, max_new_tokens=n, **sampling) for p in SPECULATIVE_PROMPTS]
+    if method == "speculative":
+        return lambda n: [counted(speculative_generate(target, draft, p, k=k, max_new_tokens=n, **sampling))
+                          for p in SPECULATIVE_PROMPTS]
+    if method == "prompt lookup":
+        return lambda n: [counted(prompt_lookup_generate(target, p, max_new_tokens=n, **sampling))
+                          for p in SPECULATIVE_PROMPTS]
+    hf_target, hf_draft = hf
+    if method == "transformers assisted":
+        hf_draft.generation_config.num_assistant_tokens = k
+        hf_draft.generation_config.num_assistant_tokens_schedule = "constant"  # k every round, as ours
+    assistant = dict(assistant_model=hf_draft) if method == "transformers assisted" else {}
+    prompts = [torch.tensor([encode(p)], device=target.transformer.wte.weight.device) for p in SPECULATIVE_PROMPTS]
+    return lambda n: [_Decoded(transformers_generate(hf_target, ids, n, **assistant)[0, ids.size(1):].tolist())
+                      for ids in prompts]
 
 
 def _beam_suite(config: BenchConfig, model: GPT, progress: bool) -> list[dict]:
@@ -685,13 +724,14 @@ def _speculative_table(rows: list[dict], config: dict) -> list[str]:
     """Rows of the speculative suite, under a heading that names both models."""
     lines = ["", f"speculative decoding: target {config['target']}, draft {config['draft']}, "
                  f"{rows[0]['new_tokens']} new tokens for each of {len(SPECULATIVE_PROMPTS)} prompts",
-             f"{'method':<14} {'mode':<6} {'k':>3} {'tokens/s':>9} {'speed-up':>9} {'accepted':>9} "
+             f"{'method':<21} {'mode':<6} {'k':>3} {'tokens/s':>9} {'speed-up':>9} {'accepted':>9} "
              f"{'target passes/token':>20}  same tokens"]
     for r in rows:
         k = "-" if r["k"] is None else r["k"]
         accepted = "-" if r["acceptance_rate"] is None else f"{r['acceptance_rate']:.1%}"
-        lines.append(f"{r['method']:<14} {r['mode']:<6} {k:>3} {r['tokens_per_s']:>9.1f} {r['speedup']:>8.2f}x "
-                     f"{accepted:>9} {r['target_passes_per_token']:>20.2f}  {YES_NO[r['same_tokens_as_target']]}")
+        passes = "-" if r["target_passes_per_token"] is None else f"{r['target_passes_per_token']:.2f}"
+        lines.append(f"{r['method']:<21} {r['mode']:<6} {k:>3} {r['tokens_per_s']:>9.1f} {r['speedup']:>8.2f}x "
+                     f"{accepted:>9} {passes:>20}  {YES_NO[r['same_tokens_as_target']]}")
     return lines
 
 

@@ -64,16 +64,23 @@ def test_speculative_suite_rows(tmp_path):
     report = run_bench(config, progress=False)
     assert report["results"] == [] and report["beam"] == [] and not (tmp_path / "b.png").exists()
     rows = report["speculative"]
+    has_transformers = importlib.util.find_spec("transformers") is not None
+    transformers_rows = [("greedy", "transformers alone", None), ("greedy", "transformers assisted", 1),
+                         ("greedy", "transformers assisted", 3)] if has_transformers else []
     assert [(r["mode"], r["method"], r["k"]) for r in rows] == [
         (mode, method, k) for mode in ("greedy", "sample")
-        for method, k in (("target alone", None), ("speculative", 1), ("speculative", 3), ("prompt lookup", None))]
+        for method, k in (("target alone", None), ("speculative", 1), ("speculative", 3), ("prompt lookup", None))
+    ] + transformers_rows
     for r in rows:
         assert r["new_tokens"] == 6 and r["tokens_per_s"] > 0 and r["speedup"] > 0
-        assert 0 < r["target_passes_per_token"] <= 1
-        if r["method"] == "target alone":
+        if r["method"].startswith("transformers"):  # transformers does not report its counts
+            assert r["acceptance_rate"] is None and r["target_passes_per_token"] is None
+        elif r["method"] == "target alone":
             assert r["acceptance_rate"] is None and r["speedup"] == 1.0 and r["target_passes_per_token"] == 1.0
         else:
-            assert 0 <= r["acceptance_rate"] <= 1
+            assert 0 <= r["acceptance_rate"] <= 1 and 0 < r["target_passes_per_token"] <= 1
+        if r["method"].endswith("alone"):
+            assert r["speedup"] == 1.0
         # greedy speculative decoding is the target's greedy decoding; sampled runs draw differently
         assert r["same_tokens_as_target"] is (True if r["mode"] == "greedy" else None)
 
@@ -98,7 +105,9 @@ def test_speculative_and_beam_tables():
     speculative = [dict(method="target alone", mode="greedy", k=None, new_tokens=100, tokens_per_s=100.0, speedup=1.0,
                         acceptance_rate=None, target_passes_per_token=1.0, same_tokens_as_target=True),
                    dict(method="speculative", mode="sample", k=4, new_tokens=100, tokens_per_s=150.0, speedup=1.5,
-                        acceptance_rate=0.625, target_passes_per_token=0.4, same_tokens_as_target=None)]
+                        acceptance_rate=0.625, target_passes_per_token=0.4, same_tokens_as_target=None),
+                   dict(method="transformers alone", mode="greedy", k=None, new_tokens=100, tokens_per_s=90.0,
+                        speedup=1.0, acceptance_rate=None, target_passes_per_token=None, same_tokens_as_target=True)]
     beam = [dict(method="beam", num_beams=4, new_tokens=64, tokens_per_s=10.0, relative_to_greedy=0.5,
                  cost_per_beam=0.5, transformers_tokens_per_s=8.0, same_tokens_as_transformers=True),
             dict(method="beam", num_beams=8, new_tokens=64, tokens_per_s=9.0, relative_to_greedy=0.45,
@@ -108,9 +117,10 @@ def test_speculative_and_beam_tables():
     assert format_table(report).splitlines() == [
         "",
         "speculative decoding: target big, draft small, 100 new tokens for each of 3 prompts",
-        "method         mode     k  tokens/s  speed-up  accepted  target passes/token  same tokens",
-        "target alone   greedy   -     100.0     1.00x         -                 1.00  yes",
-        "speculative    sample   4     150.0     1.50x     62.5%                 0.40  -",
+        "method                mode     k  tokens/s  speed-up  accepted  target passes/token  same tokens",
+        "target alone          greedy   -     100.0     1.00x         -                 1.00  yes",
+        "speculative           sample   4     150.0     1.50x     62.5%                 0.40  -",
+        "transformers alone    greedy   -      90.0     1.00x         -                    -  yes",
         "",
         "beam search: batch 1, fp32, 64 new tokens, EOS off",
         "method  beams  tokens/s  vs greedy  cost per beam  transformers tok/s  vs transformers  same tokens",
