@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from minigpt import logits as L
-from minigpt.generate import PAD_TOKEN_ID, _as_eos_ids, _check_id_prompt, _make_generator
+from minigpt.generate import PAD_TOKEN_ID, as_eos_ids, check_id_prompt, make_generator
 from minigpt.kv_cache import KVCache
 from minigpt.model import GPT
 
@@ -290,15 +290,15 @@ class FastDecoder:
         >>> decoder.generate(ids, torch.tensor([[0, 1], [1, 1]]), max_new_tokens=4, do_sample=True, seed=0).shape
         torch.Size([2, 6])
         """
-        ids, mask = _check_id_prompt(ids, attention_mask, self.config.vocab_size)
+        ids, mask = check_id_prompt(ids, attention_mask, self.config.vocab_size)
         ids, mask = ids.to(self.device), mask.to(self.device)
         B, T = ids.shape
         self._check_call(B, T, max_new_tokens)
         L.check_logits_settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
         sample = dict(do_sample=do_sample and temperature != 0, temperature=temperature, top_k=top_k,
                       top_p=top_p, min_p=min_p)
-        rng = _make_generator(seed, generator, self.device)
-        eos = torch.tensor(_as_eos_ids(eos_token_id), dtype=torch.long, device=self.device)
+        rng = make_generator(seed, generator, self.device)
+        eos = torch.tensor(as_eos_ids(eos_token_id), dtype=torch.long, device=self.device)
         out = self.out[:B]
         out[:, :T] = ids
         self.key_ok[:B, 0, 0, :T] = mask.bool()

@@ -69,11 +69,16 @@ class DecodingSettings:
                 f"num_return_sequences must be 1 with greedy decoding (all copies would be identical), "
                 f"got {self.num_return_sequences}; pass do_sample=True to draw several samples"
             )
-        self.eos_token_ids = _as_eos_ids(self.eos_token_id)
+        self.eos_token_ids = as_eos_ids(self.eos_token_id)
         self.stops = _as_stops(self.stop)
 
 
-def _as_eos_ids(eos: int | Sequence[int] | None) -> tuple[int, ...]:
+def as_eos_ids(eos: int | Sequence[int] | None) -> tuple[int, ...]:
+    """The end-of-sequence setting as a tuple of token ids, checked: None, one id, or several.
+
+    >>> as_eos_ids(50256), as_eos_ids([13, 50256]), as_eos_ids(None)
+    ((50256,), (13, 50256), ())
+    """
     ids = () if eos is None else (eos,) if isinstance(eos, int) else tuple(eos)
     for i in ids:
         if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < VOCAB_SIZE:
@@ -140,9 +145,9 @@ def generate(
     torch.Size([2, 4])
     """
     s = DecodingSettings(**settings)
-    ids, mask, texts = _prepare_prompt(model, prompt, attention_mask, s)
-    rng = _make_generator(seed, generator, ids.device)
-    state = _LoopState(ids, mask, s.max_new_tokens, return_scores, return_distributions)
+    ids, mask, texts = prepare_prompt(model, prompt, attention_mask, s)
+    rng = make_generator(seed, generator, ids.device)
+    state = LoopState(ids, mask, s.max_new_tokens, return_scores, return_distributions)
     for _ in _decode_steps(model, state, s, rng):
         pass
     return state.result(texts, s.stops)
@@ -171,11 +176,11 @@ def stream(
     s = DecodingSettings(**settings)
     if s.num_return_sequences != 1:
         raise ValueError(f"num_return_sequences must be 1 when streaming, got {s.num_return_sequences}")
-    ids, mask, _ = _prepare_prompt(model, prompt, None, s)
-    state = _LoopState(ids, mask, s.max_new_tokens, False, False)
+    ids, mask, _ = prepare_prompt(model, prompt, None, s)
+    state = LoopState(ids, mask, s.max_new_tokens, False, False)
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     text, sent = "", 0  # the continuation decoded so far, and how much of it was already yielded
-    for _ in _decode_steps(model, state, s, _make_generator(seed, generator, ids.device)):
+    for _ in _decode_steps(model, state, s, make_generator(seed, generator, ids.device)):
         token = state.new_tokens[0][-1]
         last = len(state.new_tokens[0]) == s.max_new_tokens or token in s.eos_token_ids
         if token not in s.eos_token_ids:
@@ -197,9 +202,17 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
     return max((n for s in stops for n in range(len(s) - 1, 0, -1) if text.endswith(s[:n])), default=0)
 
 
-def _make_generator(
+def make_generator(
     seed: int | None, generator: torch.Generator | None, device: torch.device
 ) -> torch.Generator | None:
+    """The random generator a decoder draws from: ``generator``, a fresh one seeded with ``seed``, or None.
+
+    None means torch's global generator (``torch.manual_seed``). The same seed gives the same draws.
+
+    >>> a, b = make_generator(7, None, torch.device("cpu")), make_generator(7, None, torch.device("cpu"))
+    >>> torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b))
+    True
+    """
     if seed is not None and generator is not None:
         raise ValueError("pass either seed or generator, not both")
     if seed is None:
@@ -208,19 +221,29 @@ def _make_generator(
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def _prepare_prompt(
+def prepare_prompt(
     model: GPT, prompt: str | Sequence[str] | torch.Tensor, attention_mask: torch.Tensor | None,
     s: DecodingSettings,
 ) -> tuple[torch.Tensor, torch.Tensor, list[str] | None]:
-    """Prompt → left-padded ids (B, T), their mask, and the prompt texts (None for id input)."""
+    """Prompt → left-padded ids (B, T), their mask, and the prompt texts (None for id input).
+
+    A string, a list of strings (left-padded to the longest), or (B, T) ids with an optional mask; each
+    is checked, and cropped to fit the model's context with room for ``s.max_new_tokens``.
+
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> ids, mask, texts = prepare_prompt(GPT(GPTConfig.from_preset("tiny")), ["Hi", "Good day"], None,
+    ...                                   DecodingSettings(max_new_tokens=2))
+    >>> mask.tolist(), texts
+    ([[0, 1], [1, 1]], ['Hi', 'Good day'])
+    """
     texts = None
     if isinstance(prompt, torch.Tensor):
-        ids, mask = _check_id_prompt(prompt, attention_mask, model.config.vocab_size)
+        ids, mask = check_id_prompt(prompt, attention_mask, model.config.vocab_size)
     else:
         texts = [prompt] if isinstance(prompt, str) else list(prompt)
         if attention_mask is not None:
             raise ValueError("attention_mask is only for id prompts; text prompts are padded for you")
-        ids, mask = _pad_left([_encode_prompt(t) for t in texts])
+        ids, mask = _pad_left([encode_prompt(t) for t in texts])
     ids, mask = _fit_context(ids, mask, model.config.block_size, s.max_new_tokens)
     device = model.transformer.wte.weight.device
     # several samples per prompt: repeat each row (row i becomes rows i*n … i*n + n-1)
@@ -229,7 +252,12 @@ def _prepare_prompt(
     return ids, mask, None if texts is None else [t for t in texts for _ in range(n)]
 
 
-def _encode_prompt(text: object) -> list[int]:
+def encode_prompt(text: object) -> list[int]:
+    """The ids of one text prompt; anything but a non-empty str is refused with a clear error.
+
+    >>> encode_prompt("Every effort moves you")
+    [6109, 3626, 6100, 345]
+    """
     if not isinstance(text, str):
         raise TypeError(f"prompt must be a str, a list of str or a (B, T) id tensor, got {type(text).__name__}")
     ids = encode(text)
@@ -238,9 +266,14 @@ def _encode_prompt(text: object) -> list[int]:
     return ids
 
 
-def _check_id_prompt(
+def check_id_prompt(
     ids: torch.Tensor, mask: torch.Tensor | None, vocab_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check a (B, T) id prompt and its left-padded 0/1 mask (all ones when None); return both as int64.
+
+    >>> check_id_prompt(torch.tensor([[5, 6]]), None, vocab_size=10)
+    (tensor([[5, 6]]), tensor([[1, 1]]))
+    """
     if ids.dim() != 2 or ids.size(0) == 0 or ids.size(1) == 0 or ids.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"prompt ids must be a non-empty (B, T) integer tensor, got {ids.dtype} {tuple(ids.shape)}")
     if ids.min() < 0 or ids.max() >= vocab_size:
@@ -287,8 +320,13 @@ def _fit_context(
     return ids, mask
 
 
-class _LoopState:
-    """The growing sequences and the bookkeeping of which rows are still running."""
+class LoopState:
+    """The growing sequences and the bookkeeping of which rows are still running.
+
+    ``ids`` and ``mask`` (B, T + max_new) are allocated once; ``length`` columns are filled, ``active``
+    holds the rows still decoding, ``new_tokens`` each row's continuation. ``generate`` and
+    ``contrastive_search`` share it; ``result`` turns it into a ``Generation``.
+    """
 
     def __init__(self, ids: torch.Tensor, mask: torch.Tensor, max_new: int, scores: bool, dists: bool):
         B, T = ids.shape
@@ -330,7 +368,7 @@ def _cut(text: str, stops: tuple[str, ...]) -> str:
 
 
 def _decode_steps(
-    model: GPT, state: _LoopState, s: DecodingSettings, rng: torch.Generator | None
+    model: GPT, state: LoopState, s: DecodingSettings, rng: torch.Generator | None
 ) -> Iterator[None]:
     """The loop itself; yields after each step so ``stream`` can report the new token."""
     cache = KVCache.for_model(model, state.ids.size(0), state.ids.size(1)) if s.use_cache else None
@@ -343,7 +381,7 @@ def _decode_steps(
         tokens, probs, logprobs = _pick(logits, state.ids[state.active, : state.length], step, s, rng)
         state.append(tokens, probs, logprobs)
         yield
-        finished = [_finished(state, row, s) for row in state.active.tolist()]
+        finished = [row_finished(state, row, s) for row in state.active.tolist()]
         if any(finished):
             keep = torch.tensor([not f for f in finished], device=state.active.device)
             state.active = state.active[keep]
@@ -352,7 +390,7 @@ def _decode_steps(
 
 
 @torch.inference_mode()
-def _next_logits(model: GPT, state: _LoopState, cache: KVCache | None, fed: int) -> torch.Tensor:
+def _next_logits(model: GPT, state: LoopState, cache: KVCache | None, fed: int) -> torch.Tensor:
     """Next-token logits of the running rows; with a cache, feed only the columns it has not seen."""
     start = fed if cache is not None else 0
     rows = state.active
@@ -390,7 +428,7 @@ def _pick(
     return tokens, probs, logprobs
 
 
-def _finished(state: _LoopState, row: int, s: DecodingSettings) -> bool:
+def row_finished(state: LoopState, row: int, s: DecodingSettings) -> bool:
     """Has ``row`` just emitted an EOS or completed a stop string? Records why."""
     new = state.new_tokens[row]
     if new[-1] in s.eos_token_ids:

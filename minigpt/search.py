@@ -35,11 +35,11 @@ from minigpt.generate import (
     PAD_TOKEN_ID,
     DecodingSettings,
     Generation,
-    _finished,
-    _LoopState,
-    _make_generator,
-    _prepare_prompt,
+    LoopState,
     generate,
+    make_generator,
+    prepare_prompt,
+    row_finished,
 )
 from minigpt.kv_cache import KVCache
 from minigpt.model import GPT
@@ -171,11 +171,11 @@ def beam_search(
     (torch.Size([4, 5]), 4)
     """
     s = BeamSettings(**settings)
-    ids, mask, texts = _prepare_prompt(model, prompt, attention_mask, s.decoding)
+    ids, mask, texts = prepare_prompt(model, prompt, attention_mask, s.decoding)
     if s.num_beam_groups > 1:
         hypotheses = _group_beam_search(model, ids, mask, s)
     else:
-        hypotheses = _beam_search(model, ids, mask, s, _make_generator(seed, generator, ids.device))
+        hypotheses = _beam_search(model, ids, mask, s, make_generator(seed, generator, ids.device))
     return _ranked_output(ids, texts, hypotheses)
 
 
@@ -512,8 +512,8 @@ def contrastive_search(
         max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, repetition_penalty=repetition_penalty,
         no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_token_id,
     )
-    ids, mask, texts = _prepare_prompt(model, prompt, attention_mask, s)
-    state = _LoopState(ids, mask, s.max_new_tokens, scores=False, dists=False)
+    ids, mask, texts = prepare_prompt(model, prompt, attention_mask, s)
+    state = LoopState(ids, mask, s.max_new_tokens, scores=False, dists=False)
     cache = KVCache.for_model(model, ids.size(0), state.ids.size(1))
     logits, hidden = _forward_with_hidden(model, ids, attention_mask=mask, position_ids=_positions(mask),
                                           kv_cache=cache)
@@ -528,7 +528,7 @@ def contrastive_search(
 
 
 def _contrastive_step(
-    model: GPT, state: _LoopState, logits: torch.Tensor, hidden: torch.Tensor, cache: KVCache, step: int,
+    model: GPT, state: LoopState, logits: torch.Tensor, hidden: torch.Tensor, cache: KVCache, step: int,
     s: DecodingSettings, alpha: float, k: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Choose and append one token per running row; return the next logits and grown hidden states."""
@@ -549,7 +549,7 @@ def _contrastive_step(
     state.append(candidates[rows, best], probs, top_probs[rows, best].log())
     hidden = torch.cat([hidden, cand_hidden[rows, best].unsqueeze(1)], 1)
     logits = cand_logits.view(A, k, -1)[rows, best]  # the chosen candidate's logits are the next step's
-    going_on = torch.tensor([not _finished(state, row, s) for row in state.active.tolist()], device=best.device)
+    going_on = torch.tensor([not row_finished(state, row, s) for row in state.active.tolist()], device=best.device)
     state.active = state.active[going_on]
     cache.reorder((rows * k + best)[going_on].repeat_interleave(k))  # each row of a prompt: the chosen past
     return logits[going_on], hidden[going_on]

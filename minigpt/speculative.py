@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from minigpt import logits as L
 from minigpt.checks import check_int
-from minigpt.generate import DecodingSettings, _check_id_prompt, _encode_prompt, _make_generator
+from minigpt.generate import DecodingSettings, check_id_prompt, encode_prompt, make_generator
 from minigpt.kv_cache import KVCache
 from minigpt.model import GPT
 from minigpt.tokenizer import decode
@@ -110,7 +110,7 @@ def speculative_generate(
     ids, text = _prompt_ids(prompt, target)
     _check_context(target, "target", ids.size(1), max_new_tokens)
     _check_context(draft, "draft", ids.size(1), max_new_tokens)
-    rng = _make_generator(seed, generator, ids.device)
+    rng = make_generator(seed, generator, ids.device)
     drafter = _ModelDrafter(draft, s, rng, max_len=ids.size(1) + max_new_tokens)
     return _speculate(target, ids, text, drafter, k, s, rng)
 
@@ -153,7 +153,7 @@ def prompt_lookup_generate(
     )
     ids, text = _prompt_ids(prompt, model)
     _check_context(model, "model", ids.size(1), max_new_tokens)
-    rng = _make_generator(seed, generator, ids.device)
+    rng = make_generator(seed, generator, ids.device)
 
     def drafter(seq: torch.Tensor, n: int) -> tuple[list[int], torch.Tensor]:
         tokens = lookup_draft(seq[0].tolist(), ngram_size, n)
@@ -186,9 +186,9 @@ def lookup_draft(seq: list[int], ngram_size: int, num_pred_tokens: int) -> list[
 def _prompt_ids(prompt: str | torch.Tensor, model: GPT) -> tuple[torch.Tensor, str | None]:
     """A single prompt as (1, T) ids on the model's device, and its text (None for an id prompt)."""
     if isinstance(prompt, str):
-        ids, text = torch.tensor([_encode_prompt(prompt)]), prompt
+        ids, text = torch.tensor([encode_prompt(prompt)]), prompt
     elif isinstance(prompt, torch.Tensor):
-        ids, _ = _check_id_prompt(prompt, None, model.config.vocab_size)
+        ids, _ = check_id_prompt(prompt, None, model.config.vocab_size)
         text = None
         if ids.size(0) != 1:
             raise ValueError(f"prompt must be a single sequence, a str or (1, T) ids, got {ids.size(0)} rows")
