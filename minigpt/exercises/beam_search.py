@@ -18,8 +18,8 @@ from collections.abc import Callable
 
 import torch
 
-from minigpt.exercises.checking import Case, CheckResult, check, show
-from minigpt.exercises.models import TOY_MODEL, toy_model
+from minigpt.exercises.checking import Case, CheckResult, check
+from minigpt.exercises.models import toy_model, toy_model_case
 from minigpt.model import GPT
 from minigpt.search import INACTIVE_SCORE, beam_search
 
@@ -116,11 +116,7 @@ def check_beam_search_by_hand(student: Callable) -> CheckResult:
         (torch.tensor([[4, 20]]), 1, 5, "one beam is greedy decoding"),
         (torch.randint(0, 64, (1, 6), generator=g), 4, 6, "a random prompt"),
     ]
-    cases = [
-        Case((model, ids, nb, steps), why,
-             shown=f"model = {TOY_MODEL}, prompt_ids = {show(ids)}, num_beams = {nb}, steps = {steps}")
-        for ids, nb, steps, why in settings
-    ]
+    cases = [toy_model_case(model, why, prompt_ids=ids, num_beams=nb, steps=steps) for ids, nb, steps, why in settings]
     return check("beam_search_by_hand", student, _beam_search_by_hand, cases)
 
 

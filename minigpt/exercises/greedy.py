@@ -10,8 +10,8 @@ from collections.abc import Callable
 
 import torch
 
-from minigpt.exercises.checking import Case, CheckResult, check, compare_values, show
-from minigpt.exercises.models import TOY_CONFIG, TOY_LOGITS, TOY_MODEL, toy_model
+from minigpt.exercises.checking import Case, CheckResult, check, compare_values
+from minigpt.exercises.models import TOY_CONFIG, TOY_LOGITS, toy_model, toy_model_case
 from minigpt.generate import generate
 from minigpt.model import GPT
 
@@ -80,14 +80,10 @@ def _generate_cases() -> list[Case]:
     model = toy_model(seed=1)
     prompt = torch.tensor([[5, 17, 42, 8]])
     two_prompts = torch.randint(0, TOY_CONFIG.vocab_size, (2, 3), generator=torch.Generator().manual_seed(2))
-    return [
-        _loop_case(model, prompt, 1, "one new token: the argmax of the logits at the last position"),
-        _loop_case(model, prompt, 8, "eight new tokens: each one is appended and the longer sequence fed back in"),
-        _loop_case(model, two_prompts, 5, "a batch of two prompts: each row continues with its own argmax"),
-        _loop_case(model, prompt, 0, "max_new_tokens = 0: the prompt comes back unchanged"),
+    settings = [
+        (prompt, 1, "one new token: the argmax of the logits at the last position"),
+        (prompt, 8, "eight new tokens: each one is appended and the longer sequence fed back in"),
+        (two_prompts, 5, "a batch of two prompts: each row continues with its own argmax"),
+        (prompt, 0, "max_new_tokens = 0: the prompt comes back unchanged"),
     ]
-
-
-def _loop_case(model: GPT, ids: torch.Tensor, max_new_tokens: int, why: str) -> Case:
-    shown = f"model = {TOY_MODEL}, ids = {show(ids)}, max_new_tokens = {max_new_tokens}"
-    return Case((model, ids, max_new_tokens), why, shown=shown)
+    return [toy_model_case(model, why, ids=ids, max_new_tokens=n) for ids, n, why in settings]

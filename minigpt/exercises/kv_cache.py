@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import torch
 
-from minigpt.exercises.checking import Case, CheckResult, check, show
-from minigpt.exercises.models import TOY_MODEL, toy_model
+from minigpt.exercises.checking import Case, CheckResult, check
+from minigpt.exercises.models import toy_model, toy_model_case
 from minigpt.generate import generate
 from minigpt.kv_cache import KVCache
 from minigpt.model import GPT
@@ -43,10 +43,7 @@ def check_greedy_with_cache(student: Callable) -> CheckResult:
         (torch.randint(0, 64, (2, 6), generator=g), 8, "a batch of two prompts: one cache row each"),
         (torch.randint(0, 64, (1, 12), generator=g), 20, "a long run that fills the model's whole context of 32"),
     ]
-    cases = [
-        Case((model, ids, n), why, shown=f"model = {TOY_MODEL}, prompt_ids = {show(ids)}, max_new_tokens = {n}")
-        for ids, n, why in settings
-    ]
+    cases = [toy_model_case(model, why, prompt_ids=ids, max_new_tokens=n) for ids, n, why in settings]
     return check("greedy_with_cache", student, _greedy_with_cache, cases)
 
 

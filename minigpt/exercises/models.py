@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import torch
 
+from minigpt.exercises.checking import Case, show
 from minigpt.model import GPT, GPTConfig
 
 # next-token logits after "every effort moves you", over the vocabulary
@@ -43,3 +44,16 @@ def toy_model(seed: int = 0) -> GPT:
             else:
                 p.normal_(0.0, 0.3, generator=g)
     return model
+
+
+def toy_model_case(model: GPT, why: str, **args: object) -> Case:
+    """A hidden case whose first argument is the toy ``model``, followed by ``args`` in order.
+
+    A failure message describes the model in words (``TOY_MODEL``) instead of printing its layers.
+
+    >>> case = toy_model_case(toy_model(), "one token", ids=torch.tensor([[5]]), max_new_tokens=1)
+    >>> print(case.shown)  # doctest: +ELLIPSIS
+    model = a random GPT (vocabulary of 64 tokens, ...), ids = tensor([[5]]), max_new_tokens = 1
+    """
+    shown = ", ".join([f"model = {TOY_MODEL}", *(f"{name} = {show(value)}" for name, value in args.items())])
+    return Case((model, *args.values()), why, shown=shown)
