@@ -1,11 +1,13 @@
-"""Each chapter is a notebook and a plain script (jupytext pair); the two must not drift apart."""
+"""Each notebook (chapters, exercises, solutions) is a jupytext pair with a plain script; the two must not drift
+apart, and the committed outputs come from one top-to-bottom run."""
 
 from pathlib import Path
 
 import jupytext
 import pytest
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+NOTEBOOKS = sorted(p for p in (Path(__file__).resolve().parent.parent / "notebooks").rglob("[0-9][0-9]_*.ipynb")
+                   if ".ipynb_checkpoints" not in p.parts)  # Jupyter's autosaves are not ours to check
 
 
 def cells(notebook):
@@ -19,7 +21,7 @@ def test_there_are_chapters():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_and_script_agree(path):
     script = path.with_suffix(".py")
-    assert script.exists(), f"{script.name} (the chapter as a plain script) is missing"
+    assert script.exists(), f"{script.name} (the notebook as a plain script) is missing"
     assert cells(jupytext.read(path)) == cells(jupytext.read(script))
 
 

@@ -59,14 +59,6 @@ BEAM_GRID = [
 ]
 
 
-@pytest.mark.parametrize("batch, settings", BEAM_GRID)
-def test_beam_search_equals_transformers(hf_model, minigpt_model, eos, batch, settings):
-    ids, mask = left_pad(PROMPTS[:batch])
-    settings = with_eos(settings, eos)
-    ours = beam_search(minigpt_model, ids, attention_mask=mask, max_new_tokens=MAX_NEW, **settings)
-    assert_same_beams(ours, hf_beams(hf_model, ids, mask, do_sample=False, **settings))
-
-
 GROUP_GRID = [
     (1, dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5, num_return_sequences=2, eos_token_id="eos")),
     (3, dict(num_beams=4, num_beam_groups=4, diversity_penalty=1.0, length_penalty=0.5, early_stopping=True,
@@ -79,8 +71,8 @@ GROUP_GRID = [
 ]
 
 
-@pytest.mark.parametrize("batch, settings", GROUP_GRID)
-def test_diverse_beam_search_equals_transformers(hf_model, minigpt_model, eos, batch, settings):
+@pytest.mark.parametrize("batch, settings", BEAM_GRID + GROUP_GRID)  # plain, then diverse (grouped) beams
+def test_beam_search_equals_transformers(hf_model, minigpt_model, eos, batch, settings):
     ids, mask = left_pad(PROMPTS[:batch])
     settings = with_eos(settings, eos)
     ours = beam_search(minigpt_model, ids, attention_mask=mask, max_new_tokens=MAX_NEW, **settings)
