@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection
 from typing import NoReturn
 
 
-def fail(error: type[Exception], name: str, value: object, allowed: str) -> NoReturn:
+def _fail(error: type[Exception], name: str, value: object, allowed: str) -> NoReturn:
     """Raise ``error`` with the one message format of the whole library."""
     raise error(f"{name} must be {allowed}, got {value!r}")
 
@@ -37,9 +37,9 @@ def check_int(name: str, value: object, low: int, *, high: int | None = None, al
     allowed = f"an integer >= {low}" if high is None else f"an integer between {low} and {high}"
     allowed += f" or {also}" if also else ""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        fail(TypeError, name, value, allowed)
+        _fail(TypeError, name, value, allowed)
     if value < low or (high is not None and value > high):
-        fail(ValueError, name, value, allowed)
+        _fail(ValueError, name, value, allowed)
 
 
 def check_real(name: str, value: object, allowed: str, ok: Callable[[float], bool]) -> None:
@@ -51,9 +51,9 @@ def check_real(name: str, value: object, allowed: str, ok: Callable[[float], boo
     ValueError: temperature must be a finite number >= 0, got nan
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        fail(TypeError, name, value, allowed)
+        _fail(TypeError, name, value, allowed)
     if not ok(value):
-        fail(ValueError, name, value, allowed)
+        _fail(ValueError, name, value, allowed)
 
 
 def check_choice(name: str, value: object, allowed: Collection[str]) -> None:
@@ -65,4 +65,4 @@ def check_choice(name: str, value: object, allowed: Collection[str]) -> None:
     ValueError: dtypes must be one of fp32, bf16, got 'fp16'
     """
     if value not in allowed:
-        fail(ValueError, name, value, f"one of {', '.join(allowed)}")
+        _fail(ValueError, name, value, f"one of {', '.join(allowed)}")

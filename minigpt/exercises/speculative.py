@@ -55,6 +55,7 @@ def check_verify_greedy(student: Callable) -> CheckResult:
 
 
 def _verify_greedy_reference(drafts: list[int], target_logits: torch.Tensor) -> list[int]:
+    # the library names its second argument `scores`; failure messages name arguments as the student does
     return _verify_greedy(drafts, target_logits)
 
 
