@@ -12,7 +12,9 @@ shape, fp32, 16-token prompt, 32 new tokens; tokens/s include the prefill):
   for the blocks but not for its head) ~20 GB/s; oneDNN's inner-product kernel (the one
   ``torch.compile``'s CPU freezing pass picks) reads ~24-31 GB/s from the (out, in) layout. End to end:
   the readable loop 24 tokens/s, this path with MKL and the (in, out) layout 34, with oneDNN 45;
-  transformers' ``generate`` 27. At batch 8: 106, 101, 192 and 95. See ``matmul`` in ``FastDecoder``.
+  transformers' ``generate`` 27. At batch 8: 106, 101, 192 and 95. oneDNN runs bf16 and fp16 only on CPUs
+  that have them in hardware (AVX512-BF16, AVX512-FP16, AMX); ``choose_matmul`` asks the CPU
+  (``onednn_supports``) and falls back to the (in, out) layout elsewhere. See ``matmul`` in ``FastDecoder``.
 - **A KV cache allocated once** (``minigpt.kv_cache.KVCache``), sized for the largest batch and length:
   no tensor grows while decoding and memory is known up front.
 - **Logits for the last position only**: prefill projects one row per sequence onto the 50257-word
@@ -45,12 +47,17 @@ import torch
 import torch.nn.functional as F
 
 from minigpt import logits as L
+from minigpt.checks import check_choice
 from minigpt.generate import PAD_TOKEN_ID, as_eos_ids, check_id_prompt, make_generator
 from minigpt.kv_cache import KVCache
 from minigpt.model import GPT
 
 EOS_CHECK_EVERY = 16  # with EOS on: steps between the (host-syncing) checks that every row has finished
 MATMULS = ("auto", "onednn", "blas-in-out", "blas")
+DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)  # BLAS runs all; oneDNN: onednn_supports
+# oneDNN's own answer to "does this CPU have the instructions for an inner product in this dtype?"
+_ONEDNN_PROBES = {torch.bfloat16: ("bf16", "_is_mkldnn_bf16_supported"),
+                  torch.float16: ("fp16", "_is_mkldnn_fp16_supported")}
 
 
 def onednn_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
@@ -73,15 +80,73 @@ def in_out_layout(w: torch.Tensor) -> torch.Tensor:
     return w.t().contiguous().t()
 
 
-def choose_matmul(matmul: str, device: torch.device, compile: bool = False) -> str:
-    """Resolve ``"auto"``: on CPU oneDNN where the build has it, else BLAS over the (in, out) layout (and
-    that under ``compile``, whose CPU backend brings its own matmuls); ``"blas"`` on GPUs.
+def onednn_supports(dtype: torch.dtype) -> bool:
+    """Can oneDNN's inner product (``onednn_linear``) run ``dtype`` on this CPU? oneDNN is asked, never assumed.
+
+    fp32 runs wherever torch was built with oneDNN. bf16 and fp16 need the CPU's help (AVX512-BF16,
+    AVX512-FP16 or AMX); without it oneDNN cannot even build the kernel ("could not create a primitive
+    descriptor"), so its own probes decide. fp64 it has no inner product for on any CPU.
+
+    >>> onednn_supports(torch.float32) == torch.backends.mkldnn.is_available()
+    True
+    >>> onednn_supports(torch.float64)
+    False
+    """
+    if not torch.backends.mkldnn.is_available():
+        return False
+    if dtype == torch.float32:
+        return True
+    if dtype in _ONEDNN_PROBES:
+        return bool(getattr(torch.ops.mkldnn, _ONEDNN_PROBES[dtype][1])())
+    return False
+
+
+def _onednn_lacks(dtype: torch.dtype) -> str:
+    """What keeps oneDNN's inner product from running ``dtype`` here, with the call that tells."""
+    if not torch.backends.mkldnn.is_available():
+        return "this torch build has no oneDNN (torch.backends.mkldnn.is_available() is False)"
+    if dtype in _ONEDNN_PROBES:
+        name, probe = _ONEDNN_PROBES[dtype]
+        return f"this CPU's oneDNN has no {name} inner product (torch.ops.mkldnn.{probe}() is False)"
+    return f"oneDNN has no {dtype} inner product"
+
+
+def _check_dtype(dtype: object, *, none_ok: bool = False) -> None:
+    """Raise unless ``dtype`` is one of ``DTYPES`` (or None, with ``none_ok``): a string is not a dtype."""
+    allowed = f"one of {', '.join(map(str, DTYPES))}" + (" or None" if none_ok else "")
+    if dtype is None and none_ok:
+        return
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be {allowed}, got {dtype!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be {allowed}, got {dtype!r}")
+
+
+def _check_bool(name: str, value: object, *, none_ok: bool = False) -> None:
+    """Raise unless ``value`` is True or False (or None, with ``none_ok``): 1, "no" and tensors are not."""
+    if not (isinstance(value, bool) or (none_ok and value is None)):
+        raise TypeError(f"{name} must be True or False{' or None' if none_ok else ''}, got {value!r}")
+
+
+def choose_matmul(
+    matmul: str, device: torch.device, compile: bool = False, *, dtype: torch.dtype = torch.float32
+) -> str:
+    """Resolve ``"auto"`` to the matmul that runs ``dtype`` fastest on ``device``; refuse one that cannot run.
+
+    On CPU, ``"auto"`` is oneDNN where it has an inner product for ``dtype`` on this CPU (``onednn_supports``:
+    fp32 wherever the build has oneDNN, bf16 and fp16 only with hardware support) and nothing is compiled,
+    else BLAS over the (in, out) layout (under ``compile``, whose CPU backend brings its own matmuls, too);
+    on GPUs it is ``"blas"``. An explicit ``"onednn"`` that cannot run is a ``ValueError`` that names what
+    is missing, here rather than as a oneDNN error at the first matmul.
 
     >>> choose_matmul("auto", torch.device("cuda"))
     'blas'
+    >>> choose_matmul("auto", torch.device("cpu"), dtype=torch.float64)  # oneDNN has no fp64 kernel
+    'blas-in-out'
     """
-    if matmul not in MATMULS:
-        raise ValueError(f"matmul must be one of {', '.join(MATMULS)}; got {matmul!r}")
+    check_choice("matmul", matmul, MATMULS)
+    _check_bool("compile", compile)
+    _check_dtype(dtype)
     if device.type != "cpu":
         if matmul not in ("auto", "blas"):
             raise ValueError(f"matmul must be 'auto' or 'blas' on {device.type}, got {matmul!r}")
@@ -89,8 +154,11 @@ def choose_matmul(matmul: str, device: torch.device, compile: bool = False) -> s
     if compile and matmul == "onednn":
         raise ValueError("matmul='onednn' cannot be compiled (torch.compile lowers matmuls itself); "
                          "use 'auto', 'blas-in-out' or 'blas'")
+    if matmul == "onednn" and not onednn_supports(dtype):
+        raise ValueError(f"matmul='onednn' cannot run here: {_onednn_lacks(dtype)}; "
+                         "use matmul='auto' or 'blas-in-out'")
     if matmul == "auto":
-        return "onednn" if torch.backends.mkldnn.is_available() and not compile else "blas-in-out"
+        return "onednn" if not compile and onednn_supports(dtype) else "blas-in-out"
     return matmul
 
 
@@ -143,8 +211,10 @@ class FastDecoder:
     ``matmul`` picks the kernel of every weight matrix (see the module docstring for what each buys):
     ``"onednn"`` (CPU: oneDNN's inner product over nn.Linear's (out, in) layout), ``"blas-in-out"`` (CPU:
     ``F.linear`` over weights stored (in, out)), ``"blas"`` (``F.linear`` over nn.Linear's layout, the
-    readable model's way), or ``"auto"``: oneDNN where the CPU build has it and nothing is compiled, else
-    ``"blas-in-out"``; ``"blas"`` on GPUs.
+    readable model's way), or ``"auto"``: oneDNN where this CPU has it for ``dtype`` (fp32 wherever torch
+    has oneDNN; bf16 and fp16 only with AVX512-BF16/FP16 or AMX, as ``onednn_supports`` asks) and nothing is
+    compiled, else ``"blas-in-out"``; ``"blas"`` on GPUs. ``"onednn"`` where it cannot run is a ValueError.
+    ``dtype`` is one of ``DTYPES`` (a ``torch.dtype``, not its name).
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> decoder = FastDecoder(GPT(GPTConfig.from_preset("tiny")), max_batch_size=1, max_len=8)
@@ -169,12 +239,15 @@ class FastDecoder:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1 or (high and value > high):
                 allowed = f"an integer in [1, {high}] (the model's context)" if high else "an integer >= 1"
                 raise ValueError(f"{name} must be {allowed}, got {value!r}")
+        _check_dtype(dtype, none_ok=True)
+        _check_bool("static", static, none_ok=True)
         wte = model.transformer.wte.weight.detach()
         self.config, self.device = c, wte.device
-        self.dtype = dtype or wte.dtype
+        self.dtype = wte.dtype if dtype is None else dtype
         self.max_batch_size, self.max_len = max_batch_size, max_len
         self.n_head, self.head_size = c.n_head, c.n_embd // c.n_head
-        self.matmul = choose_matmul(matmul, self.device, compile)
+        # checks matmul and compile too, so every check is done before the first copy below
+        self.matmul = choose_matmul(matmul, self.device, compile, dtype=self.dtype)
         self.linear = onednn_linear if self.matmul == "onednn" else F.linear
         layout = in_out_layout if self.matmul == "blas-in-out" else (lambda w: w)
         # the tied matrix, copied once: the embedding lookup and the output head read the same storage
@@ -291,10 +364,11 @@ class FastDecoder:
         torch.Size([2, 6])
         """
         ids, mask = check_id_prompt(ids, attention_mask, self.config.vocab_size)
-        ids, mask = ids.to(self.device), mask.to(self.device)
         B, T = ids.shape
         self._check_call(B, T, max_new_tokens)
+        _check_bool("do_sample", do_sample)  # "no" would be truthy: it would sample when asked not to
         L.check_logits_settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
+        ids, mask = ids.to(self.device), mask.to(self.device)
         sample = dict(do_sample=do_sample and temperature != 0, temperature=temperature, top_k=top_k,
                       top_p=top_p, min_p=min_p)
         rng = make_generator(seed, generator, self.device)

@@ -3,11 +3,15 @@
 import pytest
 import torch
 
-from minigpt.fast import FastDecoder, choose_matmul
+import minigpt.fast
+from minigpt.fast import FastDecoder, choose_matmul, onednn_supports
 from minigpt.generate import PAD_TOKEN_ID, generate
 from minigpt.model import GPT, GPTConfig
 
 N_STEPS = 60
+CPU = torch.device("cpu")
+# oneDNN's own probes, asked directly here so the tests check onednn_supports against them
+PROBES = {torch.bfloat16: ("bf16", "_is_mkldnn_bf16_supported"), torch.float16: ("fp16", "_is_mkldnn_fp16_supported")}
 
 
 @pytest.fixture(scope="module")
@@ -49,16 +53,32 @@ def test_greedy_equals_eager_in_bf16(model, prompt):
     eager = GPT(GPTConfig.from_preset("tiny", n_embd=128, n_head=2, use_sdpa=True)).eval()
     eager.load_state_dict(model.state_dict())
     expected = generate(eager.to(torch.bfloat16), ids, attention_mask=mask, max_new_tokens=30).ids
+    # runs on every CPU: oneDNN where the CPU has bf16 (AVX512-BF16, AMX), else the BLAS fallback
     decoder = FastDecoder(model, max_batch_size=3, max_len=40, dtype=torch.bfloat16)
+    assert decoder.matmul == ("onednn" if onednn_supports(torch.bfloat16) else "blas-in-out")
     assert torch.equal(decoder.generate(ids, mask, max_new_tokens=30), expected)
+
+
+def test_greedy_equals_eager_in_fp64(model, prompt):
+    ids, mask = prompt
+    eager = GPT(GPTConfig.from_preset("tiny", n_embd=128, n_head=2)).eval()
+    eager.load_state_dict(model.state_dict())
+    expected = generate(eager.to(torch.float64), ids, attention_mask=mask, max_new_tokens=20).ids
+    decoder = FastDecoder(model, max_batch_size=3, max_len=40, dtype=torch.float64)
+    assert decoder.matmul == "blas-in-out"  # oneDNN has no fp64 inner product on any CPU
+    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=20), expected)
 
 
 def test_compiled_static_step_equals_eager(model, prompt):
     ids, mask = prompt
     expected = generate(model, ids, attention_mask=mask, max_new_tokens=12).ids
-    decoder = FastDecoder(model, max_batch_size=3, max_len=20, compile=True)
-    assert decoder.static
-    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=12), expected)
+    # Inductor's FX graph cache does not key on the vector ISA (ATEN_CPU_CAPABILITY): a graph cached by a
+    # native AVX-512 run is reused under the emulated CPUs, where its C++ then fails to build (default) or
+    # segfaults (avx2). Its per-kernel C++ cache does key on the compiler flags, so compiling stays cheap.
+    with torch._inductor.config.patch(fx_graph_cache=False):
+        decoder = FastDecoder(model, max_batch_size=3, max_len=20, compile=True)
+        assert decoder.static
+        assert torch.equal(decoder.generate(ids, mask, max_new_tokens=12), expected)
 
 
 def test_decoder_is_reusable_with_smaller_batches_and_prompts(model, prompt):
@@ -133,11 +153,31 @@ def test_in_out_layout_keeps_the_head_tied(model):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(max_batch_size=0), "max_batch_size must be an integer >= 1, got 0"),
     (dict(max_batch_size=1, max_len=129), "max_len must be an integer in [1, 128] (the model's context), got 129"),
-    (dict(max_batch_size=1, matmul="mkl"), "matmul must be one of auto, onednn, blas-in-out, blas; got 'mkl'"),
+    (dict(max_batch_size=1, matmul="mkl"), "matmul must be one of auto, onednn, blas-in-out, blas, got 'mkl'"),
+    (dict(max_batch_size=1, dtype=torch.int8), "dtype must be one of torch.float32, torch.bfloat16, "
+                                               "torch.float16, torch.float64 or None, got torch.int8"),
+    (dict(max_batch_size=1, dtype=torch.int64), "dtype must be one of torch.float32, torch.bfloat16, "
+                                                "torch.float16, torch.float64 or None, got torch.int64"),
+    (dict(max_batch_size=1, dtype=torch.complex64), "dtype must be one of torch.float32, torch.bfloat16, "
+                                                    "torch.float16, torch.float64 or None, got torch.complex64"),
 ])
 def test_constructor_errors(model, kwargs, message):
     with pytest.raises(ValueError) as e:
         FastDecoder(model, **kwargs)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(dtype="bfloat16"), "dtype must be one of torch.float32, torch.bfloat16, torch.float16, torch.float64 "
+                             "or None, got 'bfloat16'"),
+    (dict(dtype=float), "dtype must be one of torch.float32, torch.bfloat16, torch.float16, torch.float64 "
+                        "or None, got <class 'float'>"),
+    (dict(compile="no"), "compile must be True or False, got 'no'"),
+    (dict(static=1), "static must be True or False or None, got 1"),
+])
+def test_constructor_type_errors(model, kwargs, message):
+    with pytest.raises(TypeError) as e:
+        FastDecoder(model, max_batch_size=1, **kwargs)
     assert str(e.value) == message
 
 
@@ -153,6 +193,17 @@ def test_call_errors(model, batch, length, new, message):
     assert str(e.value) == message
 
 
+@pytest.mark.parametrize("do_sample", ["yes", "False", 1, 0, None, torch.tensor(True)])
+def test_do_sample_must_be_a_bool(model, prompt, do_sample):
+    decoder = FastDecoder(model, max_batch_size=3, max_len=16)
+    out, key_ok = decoder.out.clone(), decoder.key_ok.clone()
+    with pytest.raises(TypeError) as e:
+        decoder.generate(*prompt, max_new_tokens=2, do_sample=do_sample)
+    assert str(e.value) == f"do_sample must be True or False, got {do_sample!r}"
+    # raised before any work: the decoder's buffers still hold nothing of this call
+    assert torch.equal(decoder.out, out) and torch.equal(decoder.key_ok, key_ok)
+
+
 def test_sampling_settings_are_checked(model):
     decoder = FastDecoder(model, max_batch_size=1, max_len=8)
     with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\], got 1.5"):
@@ -160,10 +211,87 @@ def test_sampling_settings_are_checked(model):
 
 
 def test_choose_matmul():
-    assert choose_matmul("auto", torch.device("cpu")) in ("onednn", "blas-in-out")
+    assert choose_matmul("auto", torch.device("cpu")) == ("onednn" if torch.backends.mkldnn.is_available() else "blas-in-out")
     assert choose_matmul("auto", torch.device("cuda")) == "blas"
     assert choose_matmul("auto", torch.device("cpu"), compile=True) == "blas-in-out"
     with pytest.raises(ValueError, match="matmul must be 'auto' or 'blas' on cuda, got 'onednn'"):
         choose_matmul("onednn", torch.device("cuda"))
     with pytest.raises(ValueError, match=r"matmul='onednn' cannot be compiled \(torch.compile lowers"):
         choose_matmul("onednn", torch.device("cpu"), compile=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_auto_falls_back_to_blas_where_onednn_lacks_the_dtype(model, prompt, monkeypatch, dtype):
+    # a CPU without AVX512-BF16/FP16 or AMX, whatever this one has: oneDNN runs fp32 only
+    monkeypatch.setattr(minigpt.fast, "onednn_supports", lambda d: d == torch.float32)
+    assert choose_matmul("auto", CPU, dtype=dtype) == "blas-in-out"
+    assert choose_matmul("auto", CPU, dtype=torch.float32) == "onednn"
+    decoder = FastDecoder(model, max_batch_size=3, max_len=16, dtype=dtype)
+    assert decoder.matmul == "blas-in-out" and decoder.linear is torch.nn.functional.linear
+    assert decoder.wte.stride() == (1, model.config.vocab_size)  # the (in, out) layout BLAS reads fastest
+    assert decoder.generate(*prompt, max_new_tokens=4).shape == (3, 11)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_auto_picks_onednn_where_the_cpu_has_the_dtype(monkeypatch, dtype):
+    monkeypatch.setattr(minigpt.fast, "onednn_supports", lambda d: True)
+    assert choose_matmul("auto", CPU, dtype=dtype) == "onednn"
+    assert choose_matmul("onednn", CPU, dtype=dtype) == "onednn"
+    assert choose_matmul("auto", CPU, compile=True, dtype=dtype) == "blas-in-out"
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_explicit_onednn_without_the_dtype_is_an_error(model, monkeypatch, dtype):
+    monkeypatch.setattr(minigpt.fast, "onednn_supports", lambda d: d == torch.float32)
+    name, probe = PROBES[dtype]
+    message = (f"matmul='onednn' cannot run here: this CPU's oneDNN has no {name} inner product "
+               f"(torch.ops.mkldnn.{probe}() is False); use matmul='auto' or 'blas-in-out'")
+    with pytest.raises(ValueError) as e:
+        choose_matmul("onednn", CPU, dtype=dtype)
+    assert str(e.value) == message
+    with pytest.raises(ValueError) as e:
+        FastDecoder(model, max_batch_size=1, max_len=8, dtype=dtype, matmul="onednn")
+    assert str(e.value) == message
+
+
+def test_explicit_onednn_without_onednn_in_torch_is_an_error(monkeypatch):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert not onednn_supports(torch.float32)
+    assert choose_matmul("auto", CPU) == "blas-in-out"
+    with pytest.raises(ValueError) as e:
+        choose_matmul("onednn", CPU)
+    assert str(e.value) == ("matmul='onednn' cannot run here: this torch build has no oneDNN "
+                            "(torch.backends.mkldnn.is_available() is False); use matmul='auto' or 'blas-in-out'")
+
+
+def test_explicit_onednn_in_fp64_is_an_error():
+    with pytest.raises(ValueError) as e:
+        choose_matmul("onednn", CPU, dtype=torch.float64)
+    assert str(e.value) == ("matmul='onednn' cannot run here: oneDNN has no torch.float64 inner product; "
+                            "use matmul='auto' or 'blas-in-out'")
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_this_cpu_gets_the_matmul_it_can_run(model, prompt, dtype):
+    """No patching: what this CPU's oneDNN says decides, and whichever way it goes, nothing crashes."""
+    name, probe = PROBES[dtype]
+    has = torch.backends.mkldnn.is_available() and getattr(torch.ops.mkldnn, probe)()
+    assert onednn_supports(dtype) == has
+    assert choose_matmul("auto", CPU, dtype=dtype) == ("onednn" if has else "blas-in-out")
+    if has:
+        decoder = FastDecoder(model, max_batch_size=3, max_len=16, dtype=dtype, matmul="onednn")
+        assert decoder.generate(*prompt, max_new_tokens=4).shape == (3, 11)
+    else:
+        with pytest.raises(ValueError, match=rf"oneDNN has no {name} inner product \(torch.ops.mkldnn.{probe}"):
+            FastDecoder(model, max_batch_size=3, max_len=16, dtype=dtype, matmul="onednn")
+    decoder = FastDecoder(model, max_batch_size=3, max_len=16, dtype=dtype)  # the issue's crash
+    assert decoder.generate(*prompt, max_new_tokens=4).shape == (3, 11)
+
+
+def test_choose_matmul_checks_its_arguments():
+    with pytest.raises(TypeError, match="dtype must be one of torch.float32, .* got 'bfloat16'"):
+        choose_matmul("auto", CPU, dtype="bfloat16")
+    with pytest.raises(ValueError, match="dtype must be one of torch.float32, .* got torch.int8"):
+        choose_matmul("auto", CPU, dtype=torch.int8)
+    with pytest.raises(TypeError, match="compile must be True or False, got 'yes'"):
+        choose_matmul("auto", CPU, compile="yes")
