@@ -1,10 +1,15 @@
 """Every exercise checker (minigpt.exercises) accepts correct solutions, rejects the typical wrong answers with a
 message that says what went wrong, and reports a stub that still raises NotImplementedError as not implemented.
+A student's function cannot hang a check (time limit) or change later cases (it works on copies), and every
+check prints its verdict once, in a script as in Jupyter.
 
 The answers, right and wrong, live in exercise_answers_sampling.py (chapters 1-4) and
 exercise_answers_search.py (chapters 5-8).
 """
 
+import signal
+import threading
+import time
 from functools import partial
 
 import exercise_answers_sampling as sampling
@@ -15,11 +20,14 @@ from exercise_answers_sampling import greedy_generate, top_k_by_indices
 from exercise_answers_search import beam_score, beam_search_by_hand, greedy_with_cache, wrong
 
 from minigpt.exercises import beam_search as ch6
+from minigpt.exercises import checking
 from minigpt.exercises import greedy as ch1
 from minigpt.exercises import kv_cache as ch7
+from minigpt.exercises import loop as ch5
 from minigpt.exercises import top_k as ch3
-from minigpt.exercises.checking import NOT_IMPLEMENTED
+from minigpt.exercises.checking import NOT_IMPLEMENTED, Case, check
 from minigpt.exercises.models import toy_model
+from minigpt.exercises.time_limit import TimedOut, call_with_time_limit
 from minigpt.search import beam_search
 
 CORRECT = sampling.CORRECT + search.CORRECT
@@ -116,3 +124,166 @@ def test_beam_score_reference_is_what_beam_search_ranks_by():
             log_probs = model(ids[:, :-1])[0, 2:].log_softmax(dim=-1)  # rows predicting each new token
         total = log_probs.gather(1, torch.tensor(new)[:, None]).sum().item()
         assert ch6._beam_score(total, ids.size(1), prompt.size(1), 0.5) == pytest.approx(score, abs=1e-4)
+
+
+# ---- printing: the verdict shows once, in a script as in Jupyter ----
+
+
+def test_a_check_prints_its_verdict_once_and_returns_it(capsys):
+    result = ch3.check_top_k_filter(top_k_by_indices)
+    assert capsys.readouterr().out == result.message + "\n"  # a script shows it: nothing else prints for it
+    assert not result and str(result) == result.message
+    assert repr(result) == "CheckResult(exercise='top_k_filter', passed=False)"  # the REPL does not repeat it
+
+
+def test_jupyter_does_not_show_the_printed_verdict_a_second_time():
+    formatters = pytest.importorskip("IPython.core.formatters")
+    result = ch6.check_beam_score(beam_score)
+    # what Jupyter shows for a cell's last value: nothing, where a plain object would show its text/plain
+    assert formatters.DisplayFormatter().format(result) == ({}, {})
+    assert "text/plain" in formatters.DisplayFormatter().format(object())[0]
+
+
+# ---- the time limit: a function that never returns fails its check ----
+
+
+def loops_forever(*args):
+    while True:
+        pass
+
+
+def swallows_every_exception(*args):
+    while True:
+        try:
+            time.sleep(0.01)
+        except Exception:  # TimedOut is not an Exception, like KeyboardInterrupt
+            pass
+
+
+@pytest.mark.parametrize("student", [loops_forever, swallows_every_exception], ids=lambda f: f.__name__)
+def test_a_function_that_never_returns_fails_after_the_time_limit(student, monkeypatch):
+    monkeypatch.setattr(checking, "TIME_LIMIT_S", 0.2)
+    start = time.perf_counter()
+    result = ch1.check_greedy_generate(student)
+    assert time.perf_counter() - start < 5
+    assert not result
+    assert result.message.splitlines()[0].startswith("✗ greedy_generate: hidden case 1 of 4 fails")
+    assert "did not return within 0.2 s" in result.message
+    assert "model = a random GPT" in result.message  # the input it was stuck on
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="SIGALRM is Unix-only")
+def test_the_time_limit_leaves_no_alarm_behind(monkeypatch):
+    monkeypatch.setattr(checking, "TIME_LIMIT_S", 0.2)
+    handler = signal.getsignal(signal.SIGALRM)
+    assert not ch1.check_greedy_next_token(loops_forever)
+    assert ch1.check_greedy_next_token(lambda logits: logits.argmax(dim=-1))
+    assert signal.getsignal(signal.SIGALRM) is handler
+    assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+
+
+def test_a_slow_function_within_the_limit_passes(monkeypatch):
+    monkeypatch.setattr(checking, "TIME_LIMIT_S", 2.0)
+
+    def slow_argmax(logits):
+        time.sleep(0.05)
+        return logits.argmax(dim=-1)
+
+    assert ch1.check_greedy_next_token(slow_argmax)
+
+
+def test_the_time_limit_works_outside_the_main_thread(monkeypatch):
+    """Signal handlers run only in the main thread: elsewhere the function runs in a worker that is stopped."""
+    monkeypatch.setattr(checking, "TIME_LIMIT_S", 0.2)
+    steps = []
+
+    def loops_in_small_steps(logits):
+        while True:
+            steps.append(None)
+            time.sleep(0.01)
+
+    results = []
+    thread = threading.Thread(target=lambda: results.append(ch1.check_greedy_next_token(loops_in_small_steps)))
+    thread.start()
+    thread.join(10)
+    assert "did not return within 0.2 s" in results[0].message
+    time.sleep(0.1)
+    count = len(steps)
+    time.sleep(0.1)
+    assert len(steps) == count > 0  # the abandoned loop was stopped, not left running in the background
+
+
+@pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="SIGALRM is Unix-only")
+def test_an_alarm_set_by_someone_else_is_left_alone():
+    rang = []
+    previous = signal.signal(signal.SIGALRM, lambda signum, frame: rang.append(signum))
+    signal.setitimer(signal.ITIMER_REAL, 30)
+    try:
+        with pytest.raises(TimedOut, match="did not return within 0.1 s"):
+            call_with_time_limit(swallows_every_exception, seconds=0.1)
+        assert 29 < signal.getitimer(signal.ITIMER_REAL)[0] <= 30  # still running, not reset or cancelled
+        assert signal.getsignal(signal.SIGALRM) is not previous and not rang
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_exceptions_come_through_the_time_limit():
+    with pytest.raises(ZeroDivisionError):
+        call_with_time_limit(lambda: 1 / 0, seconds=1.0)
+
+
+# ---- copies: nothing a student's function changes reaches another case ----
+
+
+def test_expected_answers_come_from_pristine_inputs(capsys):
+    model = toy_model(seed=1)
+    weight_sum = model.lm_head.weight.sum().item()
+    logits, ids, options = torch.tensor([[1.0, 2.0]]), [1, 2], {"k": 3}
+    seen = []
+
+    def reference(model, logits, ids, options):
+        seen.append((model.lm_head.weight.sum().item(), logits.tolist(), list(ids), dict(options)))
+        return (logits.sum() + len(ids) + options["k"]).item()
+
+    def answers_then_vandalises(model, logits, ids, options):
+        answer = (logits.sum() + len(ids) + options["k"]).item()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+        logits.mul_(100)
+        ids.append(99)
+        options["k"] = 0
+        return answer
+
+    result = check("vandal", answers_then_vandalises, reference, [Case((model, logits, ids, options))] * 3)
+    assert result
+    assert seen == [(weight_sum, [[1.0, 2.0]], [1, 2], {"k": 3})] * 3
+    assert model.lm_head.weight.sum().item() == weight_sum and logits.tolist() == [[1.0, 2.0]]
+    assert ids == [1, 2] and options == {"k": 3}
+
+
+def test_a_student_cannot_pass_by_changing_the_model():
+    """A wrong loop that answers the first case right and then zeroes the model's weights: a zeroed model picks
+    token 0 every time, so had later cases shared that model, their expected answers would have become the
+    zero-padded prompts this function returns, and it would pass."""
+    calls = []
+
+    def zeroes_the_model_then_pads_with_zeros(model, ids, max_new_tokens):
+        calls.append(None)
+        if len(calls) > 1:
+            return torch.cat([ids, torch.zeros(ids.size(0), max_new_tokens, dtype=torch.long)], dim=1)
+        answer = greedy_generate(model, ids, max_new_tokens)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+        return answer
+
+    result = ch1.check_greedy_generate(zeroes_the_model_then_pads_with_zeros)
+    assert result.message.splitlines()[0].startswith("✗ greedy_generate: hidden case 2 of 4 fails")
+
+
+def test_an_answer_that_cannot_be_compared_is_a_failure_not_a_crash():
+    result = ch5.check_banned_ngram_tokens(lambda ids, n: [[3]])  # set() of a list of lists raises TypeError
+    assert not result
+    assert "returned something that cannot be compared" in result.message

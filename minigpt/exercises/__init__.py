@@ -1,7 +1,8 @@
 """Check functions for the exercise notebooks, one module per chapter.
 
 Each ``check_…`` takes the function a student wrote, runs it on hidden cases against the library's own
-version and returns a ``CheckResult`` that prints ✓, or ✗ with the failing input, expected and got.
+version (on copies of the inputs, with a time limit per case), prints ✓, or ✗ with the failing input,
+expected and got, and returns that verdict as a ``CheckResult``.
 """
 
 from minigpt.exercises.checking import Case, CheckResult, check

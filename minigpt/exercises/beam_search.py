@@ -4,7 +4,7 @@ Three exercises: the score of a finished hypothesis (length penalty), one step o
 (beam, token) candidates over all beams), and a whole beam search by hand, checked token for token
 against ``minigpt.search.beam_search`` on a small random model.
 
->>> check_beam_score(lambda sum_logprobs, sequence_length, prompt_length, length_penalty: 0.0)
+>>> result = check_beam_score(lambda sum_logprobs, sequence_length, prompt_length, length_penalty: 0.0)
 ✗ beam_score: hidden case 1 of 6 fails (length_penalty 0: the score is the plain sum of log-probs)
   sum_logprobs = -6.0, sequence_length = 8, prompt_length = 5, length_penalty = 0.0
   wrong value
@@ -33,7 +33,7 @@ def check_beam_score(student: Callable) -> CheckResult:
 
     >>> def beam_score(sum_logprobs, sequence_length, prompt_length, length_penalty):
     ...     return sum_logprobs / (sequence_length - prompt_length) ** length_penalty
-    >>> check_beam_score(beam_score)
+    >>> result = check_beam_score(beam_score)
     ✓ beam_score: all 6 hidden cases pass
     """
     g = torch.Generator().manual_seed(6)
@@ -66,7 +66,7 @@ def check_beam_step(student: Callable) -> CheckResult:
     >>> def beam_step(beam_scores, log_probs, num_beams):
     ...     scores, flat = (beam_scores[:, None] + log_probs).flatten().topk(num_beams)
     ...     return scores, flat // log_probs.size(1), flat % log_probs.size(1)
-    >>> check_beam_step(beam_step)
+    >>> result = check_beam_step(beam_step)
     ✓ beam_step: all 5 hidden cases pass
     """
     g = torch.Generator().manual_seed(6)
@@ -105,8 +105,10 @@ def check_beam_search_by_hand(student: Callable) -> CheckResult:
     ids, best first. The hidden cases run on a small random model.
 
     >>> result = check_beam_search_by_hand(lambda model, prompt_ids, num_beams, steps: prompt_ids)
-    >>> print(result.message.splitlines()[0])
     ✗ beam_search_by_hand: hidden case 1 of 4 fails (three beams on a short prompt)
+      model = a random GPT (...), prompt_ids = tensor([[1, 2, 3]]), num_beams = 3, steps = 5
+      wrong shape: expected (3, 8), got (1, 3)
+    ...
     """
     model = toy_model(seed=6)
     g = torch.Generator().manual_seed(6)

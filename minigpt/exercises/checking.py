@@ -1,15 +1,19 @@
 """The machinery behind every ``check_…`` function: run a student's function on hidden cases, compare with the library.
 
-A checker never raises because the student's code is wrong: it returns a ``CheckResult`` whose text says
-which hidden input failed and shows what was expected next to what came back. A stub that still raises
-``NotImplementedError`` is reported as "not implemented yet", so an exercise notebook runs top to bottom
-before any exercise is solved.
+A checker never raises because the student's code is wrong: it prints a verdict, ✓ or ✗ with the hidden
+input that failed next to what was expected and what came back, and returns it as a ``CheckResult``. A
+stub that still raises ``NotImplementedError`` is reported as "not implemented yet", so an exercise
+notebook runs top to bottom before any exercise is solved. The student's function works on deep copies of
+each input (the model too), so changing them cannot change what later cases expect, and each call has
+``TIME_LIMIT_S`` seconds to return.
 
 >>> import torch
 >>> double = lambda x: 2 * x
->>> check("double", double, lambda x: x + x, [Case((torch.tensor([1.0, 2.0]),))])
+>>> result = check("double", double, lambda x: x + x, [Case((torch.tensor([1.0, 2.0]),))])
 ✓ double: all 1 hidden cases pass
->>> check("double", lambda x: 3 * x, lambda x: x + x, [Case((torch.tensor([1.0, 2.0]),), "small numbers")])
+>>> result.passed
+True
+>>> result = check("double", lambda x: 3 * x, lambda x: x + x, [Case((torch.tensor([1.0, 2.0]),), "small numbers")])
 ✗ double: hidden case 1 of 1 fails (small numbers)
   x = tensor([1.0, 2.0])
   wrong value at position [0]
@@ -19,6 +23,7 @@ before any exercise is solved.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 from collections.abc import Callable, Sequence
@@ -26,7 +31,15 @@ from dataclasses import dataclass, field
 
 import torch
 
+from minigpt.exercises.time_limit import TimedOut, call_with_time_limit
+
 NOT_IMPLEMENTED = "not implemented yet: replace `raise NotImplementedError` with your code, then run this cell again"
+
+# Seconds one hidden case may take. The cases are toy-sized (a few milliseconds, a second at most on a slow
+# laptop), so only a loop that never ends gets near it, and the student hears about it after 10 s rather than
+# staring at a cell that never finishes. Read at each check, so a test can shorten it. How a call is stopped,
+# in a Jupyter kernel, a script or a thread: minigpt/exercises/time_limit.py.
+TIME_LIMIT_S = 10.0
 
 
 @dataclass
@@ -44,17 +57,31 @@ class Case:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """The verdict on one exercise; prints as its message and is truthy when every case passed."""
+    """The verdict on one exercise: truthy when every case passed; ``message`` is what ``check`` printed.
+
+    >>> result = CheckResult("add one", True, "✓ add one: all 2 hidden cases pass")
+    >>> bool(result), str(result)
+    (True, '✓ add one: all 2 hidden cases pass')
+    >>> result
+    CheckResult(exercise='add one', passed=True)
+    """
 
     exercise: str
     passed: bool
-    message: str
+    message: str = field(repr=False)  # printed once by check; a repr that repeated it would show it twice
 
     def __bool__(self) -> bool:
         return self.passed
 
-    def __repr__(self) -> str:
+    def __str__(self) -> str:
         return self.message
+
+    def _ipython_display_(self) -> None:
+        """Show nothing when the result is a cell's last value: ``check`` has printed the message already.
+
+        Jupyter shows a cell's last value but a plain script does not, so the verdict is printed, which
+        both show; without this, Jupyter would show it a second time.
+        """
 
 
 def check(
@@ -66,29 +93,54 @@ def check(
     atol: float = 1e-6,
     compare: Callable[[object, object, float], str | None] | None = None,
 ) -> CheckResult:
-    """Call ``student`` and ``reference`` on fresh copies of each case's arguments and compare the results.
+    """Run ``student`` and ``reference`` on each case, compare, print the verdict and return it.
 
     ``compare(expected, got, atol)`` returns None when they agree, else a short reason; the default
-    compares tensors exactly in shape, -inf and NaN positions, and to ``atol`` elsewhere.
+    compares tensors exactly in shape, -inf and NaN positions, and to ``atol`` elsewhere. The first case
+    that fails (a wrong answer, an exception, no answer within ``TIME_LIMIT_S`` seconds) ends the check.
 
-    >>> check("add one", lambda x: x + 1, lambda x: x + 1, [Case((1,)), Case((2,))])
+    >>> result = check("add one", lambda x: x + 1, lambda x: x + 1, [Case((1,)), Case((2,))])
     ✓ add one: all 2 hidden cases pass
     """
     if not callable(student):
         raise TypeError(f"{exercise}: pass your function itself (no parentheses), got {type(student).__name__}")
-    compare = compare or compare_values
-    for number, case in enumerate(cases, 1):
-        expected = reference(*copied(case.args), **case.kwargs)
+    result = _run_cases(exercise, student, reference, cases, atol, compare or compare_values)
+    print(result.message, flush=True)
+    return result
+
+
+def _run_cases(
+    exercise: str,
+    student: Callable,
+    reference: Callable,
+    cases: Sequence[Case],
+    atol: float,
+    compare: Callable[[object, object, float], str | None],
+) -> CheckResult:
+    # Every answer comes from pristine inputs: a snapshot taken before the student's code runs (it could
+    # reach a shared tensor such as TOY_LOGITS through an import), every expected value computed from it
+    # up front, and each function handed a deep copy of its own, so nothing a student's function does to
+    # its inputs (a tensor changed in place, a list appended to, a model's weights) reaches another case.
+    pristine: list[Case] = copy.deepcopy(list(cases))
+    expected = [reference(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs)) for case in pristine]
+    limit = TIME_LIMIT_S
+    for number, (case, answer) in enumerate(zip(pristine, expected), 1):
         try:
-            got = student(*copied(case.args), **case.kwargs)
+            got = call_with_time_limit(student, copy.deepcopy(case.args), copy.deepcopy(case.kwargs), seconds=limit)
         except NotImplementedError:
             return CheckResult(exercise, False, f"✗ {exercise}: {NOT_IMPLEMENTED}")
+        except TimedOut:
+            reason = f"did not return within {limit:g} s: is there a loop that never ends?"
+            return _failure(exercise, number, len(cases), case, reference, reason)
         except Exception as error:  # the student's bug, reported with the input that triggered it
             reason = f"raised {type(error).__name__}: {error}"
             return _failure(exercise, number, len(cases), case, reference, reason)
-        problem = compare(expected, got, atol)
+        try:
+            problem = compare(answer, got, atol)
+        except Exception as error:  # an answer of a kind no comparison foresaw (a set of lists, say)
+            problem = f"returned something that cannot be compared with the answer ({type(error).__name__}: {error})"
         if problem is not None:
-            reason = f"{problem}\n  expected: {show(expected)}\n  got:      {show(got)}"
+            reason = f"{problem}\n  expected: {show(answer)}\n  got:      {show(got)}"
             return _failure(exercise, number, len(cases), case, reference, reason)
     return CheckResult(exercise, True, f"✓ {exercise}: all {len(cases)} hidden cases pass")
 
@@ -106,23 +158,6 @@ def _show_args(reference: Callable, case: Case) -> str:
     shown = [f"{name} = {show(value)}" for name, value in zip(names, case.args)]
     shown += [f"{name} = {show(value)}" for name, value in case.kwargs.items()]
     return ", ".join(shown)
-
-
-def copied(args: tuple) -> tuple:
-    """Fresh copies of tensors and generators, so neither function sees what the other did to its inputs."""
-    return tuple(_copy(a) for a in args)
-
-
-def _copy(value: object) -> object:
-    if isinstance(value, torch.Tensor):
-        return value.clone()
-    if isinstance(value, torch.Generator):
-        fresh = torch.Generator(device=value.device)
-        fresh.set_state(value.get_state())
-        return fresh
-    if isinstance(value, list):
-        return [_copy(v) for v in value]
-    return value
 
 
 def compare_values(expected: object, got: object, atol: float) -> str | None:

@@ -21,9 +21,9 @@ def check_greedy_next_token(student: Callable[[torch.Tensor], torch.Tensor]) -> 
 
     The answer is a (B,) tensor of integer token ids, one per row, not the largest values themselves.
 
-    >>> check_greedy_next_token(lambda logits: logits.argmax(dim=-1))
+    >>> result = check_greedy_next_token(lambda logits: logits.argmax(dim=-1))
     ✓ greedy_next_token: all 4 hidden cases pass
-    >>> check_greedy_next_token(lambda logits: logits.max(dim=-1).values)
+    >>> result = check_greedy_next_token(lambda logits: logits.max(dim=-1).values)
     ✗ greedy_next_token: hidden case 1 of 4 fails (the nine-word example: 'forward' (id 3) has the largest logit)
       logits = tensor([[4.51, 0.89, -1.9, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])
       expected integer token ids (torch.long), got a torch.float32 tensor: return indices, not logits
@@ -42,7 +42,7 @@ def check_greedy_generate(student: Callable[[GPT, torch.Tensor, int], torch.Tens
 
     >>> def library(model, ids, max_new_tokens):
     ...     return generate(model, ids, max_new_tokens=max_new_tokens, temperature=0).ids
-    >>> check_greedy_generate(library)
+    >>> result = check_greedy_generate(library)
     ✓ greedy_generate: all 4 hidden cases pass
     """
     return check("greedy_generate", student, _library_greedy, _generate_cases(), compare=_compare_ids)

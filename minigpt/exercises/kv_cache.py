@@ -4,7 +4,7 @@ Three exercises: greedy decoding with a KV cache (token for token what ``minigpt
 the memory a cache needs, and the attention mask of new tokens that follow cached ones.
 
 >>> from minigpt.kv_cache import KVCache
->>> check_kv_cache_bytes(KVCache.bytes_needed)
+>>> result = check_kv_cache_bytes(KVCache.bytes_needed)
 ✓ kv_cache_bytes: all 5 hidden cases pass
 """
 
@@ -30,8 +30,10 @@ def check_greedy_with_cache(student: Callable) -> CheckResult:
     wrongly fed cache change the tokens.
 
     >>> result = check_greedy_with_cache(lambda model, prompt_ids, max_new_tokens: prompt_ids)
-    >>> print(result.message.splitlines()[0])
     ✗ greedy_with_cache: hidden case 1 of 5 fails (a single new token: only the prompt goes through the model)
+      model = a random GPT (...), prompt_ids = tensor([[1, 2, 3, 4]]), max_new_tokens = 1
+      wrong shape: expected (1, 5), got (1, 4)
+    ...
     """
     model = toy_model(seed=7)
     g = torch.Generator().manual_seed(7)
@@ -60,7 +62,7 @@ def check_kv_cache_bytes(student: Callable) -> CheckResult:
 
     >>> def kv_cache_bytes(n_layer, batch_size, seq_len, n_embd, dtype):
     ...     return 2 * n_layer * batch_size * seq_len * n_embd * dtype.itemsize
-    >>> check_kv_cache_bytes(kv_cache_bytes)
+    >>> result = check_kv_cache_bytes(kv_cache_bytes)
     ✓ kv_cache_bytes: all 5 hidden cases pass
     """
     cases = [
@@ -87,7 +89,7 @@ def check_causal_mask_with_cache(student: Callable) -> CheckResult:
 
     >>> def causal_mask_with_cache(past_length, new_length):
     ...     return torch.ones(new_length, past_length + new_length, dtype=torch.bool).tril(diagonal=past_length)
-    >>> check_causal_mask_with_cache(causal_mask_with_cache)
+    >>> result = check_causal_mask_with_cache(causal_mask_with_cache)
     ✓ causal_mask_with_cache: all 5 hidden cases pass
     """
     cases = [

@@ -3,7 +3,7 @@
 Three exercises, each checked against ``minigpt`` on hidden cases: the repetition penalty, the tokens a
 no-repeat n-gram rule bans, and cutting a text at its first stop string.
 
->>> check_banned_ngram_tokens(lambda ids, n: set())
+>>> result = check_banned_ngram_tokens(lambda ids, n: set())
 ✗ banned_ngram_tokens: hidden case 1 of 7 fails (the prefix is the last n - 1 = 2 tokens, [1, 2]: 3 followed it before)
   ids = [1, 2, 3, 1, 2], n = 3
   wrong tokens
@@ -30,7 +30,7 @@ def check_apply_repetition_penalty(student: Callable) -> CheckResult:
     once however often it occurs. Return a new (B, V) tensor.
 
     >>> from minigpt.logits import repetition_penalty
-    >>> check_apply_repetition_penalty(repetition_penalty)
+    >>> result = check_apply_repetition_penalty(repetition_penalty)
     ✓ apply_repetition_penalty: all 7 hidden cases pass
     """
     g = torch.Generator().manual_seed(5)
@@ -61,7 +61,7 @@ def check_banned_ngram_tokens(student: Callable) -> CheckResult:
     >>> def banned(ids, n):
     ...     prefix = ids[len(ids) - n + 1:]
     ...     return {ids[i + n - 1] for i in range(len(ids) - n + 1) if ids[i:i + n - 1] == prefix}
-    >>> check_banned_ngram_tokens(banned)
+    >>> result = check_banned_ngram_tokens(banned)
     ✓ banned_ngram_tokens: all 7 hidden cases pass
     """
     g = torch.Generator().manual_seed(7)
@@ -98,7 +98,7 @@ def check_cut_at_stop(student: Callable) -> CheckResult:
     >>> def cut(text, stop_strings):
     ...     found = [text.find(s) for s in stop_strings if s in text]
     ...     return text[:min(found)] if found else text
-    >>> check_cut_at_stop(cut)
+    >>> result = check_cut_at_stop(cut)
     ✓ cut_at_stop: all 6 hidden cases pass
     """
     cases = [

@@ -3,7 +3,7 @@
 Three exercises: the greedy verification of a round of drafts, and the two pieces of the sampling
 version, the probability of accepting a draft token and the distribution to draw from after a rejection.
 
->>> check_accept_probability(lambda p_x, q_x: p_x / q_x)
+>>> result = check_accept_probability(lambda p_x, q_x: p_x / q_x)
 ✗ accept_probability: hidden case 2 of 7 fails (the target likes x more than the draft: probability 1, not 2)
   p_x = 0.6, q_x = 0.3
   wrong value
@@ -35,7 +35,7 @@ def check_verify_greedy(student: Callable) -> CheckResult:
     ...     while n < len(drafts) and drafts[n] == best[n]:
     ...         n += 1
     ...     return drafts[:n] + [best[n]]
-    >>> check_verify_greedy(verify_greedy)
+    >>> result = check_verify_greedy(verify_greedy)
     ✓ verify_greedy: all 5 hidden cases pass
     """
     settings = [
@@ -74,7 +74,7 @@ def check_accept_probability(student: Callable) -> CheckResult:
     ``p_x`` is the target's probability of x, ``q_x`` the draft's (x was drawn from the draft, so q_x > 0).
     Speculative sampling keeps x with probability min(1, p_x / q_x); return it as a float.
 
-    >>> check_accept_probability(lambda p_x, q_x: min(1.0, p_x / q_x))
+    >>> result = check_accept_probability(lambda p_x, q_x: min(1.0, p_x / q_x))
     ✓ accept_probability: all 7 hidden cases pass
     """
     g = torch.Generator().manual_seed(8)
@@ -103,7 +103,7 @@ def check_residual_distribution(student: Callable) -> CheckResult:
     >>> def residual_distribution(p, q):
     ...     leftover = (p - q).clamp(min=0)
     ...     return leftover / leftover.sum() if leftover.sum() > 0 else p
-    >>> check_residual_distribution(residual_distribution)
+    >>> result = check_residual_distribution(residual_distribution)
     ✓ residual_distribution: all 6 hidden cases pass
     """
     g = torch.Generator().manual_seed(8)

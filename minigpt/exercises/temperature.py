@@ -19,9 +19,9 @@ def check_softmax_with_temperature(student: Callable[[torch.Tensor, float], torc
 
     ``logits`` is (B, V), one row per sequence; each row of the answer is a distribution summing to 1.
 
-    >>> check_softmax_with_temperature(lambda logits, temperature: torch.softmax(logits / temperature, dim=-1))
+    >>> result = check_softmax_with_temperature(lambda logits, temperature: torch.softmax(logits / temperature, dim=-1))
     ✓ softmax_with_temperature: all 8 hidden cases pass
-    >>> check_softmax_with_temperature(lambda logits, temperature: torch.softmax(logits, dim=-1) / temperature)
+    >>> result = check_softmax_with_temperature(lambda logits, temperature: torch.softmax(logits, dim=-1) / temperature)
     ✗ softmax_with_temperature: hidden case 2 of 8 fails (T = 0.5 sharpens: divide the logits by T before the softmax)
       logits = tensor([[4.51, 0.89, -1.9, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]]), temperature = 0.5
       each row must sum to 1, but row 0 sums to 2.0
@@ -38,7 +38,7 @@ def check_entropy(student: Callable[[torch.Tensor], torch.Tensor]) -> CheckResul
 
     A probability of exactly 0 contributes 0 (the limit of p log p as p → 0), not NaN.
 
-    >>> check_entropy(lambda probs: -torch.xlogy(probs, probs).sum(dim=-1))
+    >>> result = check_entropy(lambda probs: -torch.xlogy(probs, probs).sum(dim=-1))
     ✓ entropy: all 5 hidden cases pass
     """
     return check("entropy", student, _entropy, _entropy_cases(), atol=1e-5)

@@ -4,7 +4,7 @@ Two exercises: the top-k filter on a batch of logits, then the distribution a sa
 temperature and top-k work together.
 
 >>> from minigpt.logits import top_k_filter
->>> check_top_k_filter(top_k_filter)
+>>> result = check_top_k_filter(top_k_filter)
 ✓ top_k_filter: all 8 hidden cases pass
 """
 
@@ -28,7 +28,7 @@ def check_top_k_filter(student: Callable[[torch.Tensor, int], torch.Tensor]) -> 
     ``logits`` is (B, V); the others keep their value. Ties with the k-th largest are all kept, so a row
     can keep more than k tokens, and a k larger than the vocabulary keeps every token.
 
-    >>> check_top_k_filter(lambda logits, k: logits)
+    >>> result = check_top_k_filter(lambda logits, k: logits)
     ✗ top_k_filter: hidden case 1 of 8 fails (k = 3: keep 'forward', 'toward' and 'closer', the 3rd largest included)
       logits = tensor([[4.51, 0.89, -1.9, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]]), k = 3
       wrong value at position [0, 1]
@@ -45,7 +45,7 @@ def check_top_k_probs(student: Callable[[torch.Tensor, int, float], torch.Tensor
 
     >>> def library(logits, k, temperature):
     ...     return torch.softmax(top_k_filter(apply_temperature(logits, temperature), k), dim=-1)
-    >>> check_top_k_probs(library)
+    >>> result = check_top_k_probs(library)
     ✓ top_k_probs: all 6 hidden cases pass
     """
     return check("top_k_probs", student, _top_k_probs, _probs_cases(), compare=compare_distributions)

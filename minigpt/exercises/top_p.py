@@ -3,9 +3,9 @@
 Two exercises: nucleus (top-p) filtering, and min-p filtering beside it.
 
 >>> from minigpt.logits import min_p_filter, top_p_filter
->>> check_top_p_filter(top_p_filter)
+>>> result = check_top_p_filter(top_p_filter)
 ✓ top_p_filter: all 6 hidden cases pass
->>> check_min_p_filter(min_p_filter)
+>>> result = check_min_p_filter(min_p_filter)
 ✓ min_p_filter: all 6 hidden cases pass
 """
 
@@ -37,7 +37,7 @@ def check_top_p_filter(student: Callable[[torch.Tensor, float], torch.Tensor]) -
     ...     probs, order = torch.sort(torch.softmax(logits, dim=-1), descending=True)
     ...     drop = torch.zeros_like(logits, dtype=torch.bool).scatter(-1, order, probs.cumsum(dim=-1) > p)
     ...     return logits.masked_fill(drop, float("-inf"))
-    >>> check_top_p_filter(drops_the_crossing_token)
+    >>> result = check_top_p_filter(drops_the_crossing_token)
     ✗ top_p_filter: hidden case 1 of 6 fails (p = 0.5: 'forward' (0.57) crosses p on its own and is kept, alone)
       logits = tensor([[4.51, 0.89, -1.9, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]]), p = 0.5
       wrong value at position [0, 3]
@@ -53,7 +53,9 @@ def check_min_p_filter(student: Callable[[torch.Tensor, float], torch.Tensor]) -
     ``logits`` is (B, V); the rule compares probabilities (softmax of each row), not logits, and a dropped
     token's logit becomes -inf.
 
-    >>> check_min_p_filter(lambda logits, min_p: logits.masked_fill(logits < min_p * logits.max(), float("-inf")))
+    >>> def compares_logits(logits, min_p):
+    ...     return logits.masked_fill(logits < min_p * logits.max(), float("-inf"))
+    >>> result = check_min_p_filter(compares_logits)
     ✗ min_p_filter: hidden case 1 of 6 fails (min_p = 0.1: 'closer' (0.061) is just above 0.1 × 0.572, the others below)
       logits = tensor([[4.51, 0.89, -1.9, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]]), min_p = 0.1
       wrong value at position [0, 1]

@@ -17,6 +17,8 @@
 # Two exercises on [chapter 1](../01_greedy.ipynb): pick the most likely next token, then write the whole
 # greedy loop. Each exercise asks for one function; the cell after it checks your function on hidden cases
 # against minigpt's own and, when one fails, shows that input with the expected and the actual answer.
+# Your function works on copies of the inputs, so changing them in place cannot upset a later case, and it
+# has 10 seconds per case: a loop that never ends fails the check instead of hanging the notebook.
 # In the [exercise notebook](../exercises/01_greedy_exercises.ipynb) each function is a stub for you to fill
 # in (replace `raise NotImplementedError` with your code); the
 # [solutions notebook](../solutions/01_greedy_solutions.ipynb) has them filled in.
