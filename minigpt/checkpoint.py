@@ -14,14 +14,17 @@ True
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import warnings
 from importlib import resources
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from minigpt.checks import check_device
 from minigpt.model import GPT, GPTConfig
 
 WEIGHTS_NAME = "model.safetensors"
@@ -29,6 +32,13 @@ CONFIG_NAME = "config.json"
 FORMAT = "minigpt"
 # OpenAI's GPT-2 used a `Conv1D` layer that stores weights as (in, out); nn.Linear stores (out, in)
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+# a minigpt config.json must name these (they decide the tensor shapes); the other fields have defaults
+REQUIRED_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
+# keys the training loop writes beside the config; they describe the run, not the model, so loading skips them
+IGNORED_KEYS = ("training_step",)
+# GPTConfig field → the name of the same setting in a Hugging Face GPT-2 config.json
+HF_KEYS = {"vocab_size": "vocab_size", "block_size": "n_positions", "n_layer": "n_layer", "n_head": "n_head",
+           "n_embd": "n_embd"}
 HUB_REPOS = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
 
 
@@ -54,22 +64,41 @@ def save_checkpoint(model: GPT, path: str | Path, *, dtype: torch.dtype | None =
 
 
 def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu") -> GPT:
-    """Load a model by name or path, in eval mode.
+    """Load a model by name or path, in eval mode, on ``device`` (checked first: ``check_device``).
 
     ``name_or_path`` is, in this order: a model shipped with minigpt (``shipped_models()``), a minigpt
     checkpoint or Hugging Face GPT-2 weights (a directory or a ``model.safetensors``), or a GPT-2 name
     (``"gpt2"``, ``"gpt2-medium"``, …) to download with ``from_pretrained``.
 
+    A shipped name wins over a directory of the same name in the current directory, so that
+    ``load_model("shakespeare")`` means the same model wherever it runs; if that directory holds a
+    checkpoint, a warning says so. To load the directory instead, pass a path that is not a bare name:
+    ``"./shakespeare"`` or ``Path("shakespeare")`` (a ``Path`` is always a path). GPT-2 names go the
+    other way, as in transformers: a local ``./gpt2`` (a downloaded copy) wins over the download.
+
     >>> import tempfile
     >>> load_model(save_checkpoint(GPT(GPTConfig.from_preset("tiny")), tempfile.mkdtemp())).config.n_layer
     2
     """
+    device = check_device("device", device)
+    if isinstance(name_or_path, str) and name_or_path in shipped_models():
+        _warn_if_shadowed(name_or_path)
+        return load_checkpoint(resources.files("minigpt") / "models" / name_or_path, device=device)
     name = str(name_or_path)
-    if name in shipped_models():
-        return load_checkpoint(resources.files("minigpt") / "models" / name, device=device)
     if not Path(name).exists() and name in HUB_REPOS:
         return from_pretrained(name, device=device)
     return load_checkpoint(name_or_path, device=device)
+
+
+def _warn_if_shadowed(name: str) -> None:
+    """Warn when the shipped model ``name`` is loaded although ``./name`` holds a checkpoint too."""
+    local = Path(name)
+    if local.is_file() or (local / WEIGHTS_NAME).is_file():
+        warnings.warn(
+            f"loaded minigpt's shipped model {name!r}, not the checkpoint at {local.resolve()}; "
+            f"to load that one, pass './{name}' or Path({name!r})",
+            stacklevel=3,
+        )
 
 
 def shipped_models() -> list[str]:
@@ -85,18 +114,23 @@ def shipped_models() -> list[str]:
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> GPT:
     """Load a minigpt checkpoint or Hugging Face GPT-2 weights (a directory or a ``model.safetensors``).
 
+    Which one it is, the ``config.json`` beside the weights says (``"format": "minigpt"`` or
+    ``"model_type": "gpt2"``). Without a config.json, Hugging Face weights are still read (their shape is
+    inferred from the tensors), but a minigpt checkpoint is refused: its header says ``"format":
+    "minigpt"``, and its head count cannot be inferred. Every problem with the config names the file.
+
     >>> import tempfile
     >>> load_checkpoint(save_checkpoint(GPT(GPTConfig.from_preset("tiny")), tempfile.mkdtemp())).config.n_head
     4
     """
+    device = check_device("device", device)
     weights, config_path = _locate(Path(path))
-    config = json.loads(config_path.read_text()) if config_path.exists() else None
-    tensors = _read_safetensors(weights)
+    config = _read_config(config_path, weights)
     if config is not None and config.get("format") == FORMAT:
-        config.pop("format")
-        model_config = GPTConfig(**config)
+        model_config = _minigpt_config(config, config_path)
+        tensors = _read_safetensors(weights)
     else:
-        tensors = hf_to_minigpt(tensors)
+        tensors = hf_to_minigpt(_read_safetensors(weights))
         model_config = _hf_config(config, tensors, config_path)
     model = GPT(model_config)
     _load_tensors(model, tensors, weights)
@@ -112,6 +146,53 @@ def _locate(path: Path) -> tuple[Path, Path]:
             f"or a {WEIGHTS_NAME} file"
         )
     return weights, weights.parent / CONFIG_NAME
+
+
+def _read_config(config_path: Path, weights: Path) -> dict | None:
+    """The parsed config.json, or None where there is none and the weights are not minigpt's."""
+    if not config_path.exists():
+        if _read_metadata(weights).get("format") == FORMAT:
+            raise FileNotFoundError(
+                f"{config_path} is missing: {weights} is a minigpt checkpoint (its header says "
+                f"\"format\": \"{FORMAT}\") and needs the {CONFIG_NAME} that save_checkpoint wrote beside it"
+            )
+        return None  # Hugging Face weights alone: the shape is read from the tensors
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(
+            f"{config_path} is not valid JSON ({e}); expected the JSON object save_checkpoint writes"
+        ) from e
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path} must hold a JSON object, got a JSON {type(config).__name__}")
+    return config
+
+
+def _minigpt_config(config: dict, config_path: Path) -> GPTConfig:
+    """GPTConfig from a minigpt config.json, with an error naming the file and the wrong keys."""
+    fields = [f.name for f in dataclasses.fields(GPTConfig)]
+    unknown = sorted(config.keys() - {"format", *fields, *IGNORED_KEYS})
+    missing = [k for k in REQUIRED_KEYS if k not in config]
+    problems = ([f"unknown keys {unknown}"] if unknown else []) + ([f"missing keys {missing}"] if missing else [])
+    if problems:
+        raise ValueError(
+            f"{config_path} is not a valid minigpt config: {' and '.join(problems)}; it holds \"format\", "
+            f"the GPTConfig fields ({', '.join(fields)}; required: {', '.join(REQUIRED_KEYS)}), "
+            f"and optionally {', '.join(IGNORED_KEYS)}"
+        )
+    try:
+        return GPTConfig(**{k: v for k, v in config.items() if k in fields})
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{config_path}: {e}") from e
+
+
+def _read_metadata(path: Path) -> dict[str, str]:
+    """The string metadata of a safetensors header (save_checkpoint writes ``{"format": "minigpt"}``)."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -145,14 +226,19 @@ def _hf_config(config: dict | None, tensors: dict[str, torch.Tensor], config_pat
                 f"{config_path} is neither a minigpt config (\"format\": \"minigpt\") nor a GPT-2 config "
                 f"(\"model_type\": \"gpt2\"); got model_type={config.get('model_type')!r}"
             )
-        return GPTConfig(
-            vocab_size=config["vocab_size"],
-            block_size=config["n_positions"],
-            n_layer=config["n_layer"],
-            n_head=config["n_head"],
-            n_embd=config["n_embd"],
-        )
+        missing = [k for k in HF_KEYS.values() if k not in config]
+        if missing:
+            raise ValueError(f"{config_path} is not a valid GPT-2 config: missing keys {missing}")
+        try:
+            return GPTConfig(**{ours: config[theirs] for ours, theirs in HF_KEYS.items()})
+        except ValueError as e:
+            raise ValueError(f"{config_path}: {e}") from e
     # no config.json: read the shape from the tensors; GPT-2 models all use 64-wide heads
+    if not {"transformer.wte.weight", "transformer.wpe.weight"} <= tensors.keys():
+        raise ValueError(
+            f"{config_path.parent / WEIGHTS_NAME} has no {CONFIG_NAME} beside it and does not hold GPT-2 "
+            f"weights (no wte.weight and wpe.weight tensors)"
+        )
     vocab_size, n_embd = tensors["transformer.wte.weight"].shape
     n_layer = len({k.split(".")[2] for k in tensors if k.startswith("transformer.h.")})
     block_size = tensors["transformer.wpe.weight"].shape[0]
@@ -183,6 +269,7 @@ def from_pretrained(name: str, *, device: str | torch.device = "cpu") -> GPT:
     """
     if name not in HUB_REPOS:
         raise ValueError(f"name must be one of {sorted(HUB_REPOS)}, got {name!r}")
+    device = check_device("device", device)
     try:
         from huggingface_hub import hf_hub_download
     except ImportError as e:

@@ -20,6 +20,8 @@ import numbers
 from collections.abc import Callable, Collection
 from typing import NoReturn
 
+import torch
+
 
 def _fail(error: type[Exception], name: str, value: object, allowed: str) -> NoReturn:
     """Raise ``error`` with the one message format of the whole library."""
@@ -66,3 +68,51 @@ def check_choice(name: str, value: object, allowed: Collection[str]) -> None:
     """
     if value not in allowed:
         _fail(ValueError, name, value, f"one of {', '.join(allowed)}")
+
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")  # what minigpt runs on; torch knows more (meta, xpu …) that we do not test
+
+
+def check_device(name: str, value: object) -> torch.device:
+    """Return ``value`` as a ``torch.device`` this machine has, or raise before anything is moved there.
+
+    Allowed: ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (or the same as a ``torch.device``). A device
+    torch knows but this machine lacks (``"cuda"`` without a GPU) is a ``ValueError`` that lists what is
+    available here, rather than torch's error from deep inside the first ``.to(device)``.
+
+    >>> check_device("device", "cpu")
+    device(type='cpu')
+    >>> check_device("device", "gpu")
+    Traceback (most recent call last):
+        ...
+    ValueError: device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got 'gpu'
+    """
+    allowed = "'cpu', 'cuda', 'cuda:N' or 'mps'"
+    if not isinstance(value, (str, torch.device)):
+        _fail(TypeError, name, value, f"a str or torch.device: {allowed}")
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):  # torch's parser: "Expected one of cpu, cuda, … device type at start of …"
+        device = None  # fail outside the except block, so torch's message is not chained onto ours
+    if device is None or device.type not in DEVICE_TYPES:
+        _fail(ValueError, name, value, allowed)
+    available = available_devices()
+    if device.type == "cpu" or str(device) in available or (device.index is None and device.type in available):
+        return device
+    missing = {"cuda": "CUDA is not available", "mps": "MPS is not available"}
+    why = missing[device.type] if device.type not in available else f"no {device} on this machine"
+    _fail(ValueError, name, value, f"a device this machine has (available: {', '.join(available)}; {why})")
+
+
+def available_devices() -> list[str]:
+    """The devices of this machine minigpt can use: ``cpu``, then ``cuda`` and each ``cuda:N``, ``mps``.
+
+    >>> available_devices()[0]
+    'cpu'
+    """
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found += ["cuda"] + [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if torch.backends.mps.is_available():
+        found.append("mps")
+    return found

@@ -16,8 +16,9 @@ import torch
 
 from minigpt import bench, train
 from minigpt.checkpoint import HUB_REPOS, load_model, shipped_models
-from minigpt.generate import stream
-from minigpt.tokenizer import EOT_TOKEN_ID
+from minigpt.checks import check_device
+from minigpt.generate import DecodingSettings, stream
+from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID
 
 DEFAULT_MODEL = "shakespeare"
 
@@ -66,7 +67,7 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--max-new-tokens", type=int, default=100, help="how many tokens to add (default 100)")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling: same seed, same text")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps … (default cpu)")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda, cuda:1 or mps (default cpu)")
     p.add_argument("--temperature", type=float, default=0.8, help="<1 sharpens, >1 flattens; 0 = greedy")
     p.add_argument("--top-k", type=int, default=50, help="sample only among the k most likely tokens; 0 = off")
     p.add_argument("--top-p", type=float, default=None, help="nucleus: smallest set with probability >= p")
@@ -78,7 +79,20 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--eos", action="store_true", help="stop at <|endoftext|> (by default it is printed like any token)"
     )
+    p.add_argument(
+        "--allow-special",
+        action="store_true",
+        help="read <|endoftext|> in PROMPT as the end-of-text token (by default such a prompt is an error)",
+    )
     p.set_defaults(run=_run_generate)
+
+
+def _device(value: str) -> torch.device:
+    """``--device``, checked while parsing, so a bad one is an argparse error (exit status 2) like a bad int."""
+    try:
+        return check_device("--device", value)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--device ")) from e
 
 
 def _add_train(commands: argparse._SubParsersAction) -> None:
@@ -105,15 +119,17 @@ def _add_bench(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
+    if EOT_TOKEN in args.prompt and not args.allow_special:  # the library would name its keyword, not the flag
+        raise ValueError(
+            f"the prompt contains {EOT_TOKEN}; pass --allow-special to read it as the end-of-text token "
+            f"(id {EOT_TOKEN_ID}), or remove it from the prompt"
+        )
     if args.model == DEFAULT_MODEL and DEFAULT_MODEL not in shipped_models():
         raise FileNotFoundError(
             f"the default model {DEFAULT_MODEL!r} is not installed; pass --model with a checkpoint "
             f"directory or a GPT-2 name ({', '.join(HUB_REPOS)})"
         )
-    model = load_model(args.model, device=torch.device(args.device))
-    pieces = stream(
-        model,
-        args.prompt,
+    settings = dict(
         max_new_tokens=args.max_new_tokens,
         min_new_tokens=args.min_new_tokens,
         do_sample=args.temperature > 0,
@@ -125,8 +141,11 @@ def _run_generate(args: argparse.Namespace) -> int:
         no_repeat_ngram_size=args.no_repeat_ngram_size,
         eos_token_id=EOT_TOKEN_ID if args.eos else None,
         stop=args.stop,
-        seed=args.seed,
+        allow_special=args.allow_special,
     )
+    DecodingSettings(**settings)  # a bad option fails here, before the model is loaded
+    model = load_model(args.model, device=args.device)
+    pieces = stream(model, args.prompt, seed=args.seed, **settings)
     print(args.prompt, end="", flush=True)
     for _, piece in pieces:
         print(piece, end="", flush=True)

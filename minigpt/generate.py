@@ -14,6 +14,7 @@ stop strings, several samples per prompt, the KV cache, and a streaming form.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import torch
 
 from minigpt import logits as L
 from minigpt.checks import check_int
-from minigpt.kv_cache import KVCache
+from minigpt.kv_cache import KVCache, check_cache_fits
 from minigpt.model import GPT
 from minigpt.tokenizer import EOT_TOKEN_ID, VOCAB_SIZE, decode, decode_bytes, encode
 
@@ -46,11 +47,12 @@ class DecodingSettings:
     stop: str | Sequence[str] | None = None
     num_return_sequences: int = 1
     use_cache: bool = True
+    allow_special: bool = False  # True: "<|endoftext|>" in a text prompt is the end-of-text token, not an error
 
     def __post_init__(self) -> None:
         check_int("max_new_tokens", self.max_new_tokens, 0)
         check_int("num_return_sequences", self.num_return_sequences, 1)
-        for name in ("do_sample", "use_cache"):
+        for name in ("do_sample", "use_cache", "allow_special"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
         L.check_logits_settings(
@@ -62,6 +64,10 @@ class DecodingSettings:
             no_repeat_ngram_size=self.no_repeat_ngram_size,
             min_new_tokens=self.min_new_tokens,
         )
+        if self.min_new_tokens > self.max_new_tokens:  # EOS could never be allowed: a contradiction, not a no-op
+            raise ValueError(
+                f"min_new_tokens must be <= max_new_tokens={self.max_new_tokens}, got {self.min_new_tokens}"
+            )
         if self.temperature == 0:  # temperature 0 is the limit of sharpening: the argmax, i.e. greedy
             self.do_sample = False
         if not self.do_sample and self.num_return_sequences > 1:
@@ -136,8 +142,12 @@ def generate(
     ``settings`` are the fields of ``DecodingSettings``: ``max_new_tokens``, ``min_new_tokens``,
     ``do_sample``, ``temperature`` (0 means greedy), ``top_k``, ``top_p``, ``min_p``,
     ``repetition_penalty``, ``no_repeat_ngram_size``, ``eos_token_id``, ``stop``,
-    ``num_return_sequences``, ``use_cache``. Sampling draws from ``generator``, or from one seeded
-    with ``seed``, or else from torch's global generator (``torch.manual_seed``).
+    ``num_return_sequences``, ``use_cache``, ``allow_special``. Sampling draws from ``generator``, or from
+    one seeded with ``seed``, or else from torch's global generator (``torch.manual_seed``).
+
+    A model in train mode is switched to eval mode for the call and back afterwards (``eval_mode``):
+    dropout would otherwise make even greedy decoding random. A KV cache too big for the device's
+    memory is refused before anything is allocated.
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> out = generate(GPT(GPTConfig.from_preset("tiny")), ["Hi", "Good day"], max_new_tokens=2)
@@ -148,8 +158,9 @@ def generate(
     ids, mask, texts = prepare_prompt(model, prompt, attention_mask, s)
     rng = make_generator(seed, generator, ids.device)
     state = LoopState(ids, mask, s.max_new_tokens, return_scores, return_distributions)
-    for _ in _decode_steps(model, state, s, rng):
-        pass
+    with eval_mode(model):
+        for _ in _decode_steps(model, state, s, rng):
+            pass
     return state.result(texts, s.stops)
 
 
@@ -164,7 +175,9 @@ def stream(
     """Yield ``(token_id, text_piece)`` as each token is made; the pieces join into the continuation.
 
     A piece never splits a UTF-8 character (a token can hold half of one: the rest waits for the next
-    token), and text that might be the start of a stop string is held back until it is not.
+    token), and text that might be the start of a stop string is held back until it is not. Settings and
+    prompt are checked when ``stream`` is called, not at the first token. Like ``generate``, it decodes
+    in eval mode; the model returns to train mode (if it was in it) when the stream ends or is closed.
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> pieces = list(stream(GPT(GPTConfig.from_preset("tiny")), "Hi", max_new_tokens=4))
@@ -177,18 +190,51 @@ def stream(
     if s.num_return_sequences != 1:
         raise ValueError(f"num_return_sequences must be 1 when streaming, got {s.num_return_sequences}")
     ids, mask, _ = prepare_prompt(model, prompt, None, s)
-    state = LoopState(ids, mask, s.max_new_tokens, False, False)
+    rng = make_generator(seed, generator, ids.device)
+    return _stream(model, LoopState(ids, mask, s.max_new_tokens, False, False), s, rng)
+
+
+def _stream(
+    model: GPT, state: LoopState, s: DecodingSettings, rng: torch.Generator | None
+) -> Iterator[tuple[int, str]]:
+    """``stream``'s generator: it runs only once the caller asks for the first piece."""
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     text, sent = "", 0  # the continuation decoded so far, and how much of it was already yielded
-    for _ in _decode_steps(model, state, s, make_generator(seed, generator, ids.device)):
-        token = state.new_tokens[0][-1]
-        last = len(state.new_tokens[0]) == s.max_new_tokens or token in s.eos_token_ids
-        if token not in s.eos_token_ids:
-            text += utf8.decode(decode_bytes([token]), final=last)
-        end = _stop_cut(text, s.stops)
-        safe = end if end is not None else len(text) if last else len(text) - _held_back(text, s.stops)
-        yield token, text[sent:safe]
-        sent = safe
+    with eval_mode(model):
+        for _ in _decode_steps(model, state, s, rng):
+            token = state.new_tokens[0][-1]
+            last = len(state.new_tokens[0]) == s.max_new_tokens or token in s.eos_token_ids
+            if token not in s.eos_token_ids:
+                text += utf8.decode(decode_bytes([token]), final=last)
+            end = _stop_cut(text, s.stops)
+            safe = end if end is not None else len(text) if last else len(text) - _held_back(text, s.stops)
+            yield token, text[sent:safe]
+            sent = safe
+
+
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Run the block with ``model`` in eval mode, then give every submodule back the mode it had.
+
+    Every decoder switches rather than refuses: in train mode dropout zeroes random activations, so even
+    greedy decoding would turn random, and the natural place to look at samples is in the middle of
+    training (or of a notebook that just trained).
+
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> model = GPT(GPTConfig.from_preset("tiny", dropout=0.1)).train()
+    >>> with eval_mode(model):
+    ...     model.training
+    False
+    >>> model.training
+    True
+    """
+    modes = [(m, m.training) for m in model.modules()]  # per module: a model can be partly in eval mode
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
 
 
 def _stop_cut(text: str, stops: tuple[str, ...]) -> int | None:
@@ -228,7 +274,9 @@ def prepare_prompt(
     """Prompt → left-padded ids (B, T), their mask, and the prompt texts (None for id input).
 
     A string, a list of strings (left-padded to the longest), or (B, T) ids with an optional mask; each
-    is checked, and cropped to fit the model's context with room for ``s.max_new_tokens``.
+    is checked, and cropped to fit the model's context with room for ``s.max_new_tokens``. With
+    ``s.use_cache``, a KV cache for every row that would not fit in memory is refused here, before the
+    rows are repeated for ``s.num_return_sequences``.
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> ids, mask, texts = prepare_prompt(GPT(GPTConfig.from_preset("tiny")), ["Hi", "Good day"], None,
@@ -243,24 +291,29 @@ def prepare_prompt(
         texts = [prompt] if isinstance(prompt, str) else list(prompt)
         if attention_mask is not None:
             raise ValueError("attention_mask is only for id prompts; text prompts are padded for you")
-        ids, mask = _pad_left([encode_prompt(t) for t in texts])
+        ids, mask = _pad_left([encode_prompt(t, allow_special=s.allow_special) for t in texts])
     ids, mask = _fit_context(ids, mask, model.config.block_size, s.max_new_tokens)
     device = model.transformer.wte.weight.device
     # several samples per prompt: repeat each row (row i becomes rows i*n … i*n + n-1)
     n = s.num_return_sequences
+    if s.use_cache:  # before the rows are repeated: a huge n would fail there already
+        rows = f"batch size {ids.size(0)}" if n == 1 else f"num_return_sequences={n} × batch size {ids.size(0)}"
+        check_cache_fits(model, ids.size(0) * n, ids.size(1) + s.max_new_tokens, rows)
     ids, mask = ids.repeat_interleave(n, 0).to(device), mask.repeat_interleave(n, 0).to(device)
     return ids, mask, None if texts is None else [t for t in texts for _ in range(n)]
 
 
-def encode_prompt(text: object) -> list[int]:
+def encode_prompt(text: object, *, allow_special: bool = False) -> list[int]:
     """The ids of one text prompt; anything but a non-empty str is refused with a clear error.
+
+    ``<|endoftext|>`` in the text is refused unless ``allow_special=True`` (then it is token 50256).
 
     >>> encode_prompt("Every effort moves you")
     [6109, 3626, 6100, 345]
     """
     if not isinstance(text, str):
         raise TypeError(f"prompt must be a str, a list of str or a (B, T) id tensor, got {type(text).__name__}")
-    ids = encode(text)
+    ids = encode(text, allow_special=allow_special)
     if not ids:
         raise ValueError("prompt must contain at least one token, got an empty string")
     return ids

@@ -12,6 +12,8 @@ True
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -96,3 +98,64 @@ class KVCache:
         """
         bytes_per_number = torch.tensor([], dtype=dtype).element_size()
         return 2 * n_layer * batch_size * max_len * n_embd * bytes_per_number
+
+
+def check_cache_fits(model: torch.nn.Module, batch_size: int, max_len: int, rows: str) -> None:
+    """Refuse, before allocating anything, a cache for ``model`` bigger than its device's free memory.
+
+    ``rows`` says where the ``batch_size`` rows come from (``"num_beams=4 × batch size 2"``), for the
+    message. Without this check a huge beam count fails deep inside torch, or makes the machine swap
+    for minutes first. Only the cache is counted: for real models it dwarfs the rest of decoding; where
+    the free memory cannot be told (``available_memory`` gives None) nothing is refused.
+
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> check_cache_fits(GPT(GPTConfig.from_preset("tiny")), 10**9, 128, "num_beams=10**9 × batch size 1")
+    Traceback (most recent call last):
+        ...
+    ValueError: num_beams=10**9 × batch size 1 = 1000000000 rows need a KV cache of 131072.0 GB ...
+    """
+    c, p = model.config, model.transformer.wte.weight
+    needed = KVCache.bytes_needed(c.n_layer, batch_size, max_len, c.n_embd, p.dtype)
+    available = available_memory(p.device)
+    if available is not None and needed > available:
+        raise ValueError(
+            f"{rows} = {batch_size} rows need a KV cache of {needed / 1e9:.1f} GB ({max_len} positions each), "
+            f"more than the {available / 1e9:.1f} GB of memory available on {p.device}; lower one of them, "
+            f"or max_new_tokens"
+        )
+
+
+def available_memory(device: torch.device | str) -> int | None:
+    """Bytes that can still be allocated on ``device``, or None where we cannot tell.
+
+    CUDA: free device memory plus what torch's allocator holds unused. CPU (and MPS, which shares it):
+    psutil's estimate if installed, else Linux's ``MemAvailable`` (free memory plus caches the kernel
+    can drop), else the machine's total physical memory: an upper bound, still enough to refuse the
+    impossible.
+
+    >>> available_memory("cpu") > 0
+    True
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    if device.type not in ("cpu", "mps"):
+        return None
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024  # the file counts kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows) or the names are unknown
+        return None

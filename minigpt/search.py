@@ -36,12 +36,13 @@ from minigpt.generate import (
     DecodingSettings,
     Generation,
     LoopState,
+    eval_mode,
     generate,
     make_generator,
     prepare_prompt,
     row_finished,
 )
-from minigpt.kv_cache import KVCache
+from minigpt.kv_cache import KVCache, check_cache_fits
 from minigpt.model import GPT
 from minigpt.tokenizer import decode
 
@@ -93,6 +94,7 @@ class BeamSettings:
     min_new_tokens: int = 0
     eos_token_id: int | Sequence[int] | None = None
     use_cache: bool = True
+    allow_special: bool = False  # True: "<|endoftext|>" in a text prompt is the end-of-text token
 
     def __post_init__(self) -> None:
         check_int("num_beams", self.num_beams, 1)
@@ -119,6 +121,7 @@ class BeamSettings:
             no_repeat_ngram_size=self.no_repeat_ngram_size,
             eos_token_id=self.eos_token_id,
             use_cache=self.use_cache,
+            allow_special=self.allow_special,
         )
         self.eos_token_ids = self.decoding.eos_token_ids
         self.do_sample = self.decoding.do_sample  # temperature 0 means no sampling, as in generate
@@ -162,7 +165,11 @@ def beam_search(
     ``length_penalty``, ``early_stopping``, ``num_return_sequences``, ``num_beam_groups`` and
     ``diversity_penalty`` (diverse beam search), ``do_sample`` with ``temperature``, ``top_k``, ``top_p``
     (beam sample, drawing from ``generator``, one seeded with ``seed``, or torch's global generator),
-    ``repetition_penalty``, ``no_repeat_ngram_size``, ``min_new_tokens``, ``eos_token_id``, ``use_cache``.
+    ``repetition_penalty``, ``no_repeat_ngram_size``, ``min_new_tokens``, ``eos_token_id``, ``use_cache``,
+    ``allow_special``.
+
+    As in ``generate``, a model in train mode decodes in eval mode and gets its mode back afterwards, and
+    a KV cache (B * num_beams rows) too big for the device's memory is refused before any work.
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> out = beam_search(GPT(GPTConfig.from_preset("tiny")), ["Hi", "Good day"], num_beams=4,
@@ -172,10 +179,15 @@ def beam_search(
     """
     s = BeamSettings(**settings)
     ids, mask, texts = prepare_prompt(model, prompt, attention_mask, s.decoding)
-    if s.num_beam_groups > 1:
-        hypotheses = _group_beam_search(model, ids, mask, s)
-    else:
-        hypotheses = _beam_search(model, ids, mask, s, make_generator(seed, generator, ids.device))
+    if s.use_cache:
+        B, width = ids.size(0), ids.size(1) + s.max_new_tokens
+        check_cache_fits(model, B * s.num_beams, width, f"num_beams={s.num_beams} × batch size {B}")
+    rng = make_generator(seed, generator, ids.device)
+    with eval_mode(model):
+        if s.num_beam_groups > 1:
+            hypotheses = _group_beam_search(model, ids, mask, s)
+        else:
+            hypotheses = _beam_search(model, ids, mask, s, rng)
     return _ranked_output(ids, texts, hypotheses)
 
 
@@ -491,6 +503,7 @@ def contrastive_search(
     no_repeat_ngram_size: int | None = None,
     eos_token_id: int | Sequence[int] | None = None,
     attention_mask: torch.Tensor | None = None,
+    allow_special: bool = False,
 ) -> Generation:
     """Contrastive search (Su et al. 2022): of the ``top_k`` most likely tokens, take the best by
 
@@ -498,7 +511,9 @@ def contrastive_search(
 
     where h is the model's last hidden state: a likely token is preferred unless it would make the model
     "say again" something it already said. ``penalty_alpha=0`` is greedy decoding. Finished rows get
-    ``PAD_TOKEN_ID``, as in ``generate``, whose ``Generation`` this returns.
+    ``PAD_TOKEN_ID``, as in ``generate``, whose ``Generation`` this returns. ``top_k`` is at most the
+    vocabulary size. As in ``generate``, a model in train mode decodes in eval mode and gets its mode back,
+    and a KV cache (B * top_k rows) too big for the device's memory is refused before any work.
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> out = contrastive_search(GPT(GPTConfig.from_preset("tiny")), "Hi", penalty_alpha=0.6, top_k=4,
@@ -507,24 +522,26 @@ def contrastive_search(
     5
     """
     check_real("penalty_alpha", penalty_alpha, "a number in [0, 1]", lambda v: 0 <= v <= 1)
-    check_int("top_k", top_k, 1)
+    check_int("top_k", top_k, 1, high=model.config.vocab_size)  # candidates are distinct tokens
     s = DecodingSettings(
         max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, repetition_penalty=repetition_penalty,
-        no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_token_id,
+        no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_token_id, allow_special=allow_special,
     )
     ids, mask, texts = prepare_prompt(model, prompt, attention_mask, s)
     state = LoopState(ids, mask, s.max_new_tokens, scores=False, dists=False)
-    cache = KVCache.for_model(model, ids.size(0), state.ids.size(1))
-    logits, hidden = _forward_with_hidden(model, ids, attention_mask=mask, position_ids=_positions(mask),
-                                          kv_cache=cache)
-    logits = logits[:, -1]  # (B, V): the next token's logits of each running row
-    # hidden (B, P, C) grows by the chosen token's state each step: the "context" candidates are compared to
-    cache.reorder(torch.arange(ids.size(0), device=ids.device).repeat_interleave(top_k))  # top_k rows per prompt
-    for step in range(s.max_new_tokens):
-        if len(state.active) == 0:
-            break
-        logits, hidden = _contrastive_step(model, state, logits, hidden, cache, step, s, penalty_alpha, top_k)
-    return state.result(texts, ())
+    check_cache_fits(model, ids.size(0) * top_k, state.ids.size(1), f"top_k={top_k} × batch size {ids.size(0)}")
+    with eval_mode(model):
+        cache = KVCache.for_model(model, ids.size(0), state.ids.size(1))
+        logits, hidden = _forward_with_hidden(model, ids, attention_mask=mask, position_ids=_positions(mask),
+                                              kv_cache=cache)
+        logits = logits[:, -1]  # (B, V): the next token's logits of each running row
+        # hidden (B, P, C) grows by the chosen token's state each step: the "context" candidates are compared to
+        cache.reorder(torch.arange(ids.size(0), device=ids.device).repeat_interleave(top_k))  # top_k rows per prompt
+        for step in range(s.max_new_tokens):
+            if len(state.active) == 0:
+                break
+            logits, hidden = _contrastive_step(model, state, logits, hidden, cache, step, s, penalty_alpha, top_k)
+        return state.result(texts, ())
 
 
 def _contrastive_step(

@@ -1,5 +1,8 @@
 import json
+import re
 import sys
+import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,3 +121,133 @@ def test_load_model_routes_gpt2_names_to_the_hub(monkeypatch, tmp_path):
     monkeypatch.setattr(checkpoint, "from_pretrained", lambda name, device: seen.append(name) or GPT(GPTConfig.from_preset("tiny")))
     load_model("gpt2")
     assert seen == ["gpt2"]
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    """This machine as one without CUDA or MPS, whatever it really has."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+
+
+@pytest.mark.parametrize(
+    "device, error, message",
+    [
+        ("foo", ValueError, r"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got 'foo'"),
+        ("meta", ValueError, r"device must be 'cpu', 'cuda', 'cuda:N' or 'mps', got 'meta'"),
+        (0, TypeError, r"device must be a str or torch.device: 'cpu', 'cuda', 'cuda:N' or 'mps', got 0"),
+        ("cuda", ValueError, r"device must be a device this machine has \(available: cpu; CUDA is not available\), got 'cuda'"),
+        (torch.device("cuda:1"), ValueError,
+         r"device must be a device this machine has \(available: cpu; CUDA is not available\), got device\(type='cuda', index=1\)"),
+        ("mps", ValueError, r"device must be a device this machine has \(available: cpu; MPS is not available\), got 'mps'"),
+    ],
+)
+def test_bad_device_fails_before_reading_anything(no_gpu, tmp_path, device, error, message):
+    with pytest.raises(error, match=message):
+        load_model(tmp_path / "not-there", device=device)  # the device error, not "no checkpoint at"
+
+
+def test_missing_cuda_index_lists_the_devices(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"device must be a device this machine has \(available: cpu, cuda, cuda:0; no cuda:2 on this machine\), got 'cuda:2'"):
+        load_model(save_checkpoint(tiny_model, tmp_path), device="cuda:2")
+
+
+def write_config(path, change):
+    """Rewrite the checkpoint's config.json through `change` (a dict → dict function)."""
+    config = json.loads((path / "config.json").read_text())
+    (path / "config.json").write_text(json.dumps(change(config)))
+    return path / "config.json"
+
+
+def test_config_that_is_not_json_is_named(tiny_model, tmp_path):
+    path = save_checkpoint(tiny_model, tmp_path)
+    (path / "config.json").write_text('{"format": "minigpt",')
+    with pytest.raises(ValueError, match=f"{re.escape(str(tmp_path))}/config.json is not valid JSON \\(Expecting property name enclosed "
+                                         f"in double quotes: line 1 column 22 \\(char 21\\)\\); expected the JSON object"):
+        load_checkpoint(path)
+    (path / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=f"{re.escape(str(tmp_path))}/config.json must hold a JSON object, got a JSON list"):
+        load_checkpoint(path)
+
+
+def test_config_with_unknown_or_missing_keys_is_named(tiny_model, tmp_path):
+    path = save_checkpoint(tiny_model, tmp_path)
+    config = write_config(path, lambda c: {**c, "learning_rate": 1e-3})
+    with pytest.raises(ValueError, match=rf"{re.escape(str(config))} is not a valid minigpt config: unknown keys \['learning_rate'\]; "
+                                         r"it holds \"format\", the GPTConfig fields \(vocab_size, block_size, n_layer, "
+                                         r"n_head, n_embd, dropout, use_sdpa; required: vocab_size, block_size, n_layer, "
+                                         r"n_head, n_embd\), and optionally training_step"):
+        load_checkpoint(path)
+    write_config(path, lambda c: {k: v for k, v in c.items() if k not in ("n_layer", "n_head", "learning_rate")})
+    with pytest.raises(ValueError, match=rf"{re.escape(str(config))} is not a valid minigpt config: missing keys \['n_layer', 'n_head'\];"):
+        load_checkpoint(path)
+    write_config(path, lambda c: {**c, "n_layer": 2, "n_head": 3})
+    with pytest.raises(ValueError, match=rf"{re.escape(str(config))}: n_embd must be divisible by n_head, got n_embd=64 and n_head=3"):
+        load_checkpoint(path)
+
+
+def test_training_step_in_the_config_is_ignored(tiny_model, tmp_path):
+    path = save_checkpoint(tiny_model, tmp_path)
+    write_config(path, lambda c: {**c, "training_step": 1200})
+    assert load_checkpoint(path).config == tiny_model.config
+
+
+def test_minigpt_checkpoint_without_its_config_is_named(tiny_model, tmp_path):
+    path = save_checkpoint(tiny_model, tmp_path)
+    (path / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match=rf"{re.escape(str(tmp_path))}/config.json is missing: {re.escape(str(tmp_path))}/model.safetensors is a "
+                                                r"minigpt checkpoint \(its header says \"format\": \"minigpt\"\) and "
+                                                r"needs the config.json that save_checkpoint wrote beside it"):
+        load_model(path / "model.safetensors")
+
+
+def test_gpt2_config_with_missing_keys_is_named(hf_gpt2_dir, tmp_path):
+    (tmp_path / "model.safetensors").write_bytes((hf_gpt2_dir / "model.safetensors").read_bytes())
+    config = json.loads((hf_gpt2_dir / "config.json").read_text())
+    del config["n_positions"]
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(tmp_path))}/config.json is not a valid GPT-2 config: missing keys \['n_positions'\]"):
+        load_checkpoint(tmp_path)
+
+
+def test_foreign_safetensors_without_config(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=rf"{re.escape(str(tmp_path))}/model.safetensors has no config.json beside it and does not "
+                                         r"hold GPT-2 weights"):
+        load_checkpoint(tmp_path)
+
+
+@pytest.fixture
+def local_shakespeare(tiny_model, tmp_path, monkeypatch):
+    """A checkpoint in ./shakespeare, named like the shipped model."""
+    if "shakespeare" not in checkpoint.shipped_models():
+        pytest.skip("the shipped model is not installed")
+    monkeypatch.chdir(tmp_path)
+    return save_checkpoint(tiny_model, tmp_path / "shakespeare")
+
+
+def test_shipped_name_wins_over_a_local_directory_with_a_warning(local_shakespeare, tiny_model):
+    with pytest.warns(UserWarning, match=rf"loaded minigpt's shipped model 'shakespeare', not the checkpoint at "
+                                         rf"{re.escape(str(local_shakespeare.resolve()))}; to load that one, pass './shakespeare' or "
+                                         r"Path\('shakespeare'\)"):
+        shipped = load_model("shakespeare")
+    assert shipped.config != tiny_model.config
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_model("./shakespeare").config == tiny_model.config
+        assert load_model(Path("shakespeare")).config == tiny_model.config
+
+
+def test_a_local_directory_that_is_no_checkpoint_is_not_warned_about(tmp_path, monkeypatch):
+    if "shakespeare" not in checkpoint.shipped_models():
+        pytest.skip("the shipped model is not installed")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "shakespeare").mkdir()  # e.g. the corpus' texts
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_model("shakespeare")

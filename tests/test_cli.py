@@ -3,7 +3,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from minigpt import cli
 from minigpt.checkpoint import save_checkpoint
 from minigpt.cli import main
 
@@ -29,9 +31,54 @@ def test_generate_greedy_matches_the_library(checkpoint_dir, tiny_model, capsys)
     assert capsys.readouterr().out == expected + "\n"
 
 
-def test_bad_option_is_a_clear_error(checkpoint_dir, capsys):
+def test_bad_option_is_a_clear_error(checkpoint_dir, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "load_model", lambda *a, **kw: pytest.fail("the model was loaded before the check"))
     assert main(["generate", "Hi", "--model", str(checkpoint_dir), "--top-p", "1.5"]) == 2
     assert capsys.readouterr().err == "minigpt generate: error: top_p must be in (0, 1], got 1.5\n"
+    assert main(["generate", "Hi", "--model", str(checkpoint_dir), "--max-new-tokens", "3", "--min-new-tokens", "5"]) == 2
+    assert capsys.readouterr().err == "minigpt generate: error: min_new_tokens must be <= max_new_tokens=3, got 5\n"
+
+
+@pytest.mark.parametrize(
+    "device, message",
+    [
+        ("cuda", "argument --device: must be a device this machine has (available: cpu; CUDA is not available), got 'cuda'"),
+        ("cuda:1", "argument --device: must be a device this machine has (available: cpu; CUDA is not available), got 'cuda:1'"),
+        ("foo", "argument --device: must be 'cpu', 'cuda', 'cuda:N' or 'mps', got 'foo'"),
+    ],
+)
+def test_bad_device_is_a_usage_error(checkpoint_dir, capsys, monkeypatch, device, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "Hi", "--model", str(checkpoint_dir), "--device", device])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: minigpt generate") and err.endswith(f"minigpt generate: error: {message}\n")
+
+
+def test_bad_device_exit_status_of_the_command(checkpoint_dir):
+    run = subprocess.run([sys.executable, "-m", "minigpt.cli", "generate", "Hi", "--model", str(checkpoint_dir),
+                          "--device", "foo"], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.endswith("minigpt generate: error: argument --device: must be 'cpu', 'cuda', 'cuda:N' or 'mps', "
+                               "got 'foo'\n")
+
+
+def test_endoftext_in_the_prompt_names_the_flag(checkpoint_dir, tiny_model, capsys):
+    from minigpt.generate import generate
+
+    prompt = "Hi<|endoftext|>ROMEO:"
+    assert main(["generate", prompt, "--model", str(checkpoint_dir)]) == 2
+    assert capsys.readouterr().err == (
+        "minigpt generate: error: the prompt contains <|endoftext|>; pass --allow-special to read it as the "
+        "end-of-text token (id 50256), or remove it from the prompt\n"
+    )
+    args = ["generate", prompt, "--model", str(checkpoint_dir), "--allow-special", "--temperature", "0",
+            "--max-new-tokens", "4"]
+    assert main(args) == 0
+    expected = generate(tiny_model, prompt, max_new_tokens=4, allow_special=True).text
+    assert capsys.readouterr().out == expected + "\n"
 
 
 def test_missing_model_is_a_clear_error(tmp_path, capsys):
@@ -44,7 +91,7 @@ def test_help_lists_every_option():
         [sys.executable, "-m", "minigpt.cli", "generate", "--help"], capture_output=True, text=True, check=True
     ).stdout
     for option in ("--model", "--max-new-tokens", "--seed", "--device", "--temperature", "--top-k", "--top-p",
-                   "--min-p", "--repetition-penalty", "--no-repeat-ngram-size", "--min-new-tokens", "--stop", "--eos"):
+                   "--min-p", "--repetition-penalty", "--no-repeat-ngram-size", "--min-new-tokens", "--stop", "--eos", "--allow-special"):
         assert option in out
 
 

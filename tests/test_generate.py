@@ -253,6 +253,8 @@ def test_stream_equals_generate(minigpt_model):
         (dict(repetition_penalty=0.0), ValueError, r"repetition_penalty must be .*, got 0.0"),
         (dict(max_new_tokens=-1), ValueError, r"max_new_tokens must be an integer >= 0, got -1"),
         (dict(max_new_tokens=128), ValueError, r"max_new_tokens must be < the model's context of 128 tokens, got 128"),
+        (dict(max_new_tokens=3, min_new_tokens=5), ValueError, r"min_new_tokens must be <= max_new_tokens=3, got 5"),
+        (dict(allow_special="yes"), TypeError, r"allow_special must be True or False, got 'yes'"),
         (dict(num_return_sequences=2), ValueError, r"num_return_sequences must be 1 with greedy decoding"),
         (dict(eos_token_id=60000), ValueError, r"eos_token_id must be token ids in \[0, 50257\), got 60000"),
         (dict(stop=""), ValueError, r"stop must be a non-empty string or a list of them, got ''"),
@@ -287,3 +289,61 @@ def test_bad_prompts(tiny_model, prompt, mask, message):
 def test_prompt_of_wrong_type(tiny_model):
     with pytest.raises(TypeError, match="prompt must be a str, a list of str or a \\(B, T\\) id tensor, got int"):
         generate(tiny_model, [1, 2])
+
+
+def test_special_token_in_a_prompt_needs_allow_special(tiny_model):
+    with pytest.raises(ValueError, match=r"text contains the special token '<\|endoftext\|>'; pass allow_special=True"):
+        generate(tiny_model, "Hi<|endoftext|>", max_new_tokens=1)
+    out = generate(tiny_model, "Hi<|endoftext|>", max_new_tokens=1, allow_special=True)
+    assert out.ids[0, :2].tolist() == [17250, 50256]
+    assert "".join(p for _, p in stream(tiny_model, "Hi<|endoftext|>", max_new_tokens=1, allow_special=True)) == (
+        out.text.removeprefix("Hi<|endoftext|>")
+    )
+
+
+def test_stream_checks_its_settings_when_called():
+    model = GPT(GPTConfig.from_preset("tiny"))
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\], got 1.5"):
+        stream(model, "Hi", top_p=1.5)  # no next(): the error comes before the first token is asked for
+
+
+def dropout_model():
+    """A tiny model with heavy dropout, in train mode, one submodule set to eval by hand."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny", dropout=0.5)).train()
+    model.transformer.h[1].eval()
+    return model
+
+
+def modes(model):
+    return [m.training for m in model.modules()]
+
+
+def eval_copy(model):
+    """The same weights in a separate model, in eval mode: what decoding should see."""
+    copy = GPT(model.config).eval()
+    copy.load_state_dict(model.state_dict())
+    return copy
+
+
+def test_train_mode_model_decodes_in_eval_mode_and_gets_its_modes_back():
+    model = dropout_model()
+    before = modes(model)
+    expected = generate(eval_copy(model), "Hi", max_new_tokens=8).new_tokens
+    for _ in range(2):  # the same greedy tokens each time: no dropout noise
+        assert generate(model, "Hi", max_new_tokens=8).new_tokens == expected
+    assert modes(model) == before
+    pieces = stream(model, "Hi", max_new_tokens=8)
+    assert [token for token, _ in pieces] == expected[0]
+    assert modes(model) == before  # back once the stream has ended
+
+
+def test_kv_cache_too_big_for_memory_is_refused_before_any_work(tiny_model, monkeypatch):
+    monkeypatch.setattr("minigpt.kv_cache.available_memory", lambda device: 10**9)
+    monkeypatch.setattr(GPT, "forward", lambda *args, **kw: pytest.fail("the model ran before the check"))
+    # 200,000 rows × 6 positions × 2 layers × (K and V) × 64 wide × 4 bytes = 1.23 GB
+    with pytest.raises(ValueError, match=(
+        r"num_return_sequences=200000 × batch size 1 = 200000 rows need a KV cache of 1.2 GB \(6 positions each\), "
+        r"more than the 1.0 GB of memory available on cpu; lower one of them, or max_new_tokens"
+    )):
+        generate(tiny_model, "Hi", max_new_tokens=5, do_sample=True, num_return_sequences=200_000)

@@ -4,7 +4,7 @@ transformers' `generate` on the same weights (the `hf_model` / `minigpt_model` f
 import pytest
 import torch
 import transformers
-from test_generate import PROMPTS, eos_seen_in, hf_generate, left_pad
+from test_generate import PROMPTS, dropout_model, eos_seen_in, eval_copy, hf_generate, left_pad, modes
 
 from minigpt.generate import PAD_TOKEN_ID, generate
 from minigpt.kv_cache import KVCache
@@ -240,6 +240,11 @@ def test_sample_and_rank_ranks_generate_samples_by_mean_log_prob(minigpt_model):
         (dict(num_beams=2, max_new_tokens=0), ValueError, r"max_new_tokens must be an integer >= 1, got 0"),
         (dict(num_beams=2, do_sample=True, top_p=1.5), ValueError, r"top_p must be in \(0, 1\], got 1.5"),
         (dict(num_beams=2, eos_token_id=-3), ValueError, r"eos_token_id must be token ids in \[0, 50257\), got -3"),
+        (dict(num_beams=2, min_new_tokens=4), ValueError, r"min_new_tokens must be <= max_new_tokens=3, got 4"),
+        # 10**9 rows × 4 positions (1 prompt token + 3 new) × 2 layers × (K and V) × 64 wide × 4 bytes: no machine has it
+        (dict(num_beams=10**9), ValueError,
+         r"num_beams=1000000000 × batch size 1 = 1000000000 rows need a KV cache of 4096.0 GB \(4 positions each\), "
+         r"more than the [0-9.]+ GB of memory available on cpu; lower one of them, or max_new_tokens"),
         (dict(num_beams=2, beam_width=3), TypeError, r"unexpected keyword argument 'beam_width'"),
     ],
 )
@@ -254,7 +259,11 @@ def test_bad_beam_settings_fail_before_any_work(tiny_model, monkeypatch, kwargs,
     [
         (lambda m: contrastive_search(m, "Hi", penalty_alpha=1.5, top_k=4), r"penalty_alpha must be a number in \[0, 1\], got 1.5"),
         (lambda m: contrastive_search(m, "Hi", penalty_alpha=-0.1, top_k=4), r"penalty_alpha must be a number in \[0, 1\], got -0.1"),
-        (lambda m: contrastive_search(m, "Hi", penalty_alpha=0.5, top_k=0), r"top_k must be an integer >= 1, got 0"),
+        (lambda m: contrastive_search(m, "Hi", penalty_alpha=0.5, top_k=0), r"top_k must be an integer between 1 and 50257, got 0"),
+        (lambda m: contrastive_search(m, "Hi", penalty_alpha=0.5, top_k=50258),
+         r"top_k must be an integer between 1 and 50257, got 50258"),
+        (lambda m: contrastive_search(m, "Hi", penalty_alpha=0.5, top_k=4, max_new_tokens=3, min_new_tokens=4),
+         r"min_new_tokens must be <= max_new_tokens=3, got 4"),
         (lambda m: sample_and_rank(m, "Hi", num_samples=0), r"num_samples must be an integer >= 1, got 0"),
         (lambda m: sample_and_rank(m, "Hi", num_samples=2, temperature=0), r"temperature must be a finite number > 0, got 0"),
         (lambda m: sample_and_rank(m, "Hi", num_samples=2, max_new_tokens=0), r"max_new_tokens must be an integer >= 1, got 0"),
@@ -264,3 +273,31 @@ def test_bad_contrastive_and_ranking_settings(tiny_model, monkeypatch, call, mes
     monkeypatch.setattr(GPT, "forward", lambda *args, **kw: pytest.fail("the model ran before the check"))
     with pytest.raises(ValueError, match=message):
         call(tiny_model)
+
+
+def test_contrastive_cache_too_big_for_memory_is_refused_before_any_work(tiny_model, monkeypatch):
+    monkeypatch.setattr("minigpt.kv_cache.available_memory", lambda device: 10**8)
+    monkeypatch.setattr(GPT, "forward", lambda *args, **kw: pytest.fail("the model ran before the check"))
+    # 100,000 rows × 5 positions × 2 layers × (K and V) × 64 wide × 4 bytes = 0.51 GB
+    with pytest.raises(ValueError, match=(
+        r"top_k=50000 × batch size 2 = 100000 rows need a KV cache of 0.5 GB \(5 positions each\), "
+        r"more than the 0.1 GB of memory available on cpu"
+    )):
+        contrastive_search(tiny_model, ["Hi", "Yo"], penalty_alpha=0.5, top_k=50_000, max_new_tokens=4)
+
+
+@pytest.mark.parametrize(
+    "decode",
+    [
+        lambda m: beam_search(m, "Hi", num_beams=3, max_new_tokens=6).new_tokens,
+        lambda m: beam_search(m, "Hi", num_beams=4, num_beam_groups=2, diversity_penalty=0.5, max_new_tokens=6).new_tokens,
+        lambda m: contrastive_search(m, "Hi", penalty_alpha=0.6, top_k=4, max_new_tokens=6).new_tokens,
+        lambda m: sample_and_rank(m, "Hi", num_samples=3, max_new_tokens=6, seed=0).new_tokens,
+    ],
+    ids=["beam", "diverse-beam", "contrastive", "sample-and-rank"],
+)
+def test_train_mode_model_searches_in_eval_mode_and_gets_its_modes_back(decode):
+    model = dropout_model()
+    before = modes(model)
+    assert decode(model) == decode(eval_copy(model))  # no dropout noise in the choice
+    assert modes(model) == before
