@@ -23,22 +23,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from matplotlib.figure import Figure
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
-from minigpt.checkpoint import load_checkpoint, save_checkpoint
+from minigpt.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, save_checkpoint
 from minigpt.checks import check_int, check_real
 from minigpt.data import get_batch, heldout_windows, load_splits
 from minigpt.model import GPT, GPTConfig
@@ -70,6 +72,13 @@ class TrainConfig:
     lr_decay_steps: int | None = _field(
         None, "step at which the cosine decay reaches min_lr; none = max_steps. Set it to stop a run "
         "early and resume it later on the same schedule")
+    time_budget: float | None = _field(
+        None, "minutes of wall-clock time to train for: the cosine decay runs over this time instead of "
+        "the steps, and the run stops when it is spent (or at max_steps, whichever comes first), then "
+        "scores and saves. Not bit-reproducible: how many steps fit depends on the machine")
+    seen_vocab_head: bool = _field(
+        True, "train the output layer over the token ids the training split uses plus one shared row "
+        "for all others: the same loss, about half the step time on a CPU (see SeenVocab)")
     weight_decay: float = _field(0.1, "AdamW weight decay, applied to 2-D parameters only")
     beta1: float = _field(0.9, "AdamW beta1: decay rate of the gradient's running mean")
     beta2: float = _field(0.99, "AdamW beta2: decay rate of the squared gradient's running mean")
@@ -82,6 +91,7 @@ class TrainConfig:
     device: str = _field("auto", "auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps …")
     out_dir: str = _field("out", "directory for the checkpoint and train_state.pt")
     resume: bool = _field(False, "continue the run saved in out_dir instead of starting afresh")
+    overwrite: bool = _field(False, "start afresh even if out_dir holds a checkpoint, deleting it")
     figure_path: str = _field("figures/loss_curve.png", "where to write the loss curve (PNG)")
 
     def __post_init__(self) -> None:
@@ -94,6 +104,9 @@ class TrainConfig:
                 check_int(name, getattr(self, name), 1, also="None")
         for name in ("learning_rate", "min_lr", "weight_decay", "grad_clip", "dropout", "beta1", "beta2"):
             check_real(name, getattr(self, name), "a finite number", math.isfinite)
+        if self.time_budget is not None:
+            check_real("time_budget", self.time_budget, "a positive number of minutes, or None",
+                       lambda minutes: math.isfinite(minutes) and minutes > 0)
         _check_range(self, "learning_rate", self.learning_rate > 0, "> 0")
         _check_range(self, "min_lr", 0 <= self.min_lr <= self.learning_rate, f"in [0, {self.learning_rate}]")
         _check_range(self, "weight_decay", self.weight_decay >= 0, ">= 0")
@@ -131,24 +144,42 @@ class TrainResult:
 
 # --- the learning rate and the optimizer -------------------------------------------------------------
 
-def lr_at(step: int, config: TrainConfig) -> float:
+def lr_at(step: int, config: TrainConfig, elapsed: float = 0.0) -> float:
     """The learning rate for optimizer step ``step`` (0-based): linear warmup, then cosine decay to min_lr.
 
     Warmup keeps the first updates small while Adam's moment estimates are still noise; the cosine decay
-    lets the weights settle at the end.
+    lets the weights settle at the end. The decay follows :func:`schedule_progress`: the steps, or, under a
+    time budget, the ``elapsed`` seconds, whichever is further along.
 
     >>> config = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_steps=10, max_steps=110)
     >>> lr_at(0, config), lr_at(10, config), lr_at(60, config), lr_at(110, config)
     (0.0001, 0.001, 0.00055, 0.0001)
     """
-    decay_steps = config.lr_decay_steps or config.max_steps
     if step < config.warmup_steps:
         return config.learning_rate * (step + 1) / config.warmup_steps
-    if step >= decay_steps:
+    progress = schedule_progress(step, elapsed, config)  # 0 -> 1
+    if progress >= 1.0:
         return config.min_lr
-    progress = (step - config.warmup_steps) / (decay_steps - config.warmup_steps)  # 0 -> 1
     coeff = 0.5 * (1.0 + math.cos(math.pi * progress))  # 1 -> 0
     return config.min_lr + coeff * (config.learning_rate - config.min_lr)
+
+
+def schedule_progress(step: int, elapsed: float, config: TrainConfig) -> float:
+    """How far the cosine decay has gone: 0 after warmup, 1 at its end (and beyond 1 past it).
+
+    Counted in steps (up to ``lr_decay_steps``, else ``max_steps``); with a ``time_budget`` also in
+    seconds, and the further of the two wins, so the decay always ends when the run does: a slow machine
+    runs out of time first, a fast one out of steps.
+
+    >>> config = TrainConfig(warmup_steps=0, max_steps=1000, time_budget=10.0)  # 10 minutes
+    >>> schedule_progress(100, elapsed=300.0, config=config)  # 10% of the steps, but half the time
+    0.5
+    """
+    decay_steps = config.lr_decay_steps or config.max_steps
+    by_steps = (step - config.warmup_steps) / max(decay_steps - config.warmup_steps, 1)
+    if config.time_budget is None:
+        return by_steps
+    return max(by_steps, elapsed / (60.0 * config.time_budget))
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -175,10 +206,101 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.A
     >>> make_optimizer(GPT(GPTConfig.from_preset("tiny")), TrainConfig()).defaults["betas"]
     (0.9, 0.99)
     """
-    on_cuda = next(model.parameters()).is_cuda
-    # on CUDA the fused kernel updates every parameter in one launch; elsewhere torch picks the default
+    device = next(model.parameters()).device.type
+    # the fused kernel updates all parameters in one pass (one launch on CUDA); CPU and CUDA have one
+    fused = True if device in ("cpu", "cuda") else None
     return torch.optim.AdamW(param_groups(model, config.weight_decay), lr=config.learning_rate,
-                             betas=(config.beta1, config.beta2), fused=True if on_cuda else None)
+                             betas=(config.beta1, config.beta2), fused=fused)
+
+
+# --- the seen-vocabulary head --------------------------------------------------------------------------
+
+@dataclass
+class SeenVocab:
+    """The vocabulary a run trains its output layer on: the ids its training split uses, plus one row.
+
+    Why: the output layer scores all 50,257 GPT-2 tokens at every position, and on a CPU it and its
+    cross-entropy are most of a training step. The Shakespeare training split uses only ~19,000 ids. The
+    other U ~ 31,000 are never an input or a target, so training only ever pushes their logits down, all in
+    the same way: give them one shared embedding row u. Then the softmax's denominator holds U equal terms
+    exp(h·u), which are one term exp(h·u + log U). So the cross-entropy over the S seen logits plus one
+    column h·u + log U is *exactly* the full-vocabulary cross-entropy, at a fraction of the cost.
+
+    The compact model is a GPT whose vocabulary is S + 1 rows (the seen ids in order, then u);
+    :meth:`expand` turns it into a plain 50,257-row GPT (u copied into every unseen row) to evaluate and
+    save, and :meth:`shrink` goes back (to resume). With every id seen, the compact model is the full one.
+
+    >>> seen = SeenVocab.of(torch.tensor([7, 3, 7, 9]), vocab_size=10)
+    >>> seen.ids.tolist(), seen.num_unseen, seen.compact_ids(torch.tensor([9, 3, 5])).tolist()
+    ([3, 7, 9], 7, [2, 0, 3])
+    """
+
+    ids: torch.Tensor  # (S,) the seen ids, sorted
+    vocab_size: int  # the full vocabulary: 50,257 for GPT-2
+
+    @classmethod
+    def of(cls, tokens: torch.Tensor, vocab_size: int) -> SeenVocab:
+        """The ids that occur in ``tokens`` (the training split only: held-out text must not leak in)."""
+        return cls(torch.unique(tokens.cpu()), vocab_size)
+
+    @classmethod
+    def everything(cls, vocab_size: int) -> SeenVocab:
+        """Every id counted as seen: the compact model is the full one (the plain head)."""
+        return cls(torch.arange(vocab_size), vocab_size)
+
+    @property
+    def num_unseen(self) -> int:
+        return self.vocab_size - len(self.ids)
+
+    @property
+    def compact_size(self) -> int:
+        """Rows of the compact vocabulary: the seen ids, plus the shared row if any id is unseen."""
+        return len(self.ids) + (self.num_unseen > 0)
+
+    def compact_ids(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` renumbered into the compact vocabulary; every unseen id becomes the shared row S."""
+        lookup = torch.full((self.vocab_size,), len(self.ids), dtype=torch.long)
+        lookup[self.ids] = torch.arange(len(self.ids))
+        return lookup.to(tokens.device)[tokens]
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of compact ``logits`` (N, S + 1) against compact ``targets`` (N,). It equals
+        the full-vocabulary cross-entropy: the shared column stands for num_unseen equal logits."""
+        if self.num_unseen > 0:
+            shift = torch.zeros(self.compact_size, dtype=logits.dtype, device=logits.device)
+            shift[-1] = math.log(self.num_unseen)  # U terms exp(h·u) = one term exp(h·u + log U)
+            logits = logits + shift
+        return F.cross_entropy(logits, targets)
+
+    def shrink(self, model: GPT, config: GPTConfig) -> GPT:
+        """A compact GPT of shape ``config`` (its vocab_size replaced) with a full ``model``'s weights."""
+        wte = model.transformer.wte.weight.detach()  # (V, C)
+        rows = [wte[self.ids]] + ([wte[self._first_unseen()][None]] if self.num_unseen else [])
+        return self._with_embedding(model, replace(config, vocab_size=self.compact_size), torch.cat(rows))
+
+    def expand(self, compact: GPT, config: GPTConfig) -> GPT:
+        """The full GPT of shape ``config``: the seen rows in their places, the shared row in every other."""
+        rows = compact.transformer.wte.weight.detach()  # (S [+ 1], C)
+        wte = rows[-1].expand(self.vocab_size, -1).clone()  # (V, C): every row the shared one ...
+        wte[self.ids] = rows[: len(self.ids)]  # ... then each seen id gets its own
+        return self._with_embedding(compact, config, wte)
+
+    def _first_unseen(self) -> int:
+        seen = torch.zeros(self.vocab_size, dtype=torch.bool)
+        seen[self.ids] = True
+        return int((~seen).nonzero()[0])
+
+    @staticmethod
+    def _with_embedding(model: GPT, config: GPTConfig, wte: torch.Tensor) -> GPT:
+        """A new GPT of shape ``config`` holding copies of ``model``'s weights, except the token embedding
+        (and so the head tied to it), which is ``wte``."""
+        state = {name: t.clone() for name, t in model.state_dict().items() if name != "lm_head.weight"}
+        state["transformer.wte.weight"] = wte.clone()
+        with torch.device("meta"):  # no memory and no random init, which would use up the dropout RNG
+            new = GPT(config)
+        new.load_state_dict(state, strict=False, assign=True)  # the copies become the parameters
+        new.lm_head.weight = new.transformer.wte.weight  # assign replaced wte: tie the head again
+        return new.train(model.training)
 
 
 # --- evaluation ----------------------------------------------------------------------------------------
@@ -222,6 +344,8 @@ def plot_losses(train_losses: list[tuple[int, float]], heldout_losses: list[tupl
     >>> plot_losses([(1, 10.8), (2, 9.5)], [(2, 9.9)], Path(tempfile.mkdtemp()) / "loss.png").suffix
     '.png'
     """
+    from matplotlib.figure import Figure  # here, not at the top: the loop itself needs no plotting library
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # A bare Figure, not pyplot: it renders with Agg, opens no window, and leaves the backend of a
@@ -274,6 +398,7 @@ def train(config: TrainConfig, train_tokens: torch.Tensor | None = None,
     ['config.json', 'loss.png', 'model.safetensors', 'train_state.pt']
     """
     started = time.perf_counter()
+    _prepare_out_dir(config, is_main=int(os.environ.get("RANK", "0")) == 0)  # before any slow work
     if train_tokens is None or heldout_tokens is None:
         train_tokens, heldout_tokens = load_splits()
     proc = _start_process(config.device)
@@ -287,51 +412,106 @@ def train(config: TrainConfig, train_tokens: torch.Tensor | None = None,
 def _train(config: TrainConfig, train_tokens: torch.Tensor, heldout_tokens: torch.Tensor,
            proc: _Process, progress: bool, started: float) -> TrainResult:
     """The loop itself, for one process; `train` sets up and tears down the process group around it."""
-    model, optimizer, generator, state = _setup(config, proc)
+    vocab_size = config.model_config().vocab_size
+    seen = SeenVocab.of(train_tokens, vocab_size) if config.seen_vocab_head else SeenVocab.everything(vocab_size)
+    model, optimizer, generator, state = _setup(config, proc, seen)  # model: the compact one
     ddp_model = _wrap_ddp(model, proc) if proc.world_size > 1 else model
-    train_tokens = train_tokens.to(proc.device)
-    tokens_per_step = config.batch_size * config.block_size * proc.world_size  # all processes together
-    first_step, step_time, tokens_per_second = state["step"], 0.0, 0.0
-    bar = tqdm(total=config.max_steps, initial=first_step, disable=not (progress and proc.is_main),
-               unit="step", dynamic_ncols=True)
-    for step in range(first_step, config.max_steps):
-        t0 = time.perf_counter()
-        x, y = get_batch(train_tokens, config.batch_size, config.block_size, generator)  # (B, T) each
-        loss = _train_step(ddp_model, optimizer, x, y, lr_at(step, config), config.grad_clip)
-        step_time += time.perf_counter() - t0  # loss is a Python float: the GPU has finished the step
-        done = step + 1  # steps done so far, the x axis of every loss
-        state["step"] = done
-        state["train_losses"].append((done, loss))
-        tokens_per_second = tokens_per_step * (done - first_step) / step_time
-        bar.update()
-        bar.set_postfix(loss=f"{loss:.3f}", tokens_per_s=f"{tokens_per_second:,.0f}")
-        if done % config.eval_interval == 0 and done < config.max_steps:  # the final one comes below
-            _evaluate(model, heldout_tokens, config.block_size, config.eval_windows, state, proc)
-            _save(config, model, optimizer, generator, state, proc)
+    train_ids = seen.compact_ids(train_tokens).to(proc.device)  # (N,) in the compact vocabulary
+    state["tokens_per_second"] = 0.0
+    state["saved_step"] = state["step"] if config.resume else None
+    clock = _Clock(state["elapsed"], proc)
+    bar = tqdm(total=None if config.time_budget else config.max_steps, initial=state["step"],
+               disable=not (progress and proc.is_main), unit="step", dynamic_ncols=True)
+    try:
+        _loop(config, seen, model, ddp_model, optimizer, generator, state, train_ids, heldout_tokens, proc,
+              clock, bar)
+    except KeyboardInterrupt:
+        bar.close()
+        raise TrainingInterrupted(_interrupted_message(config, state)) from None
     bar.close()
-    final = _evaluate(model, heldout_tokens, config.block_size, None, state, proc)
-    checkpoint = _save(config, model, optimizer, generator, state, proc)
+    full_model = seen.expand(model, config.model_config())  # the plain GPT-2-shaped model
+    final = _evaluate(full_model, heldout_tokens, config, state, proc, final=True)
+    state["elapsed"] = clock.read()
+    checkpoint = _save(config, seen, model, optimizer, generator, state, proc)
     figure = None
     if proc.is_main:
         figure = plot_losses(state["train_losses"], state["heldout_losses"], config.figure_path)
     return TrainResult(
-        steps=state["step"], final_heldout_loss=final, num_parameters=model.num_parameters(),
-        tokens_per_second=tokens_per_second, wall_time=time.perf_counter() - started,
+        steps=state["step"], final_heldout_loss=final, num_parameters=full_model.num_parameters(),
+        tokens_per_second=state["tokens_per_second"], wall_time=time.perf_counter() - started,
         checkpoint=checkpoint, figure=figure, train_losses=state["train_losses"],
-        heldout_losses=state["heldout_losses"], model=model.eval(),
+        heldout_losses=state["heldout_losses"], model=full_model.eval(),
     )
 
 
-def _setup(config: TrainConfig, proc: _Process) -> tuple[GPT, torch.optim.AdamW, torch.Generator, dict]:
-    """The model, its optimizer, the batch generator and the step/loss state: seeded, or restored."""
+def _loop(config: TrainConfig, seen: SeenVocab, model: GPT, ddp_model: torch.nn.Module,
+          optimizer: torch.optim.Optimizer, generator: torch.Generator, state: dict, train_ids: torch.Tensor,
+          heldout_tokens: torch.Tensor, proc: _Process, clock: _Clock, bar: tqdm) -> None:
+    """Train until max_steps or the time budget, evaluating and saving every eval_interval steps."""
+    tokens_per_step = config.batch_size * config.block_size * proc.world_size  # all processes together
+    first_step, step_time = state["step"], 0.0
+    for step in range(first_step, config.max_steps):
+        elapsed = clock.read() if config.time_budget else 0.0
+        if config.time_budget and elapsed >= 60.0 * config.time_budget:
+            break
+        t0 = time.perf_counter()
+        x, y = get_batch(train_ids, config.batch_size, config.block_size, generator)  # (B, T) each
+        loss = _train_step(ddp_model, optimizer, seen, x, y, lr_at(step, config, elapsed), config.grad_clip)
+        step_time += time.perf_counter() - t0  # loss is a Python float: the GPU has finished the step
+        done = step + 1  # steps done so far, the x axis of every loss
+        state["step"] = done
+        state["train_losses"].append((done, loss))
+        state["tokens_per_second"] = tokens_per_step * (done - first_step) / step_time
+        bar.update()
+        bar.set_postfix(loss=f"{loss:.3f}", tokens_per_s=f"{state['tokens_per_second']:,.0f}")
+        if done % config.eval_interval == 0 and done < config.max_steps:  # the final one comes after
+            _evaluate(seen.expand(model, config.model_config()), heldout_tokens, config, state, proc)
+            state["elapsed"] = clock.read()
+            _save(config, seen, model, optimizer, generator, state, proc)
+            state["saved_step"] = done
+
+
+def _interrupted_message(config: TrainConfig, state: dict) -> str:
+    """One line for Ctrl-C: where the last checkpoint is, and how to go on from it."""
+    saved = state.get("saved_step")
+    if saved is None:
+        return (f"interrupted at step {state['step']}, before the first checkpoint (step {config.eval_interval}):"
+                " nothing was saved")
+    return (f"interrupted at step {state['step']}; the last checkpoint is {config.out_dir} (step {saved}): "
+            "run the same command with --resume to continue from it")
+
+
+def _setup(config: TrainConfig, proc: _Process, seen: SeenVocab
+           ) -> tuple[GPT, torch.optim.AdamW, torch.Generator, dict]:
+    """The compact model, its optimizer, the batch generator and the step/loss state: seeded, or restored."""
     # Same seed, same run. Under DDP each rank gets its own seed, so each draws different batches and
     # dropout masks; the ranks' initial weights differ too, but DDP copies rank 0's to all when it wraps.
     torch.manual_seed(config.seed + proc.rank)
     generator = torch.Generator().manual_seed(config.seed + proc.rank)  # batches only: resume restores it
-    model = GPT(config.model_config()).to(proc.device)
+    full_model = GPT(config.model_config())
+    saved = _load_run(config, seen, proc) if config.resume else None
+    if saved is not None:
+        full_model = saved["model"]
+    # training runs attention through SDPA (fused kernels); the saved model keeps the readable default
+    model = seen.shrink(full_model, replace(config.model_config(), use_sdpa=True)).to(proc.device)
     optimizer = make_optimizer(model, config)
-    state = _resume(config, model, optimizer, generator, proc) if config.resume else _fresh_state()
+    state = _restore(saved, optimizer, generator, proc) if saved is not None else _fresh_state()
     return model, optimizer, generator, state
+
+
+class _Clock:
+    """Seconds a run has spent, earlier sessions of it included. Under DDP every process reads rank 0's
+    clock, so under a time budget all of them stop after the same step."""
+
+    def __init__(self, already: float, proc: _Process) -> None:
+        self.start = time.perf_counter() - already
+        self.proc = proc
+
+    def read(self) -> float:
+        seconds = torch.tensor([time.perf_counter() - self.start], dtype=torch.float64, device=self.proc.device)
+        if self.proc.world_size > 1:
+            dist.broadcast(seconds, src=0)
+        return seconds.item()
 
 
 def _wrap_ddp(model: GPT, proc: _Process) -> DDP:
@@ -339,16 +519,16 @@ def _wrap_ddp(model: GPT, proc: _Process) -> DDP:
     return DDP(model, device_ids=[proc.device.index] if proc.device.type == "cuda" else None)
 
 
-def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                lr: float, grad_clip: float) -> float:
-    """One optimizer step on the batch (x, y), each (B, T); returns the batch's mean loss."""
+def _train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, seen: SeenVocab, x: torch.Tensor,
+                y: torch.Tensor, lr: float, grad_clip: float) -> float:
+    """One optimizer step on the batch (x, y), each (B, T) in the compact vocabulary; returns its loss."""
     model.train()
     for group in optimizer.param_groups:
         group["lr"] = lr
     with _autocast(x.device):
-        logits = model(x)  # (B, T, V)
+        logits = model(x)  # (B, T, S + 1)
     # cross_entropy wants (N, V) scores and (N,) targets: fold batch and time together; fp32 for accuracy
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten())
+    loss = seen.loss(logits.flatten(0, 1).float(), y.flatten())
     optimizer.zero_grad(set_to_none=True)
     loss.backward()  # under DDP this also averages the gradients over all processes
     if grad_clip > 0:
@@ -364,20 +544,36 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def _evaluate(model: GPT, tokens: torch.Tensor, block_size: int, max_windows: int | None, state: dict,
-              proc: _Process) -> float | None:
-    """Held-out loss after the current step, recorded in state; rank 0 only (the others get None)."""
+def _evaluate(model: GPT, tokens: torch.Tensor, config: TrainConfig, state: dict, proc: _Process,
+              final: bool = False) -> float | None:
+    """Held-out loss of the full ``model`` after the current step, recorded in state (on every window if
+    ``final``, else on ``eval_windows``); rank 0 only (the others get None)."""
     if not proc.is_main:
         return None
-    loss = heldout_loss(model, tokens, block_size, max_windows)
+    loss = heldout_loss(model, tokens, config.block_size, None if final else config.eval_windows)
     state["heldout_losses"].append((state["step"], loss))
     return loss
 
 
 # --- saving and resuming -------------------------------------------------------------------------------
+#
+# A checkpoint is a set of files: the weights, their config.json and train_state.pt. A kill in the middle
+# of writing them must never leave weights of one step beside the optimizer of another, so a save is
+# atomic as a set: write everything into out_dir/.saving, fsync, rename that directory to out_dir/.saved
+# (one atomic step: from here on the new set is complete), then move its files into place. A save killed
+# before that rename leaves the old set untouched (.saving is thrown away); one killed after it is finished
+# by the next resume. Every file records its step (config.json's "training_step", train_state.pt's "step"
+# and its hashes of the other two), and resume refuses a set that disagrees.
+
+WRITING, WRITTEN = ".saving", ".saved"  # out_dir's subdirectories while a save is under way
+
+
+class TrainingInterrupted(Exception):
+    """Ctrl-C stopped a run; the message says where its last checkpoint is and how to resume."""
+
 
 def _fresh_state() -> dict:
-    return {"step": 0, "train_losses": [], "heldout_losses": []}
+    return {"step": 0, "train_losses": [], "heldout_losses": [], "elapsed": 0.0}
 
 
 def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
@@ -388,44 +584,141 @@ def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
     return state
 
 
-def _save(config: TrainConfig, model: GPT, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-          state: dict, proc: _Process) -> Path | None:
-    """Write the weights and train_state.pt to out_dir (rank 0 only); returns out_dir, or None on others."""
+def _save(config: TrainConfig, seen: SeenVocab, model: GPT, optimizer: torch.optim.Optimizer,
+          generator: torch.Generator, state: dict, proc: _Process) -> Path | None:
+    """Write the full model and train_state.pt to out_dir as one set (rank 0 only); returns out_dir, or
+    None on the other ranks."""
     rng = [_rng_state(generator, proc.device)]
     if proc.world_size > 1:  # every rank draws its own batches: keep all their states, listed by rank
         rng = [None] * proc.world_size
         dist.all_gather_object(rng, _rng_state(generator, proc.device))
     if not proc.is_main:
         return None
-    out_dir = save_checkpoint(model, config.out_dir)  # fp32, so a resumed run continues bit for bit
-    torch.save({**state, "optimizer": optimizer.state_dict(), "rng": rng, "config": vars(config)},
-               out_dir / STATE_NAME)
+    out_dir = Path(config.out_dir)
+    _finish_interrupted_save(out_dir)
+    writing = out_dir / WRITING
+    # fp32, so that a resumed run continues bit for bit
+    save_checkpoint(seen.expand(model, config.model_config()), writing)
+    config_path = writing / CONFIG_NAME
+    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "training_step": state["step"]},
+                                      indent=2) + "\n")
+    hashes = {name: _sha256(writing / name) for name in (WEIGHTS_NAME, CONFIG_NAME)}
+    torch.save({**state, "optimizer": optimizer.state_dict(), "rng": rng, "config": vars(config),
+                "seen_ids": len(seen.ids), "sha256": hashes}, writing / STATE_NAME)
+    for path in writing.iterdir():
+        _fsync(path)
+    _fsync(writing)
+    os.replace(writing, out_dir / WRITTEN)  # the commit point: the new set is complete
+    _fsync(out_dir)
+    _finish_interrupted_save(out_dir)
     return out_dir
 
 
-def _resume(config: TrainConfig, model: GPT, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-            proc: _Process) -> dict:
-    """Load the weights, optimizer and RNG states saved in out_dir; returns step and loss history."""
-    path = Path(config.out_dir) / STATE_NAME
+def _finish_interrupted_save(out_dir: Path) -> None:
+    """Complete a save that was killed after its commit point; throw away one killed before it."""
+    shutil.rmtree(out_dir / WRITING, ignore_errors=True)
+    written = out_dir / WRITTEN
+    if written.is_dir():
+        for path in written.iterdir():
+            os.replace(path, out_dir / path.name)
+        _fsync(out_dir)
+        written.rmdir()
+
+
+def _fsync(path: Path) -> None:
+    """Make a file's (or a directory's list of names') contents durable before the next step relies on it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _load_run(config: TrainConfig, seen: SeenVocab, proc: _Process) -> dict:
+    """The saved run in out_dir: its train_state.pt contents and its full model, checked to be one set."""
+    out_dir = Path(config.out_dir)
+    if proc.is_main:  # only rank 0 writes, so only it may finish an interrupted save
+        _finish_interrupted_save(out_dir)
+    if proc.world_size > 1:
+        dist.barrier()
+    path = out_dir / STATE_NAME
     if not path.is_file():
         raise FileNotFoundError(f"resume=True but {path} does not exist: nothing to resume")
-    saved = load_checkpoint(config.out_dir)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # plain dicts, lists, numbers, tensors
+    except Exception as e:  # a truncated or foreign file: torch raises several kinds
+        raise _refuse(out_dir, f"{path} cannot be read ({type(e).__name__}: {e})") from e
+    _check_set(out_dir, state)
+    model = load_checkpoint(out_dir)
     for name in ("n_layer", "n_head", "n_embd", "block_size"):  # dropout may change between runs, shape not
-        if getattr(saved.config, name) != getattr(config, name):
+        if getattr(model.config, name) != getattr(config, name):
             raise ValueError(f"resume: out_dir={config.out_dir!r} holds a model with {name}="
-                             f"{getattr(saved.config, name)}, but the config asks for {getattr(config, name)}")
-    model.load_state_dict(saved.state_dict())
-    state = torch.load(path, map_location="cpu", weights_only=True)  # plain dicts, lists, numbers, tensors
+                             f"{getattr(model.config, name)}, but the config asks for {getattr(config, name)}")
+    if state["config"].get("seen_vocab_head", True) != config.seen_vocab_head or state["seen_ids"] != len(seen.ids):
+        raise ValueError(f"resume: the run in {config.out_dir!r} trained its head on {state['seen_ids']} ids "
+                         f"(seen_vocab_head={state['config'].get('seen_vocab_head', True)}); this one would use "
+                         f"{len(seen.ids)} (seen_vocab_head={config.seen_vocab_head}): resume with the same "
+                         "training tokens and head")
     if len(state["rng"]) != proc.world_size:
         raise ValueError(f"the run in {config.out_dir!r} used {len(state['rng'])} processes; resume it with "
                          f"the same number, not {proc.world_size}")
-    optimizer.load_state_dict(state.pop("optimizer"))  # moves the moments to the parameters' device
-    rng = state.pop("rng")[proc.rank]
+    return {**state, "model": model}
+
+
+def _check_set(out_dir: Path, state: dict) -> None:
+    """Refuse a checkpoint whose files do not all belong to train_state.pt's step."""
+    for name, expected in state["sha256"].items():
+        path = out_dir / name
+        if not path.is_file():
+            raise _refuse(out_dir, f"{path} is missing")
+        if _sha256(path) != expected:
+            raise _refuse(out_dir, f"{path} is not the file saved with {STATE_NAME} at step {state['step']} "
+                                   f"(it was changed, truncated or comes from another save)")
+    config_step = json.loads((out_dir / CONFIG_NAME).read_text()).get("training_step")
+    if config_step != state["step"]:
+        raise _refuse(out_dir, f"{out_dir / CONFIG_NAME} belongs to step {config_step}, "
+                               f"{STATE_NAME} to step {state['step']}")
+
+
+def _refuse(out_dir: Path, problem: str) -> ValueError:
+    return ValueError(f"cannot resume from {out_dir}: {problem}. The files are not one complete checkpoint; "
+                      f"restore a complete copy, or start afresh with --overwrite (this deletes it)")
+
+
+def _restore(saved: dict, optimizer: torch.optim.Optimizer, generator: torch.Generator, proc: _Process) -> dict:
+    """Put the saved optimizer and RNG states back; returns the step, loss history and time spent."""
+    optimizer.load_state_dict(saved["optimizer"])  # moves the moments to the parameters' device
+    rng = saved["rng"][proc.rank]
     generator.set_state(rng["batches"])
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and proc.device.type == "cuda":
         torch.cuda.set_rng_state(rng["cuda"], proc.device)
-    return {k: state[k] for k in _fresh_state()}
+    return {k: saved.get(k, default) for k, default in _fresh_state().items()}
+
+
+def _prepare_out_dir(config: TrainConfig, is_main: bool = True) -> None:
+    """Check out_dir before the first step: a writable directory, holding no checkpoint unless the run
+    resumes it or is told to overwrite it."""
+    out_dir = Path(config.out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"out_dir={config.out_dir!r} is a file, not a directory")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out_dir).close()
+    except OSError as e:
+        raise ValueError(f"out_dir={config.out_dir!r} is not a writable directory ({e.strerror})") from e
+    saved = [name for name in (WEIGHTS_NAME, STATE_NAME, WRITTEN) if (out_dir / name).exists()]
+    if saved and not config.resume:
+        if not config.overwrite:
+            raise ValueError(f"out_dir={config.out_dir!r} already holds a checkpoint ({', '.join(saved)}): "
+                             "pass --resume to continue it, --overwrite to replace it, or another --out-dir")
+        for name in (WEIGHTS_NAME, CONFIG_NAME, STATE_NAME, WRITING, WRITTEN) if is_main else ():
+            path = out_dir / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
 
 
 # --- processes and devices -----------------------------------------------------------------------------
@@ -470,7 +763,11 @@ def _int_or_none(text: str) -> int | None:
     return None if text.lower() == "none" else int(text)
 
 
-_ARG_TYPES = {"int": int, "float": float, "str": str, "int | None": _int_or_none}
+def _float_or_none(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
+_ARG_TYPES = {"int": int, "float": float, "str": str, "int | None": _int_or_none, "float | None": _float_or_none}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -527,7 +824,11 @@ def run(args: argparse.Namespace) -> int:
     ...
     """
     config = config_from_args(args)
-    result = train(config, progress=args.progress)
+    try:
+        result = train(config, progress=args.progress)
+    except TrainingInterrupted as e:
+        print(e, file=sys.stderr)
+        return 130  # the shell's code for "stopped by Ctrl-C"
     if result.checkpoint is not None:  # rank 0 only, so torchrun prints it once
         print(f"parameters: {result.num_parameters / 1e6:.1f}M")
         print(f"steps: {result.steps}, {result.tokens_per_second:,.0f} tokens/s")

@@ -20,12 +20,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from minigpt import train as train_module
 from minigpt.checkpoint import load_checkpoint
 from minigpt.model import GPT, GPTConfig
 from minigpt.train import (
     STATE_NAME,
+    SeenVocab,
     TrainConfig,
     add_arguments,
     config_from_args,
@@ -34,6 +36,7 @@ from minigpt.train import (
     param_groups,
     plot_losses,
     run,
+    schedule_progress,
     train,
 )
 
@@ -301,3 +304,169 @@ def test_run_trains_and_prints_a_summary(tmp_path, monkeypatch, capsys):
     printed = capsys.readouterr().out
     assert "final held-out loss:" in printed and f"checkpoint: {config.out_dir}" in printed
     assert (Path(config.out_dir) / STATE_NAME).is_file()
+
+
+# --- the seen-vocabulary head --------------------------------------------------------------------------
+
+def test_seen_vocab_loss_equals_the_full_cross_entropy():
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=16, n_layer=1, n_head=2, n_embd=32)
+    seen = SeenVocab.of(TRAIN_TOKENS, 50257)
+    assert (len(seen.ids), seen.num_unseen, seen.compact_size) == (48, 50209, 49)
+    compact = seen.shrink(GPT(config), config)
+    with torch.no_grad():  # a trained-looking unseen row: far from the others, so it matters
+        compact.transformer.wte.weight[-1] = torch.randn(32)
+    full = seen.expand(compact, config)
+    x, y = TRAIN_TOKENS[:64].view(4, 16), TRAIN_TOKENS[1:65].view(4, 16)
+    for dtype, tolerance in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
+        full_loss = F.cross_entropy(full.to(dtype)(x).flatten(0, 1), y.flatten())
+        compact_loss = seen.loss(compact.to(dtype)(seen.compact_ids(x)).flatten(0, 1), seen.compact_ids(y).flatten())
+        assert abs(full_loss.item() - compact_loss.item()) < tolerance, dtype
+
+
+def test_seen_vocab_expand_and_shrink_are_exact_inverses():
+    config = GPTConfig(block_size=16, n_layer=1, n_head=2, n_embd=32)
+    seen = SeenVocab.of(torch.tensor([5, 9, 9, 50256]), 50257)
+    compact = seen.shrink(GPT(config), config)
+    full = seen.expand(compact, config)
+    wte = full.transformer.wte.weight
+    assert full.lm_head.weight is wte and wte.shape == (50257, 32)
+    assert torch.equal(wte[[5, 9, 50256]], compact.transformer.wte.weight[:3])
+    assert torch.equal(wte[0], compact.transformer.wte.weight[3]) and torch.equal(wte[100], wte[0])
+    assert_same_weights(weights(seen.shrink(full, config)), weights(compact))
+    everything = SeenVocab.everything(50257)
+    assert everything.compact_size == 50257 and everything.num_unseen == 0
+
+
+def test_a_saved_model_scores_what_training_reported(tmp_path):
+    result = tiny_train(tiny_config(tmp_path))
+    loaded = load_checkpoint(result.checkpoint)
+    assert loaded.config.vocab_size == 50257 and not loaded.config.use_sdpa
+    assert heldout_loss(loaded, HELDOUT_TOKENS, 16) == pytest.approx(result.final_heldout_loss, abs=1e-6)
+
+
+# --- the time budget -----------------------------------------------------------------------------------
+
+def test_time_budget_decays_over_the_clock_or_the_steps_whichever_ends_first():
+    config = TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_steps=0, max_steps=1000, time_budget=2.0)
+    assert schedule_progress(100, 0.0, config) == pytest.approx(0.1)  # the steps are ahead
+    assert schedule_progress(100, 60.0, config) == pytest.approx(0.5)  # the clock is ahead
+    assert lr_at(100, config, elapsed=60.0) == pytest.approx(5.5e-4)  # half way down the cosine
+    assert lr_at(100, config, elapsed=120.0) == pytest.approx(1e-4)
+    assert lr_at(100, TrainConfig(learning_rate=1e-3, min_lr=1e-4, warmup_steps=0, max_steps=1000),
+                 elapsed=1e9) > 5e-4  # no budget: the clock is ignored
+
+
+def test_a_time_budgeted_run_stops_on_time_and_saves(tmp_path):
+    config = tiny_config(tmp_path, max_steps=10**6, eval_interval=10**5, time_budget=0.02)  # 1.2 s
+    result = tiny_train(config)
+    assert 1 <= result.steps < 10**6 and result.checkpoint is not None
+    state = torch.load(result.checkpoint / STATE_NAME, weights_only=True)
+    assert 1.2 <= state["elapsed"] < 60 and state["step"] == result.steps
+    assert config_from_args(parser().parse_args(["--time-budget", "20"])).time_budget == 20.0
+
+
+# --- checkpoints a kill cannot corrupt -----------------------------------------------------------------
+
+KILL_SCRIPT = """
+import os, signal, sys
+import torch
+from minigpt import train as T
+
+torch.set_num_threads(1)  # as the tests run (conftest): the same sums in the same order
+module, name, when = sys.argv[1], sys.argv[2], int(sys.argv[3])
+target = T if module == "train" else getattr(T, module)  # T.os or T.torch: the modules train.py calls
+real, calls = getattr(target, name), 0
+
+def killed_on_call(*args, **kwargs):
+    global calls
+    calls += 1
+    if calls == when:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, no finally: like a power cut
+    return real(*args, **kwargs)
+
+setattr(target, name, killed_on_call)
+tokens = torch.load(sys.argv[4])
+T.train(T.TrainConfig(**eval(sys.argv[5])), tokens["train"], tokens["heldout"], progress=False)
+"""
+
+
+def killed_run(tmp_path: Path, config: TrainConfig, target: str, call: int) -> None:
+    """Run training in a subprocess that SIGKILLs itself on the ``call``-th call of ``target``."""
+    tokens = tmp_path / "tokens.pt"
+    torch.save({"train": TRAIN_TOKENS, "heldout": HELDOUT_TOKENS}, tokens)
+    module, name = target.split(".")
+    done = subprocess.run([sys.executable, "-c", KILL_SCRIPT, module, name, str(call), str(tokens),
+                           repr(vars(config))], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -9, done.stderr  # it really died inside the save
+
+
+@pytest.mark.parametrize("target, call, left_behind", [
+    ("torch.save", 2, ".saving"),  # writing the step-6 set, before its commit point: the step-3 set stands
+    ("os.replace", 7, ".saved"),  # after the step-6 commit, one file moved: resume finishes the move
+])
+def test_a_kill_inside_a_save_resumes_exactly(tmp_path, target, call, left_behind):
+    common = dict(dropout=0.1, max_steps=9, eval_interval=3)
+    whole = tiny_train(tiny_config(tmp_path / "whole", **common))
+    config = tiny_config(tmp_path / "killed", **common)
+    killed_run(tmp_path, config, target, call)
+    state = torch.load(Path(config.out_dir) / STATE_NAME, weights_only=True)
+    assert state["step"] == 3  # the complete set on disk before the resume finishes any save
+    assert (Path(config.out_dir) / left_behind).is_dir()  # the save that was killed
+    resumed = tiny_train(tiny_config(tmp_path / "killed", resume=True, **common))
+    assert_same_weights(weights(resumed.model), weights(whole.model))
+    assert resumed.train_losses == whole.train_losses
+    assert sorted(p.name for p in Path(config.out_dir).iterdir()) == ["config.json", "model.safetensors",
+                                                                       "train_state.pt"]
+
+
+def test_resume_refuses_files_from_different_saves(tmp_path):
+    common = dict(max_steps=6, eval_interval=3)
+    tiny_train(tiny_config(tmp_path / "a", **common))
+    tiny_train(tiny_config(tmp_path / "b", max_steps=3, eval_interval=3))
+    # b's weights (step 3) beside a's training state (step 6)
+    (tmp_path / "a" / "out" / "model.safetensors").write_bytes((tmp_path / "b" / "out" / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match=r"cannot resume from .*a/out: .*a/out/model.safetensors is not the file saved with train_state.pt at step 6 .*--overwrite"):
+        tiny_train(tiny_config(tmp_path / "a", resume=True, **common))
+    state = tmp_path / "b" / "out" / STATE_NAME
+    state.write_bytes(state.read_bytes()[:1000])  # truncated
+    with pytest.raises(ValueError, match=r"cannot resume from .*b/out: .*b/out/train_state.pt cannot be read"):
+        tiny_train(tiny_config(tmp_path / "b", resume=True, **common))
+
+
+def test_out_dir_is_checked_before_the_first_step(tmp_path, monkeypatch):
+    monkeypatch.setattr(train_module, "load_splits", lambda: pytest.fail("trained before checking out_dir"))
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("")
+    with pytest.raises(ValueError, match=r"out_dir='.*notes.txt' is a file, not a directory"):
+        train(tiny_config(tmp_path, out_dir=str(a_file)))
+    with pytest.raises(ValueError, match=r"out_dir='.*notes.txt/run' is not a writable directory"):
+        train(tiny_config(tmp_path, out_dir=str(a_file / "run")))
+
+
+def test_a_fresh_run_does_not_overwrite_a_checkpoint_unless_told(tmp_path):
+    first = tiny_train(tiny_config(tmp_path, max_steps=2))
+    with pytest.raises(ValueError, match=r"already holds a checkpoint \(model.safetensors, train_state.pt\): pass "
+                                         r"--resume to continue it, --overwrite to replace it, or another --out-dir"):
+        tiny_train(tiny_config(tmp_path, max_steps=2))
+    again = tiny_train(tiny_config(tmp_path, max_steps=2, overwrite=True))
+    assert_same_weights(weights(again.model), weights(first.model))
+
+
+def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_module, "load_splits", lambda: (TRAIN_TOKENS, HELDOUT_TOKENS))
+    real_step, steps = train_module._train_step, []
+
+    def interrupted_at_step_5(*args):
+        steps.append(1)
+        if len(steps) == 5:
+            raise KeyboardInterrupt
+        return real_step(*args)
+
+    monkeypatch.setattr(train_module, "_train_step", interrupted_at_step_5)
+    config = tiny_config(tmp_path)
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in vars(config).items() if v is not None and not isinstance(v, bool)]
+    assert run(parser().parse_args([*flags, "--no-progress"])) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == (f"interrupted at step 4; the last checkpoint is {config.out_dir} (step 3): run the same "
+                   "command with --resume to continue from it")
