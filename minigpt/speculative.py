@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from minigpt import logits as L
 from minigpt.checks import check_int
-from minigpt.generate import DecodingSettings, check_id_prompt, encode_prompt, make_generator
+from minigpt.generate import DecodingSettings, check_id_prompt, encode_prompt, eval_mode, make_generator
 from minigpt.kv_cache import KVCache
 from minigpt.model import GPT
 from minigpt.tokenizer import decode
@@ -82,6 +82,7 @@ def speculative_generate(
     eos_token_id: int | Sequence[int] | None = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
+    allow_special: bool = False,
 ) -> SpeculativeOutput:
     """Continue ``prompt`` (a str or (1, T) ids) with ``target``, letting ``draft`` guess ``k`` tokens ahead.
 
@@ -89,7 +90,8 @@ def speculative_generate(
     distribution (after ``temperature``, ``top_k``, ``top_p``, as in ``generate``) otherwise. The draft
     changes only the speed, through ``acceptance_rate``. Both models keep a KV cache, cropped back past the
     rejected tokens. Greedy equality holds up to floating point: the target scores k + 1 positions at once,
-    which can change a logit in its last bit, and so an argmax between two tied tokens.
+    which can change a logit in its last bit, and so an argmax between two tied tokens. Models in train mode
+    decode in eval mode (no dropout) and get their modes back; ``allow_special`` is as in ``generate``.
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> model = GPT(GPTConfig.from_preset("tiny"))
@@ -105,14 +107,15 @@ def speculative_generate(
         )
     s = DecodingSettings(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-        eos_token_id=eos_token_id,
+        eos_token_id=eos_token_id, allow_special=allow_special,
     )
-    ids, text = _prompt_ids(prompt, target)
+    ids, text = _prompt_ids(prompt, target, s.allow_special)
     _check_context(target, "target", ids.size(1), max_new_tokens)
     _check_context(draft, "draft", ids.size(1), max_new_tokens)
     rng = make_generator(seed, generator, ids.device)
-    drafter = _ModelDrafter(draft, s, rng, max_len=ids.size(1) + max_new_tokens)
-    return _speculate(target, ids, text, drafter, k, s, rng)
+    with eval_mode(target), eval_mode(draft):  # dropout off, as in every decoder; modes restored after
+        drafter = _ModelDrafter(draft, s, rng, max_len=ids.size(1) + max_new_tokens)
+        return _speculate(target, ids, text, drafter, k, s, rng)
 
 
 @torch.inference_mode()
@@ -130,6 +133,7 @@ def prompt_lookup_generate(
     eos_token_id: int | Sequence[int] | None = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
+    allow_special: bool = False,
 ) -> SpeculativeOutput:
     """Speculative decoding with no draft model: guesses are copied from earlier in the sequence.
 
@@ -149,9 +153,9 @@ def prompt_lookup_generate(
     check_int("num_pred_tokens", num_pred_tokens, 1)
     s = DecodingSettings(
         max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-        eos_token_id=eos_token_id,
+        eos_token_id=eos_token_id, allow_special=allow_special,
     )
-    ids, text = _prompt_ids(prompt, model)
+    ids, text = _prompt_ids(prompt, model, s.allow_special)
     _check_context(model, "model", ids.size(1), max_new_tokens)
     rng = make_generator(seed, generator, ids.device)
 
@@ -160,7 +164,8 @@ def prompt_lookup_generate(
         q = F.one_hot(seq.new_tensor(tokens, dtype=torch.long), model.config.vocab_size).float()  # (m, V)
         return tokens, q
 
-    return _speculate(model, ids, text, drafter, num_pred_tokens, s, rng)
+    with eval_mode(model):
+        return _speculate(model, ids, text, drafter, num_pred_tokens, s, rng)
 
 
 def lookup_draft(seq: list[int], ngram_size: int, num_pred_tokens: int) -> list[int]:
@@ -183,10 +188,10 @@ def lookup_draft(seq: list[int], ngram_size: int, num_pred_tokens: int) -> list[
     return []
 
 
-def _prompt_ids(prompt: str | torch.Tensor, model: GPT) -> tuple[torch.Tensor, str | None]:
+def _prompt_ids(prompt: str | torch.Tensor, model: GPT, allow_special: bool) -> tuple[torch.Tensor, str | None]:
     """A single prompt as (1, T) ids on the model's device, and its text (None for an id prompt)."""
     if isinstance(prompt, str):
-        ids, text = torch.tensor([encode_prompt(prompt)]), prompt
+        ids, text = torch.tensor([encode_prompt(prompt, allow_special=allow_special)]), prompt
     elif isinstance(prompt, torch.Tensor):
         ids, _ = check_id_prompt(prompt, None, model.config.vocab_size)
         text = None

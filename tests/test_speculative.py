@@ -371,3 +371,24 @@ def test_bad_prompt_lookup_settings(target, kwargs, error, message):
     kwargs = {"max_new_tokens": 5, **kwargs}
     with pytest.raises(error, match=message):
         prompt_lookup_generate(target, PROMPT, **kwargs)
+
+
+def test_models_in_train_mode_decode_without_dropout_and_keep_their_mode():
+    target = GPT(GPTConfig.from_preset("tiny", dropout=0.5))
+    draft = GPT(GPTConfig.from_preset("tiny", dropout=0.5))
+    expected = speculative_generate(target.eval(), draft.eval(), "Hi there", k=3, max_new_tokens=8).new_tokens
+    target.train(), draft.train()
+    assert speculative_generate(target, draft, "Hi there", k=3, max_new_tokens=8).new_tokens == expected
+    assert prompt_lookup_generate(target, "Hi there", max_new_tokens=8).new_tokens == \
+        prompt_lookup_generate(target.eval(), "Hi there", max_new_tokens=8).new_tokens
+    target.train()
+    prompt_lookup_generate(target, "Hi there", max_new_tokens=2)
+    assert target.training and draft.training
+
+
+def test_end_of_text_in_a_prompt_needs_allow_special():
+    model = GPT(GPTConfig.from_preset("tiny"))
+    with pytest.raises(ValueError, match="allow_special=True"):
+        speculative_generate(model, model, "a<|endoftext|>b", max_new_tokens=2)
+    out = prompt_lookup_generate(model, "a<|endoftext|>b", max_new_tokens=2, allow_special=True)
+    assert len(out.new_tokens) == 2
