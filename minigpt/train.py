@@ -337,7 +337,7 @@ def heldout_loss(model: GPT, tokens: torch.Tensor, block_size: int, max_windows:
 
 
 def plot_losses(train_losses: list[tuple[int, float]], heldout_losses: list[tuple[int, float]],
-                path: str | Path) -> Path:
+                path: str | Path, title: str = "Training and held-out loss") -> Path:
     """Draw training and held-out loss against step and write it as a PNG to ``path``.
 
     >>> import tempfile
@@ -358,7 +358,7 @@ def plot_losses(train_losses: list[tuple[int, float]], heldout_losses: list[tupl
         ax.plot(*zip(*heldout_losses), "o-", label="held out")
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy loss (nats/token)")
-    ax.set_title("Training and held-out loss")
+    ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
@@ -435,7 +435,8 @@ def _train(config: TrainConfig, train_tokens: torch.Tensor, heldout_tokens: torc
     checkpoint = _save(config, seen, model, optimizer, generator, state, proc)
     figure = None
     if proc.is_main:
-        figure = plot_losses(state["train_losses"], state["heldout_losses"], config.figure_path)
+        figure = plot_losses(state["train_losses"], state["heldout_losses"], config.figure_path,
+                             title=f"{Path(config.out_dir).name}: training and held-out loss")
     return TrainResult(
         steps=state["step"], final_heldout_loss=final, num_parameters=full_model.num_parameters(),
         tokens_per_second=state["tokens_per_second"], wall_time=time.perf_counter() - started,
