@@ -2,6 +2,12 @@
 
 Every figure gets labelled axes and a title that says what it shows, so it reads without the text.
 
+Chapters also run as plain scripts (``python notebooks/02_temperature.py``). There they must neither stop
+at ``plt.show()`` waiting for a window to be closed, nor change the repository's files: importing this
+module in a plain (non-interactive) Python process selects matplotlib's Agg backend, whose ``plt.show()``
+returns at once, unless you chose a backend yourself (``MPLBACKEND``); and ``save_figure`` writes into
+``figures/`` only when ``MINIGPT_WRITE_FIGURES=1`` is set (see the README's "Contributing").
+
 >>> fig = plot_distribution(torch.tensor([0.7, 0.2, 0.1]), ["the", "a", "an"], title="Next token")
 >>> fig.axes[0].get_ylabel()
 'probability'
@@ -9,14 +15,27 @@ Every figure gets labelled axes and a title that says what it shows, so it reads
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
 FIGURES_DIR = Path(__file__).resolve().parent.parent / "figures"  # the repository's figures/ folder
+WRITE_FIGURES = "MINIGPT_WRITE_FIGURES"  # set to 1 to (re)write figures/ when running the chapters
+
+
+def _plain_script() -> bool:
+    """True in ``python script.py``; False in Jupyter, IPython, a REPL or ``python -i``."""
+    return "IPython" not in sys.modules and not hasattr(sys, "ps1") and not sys.flags.interactive
+
+
+if _plain_script() and not os.environ.get("MPLBACKEND"):
+    matplotlib.use("Agg")  # no window: plt.show() returns at once instead of waiting for one to be closed
 
 
 def plot_distribution(
@@ -67,13 +86,19 @@ def plot_distributions(
     return fig
 
 
-def save_figure(fig: Figure, name: str, folder: str | Path | None = None) -> Path:
-    """Write ``fig`` as ``<folder>/<name>.png`` (default: the repository's ``figures/``) and return the path.
+def save_figure(fig: Figure, name: str, folder: str | Path | None = None) -> Path | None:
+    """Write ``fig`` as ``<folder>/<name>.png`` and return the path.
+
+    Without ``folder`` the figure goes to the repository's ``figures/``, and only when the environment
+    variable ``MINIGPT_WRITE_FIGURES`` is ``1`` (else nothing is written and None is returned): running a
+    chapter or the tests leaves the committed figures alone, and regenerating them is a deliberate step.
 
     >>> import tempfile
     >>> save_figure(plt.figure(), "empty", tempfile.mkdtemp()).suffix
     '.png'
     """
+    if folder is None and os.environ.get(WRITE_FIGURES) != "1":
+        return None
     folder = Path(folder) if folder is not None else FIGURES_DIR
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"

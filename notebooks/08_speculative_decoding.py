@@ -37,6 +37,7 @@ print(f"target {target.num_parameters():,} parameters, draft {draft.num_paramete
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+# why: the installed version differs from machine to machine
 print("torch", torch.__version__)
 
 # %% [markdown]
@@ -117,7 +118,7 @@ accept = torch.minimum(torch.ones(3), p / q)
 residual = torch.clamp(p - q, min=0) / torch.clamp(p - q, min=0).sum()
 rejected_mass = (q * (1 - accept)).sum()
 result = q * accept + rejected_mass * residual
-print("P(output) =", [round(x, 4) for x in result.tolist()], "== p =", p.tolist())
+print("P(output) =", [round(x, 3) for x in result.tolist()], "== p =", [round(x, 3) for x in p.tolist()])
 assert torch.allclose(result, p)
 
 # %% [markdown]

@@ -32,6 +32,7 @@ model = minigpt.load_model("shakespeare")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
+# why: the installed version differs from machine to machine
 print("torch", torch.__version__)
 
 # %% [markdown]
@@ -47,13 +48,27 @@ print(greedy.new_tokens[0] == zero.new_tokens[0])
 
 # %% [markdown]
 # ## Step 2: floating-point addition is not associative
+#
+# A float keeps about 16 significant digits (float64, Python's) or 7 (float32, the model's): every sum
+# is rounded, so the order of the additions changes the result.
 
 # %%
 print((1 + 1e-16) - 1e-16 == 1 + (1e-16 - 1e-16))
 print(f"{(0.1 + 0.2) + 0.3:.17f}")
 print(f"{0.1 + (0.2 + 0.3):.17f}")
+assert (0.1 + 0.2) + 0.3 != 0.1 + (0.2 + 0.3)
+
+# %% [markdown]
+# torch adds a long tensor up in blocks, sized for the CPU's vector instructions. Added from the other
+# end, the same 10,000 numbers give a slightly different sum, and by how much depends on the CPU:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# why: the blocks, and so the rounding, depend on the CPU; the assert checks what the difference shows
 x = torch.randn(10_000, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
-print("sum forwards minus sum backwards:", (x.sum() - x.flip(0).sum()).item())
+order_noise = (x.sum() - x.flip(0).sum()).item()
+print(f"sum forwards minus sum backwards, on this CPU: {order_noise:.2e} (the sum is {x.sum().item():.1f})")
+assert abs(order_noise) < 1e-3  # the same sum but for the last bits (float32 keeps ~7 digits)
 
 # %% [markdown]
 # ## Step 3: the batch size changes the low bits of the logits
@@ -62,12 +77,15 @@ print("sum forwards minus sum backwards:", (x.sum() - x.flip(0).sum()).item())
 # additions happen in a different order.
 
 # %%
+# NBVAL_IGNORE_OUTPUT
+# why: how the products are blocked depends on the CPU and its math library; the assert checks the size
 prompt = torch.tensor([encode("ROMEO:\nBut soft, what light")])
 with torch.no_grad():
     alone = model(prompt)[0, -1]
     batch = model(prompt.repeat(8, 1))[0, -1]
-diff = (alone - batch).abs().max().item()
-print(f"largest difference between batch 1 and batch 8: {diff:.2e}  (exactly equal: {diff == 0})")
+noise = (alone - batch).abs().max().item()
+print(f"largest difference between batch 1 and batch 8, on this CPU: {noise:.2e}  (exactly equal: {noise == 0})")
+assert noise < 1e-4  # the same logits but for the last bits (they are of size ~10)
 
 # %% [markdown]
 # ## Step 4: when a near-tie flips the argmax
@@ -89,15 +107,29 @@ ax.set_title("How close greedy decoding comes to a tie")
 fig.tight_layout()
 save_figure(fig, "09_top2_gap")
 plt.show()
-print(f"smallest gap: {min(gaps):.4f} at step {gaps.index(min(gaps))}")
+print(f"smallest gap: {min(gaps):.3g} at step {gaps.index(min(gaps))}")
 
 # %% [markdown]
-# A gap smaller than the batch-size noise above (about 1e-6) would let the batch size change the token.
-# Let us build such a tie on purpose:
+# A gap smaller than the batch-size noise measured in Step 3 would let the batch size change the token.
+# Let us build such a tie on purpose. It has to be a float32 tie: near 2.0, float32 numbers are
+# 2⁻²² ≈ 2.4e-7 apart, so `2.0 + 1e-7` is 2.0 again. `torch.nextafter` gives the next float.
 
 # %%
-tie = torch.tensor([2.0, 2.0 + 1e-7, 1.0])
-print("argmax:", tie.argmax().item(), "| after a 1e-6 nudge to token 0:", (tie + torch.tensor([1e-6, 0, 0])).argmax().item())
+two = torch.tensor(2.0)
+ulp = (torch.nextafter(two, torch.tensor(3.0)) - two).item()  # one float32 step at 2.0: 2 ** -22
+print(f"float32: 2.0 + 1e-7 == 2.0 is {bool(two + 1e-7 == two)}; the next float after 2.0 is 2.0 + {ulp:.3g}")
+tie = torch.tensor([2.0, 2.0 + ulp, 1.0])  # token 1 leads token 0 by one step
+nudged = tie + torch.tensor([2 * ulp, 0.0, 0.0])  # token 0 two steps up: now it leads by one
+print("argmax:", tie.argmax().item(), "→ after nudging token 0 up by two steps:", nudged.argmax().item())
+assert tie.argmax() == 1 and nudged.argmax() == 0
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# why: it quotes the noise measured in Step 3, which depends on the CPU
+print(f"The batch-size noise measured in Step 3 on this CPU, {noise:.2e}, is {noise / ulp:.0f} times that step; "
+      f"this greedy generation's smallest gap, {min(gaps):.3g}, is {min(gaps) / max(noise, ulp):,.0f} times "
+      f"larger, so its tokens are the same at any batch size.")
+assert min(gaps) > 100 * max(noise, ulp)
 
 # %% [markdown]
 # ## The library's version

@@ -21,8 +21,12 @@ def test_readme_opens_with_the_two_commands():
 def test_ci_runs_the_readme_test_command():
     test_command = BLOCKS[1].removeprefix(". .venv/bin/activate && ")
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
-    assert ci[-1] == test_command
+    assert test_command in ci
     assert "--nbval " in test_command and "notebooks" in test_command
+    # then the notebooks again on torch's portable kernels: outputs must not depend on the CPU
+    portable = [line for line in ci[ci.index(test_command):] if line.startswith("ATEN_CPU_CAPABILITY=default ")]
+    assert portable and portable[0].endswith("python -m pytest --nbval --nbval-current-env "
+                                             "--nbval-sanitize-with tests/nbval_sanitize.cfg notebooks")
 
 
 def test_doctests_in_every_module():
