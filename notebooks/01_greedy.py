@@ -133,3 +133,12 @@ plt.show()
 library = minigpt.generate(model, "ROMEO:", max_new_tokens=40)
 assert library.ids[0].tolist() == ids[0].tolist()
 print("hand-built greedy == minigpt.generate (greedy):", library.new_tokens[0][:10], "...")
+
+# %% [markdown]
+# ## Sources
+#
+# - **The "nice woman" / "dog has" tree** (Step 3): von Platen, P. (2020). *How to generate text: using different
+#   decoding methods for language generation with Transformers*. Hugging Face blog,
+#   <https://huggingface.co/blog/how-to-generate>.
+# - **Why the most likely text repeats itself** (Step 2): Holtzman, A., Buys, J., Du, L., Forbes, M., & Choi, Y.
+#   (2020). *The Curious Case of Neural Text Degeneration*. ICLR 2020. arXiv:1904.09751.

@@ -162,3 +162,13 @@ for T in temperatures:
     library = torch.softmax(apply_temperature(logits.unsqueeze(0), T), dim=-1)[0]
     torch.testing.assert_close(library, softmax_with_temperature(logits, T), atol=1e-6, rtol=0)
 print("hand-built temperature == minigpt.logits.apply_temperature")
+
+# %% [markdown]
+# ## Sources
+#
+# - **The nine-word vocabulary and its logits** after *"every effort moves you"*, the seed 123, the 1,000 draws and
+#   the temperatures 1, 0.1 and 5 (Steps 2 and 3): Raschka, S. (2024). *Build a Large Language Model (From Scratch)*.
+#   Manning, chapter 5. Code: <https://github.com/rasbt/LLMs-from-scratch>.
+# - **Temperature**, from the Boltzmann distribution of statistical physics as used in Boltzmann machines: Ackley, D.
+#   H., Hinton, G. E., & Sejnowski, T. J. (1985). *A Learning Algorithm for Boltzmann Machines*. Cognitive Science,
+#   9(1), 147–169.

@@ -117,3 +117,11 @@ assert torch.equal(top_k_filter(tied.unsqueeze(0), 2)[0], top_k_by_hand(tied, 2)
 library = torch.softmax(top_k_filter(apply_temperature(logits.unsqueeze(0), 0.5), 3), dim=-1)[0]
 torch.testing.assert_close(library, torch.softmax(top_k_by_hand(logits / 0.5, 3), dim=-1))
 print("hand-built top-k == minigpt.logits.top_k_filter")
+
+# %% [markdown]
+# ## Sources
+#
+# - **The nine-word vocabulary and its logits** after *"every effort moves you"*, and k = 3: Raschka, S. (2024).
+#   *Build a Large Language Model (From Scratch)*. Manning, chapter 5. (As in chapter 2.)
+# - **Top-k sampling**: Fan, A., Lewis, M., & Dauphin, Y. (2018). *Hierarchical Neural Story Generation*. ACL 2018.
+#   arXiv:1805.04833.

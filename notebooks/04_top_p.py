@@ -142,3 +142,13 @@ for p in (0.3, 0.5, 0.9, 0.99):
 for m in (0.01, 0.1, 0.5):
     assert torch.equal(min_p_filter(logits.unsqueeze(0), m)[0], min_p_by_hand(logits, m))
 print("hand-built top-p and min-p == minigpt.logits")
+
+# %% [markdown]
+# ## Sources
+#
+# - **The nine-word vocabulary and its logits** after *"every effort moves you"*: Raschka, S. (2024). *Build a Large
+#   Language Model (From Scratch)*. Manning, chapter 5. (As in chapter 2.)
+# - **Top-p (nucleus) sampling**: Holtzman, A., Buys, J., Du, L., Forbes, M., & Choi, Y. (2020). *The Curious Case of
+#   Neural Text Degeneration*. ICLR 2020. arXiv:1904.09751.
+# - **Min-p sampling** (Step 3): Nguyen, M. N., Baker, A., Neo, C., Roush, A., Kirsch, A., & Shwartz-Ziv, R. (2024).
+#   *Turning Up the Heat: Min-p Sampling for Creative and Coherent LLM Outputs*. arXiv:2407.01082 (ICLR 2025).

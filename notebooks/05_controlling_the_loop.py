@@ -175,3 +175,16 @@ torch.testing.assert_close(repetition_penalty(logits.unsqueeze(0), ids_seen, 1.5
 banned = no_repeat_ngram(torch.zeros(1, 5), torch.tensor([history]), 3)[0]
 assert torch.isinf(banned).nonzero().flatten().tolist() == banned_by_hand(history, 3)
 print("hand-built repetition penalty and n-gram ban == minigpt.logits")
+
+# %% [markdown]
+# ## Sources
+#
+# - **The nine-word vocabulary and its logits** after *"every effort moves you"* (Step 1): Raschka, S. (2024). *Build
+#   a Large Language Model (From Scratch)*. Manning, chapter 5. (As in chapter 2.)
+# - **Repetition penalty** (Step 1; multiplying negative logits instead of dividing them is transformers' rule):
+#   Keskar, N. S., McCann, B., Varshney, L. R., Xiong, C., & Socher, R. (2019). *CTRL: A Conditional Transformer
+#   Language Model for Controllable Generation*. arXiv:1909.05858.
+# - **No-repeat n-gram** (Step 2; the paper blocks repeated trigrams in beam search): Paulus, R., Xiong, C., & Socher,
+#   R. (2018). *A Deep Reinforced Model for Abstractive Summarization*. ICLR 2018. arXiv:1705.04304.
+# - The third prompt, *"First Citizen: Before we proceed any further, hear me speak."*, opens Shakespeare's
+#   *Coriolanus*.

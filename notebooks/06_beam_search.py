@@ -189,3 +189,21 @@ assert library.sequences.tolist() == seqs.tolist()
 torch.testing.assert_close(library.scores, scores / 12, atol=1e-4, rtol=0)
 assert ranked.scores.tolist() == sorted(ranked.scores.tolist(), reverse=True)
 print("hand-built beam search == minigpt.search.beam_search")
+
+# %% [markdown]
+# ## Sources
+#
+# - **The toy tree, and two beams finding "The dog has"** (Step 1): von Platen, P. (2020). *How to generate text:
+#   using different decoding methods for language generation with Transformers*. Hugging Face blog,
+#   <https://huggingface.co/blog/how-to-generate>. (As in chapter 1.)
+# - **Why beam text is bland and repetitive** (Step 4): Holtzman, A., Buys, J., Du, L., Forbes, M., & Choi, Y. (2020).
+#   *The Curious Case of Neural Text Degeneration*. ICLR 2020. arXiv:1904.09751.
+# - **N-gram blocking** (Step 4): Paulus, R., Xiong, C., & Socher, R. (2018). *A Deep Reinforced Model for Abstractive
+#   Summarization*. ICLR 2018. arXiv:1705.04304.
+# - **Diverse beam search**: Vijayakumar, A. K., Cogswell, M., Selvaraju, R. R., Sun, Q., Lee, S., Crandall, D., &
+#   Batra, D. (2016). *Diverse Beam Search: Decoding Diverse Solutions from Neural Sequence Models*. arXiv:1610.02424.
+# - **Sample-and-rank** (Meena's decoder): Adiwardana, D., Luong, M.-T., So, D. R., Hall, J., Fiedel, N., Thoppilan,
+#   R., Yang, Z., Kulshreshtha, A., Nemade, G., Lu, Y., & Le, Q. V. (2020). *Towards a Human-like Open-Domain
+#   Chatbot*. arXiv:2001.09977.
+# - **Contrastive search**: Su, Y., Lan, T., Wang, Y., Yogatama, D., Kong, L., & Collier, N. (2022). *A Contrastive
+#   Framework for Neural Text Generation*. NeurIPS 2022. arXiv:2202.06417.

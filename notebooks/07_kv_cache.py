@@ -438,3 +438,16 @@ print("hand-built padded batch == minigpt.generate on the same two prompts")
 #   batches outgrows the model itself.
 # - **The mask** is (new tokens, past + new tokens): the causal part is trivial for one token; padding
 #   columns stay masked at every step.
+
+# %% [markdown]
+# ## Sources
+#
+# - **Inference with a KV cache, and what its memory costs at scale**: Pope, R., Douglas, S., Chowdhery, A., Devlin,
+#   J., Bradbury, J., Levskaya, A., Heek, J., Xiao, K., Agrawal, S., & Dean, J. (2022). *Efficiently Scaling
+#   Transformer Inference*. arXiv:2211.05102 (MLSys 2023).
+# - **Attention: queries, keys, values and the causal mask**: Vaswani, A., Shazeer, N., Parmar, N., Uszkoreit, J.,
+#   Jones, L., Gomez, A. N., Kaiser, Ł., & Polosukhin, I. (2017). *Attention Is All You Need*. NeurIPS 2017.
+#   arXiv:1706.03762.
+# - **GPT-2 124M**, the shape the memory formula is applied to (Step 6): Radford, A., Wu, J., Child, R., Luan, D.,
+#   Amodei, D., & Sutskever, I. (2019). *Language Models are Unsupervised Multitask Learners*. OpenAI technical
+#   report.

@@ -129,3 +129,15 @@ library = speculative_generate(target, draft, prompt, k=4, max_new_tokens=30)
 assert library.ids.tolist() == ids.tolist()
 print(f"minigpt.speculative_generate: same tokens, acceptance {library.acceptance_rate:.2f}, "
       f"{library.num_target_passes} target passes")
+
+# %% [markdown]
+# ## Sources
+#
+# - **Speculative decoding and the sampling rule of Step 4**: Leviathan, Y., Kalman, M., & Matias, Y. (2023). *Fast
+#   Inference from Transformers via Speculative Decoding*. ICML 2023. arXiv:2211.17192.
+# - **The same, found independently (speculative sampling)**: Chen, C., Borgeaud, S., Irving, G., Lespiau, J.-B.,
+#   Sifre, L., & Jumper, J. (2023). *Accelerating Large Language Model Decoding with Speculative Sampling*.
+#   arXiv:2302.01318.
+# - **Prompt lookup decoding**, which drafts from the text itself instead of a draft model
+#   (`minigpt.speculative.prompt_lookup_generate`, not used in this chapter): Saxena, A. (2023). *Prompt Lookup
+#   Decoding*. GitHub, <https://github.com/apoorvumang/prompt-lookup-decoding>.

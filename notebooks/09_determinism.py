@@ -141,3 +141,9 @@ a = minigpt.generate(model, "ROMEO:", max_new_tokens=20, do_sample=True, seed=5)
 b = minigpt.generate(model, "ROMEO:", max_new_tokens=20, do_sample=True, seed=5)
 assert a.new_tokens == b.new_tokens
 print("same seed, same tokens:", a.new_tokens[0][:8], "...")
+
+# %% [markdown]
+# ## Sources
+#
+# - **Floating-point rounding, and why the order of a sum matters** (Steps 2–4): Goldberg, D. (1991). *What Every
+#   Computer Scientist Should Know About Floating-Point Arithmetic*. ACM Computing Surveys, 23(1), 5–48.
