@@ -5,6 +5,10 @@ checker's "not implemented yet". The solutions notebook is the same notebook wit
 every check there passes. nbval compares the outputs themselves; this file keeps the pairs from drifting, and
 test_chapters.py keeps each notebook equal to its script. Run as a plain script, a notebook prints the same
 verdicts its check cells show.
+
+Each exercise notebook also asks the student to think: it opens with a prediction (a question to answer before
+running the cell that shows the answer) and ends with an open question; the solutions notebook repeats both
+and adds one more cell, a worked answer to the open question.
 """
 
 import runpy
@@ -21,6 +25,9 @@ CHAPTERS = ["01_greedy", "02_temperature", "03_top_k", "04_top_p", "05_controlli
             "07_kv_cache", "08_speculative_decoding"]
 STUB = "raise NotImplementedError  # EXERCISE: write this function"
 VERDICT = ("✓ ", "✗ ")
+PREDICT = "## Before you start: predict, then run"  # the first markdown cell after the title
+OPEN_QUESTION = "## To think about: an open question"  # an exercise notebook's last cell
+WORKED_ANSWER = "## Worked answer"  # a solutions notebook's last cell, after the open question
 
 
 def read(chapter: str, kind: str):
@@ -48,7 +55,7 @@ def test_one_exercise_and_one_solution_notebook_per_chapter():
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_solutions_are_the_exercises_with_the_stubs_filled_in(chapter):
     exercise, solution = read(chapter, "exercise").cells, read(chapter, "solution").cells
-    assert len(exercise) == len(solution)
+    assert len(solution) == len(exercise) + 1  # the solutions add a worked answer at the end
     stubs = 0
     for ex, sol in zip(exercise, solution):
         assert STUB not in sol.source
@@ -83,3 +90,37 @@ def test_run_as_a_script_it_prints_the_verdicts_the_notebook_shows(chapter, kind
     shown = [line for cell in check_cells(read(chapter, kind)) for line in verdicts(outputs(cell))]
     assert verdicts(capsys.readouterr().out) == shown
     assert len(shown) == len(check_cells(read(chapter, kind)))
+
+
+def paragraphs(markdown: str) -> list[str]:
+    return [p for p in markdown.split("\n\n") if p.strip()]
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_exercises_open_with_a_prediction_and_end_with_an_open_question(chapter):
+    for kind in ("exercise", "solution"):
+        cells = read(chapter, kind).cells
+        assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# Chapter")  # the title
+        first = next(i for i, c in enumerate(cells) if i > 0 and c.cell_type == "markdown")
+        predict, run = cells[first], cells[first + 1]
+        assert predict.source.startswith(PREDICT), f"{kind}: the first cell after the title asks for a prediction"
+        asked = predict.source.partition("write down your answers:")[2]  # "Before you run …, write down …:"
+        assert "Before you run" in predict.source and "\n1. " in asked and "?" in asked
+        # the cell after it runs and shows the answer, before the first exercise
+        assert run.cell_type == "code" and not run.source.strip().splitlines()[-1].startswith("check_")
+        assert outputs(run).strip() and STUB not in run.source
+        assert first < next(i for i, c in enumerate(cells) if c.source.startswith("## Exercise 1"))
+        last = cells[-1] if kind == "exercise" else cells[-2]
+        assert last.cell_type == "markdown" and last.source.startswith(OPEN_QUESTION), f"{kind}: ends with it"
+        assert "?" in paragraphs(last.source)[1]  # the question itself, under the heading
+        assert "no single right answer" in last.source
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_solutions_end_with_a_worked_answer(chapter):
+    exercise, solution = read(chapter, "exercise").cells, read(chapter, "solution").cells
+    assert solution[-2].source == exercise[-1].source  # the open question, then its answer
+    answer = solution[-1]
+    assert answer.cell_type == "markdown" and answer.source.startswith(WORKED_ANSWER)
+    assert WORKED_ANSWER not in "".join(c.source for c in exercise)
+    assert len(paragraphs(answer.source)) >= 3  # the heading and a few paragraphs, not a one-liner

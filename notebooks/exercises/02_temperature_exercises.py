@@ -21,6 +21,9 @@
 # In the [exercise notebook](../exercises/02_temperature_exercises.ipynb) each function is a stub for you to
 # fill in (replace `raise NotImplementedError` with your code); the
 # [solutions notebook](../solutions/02_temperature_solutions.ipynb) has them filled in.
+#
+# First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
+# question with no single right answer; the solutions notebook ends with a worked answer to it.
 
 # %%
 import torch
@@ -33,6 +36,35 @@ torch.set_num_threads(1)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Before you start: predict, then run
+#
+# The toy logits after *"every effort moves you"*: closer 4.51, every 0.89, effort −1.90, forward 6.75, inches
+# 1.63, moves −1.62, pizza −1.89, toward 6.28, you 1.79. At temperature 1 the most likely word, "forward", has
+# probability 0.572, and the least likely, "effort", 0.000 (to 3 decimals).
+#
+# Before you run the next cell, write down your answers:
+#
+# 1. Will temperature 0.5 make the top probability larger or smaller than 0.572?
+# 2. And temperature 2?
+# 3. Can a temperature change which word is the most likely?
+# 4. Does "effort" gain or lose probability at temperature 2?
+
+# %%
+from minigpt.logits import apply_temperature
+
+vocab = ["closer", "every", "effort", "forward", "inches", "moves", "pizza", "toward", "you"]
+logits = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])  # (1, 9)
+tops = []
+for T in (0.5, 1.0, 2.0):
+    probs = torch.softmax(apply_temperature(logits, T), dim=-1)[0]  # softmax(logits / T)
+    print(f"T = {T}: most likely {vocab[probs.argmax()]!r}; "
+          + ", ".join(f"{vocab[i]} {probs[i]:.3f}" for i in (3, 7, 0, 2)))
+    assert probs.argmax() == 3
+    tops.append(probs[3].item())
+assert tops[0] > tops[1] > tops[2]  # colder: the top word gains; hotter: it loses
+
 
 # %% [markdown]
 # ## Exercise 1: softmax with temperature
@@ -77,3 +109,14 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
 
 # %%
 check_entropy(entropy)
+
+# %% [markdown]
+# ## To think about: an open question
+#
+# One assistant has two jobs: it answers arithmetic questions and it writes sonnets. Would you give both jobs
+# the same temperature? How would you choose each value, and how could the entropy you wrote in Exercise 2
+# help you?
+#
+# There is no single right answer: write yours in a few sentences, from what this notebook and
+# [chapter 2](../02_temperature.ipynb) showed. The
+# [solutions notebook](../solutions/02_temperature_solutions.ipynb) ends with one worked answer.

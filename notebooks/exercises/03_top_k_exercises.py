@@ -21,6 +21,9 @@
 # In the [exercise notebook](../exercises/03_top_k_exercises.ipynb) each function is a stub for you to fill
 # in (replace `raise NotImplementedError` with your code); the
 # [solutions notebook](../solutions/03_top_k_solutions.ipynb) has them filled in.
+#
+# First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
+# question with no single right answer; the solutions notebook ends with a worked answer to it.
 
 # %%
 import torch
@@ -33,6 +36,34 @@ torch.set_num_threads(1)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Before you start: predict, then run
+#
+# Top-k with k = 2 on the toy logits after *"every effort moves you"*: closer 4.51, every 0.89, effort −1.90,
+# forward 6.75, inches 1.63, moves −1.62, pizza −1.89, toward 6.28, you 1.79. At temperature 1, before any
+# filtering, "forward" has probability 0.572.
+#
+# Before you run the next cell, write down your answers:
+#
+# 1. Which two words survive top-k = 2? After renormalising, does the probability of "forward" rise a little
+#    or a lot?
+# 2. At temperature 5 the distribution is much flatter. Are the survivors the same two words?
+# 3. At which of the two temperatures does top-2 throw away more of the probability, and roughly how much?
+
+# %%
+from minigpt.logits import apply_temperature, top_k_filter
+
+vocab = ["closer", "every", "effort", "forward", "inches", "moves", "pizza", "toward", "you"]
+logits = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])  # (1, 9)
+for T in (1.0, 5.0):
+    scaled = apply_temperature(logits, T)  # temperature first, then top-k, as minigpt applies them
+    before = torch.softmax(scaled, dim=-1)[0]
+    after = torch.softmax(top_k_filter(scaled, 2), dim=-1)[0]
+    kept = after > 0
+    print(f"T = {T}: keeps {[vocab[i] for i in kept.nonzero().flatten()]}, "
+          f"forward {before[3]:.3f} -> {after[3]:.3f}, probability thrown away {1 - before[kept].sum():.3f}")
+
 
 # %% [markdown]
 # ## Exercise 1: the top-k filter
@@ -73,3 +104,13 @@ def top_k_probs(logits: torch.Tensor, k: int, temperature: float) -> torch.Tenso
 
 # %%
 check_top_k_probs(top_k_probs)
+
+# %% [markdown]
+# ## To think about: an open question
+#
+# Is there one value of k you would use for every prompt? When would k = 50 let in too many tokens, and when
+# too few?
+#
+# There is no single right answer: write yours in a few sentences, from what this notebook and
+# [chapter 3](../03_top_k.ipynb) showed. The [solutions notebook](../solutions/03_top_k_solutions.ipynb) ends
+# with one worked answer.

@@ -20,6 +20,9 @@
 # In the [exercise notebook](../exercises/04_top_p_exercises.ipynb) each function is a stub for you to fill
 # in (replace `raise NotImplementedError` with your code); the
 # [solutions notebook](../solutions/04_top_p_solutions.ipynb) has them filled in.
+#
+# First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
+# question with no single right answer; the solutions notebook ends with a worked answer to it.
 
 # %%
 import torch
@@ -32,6 +35,35 @@ torch.set_num_threads(1)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Before you start: predict, then run
+#
+# Chapter 4 ran top-p = 0.9 on the toy logits after *"every effort moves you"* (closer 4.51, every 0.89,
+# effort −1.90, forward 6.75, inches 1.63, moves −1.62, pizza −1.89, toward 6.28, you 1.79) at temperature 1:
+# it kept two words, "forward" and "toward". Min-p = 0.1 keeps every word at least a tenth as likely as the
+# most likely one; top-k = 3 always keeps three. The temperature is applied first.
+#
+# Before you run the next cell, write down your answers:
+#
+# 1. At temperature 2 the distribution is flatter. Does top-p 0.9 keep more words, fewer, or the same two?
+# 2. How many words does min-p 0.1 keep at temperature 1? Does that number grow with the temperature as
+#    top-p's does?
+# 3. At temperature 5 (nearly flat), which of the two keeps more?
+
+# %%
+from minigpt.logits import apply_temperature, min_p_filter, top_k_filter, top_p_filter
+
+vocab = ["closer", "every", "effort", "forward", "inches", "moves", "pizza", "toward", "you"]
+logits = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])  # (1, 9)
+filters = {"top-k 3": lambda z: top_k_filter(z, 3), "top-p 0.9": lambda z: top_p_filter(z, 0.9),
+           "min-p 0.1": lambda z: min_p_filter(z, 0.1)}
+print("words kept\nT    " + "".join(f"{name:>11}" for name in filters))
+for T in (0.5, 1.0, 2.0, 5.0):
+    scaled = apply_temperature(logits, T)
+    kept = [int((f(scaled) > float("-inf")).sum()) for f in filters.values()]
+    print(f"{T:<5}" + "".join(f"{n:>11}" for n in kept))
+
 
 # %% [markdown]
 # ## Exercise 1: the top-p filter
@@ -73,3 +105,12 @@ def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
 
 # %%
 check_min_p_filter(min_p_filter)
+
+# %% [markdown]
+# ## To think about: an open question
+#
+# When would you prefer min-p over top-p?
+#
+# There is no single right answer: write yours in a few sentences, from what this notebook and
+# [chapter 4](../04_top_p.ipynb) showed. The [solutions notebook](../solutions/04_top_p_solutions.ipynb) ends
+# with one worked answer.

@@ -21,6 +21,9 @@
 # In the [exercise notebook](../exercises/05_controlling_the_loop_exercises.ipynb) each function is a stub
 # for you to fill in (replace `raise NotImplementedError` with your code); the [solutions
 # notebook](../solutions/05_controlling_the_loop_solutions.ipynb) has them filled in.
+#
+# First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
+# question with no single right answer; the solutions notebook ends with a worked answer to it.
 
 # %%
 import torch
@@ -33,6 +36,36 @@ torch.set_num_threads(1)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Before you start: predict, then run
+#
+# The toy logits after *"every effort moves you"*: closer 4.51, every 0.89, effort −1.90, forward 6.75, inches
+# 1.63, moves −1.62, pizza −1.89, toward 6.28, you 1.79. Without a penalty greedy picks "forward". Now suppose
+# "forward", "toward" and "pizza" are already in the text, and the repetition penalty is 1.5.
+#
+# Before you run the next cell, write down your answers:
+#
+# 1. Which word does greedy pick now?
+# 2. The logit of "pizza" is negative (−1.89). Does the penalty make it higher or lower? And the probability
+#    of "pizza": higher or lower than before?
+# 3. If the penalty simply divided every seen logit by 1.5, negative ones too, what would happen to "pizza"?
+
+# %%
+from minigpt.logits import repetition_penalty
+
+vocab = ["closer", "every", "effort", "forward", "inches", "moves", "pizza", "toward", "you"]
+logits = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])  # (1, 9)
+seen = torch.tensor([[3, 7, 6]])  # (1, 3): "forward", "toward" and "pizza" are already in the text
+divided = logits.clone()
+divided[0, seen[0]] /= 1.5  # the rule without its sign test
+for name, z in (("no penalty", logits), ("penalty 1.5", repetition_penalty(logits, seen, 1.5)),
+                ("divide all", divided)):
+    p_pizza = torch.softmax(z, dim=-1)[0, 6]
+    # the logits are one division or product each, exact on every CPU; P(pizza) is small: 3 significant digits
+    print(f"{name:11}  greedy picks {vocab[z.argmax()]!r:9} forward {z[0, 3]:.3f}, toward {z[0, 7]:.3f}, "
+          f"closer {z[0, 0]:.3f}, pizza {z[0, 6]:.3f} (P = {p_pizza:.3g})")
+
 
 # %% [markdown]
 # ## Exercise 1: the repetition penalty
@@ -95,3 +128,14 @@ def cut_at_stop(text: str, stop_strings: list[str]) -> str:
 
 # %%
 check_cut_at_stop(cut_at_stop)
+
+# %% [markdown]
+# ## To think about: an open question
+#
+# The repetition penalty pushes down every token already in the context, the prompt's included, names and
+# commas too; the no-repeat n-gram rule forbids only exact repeats of n tokens. Which would you use, if any,
+# for a story, for a summary of a document given in the prompt, and for code? What could go wrong with each?
+#
+# There is no single right answer: write yours in a few sentences, from what this notebook and
+# [chapter 5](../05_controlling_the_loop.ipynb) showed. The
+# [solutions notebook](../solutions/05_controlling_the_loop_solutions.ipynb) ends with one worked answer.

@@ -21,6 +21,9 @@
 # In the [exercise notebook](../exercises/06_beam_search_exercises.ipynb) each function is a stub for you to
 # fill in (replace `raise NotImplementedError` with your code); the [solutions
 # notebook](../solutions/06_beam_search_solutions.ipynb) has them filled in.
+#
+# First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
+# question with no single right answer; the solutions notebook ends with a worked answer to it.
 
 # %%
 import torch
@@ -33,6 +36,44 @@ torch.set_num_threads(1)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Before you start: predict, then run
+#
+# A two-step toy tree like chapter 6's. After "The": cat 0.45, dog 0.35, sun 0.20. After "The cat": sat 0.4,
+# ran 0.35, slept 0.25. After "The dog": barked 0.5, ran 0.3, sat 0.2. After "The sun": rose 0.95, set 0.05.
+#
+# Before you run the next cell, write down your answers:
+#
+# 1. Which sentence does greedy decoding (one beam) find, and with what probability?
+# 2. Does beam search with two beams find a more probable one?
+# 3. With three beams?
+
+# %%
+import math
+
+tree = {
+    "cat": (0.45, {"sat": (0.4, {}), "ran": (0.35, {}), "slept": (0.25, {})}),
+    "dog": (0.35, {"barked": (0.5, {}), "ran": (0.3, {}), "sat": (0.2, {})}),
+    "sun": (0.2, {"rose": (0.95, {}), "set": (0.05, {})}),
+}
+
+
+def toy_beam_search(tree, num_beams):  # chapter 6's, step 1
+    beams = [([], 0.0, tree)]  # (words so far, sum of log-probs, subtree)
+    while any(sub for _, _, sub in beams):
+        candidates = [(words + [w], score + math.log(p), children)
+                      for words, score, sub in beams for w, (p, children) in sub.items()]
+        beams = sorted(candidates, key=lambda c: c[1], reverse=True)[:num_beams]  # keep the best few
+        print("  kept:", ", ".join(f"{' '.join(w)} {math.exp(s):.3f}" for w, s, _ in beams))
+    return beams[0][0], math.exp(beams[0][1])
+
+
+for k in (1, 2, 3):
+    print(f"num_beams = {k}")
+    words, p = toy_beam_search(tree, k)
+    print(f"  best: The {' '.join(words)} (p = {p:.3f})")
+
 
 # %% [markdown]
 # ## Exercise 1: the score of a finished hypothesis
@@ -101,3 +142,14 @@ def beam_search_by_hand(
 
 # %%
 check_beam_search_by_hand(beam_search_by_hand)
+
+# %% [markdown]
+# ## To think about: an open question
+#
+# Beam search finds more probable text than greedy decoding, yet chapter 6 showed its text to be the most
+# repetitive of the three it compared (distinct 0.28). For which tasks is "more probable" what you want, and
+# how would you choose `num_beams`?
+#
+# There is no single right answer: write yours in a few sentences, from what this notebook and
+# [chapter 6](../06_beam_search.ipynb) showed. The
+# [solutions notebook](../solutions/06_beam_search_solutions.ipynb) ends with one worked answer.

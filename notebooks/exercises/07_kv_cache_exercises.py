@@ -21,6 +21,9 @@
 # In the [exercise notebook](../exercises/07_kv_cache_exercises.ipynb) each function is a stub for you to
 # fill in (replace `raise NotImplementedError` with your code); the [solutions
 # notebook](../solutions/07_kv_cache_solutions.ipynb) has them filled in.
+#
+# First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
+# question with no single right answer; the solutions notebook ends with a worked answer to it.
 
 # %%
 import torch
@@ -34,6 +37,41 @@ torch.set_num_threads(1)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Before you start: predict, then run
+#
+# The next cell runs `minigpt.generate` (greedy) on the small random GPT the checks use, with and without its
+# KV cache, and counts the positions the model is fed at every forward pass.
+#
+# Before you run it, write down your answers:
+#
+# 1. A 4-token prompt and 12 new tokens: how many positions does the model process in all without a cache? And
+#    with one?
+# 2. Double both, to 8 and 24: how many times more work is that without a cache? With one?
+# 3. How many times more memory does the cache need for the doubled run?
+
+# %%
+import minigpt
+from minigpt.exercises.models import toy_model
+
+model = toy_model()  # the checks' small random GPT: 2 layers, width 32, a context of 32 tokens
+fed = []  # the positions fed in at each forward pass: the token embedding sees every one
+model.transformer.wte.register_forward_hook(lambda module, inputs, out: fed.append(inputs[0].size(1)))
+work = {}
+for prompt_len, new_tokens in ((4, 12), (8, 24)):
+    prompt = torch.arange(1, prompt_len + 1).unsqueeze(0)  # (1, prompt_len): any tokens will do
+    for use_cache in (False, True):
+        fed.clear()
+        minigpt.generate(model, prompt, max_new_tokens=new_tokens, use_cache=use_cache)
+        work[prompt_len, use_cache] = sum(fed)
+        print(f"prompt {prompt_len}, {new_tokens} new, {'with' if use_cache else 'no':>4} cache: {len(fed)} passes "
+              f"of {fed[0]}, {fed[1]}, {fed[2]} ... positions, {sum(fed)} in all")
+    cache_bytes = KVCache.bytes_needed(model.config.n_layer, 1, prompt_len + new_tokens, model.config.n_embd)
+    print(f"  the cache for {prompt_len + new_tokens} positions: {cache_bytes:,} bytes")
+print(f"twice the length: {work[8, False] / work[4, False]:.1f}x the work without a cache, "
+      f"{work[8, True] / work[4, True]:.1f}x with it")
+
 
 # %% [markdown]
 # ## Exercise 1: greedy decoding with a KV cache
@@ -97,3 +135,12 @@ def causal_mask_with_cache(past_length: int, new_length: int) -> torch.Tensor:
 
 # %%
 check_causal_mask_with_cache(causal_mask_with_cache)
+
+# %% [markdown]
+# ## To think about: an open question
+#
+# The cache trades memory for compute. When would you decode without one, or keep only part of it?
+#
+# There is no single right answer: write yours in a few sentences, from what this notebook and
+# [chapter 7](../07_kv_cache.ipynb) showed. The [solutions notebook](../solutions/07_kv_cache_solutions.ipynb)
+# ends with one worked answer.

@@ -21,6 +21,9 @@
 # In the [exercise notebook](../exercises/08_speculative_decoding_exercises.ipynb) each function is a stub
 # for you to fill in (replace `raise NotImplementedError` with your code); the [solutions
 # notebook](../solutions/08_speculative_decoding_solutions.ipynb) has them filled in.
+#
+# First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
+# question with no single right answer; the solutions notebook ends with a worked answer to it.
 
 # %%
 import torch
@@ -37,6 +40,32 @@ torch.set_num_threads(1)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Before you start: predict, then run
+#
+# Chapter 8's three-token example: the target gives tokens 0, 1 and 2 the probabilities p = (0.5, 0.3, 0.2),
+# the draft q = (0.2, 0.6, 0.2). The draft proposes a token drawn from q, and the target keeps it with
+# probability min(1, p / q).
+#
+# Before you run the next cell, write down your answers:
+#
+# 1. When the draft proposes token 1, how often does the target keep it?
+# 2. When it proposes token 0?
+# 3. Over all the draft's proposals, what share does the target keep?
+# 4. After a rejection the target draws from the probability it has and the draft lacks. Which tokens can that
+#    be?
+
+# %%
+p = torch.tensor([0.5, 0.3, 0.2])  # the target's next-token probabilities
+q = torch.tensor([0.2, 0.6, 0.2])  # the draft's
+keep = torch.clamp(p / q, max=1.0)  # min(1, p / q) for each token
+for x in range(3):
+    print(f"token {x}: draft {q[x]:.1f}, target {p[x]:.1f}, kept with probability {keep[x]:.3f}")
+print(f"share of the draft's proposals kept: {(q * keep).sum():.3f}")
+leftover = torch.clamp(p - q, min=0)
+print("after a rejection, draw from:", [round(x, 3) for x in (leftover / leftover.sum()).tolist()])
+
 
 # %% [markdown]
 # ## Exercise 1: verify a round of drafts, greedily
@@ -98,3 +127,13 @@ def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 # %%
 check_residual_distribution(residual_distribution)
+
+# %% [markdown]
+# ## To think about: an open question
+#
+# You have a target model and want to speed it up with speculative decoding. How would you choose the draft
+# model and the draft length k? When does speculative decoding not pay off?
+#
+# There is no single right answer: write yours in a few sentences, from what this notebook and
+# [chapter 8](../08_speculative_decoding.ipynb) showed. The
+# [solutions notebook](../solutions/08_speculative_decoding_solutions.ipynb) ends with one worked answer.

@@ -22,6 +22,9 @@
 # In the [exercise notebook](../exercises/01_greedy_exercises.ipynb) each function is a stub for you to fill
 # in (replace `raise NotImplementedError` with your code); the
 # [solutions notebook](../solutions/01_greedy_solutions.ipynb) has them filled in.
+#
+# First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
+# question with no single right answer; the solutions notebook ends with a worked answer to it.
 
 # %%
 import torch
@@ -34,6 +37,32 @@ torch.set_num_threads(1)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Before you start: predict, then run
+#
+# A toy model's next-token logits after *"every effort moves you"*, one per word of a nine-word vocabulary
+# (chapters 2–5 use them too): closer 4.51, every 0.89, effort −1.90, forward 6.75, inches 1.63, moves −1.62,
+# pizza −1.89, toward 6.28, you 1.79. The second row of the batch below is the same, except that "toward" is
+# 0.5 higher (6.78).
+#
+# Before you run the next cell, write down your answers:
+#
+# 1. Which word does greedy decoding pick in the first row?
+# 2. How sure is the model of that word: is its probability (the softmax of the logits) above or below 50%?
+# 3. Which word does greedy pick in the second row? Does the probability of "forward" fall a little or a lot?
+
+# %%
+vocab = ["closer", "every", "effort", "forward", "inches", "moves", "pizza", "toward", "you"]
+logits = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79],   # (2, 9): a batch of two
+                       [4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.78, 1.79]])  # "toward" 0.5 higher
+picks = logits.argmax(dim=-1)  # (2,): greedy's choice in each row
+probs = torch.softmax(logits, dim=-1)  # (2, 9): how sure the model is of each word
+for row in range(2):
+    print(f"row {row}: greedy picks {vocab[picks[row]]!r:9} forward {probs[row, 3]:.3f}, "
+          f"toward {probs[row, 7]:.3f}, closer {probs[row, 0]:.3f}")
+assert picks.tolist() == [3, 7] and probs[0, 3] > 0.5 > probs[1, 7]
+
 
 # %% [markdown]
 # ## Exercise 1: the greedy next token
@@ -84,3 +113,41 @@ def greedy_generate(model: torch.nn.Module, ids: torch.Tensor, max_new_tokens: i
 
 # %%
 check_greedy_generate(greedy_generate)
+
+# %% [markdown]
+# ## To think about: an open question
+#
+# Chapter 1 showed greedy decoding going round in a loop ("And I am a man, and a man,") and missing "The dog
+# has" (0.36) for "The nice woman" (0.20); the prediction above showed it choosing a word just as firmly at
+# 48% as at 57%. When would you still choose greedy decoding over sampling, and what would you check before
+# trusting its output?
+#
+# There is no single right answer: write yours in a few sentences, from what this notebook and
+# [chapter 1](../01_greedy.ipynb) showed. The [solutions notebook](../solutions/01_greedy_solutions.ipynb)
+# ends with one worked answer.
+
+# %% [markdown]
+# ## Worked answer
+#
+# Greedy decoding is the right tool when there is one answer you want, and you want the same one every time: a
+# label, a number, the word that completes a fact, a short completion of code, the translation of a short
+# phrase. There the most likely token at each step usually *is* the answer, and sampling would only add
+# mistakes. Repeatability is worth a lot on its own: the check cells of this notebook compare your loop with
+# `minigpt.generate(..., temperature=0)` token for token, which works only because greedy decoding has no
+# randomness; the repository's tests pin greedy outputs the same way. It is also the cheapest decoder: one
+# argmax per step and no random state to carry around.
+#
+# It is the wrong tool for long, open-ended text, and chapter 1 showed why. It is short-sighted: on the toy
+# tree it took "The nice woman" (0.20) and never looked at "The dog has" (0.36), because "dog" lost the first
+# step. And it is deterministic, so once the context repeats, the output repeats: after "ROMEO:" the first
+# 4-gram came back 7 tokens later, and "And I am a man, and a man," went round and round. The prediction above
+# adds a third reason: greedy throws away how sure the model was. It took "forward" at 0.572 and "toward" at
+# 0.479 with the same finality, and raising one logit by 0.5 flipped the word while the probabilities moved by
+# about 0.1.
+#
+# So before trusting a greedy output I would look along it: how likely the winner was at each step, and by how
+# much it beat the runner-up (a near tie is a coin toss the model did not mean to make; the README asks every
+# greedy example in the chapters to win each step by at least 1e-3 because another CPU can flip a closer one),
+# and whether an n-gram repeats (chapter 1's `first_repeat`). If the text loops, chapter 5's repetition
+# penalty or no-repeat n-gram rule, or beam search (chapter 6), keep the output deterministic; if variety is
+# wanted, sample (chapters 2–4).

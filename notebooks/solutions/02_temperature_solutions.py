@@ -21,6 +21,9 @@
 # In the [exercise notebook](../exercises/02_temperature_exercises.ipynb) each function is a stub for you to
 # fill in (replace `raise NotImplementedError` with your code); the
 # [solutions notebook](../solutions/02_temperature_solutions.ipynb) has them filled in.
+#
+# First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
+# question with no single right answer; the solutions notebook ends with a worked answer to it.
 
 # %%
 import torch
@@ -33,6 +36,35 @@ torch.set_num_threads(1)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Before you start: predict, then run
+#
+# The toy logits after *"every effort moves you"*: closer 4.51, every 0.89, effort −1.90, forward 6.75, inches
+# 1.63, moves −1.62, pizza −1.89, toward 6.28, you 1.79. At temperature 1 the most likely word, "forward", has
+# probability 0.572, and the least likely, "effort", 0.000 (to 3 decimals).
+#
+# Before you run the next cell, write down your answers:
+#
+# 1. Will temperature 0.5 make the top probability larger or smaller than 0.572?
+# 2. And temperature 2?
+# 3. Can a temperature change which word is the most likely?
+# 4. Does "effort" gain or lose probability at temperature 2?
+
+# %%
+from minigpt.logits import apply_temperature
+
+vocab = ["closer", "every", "effort", "forward", "inches", "moves", "pizza", "toward", "you"]
+logits = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])  # (1, 9)
+tops = []
+for T in (0.5, 1.0, 2.0):
+    probs = torch.softmax(apply_temperature(logits, T), dim=-1)[0]  # softmax(logits / T)
+    print(f"T = {T}: most likely {vocab[probs.argmax()]!r}; "
+          + ", ".join(f"{vocab[i]} {probs[i]:.3f}" for i in (3, 7, 0, 2)))
+    assert probs.argmax() == 3
+    tops.append(probs[3].item())
+assert tops[0] > tops[1] > tops[2]  # colder: the top word gains; hotter: it loses
+
 
 # %% [markdown]
 # ## Exercise 1: softmax with temperature
@@ -84,3 +116,40 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
 
 # %%
 check_entropy(entropy)
+
+# %% [markdown]
+# ## To think about: an open question
+#
+# One assistant has two jobs: it answers arithmetic questions and it writes sonnets. Would you give both jobs
+# the same temperature? How would you choose each value, and how could the entropy you wrote in Exercise 2
+# help you?
+#
+# There is no single right answer: write yours in a few sentences, from what this notebook and
+# [chapter 2](../02_temperature.ipynb) showed. The
+# [solutions notebook](../solutions/02_temperature_solutions.ipynb) ends with one worked answer.
+
+# %% [markdown]
+# ## Worked answer
+#
+# Not the same one. Temperature never changes which word is the most likely (the prediction above: "forward"
+# at every T); it changes how often the sampler picks something else. At T = 0.5 "forward" went from 0.572 to
+# 0.713, and "toward" and "closer" lost; at T = 2 "forward" fell to 0.421, and even "effort", the least likely
+# of the nine, rose from 0.000 to 0.006.
+#
+# For arithmetic a wrong digit is simply wrong, and the most likely token is the best guess, so I would use a
+# low temperature, or T → 0, which is greedy decoding (chapter 2, step 5). For sonnets the most likely
+# continuation is the dull one; a temperature near 0.7–1.0 lets the second and third choices through. Chapter
+# 2's samples from the Shakespeare model show the range: at T = 0.3 readable but stock ("I'll be a man in my
+# heart"), at T = 1.5 a jumble ("Juno fairy objects was furnace Tarquin bleed"), because at a high temperature
+# the thousands of tail tokens together win a large share, as "effort" did. I would pick the value by
+# generating a few samples at several temperatures with fixed seeds and reading them. The right value depends
+# on the model (a weaker model needs a lower one) and on the truncation used with it: top-k, top-p or min-p
+# (chapters 3 and 4) cut the tail and make a higher temperature safer.
+#
+# Entropy turns that reading into a number to watch. Measured at each step of a generation, it is near 0 nats
+# where the model is sure (temperature hardly matters there) and near log V where it is guessing. For the
+# arithmetic job a high-entropy step is a warning that the answer may be wrong: flag it, or answer "I am not
+# sure". For the sonnet job you could choose the temperature so that the entropy of the distributions actually
+# sampled stays in a band you found readable; some samplers go further and adapt the temperature at every step
+# to hit a target entropy. On the toy logits the whole range is visible: from 0 at T → 0 through 0.913 nats at
+# T = 1 to log 9 ≈ 2.197 as T → ∞ (chapter 2, step 4).

@@ -21,6 +21,9 @@
 # In the [exercise notebook](../exercises/03_top_k_exercises.ipynb) each function is a stub for you to fill
 # in (replace `raise NotImplementedError` with your code); the
 # [solutions notebook](../solutions/03_top_k_solutions.ipynb) has them filled in.
+#
+# First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
+# question with no single right answer; the solutions notebook ends with a worked answer to it.
 
 # %%
 import torch
@@ -33,6 +36,34 @@ torch.set_num_threads(1)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Before you start: predict, then run
+#
+# Top-k with k = 2 on the toy logits after *"every effort moves you"*: closer 4.51, every 0.89, effort −1.90,
+# forward 6.75, inches 1.63, moves −1.62, pizza −1.89, toward 6.28, you 1.79. At temperature 1, before any
+# filtering, "forward" has probability 0.572.
+#
+# Before you run the next cell, write down your answers:
+#
+# 1. Which two words survive top-k = 2? After renormalising, does the probability of "forward" rise a little
+#    or a lot?
+# 2. At temperature 5 the distribution is much flatter. Are the survivors the same two words?
+# 3. At which of the two temperatures does top-2 throw away more of the probability, and roughly how much?
+
+# %%
+from minigpt.logits import apply_temperature, top_k_filter
+
+vocab = ["closer", "every", "effort", "forward", "inches", "moves", "pizza", "toward", "you"]
+logits = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])  # (1, 9)
+for T in (1.0, 5.0):
+    scaled = apply_temperature(logits, T)  # temperature first, then top-k, as minigpt applies them
+    before = torch.softmax(scaled, dim=-1)[0]
+    after = torch.softmax(top_k_filter(scaled, 2), dim=-1)[0]
+    kept = after > 0
+    print(f"T = {T}: keeps {[vocab[i] for i in kept.nonzero().flatten()]}, "
+          f"forward {before[3]:.3f} -> {after[3]:.3f}, probability thrown away {1 - before[kept].sum():.3f}")
+
 
 # %% [markdown]
 # ## Exercise 1: the top-k filter
@@ -77,3 +108,36 @@ def top_k_probs(logits: torch.Tensor, k: int, temperature: float) -> torch.Tenso
 
 # %%
 check_top_k_probs(top_k_probs)
+
+# %% [markdown]
+# ## To think about: an open question
+#
+# Is there one value of k you would use for every prompt? When would k = 50 let in too many tokens, and when
+# too few?
+#
+# There is no single right answer: write yours in a few sentences, from what this notebook and
+# [chapter 3](../03_top_k.ipynb) showed. The [solutions notebook](../solutions/03_top_k_solutions.ipynb) ends
+# with one worked answer.
+
+# %% [markdown]
+# ## Worked answer
+#
+# No single k fits every prompt, because the number of tokens worth considering changes from one step to the
+# next and k does not. The prediction above shows it on nine words: top-2 threw away 0.070 of the probability
+# at T = 1, where two words held 93% of it, but 0.538 at T = 5, where the distribution was flat and the other
+# seven words were still plausible, and renormalising then more than doubled the share of "forward"
+# (0.242 → 0.523). On the real model, chapter 4 counted the tokens needed to cover 90% of the probability
+# along one generation: 1 at some steps, about 3,400 at another.
+#
+# k = 50 is too many at a confident step: after "ROMEO:" a newline, or the rest of a name once its first piece
+# is out, holds almost all the probability; the other 49 tokens are each unlikely, but together they can hold
+# a few percent, so over a long text the sampler picks one of them now and then, and that is how a name gets
+# misspelt or a line breaks off. k = 50 is too few at an open step, such as the first word of a new line,
+# where thousands of words are reasonable: cutting to 50 makes the text blander than the model is, and
+# renormalising hands the 50 a larger share than the model meant.
+#
+# A fixed k still has its uses. k = 1 is greedy decoding (chapter 3's `top_k = 1` text); a small k is a cheap
+# guard against the worst of the tail; and since `topk` is cheap, a cap such as k = 50 is often combined with
+# top-p or min-p (chapter 4), which follow the model's confidence. If I had to pick one k, I would look at how
+# many tokens the model needs at its confident and at its open steps on prompts like mine, choose k near the
+# upper end, and let temperature and top-p do the rest.

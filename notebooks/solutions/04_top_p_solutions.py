@@ -20,6 +20,9 @@
 # In the [exercise notebook](../exercises/04_top_p_exercises.ipynb) each function is a stub for you to fill
 # in (replace `raise NotImplementedError` with your code); the
 # [solutions notebook](../solutions/04_top_p_solutions.ipynb) has them filled in.
+#
+# First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
+# question with no single right answer; the solutions notebook ends with a worked answer to it.
 
 # %%
 import torch
@@ -32,6 +35,35 @@ torch.set_num_threads(1)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Before you start: predict, then run
+#
+# Chapter 4 ran top-p = 0.9 on the toy logits after *"every effort moves you"* (closer 4.51, every 0.89,
+# effort −1.90, forward 6.75, inches 1.63, moves −1.62, pizza −1.89, toward 6.28, you 1.79) at temperature 1:
+# it kept two words, "forward" and "toward". Min-p = 0.1 keeps every word at least a tenth as likely as the
+# most likely one; top-k = 3 always keeps three. The temperature is applied first.
+#
+# Before you run the next cell, write down your answers:
+#
+# 1. At temperature 2 the distribution is flatter. Does top-p 0.9 keep more words, fewer, or the same two?
+# 2. How many words does min-p 0.1 keep at temperature 1? Does that number grow with the temperature as
+#    top-p's does?
+# 3. At temperature 5 (nearly flat), which of the two keeps more?
+
+# %%
+from minigpt.logits import apply_temperature, min_p_filter, top_k_filter, top_p_filter
+
+vocab = ["closer", "every", "effort", "forward", "inches", "moves", "pizza", "toward", "you"]
+logits = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])  # (1, 9)
+filters = {"top-k 3": lambda z: top_k_filter(z, 3), "top-p 0.9": lambda z: top_p_filter(z, 0.9),
+           "min-p 0.1": lambda z: min_p_filter(z, 0.1)}
+print("words kept\nT    " + "".join(f"{name:>11}" for name in filters))
+for T in (0.5, 1.0, 2.0, 5.0):
+    scaled = apply_temperature(logits, T)
+    kept = [int((f(scaled) > float("-inf")).sum()) for f in filters.values()]
+    print(f"{T:<5}" + "".join(f"{n:>11}" for n in kept))
+
 
 # %% [markdown]
 # ## Exercise 1: the top-p filter
@@ -82,3 +114,37 @@ def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
 
 # %%
 check_min_p_filter(min_p_filter)
+
+# %% [markdown]
+# ## To think about: an open question
+#
+# When would you prefer min-p over top-p?
+#
+# There is no single right answer: write yours in a few sentences, from what this notebook and
+# [chapter 4](../04_top_p.ipynb) showed. The [solutions notebook](../solutions/04_top_p_solutions.ipynb) ends
+# with one worked answer.
+
+# %% [markdown]
+# ## Worked answer
+#
+# Both rules keep fewer tokens when the model is sure and more when it is not; they differ in what they look
+# at. Top-p counts mass: it goes down the sorted list until the kept tokens hold p of the probability, however
+# many that takes and however unlikely the last ones are. Min-p sets a floor relative to the best token: a
+# token stays if it is at least `min_p` times as likely as the top one, whatever the rest of the distribution
+# looks like.
+#
+# The difference matters most in a long, flat tail. Chapter 4 found a step where top-p 0.9 kept about 3,400
+# tokens: to reach 90% it had to take in tokens with probabilities around 1e-5, each a poor choice, though
+# together they hold a real share. Min-p 0.1 at that step keeps only the tokens at least a tenth as likely as
+# the best. So I would prefer min-p for creative text at a raised temperature, where the flattened
+# distribution swells top-p's nucleus with junk while min-p's floor still follows the best token (the argument
+# of the min-p paper, Nguyen et al., 2024), and generally where the vocabulary is large and the tail long. It
+# is also simpler and cheaper: one max and one comparison, no sort and no cumulative sum.
+#
+# The prediction's table shows both rules adapting, and where they part. At T = 1 min-p kept "closer" (0.061,
+# just over a tenth of 0.572) while top-p 0.9 dropped it, since "forward" and "toward" already held 93%. At
+# T = 2 top-p kept 4 words, min-p 3. At T = 5 min-p kept all nine: on a nearly flat distribution every word is
+# within a factor of ten of the best, so a floor relative to the top cuts nothing, while top-p still left out
+# the last 10% of the mass. So I would keep top-p when I want a guarantee on how much probability is given up
+# (never more than 1 − p), or when I must match a reference setting (top-p is what most APIs and papers
+# report). Nothing stops you from using both: min-p for the floor, a loose top-p or top-k as a cap.

@@ -21,6 +21,9 @@
 # In the [exercise notebook](../exercises/05_controlling_the_loop_exercises.ipynb) each function is a stub
 # for you to fill in (replace `raise NotImplementedError` with your code); the [solutions
 # notebook](../solutions/05_controlling_the_loop_solutions.ipynb) has them filled in.
+#
+# First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
+# question with no single right answer; the solutions notebook ends with a worked answer to it.
 
 # %%
 import torch
@@ -33,6 +36,36 @@ torch.set_num_threads(1)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Before you start: predict, then run
+#
+# The toy logits after *"every effort moves you"*: closer 4.51, every 0.89, effort −1.90, forward 6.75, inches
+# 1.63, moves −1.62, pizza −1.89, toward 6.28, you 1.79. Without a penalty greedy picks "forward". Now suppose
+# "forward", "toward" and "pizza" are already in the text, and the repetition penalty is 1.5.
+#
+# Before you run the next cell, write down your answers:
+#
+# 1. Which word does greedy pick now?
+# 2. The logit of "pizza" is negative (−1.89). Does the penalty make it higher or lower? And the probability
+#    of "pizza": higher or lower than before?
+# 3. If the penalty simply divided every seen logit by 1.5, negative ones too, what would happen to "pizza"?
+
+# %%
+from minigpt.logits import repetition_penalty
+
+vocab = ["closer", "every", "effort", "forward", "inches", "moves", "pizza", "toward", "you"]
+logits = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])  # (1, 9)
+seen = torch.tensor([[3, 7, 6]])  # (1, 3): "forward", "toward" and "pizza" are already in the text
+divided = logits.clone()
+divided[0, seen[0]] /= 1.5  # the rule without its sign test
+for name, z in (("no penalty", logits), ("penalty 1.5", repetition_penalty(logits, seen, 1.5)),
+                ("divide all", divided)):
+    p_pizza = torch.softmax(z, dim=-1)[0, 6]
+    # the logits are one division or product each, exact on every CPU; P(pizza) is small: 3 significant digits
+    print(f"{name:11}  greedy picks {vocab[z.argmax()]!r:9} forward {z[0, 3]:.3f}, toward {z[0, 7]:.3f}, "
+          f"closer {z[0, 0]:.3f}, pizza {z[0, 6]:.3f} (P = {p_pizza:.3g})")
+
 
 # %% [markdown]
 # ## Exercise 1: the repetition penalty
@@ -107,3 +140,41 @@ def cut_at_stop(text: str, stop_strings: list[str]) -> str:
 
 # %%
 check_cut_at_stop(cut_at_stop)
+
+# %% [markdown]
+# ## To think about: an open question
+#
+# The repetition penalty pushes down every token already in the context, the prompt's included, names and
+# commas too; the no-repeat n-gram rule forbids only exact repeats of n tokens. Which would you use, if any,
+# for a story, for a summary of a document given in the prompt, and for code? What could go wrong with each?
+#
+# There is no single right answer: write yours in a few sentences, from what this notebook and
+# [chapter 5](../05_controlling_the_loop.ipynb) showed. The
+# [solutions notebook](../solutions/05_controlling_the_loop_solutions.ipynb) ends with one worked answer.
+
+# %% [markdown]
+# ## Worked answer
+#
+# For a story: a mild repetition penalty, or a no-repeat n-gram rule with n of 3 or 4, together with sampling.
+# Chapter 5 showed the problem they solve: greedy decoding after "ROMEO:" repeated "And I am a man, and a
+# man," and used only 10 distinct tokens in 40; a penalty of 1.3 raised that to 31, and the 3-gram rule broke
+# the loop as well. The risk in a story is that the characters' names and "the" are pushed down every time
+# they recur, so the model drifts to odd substitutes. A strong penalty changes the ranking outright, as the
+# prediction showed: at 1.5 "forward" fell from 6.75 to 4.5, just below "closer" (4.51), only because it had
+# been said before. The penalty also moves probabilities in ways that are easy to misjudge: the logit of
+# "pizza" went down (−1.89 to −2.835), yet its probability more than doubled (0.000101 to 0.000225), because
+# "forward" and "toward", which held 93% of the probability, lost far more. And its sign test matters: divided
+# like the others, "pizza" would have become ten times more likely (0.00109), a reward, not a penalty.
+#
+# For a summary of a document in the prompt I would use neither, or only gently. The context includes the
+# prompt, so the penalty pushes down every name and term of the document, the very words a faithful summary
+# must copy. The n-gram rule, for the same reason, forbids copying any n consecutive tokens of the document: a
+# 3-gram ban would not let the summary say "the Duke of York" if the document did. (Summarisation models that
+# ship with `no_repeat_ngram_size=3` are encoder-decoders, whose decoder does not see the document as its own
+# context.) If the summary repeats itself, a large n (say 8) blocks long repeats while still allowing short
+# quotations; a stop string or `max_new_tokens` keeps it short.
+#
+# For code: neither. Code repeats itself legitimately: `self.`, the same variable on every line, a second
+# `for i in range(`. The penalty would push the model to rename things, and the n-gram ban forbids the repeat
+# outright (its logit is −∞; there are no degrees). Code wants a low temperature or greedy decoding, stop
+# strings that end the snippet (`"\ndef "`, a closing fence), and, if it stops too early, `min_new_tokens`.

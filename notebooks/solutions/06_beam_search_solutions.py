@@ -21,6 +21,9 @@
 # In the [exercise notebook](../exercises/06_beam_search_exercises.ipynb) each function is a stub for you to
 # fill in (replace `raise NotImplementedError` with your code); the [solutions
 # notebook](../solutions/06_beam_search_solutions.ipynb) has them filled in.
+#
+# First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
+# question with no single right answer; the solutions notebook ends with a worked answer to it.
 
 # %%
 import torch
@@ -33,6 +36,44 @@ torch.set_num_threads(1)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Before you start: predict, then run
+#
+# A two-step toy tree like chapter 6's. After "The": cat 0.45, dog 0.35, sun 0.20. After "The cat": sat 0.4,
+# ran 0.35, slept 0.25. After "The dog": barked 0.5, ran 0.3, sat 0.2. After "The sun": rose 0.95, set 0.05.
+#
+# Before you run the next cell, write down your answers:
+#
+# 1. Which sentence does greedy decoding (one beam) find, and with what probability?
+# 2. Does beam search with two beams find a more probable one?
+# 3. With three beams?
+
+# %%
+import math
+
+tree = {
+    "cat": (0.45, {"sat": (0.4, {}), "ran": (0.35, {}), "slept": (0.25, {})}),
+    "dog": (0.35, {"barked": (0.5, {}), "ran": (0.3, {}), "sat": (0.2, {})}),
+    "sun": (0.2, {"rose": (0.95, {}), "set": (0.05, {})}),
+}
+
+
+def toy_beam_search(tree, num_beams):  # chapter 6's, step 1
+    beams = [([], 0.0, tree)]  # (words so far, sum of log-probs, subtree)
+    while any(sub for _, _, sub in beams):
+        candidates = [(words + [w], score + math.log(p), children)
+                      for words, score, sub in beams for w, (p, children) in sub.items()]
+        beams = sorted(candidates, key=lambda c: c[1], reverse=True)[:num_beams]  # keep the best few
+        print("  kept:", ", ".join(f"{' '.join(w)} {math.exp(s):.3f}" for w, s, _ in beams))
+    return beams[0][0], math.exp(beams[0][1])
+
+
+for k in (1, 2, 3):
+    print(f"num_beams = {k}")
+    words, p = toy_beam_search(tree, k)
+    print(f"  best: The {' '.join(words)} (p = {p:.3f})")
+
 
 # %% [markdown]
 # ## Exercise 1: the score of a finished hypothesis
@@ -118,3 +159,42 @@ def beam_search_by_hand(
 
 # %%
 check_beam_search_by_hand(beam_search_by_hand)
+
+# %% [markdown]
+# ## To think about: an open question
+#
+# Beam search finds more probable text than greedy decoding, yet chapter 6 showed its text to be the most
+# repetitive of the three it compared (distinct 0.28). For which tasks is "more probable" what you want, and
+# how would you choose `num_beams`?
+#
+# There is no single right answer: write yours in a few sentences, from what this notebook and
+# [chapter 6](../06_beam_search.ipynb) showed. The
+# [solutions notebook](../solutions/06_beam_search_solutions.ipynb) ends with one worked answer.
+
+# %% [markdown]
+# ## Worked answer
+#
+# More probable is what you want when the input pins the output down: translation, summarising, speech
+# recognition, filling in a form, a short factual answer. There most of the probability sits on a few
+# acceptable outputs, and a search that finds the most probable one finds a good one. Beam search helps
+# exactly where greedy decoding's short-sightedness hurts. In the prediction above, "The sun rose" (0.190) was
+# the best sentence, but its first word was only the third most likely (0.20), so greedy decoding and two
+# beams both settled for "The cat sat" (0.180); three beams kept "sun" alive long enough for "rose" (0.95) to
+# pay off.
+#
+# It is not what you want for open-ended text. The most probable continuation of a story is generic and
+# repetitive: chapter 6's four beams after "HAMLET:\nO" said "my lord, my lord" over and over, with only 28%
+# distinct tokens, against 85% for a top-p sample. People do not write the most probable text; a sample from
+# the model is closer to the text it was trained on. For a story I would sample; if I used beams I would add a
+# no-repeat n-gram rule (72% distinct in chapter 6) or use one of the relatives: diverse beams, contrastive
+# search.
+#
+# For `num_beams`, the gain shrinks fast while the cost grows linearly. Every beam is a row of the batch with
+# its own forward pass and its own KV cache (chapter 7), so 4 beams cost about 4 times greedy decoding. In the
+# toy tree a third beam found a sentence only slightly better (0.190 against 0.180), and only because the best
+# path began with a less likely word. In practice 4 or 5 beams capture most of the gain. Wider beams find
+# higher-scoring outputs that are not better ones: in translation very wide beams prefer short outputs (Koehn
+# and Knowles, 2017), which is why Exercise 1's length penalty matters as soon as hypotheses can end at
+# different lengths (in chapter 6, length penalty 0 chose a 7-token ending, 1 and 2 the 20-token one). I would
+# try 1, 2, 4 and 8 beams on a handful of real inputs, with the length penalty fixed, and stop where the
+# output stops improving by the measure the task cares about, not where the score stops rising.

@@ -21,6 +21,9 @@
 # In the [exercise notebook](../exercises/08_speculative_decoding_exercises.ipynb) each function is a stub
 # for you to fill in (replace `raise NotImplementedError` with your code); the [solutions
 # notebook](../solutions/08_speculative_decoding_solutions.ipynb) has them filled in.
+#
+# First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
+# question with no single right answer; the solutions notebook ends with a worked answer to it.
 
 # %%
 import torch
@@ -37,6 +40,32 @@ torch.set_num_threads(1)
 # %%
 # NBVAL_IGNORE_OUTPUT
 print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Before you start: predict, then run
+#
+# Chapter 8's three-token example: the target gives tokens 0, 1 and 2 the probabilities p = (0.5, 0.3, 0.2),
+# the draft q = (0.2, 0.6, 0.2). The draft proposes a token drawn from q, and the target keeps it with
+# probability min(1, p / q).
+#
+# Before you run the next cell, write down your answers:
+#
+# 1. When the draft proposes token 1, how often does the target keep it?
+# 2. When it proposes token 0?
+# 3. Over all the draft's proposals, what share does the target keep?
+# 4. After a rejection the target draws from the probability it has and the draft lacks. Which tokens can that
+#    be?
+
+# %%
+p = torch.tensor([0.5, 0.3, 0.2])  # the target's next-token probabilities
+q = torch.tensor([0.2, 0.6, 0.2])  # the draft's
+keep = torch.clamp(p / q, max=1.0)  # min(1, p / q) for each token
+for x in range(3):
+    print(f"token {x}: draft {q[x]:.1f}, target {p[x]:.1f}, kept with probability {keep[x]:.3f}")
+print(f"share of the draft's proposals kept: {(q * keep).sum():.3f}")
+leftover = torch.clamp(p - q, min=0)
+print("after a rejection, draw from:", [round(x, 3) for x in (leftover / leftover.sum()).tolist()])
+
 
 # %% [markdown]
 # ## Exercise 1: verify a round of drafts, greedily
@@ -109,3 +138,41 @@ def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 # %%
 check_residual_distribution(residual_distribution)
+
+# %% [markdown]
+# ## To think about: an open question
+#
+# You have a target model and want to speed it up with speculative decoding. How would you choose the draft
+# model and the draft length k? When does speculative decoding not pay off?
+#
+# There is no single right answer: write yours in a few sentences, from what this notebook and
+# [chapter 8](../08_speculative_decoding.ipynb) showed. The
+# [solutions notebook](../solutions/08_speculative_decoding_solutions.ipynb) ends with one worked answer.
+
+# %% [markdown]
+# ## Worked answer
+#
+# The draft has two jobs that pull against each other: it must agree with the target often, and it must cost
+# much less. Agreement has a number. The share of the draft's proposals the target keeps is the sum over
+# tokens of q · min(1, p / q), which is the sum of min(p, q): the probability the two distributions share,
+# 0.700 in the prediction above, and 1 for a draft identical to the target. A good draft is a small model
+# trained on the same data, with the same tokenizer (its tokens must be the target's tokens), as
+# `shakespeare-draft` (1.6M parameters) is for `shakespeare` (12.4M); a model distilled from the target agrees
+# better still. Where the output copies the prompt (summaries, code edits), no model is needed at all: prompt
+# lookup (`minigpt.speculative.prompt_lookup_generate`) drafts by copying what followed the same words
+# earlier.
+#
+# The right k depends on the acceptance, because every draft token after the first miss is wasted. Chapter 8
+# measured it: as k went from 1 to 8 the acceptance fell from 0.77 to 0.31, and the target passes for 40
+# tokens went from 23 to 12 and then stopped falling (12 at k = 6 and at k = 8), while the draft did more and
+# more useless work. If each guess were kept independently with probability a, one round would yield
+# `(1 - a**(k + 1)) / (1 - a)` tokens on average; with a = 0.7 that is 1.7 at k = 1, 2.8 at k = 4 and 3.2 at
+# k = 8, so each extra guess gains less. I would time k = 1 … 8 on real prompts, count target passes and
+# wall-clock time, and take the knee of the curve, often 3 to 5.
+#
+# It does not pay off when the target's pass is not dominated by reading its weights. Scoring k + 1 tokens
+# costs about one pass only while the model is memory-bound, as at batch 1 on a GPU; with a big batch the
+# target is already compute-bound, and verifying k extra tokens per row costs nearly k times more. It also
+# loses when the draft is not much cheaper than the target (on a CPU, per-pass overhead shrinks the gap
+# between 1.6M and 12.4M parameters), when acceptance is low (text unlike the draft's training data, or a high
+# sampling temperature that spreads p and q apart), and for short outputs, with few rounds to save.
