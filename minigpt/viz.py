@@ -45,11 +45,19 @@ def plot_distribution(
     title: str,
     highlight: Sequence[int] = (),
     ax: plt.Axes | None = None,
+    xlabel: str | None = None,
+    show_spaces: bool = False,
 ) -> Figure:
     """Bar chart of one probability distribution over ``labels``; bars in ``highlight`` are drawn darker.
 
+    ``xlabel`` names the x axis; with ``show_spaces`` the labels are tokens, drawn by ``token_label`` so
+    that their spaces show (``"␣the"``).
+
     >>> plot_distribution(torch.tensor([0.5, 0.5]), ["yes", "no"], title="coin").axes[0].get_title()
     'coin'
+    >>> fig = plot_distribution(torch.tensor([0.5, 0.5]), [" the", "\\n"], title="t", show_spaces=True)
+    >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    ['␣the', '\\\\n']
     """
     probs = torch.as_tensor(probs, dtype=torch.float32).flatten()
     if len(labels) != probs.numel():
@@ -58,7 +66,10 @@ def plot_distribution(
         _, ax = plt.subplots(figsize=(8, 3.5))
     colors = ["tab:blue" if i in highlight else "tab:gray" for i in range(len(labels))] if highlight else None
     ax.bar(range(len(labels)), probs.tolist(), color=colors)
-    ax.set_xticks(range(len(labels)), [repr(s)[1:-1] for s in labels], rotation=45, ha="right")
+    shown = [token_label(s) if show_spaces else repr(s)[1:-1] for s in labels]
+    ax.set_xticks(range(len(labels)), shown, rotation=45, ha="right")
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
     ax.set_ylabel("probability")
     ax.set_title(title)
     ax.set_ylim(0, max(1e-9, probs.max().item()) * 1.1)
@@ -67,7 +78,7 @@ def plot_distribution(
 
 
 def plot_distributions(
-    rows: dict[str, torch.Tensor], labels: Sequence[str], *, title: str
+    rows: dict[str, torch.Tensor], labels: Sequence[str], *, title: str, xlabel: str | None = None
 ) -> Figure:
     """Several distributions over the same labels, one panel each, side by side (e.g. temperatures).
 
@@ -78,9 +89,72 @@ def plot_distributions(
     """
     fig, axes = plt.subplots(1, len(rows), figsize=(4 * len(rows), 3.5), sharey=True)
     for ax, (name, probs) in zip(axes if len(rows) > 1 else [axes], rows.items()):
-        plot_distribution(probs, labels, title=name, ax=ax)
+        plot_distribution(probs, labels, title=name, ax=ax, xlabel=xlabel)
     tallest = max(torch.as_tensor(p).max().item() for p in rows.values())
     fig.axes[0].set_ylim(0, tallest * 1.1)  # shared y axis: room for the tallest bar of any panel
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def token_label(token: str) -> str:
+    """A token as a tick label that shows what it is: spaces as ``␣``, newlines and tabs escaped.
+
+    GPT-2's tokens carry their leading space (``" the"``), which a plain label hides.
+
+    >>> token_label(" the"), token_label("\\n"), token_label("'d")
+    ('␣the', '\\\\n', "'d")
+    """
+    return repr(token.replace(" ", "\N{OPEN BOX}"))[1:-1]
+
+
+def plot_truncation(
+    before: torch.Tensor,
+    after: torch.Tensor,
+    labels: Sequence[str],
+    *,
+    title: str,
+    after_title: str,
+    xlabel: str = "next token",
+) -> Figure:
+    """A truncation (top-k, top-p, ...) in two panels, each bar labelled with its probability.
+
+    Left, the distribution ``before``: the tokens that survive (``after > 0``) in colour, the removed
+    ones grey. Right, the renormalised distribution ``after``, the survivors' old heights as dashed
+    outlines, so their growth shows. The left panel also says how much probability mass was removed.
+
+    >>> fig = plot_truncation(torch.tensor([0.6, 0.3, 0.1]), torch.tensor([2 / 3, 1 / 3, 0.0]),
+    ...                       ["a", "b", "c"], title="t", after_title="top-2")
+    >>> [b.get_facecolor() == fig.axes[0].patches[0].get_facecolor() for b in fig.axes[0].patches]
+    [True, True, False]
+    """
+    before = torch.as_tensor(before, dtype=torch.float32).flatten()
+    after = torch.as_tensor(after, dtype=torch.float32).flatten()
+    if not len(labels) == before.numel() == after.numel():
+        raise ValueError("before, after and labels must have the same length")
+    kept = (after > 0).tolist()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    x = range(len(labels))
+    colors = ["tab:blue" if k else "lightgray" for k in kept]
+    bars = left.bar(x, before.tolist(), color=colors)
+    left.bar_label(bars, [f"{p:.3f}" for p in before.tolist()], fontsize=7)
+    removed = sum(p for p, k in zip(before.tolist(), kept) if not k)
+    left.text(0.02, 0.97, f"removed (grey): {removed:.3f} of the mass", transform=left.transAxes, va="top",
+              fontsize=8)
+    left.set_title("before: kept in colour, removed in grey")
+    bars = right.bar(x, after.tolist(), color=colors)
+    right.bar(x, [p if k else 0 for p, k in zip(before.tolist(), kept)], fill=False, ls="--",
+              ec="black", lw=0.8, label="before renormalising")
+    right.bar_label(bars, [f"{p:.3f}" if k else "0" for p, k in zip(after.tolist(), kept)], fontsize=7)
+    right.set_title(after_title)
+    right.legend(loc="upper left", fontsize=8)
+    for ax in (left, right):
+        ax.set_xticks(x, [token_label(s) for s in labels], rotation=45, ha="right")
+        for tick, k in zip(ax.get_xticklabels(), kept):
+            tick.set_color("black" if k else "gray")
+        ax.set_xlabel(xlabel)
+    left.set_ylabel("probability")
+    left.set_ylim(0, max(before.max().item(), after.max().item()) * 1.15)  # room for the bar labels
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -109,9 +109,19 @@ print(f"top-10 mass: {top.values.sum():.3f}; the other 50,247 tokens share the r
 assert abs(probs.sum().item() - 1) < 1e-4  # a distribution: the 50,257 probabilities add up to 1 (but for rounding)
 
 # %%
-fig = plot_distribution(top.values, labels, title=f"Next token after {prompt[-24:]!r}")
+# the ten tokens in colour, and one grey bar for the other 50,247 together: the bars add up to 1
+rest = 1 - top.values.sum()
+line = prompt.splitlines()[-1]  # the prompt's last line, whole words: "But soft, what light through yonder window"
+fig = plot_distribution(torch.cat([top.values, rest.reshape(1)]), [*labels, "(others)"],
+                        title=f"Next token after {line!r}", highlight=range(10), xlabel="next token",
+                        show_spaces=True)  # show_spaces: " is" is drawn "␣is"
+ax = fig.axes[0]
+ax.text(10, rest.item() / 2, "the other 50,247 tokens", ha="center", va="center", color="white", rotation=90)
 save_figure(fig, "00_next_token")
 plt.show()
+print([t.get_text() for t in ax.get_xticklabels()])
+assert abs(sum(bar.get_height() for bar in ax.patches) - 1) < 1e-4  # the bars' mass adds up to 1
+assert ax.get_title().endswith("yonder window'") and line in prompt
 
 # %% [markdown]
 # ## The library's version

@@ -72,15 +72,20 @@ vocab = ["closer", "every", "effort", "forward", "inches", "moves", "pizza", "to
 logits = torch.tensor([4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79])
 print("argmax:", vocab[logits.argmax()])
 
-temperatures = [1.0, 0.1, 5.0]
+temperatures = [0.1, 1.0, 5.0]  # coldest first: the panels below run from sharp to flat
 dists = {f"T = {T}": softmax_with_temperature(logits, T) for T in temperatures}
 for name, p in dists.items():
     print(f"{name:8}", " ".join(f"{w}={q:.3f}" for w, q in zip(vocab, p.tolist())))
 
 # %%
-fig = plot_distributions(dists, vocab, title="Temperature reshapes the next-token distribution")
+fig = plot_distributions(dists, vocab, title="Temperature reshapes the next-token distribution",
+                         xlabel="next token")
 save_figure(fig, "02_temperature_bars")
 plt.show()
+print([ax.get_title() for ax in fig.axes])
+assert [ax.get_xlabel() for ax in fig.axes] == ["next token"] * 3
+assert [max(b.get_height() for b in ax.patches) for ax in fig.axes] == sorted(
+    (max(b.get_height() for b in ax.patches) for ax in fig.axes), reverse=True)  # colder is sharper
 
 # %% [markdown]
 # ## Step 3: sampling 1,000 times
@@ -95,8 +100,8 @@ def sample_counts(probs, n=1_000, seed=123):
     return {vocab[i]: draws.count(i) for i in range(len(vocab)) if draws.count(i)}
 
 
-print("T = 1  ", sample_counts(softmax_with_temperature(logits, 1.0)))
 print("T = 0.1", sample_counts(softmax_with_temperature(logits, 0.1)))
+print("T = 1  ", sample_counts(softmax_with_temperature(logits, 1.0)))
 print("T = 5  ", sample_counts(softmax_with_temperature(logits, 5.0)))
 
 # %% [markdown]

@@ -25,7 +25,7 @@ import torch
 
 import minigpt
 from minigpt.logits import apply_temperature, top_k_filter
-from minigpt.viz import plot_distributions, save_figure
+from minigpt.viz import plot_truncation, save_figure
 
 torch.manual_seed(123)
 torch.set_num_threads(1)
@@ -72,10 +72,16 @@ print(f"sum of kept probabilities before: {full[top_pos].sum():.3f}, after: {tru
 torch.testing.assert_close(truncated[top_pos], full[top_pos] / full[top_pos].sum(), atol=1e-6, rtol=0)
 
 # %%
-fig = plot_distributions({"full softmax": full, "top-k = 3": truncated}, vocab,
-                         title="Top-k: keep the 3 most likely tokens, renormalise")
+fig = plot_truncation(full, truncated, vocab, title="Top-k: keep the 3 most likely tokens, renormalise",
+                      after_title="after: top-k = 3, renormalised")
 save_figure(fig, "03_top_k")
 plt.show()
+left, right = fig.axes
+kept_color = left.patches[top_pos[0]].get_facecolor()
+grey = [w for w, bar in zip(vocab, left.patches) if bar.get_facecolor() != kept_color]
+print("grey (removed):", grey)
+assert sorted(set(vocab) - set(grey)) == sorted(vocab[i] for i in top_pos)  # coloured: exactly the top 3
+assert [bar.get_height() for bar in right.patches[:9]] == truncated.tolist()  # right: the renormalised top 3
 
 # %% [markdown]
 # ## Step 4: ties at the boundary
