@@ -38,8 +38,11 @@ print("torch", torch.__version__)
 # %% [markdown]
 # ## Step 1: temperature 0 is greedy — by definition
 #
-# softmax(z / T) puts all its mass on the argmax as T → 0, but dividing by 0 is not defined. minigpt
-# (like most libraries) treats `temperature=0` as an explicit switch to greedy decoding.
+# softmax(z / T) puts all its mass on the argmax as T → 0, but dividing by 0 is not defined, so libraries
+# must decide what `temperature=0` means. minigpt treats it, even with `do_sample=True`, as an explicit switch
+# to greedy decoding (the argmax, no random draw), and so does vLLM (its `SamplingParams`: "Zero means greedy
+# sampling"). Hugging Face transformers refuses it: with `do_sample=True` its temperature step raises
+# `ValueError` ("`temperature` … has to be a strictly positive float") and points to `do_sample=False`.
 
 # %%
 greedy = minigpt.generate(model, "ROMEO:", max_new_tokens=30)
@@ -100,17 +103,24 @@ for d in out.distributions:
     top2 = torch.topk(d[0].log(), 2).values
     gaps.append((top2[0] - top2[1]).item())
 fig, ax = plt.subplots(figsize=(8, 3.5))
-ax.semilogy(gaps, marker="o")
+ax.semilogy(gaps, marker="o", label="gap at each step")
+# the batch-size noise of Step 3, as measured on this CPU (a float32 step at the logits' size if it was 0)
+floor = max(noise, torch.finfo(torch.float32).eps * alone.abs().max().item())
+ax.axhline(floor, ls="--", color="red", label=f"batch-size noise measured in Step 3 on this CPU ({floor:.1e})")
 ax.set_xlabel("generation step")
 ax.set_ylabel("gap between top-2 logits")
 ax.set_title("How close greedy decoding comes to a tie")
+ax.set_ylim(bottom=floor / 5)
+ax.legend(loc="center right")
 fig.tight_layout()
 save_figure(fig, "09_top2_gap")
 plt.show()
 print(f"smallest gap: {min(gaps):.3g} at step {gaps.index(min(gaps))}")
 
 # %% [markdown]
-# A gap smaller than the batch-size noise measured in Step 3 would let the batch size change the token.
+# The dashed line is the batch-size noise measured in Step 3 on the machine that ran this notebook: it moves
+# from one CPU to the next, but stays far below every gap. A gap smaller than that noise would let the batch
+# size change the token.
 # Let us build such a tie on purpose. It has to be a float32 tie: near 2.0, float32 numbers are
 # 2⁻²² ≈ 2.4e-7 apart, so `2.0 + 1e-7` is 2.0 again. `torch.nextafter` gives the next float.
 
