@@ -25,7 +25,7 @@ import torch
 
 import minigpt
 from minigpt.logits import min_p_filter, top_p_filter
-from minigpt.viz import plot_distributions, save_figure
+from minigpt.viz import save_figure
 
 torch.manual_seed(123)
 torch.set_num_threads(1)
@@ -67,18 +67,25 @@ for p in (0.5, 0.9, 0.99):
     print(f"p = {p}: keeps {kept}")
 
 # %%
-fig, ax = plt.subplots(figsize=(6, 3.5))
-ax.step(range(1, 10), cumulative.tolist(), where="mid", label="cumulative probability")
-ax.axhline(0.9, color="tab:red", ls="--", label="p = 0.9")
-ax.set_xticks(range(1, 10), [vocab[i] for i in order], rotation=45, ha="right")
+kept = int(((cumulative - sorted_probs) < 0.9).sum())  # the nucleus: tokens kept at p = 0.9
+assert kept == 2 and cumulative[kept - 1] >= 0.9 > cumulative[kept - 2]
+x = torch.arange(1, 10)
+fig, ax = plt.subplots(figsize=(6.5, 4))
+ax.axvspan(0.5, kept + 0.5, color="tab:green", alpha=0.12, label=f"nucleus: {kept} tokens kept")
+ax.bar(x, sorted_probs, color=["tab:green"] * kept + ["lightgray"] * (9 - kept), label="probability of the token")
+ax.step(x, cumulative, where="mid", color="tab:blue", marker="o", label="cumulative probability")
+ax.axhline(0.9, color="tab:red", ls="--", label="threshold p = 0.9")
+ax.set_ylim(0, 1.05)
+ax.set_xticks(x, [vocab[i] for i in order], rotation=45, ha="right")
 ax.set_xlabel("tokens, most likely first")
-ax.set_ylabel("cumulative probability")
+ax.set_ylabel("probability")
 ax.set_title("Top-p keeps tokens until the running total reaches p")
-ax.legend()
+ax.legend(loc="center right")
 fig.tight_layout()
 save_figure(fig, "04_top_p_cumulative")
 plt.show()
 print("cumulative:", [round(c, 3) for c in cumulative.tolist()])
+print("nucleus at p = 0.9:", [vocab[i] for i in order[:kept]])
 
 # %% [markdown]
 # ## Step 2: the nucleus grows and shrinks with the model's confidence
@@ -115,6 +122,10 @@ plt.show()
 #
 # **Min-p** keeps every token whose probability is at least `min_p` × the top token's probability.
 # It also adapts to confidence, with a simpler rule.
+#
+# The two rules keep different sets (kept in colour, removed in grey). On the peaked distribution
+# (T = 1) top-p stops at 2 tokens while min-p keeps "closer" too; flattened (T = 2, chapter 2) top-p
+# needs 4 tokens to reach 0.9 while min-p's bar (a tenth of the top token) keeps 3.
 
 # %%
 def min_p_by_hand(logits, min_p):
@@ -122,14 +133,32 @@ def min_p_by_hand(logits, min_p):
     return logits.masked_fill(probs < min_p * probs.max(), float("-inf"))
 
 
-dists = {
-    "full": probs,
-    "top-p 0.9": torch.softmax(top_p_by_hand(logits, 0.9), dim=-1),
-    "min-p 0.1": torch.softmax(min_p_by_hand(logits, 0.1), dim=-1),
-}
-for name, d in dists.items():
-    print(f"{name:10}", [round(x, 3) for x in d.tolist()])
-fig = plot_distributions(dists, vocab, title="Truncation: top-p and min-p")
+rules = {"top-p 0.9": lambda l: top_p_by_hand(l, 0.9), "min-p 0.1": lambda l: min_p_by_hand(l, 0.1)}
+fig, axes = plt.subplots(2, 2, figsize=(10, 6), sharey="row")
+for row, T in enumerate((1.0, 2.0)):
+    scaled = logits / T
+    p_T = torch.softmax(scaled, dim=-1)
+    by_p = torch.argsort(p_T, descending=True)  # most likely first
+    for col, (name, rule) in enumerate(rules.items()):
+        keep = rule(scaled) > float("-inf")
+        print(f"T = {T}, {name}: keeps {[vocab[i] for i in by_p if keep[i]]}")
+        ax = axes[row, col]
+        ax.bar(range(9), p_T[by_p], color=["tab:blue" if keep[i] else "lightgray" for i in by_p])
+        ax.set_xticks(range(9), [vocab[i] for i in by_p], rotation=45, ha="right")
+        ax.set_title(f"T = {T:g}, {name}: keeps {int(keep.sum())} of 9")
+        if col == 0:
+            ax.set_ylabel("probability")
+        else:  # min-p's bar: a tenth of the top token's probability
+            ax.axhline(0.1 * p_T.max(), color="tab:red", ls="--", lw=1)
+    if row == 0:
+        assert [int((r(scaled) > float("-inf")).sum()) for r in rules.values()] == [2, 3]
+    else:
+        assert [int((r(scaled) > float("-inf")).sum()) for r in rules.values()] == [4, 3]
+axes[0, 0].legend(handles=[plt.Rectangle((0, 0), 1, 1, color="tab:blue"), plt.Rectangle((0, 0), 1, 1, color="lightgray"),
+                           plt.Line2D([], [], color="tab:red", ls="--", lw=1)],
+                  labels=["kept", "removed", "min-p's bar: 0.1 x top probability"], loc="upper right")
+fig.suptitle("Top-p vs min-p: peaked (top row) and flatter (bottom row) distributions")
+fig.tight_layout()
 save_figure(fig, "04_top_p_min_p")
 plt.show()
 

@@ -29,7 +29,7 @@ import torch
 import minigpt
 from minigpt.search import beam_search, contrastive_search, sample_and_rank
 from minigpt.tokenizer import decode, encode
-from minigpt.viz import plot_token_tree, save_figure
+from minigpt.viz import save_figure
 
 torch.manual_seed(0)
 torch.set_num_threads(1)
@@ -69,8 +69,66 @@ for k in (1, 2):
     print(f"  best: The {' '.join(words)} (p = {p:.2f})")
 
 # %%
-fig = plot_token_tree(tree, root="The", title="Two beams find 'The dog has' (0.36)",
-                      highlight=[["dog", "has"], ["nice", "woman"]])
+def draw_beam_tree(tree, num_beams, ax):
+    """The toy tree with every step of beam search: kept beams in colour, pruned candidates greyed."""
+    kept_at, beams = [], [((), 1.0, tree)]
+    while any(sub for _, _, sub in beams):  # the same search as above, remembering who survived
+        cands = [(path + (w,), q * p, ch) for path, q, sub in beams for w, (p, ch) in sub.items()]
+        beams = sorted(cands, key=lambda c: c[1], reverse=True)[:num_beams]
+        kept_at.append({path for path, _, _ in beams})
+    final = [path for path, _, _ in beams]  # best first
+    colour = {final[0]: "tab:green", final[1]: "tab:red"}
+    ys = {}
+
+    def place(sub, path, leaves=iter(range(100))):  # leaves top to bottom, parents centred on children
+        kids = [place(ch, path + (w,)) for w, (_, ch) in sub.items()]
+        ys[path] = sum(kids) / len(kids) if kids else -next(leaves)
+        return ys[path]
+
+    place(tree, ())
+
+    def edges(sub, path):
+        for w, (p, ch) in sub.items():
+            child = path + (w,)
+            step = len(child) - 1
+            expanded = path == () or path in kept_at[step - 1]  # was the parent still a beam?
+            best = [c for f, c in colour.items() if f[: len(child)] == child]
+            if best:  # on a final beam's path
+                style = dict(color=best[0], lw=2.5)
+            elif expanded:  # proposed, then pruned
+                style = dict(color="gray", lw=1, ls="--")
+            else:  # its parent was pruned: never scored
+                style = dict(color="gainsboro", lw=1, ls=":")
+            ax.plot([step, step + 1], [ys[path], ys[child]], zorder=1, **style)
+            ax.text(step + 0.5, (ys[path] + ys[child]) / 2, f"{p:.2f}", ha="center", va="bottom", fontsize=8,
+                    color="black" if expanded else "silver")
+            ax.text(step + 1, ys[child], w, ha="center", va="center", zorder=2, color="black" if expanded else "silver",
+                    bbox=dict(boxstyle="round", fc="white", ec="gray" if expanded else "gainsboro"))
+            edges(ch, child)
+
+    edges(tree, ())
+    ax.text(0, ys[()], "The", ha="center", va="center", zorder=2, bbox=dict(boxstyle="round", fc="white", ec="gray"))
+    handles = [plt.Line2D([], [], color="tab:green", lw=2.5),
+               plt.Line2D([], [], color="tab:red", lw=2.5),
+               plt.Line2D([], [], color="gray", lw=1, ls="--"),
+               plt.Line2D([], [], color="gainsboro", lw=1, ls=":")]
+    ax.legend(handles, [f"best beam: The {' '.join(final[0])} ({beams[0][1]:.2f})",
+                        f"2nd beam: The {' '.join(final[1])} ({beams[1][1]:.2f}), greedy's pick (ch. 1)",
+                        "proposed, then pruned", "never expanded (its beam was pruned)"],
+              loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize=8)
+    ax.set_xlabel("decoding step")
+    ax.set_yticks([])
+    ax.set_xticks(range(len(kept_at) + 1))
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    return kept_at
+
+
+fig, ax = plt.subplots(figsize=(8, 5))
+kept_at = draw_beam_tree(tree, 2, ax)
+assert kept_at == [{("nice",), ("dog",)}, {("dog", "has"), ("nice", "woman")}]
+ax.set_title("Two beams find 'The dog has' (0.36); 'car' is pruned at step 1")
+fig.tight_layout()
 save_figure(fig, "06_beam_tree")
 plt.show()
 
@@ -147,11 +205,37 @@ rows = {"beam search": beams.new_tokens[0], "beam + no-repeat 2-gram": blocked.n
 for name, toks in rows.items():
     print(f"{name:24} distinct {distinct_ratio(toks):.2f}: {decode(toks)!r}")
 
+# %% [markdown]
+# One text per method says little. Over four prompts (and two seeds per prompt for sampling) the spread
+# shows: plain beams can collapse into a loop ("KING:" repeats one line over and over), blocking 2-grams
+# lifts every prompt, and sampling is usually most varied, though an unlucky seed can repeat too.
+
 # %%
-fig, ax = plt.subplots(figsize=(6, 3.5))
-ax.bar(list(rows), [distinct_ratio(t) for t in rows.values()])
+prompts = [text, "QUEEN:", "JULIET:\nO Romeo", "KING:"]
+ratios = {name: [] for name in rows}
+for prompt_text in prompts:
+    ratios["beam search"].append(distinct_ratio(beam_search(model, prompt_text, num_beams=4, max_new_tokens=40).new_tokens[0]))
+    ratios["beam + no-repeat 2-gram"].append(distinct_ratio(
+        beam_search(model, prompt_text, num_beams=4, max_new_tokens=40, no_repeat_ngram_size=2).new_tokens[0]))
+    for seed in (0, 1):
+        ratios["top-p 0.9 sample"].append(distinct_ratio(
+            minigpt.generate(model, prompt_text, max_new_tokens=40, do_sample=True, top_p=0.9, seed=seed).new_tokens[0]))
+for name, r in ratios.items():
+    print(f"{name:24} mean {sum(r) / len(r):.2f}, range {min(r):.2f}-{max(r):.2f}: {[round(x, 2) for x in r]}")
+means = [sum(r) / len(r) for r in ratios.values()]
+assert means[0] < means[1] and means[0] < means[2]  # plain beams repeat the most
+
+# %%
+fig, ax = plt.subplots(figsize=(6.5, 4))
+for i, (name, r) in enumerate(ratios.items()):
+    ax.bar(i, sum(r) / len(r), color="tab:blue", alpha=0.35, label="mean" if i == 0 else None)
+    jitter = torch.linspace(-0.15, 0.15, len(r)).tolist()
+    ax.scatter([i + j for j in jitter], r, color="tab:blue", zorder=3, label="one text" if i == 0 else None)
+ax.set_xticks(range(len(ratios)), list(ratios))
+ax.set_ylim(0, 1)
 ax.set_ylabel("distinct tokens / tokens")
-ax.set_title("Beam search text repeats itself; sampling varies")
+ax.set_title(f"Beam search text repeats itself; sampling varies\n({len(prompts)} prompts; 2 seeds each for sampling)")
+ax.legend(loc="upper left")
 fig.tight_layout()
 save_figure(fig, "06_distinct_ratio")
 plt.show()

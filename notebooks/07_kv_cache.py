@@ -314,9 +314,10 @@ for batch in (1, 8, 32):
     ax.plot(tokens, [cache_bytes(g.n_layer, batch, t, g.n_embd) / mib for t in tokens.tolist()],
             marker="o", label=f"KV cache, batch {batch}")
 ax.axhline(weights / mib, color="gray", ls="--", label=f"the weights themselves ({weights / mib:.0f} MiB)")
-ax.set_yscale("log")
+gqa_mib = [cache_bytes(g.n_layer, 8, t, g.n_embd) * 4 / g.n_head / mib for t in tokens.tolist()]
+ax.plot(tokens, gqa_mib, ls=":", color="tab:orange", label="batch 8 with 4 KV heads (GQA, see below)")
 ax.set_xlabel("tokens in the cache (per row)")
-ax.set_ylabel("memory (MiB, fp32, log scale)")
+ax.set_ylabel("memory (MiB, fp32)")
 ax.set_title("GPT-2 124M: the KV cache grows with length × batch")
 ax.legend()
 fig.tight_layout()
@@ -324,8 +325,33 @@ save_figure(fig, "07_cache_memory")
 plt.show()
 
 # %% [markdown]
-# At batch 8 and 1,024 tokens the cache (576 MiB) is already bigger than the model (475 MiB). That is
-# why long contexts and big batches run out of memory, and why bf16 (2 bytes per number) halves it.
+# The axes are linear, so each line is straight: the cache grows in proportion to the tokens and to the
+# batch. At batch 8 and 1,024 tokens the cache (576 MiB) is already bigger than the model (475 MiB). That
+# is why long contexts and big batches run out of memory, and why bf16 (2 bytes per number) halves it.
+#
+# **Grouped-query attention (GQA).** GPT-2 stores a key and a value for each of its `n_head` heads. Newer
+# models (Llama 2 70B, Mistral) keep only `n_kv_heads` < `n_head` key/value heads, each shared by a group
+# of `n_head / n_kv_heads` query heads. The cache stores n_kv_heads × head_size numbers per token instead
+# of n_embd = n_head × head_size, so it shrinks by n_head / n_kv_heads:
+#
+# **bytes = 2 × n_layer × batch × tokens × n_kv_heads × head_size × bytes per number**
+#
+# (n_kv_heads = 1 is multi-query attention.) For a GPT-2 124M-shaped model with 4 KV heads instead of 12:
+
+# %%
+def gqa_cache_bytes(n_layer, batch, tokens, n_kv_heads, head_size, bytes_per_number=4):
+    return 2 * n_layer * batch * tokens * n_kv_heads * head_size * bytes_per_number
+
+
+head_size = g.n_embd // g.n_head  # 64
+mha = gqa_cache_bytes(g.n_layer, 8, g.block_size, g.n_head, head_size)  # every head has its own K and V
+assert mha == cache_bytes(g.n_layer, 8, g.block_size, g.n_embd)
+gqa = gqa_cache_bytes(g.n_layer, 8, g.block_size, 4, head_size)
+assert mha == gqa * g.n_head // 4
+print(f"GPT-2 124M shape, 8 rows x {g.block_size} tokens, fp32: {g.n_head} KV heads {mha / mib:,.0f} MiB, "
+      f"4 KV heads {gqa / mib:,.0f} MiB ({g.n_head // 4}x smaller)")
+
+# %% [markdown]
 #
 # ## Step 7: the attention mask with a cache
 #
@@ -333,6 +359,15 @@ plt.show()
 # causal part is all True: everything stored is in its past. What is left to hide is **padding**. Two
 # prompts of different lengths are padded on the left (chapter 5); the pad columns sit in the cache too,
 # so the attention mask handed to the model covers all past + T columns, at every step.
+#
+# Look at the prefill mask of row 0 below: the padding queries (rows 0–2) are allowed to see **themselves**
+# (the diagonal). A padding query that may see no key at all would have a score row of only -inf, and
+# softmax of all -inf is 0/0 = NaN; that NaN would then spread through the layers. Letting each query see
+# itself keeps every row finite, and the padding rows' outputs are never used, while the real tokens' rows
+# still hide the padding columns (`GPT._attention_mask` in `minigpt/model.py`).
+
+# %%
+print("softmax of a row with no visible key:", torch.softmax(torch.full((3,), float("-inf")), dim=-1).tolist())
 
 # %%
 rows = [encode("KING:"), encode("ROMEO:\nI")]  # 2 and 5 tokens

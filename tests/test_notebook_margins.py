@@ -72,6 +72,8 @@ DECODES = [
        dict(num_beams=4, max_new_tokens=20, eos_token_id=FULL_STOP, length_penalty=lp)) for lp in (0.0, 1.0, 2.0)],
     ("06_beam_search", HAMLET_O, "beam", dict(num_beams=4, max_new_tokens=40)),
     ("06_beam_search", HAMLET_O, "beam", dict(num_beams=4, max_new_tokens=40, no_repeat_ngram_size=2)),
+    *[("06_beam_search", p, "beam", dict(num_beams=4, max_new_tokens=40, **extra))  # step 4's spread
+      for p in ("QUEEN:", "JULIET:\nO Romeo", "KING:") for extra in ({}, dict(no_repeat_ngram_size=2))],
     ("06_beam_search", HAMLET_O, "beam", dict(num_beams=4, num_beam_groups=2, diversity_penalty=1.0,
                                              max_new_tokens=15, num_return_sequences=4)),
     ("06_beam_search", HAMLET_O, "contrastive", dict(penalty_alpha=0.6, top_k=4, max_new_tokens=30)),
