@@ -432,7 +432,7 @@ def _train(config: TrainConfig, train_tokens: torch.Tensor, heldout_tokens: torc
     full_model = seen.expand(model, config.model_config())  # the plain GPT-2-shaped model
     final = _evaluate(full_model, heldout_tokens, config, state, proc, final=True)
     state["elapsed"] = clock.read()
-    checkpoint = _save(config, seen, model, optimizer, generator, state, proc)
+    checkpoint = _save(config, seen, full_model, optimizer, generator, state, proc)
     figure = None
     if proc.is_main:
         figure = plot_losses(state["train_losses"], state["heldout_losses"], config.figure_path,
@@ -466,9 +466,10 @@ def _loop(config: TrainConfig, seen: SeenVocab, model: GPT, ddp_model: torch.nn.
         bar.update()
         bar.set_postfix(loss=f"{loss:.3f}", tokens_per_s=f"{state['tokens_per_second']:,.0f}")
         if done % config.eval_interval == 0 and done < config.max_steps:  # the final one comes after
-            _evaluate(seen.expand(model, config.model_config()), heldout_tokens, config, state, proc)
+            full_model = seen.expand(model, config.model_config())
+            _evaluate(full_model, heldout_tokens, config, state, proc)
             state["elapsed"] = clock.read()
-            _save(config, seen, model, optimizer, generator, state, proc)
+            _save(config, seen, full_model, optimizer, generator, state, proc)
             state["saved_step"] = done
 
 
@@ -509,10 +510,12 @@ class _Clock:
         self.proc = proc
 
     def read(self) -> float:
-        seconds = torch.tensor([time.perf_counter() - self.start], dtype=torch.float64, device=self.proc.device)
-        if self.proc.world_size > 1:
-            dist.broadcast(seconds, src=0)
-        return seconds.item()
+        seconds = time.perf_counter() - self.start
+        if self.proc.world_size == 1:
+            return seconds  # no device tensor, no sync: this runs every step under a time budget
+        shared = torch.tensor([seconds], dtype=torch.float64, device=self.proc.device)
+        dist.broadcast(shared, src=0)
+        return shared.item()
 
 
 def _wrap_ddp(model: GPT, proc: _Process) -> DDP:
@@ -585,10 +588,10 @@ def _rng_state(generator: torch.Generator, device: torch.device) -> dict:
     return state
 
 
-def _save(config: TrainConfig, seen: SeenVocab, model: GPT, optimizer: torch.optim.Optimizer,
+def _save(config: TrainConfig, seen: SeenVocab, full_model: GPT, optimizer: torch.optim.Optimizer,
           generator: torch.Generator, state: dict, proc: _Process) -> Path | None:
-    """Write the full model and train_state.pt to out_dir as one set (rank 0 only); returns out_dir, or
-    None on the other ranks."""
+    """Write the full model (the compact one expanded) and train_state.pt, which holds the compact model's
+    optimizer, to out_dir as one set (rank 0 only); returns out_dir, or None on the other ranks."""
     rng = [_rng_state(generator, proc.device)]
     if proc.world_size > 1:  # every rank draws its own batches: keep all their states, listed by rank
         rng = [None] * proc.world_size
@@ -599,7 +602,7 @@ def _save(config: TrainConfig, seen: SeenVocab, model: GPT, optimizer: torch.opt
     _finish_interrupted_save(out_dir)
     writing = out_dir / WRITING
     # fp32, so that a resumed run continues bit for bit
-    save_checkpoint(seen.expand(model, config.model_config()), writing)
+    save_checkpoint(full_model, writing)
     config_path = writing / CONFIG_NAME
     config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "training_step": state["step"]},
                                       indent=2) + "\n")
