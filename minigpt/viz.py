@@ -181,17 +181,20 @@ def save_figure(fig: Figure, name: str, folder: str | Path | None = None) -> Pat
 
 
 def plot_token_tree(
-    tree: dict, *, root: str, title: str, highlight: Sequence[Sequence[str]] = ()
+    tree: dict, *, root: str, title: str, highlight: Sequence[Sequence[str]] = (), labels: Sequence[str] = ()
 ) -> Figure:
     """Draw a tree of next-token choices: ``{token: (probability, {child: (p, {...})})}``.
 
     Paths in ``highlight`` (lists of tokens from the root's child down) are drawn in colour, one colour
-    each; every edge is labelled with its probability.
+    each (red, green, blue: chapter 6's beam tree uses the same red for greedy's pick and green for the
+    best path); ``labels`` names them in a legend below the plot. Every edge is labelled with its probability.
 
     >>> fig = plot_token_tree({"dog": (0.4, {}), "nice": (0.5, {})}, root="The", title="t")
     >>> fig.axes[0].get_title()
     't'
     """
+    if labels and len(labels) != len(highlight):
+        raise ValueError(f"labels must name each highlighted path ({len(highlight)}), got {len(labels)}")
     fig, ax = plt.subplots(figsize=(7, 4))
     colors = ["tab:red", "tab:green", "tab:blue"]
     leaves = iter(range(1000))
@@ -209,6 +212,9 @@ def plot_token_tree(
         return y
 
     draw(root, tree, 0, ())
+    if labels:
+        handles = [plt.Line2D([], [], color=colors[i % len(colors)], lw=2.5) for i in range(len(labels))]
+        ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=len(labels), fontsize=8)
     ax.set_title(title)
     ax.set_xlabel("decoding step")
     ax.set_yticks([])
