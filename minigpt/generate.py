@@ -17,7 +17,7 @@ import codecs
 import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 import torch
 
@@ -32,7 +32,10 @@ PAD_TOKEN_ID = EOT_TOKEN_ID  # GPT-2 has no padding token; <|endoftext|> fills t
 
 @dataclass
 class DecodingSettings:
-    """Every knob of the loop, checked once before any work starts."""
+    """Every knob of the loop, checked once before any work starts.
+
+    The fields after ``allow_special`` are keyword-only; each defaults to off (see ``minigpt.logits``).
+    """
 
     max_new_tokens: int = 50
     min_new_tokens: int = 0
@@ -48,6 +51,16 @@ class DecodingSettings:
     num_return_sequences: int = 1
     use_cache: bool = True
     allow_special: bool = False  # True: "<|endoftext|>" in a text prompt is the end-of-text token, not an error
+    _: KW_ONLY
+    typical_p: float | None = None  # sampling filters, after min-p: typical, epsilon, eta
+    epsilon_cutoff: float | None = None
+    eta_cutoff: float | None = None
+    sequence_bias: L.SequenceBias | None = None  # {(token ids…): bias}
+    bad_words_ids: Sequence[Sequence[int]] | None = None  # token sequences never to generate
+    suppress_tokens: Sequence[int] | None = None  # token ids never to generate
+    prefix_allowed_tokens_fn: L.AllowedTokensFn | None = None  # (batch row, ids so far) -> allowed next ids
+    frequency_penalty: float | None = None  # OpenAI's, on the generated tokens only
+    presence_penalty: float | None = None
 
     def __post_init__(self) -> None:
         check_int("max_new_tokens", self.max_new_tokens, 0)
@@ -63,6 +76,15 @@ class DecodingSettings:
             repetition_penalty=self.repetition_penalty,
             no_repeat_ngram_size=self.no_repeat_ngram_size,
             min_new_tokens=self.min_new_tokens,
+            typical_p=self.typical_p,
+            epsilon_cutoff=self.epsilon_cutoff,
+            eta_cutoff=self.eta_cutoff,
+            sequence_bias=self.sequence_bias,
+            bad_words_ids=self.bad_words_ids,
+            suppress_tokens=self.suppress_tokens,
+            prefix_allowed_tokens_fn=self.prefix_allowed_tokens_fn,
+            frequency_penalty=self.frequency_penalty,
+            presence_penalty=self.presence_penalty,
         )
         if self.min_new_tokens > self.max_new_tokens:  # EOS could never be allowed: a contradiction, not a no-op
             raise ValueError(
@@ -142,8 +164,13 @@ def generate(
     ``settings`` are the fields of ``DecodingSettings``: ``max_new_tokens``, ``min_new_tokens``,
     ``do_sample``, ``temperature`` (0 means greedy), ``top_k``, ``top_p``, ``min_p``,
     ``repetition_penalty``, ``no_repeat_ngram_size``, ``eos_token_id``, ``stop``,
-    ``num_return_sequences``, ``use_cache``, ``allow_special``. Sampling draws from ``generator``, or from
-    one seeded with ``seed``, or else from torch's global generator (``torch.manual_seed``).
+    ``num_return_sequences``, ``use_cache``, ``allow_special``; and the rest of the sampling family,
+    off unless given: ``typical_p``, ``epsilon_cutoff``, ``eta_cutoff`` (sampling filters),
+    ``sequence_bias``, ``bad_words_ids``, ``suppress_tokens``, ``frequency_penalty``, ``presence_penalty``,
+    and ``prefix_allowed_tokens_fn(batch_row, ids)``, which names the tokens allowed next (``batch_row``
+    is the row of ``Generation``: with ``num_return_sequences=n``, prompt i's samples are rows i*n to
+    i*n + n - 1). Sampling draws from ``generator``, or from one seeded with ``seed``, or else from torch's
+    global generator (``torch.manual_seed``).
 
     A model in train mode is switched to eval mode for the call and back afterwards (``eval_mode``):
     dropout would otherwise make even greedy decoding random. A KV cache too big for the device's
@@ -431,7 +458,7 @@ def _decode_steps(
             return
         logits = _next_logits(model, state, cache, fed)  # (len(active), V)
         fed = state.length
-        tokens, probs, logprobs = _pick(logits, state.ids[state.active, : state.length], step, s, rng)
+        tokens, probs, logprobs = _pick(logits, state.ids[state.active, : state.length], state.active, step, s, rng)
         state.append(tokens, probs, logprobs)
         yield
         finished = [row_finished(state, row, s) for row in state.active.tolist()]
@@ -455,9 +482,14 @@ def _next_logits(model: GPT, state: LoopState, cache: KVCache | None, fed: int) 
 
 
 def _pick(
-    logits: torch.Tensor, ids: torch.Tensor, step: int, s: DecodingSettings, rng: torch.Generator | None
+    logits: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor, step: int, s: DecodingSettings,
+    rng: torch.Generator | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Transform the logits, choose one token per row; also return the distribution and log-probs."""
+    """Transform the logits, choose one token per row; also return the distribution and log-probs.
+
+    ``rows`` are the batch rows the logits belong to (finished rows have left): what
+    ``prefix_allowed_tokens_fn`` is told.
+    """
     scores = L.process_logits(
         logits.float(),  # transforms and softmax in fp32, whatever the model's dtype
         ids,
@@ -471,6 +503,16 @@ def _pick(
         no_repeat_ngram_size=s.no_repeat_ngram_size,
         min_new_tokens=s.min_new_tokens,
         eos_token_ids=s.eos_token_ids,
+        typical_p=s.typical_p,
+        epsilon_cutoff=s.epsilon_cutoff,
+        eta_cutoff=s.eta_cutoff,
+        sequence_bias=s.sequence_bias,
+        bad_words_ids=s.bad_words_ids,
+        suppress_tokens=s.suppress_tokens,
+        prefix_allowed_tokens_fn=s.prefix_allowed_tokens_fn,
+        batch_ids=rows.tolist(),
+        frequency_penalty=s.frequency_penalty,
+        presence_penalty=s.presence_penalty,
     )
     probs = torch.softmax(scores, dim=-1)  # (B, V)
     if s.do_sample:
