@@ -6,6 +6,7 @@
 """
 
 from minigpt.checkpoint import load_model, save_checkpoint
+from minigpt.explore import explore
 from minigpt.generate import generate, stream
 from minigpt.model import GPT, GPTConfig
 from minigpt.search import beam_search, contrastive_search, sample_and_rank
@@ -13,6 +14,6 @@ from minigpt.speculative import prompt_lookup_generate, speculative_generate
 from minigpt.tokenizer import decode, encode
 
 __all__ = [
-    "GPT", "GPTConfig", "beam_search", "contrastive_search", "decode", "encode", "generate", "load_model",
+    "GPT", "GPTConfig", "beam_search", "contrastive_search", "decode", "encode", "explore", "generate", "load_model",
     "prompt_lookup_generate", "sample_and_rank", "save_checkpoint", "speculative_generate", "stream",
 ]

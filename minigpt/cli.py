@@ -5,6 +5,7 @@
     minigpt generate "Hello" --model gpt2          # OpenAI's GPT-2 (needs the hub extra and a network)
     minigpt train --max-steps 2000                 # train on the Shakespeare corpus
     minigpt bench                                  # decoding speed, side by side
+    minigpt explore "ROMEO:" --out explore.html    # a page that replays 20 steps, with the decoding sliders
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import torch
 
 from minigpt import bench, train
 from minigpt.checkpoint import HUB_REPOS, load_model, shipped_models
-from minigpt.checks import check_device
+from minigpt.checks import check_device, check_int
+from minigpt.explore import check_page_path, decoding_settings, export_page
 from minigpt.generate import DecodingSettings, stream
-from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID
+from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, encode
 
 DEFAULT_MODEL = "shakespeare"
 
@@ -46,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(commands)
     _add_train(commands)
     _add_bench(commands)
+    _add_explore(commands)
     return parser
 
 
@@ -76,6 +79,17 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--no-repeat-ngram-size", type=int, default=None, help="never repeat an n-gram of this size")
     p.add_argument("--min-new-tokens", type=int, default=0, help="forbid end-of-text before this many tokens")
     p.add_argument("--stop", action="append", default=None, help="stop before this string (repeatable)")
+    p.add_argument("--typical-p", type=float, default=None, help="typical sampling: keep tokens near the entropy")
+    p.add_argument("--epsilon-cutoff", type=float, default=None, help="drop tokens below this probability")
+    p.add_argument("--eta-cutoff", type=float, default=None, help="drop tokens below an entropy-dependent floor")
+    p.add_argument("--frequency-penalty", type=float, default=None,
+                   help="in [-2, 2]: subtract this × how often a token was generated (OpenAI's)")
+    p.add_argument("--presence-penalty", type=float, default=None,
+                   help="in [-2, 2]: subtract this once from every token generated so far (OpenAI's)")
+    p.add_argument("--ban", action="append", default=None, metavar="TEXT", type=_ban,
+                   help="never generate TEXT's tokens in a row, e.g. --ban ' thou' (repeatable)")
+    p.add_argument("--bias", action="append", default=None, metavar="TEXT=VALUE", type=_bias,
+                   help="add VALUE to TEXT's last token's logit after its others, e.g. ' love=2' (repeatable)")
     p.add_argument(
         "--eos", action="store_true", help="stop at <|endoftext|> (by default it is printed like any token)"
     )
@@ -85,6 +99,25 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
         help="read <|endoftext|> in PROMPT as the end-of-text token (by default such a prompt is an error)",
     )
     p.set_defaults(run=_run_generate)
+
+
+def _ban(value: str) -> list[int]:
+    """``--ban TEXT``: TEXT's token ids, a sequence generation must never produce."""
+    if not value:
+        raise argparse.ArgumentTypeError("must be a non-empty text, got ''")
+    return encode(value)
+
+
+def _bias(value: str) -> tuple[tuple[int, ...], float]:
+    """``--bias TEXT=VALUE``: TEXT's token ids and the bias (the last ``=`` splits, so TEXT may contain one)."""
+    text, sep, number = value.rpartition("=")
+    try:
+        bias = float(number)
+    except ValueError:
+        bias = None
+    if not sep or not text or bias is None:
+        raise argparse.ArgumentTypeError(f"must be TEXT=VALUE with VALUE a number, e.g. ' love=2', got {value!r}")
+    return tuple(encode(text)), bias
 
 
 def _device(value: str) -> torch.device:
@@ -142,6 +175,13 @@ def _run_generate(args: argparse.Namespace) -> int:
         eos_token_id=EOT_TOKEN_ID if args.eos else None,
         stop=args.stop,
         allow_special=args.allow_special,
+        typical_p=args.typical_p,
+        epsilon_cutoff=args.epsilon_cutoff,
+        eta_cutoff=args.eta_cutoff,
+        frequency_penalty=args.frequency_penalty,
+        presence_penalty=args.presence_penalty,
+        bad_words_ids=args.ban,
+        sequence_bias=dict(args.bias) if args.bias else None,
     )
     DecodingSettings(**settings)  # a bad option fails here, before the model is loaded
     model = load_model(args.model, device=args.device)
@@ -150,6 +190,62 @@ def _run_generate(args: argparse.Namespace) -> int:
     for _, piece in pieces:
         print(piece, end="", flush=True)
     print()
+    return 0
+
+
+
+def _add_explore(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "explore",
+        help="write a page that replays a generation, with the decoding sliders",
+        description="Sample STEPS tokens after PROMPT and write one self-contained HTML page (no network, no "
+        "server) that replays them: scrub through the steps and move the sliders (repetition penalty, "
+        "temperature, top-k, top-p, min-p); the page recomputes each next-token distribution. The settings "
+        "below are those the replay samples with and where the sliders start.",
+    )
+    p.add_argument("prompt", help="the text to continue")
+    p.add_argument("--out", required=True, help="the HTML file to write, e.g. explore.html")
+    p.add_argument("--steps", type=int, default=20, help="how many tokens to sample and replay (default 20)")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"a shipped model ({', '.join(shipped_models()) or 'none installed'}), a checkpoint directory, "
+        f"a model.safetensors file, or a GPT-2 name to download; default: {DEFAULT_MODEL}",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the replay's draws (default 0)")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda, cuda:1 or mps (default cpu)")
+    p.add_argument("--temperature", type=float, default=0.8, help="> 0: <1 sharpens, >1 flattens (default 0.8)")
+    p.add_argument("--top-k", type=int, default=50, help="keep the k most likely tokens; 0 = off (default 50)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus: smallest set with probability >= p; 1 = off")
+    p.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p × the top probability; 0 = off")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages seen tokens; 1 = off")
+    p.set_defaults(run=_run_explore)
+
+
+def _run_explore(args: argparse.Namespace) -> int:
+    if EOT_TOKEN in args.prompt:
+        raise ValueError(f"the prompt contains {EOT_TOKEN}; remove it from the prompt")
+    settings = dict(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty,
+    )
+    decoding_settings(settings)  # bad options fail here, before the model is loaded
+    check_int("steps", args.steps, 1)
+    check_int("seed", args.seed, 0)
+    check_page_path(args.out)
+    if args.model == DEFAULT_MODEL and DEFAULT_MODEL not in shipped_models():
+        raise FileNotFoundError(
+            f"the default model {DEFAULT_MODEL!r} is not installed; pass --model with a checkpoint "
+            f"directory or a GPT-2 name ({', '.join(HUB_REPOS)})"
+        )
+    model = load_model(args.model, device=args.device)
+    path = export_page(
+        model, args.prompt, args.out, steps=args.steps, seed=args.seed, model_name=args.model, **settings
+    )
+    print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB): {args.steps} steps after {args.prompt!r}")
     return 0
 
 

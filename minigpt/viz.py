@@ -25,13 +25,21 @@ import matplotlib.pyplot as plt
 import torch
 from matplotlib.figure import Figure
 
+from minigpt.checks import check_int
+
 FIGURES_DIR = Path(__file__).resolve().parent.parent / "figures"  # the repository's figures/ folder
 WRITE_FIGURES = "MINIGPT_WRITE_FIGURES"  # set to 1 to (re)write figures/ when running the chapters
 
 
 def _plain_script() -> bool:
-    """True in ``python script.py``; False in Jupyter, IPython, a REPL or ``python -i``."""
-    return "IPython" not in sys.modules and not hasattr(sys, "ps1") and not sys.flags.interactive
+    """True in ``python script.py``; False in Jupyter, IPython, a REPL or ``python -i``.
+
+    IPython being imported is not enough to tell: widget libraries (anywidget, for ``minigpt.explore``) import
+    it in plain scripts too, so ask it whether a shell is running.
+    """
+    ipython = sys.modules.get("IPython")
+    in_ipython = ipython is not None and ipython.get_ipython() is not None
+    return not in_ipython and not hasattr(sys, "ps1") and not sys.flags.interactive
 
 
 if _plain_script() and not os.environ.get("MPLBACKEND"):
@@ -158,6 +166,80 @@ def plot_truncation(
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_kept(
+    probs: torch.Tensor,
+    labels: Sequence[str],
+    *,
+    title: str,
+    kept: torch.Tensor | None = None,
+    top: int = 20,
+    log: bool = False,
+    ax: plt.Axes | None = None,
+) -> Figure:
+    """A whole-vocabulary distribution as its ``top`` most likely tokens and one bar for all the others.
+
+    ``kept`` (booleans, one per token) marks what a filter (top-k, top-p, ...) keeps: kept tokens in colour,
+    dropped ones grey, and the legend counts both and their mass. The last bar, hatched, is the rest of the
+    vocabulary: its kept part in colour below, its dropped part grey on top, so the bars add up to 1
+    (with ``log``, the y axis is logarithmic, so tokens of probability 1e-5 still show). Without ``kept``
+    every bar is one colour. Tick labels are ``token_label``'s, so spaces and newlines show.
+
+    >>> probs = torch.tensor([0.5, 0.2, 0.15, 0.1, 0.05])
+    >>> fig = plot_kept(probs, ["a", " b", "c", "d", "e"], title="t", kept=probs > 0.12, top=3)
+    >>> [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    ['a', '␣b', 'c', 'the other 2']
+    >>> round(float(sum(bar.get_height() for bar in fig.axes[0].patches)), 6)  # 3 bars + the rest's 2 parts
+    1.0
+    """
+    probs = torch.as_tensor(probs, dtype=torch.float32).flatten()
+    if len(labels) != probs.numel():
+        raise ValueError(f"labels must have one entry per probability ({probs.numel()}), got {len(labels)}")
+    check_int("top", top, 1)
+    filtered = kept is not None
+    kept = torch.ones_like(probs, dtype=torch.bool) if kept is None else torch.as_tensor(kept).flatten()
+    if kept.dtype != torch.bool:
+        raise TypeError(f"kept must hold booleans (True: the filter keeps the token), got {kept.dtype}")
+    if kept.numel() != probs.numel():
+        raise ValueError(f"kept must have one entry per probability ({probs.numel()}), got {kept.numel()}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(9, 4))
+    order = torch.argsort(probs, descending=True, stable=True)[:top]
+    on = kept[order].tolist()
+    colors = ["tab:blue" if k else "lightgray" for k in on]
+    x = list(range(order.numel()))
+    ax.bar(x, probs[order].tolist(), color=colors)
+    ticks = [token_label(labels[i]) for i in order.tolist()]
+    others = torch.ones_like(kept)
+    others[order] = False
+    if others.any():  # one hatched bar for the rest of the vocabulary, its kept part at the bottom
+        rest_kept, rest_dropped = probs[others & kept].sum().item(), probs[others & ~kept].sum().item()
+        n = len(x)
+        ax.bar(n, rest_kept, color="tab:blue", hatch="//", edgecolor="white")
+        bar = ax.bar(n, rest_dropped, bottom=rest_kept, color="lightgray", hatch="//", edgecolor="white")
+        ax.bar_label(bar, [f"{rest_kept + rest_dropped:.3g}"], fontsize=8)
+        ticks.append(f"the other {int(others.sum()):,}")
+        on.append(True)
+    ax.set_xticks(range(len(ticks)), ticks, rotation=60, ha="right", fontsize=8)
+    for tick, k in zip(ax.get_xticklabels(), on):
+        tick.set_color("black" if k else "gray")
+    if filtered:
+        handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("tab:blue", "lightgray")]
+        parts = (("kept", kept), ("dropped", ~kept))
+        texts = [f"{name}: {int(part.sum()):,} token{'' if part.sum() == 1 else 's'}, mass {probs[part].sum():.3f}"
+                 for name, part in parts]
+        ax.legend(handles, texts, fontsize=8)
+    if log:
+        ax.set_yscale("log")
+        ax.set_ylim(top=1.5)
+    else:
+        ax.set_ylim(0, 1.12 * max(bar.get_y() + bar.get_height() for bar in ax.patches))
+    ax.set_xlabel("next token, most likely first")
+    ax.set_ylabel("probability (log scale)" if log else "probability")
+    ax.set_title(title)
+    ax.figure.tight_layout()
+    return ax.figure
 
 
 def save_figure(fig: Figure, name: str, folder: str | Path | None = None) -> Path | None:

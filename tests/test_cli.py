@@ -39,6 +39,42 @@ def test_bad_option_is_a_clear_error(checkpoint_dir, capsys, monkeypatch):
     assert capsys.readouterr().err == "minigpt generate: error: min_new_tokens must be <= max_new_tokens=3, got 5\n"
 
 
+def test_the_sampling_family_flags_reach_the_library(checkpoint_dir, tiny_model, capsys):
+    from minigpt.generate import generate
+    from minigpt.tokenizer import encode
+
+    flags = ["--typical-p", "0.9", "--epsilon-cutoff", "0.0001", "--frequency-penalty", "0.5", "--presence-penalty",
+             "-0.3", "--ban", " the", "--ban", "ab", "--bias", " love=2.5", "--bias", "a=b=-1"]
+    main(["generate", "Hello", "--model", str(checkpoint_dir), "--max-new-tokens", "8", "--seed", "3", *flags])
+    expected = generate(tiny_model, "Hello", max_new_tokens=8, seed=3, do_sample=True, temperature=0.8, top_k=50,
+                        typical_p=0.9, epsilon_cutoff=0.0001, frequency_penalty=0.5, presence_penalty=-0.3,
+                        bad_words_ids=[encode(" the"), encode("ab")],
+                        sequence_bias={tuple(encode(" love")): 2.5, tuple(encode("a=b")): -1.0}).text
+    assert capsys.readouterr().out == expected + "\n"
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--ban", ""], "argument --ban: must be a non-empty text, got ''"),
+        (["--bias", "love"], "argument --bias: must be TEXT=VALUE with VALUE a number, e.g. ' love=2', got 'love'"),
+        (["--bias", "love=much"], "argument --bias: must be TEXT=VALUE with VALUE a number, e.g. ' love=2', got 'love=much'"),
+        (["--bias", "=2"], "argument --bias: must be TEXT=VALUE with VALUE a number, e.g. ' love=2', got '=2'"),
+    ],
+)
+def test_bad_ban_or_bias_is_a_usage_error(checkpoint_dir, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "Hi", "--model", str(checkpoint_dir), *flags])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.endswith(f"minigpt generate: error: {message}\n")
+
+
+def test_bad_sampling_family_value_is_refused_before_loading(checkpoint_dir, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "load_model", lambda *a, **kw: pytest.fail("the model was loaded before the check"))
+    assert main(["generate", "Hi", "--model", str(checkpoint_dir), "--frequency-penalty", "3"]) == 2
+    assert capsys.readouterr().err == "minigpt generate: error: frequency_penalty must be a number in [-2, 2], got 3.0\n"
+
+
 @pytest.mark.parametrize(
     "device, message",
     [
@@ -91,7 +127,9 @@ def test_help_lists_every_option():
         [sys.executable, "-m", "minigpt.cli", "generate", "--help"], capture_output=True, text=True, check=True
     ).stdout
     for option in ("--model", "--max-new-tokens", "--seed", "--device", "--temperature", "--top-k", "--top-p",
-                   "--min-p", "--repetition-penalty", "--no-repeat-ngram-size", "--min-new-tokens", "--stop", "--eos", "--allow-special"):
+                   "--min-p", "--repetition-penalty", "--no-repeat-ngram-size", "--min-new-tokens", "--stop", "--eos", "--allow-special",
+                   "--typical-p", "--epsilon-cutoff", "--eta-cutoff", "--frequency-penalty", "--presence-penalty", "--ban",
+                   "--bias"):
         assert option in out
 
 

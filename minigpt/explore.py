@@ -1,0 +1,477 @@
+"""The decoding explorer: move a slider, watch the next-token distribution change, click a token to follow it.
+
+Two front ends share one script, ``assets/explorer.js``:
+
+- ``explore(model, prompt)`` returns a notebook widget (anywidget). Python computes every probability with
+  ``minigpt.logits.process_logits``; the browser only draws what it is sent (the ``view`` trait).
+- ``export_page(model, prompt, path)`` (the ``minigpt explore`` command) samples a few steps and writes one
+  self-contained HTML file that replays them. With no Python behind it, the page recomputes the same
+  transforms in the same order in JavaScript, from each step's stored raw logits (see ``page_data``).
+
+The controls follow transformers' order: repetition penalty → temperature → top-k → top-p → min-p. Each
+transform has an "off" position (``OFF``), as in ``process_logits``: top-k 0, top-p 1, min-p 0, penalty 1.
+
+>>> from minigpt.model import GPT, GPTConfig
+>>> widget = explore(GPT(GPTConfig.from_preset("tiny")), "Hello", top_k=5)
+>>> widget.view["kept"], len(widget.view["rows"])
+(5, 20)
+>>> widget.temperature = -1.0
+>>> widget.error
+'temperature must be a finite number > 0, got -1.0'
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import numbers
+from pathlib import Path
+
+import anywidget
+import torch
+import traitlets
+
+from minigpt.checks import check_choice, check_int, check_real
+from minigpt.generate import encode_prompt, eval_mode, make_generator
+from minigpt.logits import check_logits_settings, process_logits
+from minigpt.model import GPT
+from minigpt.tokenizer import decode
+
+SCRIPT = Path(__file__).resolve().parent / "assets" / "explorer.js"
+SETTINGS = ("repetition_penalty", "temperature", "top_k", "top_p", "min_p")  # transformers' order
+OFF = {"repetition_penalty": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0}  # the value that switches each off
+DEFAULTS = {**OFF, "temperature": 1.0}  # where the sliders start unless told otherwise
+ROWS = 20  # tokens drawn as bars; the others make up the "rest of the vocabulary" bar
+HOVER_ROWS = 8  # tokens listed when hovering a generated token
+PAGE_HEAD = 1000  # tokens per step whose raw logits the page stores exactly
+PAGE_BIN = 0.01  # width (in logits) of the histogram bins that stand for the other tokens on the page
+
+
+def decoding_settings(values: dict[str, object]) -> dict[str, object]:
+    """The explorer's five settings as ``process_logits`` keywords, checked with the library's messages.
+
+    An "off" value (``OFF``, or None) becomes None. Temperature must be > 0, as ``apply_temperature``
+    requires: the explorer shows the distribution a sample is drawn from, and temperature 0 has none (it
+    is greedy decoding, the Greedy button).
+
+    >>> decoding_settings({"temperature": 0.8, "top_k": 0, "top_p": 0.9, "min_p": 0, "repetition_penalty": 1})
+    {'repetition_penalty': None, 'temperature': 0.8, 'top_k': None, 'top_p': 0.9, 'min_p': None}
+    >>> decoding_settings({**DEFAULTS, "top_p": 1.5})
+    Traceback (most recent call last):
+        ...
+    ValueError: top_p must be in (0, 1], got 1.5
+    """
+    unknown = sorted(set(values) - set(SETTINGS))
+    if unknown:
+        raise TypeError(f"settings must be among {', '.join(SETTINGS)}, got {unknown[0]!r}")
+    kw = {name: values.get(name, DEFAULTS[name]) for name in SETTINGS}
+    for name, off in OFF.items():
+        if _is_off(kw[name], off):
+            kw[name] = None
+    check_real("temperature", kw["temperature"], "a finite number > 0", lambda v: 0 < v < math.inf)
+    check_logits_settings(**kw)
+    return kw
+
+
+def _is_off(value: object, off: float) -> bool:
+    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    return value is None or (is_number and value == off)
+
+
+def next_token_view(
+    logits: torch.Tensor, ids: list[int], new_tokens: int, settings: dict[str, object], rows: int = ROWS
+) -> dict:
+    """What the explorer draws for one step: the top ``rows`` tokens raw and processed, the rest, entropy.
+
+    ``logits`` (V,) are the model's raw next-token scores after the context ``ids`` (prompt included, for
+    the repetition penalty), of which ``new_tokens`` were generated; ``settings`` are ``process_logits``
+    keywords (see ``decoding_settings``). Rows are ordered by the penalised logits, the order the later
+    transforms keep tokens in, so kept tokens come first. ``p`` is the processed probability (0 for a
+    removed token), ``raw`` the model's own, ``before`` the one after the penalty and temperature but before
+    the cuts (top-k, top-p, min-p), which the front end draws greyed for a removed token; ``rest`` sums ``raw``
+    and ``p`` over every token not in a row.
+
+    >>> view = next_token_view(torch.tensor([2.0, 1.0, 0.0]), [0], 1, decoding_settings({"top_k": 2}), rows=2)
+    >>> [(r["id"], round(r["p"], 3), r["kept"]) for r in view["rows"]], view["kept"]
+    ([(0, 0.731, True), (1, 0.269, True)], 2)
+    """
+    context = torch.tensor([ids])
+    scores = logits.float()[None]  # (1, V): transforms and softmax in fp32, as the decoding loop does
+    penalised = process_logits(
+        scores, context, new_tokens=new_tokens, do_sample=False, repetition_penalty=settings["repetition_penalty"]
+    )[0]
+    processed = process_logits(scores, context, new_tokens=new_tokens, do_sample=True, **settings)[0]
+    uncut = {name: settings[name] for name in ("repetition_penalty", "temperature")}  # before top-k, top-p, min-p
+    before = process_logits(scores, context, new_tokens=new_tokens, do_sample=True, **uncut)[0].softmax(-1)
+    raw_p, p = scores[0].softmax(-1), processed.softmax(-1)
+    top = torch.topk(penalised, min(rows, len(penalised))).indices
+    shown = torch.zeros_like(p, dtype=torch.bool)
+    shown[top] = True
+    nonzero = p[p > 0]
+    return {
+        "rows": [
+            {"id": i, "text": decode([i]), "raw": raw_p[i].item(), "before": before[i].item(), "p": p[i].item(),
+             "kept": bool(p[i] > 0)}
+            for i in top.tolist()
+        ],
+        "rest": {"raw": raw_p[~shown].sum().item(), "p": p[~shown].sum().item(), "count": int((~shown).sum())},
+        "entropy": -(nonzero * nonzero.log()).sum().item(),  # nats
+        "kept": int(torch.isfinite(processed).sum()),
+        "vocab": len(p),
+        "greedy": int(penalised.argmax()),  # what greedy decoding takes (the cuts never remove it)
+        "approx": False,  # the page sets it when its compressed logits make a count approximate
+    }
+
+
+class Trail:
+    """A context growing one token at a time, with everything needed to step back: the explorer's state.
+
+    Each step keeps the raw next-token logits of its context, so stepping back and moving a slider cost no
+    forward pass. Samples come from one generator seeded with ``seed``, drawn as ``generate`` draws them:
+    n samples with fixed settings are ``generate``'s n tokens for the same seed and settings.
+
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> trail = Trail(GPT(GPTConfig.from_preset("tiny")), "Hello", seed=0)
+    >>> trail.step(decoding_settings({}), "clicked", token=11)
+    11
+    >>> trail.ids[-1], trail.steps[-1]["how"]
+    (11, 'clicked')
+    >>> trail.back(); trail.ids == encode_prompt("Hello")
+    True
+    """
+
+    def __init__(self, model: GPT, prompt: str, *, seed: int = 0) -> None:
+        if not isinstance(model, GPT):
+            raise TypeError(f"model must be a minigpt GPT, got {type(model).__name__}")
+        self.model, self.prompt = model, prompt
+        self.ids = encode_prompt(prompt)
+        self.reseed(seed)
+        self.steps: list[dict] = []  # one per generated token: id, text, p, how, dist
+        self._saved: list[tuple[torch.Tensor, int, int]] = []  # generator state, seed, draws before each step
+        self.logits = [self._forward()]  # raw next-token logits (V,) after each context length
+
+    def reseed(self, seed: int) -> None:
+        """Draw from ``seed`` afresh from now on; the draw counter restarts at 0."""
+        self.generator = make_generator(seed, None, torch.device("cpu"))
+        self.seed, self.draws = seed, 0
+
+    @torch.inference_mode()
+    def _forward(self) -> torch.Tensor:
+        block = self.model.config.block_size  # a longer context slides: the model sees its last block_size tokens
+        device = self.model.transformer.wte.weight.device
+        with eval_mode(self.model):
+            logits = self.model(torch.tensor([self.ids[-block:]], device=device), last_only=True)
+        return logits[0, -1].float().cpu()
+
+    def view(self, settings: dict[str, object], rows: int = ROWS) -> dict:
+        """``next_token_view`` of the current context."""
+        return next_token_view(self.logits[-1], self.ids, len(self.steps), settings, rows)
+
+    def _scores(self, settings: dict[str, object], do_sample: bool) -> torch.Tensor:
+        context = torch.tensor([self.ids])
+        return process_logits(self.logits[-1][None], context, new_tokens=len(self.steps), do_sample=do_sample,
+                              **(settings if do_sample else {"repetition_penalty": settings["repetition_penalty"]}))
+
+    def step(self, settings: dict[str, object], how: str, token: int | None = None) -> int:
+        """Append one token and return it: ``how`` is "greedy", "sampled" (a seeded draw) or "clicked" (``token``).
+
+        The step records the token's processed probability and the distribution it came from.
+        """
+        check_choice("how", how, ("greedy", "sampled", "clicked"))
+        probs = self._scores(settings, do_sample=True).softmax(-1)  # (1, V), what generate samples from
+        saved = (self.generator.get_state(), self.seed, self.draws)
+        if how == "greedy":  # generate's greedy: the argmax of the penalised logits
+            token = int(self._scores(settings, do_sample=False).argmax())
+        elif how == "sampled":
+            token = int(torch.multinomial(probs, 1, generator=self.generator))
+            self.draws += 1
+        check_int("token", token, 0, high=probs.size(-1) - 1)
+        top = torch.topk(probs[0], HOVER_ROWS)
+        self._saved.append(saved)
+        self.ids.append(token)
+        self.steps.append({
+            "id": token,
+            "text": decode([token]),
+            "p": probs[0, token].item(),
+            "how": f"sampled (seed {self.seed}, draw {self.draws})" if how == "sampled" else how,
+            "dist": [[decode([i]), q] for i, q in zip(top.indices.tolist(), top.values.tolist()) if q > 0],
+        })
+        self.logits.append(self._forward())
+        return token
+
+    def back(self) -> None:
+        """Undo the last ``step``: the context, its logits and the generator as they were before it."""
+        if not self.steps:
+            raise ValueError("back needs a generated token to remove, got only the prompt")
+        state, self.seed, self.draws = self._saved.pop()
+        self.generator.set_state(state)
+        self.ids.pop(), self.steps.pop(), self.logits.pop()
+
+
+class Explorer(anywidget.AnyWidget):
+    """The explorer widget: sliders and buttons in the browser, every probability computed here.
+
+    Settings are traits (``repetition_penalty``, ``temperature``, ``top_k``, ``top_p``, ``min_p``, ``seed``)
+    that the sliders set and Python code may set too; each change recomputes ``view``, the data the front
+    end draws. A bad value is not raised but shown: ``error`` holds the library's message and ``view``
+    keeps the last good distribution until the value is fixed. The buttons call ``greedy``, ``sample``,
+    ``choose`` (a clicked bar) and ``back`` through widget messages. Use ``explore`` to make one.
+    """
+
+    _esm = SCRIPT
+    repetition_penalty = traitlets.Any(1.0).tag(sync=True)
+    temperature = traitlets.Any(1.0).tag(sync=True)
+    top_k = traitlets.Any(0).tag(sync=True)
+    top_p = traitlets.Any(1.0).tag(sync=True)
+    min_p = traitlets.Any(0.0).tag(sync=True)
+    seed = traitlets.Any(0).tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+    view = traitlets.Dict().tag(sync=True)
+
+    def __init__(self, model: GPT, prompt: str, *, seed: int = 0, rows: int = ROWS, **settings) -> None:
+        decoding_settings(settings)  # a bad argument raises here, like any library call
+        check_int("seed", seed, 0)
+        check_int("rows", rows, 1)
+        self._trail, self._rows = Trail(model, prompt, seed=seed), rows
+        start = {name: OFF[name] if settings.get(name, 0) is None else settings.get(name, DEFAULTS[name])
+                 for name in SETTINGS}  # None shows on its slider as the off position
+        super().__init__(seed=seed, **start)
+        self.on_msg(self._on_message)
+        self._refresh()
+
+    def __repr__(self) -> str:  # no memory address, and not the whole view
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in SETTINGS)
+        return f"Explorer({self._trail.prompt!r} + {len(self._trail.steps)} tokens, {shown}, seed={self.seed!r})"
+
+    @traitlets.observe(*SETTINGS)
+    def _settings_changed(self, change: dict) -> None:
+        self._refresh()
+
+    @traitlets.observe("seed")
+    def _seed_changed(self, change: dict) -> None:
+        if self._attempt(lambda: check_int("seed", change["new"], 0)) and change["new"] != self._trail.seed:
+            self._trail.reseed(change["new"])
+        self._refresh()
+
+    def _attempt(self, action) -> bool:
+        """Run ``action``; a ValueError or TypeError is shown in ``error`` instead of raised."""
+        try:
+            action()
+        except (ValueError, TypeError) as e:
+            self.error = str(e)
+            return False
+        return True
+
+    def _settings(self) -> dict[str, object] | None:
+        """The checked settings, or None (with ``error`` set) when one of them, or the seed, is bad."""
+        found = {}
+
+        def check() -> None:
+            check_int("seed", self.seed, 0)
+            found.update(decoding_settings({name: getattr(self, name) for name in SETTINGS}))
+
+        return found if self._attempt(check) else None
+
+    def _refresh(self) -> None:
+        if not hasattr(self, "_rows") or (settings := self._settings()) is None:
+            return  # still in __init__, or a bad value: keep the last good view, error says what is wrong
+        self.error = ""
+        trail = self._trail
+        self.view = {
+            **trail.view(settings, self._rows),
+            "prompt": trail.prompt,
+            "tokens": list(trail.steps),  # a new list, so traitlets sees the change
+            "seed": trail.seed,
+            "draws": trail.draws,
+        }
+
+    def _step(self, how: str, token: int | None = None) -> None:
+        settings = self._settings()
+        if settings is not None and self._attempt(lambda: self._trail.step(settings, how, token)):
+            self._refresh()
+
+    def greedy(self) -> None:
+        """Append the token greedy decoding takes: the argmax after the repetition penalty."""
+        self._step("greedy")
+
+    def sample(self) -> None:
+        """Append a token drawn from the processed distribution with the seeded generator."""
+        self._step("sampled")
+
+    def choose(self, token: int) -> None:
+        """Append ``token`` (a clicked bar), whatever its probability, even 0."""
+        self._step("clicked", token)
+
+    def back(self) -> None:
+        """Remove the last token and show again the distribution it was chosen from.
+
+        Refused, like the other buttons, while a setting is bad: there would be no distribution to show.
+        """
+        if self._settings() is not None and self._attempt(self._trail.back):
+            self.seed = self._trail.seed  # the seed in force before that step
+            self._refresh()
+
+    def _on_message(self, widget: Explorer, content: object, buffers: list) -> None:
+        """The front end's buttons: {"action": "greedy" | "sample" | "back"} or {"action": "choose", "id": n}."""
+        action = content.get("action") if isinstance(content, dict) else None
+        if action == "choose":
+            self.choose(content.get("id"))
+        elif action in ("greedy", "sample", "back"):
+            getattr(self, action)()
+
+
+def explore(model: GPT, prompt: str, *, seed: int = 0, rows: int = ROWS, **settings) -> Explorer:
+    """Open the decoding explorer on ``prompt``: the next-token distribution, raw and processed, as bars.
+
+    ``settings`` are the sliders' starting values: ``repetition_penalty``, ``temperature``, ``top_k``,
+    ``top_p``, ``min_p`` (0, 1 or None switch a transform off, see ``OFF``); ``seed`` seeds the Sample
+    button; ``rows`` is how many tokens get a bar. Bad arguments raise here; bad values typed into the
+    widget later are shown in it instead.
+
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> widget = explore(GPT(GPTConfig.from_preset("tiny")), "Hello", temperature=0.8, top_p=0.9)
+    >>> widget.greedy(); widget.sample(); [t["how"] for t in widget.view["tokens"]]
+    ['greedy', 'sampled (seed 0, draw 1)']
+    >>> widget.back(); [t["how"] for t in widget.view["tokens"]]
+    ['greedy']
+    """
+    return Explorer(model, prompt, seed=seed, rows=rows, **settings)
+
+
+def page_data(
+    model: GPT,
+    prompt: str,
+    *,
+    steps: int = 20,
+    seed: int = 0,
+    model_name: str = "",
+    head: int = PAGE_HEAD,
+    bin_width: float = PAGE_BIN,
+    **settings,
+) -> dict:
+    """Sample ``steps`` tokens after ``prompt`` and return what the page needs to replay them, as JSON.
+
+    Per step the page stores the raw logits of the ``head`` most likely tokens and of every token in the
+    text (the repetition penalty changes those) exactly, as float32. The other ~49,000 tokens are a
+    histogram: bins ``bin_width`` wide, each with its count and the log-mean-exp of its logits, so the
+    rest-of-vocabulary mass is exact at temperature 1 and off by a second-order term at temperature T (at
+    most about |1/T (1/T - 1)| bin_width² / 8 of it, relative). A top-k, top-p or min-p cut that falls
+    among those tokens is placed to within a bin; the page then marks the kept count as approximate.
+
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> data = page_data(GPT(GPTConfig.from_preset("tiny")), "Hello", steps=2, top_k=50)
+    >>> len(data["steps"]), len(data["tokens"]), data["settings"]["top_k"]
+    (2, 2, 50)
+    """
+    check_int("steps", steps, 1, high=model.config.block_size - 1)
+    check_int("seed", seed, 0)
+    check_int("head", head, 1)
+    check_real("bin_width", bin_width, "a finite number > 0", lambda v: 0 < v < math.inf)
+    library = decoding_settings(settings)
+    trail = Trail(model, prompt, seed=seed)
+    for _ in range(steps):
+        trail.step(library, "sampled")
+    in_text = torch.tensor(sorted(set(trail.ids)))
+    stored = [_compress(logits, in_text, head, bin_width) for logits in trail.logits[:-1]]
+    texts = {i: decode([i]) for step in stored for i in step.pop("id_list")}
+    return {
+        "model": model_name,
+        "prompt": prompt,
+        "prompt_ids": trail.ids[: len(trail.ids) - steps],
+        "tokens": [{"id": s["id"], "p": s["p"]} for s in trail.steps],
+        "texts": texts,
+        "settings": {name: OFF[name] if library[name] is None else library[name] for name in SETTINGS},
+        "seed": seed,
+        "vocab": len(trail.logits[0]),
+        "head": head,
+        "bin_width": bin_width,
+        "steps": stored,
+    }
+
+
+def _compress(logits: torch.Tensor, in_text: torch.Tensor, head: int, bin_width: float) -> dict:
+    """One step's raw logits (V,) for the page: the head exactly, the tail as a log-mean-exp histogram."""
+    keep = torch.zeros(len(logits), dtype=torch.bool)
+    keep[torch.topk(logits, min(head, len(logits))).indices] = True
+    keep[in_text] = True
+    ids = keep.nonzero().squeeze(1)
+    tail = logits[~keep].double()
+    counts = values = torch.zeros(0)
+    if len(tail):
+        top = tail.max()
+        index = ((top - tail) / bin_width).floor().long()  # bin 0 holds the largest tail logits
+        bins, inverse, counts = torch.unique(index, return_inverse=True, return_counts=True)
+        sums = torch.zeros(len(bins), dtype=torch.float64).index_add_(0, inverse, (tail - top).exp())
+        values = (top + (sums / counts).log()).float()  # log-mean-exp: n * exp(value) is the bin's exact mass
+    return {
+        "id_list": ids.tolist(),
+        "ids": _b64(ids.int()),
+        "logits": _b64(logits[ids].float()),
+        "values": _b64(values.float()),
+        "counts": _b64(counts.int()),
+    }
+
+
+def _b64(tensor: torch.Tensor) -> str:
+    """A float32 or int32 tensor as little-endian bytes in base64 (the page reads them into a typed array)."""
+    array = tensor.contiguous().numpy()
+    return base64.b64encode(array.astype(array.dtype.newbyteorder("<")).tobytes()).decode()
+
+
+def page_html(data: dict) -> str:
+    """The self-contained page: ``explorer.js`` and the replay's data inline, nothing fetched.
+
+    >>> page = page_html({"prompt": "Hi"})
+    >>> page.startswith("<!doctype html>") and "http" not in page.split("<script")[0]
+    True
+    """
+    script = SCRIPT.read_text()
+    if "</script" in script.lower():
+        raise ValueError(f"{SCRIPT.name} must not contain '</script' (it is inlined into the page)")
+    # "<" escaped inside the JSON, so a token such as "</" cannot end the script element early
+    payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
+    title = html.escape(f"minigpt decoding explorer: {data.get('prompt', '')}")
+    return (
+        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f"<title>{title}</title>\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n</head>\n<body>\n"
+        "<div id=\"minigpt-explorer\"></div>\n"
+        f"<script type=\"application/json\" id=\"minigpt-explorer-data\">{payload}</script>\n"
+        f"<script type=\"module\">\n{script}\n"
+        "mountPage(document.getElementById(\"minigpt-explorer\"), "
+        "JSON.parse(document.getElementById(\"minigpt-explorer-data\").textContent));\n"
+        "</script>\n</body>\n</html>\n"
+    )
+
+
+def check_page_path(path: str | Path) -> Path:
+    """``path`` as a Path, if a page can be written there: in an existing folder, not a folder itself.
+
+    >>> check_page_path("no/such/folder/page.html")
+    Traceback (most recent call last):
+        ...
+    FileNotFoundError: path must be a file in an existing folder, got 'no/such/folder/page.html'
+    """
+    if not isinstance(path, (str, Path)):
+        raise TypeError(f"path must be a str or Path, got {type(path).__name__}")
+    path = Path(path)
+    if not path.parent.is_dir() or path.is_dir():
+        raise FileNotFoundError(f"path must be a file in an existing folder, got {str(path)!r}")
+    return path
+
+
+def export_page(model: GPT, prompt: str, path: str | Path, **options) -> Path:
+    """Write the replay page of ``page_data(model, prompt, **options)`` to ``path``; return the path.
+
+    >>> import tempfile
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     out = export_page(GPT(GPTConfig.from_preset("tiny")), "Hello", Path(folder) / "x.html", steps=2)
+    ...     out.read_text().count("<script")
+    2
+    """
+    path = check_page_path(path)
+    path.write_text(page_html(page_data(model, prompt, **options)), encoding="utf-8")
+    return path

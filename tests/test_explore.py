@@ -1,0 +1,280 @@
+"""The decoding explorer: the widget's data is process_logits' output, its buttons and errors, the page, the command."""
+
+import base64
+import re
+
+import numpy as np
+import pytest
+import torch
+
+import minigpt
+from minigpt.checkpoint import load_model, save_checkpoint
+from minigpt.cli import main
+from minigpt.explore import DEFAULTS, SCRIPT, Explorer, Trail, decoding_settings, explore, page_data, page_html
+from minigpt.generate import generate
+from minigpt.logits import process_logits
+from minigpt.tokenizer import decode, encode
+
+PROMPT = "ROMEO:"
+
+
+@pytest.fixture(scope="module")
+def shakespeare():
+    return load_model("shakespeare")
+
+
+def expected_view(model, ids: list[int], settings: dict, rows: int = 20) -> dict:
+    """What the widget must send, computed here from a fresh forward pass and process_logits."""
+    with torch.inference_mode():
+        logits = model.eval()(torch.tensor([ids]))[:, -1].float()  # (1, V)
+    kw = decoding_settings(settings)
+    context = torch.tensor([ids])
+    p = process_logits(logits, context, new_tokens=0, do_sample=True, **kw).softmax(-1)[0]
+    penalised = process_logits(logits, context, new_tokens=0, do_sample=False,
+                               repetition_penalty=kw["repetition_penalty"])[0]
+    uncut = {name: kw[name] for name in ("repetition_penalty", "temperature")}
+    before = process_logits(logits, context, new_tokens=0, do_sample=True, **uncut).softmax(-1)[0]
+    top = torch.topk(penalised, rows).indices
+    rest = torch.ones_like(p, dtype=torch.bool)
+    rest[top] = False
+    return {"ids": top.tolist(), "p": p[top], "raw": logits[0].softmax(-1)[top], "before": before[top],
+            "rest": p[rest].sum().item(),
+            "kept": int((p > 0).sum())}
+
+
+def assert_view_is(view: dict, expected: dict) -> None:
+    assert [row["id"] for row in view["rows"]] == expected["ids"]
+    assert torch.allclose(torch.tensor([row["p"] for row in view["rows"]]).double(), expected["p"].double(), atol=1e-6)
+    assert torch.allclose(torch.tensor([row["raw"] for row in view["rows"]]).double(), expected["raw"].double(), atol=1e-6)
+    assert [row["kept"] for row in view["rows"]] == (expected["p"] > 0).tolist()
+    assert torch.allclose(torch.tensor([row["before"] for row in view["rows"]]).double(), expected["before"].double(), atol=1e-6)
+    assert view["rest"]["p"] == pytest.approx(expected["rest"], abs=1e-6)
+    assert view["kept"] == expected["kept"]
+
+
+@pytest.mark.parametrize(
+    "name, value",
+    [("temperature", 1.6), ("temperature", 0.3), ("top_k", 7), ("top_p", 0.5), ("min_p", 0.2),
+     ("repetition_penalty", 3.0)],
+)
+def test_each_control_sends_process_logits_output(shakespeare, name, value):
+    widget = explore(shakespeare, "ROMEO:\nI will go, and ROMEO", temperature=0.9)
+    before = widget.view
+    setattr(widget, name, value)  # what a slider does: set the trait
+    assert widget.error == "" and widget.view != before
+    assert_view_is(widget.view, expected_view(shakespeare, widget._trail.ids, {**DEFAULTS, "temperature": 0.9,
+                                                                                name: value}))
+
+
+def test_all_controls_together_and_switched_off(shakespeare):
+    settings = dict(repetition_penalty=1.3, temperature=0.7, top_k=40, top_p=0.8, min_p=0.05)
+    widget = explore(shakespeare, PROMPT, **settings)
+    assert_view_is(widget.view, expected_view(shakespeare, encode(PROMPT), settings))
+    for name, off in [("top_k", 0), ("top_p", 1.0), ("min_p", 0.0), ("repetition_penalty", 1.0)]:
+        setattr(widget, name, off)
+        settings[name] = off
+        assert_view_is(widget.view, expected_view(shakespeare, encode(PROMPT), settings))
+    assert widget.view["kept"] == 50257  # temperature alone removes nothing
+    assert widget.view["entropy"] > 0 and widget.view["rows"][0]["id"] == widget.view["greedy"]
+
+
+def test_clicking_a_token_appends_it(shakespeare):
+    widget = explore(shakespeare, PROMPT, top_k=5)
+    clicked = widget.view["rows"][3]["id"]
+    widget._handle_custom_msg({"action": "choose", "id": clicked}, [])  # what a click on the 4th bar sends
+    token = widget.view["tokens"][-1]
+    assert token["id"] == clicked and token["text"] == decode([clicked]) and token["how"] == "clicked"
+    assert token["p"] == pytest.approx(expected_view(shakespeare, encode(PROMPT), {"top_k": 5})["p"][3].item())
+    assert [text for text, _ in token["dist"]][:5] == [row["text"] for row in explore(shakespeare, PROMPT).view["rows"][:5]]
+    assert_view_is(widget.view, expected_view(shakespeare, encode(PROMPT) + [clicked], {"top_k": 5}))
+    removed = widget.view["rows"][-1]["id"]  # a greyed-out token can be followed too: its probability was 0
+    widget.choose(removed)
+    assert widget.view["tokens"][-1]["p"] == 0 and widget._trail.ids[-1] == removed
+
+
+def test_back_restores_the_previous_state(shakespeare):
+    widget = explore(shakespeare, PROMPT, temperature=1.2, seed=3)
+    start = widget.view
+    widget.sample()
+    first = widget.view
+    widget._handle_custom_msg({"action": "greedy"}, [])
+    widget.choose(11)
+    widget._handle_custom_msg({"action": "back"}, [])
+    widget.back()
+    assert widget.view == first
+    widget.back()
+    assert widget.view == start and widget._trail.ids == encode(PROMPT)
+    widget.sample()  # the generator went back too: the same draw again
+    assert widget.view == first
+
+
+def test_sample_and_greedy_buttons_decode_as_generate(shakespeare):
+    settings = dict(temperature=0.9, top_p=0.95, repetition_penalty=1.2)
+    widget = explore(shakespeare, PROMPT, seed=5, **settings)
+    for _ in range(6):
+        widget.sample()
+    sampled = generate(shakespeare, PROMPT, max_new_tokens=6, do_sample=True, seed=5, **settings)
+    assert [t["id"] for t in widget.view["tokens"]] == sampled.new_tokens[0]
+    assert widget.view["tokens"][-1]["how"] == "sampled (seed 5, draw 6)"
+    widget = explore(shakespeare, PROMPT, repetition_penalty=1.2)
+    for _ in range(6):
+        widget.greedy()
+    greedy = generate(shakespeare, PROMPT, max_new_tokens=6, repetition_penalty=1.2)
+    assert [t["id"] for t in widget.view["tokens"]] == greedy.new_tokens[0]
+
+
+def test_a_new_seed_restarts_the_draws(shakespeare):
+    widget = explore(shakespeare, PROMPT, seed=0)
+    widget.sample()
+    widget.seed = 1  # what the seed box sets
+    widget.sample()
+    assert widget.view["seed"] == 1 and widget.view["draws"] == 1
+    assert widget.view["tokens"][-1]["how"] == "sampled (seed 1, draw 1)"
+    widget.back()  # back to just before that draw: seed 1, nothing drawn from it yet
+    assert widget.seed == 1 and widget.view["draws"] == 0
+    widget.sample()
+    assert widget.view["tokens"][-1]["how"] == "sampled (seed 1, draw 1)"
+
+
+@pytest.mark.parametrize(
+    "name, value, message",
+    [
+        ("temperature", 0, "temperature must be a finite number > 0, got 0"),
+        ("temperature", -1.0, "temperature must be a finite number > 0, got -1.0"),
+        ("temperature", "", "temperature must be a finite number > 0, got ''"),
+        ("top_k", -3, "top_k must be an integer >= 1, got -3"),
+        ("top_k", 2.5, "top_k must be an integer >= 1, got 2.5"),
+        ("top_p", 1.5, "top_p must be in (0, 1], got 1.5"),
+        ("top_p", 0, "top_p must be in (0, 1], got 0"),
+        ("min_p", -0.1, "min_p must be in (0, 1], got -0.1"),
+        ("repetition_penalty", 0, "repetition_penalty must be > 0, got 0"),
+        ("seed", -1, "seed must be an integer >= 0, got -1"),
+    ],
+)
+def test_bad_values_are_shown_in_the_widget_not_raised(shakespeare, name, value, message):
+    widget = explore(shakespeare, PROMPT, top_k=10)
+    good = widget.view
+    setattr(widget, name, value)  # no exception: nothing reaches the notebook's output area
+    assert widget.error == message
+    if name != "seed":  # the same message the library gives for the same value
+        with pytest.raises((ValueError, TypeError), match=re.escape(message)):
+            decoding_settings({name: value})
+    assert widget.view == good  # the last good distribution stays (the front end greys it)
+    widget.greedy(), widget.sample(), widget.choose(5)  # refused while a value is bad
+    assert widget.view["tokens"] == [] and widget.error == message
+    setattr(widget, name, DEFAULTS.get(name, 0))
+    assert widget.error == "" and widget.view["tokens"] == []
+    widget.choose(5)
+    setattr(widget, name, value)
+    widget.back()  # refused too: the view would have no distribution to show
+    assert widget.error == message and len(widget._trail.steps) == 1
+
+
+def test_bad_clicks_and_messages_are_shown(shakespeare):
+    widget = explore(shakespeare, PROMPT)
+    widget.back()
+    assert widget.error == "back needs a generated token to remove, got only the prompt"
+    widget._handle_custom_msg({"action": "choose", "id": "x"}, [])
+    assert widget.error == "token must be an integer between 0 and 50256, got 'x'"
+    widget._handle_custom_msg({"action": "choose", "id": 50257}, [])
+    assert widget.error == "token must be an integer between 0 and 50256, got 50257"
+    widget._handle_custom_msg({"action": "explode"}, [])  # unknown messages are ignored
+    widget.temperature = 0.5
+    assert widget.error == "" and widget.view["tokens"] == []
+
+
+def test_bad_arguments_raise_when_the_widget_is_made(tiny_model):
+    with pytest.raises(ValueError, match=re.escape("top_p must be in (0, 1], got 1.5")):
+        explore(tiny_model, PROMPT, top_p=1.5)
+    with pytest.raises(TypeError, match="settings must be among"):
+        explore(tiny_model, PROMPT, top_n=3)
+    with pytest.raises(ValueError, match="prompt must contain at least one token"):
+        explore(tiny_model, "")
+    with pytest.raises(TypeError, match="model must be a minigpt GPT, got str"):
+        explore("shakespeare", PROMPT)
+
+
+def test_widget_basics(tiny_model):
+    widget = minigpt.explore(tiny_model, PROMPT, top_p=None, rows=5)
+    assert isinstance(widget, Explorer) and widget.top_p == 1.0 and len(widget.view["rows"]) == 5
+    assert repr(widget) == ("Explorer('ROMEO:' + 0 tokens, repetition_penalty=1.0, temperature=1.0, top_k=0, "
+                            "top_p=1.0, min_p=0.0, seed=0)")
+    assert widget._esm == SCRIPT.read_text()  # the front end is the shared script
+
+
+def test_page_is_one_self_contained_file_with_the_shared_script(tiny_model, tmp_path):
+    out = tmp_path / "page.html"
+    assert main(["explore", "Hi </script> there", "--out", str(out), "--steps", "3",
+                 "--model", str(save_checkpoint(tiny_model, tmp_path / "tiny"))]) == 0
+    page = out.read_text()
+    assert SCRIPT.read_text() in page  # the widget's module, verbatim
+    assert page.count("<script") == 2 and page.lower().count("</script") == 2  # the prompt's "</script>" escaped
+    assert not re.search(r"https?://|\bsrc=|<link|@import|fetch\(", page)  # nothing from the network
+
+
+def test_page_data_stores_each_step_exactly_enough(shakespeare):
+    data = page_data(shakespeare, PROMPT, steps=4, seed=2, repetition_penalty=1.3)
+    sampled = generate(shakespeare, PROMPT, max_new_tokens=4, do_sample=True, seed=2, repetition_penalty=1.3)
+    assert [t["id"] for t in data["tokens"]] == sampled.new_tokens[0]
+    assert data["settings"] == {"repetition_penalty": 1.3, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
+    text_ids = set(data["prompt_ids"]) | {t["id"] for t in data["tokens"]}
+    trail = Trail(shakespeare, PROMPT)  # the same contexts again, for each step's full logits
+    for token in data["tokens"]:
+        trail.step(decoding_settings({}), "clicked", token["id"])
+    for i, step in enumerate(data["steps"]):
+        ids = np.frombuffer(base64.b64decode(step["ids"]), "<i4")
+        logits = np.frombuffer(base64.b64decode(step["logits"]), "<f4").astype(np.float64)
+        values = np.frombuffer(base64.b64decode(step["values"]), "<f4").astype(np.float64)
+        counts = np.frombuffer(base64.b64decode(step["counts"]), "<i4")
+        full = trail.logits[i]
+        assert text_ids <= set(ids.tolist()) and len(ids) >= 1000 and len(ids) + counts.sum() == 50257
+        assert np.array_equal(logits, full[torch.from_numpy(ids.astype(np.int64))].double().numpy())  # exact
+        assert logits[np.argsort(-logits)][999] >= values.max()  # the bins hold only tokens below the top 1,000
+        # the rest-of-vocabulary mass at temperature 1 is exact: same log-sum-exp as the full logits
+        lse = np.logaddexp.reduce(np.concatenate([logits, values + np.log(counts)]))
+        assert lse == pytest.approx(torch.logsumexp(full.double(), 0).item(), abs=1e-6)
+        assert all(decode([int(j)]) == data["texts"][int(j)] for j in ids[:50])
+
+
+@pytest.fixture
+def tiny_checkpoint(tiny_model, tmp_path):
+    return save_checkpoint(tiny_model, tmp_path / "tiny")
+
+
+def test_explore_command_writes_the_page(tiny_checkpoint, tmp_path, capsys):
+    out = tmp_path / "explore.html"
+    assert main(["explore", "ROMEO:", "--out", str(out), "--model", str(tiny_checkpoint), "--steps", "2",
+                 "--seed", "4", "--top-p", "0.9"]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out} (")
+    assert '"seed":4' in out.read_text() and '"top_p":0.9' in out.read_text()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--top-p", "1.5"], "top_p must be in (0, 1], got 1.5"),
+        (["--temperature", "0"], "temperature must be a finite number > 0, got 0.0"),
+        (["--steps", "0"], "steps must be an integer >= 1, got 0"),
+        (["--seed", "-2"], "seed must be an integer >= 0, got -2"),
+        (["--out", "no/such/folder/x.html"], "path must be a file in an existing folder, got 'no/such/folder/x.html'"),
+    ],
+)
+def test_explore_command_refuses_bad_options_before_loading(tiny_checkpoint, tmp_path, capsys, monkeypatch, args,
+                                                             message):
+    from minigpt import cli
+
+    monkeypatch.setattr(cli, "load_model", lambda *a, **kw: pytest.fail("the model was loaded before the check"))
+    argv = ["explore", "ROMEO:", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "x.html"), *args]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"minigpt explore: error: {message}\n"
+
+
+def test_explore_command_refuses_too_many_steps(tiny_checkpoint, tmp_path, capsys):
+    argv = ["explore", "ROMEO:", "--model", str(tiny_checkpoint), "--out", str(tmp_path / "x.html"), "--steps", "500"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err == "minigpt explore: error: steps must be an integer between 1 and 127, got 500\n"
+
+
+def test_page_html_escapes_its_data():
+    page = page_html({"prompt": "</script><b>", "texts": {"1": "</"}})
+    assert "</script><b>" not in page and "<b>" not in page.split("<script")[0]
