@@ -15,17 +15,20 @@
 # # Chapter 1 — Greedy decoding
 #
 # The simplest way to generate: at every step take the single most likely next token (the argmax),
-# append it, and ask again. We write that loop by hand, watch it fall into a loop, and see on a small
-# tree why "most likely at each step" is not "most likely overall".
+# append it, and ask again. We write that loop by hand, look at the distributions it picks from, watch
+# it fall into a loop, multiply its step probabilities into the probability of a whole line (the chain
+# rule), and see on a small tree why "most likely at each step" is not "most likely overall".
 
 # %%
 # %matplotlib inline
+import math
+
 import matplotlib.pyplot as plt
 import torch
 
 import minigpt
-from minigpt.tokenizer import decode, encode
-from minigpt.viz import plot_token_tree, save_figure
+from minigpt.tokenizer import VOCAB_SIZE, decode, encode
+from minigpt.viz import plot_distribution, plot_token_tree, save_figure
 
 torch.manual_seed(0)
 torch.set_num_threads(1)
@@ -57,7 +60,71 @@ print(ids[0, prompt.size(1):].tolist())
 print(decode(ids[0].tolist()))
 
 # %% [markdown]
-# ## Step 2: the repetition loop
+# ## Step 2: the distribution behind each argmax
+#
+# At every step the model gives a probability to each of the 50,257 tokens, and greedy keeps only the
+# largest. How sure was it? We recompute the distribution each step chose from (the model run on the
+# prompt plus the tokens chosen so far, exactly the loop's input) and look at a few steps.
+
+# %%
+P = prompt.size(1)  # prompt length: new token s sits at column P + s
+chosen = ids[0, P:]  # (40,) the tokens the loop took
+with torch.no_grad():  # step s's distribution: one pass over the first P + s tokens, as in the loop
+    step_probs = torch.stack([torch.softmax(model(ids[:, :t])[0, -1], dim=-1) for t in range(P, ids.size(1))])
+assert torch.equal(step_probs.argmax(dim=-1), chosen)  # each token the loop took is its step's argmax
+chosen_p = step_probs[torch.arange(len(chosen)), chosen]  # (40,) the probability of each pick
+
+shown = [0, 1, 7, 31]  # a clear pick, a near tie, a flat distribution, and a step inside the loop
+for s in shown:
+    second = step_probs[s].topk(2).values[1].item()
+    print(f"step {s:2}: picks {decode([chosen[s].item()])!r:7} p = {chosen_p[s]:.3f}  "
+          f"(lead over the runner-up {chosen_p[s] - second:.3f})")
+below_half = int((chosen_p < 0.5).sum())
+print(f"the pick had less than half the probability at {below_half} of {len(chosen)} steps; "
+      f"median p of a pick {chosen_p.median():.3f}")
+# the same probabilities as the library's own record of each pick (the log-prob of the chosen token)
+scored = minigpt.generate(model, "ROMEO:", max_new_tokens=40, return_scores=True)
+assert scored.new_tokens[0] == chosen.tolist()
+torch.testing.assert_close(chosen_p, torch.tensor(scored.token_logprobs[0]).exp(), rtol=1e-4, atol=0)
+assert below_half == 37 and chosen_p.max() < 0.81 and chosen_p[1] - step_probs[1].topk(2).values[1] < 0.005
+
+# %%
+# per step: the ten most likely tokens (greedy's pick in red) and one grey bar for the other 50,247
+fig, axes = plt.subplots(2, 2, figsize=(11, 7), sharey=True)
+for ax, s in zip(axes.flat, shown):
+    top = step_probs[s].topk(10)
+    rest = 1 - top.values.sum()
+    labels = [decode([i]) for i in top.indices.tolist()]
+    context = decode(ids[0, : P + s].tolist())
+    tail = context if len(context) <= 16 else "…" + context[-15:]
+    plot_distribution(torch.cat([top.values, rest.reshape(1)]), [*labels, "(others)"], ax=ax,
+                      title=f"step {s}: after {tail!r}", highlight=range(10), xlabel="next token",
+                      show_spaces=True)
+    ax.patches[0].set_color("tab:red")  # the argmax: topk sorts it first
+    ax.bar_label(ax.containers[0], [f"{top.values[0]:.3f}"] + [""] * 10, fontsize=8)
+    ax.patches[-1].set_color("lightgray")
+ax.set_ylim(0, 1)  # shared by all four: the same height means the same probability
+handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("tab:red", "tab:blue", "lightgray")]
+fig.legend(handles, ["greedy's pick (the argmax)", "the next 9 most likely",
+                    f"(others): the other {VOCAB_SIZE - 10:,} tokens together"],
+           loc="lower center", ncol=3)
+fig.suptitle("The distribution greedy picks from at four steps of its continuation of 'ROMEO:'")
+fig.tight_layout(rect=(0, 0.05, 1, 1))  # leave the bottom strip to the legend
+save_figure(fig, "01_argmax_steps")
+plt.show()
+heights = [[bar.get_height() for bar in ax.patches] for ax in axes.flat]
+assert all(abs(sum(h) - 1) < 1e-4 for h in heights)  # each panel's bars add up to 1
+assert all(h[0] == max(h[:10]) for h in heights)  # the red bar is the tallest of the ten
+print([ax.get_title() for ax in axes.flat])
+
+# %% [markdown]
+# Greedy's choices are rarely confident: half of its picks hold less than 13.5% of the probability,
+# and at step 1 "And" beats "I" by less than half a percentage point, yet greedy drops "I" for good.
+# The model grows sure only inside the loop of the next step: step 31 is the newline after the third
+# "and a man," line.
+
+# %% [markdown]
+# ## Step 3: the repetition loop
 #
 # Greedy decoding is deterministic: once it produces a stretch of text it has produced before, the
 # context looks the same and it picks the same tokens again. Let us find the first repeated 4-gram.
@@ -80,11 +147,44 @@ print("first repeated 4-gram at positions:", first_repeat(long))
 print(repr(decode(long)))
 
 # %% [markdown]
-# ## Step 3: greedy is short-sighted
+# ## Step 4: the probability of a whole continuation (the chain rule)
 #
-# A two-step toy tree. After "The", greedy takes "nice" (0.5) and then "woman" (0.4):
-# 0.5 × 0.4 = **0.20**. But "The dog has" has probability 0.4 × 0.9 = **0.36**. Greedy never looks at
-# it, because "dog" lost the first step.
+# The model only ever gives the probability of *one* next token. The probability of a whole
+# continuation $w_1 \dots w_T$ (after the prompt) is the product of its steps, each conditioned on
+# everything before it:
+#
+# $$P(w_1 \dots w_T) = \prod_{t=1}^{T} P(w_t \mid w_{<t}), \qquad
+#   \log P(w_1 \dots w_T) = \sum_{t=1}^{T} \log P(w_t \mid w_{<t}).$$
+#
+# We can get the factors two ways: from the loop, one pass per step (Step 2's `chosen_p`), or from **one**
+# pass over the finished sequence, because a causal model's position $t$ sees only the tokens up to $t$:
+# its output there *is* $P(w_{t+1} \mid w_{\le t})$. Both give the same number for greedy's first line.
+
+# %%
+line = 9  # "\nAnd, as I am a man,": the first line greedy wrote, 9 tokens
+product = math.prod(chosen_p[:line].tolist())  # the chain rule, one factor per step of the loop
+with torch.no_grad():
+    log_probs = torch.log_softmax(model(ids[:, : P + line])[0], dim=-1)  # (P + 9, V), one pass
+# position t predicts token t + 1: the new tokens P … P+8 are read at positions P-1 … P+7
+log_sum = log_probs[P - 1 : -1].gather(1, chosen[:line, None]).sum().item()
+print(f"line: {decode(chosen[:line].tolist())!r}")
+print(f"product of the 9 step probabilities: {product:.3g}")
+print(f"exp(sum of log-probs), one pass:      {math.exp(log_sum):.3g}   (sum of log-probs {log_sum:.3g})")
+assert math.isclose(product, math.exp(log_sum), rel_tol=1e-4)
+assert math.isclose(log_sum, -18.33, abs_tol=0.01)
+
+# %% [markdown]
+# One line of nine tokens already has a probability of about one in a hundred million: any particular
+# long text is improbable, so decoders compare **sums of log-probs** (which do not underflow) rather
+# than products. Greedy maximises each factor in turn; nothing in it looks at the product. The next
+# step shows that the two are not the same.
+#
+# ## Step 5: greedy is short-sighted
+#
+# A two-step toy tree whose edges are the chain rule's factors. After "The", greedy takes "nice" (0.5)
+# and then "woman" (0.4), so $P(\text{nice woman} \mid \text{The}) = P(\text{nice} \mid \text{The})
+# \cdot P(\text{woman} \mid \text{The nice}) = 0.5 \times 0.4 = $ **0.20**. But "The dog has" has
+# probability 0.4 × 0.9 = **0.36**. Greedy never looks at it, because "dog" lost the first factor.
 
 # %%
 tree = {
@@ -118,10 +218,13 @@ print(f"greedy: The {' '.join(g[0])}  p = {g[1]:.2f}")
 print(f"best:   The {' '.join(b[0])}  p = {b[1]:.2f}")
 
 # %%
-fig = plot_token_tree(tree, root="The", title="Greedy picks 'The nice woman' (0.20), not 'The dog has' (0.36)",
-                      highlight=[g[0], b[0]])
+greedy_text, best_text = (f"'The {' '.join(words)}' ({p:.2f})" for words, p in (g, b))
+fig = plot_token_tree(tree, root="The", title=f"Greedy picks {greedy_text}, not {best_text}",
+                      highlight=[g[0], b[0]], labels=[f"greedy: {greedy_text}", f"best path: {best_text}"])
 save_figure(fig, "01_greedy_tree")
 plt.show()
+print([t.get_text() for t in fig.axes[0].get_legend().get_texts()])
+assert (g[0], b[0]) == (["nice", "woman"], ["dog", "has"])
 
 # %% [markdown]
 # ## The library's version
@@ -137,8 +240,8 @@ print("hand-built greedy == minigpt.generate (greedy):", library.new_tokens[0][:
 # %% [markdown]
 # ## Sources
 #
-# - **The "nice woman" / "dog has" tree** (Step 3): von Platen, P. (2020). *How to generate text: using different
+# - **The "nice woman" / "dog has" tree** (Step 5): von Platen, P. (2020). *How to generate text: using different
 #   decoding methods for language generation with Transformers*. Hugging Face blog,
 #   <https://huggingface.co/blog/how-to-generate>.
-# - **Why the most likely text repeats itself** (Step 2): Holtzman, A., Buys, J., Du, L., Forbes, M., & Choi, Y.
+# - **Why the most likely text repeats itself** (Step 3): Holtzman, A., Buys, J., Du, L., Forbes, M., & Choi, Y.
 #   (2020). *The Curious Case of Neural Text Degeneration*. ICLR 2020. arXiv:1904.09751.

@@ -17,7 +17,8 @@
 # The model gives a score (a *logit*) to every token; softmax turns scores into probabilities.
 # **Temperature** divides the logits before the softmax: `softmax(z / T)`.
 # Below 1 it sharpens the distribution, above 1 it flattens it. We build it by hand on fixed toy
-# logits, so every number here is exact, then check that `minigpt.logits.apply_temperature` agrees.
+# logits, so every number here is exact, then look at what it does to the shipped model's distribution
+# over all 50,257 tokens, and check that `minigpt.logits.apply_temperature` agrees.
 
 # %%
 # %matplotlib inline
@@ -28,7 +29,8 @@ import torch
 
 import minigpt
 from minigpt.logits import apply_temperature
-from minigpt.viz import plot_distributions, save_figure
+from minigpt.tokenizer import VOCAB_SIZE, decode, encode
+from minigpt.viz import plot_distributions, plot_kept, save_figure
 
 torch.manual_seed(123)
 torch.set_num_threads(1)
@@ -157,16 +159,103 @@ for T in (0.3, 1.0, 1.5):
     print(f"--- T = {T}\n{out.text}\n")
 
 # %% [markdown]
+# ## Step 7: the real distribution, at a flat step and a peaked step
+#
+# The nine words were a toy; the model scores all 50,257 tokens. We take chapter 1's greedy text from
+# `"ROMEO:"` (60 tokens) and recompute the logits of every step in one pass over it. Each step's entropy
+# (Step 4) says how sure the model was; the rule below picks the flattest step (largest entropy) and the
+# most peaked one (smallest).
+
+# %%
+prompt = "ROMEO:"
+text = minigpt.generate(model, prompt, max_new_tokens=60)  # greedy: chapter 1's text
+n_prompt = len(encode(prompt))
+with torch.no_grad():
+    # position t predicts token t + 1: the rows from the prompt's last position on are the 60 steps' logits
+    step_logits = model(text.ids)[0, n_prompt - 1 : -1]  # (60, 50257)
+assert torch.equal(step_logits.argmax(dim=-1), torch.tensor(text.new_tokens[0]))  # greedy took each argmax
+# entropy in float64: a probability of 0.9999 in float32 keeps only 3 digits of its distance from 1,
+# and at the peaked step that distance is a good part of the entropy
+step_H = torch.tensor([entropy(softmax_with_temperature(z.double(), 1.0)) for z in step_logits])
+flat, peaked = int(step_H.argmax()), int(step_H.argmin())
+ranked = step_H.sort().values
+# clear winners: a CPU whose arithmetic differs in the 5th digit (chapter 9) picks the same two steps
+assert ranked[-1] - ranked[-2] > 0.1 and ranked[1] - ranked[0] > 0.01
+greedy_p = torch.softmax(step_logits, dim=-1).max(dim=-1).values  # the probability of each token greedy took
+for name, s in (("flat", flat), ("peaked", peaked)):
+    context = decode(text.ids[0, : n_prompt + s].tolist())
+    print(f"{name:6} step {s:2}: entropy {step_H[s]:.3g} nats after ...{context[-24:]!r}, "
+          f"greedy took {decode([text.new_tokens[0][s]])!r} (p = {greedy_p[s]:.3f})")
+torch.testing.assert_close(step_H[[flat, peaked]], torch.tensor([6.5663, 0.0019547]), rtol=1e-4, atol=0)
+torch.testing.assert_close(greedy_p[[flat, peaked]], torch.tensor([0.064866, 0.99987]), rtol=1e-4, atol=0)
+
+# %% [markdown]
+# At the flat step (*"as I am a ..."*) the model hesitates between many continuations: greedy's " man"
+# has only 6.5% of the mass. At the peaked step the model is all but certain that a newline follows the
+# speaker's name *"PRINCE."* (1.000 at 3 decimals: 0.99987). Below, both steps at three temperatures:
+# the 15 most likely tokens (spaces drawn as ␣), and one hatched bar for the other 50,242 tokens
+# together, so the bars add up to 1.
+
+# %%
+labels = [decode([i]) for i in range(VOCAB_SIZE)]  # every token's text, for the tick labels
+temps = (0.5, 1.0, 1.5)
+fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+for row, (name, s) in enumerate((("flat", flat), ("peaked", peaked))):
+    for col, T in enumerate(temps):
+        p = softmax_with_temperature(step_logits[s], T)
+        plot_kept(p, labels, title=f"{name} step, T = {T:g}: entropy {entropy(p.double()):.3g} nats",
+                  top=15, ax=axes[row, col])
+        axes[row, col].set_ylim(0, 1.05)  # one scale for all six panels, so heights compare
+fig.suptitle("Temperature on the real distribution: the flat step (top) spreads out or sharpens, "
+             "the peaked step (bottom) hardly moves")
+fig.tight_layout()
+save_figure(fig, "02_real_temperature")
+plt.show()
+rest = [1 - softmax_with_temperature(step_logits[flat], T).topk(15).values.sum().item() for T in temps]
+newline = [softmax_with_temperature(step_logits[peaked], T).max().item() for T in temps]
+print("flat step, the other 50,242 tokens hold:", ", ".join(f"{r:.3f} at T = {T:g}" for r, T in zip(rest, temps)))
+print("peaked step, the newline holds:         ", ", ".join(f"{p:.3f} at T = {T:g}" for p, T in zip(newline, temps)))
+torch.testing.assert_close(torch.tensor(rest + newline),
+                           torch.tensor([0.12623, 0.71987, 0.92640, 1.0, 0.99987, 0.97306]), rtol=1e-4, atol=0)
+rest_bars = [ax.patches[-1] for ax in axes[0]]  # the rest bar's top part: it ends at the rest's mass
+assert [round(b.get_y() + b.get_height(), 5) for b in rest_bars] == [round(r, 5) for r in rest]
+assert all(abs(sum(b.get_height() for b in ax.patches) - 1) < 1e-4 for ax in axes.flat)  # each panel adds up to 1
+
+# %% [markdown]
+# At the flat step temperature decides whether we sample from a handful of words or from the whole
+# vocabulary: at T = 0.5 the 15 most likely tokens hold 87% of the mass, at T = 1.5 only 7%, and the
+# other 50,242 tokens (the long tail) the remaining 93%. At the peaked step the newline keeps 97% even
+# at T = 1.5: temperature rescales log-odds, and these log-odds are large. One temperature for the
+# whole text is too hot for one step or too cold for another; chapters 3 and 4 cut the tail instead.
+
+# %% [markdown]
 # ## The library's version
 #
 # `minigpt.logits.apply_temperature` divides logits by T; `generate(..., temperature=T)` applies it
-# before sampling. Our hand-built softmax agrees with both.
+# before sampling. Our hand-built softmax agrees with it, on the nine words and on Step 7's two real steps.
 
 # %%
 for T in temperatures:
     library = torch.softmax(apply_temperature(logits.unsqueeze(0), T), dim=-1)[0]
     torch.testing.assert_close(library, softmax_with_temperature(logits, T), atol=1e-6, rtol=0)
+    real = torch.softmax(apply_temperature(step_logits[[flat, peaked]], T), dim=-1)  # Step 7's two steps
+    for got, s in zip(real, (flat, peaked)):
+        # torch.softmax and our exp / sum round differently: equal up to a few float32 roundings
+        torch.testing.assert_close(got, softmax_with_temperature(step_logits[s], T), atol=1e-6, rtol=1e-5)
 print("hand-built temperature == minigpt.logits.apply_temperature")
+
+# %% [markdown]
+# ## Try it
+#
+# Open the decoding explorer on this chapter's example (in Jupyter; run as a plain script, this line makes the
+# widget and shows nothing). Move the temperature slider and watch the flat step's bars flatten or sharpen;
+# press Greedy or Sample to go on, or click any bar to follow that token. Every number in it comes from
+# `minigpt.logits.process_logits`, the functions this chapter checked.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# why: a live widget: its output is the id Jupyter gives it, new on every run
+minigpt.explore(model, decode(text.ids[0, : n_prompt + flat].tolist()), temperature=1.5)
 
 # %% [markdown]
 # ## Sources

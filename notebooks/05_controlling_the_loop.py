@@ -15,8 +15,9 @@
 # # Chapter 5 — Controlling the loop
 #
 # Temperature, top-k and top-p shape one step's distribution. This chapter is about the loop around it:
-# discouraging repeats, forbidding an early end, stopping on end-of-text or on a string, drawing several
-# samples, and decoding a batch of prompts of different lengths at once.
+# discouraging repeats, forbidding an early end, decoding a batch of prompts of different lengths at
+# once, ending each row on end-of-text or on a stop string (also while streaming), and drawing several
+# samples per prompt. The batch loop is built by hand and checked against `minigpt.generate`.
 
 # %%
 # %matplotlib inline
@@ -109,52 +110,14 @@ assert math.isclose(before, math.exp(5) / (math.exp(5) + 50256), rel_tol=1e-4)  
 assert after == 0.0
 
 # %% [markdown]
-# ## Step 4: end of text in a batch
-#
-# Rows finish at different times. A finished row keeps receiving padding (and drops out of the batch,
-# so it stops costing work); the call ends when every row is done. Here we pick as "EOS" the first
-# token the first prompt produces, so that row ends at once.
-
-# %%
-prompts = ["ROMEO:", "JULIET:\nO Romeo", "First Citizen:\nBefore we proceed any further, hear me speak."]
-first = minigpt.generate(model, prompts[0], max_new_tokens=1).new_tokens[0][0]
-batch = minigpt.generate(model, prompts, max_new_tokens=8, eos_token_id=first)
-for text, new, why in zip(batch.texts, batch.new_tokens, batch.stopped_by):
-    print(f"{len(new):2} new tokens, stopped by {why}: {text!r}")
-print(batch.ids[:, -8:])
-
-# %% [markdown]
-# ## Step 5: stop strings
-#
-# A stop string is looked for in the decoded text, so it is found even when it spans several tokens.
-# The text ends just before it.
-
-# %%
-free = minigpt.generate(model, "ROMEO:", max_new_tokens=40).text
-stopped = minigpt.generate(model, "ROMEO:", max_new_tokens=40, stop="\n")
-print(repr(free))
-print(repr(stopped.text), stopped.stopped_by)
-assert stopped.text == free[: free.index("\n", len("ROMEO:"))]
-
-# %% [markdown]
-# ## Step 6: several samples per prompt
-#
-# `num_return_sequences` repeats each prompt's row before decoding, so each copy draws its own sample.
-
-# %%
-samples = minigpt.generate(model, "ROMEO:", max_new_tokens=15, do_sample=True, top_k=50,
-                           num_return_sequences=3, seed=11)
-for t in samples.texts:
-    print(repr(t))
-
-# %% [markdown]
-# ## Step 7: left padding and the attention mask
+# ## Step 4: a batch of prompts: left padding and the attention mask
 #
 # Prompts of different lengths are padded on the *left* so every last token sits in the same column,
 # where generation continues. The mask hides the padding from attention, and the positions count only
 # real tokens, so each row gets the same tokens as when it is decoded alone.
 
 # %%
+prompts = ["HAMLET:\nTo be, or not to be", "FALSTAFF:\nI", "JULIET:\nO Romeo"]
 rows = [encode(p) for p in prompts]
 width = max(map(len, rows))
 ids = torch.tensor([[PAD_TOKEN_ID] * (width - len(r)) + r for r in rows])
@@ -167,6 +130,191 @@ for i, p in enumerate(prompts):
     print(repr(decode(alone.new_tokens[0])))
 
 # %% [markdown]
+# What sits in the padded places does not matter: no real token attends to them, and their own outputs
+# are never read. Fill them with "!" instead of `<|endoftext|>` and every real token's logits stay the
+# same, bit for bit.
+
+# %%
+positions = (mask.cumsum(1) - 1).clamp(min=0)  # real tokens count from 0; padding's positions are never read
+with torch.no_grad():
+    as_eot = model(ids, attention_mask=mask, position_ids=positions)  # (3, T, V)
+    as_bang = model(ids.masked_fill(mask == 0, encode("!")[0]), attention_mask=mask, position_ids=positions)
+same = torch.equal(as_eot[mask == 1], as_bang[mask == 1])
+print("padding with <|endoftext|> or with '!': the real tokens' logits are identical:", same)
+assert same
+
+# %% [markdown]
+# ## Step 5: end of text in a batch, by hand
+#
+# Rows finish at different times. A row that emits the end-of-sequence token (EOS) is marked finished:
+# from then on it is **dropped** from the model's batch (it costs no more work) and its column of each
+# later step is filled with **padding** (mask 0), so the batch stays a rectangle. The call ends when every
+# row has finished or `max_new_tokens` is reached; the text of a row is its real tokens only.
+#
+# This model almost never writes `<|endoftext|>` (its training text has one only between two of
+# Shakespeare's works): with it as the EOS, no row here ends.
+
+# %%
+ended = minigpt.generate(model, prompts, max_new_tokens=10, eos_token_id=EOT_TOKEN_ID).stopped_by
+print(f"why each row stopped, with <|endoftext|> as EOS: {ended}")  # None: it ran to max_new_tokens
+assert ended == [None] * len(prompts)
+
+# %% [markdown]
+# Any token can serve as the end: we take the newline (id 198), so each row ends with its first line.
+# With a model that does end its texts, the setting is `eos_token_id=50256`.
+#
+# We write the loop once, for any way of picking tokens (`pick`) and any rule for when a row is done
+# (`ends`); Steps 6 and 7 reuse it.
+
+# %%
+NEWLINE = encode("\n")[0]  # 198: our end-of-sequence token in this step
+
+
+def decode_by_hand(ids, mask, max_new_tokens, pick, ends):
+    """Continue the left-padded batch ``ids``/``mask`` (B, T); return the grown ids, mask, and new tokens per row.
+
+    ``pick(logits)`` chooses a token for each of the R running rows from their (R, V) next-token logits;
+    ``ends(new)`` says whether a row whose new tokens are ``new`` has finished.
+    """
+    B = ids.size(0)
+    new = [[] for _ in range(B)]
+    running = list(range(B))
+    for _ in range(max_new_tokens):
+        if not running:
+            break  # every row has finished
+        rows = torch.tensor(running)  # finished rows are dropped: the model sees only running ones
+        m = mask[rows]
+        positions = (m.cumsum(1) - 1).clamp(min=0)  # as in Step 4: real tokens count from 0
+        with torch.no_grad():
+            logits = model(ids[rows], attention_mask=m, position_ids=positions)[:, -1]  # (R, V)
+        tokens = pick(logits)
+        # one new column for every row: the pick for running rows, padding (mask 0) for finished ones
+        ids = torch.cat([ids, torch.full((B, 1), PAD_TOKEN_ID)], dim=1)
+        mask = torch.cat([mask, torch.zeros(B, 1, dtype=mask.dtype)], dim=1)
+        ids[rows, -1], mask[rows, -1] = tokens, 1
+        for r, t in zip(running, tokens.tolist()):
+            new[r].append(t)
+        running = [r for r in running if not ends(new[r])]
+    return ids, mask, new
+
+
+def greedy_pick(logits):
+    return logits.argmax(dim=-1)
+
+
+eos_ids, eos_mask, eos_new = decode_by_hand(ids, mask, 10, greedy_pick, ends=lambda new: new[-1] == NEWLINE)
+texts = [decode(row[m == 1].tolist()) for row, m in zip(eos_ids, eos_mask)]  # real tokens only: padding dropped
+for text, new in zip(texts, eos_new):
+    print(f"{len(new):2} new tokens, {'ended by EOS' if new[-1] == NEWLINE else 'ran to max_new_tokens'}: {text!r}")
+print(eos_ids[:, width:])  # the new columns: 50256 (padding) after a row's end
+print("row 0 decoded with its padding:", repr(decode(eos_ids[0].tolist())))
+
+# %%
+library = minigpt.generate(model, prompts, max_new_tokens=10, eos_token_id=NEWLINE)
+assert torch.equal(library.ids, eos_ids) and torch.equal(library.attention_mask, eos_mask)
+assert library.new_tokens == eos_new and library.texts == texts
+print(f"hand-built EOS handling == minigpt.generate(eos_token_id=...): stopped by {library.stopped_by}")
+
+# %% [markdown]
+# **Why `<|endoftext|>` doubles as padding.** GPT-2 has no padding token: its 50,257 ids are 50,256 pieces
+# of text and `<|endoftext|>`. A padded place needs *some* id for the tensor, and Step 4 showed that which
+# one does not matter to the real tokens, because the mask hides it. So the choice is a convention, and
+# `<|endoftext|>` (50256) is the natural one: it is the one id that already means "no text here, nothing
+# follows", and if padding is ever decoded by mistake (as in row 0 above) it shows up as `<|endoftext|>`
+# rather than as a stray word. The mask, not the id, says what is text: with `eos_token_id=50256` a row's
+# real EOS and the padding after it are the same id, told apart only by the mask (1, then 0).
+#
+# ## Step 6: stop strings across token boundaries
+#
+# A stop string ends a row when it appears in the text, even when it spans several tokens. A blank line
+# (`"\n\n"`) ends a speech in the plays; GPT-2 even has a single token for it (628), but this model writes
+# it as two newline tokens. Checking each new token on its own never sees it:
+
+# %%
+stop = "\n\n"
+free = minigpt.generate(model, "ROMEO:", max_new_tokens=80).new_tokens[0]
+found = decode(free).find(stop)
+print(f"{stop!r} in the text of the 80 tokens: at character {found}")
+print("in a single token:", any(stop in decode([t]) for t in free))
+print("the tokens around it:", [decode([t]) for t in free[36:41]], free[36:41])
+assert found > 0 and not any(stop in decode([t]) for t in free)
+
+# %% [markdown]
+# The fix is to search the **decoded text**. After each token, decode the tail of the row's new tokens
+# and look for the stop string there. A token holds at least one byte, so a stop string of n bytes that
+# the newest token completed lies within the last n tokens; the library decodes the last n + 1
+# (`_stop_window`). The row ends with the token that completes the stop string, and its text is cut just
+# before the stop string.
+
+# %%
+window = len(stop.encode()) + 1
+prompt_ids = torch.tensor([encode("ROMEO:")])
+_, _, stop_new = decode_by_hand(prompt_ids, torch.ones_like(prompt_ids), 80, greedy_pick,
+                                ends=lambda new: stop in decode(new[-window:]))
+continuation = decode(stop_new[0])
+text = "ROMEO:" + continuation[: continuation.find(stop)]
+print(f"{len(stop_new[0])} of 80 tokens, text: {text!r}")
+stopped = minigpt.generate(model, "ROMEO:", max_new_tokens=80, stop=stop)
+assert stopped.new_tokens == stop_new and stopped.text == text and stopped.stopped_by == ["stop"]
+print(f"hand-built stop string == minigpt.generate(stop=...): stopped by {stopped.stopped_by}")
+
+# %% [markdown]
+# **Streaming** makes it harder: a piece of text, once shown, cannot be taken back. When the text so far
+# ends with the *start* of a stop string (a single `"\n"` here), that tail is held back until the next
+# token shows whether the stop string is completed (then it is never shown) or not (then it is released
+# with what follows).
+
+# %%
+def held_back(text, stop):
+    """Length of the longest tail of ``text`` that could still grow into ``stop``."""
+    return max((n for n in range(len(stop) - 1, 0, -1) if text.endswith(stop[:n])), default=0)
+
+
+pieces, sent = [], 0  # sent: how many characters of the continuation were already shown
+for i, token in enumerate(stop_new[0]):
+    so_far = decode(stop_new[0][: i + 1])
+    end = so_far.find(stop)
+    safe = end if end >= 0 else len(so_far) - held_back(so_far, stop)  # what can be shown for sure
+    pieces.append((token, so_far[sent:safe]))
+    sent = safe
+for i in (0, 1, 2, 37, 38, 39):
+    token, piece = pieces[i]
+    print(f"token {i:2} {decode([token])!r:6} → shows {piece!r}")
+assert pieces == list(minigpt.stream(model, "ROMEO:", max_new_tokens=80, stop=stop))
+assert "".join(piece for _, piece in pieces) == text[len("ROMEO:"):]
+print("hand-built streaming == minigpt.stream(stop=...)")
+
+# %% [markdown]
+# ## Step 7: several samples per prompt
+#
+# `num_return_sequences=n` repeats each prompt's row n times before decoding (rows 0 … n−1 are the first
+# prompt's, then the next prompt's) and samples all rows with **one** random generator. The copies start
+# identical; each step draws one token per row from the same stream of random numbers, so they part
+# ways at their first different draw.
+
+# %%
+n = 2
+sample_prompts = ["ROMEO:", "HAMLET:"]  # the same length (3 tokens): no padding needed
+copies = torch.tensor([encode(p) for p in sample_prompts]).repeat_interleave(n, dim=0)  # (4, 3): R, R, H, H
+generator = torch.Generator().manual_seed(11)  # one generator for the whole batch
+
+
+def sample_top_k(logits, k=50):
+    kth = logits.topk(k).values[:, -1:]  # (R, 1): each row's k-th largest logit
+    probs = torch.softmax(logits.masked_fill(logits < kth, float("-inf")), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # one draw per row
+
+
+_, _, sample_new = decode_by_hand(copies, torch.ones_like(copies), 15, sample_top_k, ends=lambda new: False)
+samples = minigpt.generate(model, sample_prompts, max_new_tokens=15, do_sample=True, top_k=50,
+                           num_return_sequences=n, seed=11)
+assert samples.new_tokens == sample_new
+assert samples.texts == [sample_prompts[i // n] + decode(new) for i, new in enumerate(sample_new)]
+for t in samples.texts:
+    print(repr(t))
+print("hand-built num_return_sequences == minigpt.generate(num_return_sequences=2, seed=11)")
+
+# %% [markdown]
 # ## The library's version
 
 # %%
@@ -175,6 +323,19 @@ torch.testing.assert_close(repetition_penalty(logits.unsqueeze(0), ids_seen, 1.5
 banned = no_repeat_ngram(torch.zeros(1, 5), torch.tensor([history]), 3)[0]
 assert torch.isinf(banned).nonzero().flatten().tolist() == banned_by_hand(history, 3)
 print("hand-built repetition penalty and n-gram ban == minigpt.logits")
+
+# %% [markdown]
+# ## Try it
+#
+# Open the decoding explorer on this chapter's example (in Jupyter; run as a plain script, this line makes the
+# widget and shows nothing). The repetition penalty starts at 1.5 after a text that repeats itself: the tokens
+# already in it lose mass. Move the slider back to 1 to see what they had. Every number in it comes from
+# `minigpt.logits.process_logits`, the functions this chapter checked.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# why: a live widget: its output is the id Jupyter gives it, new on every run
+minigpt.explore(model, "ROMEO:\nAnd, as I am a man, and a man, and a man,", repetition_penalty=1.5)
 
 # %% [markdown]
 # ## Sources
@@ -186,5 +347,5 @@ print("hand-built repetition penalty and n-gram ban == minigpt.logits")
 #   Language Model for Controllable Generation*. arXiv:1909.05858.
 # - **No-repeat n-gram** (Step 2; the paper blocks repeated trigrams in beam search): Paulus, R., Xiong, C., & Socher,
 #   R. (2018). *A Deep Reinforced Model for Abstractive Summarization*. ICLR 2018. arXiv:1705.04304.
-# - The third prompt, *"First Citizen: Before we proceed any further, hear me speak."*, opens Shakespeare's
-#   *Coriolanus*.
+# - The prompts of Steps 4 and 5 begin from Shakespeare: *"To be, or not to be"* is Hamlet's (*Hamlet*, Act 3,
+#   Scene 1); Falstaff and Juliet are characters of *Henry IV* and *Romeo and Juliet*.

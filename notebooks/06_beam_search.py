@@ -21,13 +21,14 @@
 
 # %%
 # %matplotlib inline
+import functools
 import math
 
 import matplotlib.pyplot as plt
 import torch
 
 import minigpt
-from minigpt.search import beam_search, contrastive_search, sample_and_rank
+from minigpt.search import beam_search, contrastive_search, degeneration_penalty, hamming_diversity, sample_and_rank
 from minigpt.tokenizer import decode, encode
 from minigpt.viz import save_figure
 
@@ -163,6 +164,81 @@ for s, sc in zip(seqs, scores):
     print(f"{sc:6.1f}  {decode(s.tolist())!r}")  # 3 significant digits: the CPU moves the 4th decimal
 
 # %% [markdown]
+# ### Inside one step
+#
+# Stop the loop after two tokens and look at the third decoding step. Every beam proposes every token, and a
+# candidate's score is its beam's score plus the token's log-prob, $S(\text{beam}) + \log p(y \mid \text{beam})$.
+# The 3 best of all 3 × 50,257 candidates go on, whichever beam proposed them: below, ", my" + " lord"
+# overtakes the old leader ", I" (which keeps two children), and ", that" has no child in the top 3, so that
+# beam dies. (Each beam's 4 best extensions are shown; a beam's 4th can never make the top 3.)
+
+# %%
+def sum_logprob(model, prompt, tokens):
+    """Σ log p of ``tokens`` after ``prompt`` (a string), from one pass over both: an independent check."""
+    ids = torch.tensor([encode(prompt) + tokens])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids)[0, :-1], dim=-1)  # (T - 1, V): position t predicts token t + 1
+    return logp[-len(tokens) :].gather(1, ids[0, -len(tokens) :, None]).sum().item()
+
+
+before, before_scores = beam_search_by_hand(model, prompt, num_beams=3, steps=2)  # the beams entering step 3
+beam_texts = [decode(b.tolist()) for b in before]
+assert beam_texts == ["HAMLET:\nO, I", "HAMLET:\nO, my", "HAMLET:\nO, that"]  # their rankings: margins test
+with torch.no_grad():
+    logp = torch.log_softmax(model(before)[:, -1], dim=-1)  # (beams, V)
+total = before_scores[:, None] + logp  # (beams, V): the score of every (beam, token) candidate
+shown_scores, shown_tokens = total.topk(4, dim=1)  # each beam's 4 best extensions, best first
+kept_flat = total.flatten().topk(3).indices  # the 3 best of all beams × V candidates
+kept = [(i // logp.size(1), i % logp.size(1)) for i in kept_flat.tolist()]  # (beam, token), best first
+for b, beam_text in enumerate(beam_texts):
+    print(f"beam {b}: {beam_text[len(text):]!r} (score {before_scores[b]:.3g})")
+    for score, token in zip(shown_scores[b].tolist(), shown_tokens[b].tolist()):
+        mark = f"  kept, rank {kept.index((b, token)) + 1}" if (b, token) in kept else ""
+        print(f"    + {decode([token])!r:9} {score:#.3g}{mark}")
+        new = before[b, prompt.size(1) :].tolist() + [token]
+        assert abs(score - sum_logprob(model, text, new)) < 1e-4  # beam score + log p == Σ log p of the text
+assert [decode([t]) for _, t in kept] == [" lord", " am", "'ll"] and [b for b, _ in kept] == [1, 0, 0]
+after, after_scores = beam_search_by_hand(model, prompt, num_beams=3, steps=3)  # the loop agrees
+assert after.tolist() == [before[b].tolist() + [t] for b, t in kept]
+everything = sorted(shown_scores.flatten().tolist() + before_scores.tolist())
+assert min(hi - lo for lo, hi in zip(everything, everything[1:])) > 1e-3  # no printed order is a near tie
+
+# %%
+fig, ax = plt.subplots(figsize=(8, 5.5))
+cutoff = (total.flatten().topk(4).values[2:].sum() / 2).item()  # halfway between the 3rd and the 4th best
+rows = 0
+for b, beam_text in enumerate(beam_texts):
+    start = before_scores[b].item()
+    ys = [-(rows + 1 + j) for j in range(4)]
+    ax.plot(start, -(rows + 2.5), "D", color="black", zorder=3)
+    ax.text(start + 0.12, -(rows + 2.5), f"beam {b}: {beam_text[len(text):]!r}\n(score {start:.3g})", fontsize=9,
+            va="center")
+    for y, score, token in zip(ys, shown_scores[b].tolist(), shown_tokens[b].tolist()):
+        on = (b, token) in kept
+        colour = "tab:blue" if on else "darkgray"
+        ax.plot([start, score], [-(rows + 2.5), y], color=colour, lw=2 if on else 1, zorder=1)
+        ax.plot(score, y, "o", color=colour, zorder=2)
+        ax.text(score - 0.08, y, f"{decode([token])!r} {score:#.3g}", ha="right", va="center", fontsize=9,
+                color="black" if on else "gray")
+    rows += 5.5
+ax.axvline(cutoff, color="tab:red", ls="--", lw=1)
+ax.legend([plt.Line2D([], [], color="black", marker="D", ls=""),
+           plt.Line2D([], [], color="tab:blue", marker="o", lw=2),
+           plt.Line2D([], [], color="darkgray", marker="o", lw=1),
+           plt.Line2D([], [], color="tab:red", ls="--")],
+          ["a beam and its score after 2 tokens", "candidate kept (one of the 3 best overall)",
+           "candidate dropped", "cutoff (between the 3rd and 4th best)"],
+          loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
+ax.set_xlim(-8.3, -1.6)
+ax.set_yticks([])
+ax.set_xlabel("score = Σ log p of the prompt's continuation (higher is better)")
+ax.set_title("The 3rd decoding step of beam search with 3 beams after 'HAMLET:\\nO':\n"
+             "the 3 best candidates go on, whichever beam proposed them; ', that' dies")
+fig.tight_layout()
+save_figure(fig, "06_beam_candidates")
+plt.show()
+
+# %% [markdown]
 # ## Step 3: length penalty
 #
 # Every token adds a negative log-probability, so longer hypotheses score lower. When sequences can end
@@ -170,14 +246,6 @@ for s, sc in zip(seqs, scores):
 # log-probability (favouring short), 1 by average per token, 2 favours longer ones.
 
 # %%
-def sum_logprob(model, prompt, tokens):
-    """Σ log p of ``tokens`` after ``prompt`` (a string), from one pass over both."""
-    ids = torch.tensor([encode(prompt) + tokens])
-    with torch.no_grad():
-        logp = torch.log_softmax(model(ids)[0, :-1], dim=-1)  # (T - 1, V): position t predicts token t + 1
-    return logp[-len(tokens) :].gather(1, ids[0, -len(tokens) :, None]).sum().item()
-
-
 eos = encode(".")[0]  # let a full stop end a hypothesis, so lengths differ
 for lp in (0.0, 1.0, 2.0):
     out = beam_search(model, "JULIET:\nO Romeo", num_beams=4, max_new_tokens=20, eos_token_id=eos,
@@ -197,10 +265,14 @@ def distinct_ratio(tokens):
     return len(set(tokens)) / len(tokens)
 
 
-beams = beam_search(model, text, num_beams=4, max_new_tokens=40)
-blocked = beam_search(model, text, num_beams=4, max_new_tokens=40, no_repeat_ngram_size=2)
+@functools.cache  # the spread below decodes this prompt again
+def beam_tokens(prompt_text, no_repeat_ngram_size=None):
+    out = beam_search(model, prompt_text, num_beams=4, max_new_tokens=40, no_repeat_ngram_size=no_repeat_ngram_size)
+    return out.new_tokens[0]
+
+
 sampled = minigpt.generate(model, text, max_new_tokens=40, do_sample=True, top_p=0.9, seed=3)
-rows = {"beam search": beams.new_tokens[0], "beam + no-repeat 2-gram": blocked.new_tokens[0],
+rows = {"beam search": beam_tokens(text), "beam + no-repeat 2-gram": beam_tokens(text, no_repeat_ngram_size=2),
         "top-p 0.9 sample": sampled.new_tokens[0]}
 for name, toks in rows.items():
     print(f"{name:24} distinct {distinct_ratio(toks):.2f}: {decode(toks)!r}")
@@ -214,9 +286,8 @@ for name, toks in rows.items():
 prompts = [text, "QUEEN:", "JULIET:\nO Romeo", "KING:"]
 ratios = {name: [] for name in rows}
 for prompt_text in prompts:
-    ratios["beam search"].append(distinct_ratio(beam_search(model, prompt_text, num_beams=4, max_new_tokens=40).new_tokens[0]))
-    ratios["beam + no-repeat 2-gram"].append(distinct_ratio(
-        beam_search(model, prompt_text, num_beams=4, max_new_tokens=40, no_repeat_ngram_size=2).new_tokens[0]))
+    ratios["beam search"].append(distinct_ratio(beam_tokens(prompt_text)))
+    ratios["beam + no-repeat 2-gram"].append(distinct_ratio(beam_tokens(prompt_text, no_repeat_ngram_size=2)))
     for seed in (0, 1):
         ratios["top-p 0.9 sample"].append(distinct_ratio(
             minigpt.generate(model, prompt_text, max_new_tokens=40, do_sample=True, top_p=0.9, seed=seed).new_tokens[0]))
@@ -243,23 +314,194 @@ plt.show()
 # %% [markdown]
 # ## Step 5: the family
 #
-# - **Diverse beam search** (Vijayakumar et al., 2016) splits the beams into groups and penalises a group
-#   for choosing tokens earlier groups chose at the same step.
-# - **Sample-and-rank** (Adiwardana et al., 2020) draws N samples and keeps the one with the best average
-#   log-probability per token.
-# - **Contrastive search** (Su et al., 2022) picks among the top-k tokens the one that is likely *and*
-#   least similar to what was already said.
+# Three relatives of beam search, each written as a formula, built by hand on the model, and checked
+# against `minigpt.search`.
+#
+# ### Diverse beam search
+#
+# Vijayakumar et al. (2016) split the `num_beams` beams into $G$ groups that take turns at every step. Group
+# $g$ runs ordinary beam search within itself, but scores the extension of a beam by token $y$ as
+#
+# $$\text{score}_g(y) = S(\text{beam}) + \log p(y \mid \text{beam}) - \lambda \cdot
+#   \#\{\text{beams of groups } 1, \dots, g-1 \text{ that chose } y \text{ at this step}\},$$
+#
+# the Hamming diversity penalty with strength $\lambda$ (`diversity_penalty`). The penalised score is what
+# the beam carries on, so a later group's final scores include its penalties. At the first step each
+# group has one live beam, as in Step 2.
 
 # %%
+def diverse_beam_search_by_hand(model, prompt_ids, num_beams, num_groups, penalty, steps):
+    size = num_beams // num_groups  # beams per group
+    seqs = prompt_ids.repeat(num_beams, 1)
+    scores = torch.full((num_beams,), -1e9)
+    scores[::size] = 0.0  # one live beam per group at first
+    for _ in range(steps):
+        with torch.no_grad():
+            logp = torch.log_softmax(model(seqs)[:, -1], dim=-1)  # (beams, V)
+        chosen, new_seqs, new_scores = [], [], []  # tokens the groups chose at this step, in turn
+        for g in range(num_groups):
+            rows = slice(g * size, (g + 1) * size)
+            penalised = logp[rows].clone()
+            for token in chosen:  # once for every earlier-group beam that chose it
+                penalised[:, token] -= penalty
+            top, flat = torch.topk((scores[rows, None] + penalised).flatten(), size)  # beam search in the group
+            parent, token = flat // logp.size(1), flat % logp.size(1)
+            new_seqs.append(torch.cat([seqs[rows][parent], token[:, None]], dim=1))
+            new_scores.append(top)
+            chosen += token.tolist()
+        seqs, scores = torch.cat(new_seqs), torch.cat(new_scores)
+    return seqs, scores
+
+
+seqs_d, scores_d = diverse_beam_search_by_hand(model, prompt, num_beams=4, num_groups=2, penalty=1.0, steps=15)
 diverse = beam_search(model, text, num_beams=4, num_beam_groups=2, diversity_penalty=1.0,
                       max_new_tokens=15, num_return_sequences=4)
+by_score = scores_d.argsort(descending=True)  # the library returns all groups' beams, best first
+assert diverse.sequences.tolist() == seqs_d[by_score].tolist()
+torch.testing.assert_close(diverse.scores, scores_d[by_score] / 15, atol=1e-4, rtol=0)  # mean per token
 for t, s in zip(diverse.texts, diverse.scores):
-    print(f"diverse   {s:6.3g} {t!r}")  # the later group's scores include the diversity penalty
+    print(f"diverse {s:#6.3g} {t!r}")
+print("hand-built diverse beam search == minigpt.search.beam_search(num_beam_groups=2, diversity_penalty=1.0)")
+
+# %% [markdown]
+# The penalty at work: at the second decoding step group 0 (beams 0 and 1) chose " I" and " my". Group 1 (beams
+# 2 and 3) would have chosen the same two; with 1.0 subtracted from each, " my" falls from 2nd to 5th and
+# " that" takes its place. " I" is still good enough to be kept: the penalty is a price, not a ban.
+
+# %%
+before_d, before_d_scores = diverse_beam_search_by_hand(model, prompt, 4, 2, 1.0, steps=1)
+after_d, _ = diverse_beam_search_by_hand(model, prompt, 4, 2, 1.0, steps=2)
+earlier = after_d[:2, -1]  # what group 0 chose at this step
+assert [decode([t]) for t in earlier.tolist()] == [" I", " my"]
+with torch.no_grad():
+    logp = torch.log_softmax(model(before_d[2:])[:, -1], dim=-1)  # group 1's two beams, (2, V)
+penalised = hamming_diversity(logp[None], earlier[None], 1.0)[0]  # the library's penalty
+by_hand = logp.clone()
+by_hand[:, earlier] -= 1.0  # each of the two tokens was chosen once
+assert torch.equal(penalised, by_hand)
+plain = (before_d_scores[2:, None] + logp).flatten()
+with_penalty = (before_d_scores[2:, None] + penalised).flatten()
+V = logp.size(1)
+kept_d = with_penalty.topk(2).indices.tolist()
+assert after_d[2:].tolist() == [before_d[2 + i // V].tolist() + [i % V] for i in kept_d]  # the loop agrees
+print("group 1's candidate   score   chosen by group 0   penalised score")
+for i in plain.topk(5).indices.tolist():
+    beam, token = i // V, i % V
+    mark = "  kept" if i in kept_d else ""
+    print(f"  {decode(before_d[2 + beam, prompt.size(1):].tolist() + [token])!r:16} {plain[i]:#6.3g}"
+          f"   {int((earlier == token).sum()):>9} ×         {with_penalty[i]:#6.3g}{mark}")
+assert plain.topk(6).values.diff().abs().min() > 1e-3  # the printed order is no near tie
+assert with_penalty.topk(3).values.diff().abs().min() > 1e-3  # nor is the choice
+
+# %% [markdown]
+# ### Sample-and-rank
+#
+# Adiwardana et al. (2020) draw $N$ samples $y^{(1)}, \dots, y^{(N)}$ by plain sampling and keep the one the
+# model finds most likely. `sample_and_rank` ranks by the mean log-probability per token,
+#
+# $$\hat y = \arg\max_i \frac{1}{|y^{(i)}|} \sum_{t=1}^{|y^{(i)}|} \log p\big(y^{(i)}_t \mid x, y^{(i)}_{<t}\big),$$
+#
+# so that a sample is not favoured just for being shorter. By hand: draw the same 5 samples (same seed) with
+# `generate`, score each with one pass over its text, sort.
+
+# %%
+samples = minigpt.generate(model, text, max_new_tokens=15, do_sample=True, num_return_sequences=5, seed=0)
+means = [sum_logprob(model, text, toks) / len(toks) for toks in samples.new_tokens]
+best = max(range(5), key=lambda i: means[i])
+for i, (toks, m) in enumerate(zip(samples.new_tokens, means)):
+    print(f"sample {i}: mean log p {m:#.3g}{'  <- best' if i == best else '         '} {decode(toks)!r}")
 ranked = sample_and_rank(model, text, num_samples=5, max_new_tokens=15, seed=0)
-print(f"sample-and-rank best {ranked.scores[0]:.3g}: {ranked.texts[0]!r}")
-assert abs(ranked.scores[0] - sum_logprob(model, text, ranked.new_tokens[0]) / 15) < 1e-4  # mean log p
-contrast = contrastive_search(model, text, penalty_alpha=0.6, top_k=4, max_new_tokens=30)
+order = sorted(range(5), key=lambda i: means[i], reverse=True)
+assert ranked.new_tokens == [samples.new_tokens[i] for i in order]
+torch.testing.assert_close(ranked.scores, torch.tensor([means[i] for i in order]), atol=1e-4, rtol=0)
+print(f"sample-and-rank picks sample {best} == minigpt.search.sample_and_rank: {ranked.texts[0]!r}")
+
+# %% [markdown]
+# ### Contrastive search
+#
+# Su et al. (2022) pick, among the $k$ most likely tokens $V^{(k)}$, the one that is likely *and* least like
+# anything already said:
+#
+# $$x_t = \arg\max_{v \in V^{(k)}} \Big[(1 - \alpha)\, p(v \mid x_{<t}) - \alpha \max_{j < t} \cos(h_v, h_{x_j})\Big],$$
+#
+# where $h$ is the model's last hidden state (the output of `ln_f`, what the head reads): $h_v$ that of
+# the candidate $v$ appended to the text, $h_{x_j}$ that of every earlier token, prompt included. The
+# second term, the degeneration penalty, is large when the candidate would make the model "say again"
+# something it already said. With $\alpha = 0$ only $p$ counts: that is greedy decoding.
+
+# %%
+def hidden_states(model, rows):
+    """The last hidden states (R, T, C) of equally long rows, caught on their way out of ln_f."""
+    caught = []
+    hook = model.transformer.ln_f.register_forward_hook(lambda module, inputs, output: caught.append(output))
+    with torch.no_grad():
+        logits = model(torch.tensor(rows))
+    hook.remove()
+    return logits, caught[0]
+
+
+def contrastive_step_by_hand(model, ids, alpha, k):
+    logits, context = hidden_states(model, [ids])  # context (1, T, C): every token so far
+    p, candidates = torch.softmax(logits[0, -1], dim=-1).topk(k)  # the k most likely tokens
+    _, h = hidden_states(model, [ids + [c] for c in candidates.tolist()])  # each candidate appended
+    h_v = h[:, -1]  # (k, C): each candidate's own hidden state
+    cos = torch.nn.functional.normalize(h_v, dim=-1) @ torch.nn.functional.normalize(context[0], dim=-1).T
+    max_cos = cos.amax(dim=-1)  # (k,): its closest earlier token
+    assert torch.allclose(max_cos, degeneration_penalty(context, h_v[None], torch.ones(1, len(ids)))[0], atol=1e-5)
+    score = (1 - alpha) * p - alpha * max_cos
+    return candidates, p, max_cos, score
+
+
+alpha, ids = 0.6, encode(text)
+for _ in range(30):
+    candidates, p, max_cos, score = contrastive_step_by_hand(model, ids, alpha, k=4)
+    ids = ids + [candidates[score.argmax()].item()]
+contrast = contrastive_search(model, text, penalty_alpha=alpha, top_k=4, max_new_tokens=30)
+assert contrast.ids[0].tolist() == ids
 print(f"contrastive: {contrast.text!r}")
+print("hand-built contrastive search == minigpt.search.contrastive_search")
+
+# %% [markdown]
+# One step in numbers. After "…I am a man that would make" the most likely token is " a", but its hidden
+# state is almost that of the earlier " a" (cosine 0.88): saying it would echo "a man". " thee" is nearly
+# as likely and much less like anything said, so it wins. (Greedy would say " a".)
+
+# %%
+step_text = "HAMLET:\nO, I am a man that would make"
+assert contrast.text.startswith(step_text) and contrast.text[len(step_text):].startswith(" thee")
+candidates, p, max_cos, score = contrastive_step_by_hand(model, encode(step_text), alpha, k=4)
+chosen = score.argmax().item()
+print(f"{'candidate':10} {'p':>5}   {'max cos':>7}   (1-α)·p - α·max cos")
+for i, c in enumerate(candidates.tolist()):
+    print(f"{decode([c])!r:10} {p[i]:.3f}   {max_cos[i]:7.3f}   {score[i]:19.3f}{'  <- chosen' if i == chosen else ''}")
+assert [decode([c]) for c in candidates.tolist()] == [" a", " thee", " me", " him"] and chosen == 1
+assert score.topk(2).values.diff().abs().item() > 1e-3  # the choice is no near tie
+
+# %%
+fig, ax = plt.subplots(figsize=(7.5, 4.5))
+x = torch.arange(4).tolist()
+bars = ax.bar([i - 0.27 for i in x], ((1 - alpha) * p).tolist(), width=0.27, color="tab:blue",
+              label="(1 - α)·p: how likely")
+ax.bar_label(bars, [f"p {v:.3f}" for v in p.tolist()], fontsize=7, padding=2)
+bars = ax.bar(x, (-alpha * max_cos).tolist(), width=0.27, color="tab:red",
+              label="-α·max cos: how like an earlier token")
+ax.bar_label(bars, [f"cos {v:.3f}" for v in max_cos.tolist()], fontsize=7, padding=2)
+bars = ax.bar([i + 0.27 for i in x], score.tolist(), width=0.27, color="black", label="score: the sum")
+ax.bar_label(bars, [f"{v:.3f}" for v in score.tolist()], fontsize=7, padding=2)
+ax.axhline(0, color="gray", lw=0.8)
+ax.set_xticks(x, [f"{decode([c])!r}" + ("\nchosen" if i == chosen else "\ngreedy's pick" if i == 0 else "")
+                  for i, c in enumerate(candidates.tolist())])
+for i, tick in enumerate(ax.get_xticklabels()):
+    tick.set_fontweight("bold" if i == chosen else "normal")
+ax.set_xlabel("the k = 4 most likely next tokens, most likely first")
+ax.set_ylabel("contribution to the score")
+ax.set_ylim(-0.62, 0.22)
+ax.set_title(f"Contrastive search after '…would make' (α = {alpha}):\n"
+             "' thee' beats the likelier ' a', which echoes the earlier ' a'")
+ax.legend(loc="upper center", ncol=3, fontsize=8)
+fig.tight_layout()
+save_figure(fig, "06_contrastive_step")
+plt.show()
 
 # %% [markdown]
 # ## The library's version
@@ -271,7 +513,6 @@ print(f"contrastive: {contrast.text!r}")
 library = beam_search(model, prompt, num_beams=3, max_new_tokens=12, num_return_sequences=3)
 assert library.sequences.tolist() == seqs.tolist()
 torch.testing.assert_close(library.scores, scores / 12, atol=1e-4, rtol=0)
-assert ranked.scores.tolist() == sorted(ranked.scores.tolist(), reverse=True)
 print("hand-built beam search == minigpt.search.beam_search")
 
 # %% [markdown]

@@ -55,19 +55,24 @@ FULL_STOP = encode(".")[0]  # chapter 6 ends hypotheses at a full stop
 
 ROMEO_I = "ROMEO:\nI"  # chapters 7 and 8
 HAMLET_O = "HAMLET:\nO"  # chapter 6
-CH5_PROMPTS = ["JULIET:\nO Romeo", "First Citizen:\nBefore we proceed any further, hear me speak."]
+CH5_PROMPTS = ["HAMLET:\nTo be, or not to be", "FALSTAFF:\nI", "JULIET:\nO Romeo"]
 
 # Every deterministic decode whose tokens a chapter prints (or asserts equal to another computation).
 # A longer greedy decode covers a shorter one of the same prompt: it is listed where it is printed.
 DECODES = [
     # notebook, prompt, method, settings
     ("00_tokens_and_logits", "ROMEO:\nBut soft, what light through yonder window", "top_n", dict(n=10)),  # + greedy
-    ("01_greedy", "ROMEO:", "greedy", dict(max_new_tokens=80)),  # also 05, 09 (40 and 60 tokens of it)
-    ("03_top_k", "JULIET:", "greedy", dict(max_new_tokens=30)),  # top_k=1 sampling is greedy
+    ("01_greedy", "ROMEO:", "greedy", dict(max_new_tokens=80)),  # also 05 (40, and 80 cut by a stop), 09 (60)
+    ("02_temperature", "ROMEO:", "greedy", dict(max_new_tokens=60)),  # step 7: the flat and peaked steps' contexts
+    ("03_top_k", "JULIET:\n", "greedy", dict(max_new_tokens=30)),  # top_k=1 sampling is greedy
+    ("03_top_k", "ROMEO:", "greedy", dict(max_new_tokens=60)),  # step 7: the same two steps as 02
+    ("04_top_p", "ROMEO:", "greedy", dict(max_new_tokens=60)),  # steps 3 and 4: the same text as 02
     ("05_controlling_the_loop", "ROMEO:", "greedy", dict(max_new_tokens=40, repetition_penalty=1.3)),
     ("05_controlling_the_loop", "ROMEO:", "greedy", dict(max_new_tokens=40, no_repeat_ngram_size=3)),
-    *[("05_controlling_the_loop", p, "greedy", dict(max_new_tokens=10)) for p in CH5_PROMPTS],  # steps 4, 7
+    *[("05_controlling_the_loop", p, "greedy", dict(max_new_tokens=10)) for p in CH5_PROMPTS],  # steps 4, 5
     ("06_beam_search", HAMLET_O, "beam", dict(num_beams=3, max_new_tokens=12, num_return_sequences=3)),
+    *[("06_beam_search", f"{HAMLET_O}, {w}", "top_n", dict(n=4))  # step 2: each beam's 4 best extensions
+      for w in ("I", "my", "that")],
     *[("06_beam_search", "JULIET:\nO Romeo", "beam",
        dict(num_beams=4, max_new_tokens=20, eos_token_id=FULL_STOP, length_penalty=lp)) for lp in (0.0, 1.0, 2.0)],
     ("06_beam_search", HAMLET_O, "beam", dict(num_beams=4, max_new_tokens=40)),
@@ -82,7 +87,10 @@ DECODES = [
     ("07_kv_cache", "KING:", "greedy", dict(max_new_tokens=20)),
     ("08_speculative_decoding", ROMEO_I, "speculative", dict(k=4, max_new_tokens=30, by_hand=True)),
     *[("08_speculative_decoding", ROMEO_I, "speculative", dict(k=k, max_new_tokens=n))
-      for k, n in ((4, 30), (1, 40), (2, 40), (3, 40), (4, 40), (6, 40), (8, 40))],
+      for k, n in ((4, 30), *((k, 100) for k in range(1, 9)))],  # steps 3, 4 (and 5: α is k = 1's rate)
+    ("08_speculative_decoding",  # step 10: prompt lookup gives the greedy tokens
+     "FIRST WITCH.\nDouble, double toil and trouble;\n\nSECOND WITCH.\nDouble, double toil and trouble;\n\nTHIRD WITCH.\n",
+     "greedy", dict(max_new_tokens=40)),
 ]
 
 
