@@ -12,6 +12,8 @@ import threading
 import time
 from functools import partial
 
+import exercise_answers_constrained as constrained
+import exercise_answers_measured as measured
 import exercise_answers_sampling as sampling
 import exercise_answers_search as search
 import pytest
@@ -30,8 +32,8 @@ from minigpt.exercises.models import toy_model
 from minigpt.exercises.time_limit import TimedOut, call_with_time_limit
 from minigpt.search import beam_search
 
-CORRECT = sampling.CORRECT + search.CORRECT
-WRONG = {**sampling.WRONG, **search.WRONG}
+CORRECT = sampling.CORRECT + search.CORRECT + measured.CORRECT + constrained.CORRECT
+WRONG = {**sampling.WRONG, **search.WRONG, **measured.WRONG, **constrained.WRONG}
 CHECKERS = sorted({checker for checker, _ in CORRECT}, key=lambda c: c.__module__ + c.__name__)
 
 

@@ -56,6 +56,11 @@ FULL_STOP = encode(".")[0]  # chapter 6 ends hypotheses at a full stop
 ROMEO_I = "ROMEO:\nI"  # chapters 7 and 8
 HAMLET_O = "HAMLET:\nO"  # chapter 6
 CH5_PROMPTS = ["HAMLET:\nTo be, or not to be", "FALSTAFF:\nI", "JULIET:\nO Romeo"]
+CH11_PROMPTS = [  # cut from the held-out plays by chapter 11 (its Step 2)
+    "SIR ANDREW.\nFaith, so they say; but I think", "CLOWN.\nWell-a-day,--that you were, sir",
+    "JULIA.\nA true-devoted pilgrim is not weary\n", "HERMIONE.\nWas not my lord the verier wag o",
+    "PAULINA.\nI say she's dead: I'll swear't.", "AUTOLYCUS.\nIf I had a mind to be honest, I",
+]
 
 # Every deterministic decode whose tokens a chapter prints (or asserts equal to another computation).
 # A longer greedy decode covers a shorter one of the same prompt: it is listed where it is printed.
@@ -91,6 +96,9 @@ DECODES = [
     ("08_speculative_decoding",  # step 10: prompt lookup gives the greedy tokens
      "FIRST WITCH.\nDouble, double toil and trouble;\n\nSECOND WITCH.\nDouble, double toil and trouble;\n\nTHIRD WITCH.\n",
      "greedy", dict(max_new_tokens=40)),
+    *[("11_which_method_when", p, method, dict(max_new_tokens=40, **extra))  # step 3: measured, one printed
+      for p in CH11_PROMPTS for method, extra in (("greedy", {}), ("beam", dict(num_beams=4)),
+                                                  ("contrastive", dict(penalty_alpha=0.6, top_k=4)))],
 ]
 
 

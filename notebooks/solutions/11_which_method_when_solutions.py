@@ -1,0 +1,154 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 11 exercises — typical sampling (solutions)
+#
+# Two exercises on [chapter 11](../11_which_method_when.ipynb), where typical sampling (`typical_p`) was one
+# of the eleven methods measured: first how far each token's surprise is from the row's average, then the
+# typical filter built on it. Each exercise asks for one function; the cell after it checks your function on
+# hidden cases against minigpt's own and, when one fails, shows that input with the expected and the actual
+# answer. In the [exercise notebook](../exercises/11_which_method_when_exercises.ipynb) each function is a stub
+# for you to fill in (replace `raise NotImplementedError` with your code); the
+# [solutions notebook](../solutions/11_which_method_when_solutions.ipynb) has them filled in.
+#
+# First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
+# question with no single right answer; the solutions notebook ends with a worked answer to it.
+
+# %%
+import torch
+
+from minigpt.exercises.typical import check_surprise_gap, check_typical_filter
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Before you start: predict, then run
+#
+# Take the toy logits after *"every effort moves you"* (closer 4.51, every 0.89, effort −1.90, forward 6.75,
+# inches 1.63, moves −1.62, pizza −1.89, toward 6.28, you 1.79). "forward" is the most likely word (0.57),
+# "toward" next (0.36). Typical sampling ranks words not by probability but by how close their surprise,
+# −log p, is to the average surprise of the row (its entropy, here 0.91 nats), and keeps words in that order
+# until they hold `typical_p` of the mass.
+#
+# Before you run the next cell, write down your answers:
+#
+# 1. Which word is the most *typical*: "forward" (surprise 0.56 nats) or "toward" (1.03 nats)?
+# 2. Top-p 0.3 keeps only "forward". What does typical 0.3 keep?
+# 3. At 0.9, do top-p and typical keep the same words?
+
+# %%
+from minigpt.logits import top_p_filter, typical_filter
+
+vocab = ["closer", "every", "effort", "forward", "inches", "moves", "pizza", "toward", "you"]
+logits = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])  # (1, 9)
+log_probs = logits.log_softmax(dim=-1)
+entropy = -(log_probs * log_probs.exp()).sum().item()
+print(f"entropy {entropy:.2f} nats; surprise of forward {-log_probs[0, 3]:.2f}, toward {-log_probs[0, 7]:.2f}")
+for mass in (0.3, 0.9):
+    for name, f in (("top-p", top_p_filter), ("typical", typical_filter)):
+        kept = [w for w, z in zip(vocab, f(logits, mass)[0].tolist()) if z > float("-inf")]
+        print(f"{name:>8} {mass}: {kept}")
+
+
+# %% [markdown]
+# ## Exercise 1: the surprise gap
+#
+# Write `surprise_gap(logits)`: for each row of the (B, V) logits, the entropy H = −Σ p log p (in nats, the
+# row's average surprise), and for each token |−log p − H|, how far its surprise is from that average. A token
+# already removed by an earlier filter has logit −inf and p = 0: it adds nothing to H (0 · log 0 counts as 0,
+# not NaN) and its gap is inf.
+#
+# *Hints:* `torch.log_softmax` gives log p directly (−inf for removed tokens); `torch.nansum` skips the NaN
+# that −inf · 0 makes.
+
+# %%
+def surprise_gap(logits: torch.Tensor) -> torch.Tensor:
+    """|-log p - H| for every token of each row of the (B, V) ``logits`` (H: the row's entropy, in nats)."""
+    log_probs = torch.log_softmax(logits, dim=-1)  # -inf for removed tokens
+    # a removed token gives -inf * 0 = nan: nansum skips it, as 0 * log 0 = 0
+    entropy = -torch.nansum(log_probs * log_probs.exp(), dim=-1, keepdim=True)  # (B, 1)
+    return (-log_probs - entropy).abs()
+
+
+# %%
+check_surprise_gap(surprise_gap)
+
+# %% [markdown]
+# ## Exercise 2: the typical filter
+#
+# Write `typical_filter(logits, mass, min_tokens_to_keep=1)`: in each row, sort the tokens by their surprise
+# gap, most typical (smallest gap) first, and keep them in that order until their probabilities add up to
+# `mass`. As in top-p, the token that *crosses* `mass` is kept; so is every token whose gap equals its (ties),
+# and the `min_tokens_to_keep` most typical tokens are always kept. Every other logit becomes `-inf`, and the
+# answer keeps the vocabulary's order.
+#
+# *Hints:* your `surprise_gap` from Exercise 1; `torch.sort` returns the order; the probabilities in that
+# order are `torch.softmax(logits, dim=-1).gather(-1, order)`. Find the gap of the token that crosses `mass`,
+# then drop every token whose gap is larger. `torch.zeros_like(mask).scatter(-1, order, mask)` puts a mask
+# back into vocabulary order.
+
+# %%
+def typical_filter(logits: torch.Tensor, mass: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """The (B, V) ``logits`` with every token outside its row's typical set of mass ``mass`` at -inf."""
+    gap = surprise_gap(logits)
+    sorted_gap, order = torch.sort(gap, dim=-1)  # most typical first
+    sorted_probs = torch.softmax(logits, dim=-1).gather(-1, order)
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of the more typical tokens
+    crossing = (mass_before < mass).sum(dim=-1, keepdim=True) - 1  # the last token needed to reach mass
+    drop = sorted_gap > sorted_gap.gather(-1, crossing)  # ties with the crossing token stay
+    drop[..., :min_tokens_to_keep] = False  # the most typical few always stay
+    return logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
+
+
+# %%
+check_typical_filter(typical_filter)
+
+# %% [markdown]
+# ## To think about: an open question
+#
+# In chapter 11, typical 0.9 and top-p 0.9 wrote most of their continuations token for token alike. When would
+# you expect typical sampling to behave clearly differently from top-p, and would you want it to?
+#
+# There is no single right answer: write yours in a few sentences, from what this notebook and
+# [chapter 11](../11_which_method_when.ipynb) showed. The
+# [solutions notebook](../solutions/11_which_method_when_solutions.ipynb) ends with one worked answer.
+
+# %% [markdown]
+# ## Worked answer
+#
+# The two rules agree whenever the most likely tokens are also the most typical ones, and that is the usual
+# case for a small model on its own text: the entropy of a step is low, the head of the distribution (a few
+# likely tokens) has surprises near the entropy, and the tail's surprises are far above it. Both filters then
+# keep the head and cut the tail; with the same random numbers they draw the same token almost every time,
+# which is what chapter 11 measured (most of the twelve continuations alike).
+#
+# They part at steps where one token dominates. The prediction cell shows it: at mass 0.3, top-p keeps
+# "forward" (0.57), while typical keeps "toward" (0.36), because "forward" is *less* surprising than the
+# average and so less typical. On real text this happens after a confident prefix, where the argmax is nearly
+# certain: typical sampling can skip the obvious word and choose among tokens whose surprise matches what a
+# writer at that point would "usually" produce. Meister et al. argue this is what human text does: each word
+# carries about the expected amount of information, neither far more (a random word) nor far less (the
+# obvious, repetitive continuation).
+#
+# Would I want that? For open-ended writing where repetition is the main failure (greedy's 30% repeated
+# 4-grams in chapter 11), yes: dropping an over-confident argmax is a direct way to leave a loop. For
+# factual or constrained text no: the obvious token is often the right one, and removing it on purpose adds
+# errors. With a large typical_p (0.9 and above) the difference is small in practice, as chapter 11 showed,
+# so the setting matters more than the choice between the two rules; a fair test is the one of chapter 11,
+# with more prompts and a task where the argmax is often wrong.
