@@ -28,7 +28,13 @@ import torch
 
 import minigpt
 from minigpt.generate import PAD_TOKEN_ID
-from minigpt.logits import no_repeat_ngram, repetition_penalty, suppress_eos
+from minigpt.logits import (
+    apply_frequency_penalty,
+    apply_presence_penalty,
+    no_repeat_ngram,
+    repetition_penalty,
+    suppress_eos,
+)
 from minigpt.tokenizer import EOT_TOKEN_ID, decode, encode
 from minigpt.viz import plot_distributions, save_figure
 
@@ -75,6 +81,61 @@ penalty = minigpt.generate(model, "ROMEO:", max_new_tokens=40, repetition_penalt
 print(plain.text, "\n---")
 print(penalty.text)
 print("distinct tokens:", len(set(plain.new_tokens[0])), "→", len(set(penalty.new_tokens[0])))
+
+# %% [markdown]
+# ### Frequency and presence penalties: subtract instead of divide
+#
+# OpenAI's API offers two other penalties. With $c_j$ the number of times token $j$ was *generated* so far
+# (the prompt does not count):
+#
+# - **frequency penalty** $\alpha_f$: $z_j \leftarrow z_j - \alpha_f \, c_j$, which grows with every repeat;
+# - **presence penalty** $\alpha_p$: $z_j \leftarrow z_j - \alpha_p \, [c_j > 0]$, once per token, like the
+#   repetition penalty.
+#
+# Subtracting a from a logit multiplies that token's odds against every other token by $e^{-a}$, whatever the
+# logit's size or sign; the repetition penalty's division takes more from a large logit than from a small one
+# (6.75 / 1.5 loses 2.25, 1.79 / 1.5 would lose 0.6). On the nine words, after the model has generated
+# "forward" three times and "moves" once:
+
+# %%
+generated = [3, 3, 3, 5]  # "forward" three times, "moves" once
+
+
+def frequency_penalty_by_hand(logits, generated, penalty):
+    counts = torch.bincount(torch.tensor(generated), minlength=logits.numel()).float()  # c_j
+    return logits - penalty * counts
+
+
+def presence_penalty_by_hand(logits, generated, penalty):
+    counts = torch.bincount(torch.tensor(generated), minlength=logits.numel())
+    return logits - penalty * (counts > 0).float()
+
+
+by_frequency = frequency_penalty_by_hand(logits, generated, 0.5)
+by_presence = presence_penalty_by_hand(logits, generated, 0.5)
+by_repetition = penalise_by_hand(logits, generated, 1.5)
+print("token    count  logit  repetition 1.5  frequency 0.5  presence 0.5")
+for t in (3, 5, 7):
+    print(f"{vocab[t]:8} {generated.count(t):5}  {logits[t]:5.2f}  {by_repetition[t]:14.3f}  "
+          f"{by_frequency[t]:13.3f}  {by_presence[t]:12.3f}")
+ids_generated = torch.tensor([generated])
+assert torch.equal(apply_frequency_penalty(logits.unsqueeze(0), ids_generated, 0.5)[0], by_frequency)
+assert torch.equal(apply_presence_penalty(logits.unsqueeze(0), ids_generated, 0.5)[0], by_presence)
+print("hand-built frequency and presence penalties == minigpt.logits")
+dists = {"no penalty": torch.softmax(logits, -1), "repetition 1.5": torch.softmax(by_repetition, -1),
+         "frequency 0.5": torch.softmax(by_frequency, -1), "presence 0.5": torch.softmax(by_presence, -1)}
+for name, d in dists.items():
+    print(f"{name:14}", [round(x, 3) for x in d.tolist()])
+fig = plot_distributions(dists, vocab, title="Three penalties after 'forward' ×3 and 'moves' ×1 were generated")
+save_figure(fig, "05_penalties")
+plt.show()
+
+# %% [markdown]
+# The frequency penalty takes 1.5 from "forward" (three repeats × 0.5) and only 0.5 from "moves"; presence
+# takes 0.5 from each; the repetition penalty takes 2.25 from "forward" and, since "moves" is negative
+# (−1.62), makes it 0.81 more negative. All three leave "toward" alone, which now wins. In `generate` they
+# are `frequency_penalty=` and `presence_penalty=` (in [−2, 2], as in OpenAI's API; below 0 they reward
+# repeating).
 
 # %% [markdown]
 # ## Step 2: no-repeat n-gram
