@@ -6,12 +6,14 @@
     minigpt train --max-steps 2000                 # train on the Shakespeare corpus
     minigpt bench                                  # decoding speed, side by side
     minigpt explore "ROMEO:" --out explore.html    # a page that replays 20 steps, with the decoding sliders
+    minigpt export shakespeare --to hf out/        # a directory transformers loads (GPT2LMHeadModel)
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import torch
 
@@ -19,6 +21,7 @@ from minigpt import bench, train
 from minigpt.checkpoint import HUB_REPOS, load_model, shipped_models
 from minigpt.checks import check_device, check_int
 from minigpt.explore import check_page_path, decoding_settings, export_page
+from minigpt.export import check_out_dir, export_hf
 from minigpt.generate import DecodingSettings, stream
 from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, encode
 
@@ -49,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(commands)
     _add_bench(commands)
     _add_explore(commands)
+    _add_export(commands)
     return parser
 
 
@@ -246,6 +250,39 @@ def _run_explore(args: argparse.Namespace) -> int:
         model, args.prompt, args.out, steps=args.steps, seed=args.seed, model_name=args.model, **settings
     )
     print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB): {args.steps} steps after {args.prompt!r}")
+    return 0
+
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "export",
+        help="write a model in another library's format: --to hf for Hugging Face transformers",
+        description="Write MODEL to OUT_DIR in the format of another library. --to hf: a directory that "
+        "transformers loads offline with GPT2LMHeadModel.from_pretrained and AutoTokenizer.from_pretrained "
+        "(config.json, model.safetensors, and GPT-2's tokenizer files made from minigpt's own copy).",
+    )
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        help=f"a shipped model ({', '.join(shipped_models()) or 'none installed'}), a checkpoint directory, "
+        f"a model.safetensors file, or a GPT-2 name to download ({', '.join(HUB_REPOS)})",
+    )
+    p.add_argument("--to", required=True, choices=["hf"], help="the format: hf (Hugging Face transformers)")
+    p.add_argument("out_dir", metavar="OUT_DIR", help="the directory to write; new or empty unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT_DIR")
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    if args.model not in shipped_models() and args.model not in HUB_REPOS and not Path(args.model).exists():
+        raise FileNotFoundError(
+            f"MODEL {args.model!r} is neither a shipped model ({', '.join(shipped_models()) or 'none installed'}), "
+            f"nor an existing checkpoint path, nor a GPT-2 name ({', '.join(HUB_REPOS)})"
+        )
+    check_out_dir(args.out_dir, overwrite=args.overwrite)  # a bad OUT_DIR fails before the model is loaded
+    out = export_hf(load_model(args.model), args.out_dir, overwrite=args.overwrite)
+    print(f"wrote {out}: load it with transformers.GPT2LMHeadModel.from_pretrained({str(out)!r}) "
+          f"and AutoTokenizer.from_pretrained({str(out)!r})")
     return 0
 
 

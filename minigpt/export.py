@@ -1,0 +1,239 @@
+"""Take a minigpt model elsewhere: a Hugging Face transformers directory, with GPT-2's tokenizer files.
+
+``export_hf`` writes what ``GPT2LMHeadModel.from_pretrained`` and ``AutoTokenizer.from_pretrained`` read,
+offline: ``config.json`` with GPT-2's fields, ``model.safetensors`` in GPT-2's ``Conv1D`` layout (the
+exact inverse of what ``checkpoint.load_model`` does to such a directory, so it loads back bit for bit),
+and the tokenizer files, generated from the shipped tiktoken ranks rather than downloaded.
+
+>>> import tempfile
+>>> from minigpt.model import GPT, GPTConfig
+>>> out = export_hf(GPT(GPTConfig.from_preset("tiny")), tempfile.mkdtemp())
+>>> sorted(p.name for p in out.iterdir())  # doctest: +NORMALIZE_WHITESPACE
+['config.json', 'merges.txt', 'model.safetensors', 'special_tokens_map.json', 'tokenizer.json',
+ 'tokenizer_config.json', 'vocab.json']
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from minigpt.checkpoint import CONFIG_NAME, CONV1D_SUFFIXES, HF_KEYS, WEIGHTS_NAME
+from minigpt.model import GPT
+from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, VOCAB_SIZE, gpt2_encoding
+
+HF_FILES = (CONFIG_NAME, WEIGHTS_NAME, "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+            "special_tokens_map.json")
+
+
+def export_hf(model: GPT, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``model`` to ``out_dir`` as a transformers GPT-2 directory with its tokenizer; return the path.
+
+    ``out_dir`` is checked first (``check_out_dir``): it may be new or empty, or, with ``overwrite=True``,
+    hold an earlier export, whose files are replaced (other files in it are left alone). The files are
+    written to a temporary directory inside it and moved into place at the end, so a failure leaves no
+    half-written file behind.
+
+    >>> import tempfile
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> out = export_hf(GPT(GPTConfig.from_preset("tiny")), tempfile.mkdtemp())
+    >>> json.loads((out / "config.json").read_text())["n_positions"]
+    128
+    """
+    if not isinstance(model, GPT):
+        raise TypeError(f"model must be a minigpt GPT, got {type(model).__name__}")
+    if model.config.vocab_size != VOCAB_SIZE:
+        raise ValueError(
+            f"model.config.vocab_size must be {VOCAB_SIZE} (GPT-2's tokenizer, the one exported), "
+            f"got {model.config.vocab_size}"
+        )
+    out = check_out_dir(out_dir, overwrite=overwrite)
+    staging = Path(tempfile.mkdtemp(dir=out, prefix=".export-"))
+    try:
+        save_file(minigpt_to_hf(model.state_dict()), staging / WEIGHTS_NAME, metadata={"format": "pt"})
+        _write_json(staging / CONFIG_NAME, hf_config(model))
+        _write_tokenizer(staging, model.config.block_size)
+        for name in HF_FILES:
+            os.replace(staging / name, out / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def check_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Make sure ``out_dir`` is a writable directory (created if needed) that is empty unless ``overwrite``.
+
+    The command line calls it before loading the model, so a bad path fails before any work.
+
+    >>> import tempfile
+    >>> check_out_dir(tempfile.mkdtemp()).is_dir()
+    True
+    """
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir={str(out_dir)!r} is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as e:
+        raise ValueError(f"out_dir={str(out_dir)!r} is not a writable directory ({e.strerror})") from e
+    held = sorted(p.name for p in out.iterdir())
+    if held and not overwrite:
+        shown = ", ".join(held[:3]) + (", …" if len(held) > 3 else "")
+        raise ValueError(f"out_dir={str(out_dir)!r} is not empty (it holds {shown}): pass --overwrite "
+                         "(overwrite=True) to replace an earlier export there, or choose another directory")
+    return out
+
+
+def minigpt_to_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """minigpt's tensors in GPT-2's layout: the inverse of ``checkpoint.hf_to_minigpt``.
+
+    The names stay (they are GPT-2's); the ``Conv1D`` weights are transposed back to (in, out), and the
+    tied head is left out, as transformers' ``save_pretrained`` does.
+
+    >>> name = "transformer.h.0.attn.c_attn.weight"
+    >>> minigpt_to_hf({name: torch.zeros(12, 4)})[name].shape
+    torch.Size([4, 12])
+    """
+    return {
+        name: (tensor.t() if name.endswith(CONV1D_SUFFIXES) else tensor).detach().cpu().contiguous()
+        for name, tensor in state_dict.items()
+        if name != "lm_head.weight"
+    }
+
+
+def hf_config(model: GPT) -> dict:
+    """The transformers ``config.json`` of ``model`` (``GPT2Config``'s fields).
+
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> hf_config(GPT(GPTConfig.from_preset("tiny")))["n_embd"]
+    64
+    """
+    config = model.config
+    return {
+        "architectures": ["GPT2LMHeadModel"],
+        "model_type": "gpt2",
+        **{theirs: getattr(config, ours) for ours, theirs in HF_KEYS.items()},
+        "n_ctx": config.block_size,  # older name of n_positions, still read by some tools
+        "n_inner": None,  # None means 4 * n_embd, minigpt's MLP width
+        "activation_function": "gelu_new",  # transformers' name for GELU's tanh approximation
+        "layer_norm_epsilon": model.transformer.ln_f.eps,
+        "resid_pdrop": config.dropout,  # what fine-tuning in transformers will use
+        "embd_pdrop": config.dropout,
+        "attn_pdrop": config.dropout,
+        "initializer_range": 0.02,
+        "scale_attn_weights": True,
+        "tie_word_embeddings": True,
+        "bos_token_id": EOT_TOKEN_ID,
+        "eos_token_id": EOT_TOKEN_ID,
+        "torch_dtype": "float32",
+    }
+
+
+def byte_to_unicode() -> dict[int, str]:
+    """GPT-2's stand-in character for each byte, so that every token is a string of visible characters.
+
+    Bytes that print as a visible Latin-1 character stand for themselves; the other 68 (controls, the
+    spaces, the soft hyphen) get ``chr(256 + n)`` in byte order: the space becomes ``"Ġ"``.
+
+    >>> byte_to_unicode()[ord(" ")], byte_to_unicode()[ord("A")], byte_to_unicode()[ord("\\n")]
+    ('Ġ', 'A', 'Ċ')
+    """
+    visible = [b for b in range(256) if chr(b).isprintable() and not chr(b).isspace()]
+    hidden = [b for b in range(256) if b not in visible]
+    return {b: chr(b) for b in visible} | {b: chr(256 + n) for n, b in enumerate(hidden)}
+
+
+@functools.cache
+def bpe_merges() -> list[tuple[bytes, bytes]]:
+    """GPT-2's merges in priority order, recovered from the tiktoken ranks.
+
+    tiktoken stores only the tokens, ranked; the merge that made a token is found by running BPE on its
+    bytes with the lower-ranked tokens only: that stops at exactly two pieces, the merged pair.
+
+    >>> len(bpe_merges()), bpe_merges()[0]
+    (50000, (b' ', b't'))
+    """
+    ranks = _ranks()
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
+        if len(token) > 1:
+            pieces = _bpe(token, ranks, rank)
+            if len(pieces) != 2:
+                raise ValueError(f"the rank file is not a BPE merge list: token {token!r} (rank {rank}) "
+                                 f"is not one merge of lower-ranked tokens, got pieces {pieces}")
+            merges.append((pieces[0], pieces[1]))
+    return merges
+
+
+@functools.cache
+def _ranks() -> dict[bytes, int]:
+    """The tiktoken ranks: each ordinary token's bytes → its id (ids are ranks in GPT-2)."""
+    encoding = gpt2_encoding()
+    return {encoding.decode_single_token_bytes(rank): rank for rank in range(EOT_TOKEN_ID)}
+
+
+def _bpe(token: bytes, ranks: dict[bytes, int], below: int) -> list[bytes]:
+    """Byte-pair-encode ``token`` using only the merges ranked below ``below``."""
+    pieces = [bytes([b]) for b in token]
+    while True:
+        pairs = enumerate(zip(pieces, pieces[1:]))
+        found = [(ranks[a + b], i) for i, (a, b) in pairs if ranks.get(a + b, below) < below]
+        if not found:
+            return pieces
+        _, i = min(found)  # the lowest-ranked pair merges first
+        pieces[i : i + 2] = [pieces[i] + pieces[i + 1]]
+
+
+def _write_tokenizer(out: Path, max_length: int) -> None:
+    """vocab.json + merges.txt (the slow GPT2Tokenizer), tokenizer.json (the fast one), and their settings."""
+    chars = byte_to_unicode()
+    ranks = _ranks()
+    vocab = {_as_text(token, chars): rank for token, rank in sorted(ranks.items(), key=lambda item: item[1])}
+    vocab[EOT_TOKEN] = EOT_TOKEN_ID
+    # one merge a line, its two halves split by a space: no token holds one, the space became "Ġ"
+    merges = [f"{_as_text(a, chars)} {_as_text(b, chars)}" for a, b in bpe_merges()]
+    _write_json(out / "vocab.json", vocab)
+    (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+    _write_json(out / "tokenizer.json", {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": [{"id": EOT_TOKEN_ID, "content": EOT_TOKEN, "single_word": False, "lstrip": False,
+                          "rstrip": False, "normalized": False, "special": True}],
+        "normalizer": None,
+        "pre_tokenizer": byte_level,  # GPT-2's split regex, then bytes to stand-in characters
+        "post_processor": byte_level | {"trim_offsets": False},  # adds no tokens: GPT-2 has no BOS
+        "decoder": byte_level,
+        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": "",
+                  "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                  "vocab": vocab, "merges": merges},
+    })
+    special = {"bos_token": EOT_TOKEN, "eos_token": EOT_TOKEN, "unk_token": EOT_TOKEN}
+    _write_json(out / "special_tokens_map.json", special)
+    _write_json(out / "tokenizer_config.json", {
+        "tokenizer_class": "GPT2Tokenizer",
+        "model_max_length": max_length,
+        "add_prefix_space": False,
+        "add_bos_token": False,
+        "clean_up_tokenization_spaces": False,  # True would turn " ," into "," when decoding: not tiktoken's text
+        "errors": "replace",  # invalid UTF-8 decodes to U+FFFD, as in tiktoken
+        **special,
+    })
+
+
+def _as_text(piece: bytes, chars: dict[int, str]) -> str:
+    """A token's bytes as GPT-2's stand-in characters (how vocab.json and merges.txt spell tokens)."""
+    return "".join(chars[b] for b in piece)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

@@ -1,0 +1,201 @@
+"""`minigpt export --to hf`: transformers must load the directory offline and compute what minigpt computes."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from minigpt import cli
+from minigpt.checkpoint import load_model
+from minigpt.export import HF_FILES, byte_to_unicode, export_hf
+from minigpt.generate import generate
+from minigpt.model import GPT, GPTConfig
+from minigpt.tokenizer import EOT_TOKEN_ID, decode, encode, gpt2_encoding
+
+transformers = pytest.importorskip("transformers")
+
+PROMPTS = ["ROMEO:", "JULIET:\nO Romeo, Romeo, wherefore art"]  # different lengths: the first is left-padded
+# scripts, spaces (runs, tabs, CRLF, no-break, zero-width), emoji with skin tones, ZWJ sequences and flags,
+# contractions GPT-2's split pattern treats specially, digits, curly quotes, and the end-of-text token
+TEXT = (
+    "Hello, world! Ça va? Grüße aus Köln. 日本語のテキスト、中文句子，한국어 문장, Ελληνικά, русский язык, עברית, "
+    "العربية, हिन्दी, ไทย\n\n\tTabs\tand   three spaces   \r\n  trailing  \n\n\n"
+    "🙂👍🏽 👨‍👩‍👧 🇺🇳🏳️‍🌈 emoji…“quotes” — dashes; I'll we've they're it's DON'T 123 4567.89 "
+    "a\u00a0b\u200bc \u3000 x<|endoftext|>y  "
+)
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    """No test may reach the hub: transformers reads the exported files or fails."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    monkeypatch.setattr("transformers.utils.hub._is_offline_mode", True)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    """A tiny random model with larger weights than GPT-2's init (peaked, varied logits), and its export."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny", dropout=0.1)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(1.0, 0.1) if "ln_" in name else p.normal_(0.0, 0.15)
+    return model, export_hf(model, tmp_path_factory.mktemp("tiny_hf"))
+
+
+@pytest.fixture(scope="module")
+def shakespeare_dir(tmp_path_factory):
+    model = load_model("shakespeare")
+    return model, export_hf(model, tmp_path_factory.mktemp("shakespeare_hf"))
+
+
+def left_pad(texts):
+    rows = [encode(t) for t in texts]
+    width = max(map(len, rows))
+    ids = torch.tensor([[EOT_TOKEN_ID] * (width - len(r)) + r for r in rows])
+    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    return ids, mask
+
+
+def test_files_and_config(tiny_dir):
+    model, out = tiny_dir
+    assert sorted(p.name for p in out.iterdir()) == sorted(HF_FILES)  # the staging directory is gone
+    config = json.loads((out / "config.json").read_text())
+    assert config["architectures"] == ["GPT2LMHeadModel"] and config["model_type"] == "gpt2"
+    assert {k: config[k] for k in ("n_embd", "n_layer", "n_head", "n_positions", "vocab_size")} == dict(
+        n_embd=64, n_layer=2, n_head=4, n_positions=128, vocab_size=50257)
+    assert config["layer_norm_epsilon"] == 1e-5 and config["bos_token_id"] == config["eos_token_id"] == 50256
+    assert config["resid_pdrop"] == config["embd_pdrop"] == config["attn_pdrop"] == 0.1
+    hf_config = transformers.AutoConfig.from_pretrained(out)
+    assert hf_config.tie_word_embeddings and hf_config.activation_function == "gelu_new"
+
+
+@pytest.mark.parametrize("which", ["tiny_dir", "shakespeare_dir"])
+def test_round_trip_is_bit_exact(which, request):
+    model, out = request.getfixturevalue(which)
+    loaded = load_model(out)
+    # the HF config keeps no minigpt-only fields; dropout travels as *_pdrop, which loading does not read
+    assert dataclass_fields(loaded.config, "dropout") == dataclass_fields(model.config, "dropout")
+    mine, theirs = model.state_dict(), loaded.state_dict()
+    assert mine.keys() == theirs.keys()
+    for name in mine:
+        assert torch.equal(mine[name], theirs[name]), name
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight
+
+
+def dataclass_fields(config, *skip):
+    return {k: v for k, v in config.to_dict().items() if k not in skip}
+
+
+@pytest.mark.parametrize("which", ["tiny_dir", "shakespeare_dir"])
+def test_transformers_logits_equal_minigpts_on_a_padded_batch(which, request):
+    model, out = request.getfixturevalue(which)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
+    assert hf.lm_head.weight.data_ptr() == hf.transformer.wte.weight.data_ptr()  # the head is tied there too
+    ids, mask = left_pad(PROMPTS)
+    positions = (mask.cumsum(1) - 1).clamp(min=0)  # padded rows count from their first real token
+    with torch.no_grad():
+        ref = hf(ids, attention_mask=mask, position_ids=positions).logits
+        ours = model(ids, attention_mask=mask, position_ids=positions)
+    real = mask.bool()  # padding positions carry no meaning in either model
+    # 1e-5 relative to the logits' size: float32 sums in another order differ by ~1e-6 of it; shakespeare's
+    # logits reach 15.7 and differ by 1.3e-5, as much as minigpt's own do between this batch and one row alone
+    scale = max(1.0, ref[real].abs().max().item())
+    assert (ours - ref)[real].abs().max() <= 1e-5 * scale
+
+
+def test_transformers_greedy_generate_equals_minigpts(shakespeare_dir):
+    model, out = shakespeare_dir
+    hf = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
+    ours = generate(model, PROMPTS, max_new_tokens=32, eos_token_id=EOT_TOKEN_ID)
+    ids, mask = left_pad(PROMPTS)
+    ref = hf.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=32, pad_token_id=EOT_TOKEN_ID)
+    assert torch.equal(ours.ids, ref)
+
+
+def test_transformers_tokenizers_give_tiktokens_ids(tiny_dir):
+    _, out = tiny_dir
+    expected = encode(TEXT, allow_special=True)
+    fast = transformers.AutoTokenizer.from_pretrained(out)  # reads tokenizer.json
+    slow = transformers.GPT2Tokenizer.from_pretrained(out)  # reads vocab.json and merges.txt
+    assert fast.is_fast and len(fast) == len(slow) == 50257
+    for tokenizer in (fast, slow):
+        assert tokenizer(TEXT)["input_ids"] == expected, type(tokenizer).__name__
+        assert tokenizer.decode(expected) == decode(expected) == TEXT
+        assert tokenizer.eos_token_id == EOT_TOKEN_ID
+
+
+def test_every_token_spells_tiktokens_bytes(tiny_dir):
+    _, out = tiny_dir
+    from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
+
+    assert byte_to_unicode() == bytes_to_unicode()  # ours is derived, not copied: it must be theirs
+    to_byte = {c: b for b, c in byte_to_unicode().items()}
+    vocab = json.loads((out / "vocab.json").read_text())
+    ranks = {gpt2_encoding().decode_single_token_bytes(i): i for i in range(EOT_TOKEN_ID)}
+    assert {bytes(to_byte[c] for c in token): i for token, i in vocab.items() if i != EOT_TOKEN_ID} == ranks
+    merges = (out / "merges.txt").read_text().splitlines()
+    assert merges[0] == "#version: 0.2" and len(merges) == 1 + 50000
+    # each merge joins two tokens into the token whose rank is the merge's line: 256 single bytes come first
+    for line, merge in enumerate(merges[1:]):
+        a, b = merge.split(" ")
+        assert vocab[a + b] == 256 + line and vocab[a] < vocab[a + b] and vocab[b] < vocab[a + b]
+
+
+def test_export_refuses_other_vocabularies_and_non_models(tmp_path):
+    with pytest.raises(ValueError, match=r"model.config.vocab_size must be 50257 \(GPT-2's tokenizer"):
+        export_hf(GPT(GPTConfig.from_preset("tiny", vocab_size=100)), tmp_path)
+    with pytest.raises(TypeError, match="model must be a minigpt GPT, got str"):
+        export_hf("shakespeare", tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_exports_and_refuses_to_overwrite(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "new" / "hf"
+    assert cli.main(["export", "shakespeare-draft", "--to", "hf", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == sorted(HF_FILES)
+    before = (out / "model.safetensors").stat().st_mtime_ns
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(cli, "load_model", no_loading)
+    assert cli.main(["export", "shakespeare-draft", "--to", "hf", str(out)]) == 2
+    assert "is not empty (it holds config.json, merges.txt, model.safetensors, …): pass --overwrite" in (
+        capsys.readouterr().err)
+    assert (out / "model.safetensors").stat().st_mtime_ns == before
+    monkeypatch.undo()
+    assert cli.main(["export", "shakespeare-draft", "--to", "hf", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(HF_FILES)
+
+
+def test_cli_bad_input_fails_before_any_work(tmp_path, capsys, monkeypatch):
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(cli, "load_model", no_loading)
+    assert cli.main(["export", "no-such-model", "--to", "hf", str(tmp_path / "a")]) == 2
+    assert "MODEL 'no-such-model' is neither a shipped model (shakespeare" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    (tmp_path / "file").write_text("")
+    assert cli.main(["export", "shakespeare", "--to", "hf", str(tmp_path / "file")]) == 2
+    assert f"out_dir={str(tmp_path / 'file')!r} is a file, not a directory" in capsys.readouterr().err
+    assert cli.main(["export", "shakespeare", "--to", "hf", str(tmp_path / "file" / "out")]) == 2
+    assert "is not a writable directory (Not a directory)" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", "shakespeare", "--to", "gguf", str(tmp_path / "b")])
+    assert exit_info.value.code == 2 and "invalid choice: 'gguf' (choose from 'hf')" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_cli_unwritable_directory(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        assert cli.main(["export", "shakespeare", "--to", "hf", str(locked / "out")]) == 2
+    finally:
+        locked.chmod(0o700)
+    assert "is not a writable directory (Permission denied)" in capsys.readouterr().err
