@@ -65,13 +65,7 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
         "--temperature 0 gives greedy decoding.",
     )
     p.add_argument("prompt", help="the text to continue")
-    p.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"a shipped model ({', '.join(shipped_models()) or 'none installed'}), a checkpoint "
-        f"directory, a model.safetensors file, or a GPT-2 name to download ({', '.join(HUB_REPOS)}); "
-        f"default: {DEFAULT_MODEL}",
-    )
+    _add_model_option(p)
     p.add_argument("--max-new-tokens", type=int, default=100, help="how many tokens to add (default 100)")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling: same seed, same text")
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda, cuda:1 or mps (default cpu)")
@@ -124,6 +118,26 @@ def _bias(value: str) -> tuple[tuple[int, ...], float]:
     return tuple(encode(text)), bias
 
 
+def _add_model_option(p: argparse.ArgumentParser) -> None:
+    """``--model``, shared by the commands that load one model."""
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"a shipped model ({', '.join(shipped_models()) or 'none installed'}), a checkpoint "
+        f"directory, a model.safetensors file, or a GPT-2 name to download ({', '.join(HUB_REPOS)}); "
+        f"default: {DEFAULT_MODEL}",
+    )
+
+
+def _check_default_model(model: str) -> None:
+    """Refuse, before any work, to run with the default model when it is not installed."""
+    if model == DEFAULT_MODEL and DEFAULT_MODEL not in shipped_models():
+        raise FileNotFoundError(
+            f"the default model {DEFAULT_MODEL!r} is not installed; pass --model with a checkpoint "
+            f"directory or a GPT-2 name ({', '.join(HUB_REPOS)})"
+        )
+
+
 def _device(value: str) -> torch.device:
     """``--device``, checked while parsing, so a bad one is an argparse error (exit status 2) like a bad int."""
     try:
@@ -161,11 +175,7 @@ def _run_generate(args: argparse.Namespace) -> int:
             f"the prompt contains {EOT_TOKEN}; pass --allow-special to read it as the end-of-text token "
             f"(id {EOT_TOKEN_ID}), or remove it from the prompt"
         )
-    if args.model == DEFAULT_MODEL and DEFAULT_MODEL not in shipped_models():
-        raise FileNotFoundError(
-            f"the default model {DEFAULT_MODEL!r} is not installed; pass --model with a checkpoint "
-            f"directory or a GPT-2 name ({', '.join(HUB_REPOS)})"
-        )
+    _check_default_model(args.model)
     settings = dict(
         max_new_tokens=args.max_new_tokens,
         min_new_tokens=args.min_new_tokens,
@@ -210,12 +220,7 @@ def _add_explore(commands: argparse._SubParsersAction) -> None:
     p.add_argument("prompt", help="the text to continue")
     p.add_argument("--out", required=True, help="the HTML file to write, e.g. explore.html")
     p.add_argument("--steps", type=int, default=20, help="how many tokens to sample and replay (default 20)")
-    p.add_argument(
-        "--model",
-        default=DEFAULT_MODEL,
-        help=f"a shipped model ({', '.join(shipped_models()) or 'none installed'}), a checkpoint directory, "
-        f"a model.safetensors file, or a GPT-2 name to download; default: {DEFAULT_MODEL}",
-    )
+    _add_model_option(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the replay's draws (default 0)")
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda, cuda:1 or mps (default cpu)")
     p.add_argument("--temperature", type=float, default=0.8, help="> 0: <1 sharpens, >1 flattens (default 0.8)")
@@ -240,11 +245,7 @@ def _run_explore(args: argparse.Namespace) -> int:
     check_int("steps", args.steps, 1)
     check_int("seed", args.seed, 0)
     check_page_path(args.out)
-    if args.model == DEFAULT_MODEL and DEFAULT_MODEL not in shipped_models():
-        raise FileNotFoundError(
-            f"the default model {DEFAULT_MODEL!r} is not installed; pass --model with a checkpoint "
-            f"directory or a GPT-2 name ({', '.join(HUB_REPOS)})"
-        )
+    _check_default_model(args.model)
     model = load_model(args.model, device=args.device)
     path = export_page(
         model, args.prompt, args.out, steps=args.steps, seed=args.seed, model_name=args.model, **settings
