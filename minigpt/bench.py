@@ -54,6 +54,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -66,13 +67,15 @@ from tqdm import tqdm
 
 from minigpt.checkpoint import CONV1D_SUFFIXES, load_model
 from minigpt.checks import check_choice, check_int
+from minigpt.data import load_splits
 from minigpt.fast import FastDecoder
 from minigpt.generate import PAD_TOKEN_ID, generate, stream
-from minigpt.kv_cache import KVCache
 from minigpt.model import GPT, PRESETS, GPTConfig
+from minigpt.quantize import quantize_model
 from minigpt.search import beam_search
 from minigpt.speculative import SpeculativeOutput, prompt_lookup_generate, speculative_generate
 from minigpt.tokenizer import encode
+from minigpt.train import heldout_loss
 
 METHODS = ("no-cache", "cache", "fast", "transformers")
 SUITES = ("decode", "speculative", "beam")
@@ -82,7 +85,9 @@ SPECULATIVE_PROMPTS = (
     "First Citizen:\nBefore we proceed any further, hear me speak.\n",
     "To be, or not to be, that is the question:",
 )
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}  # int8: fp32 model, int8 matrices
+QUALITY_WINDOWS = 16  # int8 quality: held-out windows scored (of the model's context each)
+QUALITY_NEW_TOKENS = 64  # int8 quality: greedy tokens per prompt compared with fp32's
 
 
 def _field(default, help: str):
@@ -95,22 +100,26 @@ class BenchConfig:
     """What to measure. The defaults are the issue's: GPT-2 124M shape, 16-token prompt, 256 new tokens."""
 
     preset: str = _field("gpt2", f"model shape, random weights (speed does not depend on them): {', '.join(PRESETS)}")
-    batch_sizes: tuple[int, ...] = _field((1, 8, 32), "batch sizes to measure; every row is a random prompt of "
-                                                     "prompt_len tokens")
+    batch_sizes: tuple[int, ...] = _field((1, 8), "batch sizes to measure; every row is a random prompt of "
+                                                  "prompt_len tokens")
     prompt_len: int = _field(16, "prompt length in tokens")
-    new_tokens: int = _field(256, "tokens generated per row (greedy, EOS off); at least 2")
-    dtypes: tuple[str, ...] = _field(("fp32", "bf16"), "fp32 and/or bf16; bf16 is skipped where the device "
-                                                       "has no fast bf16 (CPUs without AVX512-BF16/AMX)")
+    new_tokens: int = _field(128, "tokens generated per row (greedy, EOS off); at least 2")
+    dtypes: tuple[str, ...] = _field(("fp32", "int8"), "fp32, bf16 and/or int8 (weights; CPU only, with its "
+                                                       "quality measured on the target model); bf16 is skipped "
+                                                       "where the device has no fast bf16 (CPUs without "
+                                                       "AVX512-BF16/AMX)")
     device: str = _field("cpu", "cpu, cuda, cuda:1 …")
     repeats: int = _field(3, "runs of each measurement; the median is reported")
-    methods: tuple[str, ...] = _field(METHODS, f"what to measure: {', '.join(METHODS)}")
+    methods: tuple[str, ...] = _field(("cache", "fast", "transformers"), f"what to measure: {', '.join(METHODS)}")
     no_cache_max_batch: int = _field(1, "largest batch size the no-cache method runs at: recomputing grows "
                                         "with the square of the length; at batch 32 on 2 CPU cores, over an hour")
     compile: bool | None = _field(None, "torch.compile the fast path's decode step; default: on CUDA only "
                                         "(CUDA graphs), since on CPU it bought nothing measurable")
-    suites: tuple[str, ...] = _field(SUITES, "what to measure: decode (the methods above at each batch size "
-                                             "and dtype), speculative (draft-and-verify), beam (cost per beam)")
-    target: str = _field("shakespeare", "speculative suite: the target model, a shipped name or a path")
+    suites: tuple[str, ...] = _field(("decode",), "what to measure: decode (the methods above at each batch "
+                                                  "size and dtype), speculative (draft-and-verify), beam (cost "
+                                                  "per beam)")
+    target: str = _field("shakespeare", "speculative suite: the target model; int8: the model whose quality "
+                                        "is measured; a shipped name or a path")
     draft: str = _field("shakespeare-draft", "speculative suite: the draft model, a shipped name or a path")
     speculative_k: tuple[int, ...] = _field((2, 4, 8), "speculative suite: draft lengths k to measure")
     num_beams: tuple[int, ...] = _field((2, 4, 8), "beam suite: beam widths to measure against greedy")
@@ -153,34 +162,87 @@ class BenchConfig:
 # --- what the machine allows ------------------------------------------------------------------------
 
 def measure_bandwidth(device: str | torch.device = "cpu", nbytes: int = 2**28, repeats: int = 5) -> float:
-    """Memory *read* bandwidth in GB/s: the best of ``repeats`` sums of an fp32 tensor of ``nbytes``.
+    """Memory *read* bandwidth in GB/s: the fastest of ``repeats`` streaming reads of ``nbytes`` of fp32.
 
-    A sum reads each number once and does almost no arithmetic, so it runs at the speed memory delivers,
-    which is also what bounds decoding: a decode step streams the weights once. The tensor (256 MB by
-    default) is far larger than any CPU cache, so the bytes really come from DRAM (or from HBM on a GPU).
-    The best run is kept: the others were slowed by something else, not by the memory.
+    Two reads are timed, because no single torch kernel reaches the memory's speed on every CPU: a sum
+    (reads each number once, one number out) and a matrix-vector product over the same bytes seen as a
+    (rows, 1024) matrix, which is exactly what a batch-1 decode step does to every weight matrix. On a
+    2-core Xeon the sum read 19-23 GB/s and the product 28; elsewhere the sum won. The tensor (256 MB by
+    default) is far larger than any CPU cache, so the bytes really come from DRAM (or HBM on a GPU). The
+    best run is kept: the others were slowed by something else, not by the memory. So the bound computed
+    from it is one no method should beat.
 
     >>> measure_bandwidth("cpu", nbytes=2**22, repeats=1) > 0
     True
     """
     device = torch.device(device)
     x = torch.ones(nbytes // 4, device=device)
-    x.sum()  # warm up: first touch of the pages, kernel selection
+    matrix, vector = x.view(-1, 1024), torch.ones(1024, device=device)
     best = math.inf
-    for _ in range(repeats):
-        _sync(device)
-        start = time.perf_counter()
-        x.sum()
-        _sync(device)
-        best = min(best, time.perf_counter() - start)
+    for read in (x.sum, lambda: torch.mv(matrix, vector)):
+        read()  # warm up: first touch of the pages, kernel selection
+        for _ in range(repeats):
+            _sync(device)
+            start = time.perf_counter()
+            read()
+            _sync(device)
+            best = min(best, time.perf_counter() - start)
     return nbytes / best / 1e9
 
 
-def weight_bytes(model: GPT) -> int:
-    """Bytes of weights one decode step reads: every block, the final norm and the (tied) output head.
+WEIGHT_FORMATS = {"fp32": 4, "bf16": 2, "int8": 1}  # bytes per number of a weight matrix
 
-    The position table is left out (a step reads one row of it), and the token embedding is counted once,
-    as the head, which reads all of it (the lookup reads one row).
+
+def weight_count(config: GPTConfig) -> int:
+    """How many weights one decode step reads: every block, the final norm and the (tied) output head.
+
+    Per block, with C = n_embd: the four matrices (QKV 3C×C, attention output C×C, MLP up 4C×C, MLP down
+    C×4C: 12·C² numbers), their biases (9·C) and the two layer norms (4·C). Then the final norm (2·C) and
+    the head (vocab × C), which is the token table read whole (the lookup reads one row of it). The
+    position table is left out: a step reads one row.
+
+    >>> weight_count(GPTConfig())  # GPT-2 124M: 124.4M parameters, less the 786k of the position table
+    123653376
+    """
+    C = config.n_embd
+    return config.n_layer * (12 * C * C + 13 * C) + 2 * C + config.vocab_size * C
+
+
+def decode_step_bytes(config: GPTConfig, batch_size: int = 1, context_len: int = 0, *, weights: str = "fp32",
+                      cache_bytes_per_number: int | None = None) -> int:
+    """Bytes one decode step must read: every weight once (the whole batch shares them) and the KV cache.
+
+    ``weights`` is the weights' format (``WEIGHT_FORMATS``): fp32 4 bytes a number, bf16 2, int8 1 for the
+    matrices plus one fp32 scale per output channel, with biases and norms kept in fp32. The cache holds a
+    key and a value of n_embd numbers per layer for each of the ``context_len`` positions of every row, in
+    ``cache_bytes_per_number`` (default: bf16's 2 for bf16 weights, else fp32's 4)::
+
+        bytes = weight bytes + 2 · n_layer · batch_size · context_len · n_embd · cache bytes per number
+
+    >>> decode_step_bytes(GPTConfig()) / 1e6  # GPT-2 124M, fp32, empty cache: 495 MB a token
+    494.613504
+    >>> round(decode_step_bytes(GPTConfig(), weights="int8") / 1e6, 1)  # a quarter, plus the scales
+    124.6
+    """
+    if weights not in WEIGHT_FORMATS:
+        raise ValueError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
+    for name, value in (("batch_size", batch_size), ("context_len", context_len)):
+        check_int(name, value, 1 if name == "batch_size" else 0)
+    C, L, V = config.n_embd, config.n_layer, config.vocab_size
+    matrices = L * 12 * C * C + V * C
+    if weights == "int8":
+        scales = L * 9 * C + V  # one per output channel of every matrix, the head's included
+        weight_total = matrices + 4 * (scales + weight_count(config) - matrices)
+    else:
+        weight_total = WEIGHT_FORMATS[weights] * weight_count(config)
+    if cache_bytes_per_number is None:
+        cache_bytes_per_number = 2 if weights == "bf16" else 4
+    check_int("cache_bytes_per_number", cache_bytes_per_number, 1)
+    return weight_total + 2 * L * batch_size * context_len * C * cache_bytes_per_number
+
+
+def weight_bytes(model: GPT) -> int:
+    """Bytes of weights one decode step reads, in the model's own dtype (``weight_count`` numbers).
 
     >>> round(weight_bytes(GPT(GPTConfig())) / 1e6, 1)
     494.6
@@ -189,26 +251,29 @@ def weight_bytes(model: GPT) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters()) - wpe.numel() * wpe.element_size()
 
 
-def bandwidth_bound(model: GPT, batch_size: int, prompt_len: int, new_tokens: int, bandwidth_gb_s: float) -> float:
+def bandwidth_bound(model: GPT, batch_size: int, prompt_len: int, new_tokens: int, bandwidth_gb_s: float,
+                    *, weights: str | None = None) -> float:
     """The most decode tokens/s memory bandwidth allows, for a batch of ``batch_size`` sequences.
 
-    One decode step makes one token per sequence and reads, at the least, every weight once (shared by
-    the whole batch) and each sequence's cached keys and values::
+    One decode step makes one token per sequence and reads ``decode_step_bytes``: every weight once and
+    each sequence's cached keys and values, with L the average context over the decode steps,
+    prompt_len + new_tokens / 2::
 
-        bytes per step = weight_bytes + 2 · n_layer · B · L · n_embd · (bytes per number)
         bound (tokens/s) = B · bandwidth / (bytes per step)
 
-    with L the average context over the decode steps, prompt_len + new_tokens / 2. The fraction a method
-    reaches is its tokens/s divided by this bound (a no-cache run reads far more, so it sits far below).
+    ``weights`` is the format the weights are read in (default: the model's dtype, fp32 or bf16; "int8"
+    for an int8 decoder of an fp32 model). The fraction a method reaches is its tokens/s divided by this
+    bound (a no-cache run reads far more, so it sits far below).
 
     >>> round(bandwidth_bound(GPT(GPTConfig()), 1, 16, 256, bandwidth_gb_s=24.0), 1)
     47.5
     """
-    c = model.config
+    if weights is None:
+        weights = "bf16" if model.transformer.wte.weight.dtype == torch.bfloat16 else "fp32"
     avg_len = prompt_len + new_tokens // 2
-    dtype = model.transformer.wte.weight.dtype
-    cache = KVCache.bytes_needed(c.n_layer, batch_size, avg_len, c.n_embd, dtype)
-    return batch_size * bandwidth_gb_s * 1e9 / (weight_bytes(model) + cache)
+    step = decode_step_bytes(model.config, batch_size, avg_len, weights=weights,
+                             cache_bytes_per_number=model.transformer.wte.weight.element_size())
+    return batch_size * bandwidth_gb_s * 1e9 / step
 
 
 # --- peak memory ------------------------------------------------------------------------------------
@@ -275,16 +340,21 @@ def _proc_status_kb(key: str) -> int:
 Runner = Callable[[int], torch.Tensor]  # new tokens -> ids (B, T + new)
 
 
-def _runner(method: str, model: GPT, hf_model, ids: torch.Tensor, config: BenchConfig) -> Runner:
-    """A function that generates n new tokens for the prompt ``ids`` with ``method``; EOS off, greedy."""
+def _runner(method: str, model: GPT, hf_model, ids: torch.Tensor, config: BenchConfig, dtype: str = "fp32") -> Runner:
+    """A function that generates n new tokens for the prompt ``ids`` with ``method``; EOS off, greedy.
+
+    With ``dtype="int8"``, ``model`` is the fp32 model for the fast path (it quantizes its own copy) and
+    the ``quantize_dynamic`` one for the readable loop.
+    """
     mask = torch.ones_like(ids)
     if method in ("no-cache", "cache"):
         use_cache = method == "cache"
         return lambda n: generate(model, ids, attention_mask=mask, max_new_tokens=n, use_cache=use_cache).ids
     if method == "fast":
         device = torch.device(config.device)
-        compile = device.type == "cuda" if config.compile is None else config.compile
-        decoder = FastDecoder(model, ids.size(0), ids.size(1) + config.new_tokens, compile=compile)
+        compile = device.type == "cuda" if config.compile is None and dtype != "int8" else bool(config.compile)
+        weights = "int8" if dtype == "int8" else "float"
+        decoder = FastDecoder(model, ids.size(0), ids.size(1) + config.new_tokens, compile=compile, weights=weights)
         return lambda n: decoder.generate(ids, mask, max_new_tokens=n)
 
     return lambda n: transformers_generate(hf_model, ids, n)
@@ -436,6 +506,78 @@ def cache_speedup(model: GPT, ids: torch.Tensor, new_tokens: int = 512, *, fast:
     return CacheSpeedup(cache_s, no_cache_s, no_cache_s / cache_s, torch.equal(with_cache, without))
 
 
+# --- int8 quality --------------------------------------------------------------------------------
+
+def int8_quality(config: BenchConfig) -> list[dict]:
+    """What int8 weights cost on a trained model (``config.target``), for minigpt's int8 and torch's peer.
+
+    For each int8 method (``fast``: ``FastDecoder(weights="int8")``; ``cache``: ``quantize_dynamic`` on
+    the readable model; ``transformers``: ``quantize_dynamic`` on transformers' GPT-2, when installed and
+    asked for): the held-out loss (nats/token, ``QUALITY_WINDOWS`` windows of the held-out plays) with
+    fp32 and with int8 weights; the share of greedy tokens that equal fp32's (``QUALITY_NEW_TOKENS`` after
+    each ``SPECULATIVE_PROMPTS`` prompt, position by position, each run free: once the two part ways, the
+    contexts differ and so do most later tokens); and the share of those steps where, given fp32's tokens
+    so far, int8 picks fp32's token (same context: how often int8 alone changes a pick). The fast path's
+    loss and same-context picks are those of ``quantize_model`` with the decoder's kernel: the same
+    arithmetic, as its tests check.
+    """
+    model = load_model(config.target).eval()
+    _, heldout = load_splits()
+    n = min(QUALITY_NEW_TOKENS, model.config.block_size - max(len(encode(p)) for p in SPECULATIVE_PROMPTS))
+    fp32_fast = FastDecoder(model, 1, model.config.block_size)
+    int8_fast = FastDecoder(model, 1, model.config.block_size, weights="int8")
+    variants = {"fast": (model, quantize_model(model, kernel=int8_fast.int8_kernel),
+                         lambda ids: fp32_fast.generate(ids, max_new_tokens=n),
+                         lambda ids: int8_fast.generate(ids, max_new_tokens=n)),
+                "cache": _readable_pair(model, n)}
+    if "transformers" in config.methods and _transformers_version() is not None:
+        variants["transformers"] = _transformers_pair(model, n)
+    rows = []
+    for method, (fp32, int8, decode_fp32, decode_int8) in variants.items():
+        losses = [heldout_loss(m, heldout, model.config.block_size, max_windows=QUALITY_WINDOWS) for m in (fp32, int8)]
+        matches = same_context = total = 0
+        for prompt in SPECULATIVE_PROMPTS:
+            ids = torch.tensor([encode(prompt)])
+            T = ids.size(1)
+            reference, free = decode_fp32(ids), decode_int8(ids)  # (1, T + n) each
+            with torch.inference_mode():
+                picks = int8(reference[:, :-1])[0, T - 1 :].argmax(dim=-1)  # int8's pick after fp32's tokens
+            matches += int((reference[0, T:] == free[0, T:]).sum())
+            same_context += int((reference[0, T:] == picks).sum())
+            total += n
+        kernel = f"int8 {int8_fast.int8_kernel}" if method == "fast" else "quantize_dynamic"
+        rows.append(dict(method=method, scheme=kernel, heldout_loss_fp32=losses[0], heldout_loss_int8=losses[1],
+                         loss_change=losses[1] - losses[0], greedy_match=matches / total,
+                         same_context_match=same_context / total))
+    return rows
+
+
+def _readable_pair(model: GPT, n: int) -> tuple:
+    """(fp32 model, its quantize_dynamic copy, and greedy decoders of n tokens for each)."""
+    int8 = quantize_dynamic(model)
+    return (model, int8, lambda ids: generate(model, ids, max_new_tokens=n).ids,
+            lambda ids: generate(int8, ids, max_new_tokens=n).ids)
+
+
+def _transformers_pair(model: GPT, n: int) -> tuple:
+    """The same for transformers' GPT-2 holding ``model``'s weights; the models return plain logits."""
+    hf = to_transformers(model)
+    int8 = quantize_dynamic(hf)
+    return (_LogitsOnly(hf), _LogitsOnly(int8), lambda ids: transformers_generate(hf, ids, n),
+            lambda ids: transformers_generate(int8, ids, n))
+
+
+class _LogitsOnly(torch.nn.Module):
+    """A transformers model that returns its logits tensor, as a minigpt model does (for ``heldout_loss``)."""
+
+    def __init__(self, hf_model: torch.nn.Module) -> None:
+        super().__init__()
+        self.hf_model = hf_model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.hf_model(ids).logits
+
+
 # --- speculative decoding and beam search ----------------------------------------------------------
 
 def _median_time(run: Callable[[int], object], n: int, repeats: int, device: torch.device) -> tuple[float, object]:
@@ -576,6 +718,8 @@ def _plan(config: BenchConfig, has_transformers: bool) -> tuple[list[tuple[str, 
     for d in config.dtypes:
         if d == "bf16" and not bf16_supported(config.device):
             notes.append(f"bf16 skipped: {config.device} has no native bf16 matmul")
+        elif d == "int8" and torch.device(config.device).type != "cpu":
+            notes.append(f"int8 skipped: its kernels run on CPU only, not on {config.device}")
         else:
             dtypes.append(d)
     methods = list(config.methods)
@@ -588,6 +732,11 @@ def _plan(config: BenchConfig, has_transformers: bool) -> tuple[list[tuple[str, 
     if "fast" in methods:
         notes.append("peak MB is what a run allocates above what was in use before it; the fast path's KV "
                      "cache is allocated once, when its decoder is built, so its figure leaves the cache out")
+    if "int8" in dtypes:
+        notes.append("int8: fast is FastDecoder(weights='int8'), minigpt's own per-channel int8; cache, no-cache and "
+                     "transformers are torch's quantize_dynamic on the same fp32 weights (transformers' GPT-2 "
+                     "blocks are Conv1D, which it leaves alone: only its head is int8); int8 bounds count 1 byte "
+                     "per matrix weight")
     plan = [(d, b, m) for d in dtypes for b in config.batch_sizes for m in methods
             if not (m == "no-cache" and b > config.no_cache_max_batch)]
     return plan, notes
@@ -597,7 +746,8 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict:
     """Measure everything ``config`` asks for; write the JSON and the PNG; return the report (a dict).
 
     The report holds ``config``, ``machine`` (device name, torch and transformers versions, threads),
-    ``bandwidth_gb_s``, ``results`` (the decode suite: one dict per dtype × batch size × method),
+    ``bandwidth_gb_s``, ``weight_bytes`` (per dtype, ``decode_step_bytes``), ``results`` (the decode suite:
+    one dict per dtype × batch size × method), ``int8_quality`` (with int8: ``int8_quality``'s rows),
     ``speculative`` and ``beam`` (one dict per measured setting; empty when the suite was not asked for)
     and ``notes`` (what was skipped and why). The plot shows the decode suite, when it ran.
     """
@@ -606,11 +756,13 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict:
     base = GPT(config.model_config()).eval().to(device)
     bandwidth = measure_bandwidth(device)
     results, notes = _decode_suite(config, base, bandwidth, progress) if "decode" in config.suites else ([], [])
+    int8 = "decode" in config.suites and "int8" in config.dtypes and torch.device(config.device).type == "cpu"
+    quality = int8_quality(config) if int8 else []
     speculative = _speculative_suite(config, progress) if "speculative" in config.suites else []
     beam = _beam_suite(config, base, progress) if "beam" in config.suites else []
     report = dict(config=asdict(config), machine=_machine(device), bandwidth_gb_s=bandwidth,
-                  weight_bytes={d: weight_bytes(base) // 4 * DTYPES[d].itemsize for d in config.dtypes},
-                  results=results, speculative=speculative, beam=beam, notes=notes)
+                  weight_bytes={d: decode_step_bytes(base.config, weights=d) for d in config.dtypes},
+                  results=results, int8_quality=quality, speculative=speculative, beam=beam, notes=notes)
     _write_json(report, config.out_json)
     if results:
         plot_results(report, config.figure)
@@ -627,17 +779,42 @@ def _decode_suite(config: BenchConfig, base: GPT, bandwidth: float, progress: bo
         bar.set_postfix_str(f"{method} {dtype} batch {batch}")
         if dtype not in models:  # one copy per dtype at a time: free the previous dtype's first
             models.clear()
-            model = base if dtype == "fp32" else copy.deepcopy(base).to(DTYPES[dtype])
-            models[dtype] = (model, to_transformers(model) if "transformers" in config.methods else None)
+            models[dtype] = _models(base, dtype, "transformers" in config.methods)
         model, hf_model = models[dtype]
         ids = _prompt(batch, config, device)
-        run = _runner(method, model, hf_model, ids, config)
+        run = _runner(method, base if dtype == "int8" else model, hf_model, ids, config, dtype)
         row = measure(run, batch, config.new_tokens, config.repeats, device)
-        bound = bandwidth_bound(model, batch, config.prompt_len, config.new_tokens, bandwidth)
+        bound = bandwidth_bound(base, batch, config.prompt_len, config.new_tokens, bandwidth, weights=dtype)
         results.append(dict(method=method, dtype=dtype, batch_size=batch, **row, bound_tokens_per_s=bound,
                             bound_fraction=row["decode_tokens_per_s"] / bound))
     _mark_identical(results)
     return results, notes
+
+
+def _models(base: GPT, dtype: str, with_transformers: bool) -> tuple:
+    """The readable model and transformers' (or None) for ``dtype``; int8: both through ``quantize_dynamic``."""
+    if dtype == "int8":
+        hf = to_transformers(base) if with_transformers else None
+        return quantize_dynamic(base), None if hf is None else quantize_dynamic(hf)
+    model = base if dtype == "fp32" else copy.deepcopy(base).to(DTYPES[dtype])
+    return model, to_transformers(model) if with_transformers else None
+
+
+def quantize_dynamic(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` through torch's ``quantize_dynamic``: the int8 peer a user would try first.
+
+    Every ``nn.Linear`` becomes a dynamically quantized one (int8 weights with one scale per matrix, int8
+    activations quantized on the fly, fbgemm's kernels). transformers' GPT-2 builds its blocks from
+    ``Conv1D``, which it does not touch: only that model's output head is quantized.
+
+    >>> type(quantize_dynamic(GPT(GPTConfig.from_preset("tiny"))).lm_head)
+    <class 'torch.ao.nn.quantized.dynamic.modules.linear.Linear'>
+    """
+    with warnings.catch_warnings():  # torch's deprecation notice for its quantized tensors, at every call
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions")
+        warnings.filterwarnings("ignore", message=".*torch.ao.quantization is deprecated")
+        return torch.ao.quantization.quantize_dynamic(copy.deepcopy(model).eval(), {torch.nn.Linear},
+                                                      dtype=torch.qint8)
 
 
 def _prompt(batch: int, config: BenchConfig, device: torch.device) -> torch.Tensor:
@@ -648,7 +825,9 @@ def _prompt(batch: int, config: BenchConfig, device: torch.device) -> torch.Tens
 
 def _mark_identical(results: list[dict]) -> None:
     """Set ``same_tokens_as_cache`` on each row (None where the cache row is missing); drop the ids."""
-    cache = {(r["dtype"], r["batch_size"]): r["ids"] for r in results if r["method"] == "cache"}
+    # int8 rows are two different quantizations: their agreement with fp32 is int8_quality's job
+    cache = {(r["dtype"], r["batch_size"]): r["ids"] for r in results
+             if r["method"] == "cache" and r["dtype"] != "int8"}
     for r in results:
         ref = cache.get((r["dtype"], r["batch_size"]))
         r["same_tokens_as_cache"] = None if ref is None else torch.equal(r["ids"].cpu(), ref.cpu())
@@ -698,6 +877,8 @@ def format_table(report: dict) -> str:
     memory read bandwidth: 24.0 GB/s
     """
     lines = _decode_table(report["results"]) if report["results"] else []
+    if report.get("int8_quality"):
+        lines += _quality_table(report["int8_quality"], report["config"])
     if report.get("speculative"):
         lines += _speculative_table(report["speculative"], report["config"])
     if report.get("beam"):
@@ -717,6 +898,20 @@ def _decode_table(results: list[dict]) -> list[str]:
         lines.append(f"{r['method']:<13} {r['dtype']:<5} {r['batch_size']:>6} {r['ttft_ms']:>15.1f} "
                      f"{r['decode_tokens_per_s']:>13.1f} {r['bound_fraction']:>9.0%} {peak:>8}  "
                      f"{YES_NO[r['same_tokens_as_cache']]}")
+    return lines
+
+
+def _quality_table(rows: list[dict], config: dict) -> list[str]:
+    """Rows of ``int8_quality``: each int8 method's held-out loss against fp32's and its greedy agreement."""
+    lines = ["", f"int8 quality on {config['target']}: held-out loss (nats/token, {QUALITY_WINDOWS} windows); greedy "
+                 f"tokens equal to fp32's ({len(SPECULATIVE_PROMPTS)} prompts, {QUALITY_NEW_TOKENS} tokens each), run "
+                 "free and given fp32's tokens so far",
+             f"{'method':<13} {'int8 scheme':<17} {'fp32 loss':>9} {'int8 loss':>9} {'change':>7} {'greedy match':>13} "
+             f"{'same context':>13}"]
+    for r in rows:
+        lines.append(f"{r['method']:<13} {r['scheme']:<17} {r['heldout_loss_fp32']:>9.3f} "
+                     f"{r['heldout_loss_int8']:>9.3f} {r['loss_change']:>+7.3f} {r['greedy_match']:>13.1%} "
+                     f"{r['same_context_match']:>13.1%}")
     return lines
 
 
@@ -750,46 +945,85 @@ def _beam_table(rows: list[dict]) -> list[str]:
 
 
 def plot_results(report: dict, path: str | Path) -> Path:
-    """Decode tokens/s and time to first token against batch size, one line per method and dtype.
+    """Decode tokens/s and time to first token of every method and dtype, with the bandwidth bounds.
 
-    The dashed lines are the bandwidth bounds. Written as a PNG to ``path``.
+    With several batch sizes: one line per method and dtype against batch size (log axes where the values
+    span more than a factor of 10). With one: bars, and each dtype's bound as a horizontal line. Written as
+    a PNG to ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig = Figure(figsize=(11, 4.5))  # a bare Figure renders with Agg and leaves pyplot's state alone
     speed, first = fig.subplots(1, 2)
-    colour = {m: f"C{i}" for i, m in enumerate(METHODS)}  # a colour per method, a line style per dtype
-    style = {"fp32": "-", "bf16": "--"}
-    series, bounds = {}, {}
-    for r in report["results"]:
-        series.setdefault((r["method"], r["dtype"]), []).append(r)
-        bounds.setdefault(r["dtype"], {})[r["batch_size"]] = r["bound_tokens_per_s"]
-    for (method, dtype), rows in series.items():
-        batches, kw = [r["batch_size"] for r in rows], dict(color=colour[method], ls=style[dtype], marker="o")
-        speed.plot(batches, [r["decode_tokens_per_s"] for r in rows], label=f"{method} {dtype}", **kw)
-        first.plot(batches, [r["ttft_ms"] for r in rows], label=f"{method} {dtype}", **kw)
-    for dtype, by_batch in bounds.items():
-        batches = sorted(by_batch)
-        speed.plot(batches, [by_batch[b] for b in batches], color="k", ls=style[dtype], lw=1, alpha=0.5,
-                   label=f"bandwidth bound {dtype}")
+    rows = report["results"]
+    if len({r["batch_size"] for r in rows}) == 1:
+        _plot_bars(speed, first, rows)
+    else:
+        _plot_lines(speed, first, rows)
     c = report["config"]
-    for ax, ylabel in ((speed, "decode tokens/s (all rows)"), (first, "time to first token (ms)")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xticks(sorted({r["batch_size"] for r in report["results"]}))
-        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 2000, not 2 x 10^3
-        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))  # labels only when few decades
-        ax.set_xlabel("batch size")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3, which="both")
-    speed.legend(fontsize=8)
     fig.suptitle(f"{c['preset']} on {report.get('machine', {}).get('name', c['device'])}: "
                  f"{c['prompt_len']}-token prompt, {c['new_tokens']} new tokens, greedy")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
+
+
+COLOURS = {m: f"C{i}" for i, m in enumerate(METHODS)}  # a colour per method
+LINE_STYLES = {"fp32": "-", "bf16": "--", "int8": ":"}  # a line style per dtype (bars: a hatch)
+HATCHES = {"fp32": "", "bf16": "//", "int8": ".."}
+
+
+def _plot_bars(speed, first, rows: list[dict]) -> None:
+    """One batch size: a bar per method and dtype; each dtype's bound a dashed line across the speed panel."""
+    labels = [f"{r['method']}\n{r['dtype']}" for r in rows]
+    for ax, key, ylabel in ((speed, "decode_tokens_per_s", "decode tokens/s (all rows)"),
+                            (first, "ttft_ms", "time to first token (ms)")):
+        ax.bar(labels, [r[key] for r in rows], color=[COLOURS[r["method"]] for r in rows],
+               hatch=[HATCHES[r["dtype"]] for r in rows], edgecolor="white")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, axis="y")
+        ax.tick_params(axis="x", labelsize=8)
+    bounds = {r["dtype"]: r["bound_tokens_per_s"] for r in rows}
+    for dtype, bound in bounds.items():
+        speed.axhline(bound, color="k", ls=LINE_STYLES[dtype], lw=1, alpha=0.6,
+                      label=f"bandwidth bound {dtype}: {bound:.0f} tokens/s")
+    speed.set_ylim(0, 1.1 * max([*bounds.values(), *(r["decode_tokens_per_s"] for r in rows)]))
+    speed.legend(fontsize=8, loc="upper left")
+    speed.set_title(f"batch size {rows[0]['batch_size']}", fontsize=10)
+
+
+def _plot_lines(speed, first, rows: list[dict]) -> None:
+    """Several batch sizes: a line per method and dtype against batch size; the bounds in thin black."""
+    series, bounds = {}, {}
+    for r in rows:
+        series.setdefault((r["method"], r["dtype"]), []).append(r)
+        bounds.setdefault(r["dtype"], {})[r["batch_size"]] = r["bound_tokens_per_s"]
+    for (method, dtype), group in series.items():
+        batches = [r["batch_size"] for r in group]
+        kw = dict(color=COLOURS[method], ls=LINE_STYLES[dtype], marker="o", label=f"{method} {dtype}")
+        speed.plot(batches, [r["decode_tokens_per_s"] for r in group], **kw)
+        first.plot(batches, [r["ttft_ms"] for r in group], **kw)
+    for dtype, by_batch in bounds.items():
+        batches = sorted(by_batch)
+        speed.plot(batches, [by_batch[b] for b in batches], color="k", ls=LINE_STYLES[dtype], lw=1, alpha=0.5,
+                   label=f"bandwidth bound {dtype}")
+    for ax, key, ylabel in ((speed, "decode_tokens_per_s", "decode tokens/s (all rows)"),
+                            (first, "ttft_ms", "time to first token (ms)")):
+        values = [r[key] for r in rows] + ([b for d in bounds.values() for b in d.values()] if ax is speed else [])
+        ax.set_xscale("log", base=2)
+        if max(values) > 10 * min(values):  # a log axis only where the values span a decade or more
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False))  # labels only when few decades
+        else:
+            ax.set_ylim(0, 1.1 * max(values))
+        ax.set_xticks(sorted({r["batch_size"] for r in rows}))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 2000, not 2 x 10^3
+        ax.set_xlabel("batch size")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+    speed.legend(fontsize=8)
 
 
 # --- the command line ---------------------------------------------------------------------------------

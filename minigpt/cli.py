@@ -2,11 +2,13 @@
 
     minigpt generate "ROMEO:"                      # sample a continuation from the default model
     minigpt generate "ROMEO:" --temperature 0      # greedy
+    minigpt generate "ROMEO:" --weights int8       # int8 weights: a quarter of the bytes per token
     minigpt generate "Hello" --model gpt2          # OpenAI's GPT-2 (needs the hub extra and a network)
     minigpt train --max-steps 2000                 # train on the Shakespeare corpus
     minigpt bench                                  # decoding speed, side by side
     minigpt explore "ROMEO:" --out explore.html    # a page that replays 20 steps, with the decoding sliders
     minigpt export shakespeare --to hf out/        # a directory transformers loads (GPT2LMHeadModel)
+    minigpt export shakespeare --to gguf out.gguf  # one file llama.cpp runs (llama-cli -m out.gguf -p "ROMEO:")
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from minigpt import bench, train
 from minigpt.checkpoint import HUB_REPOS, load_model, shipped_models
 from minigpt.checks import check_device, check_int
 from minigpt.explore import check_page_path, decoding_settings, export_page
-from minigpt.export import check_out_dir, export_hf
+from minigpt.export import GGUF_DTYPES, check_out_dir, check_out_file, export_gguf, export_hf
 from minigpt.generate import DecodingSettings, stream
+from minigpt.quantize import quantize_model
 from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, encode
 
 DEFAULT_MODEL = "shakespeare"
@@ -69,6 +72,9 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--max-new-tokens", type=int, default=100, help="how many tokens to add (default 100)")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling: same seed, same text")
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda, cuda:1 or mps (default cpu)")
+    p.add_argument("--weights", choices=["float", "int8"], default="float",
+                   help="int8: every matrix in int8, one scale per output channel (CPU; a quarter of the bytes "
+                   "per token, see chapter 12); default float, the checkpoint's own")
     p.add_argument("--temperature", type=float, default=0.8, help="<1 sharpens, >1 flattens; 0 = greedy")
     p.add_argument("--top-k", type=int, default=50, help="sample only among the k most likely tokens; 0 = off")
     p.add_argument("--top-p", type=float, default=None, help="nucleus: smallest set with probability >= p")
@@ -198,7 +204,11 @@ def _run_generate(args: argparse.Namespace) -> int:
         sequence_bias=dict(args.bias) if args.bias else None,
     )
     DecodingSettings(**settings)  # a bad option fails here, before the model is loaded
+    if args.weights == "int8" and args.device.type != "cpu":
+        raise ValueError(f"--weights int8 runs on CPU only (its kernels are CPU kernels), got --device {args.device}")
     model = load_model(args.model, device=args.device)
+    if args.weights == "int8":
+        model = quantize_model(model)  # the fast int8 kernel for this CPU, timed (minigpt.quantize)
     pieces = stream(model, args.prompt, seed=args.seed, **settings)
     print(args.prompt, end="", flush=True)
     for _, piece in pieces:
@@ -257,10 +267,11 @@ def _run_explore(args: argparse.Namespace) -> int:
 def _add_export(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "export",
-        help="write a model in another library's format: --to hf for Hugging Face transformers",
-        description="Write MODEL to OUT_DIR in the format of another library. --to hf: a directory that "
-        "transformers loads offline with GPT2LMHeadModel.from_pretrained and AutoTokenizer.from_pretrained "
-        "(config.json, model.safetensors, and GPT-2's tokenizer files made from minigpt's own copy).",
+        help="write a model in another tool's format: --to hf (transformers) or --to gguf (llama.cpp)",
+        description="Write MODEL in the format of another tool. --to hf: a directory OUT that transformers "
+        "loads offline with GPT2LMHeadModel.from_pretrained and AutoTokenizer.from_pretrained (config.json, "
+        "model.safetensors, and GPT-2's tokenizer files made from minigpt's own copy). --to gguf: one file OUT "
+        "that llama.cpp runs (architecture gpt2, the tokenizer inside), in f32 or f16 (--dtype).",
     )
     p.add_argument(
         "model",
@@ -268,9 +279,12 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
         help=f"a shipped model ({', '.join(shipped_models()) or 'none installed'}), a checkpoint directory, "
         f"a model.safetensors file, or a GPT-2 name to download ({', '.join(HUB_REPOS)})",
     )
-    p.add_argument("--to", required=True, choices=["hf"], help="the format: hf (Hugging Face transformers)")
-    p.add_argument("out_dir", metavar="OUT_DIR", help="the directory to write; new or empty unless --overwrite")
-    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in OUT_DIR")
+    p.add_argument("--to", required=True, choices=["hf", "gguf"],
+                   help="the format: hf (Hugging Face transformers) or gguf (llama.cpp)")
+    p.add_argument("out", metavar="OUT", help="--to hf: the directory to write, new or empty; --to gguf: the "
+                   "file to write, new (either may be replaced with --overwrite)")
+    p.add_argument("--dtype", choices=GGUF_DTYPES, help="--to gguf only: f32 (default) or f16 matrices")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export at OUT")
     p.set_defaults(run=_run_export)
 
 
@@ -280,10 +294,22 @@ def _run_export(args: argparse.Namespace) -> int:
             f"MODEL {args.model!r} is neither a shipped model ({', '.join(shipped_models()) or 'none installed'}), "
             f"nor an existing checkpoint path, nor a GPT-2 name ({', '.join(HUB_REPOS)})"
         )
-    check_out_dir(args.out_dir, overwrite=args.overwrite)  # a bad OUT_DIR fails before the model is loaded
-    out = export_hf(load_model(args.model), args.out_dir, overwrite=args.overwrite)
-    print(f"wrote {out}: load it with transformers.GPT2LMHeadModel.from_pretrained({str(out)!r}) "
-          f"and AutoTokenizer.from_pretrained({str(out)!r})")
+    # a bad OUT fails before the model is loaded
+    if args.to == "hf":
+        if args.dtype is not None:
+            raise ValueError(f"--dtype applies to --to gguf only (--to hf writes the model's float32), "
+                             f"got --dtype {args.dtype}")
+        check_out_dir(args.out, overwrite=args.overwrite)
+        out = export_hf(load_model(args.model), args.out, overwrite=args.overwrite)
+        print(f"wrote {out}: load it with transformers.GPT2LMHeadModel.from_pretrained({str(out)!r}) "
+              f"and AutoTokenizer.from_pretrained({str(out)!r})")
+        return 0
+    check_out_file(args.out, overwrite=args.overwrite)
+    name = Path(args.model).stem if Path(args.model).exists() else args.model
+    out = export_gguf(load_model(args.model), args.out, dtype=args.dtype or "f32", name=name,
+                      overwrite=args.overwrite)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): run it with llama.cpp, "
+          f"llama-cli -m {out} -p \"ROMEO:\" -no-cnv (llama-completion in newer builds)")
     return 0
 
 

@@ -1,9 +1,12 @@
-"""Take a minigpt model elsewhere: a Hugging Face transformers directory, with GPT-2's tokenizer files.
+"""Take a minigpt model elsewhere: a Hugging Face transformers directory, or a GGUF file for llama.cpp.
 
 ``export_hf`` writes what ``GPT2LMHeadModel.from_pretrained`` and ``AutoTokenizer.from_pretrained`` read,
 offline: ``config.json`` with GPT-2's fields, ``model.safetensors`` in GPT-2's ``Conv1D`` layout (the
 exact inverse of what ``checkpoint.load_model`` does to such a directory, so it loads back bit for bit),
 and the tokenizer files, generated from the shipped tiktoken ranks rather than downloaded.
+
+``export_gguf`` writes one GGUF file of llama.cpp's ``gpt2`` architecture, with the tokenizer inside it
+(the same tokens and merges), through the ``gguf`` package, the format's own writer.
 
 >>> import tempfile
 >>> from minigpt.model import GPT, GPTConfig
@@ -22,6 +25,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import save_file
 
@@ -29,6 +33,16 @@ from minigpt.checkpoint import CONFIG_NAME, CONV1D_SUFFIXES, HF_KEYS, WEIGHTS_NA
 from minigpt.model import GPT
 from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, VOCAB_SIZE, gpt2_encoding
 
+GGUF_DTYPES = ("f32", "f16")
+# minigpt's (= GPT-2's) tensor names → llama.cpp's; lm_head is left out: llama.cpp ties it to token_embd too
+GGUF_NAMES = {
+    "transformer.wte.weight": "token_embd.weight",
+    "transformer.wpe.weight": "position_embd.weight",
+    "transformer.ln_f.weight": "output_norm.weight",
+    "transformer.ln_f.bias": "output_norm.bias",
+}
+GGUF_BLOCK_NAMES = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output",
+                    "ln_2": "ffn_norm", "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
 HF_FILES = (CONFIG_NAME, WEIGHTS_NAME, "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
             "special_tokens_map.json")
 
@@ -47,13 +61,7 @@ def export_hf(model: GPT, out_dir: str | Path, *, overwrite: bool = False) -> Pa
     >>> json.loads((out / "config.json").read_text())["n_positions"]
     128
     """
-    if not isinstance(model, GPT):
-        raise TypeError(f"model must be a minigpt GPT, got {type(model).__name__}")
-    if model.config.vocab_size != VOCAB_SIZE:
-        raise ValueError(
-            f"model.config.vocab_size must be {VOCAB_SIZE} (GPT-2's tokenizer, the one exported), "
-            f"got {model.config.vocab_size}"
-        )
+    _check_exportable(model)
     out = check_out_dir(out_dir, overwrite=overwrite)
     staging = Path(tempfile.mkdtemp(dir=out, prefix=".export-"))
     try:
@@ -192,14 +200,33 @@ def _bpe(token: bytes, ranks: dict[bytes, int], below: int) -> list[bytes]:
         pieces[i : i + 2] = [pieces[i] + pieces[i + 1]]
 
 
+def gpt2_vocab() -> dict[str, int]:
+    """Every token spelled in GPT-2's stand-in characters → its id, ``<|endoftext|>`` last: vocab.json.
+
+    >>> vocab = gpt2_vocab()
+    >>> len(vocab), vocab["ĠRomeo"], vocab["<|endoftext|>"]
+    (50257, 43989, 50256)
+    """
+    chars = byte_to_unicode()
+    vocab = {_as_text(token, chars): rank for token, rank in sorted(_ranks().items(), key=lambda item: item[1])}
+    return vocab | {EOT_TOKEN: EOT_TOKEN_ID}
+
+
+def gpt2_merges() -> list[str]:
+    """The merges as merges.txt (and GGUF) spell them: the two halves split by a space, in priority order.
+
+    No token holds a space (it became ``"Ġ"``), so the split is never ambiguous.
+
+    >>> gpt2_merges()[:2]
+    ['Ġ t', 'Ġ a']
+    """
+    chars = byte_to_unicode()
+    return [f"{_as_text(a, chars)} {_as_text(b, chars)}" for a, b in bpe_merges()]
+
+
 def _write_tokenizer(out: Path, max_length: int) -> None:
     """vocab.json + merges.txt (the slow GPT2Tokenizer), tokenizer.json (the fast one), and their settings."""
-    chars = byte_to_unicode()
-    ranks = _ranks()
-    vocab = {_as_text(token, chars): rank for token, rank in sorted(ranks.items(), key=lambda item: item[1])}
-    vocab[EOT_TOKEN] = EOT_TOKEN_ID
-    # one merge a line, its two halves split by a space: no token holds one, the space became "Ġ"
-    merges = [f"{_as_text(a, chars)} {_as_text(b, chars)}" for a, b in bpe_merges()]
+    vocab, merges = gpt2_vocab(), gpt2_merges()
     _write_json(out / "vocab.json", vocab)
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
@@ -237,3 +264,139 @@ def _as_text(piece: bytes, chars: dict[int, str]) -> str:
 
 def _write_json(path: Path, data: dict) -> None:
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# --- GGUF (llama.cpp) -------------------------------------------------------------------------------
+
+def export_gguf(model: GPT, out_file: str | Path, *, dtype: str = "f32", name: str = "minigpt",
+                overwrite: bool = False) -> Path:
+    """Write ``model`` and GPT-2's tokenizer to the GGUF file ``out_file`` (llama.cpp's ``gpt2``); return its path.
+
+    ``dtype`` is ``"f32"`` or ``"f16"``; with ``"f16"`` the matrices are stored in half precision and the
+    norms and biases stay f32, as llama.cpp's own converter does (they are tiny, and ggml adds them in
+    f32). ``out_file`` is checked first (``check_out_file``). The file is written under a temporary name
+    next to it and renamed at the end, so a failure never leaves a partial file behind.
+
+    >>> import tempfile
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> path = export_gguf(GPT(GPTConfig.from_preset("tiny")), f"{tempfile.mkdtemp()}/tiny.gguf", dtype="f16")
+    >>> path.name, path.stat().st_size > 0
+    ('tiny.gguf', True)
+    """
+    import gguf  # the format's writer; imported here so that the rest of minigpt does not need it
+
+    _check_exportable(model)
+    if dtype not in GGUF_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(GGUF_DTYPES)}, got {dtype!r}")
+    out = check_out_file(out_file, overwrite=overwrite)
+    fd, staging = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        writer = gguf.GGUFWriter(staging, "gpt2")
+        _add_gguf_metadata(writer, model, dtype, name)
+        for tensor_name, array in gguf_tensors(model, dtype).items():
+            writer.add_tensor(tensor_name, array)
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        os.replace(staging, out)
+    finally:
+        Path(staging).unlink(missing_ok=True)
+    return out
+
+
+def check_out_file(out_file: str | Path, *, overwrite: bool = False) -> Path:
+    """Make sure ``out_file`` can be written: not a directory, new unless ``overwrite``, in a writable folder.
+
+    The folder is created if needed. The command line calls it before loading the model.
+
+    >>> import tempfile
+    >>> check_out_file(f"{tempfile.mkdtemp()}/new/model.gguf").parent.is_dir()
+    True
+    """
+    out = Path(out_file)
+    if out.is_dir():
+        raise ValueError(f"out_file={str(out_file)!r} is a directory; give the path of the .gguf file to write")
+    if out.exists() and not overwrite:
+        raise ValueError(f"out_file={str(out_file)!r} exists: pass --overwrite (overwrite=True) to replace it, "
+                         "or choose another path")
+    nearest = next(p for p in out.absolute().parents if p.exists())  # the deepest part of the path there now
+    if not nearest.is_dir():
+        raise ValueError(f"out_file={str(out_file)!r} is not in a writable directory ({nearest} is a file)")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out.parent).close()
+    except OSError as e:
+        raise ValueError(f"out_file={str(out_file)!r} is not in a writable directory ({e.strerror})") from e
+    return out
+
+
+def gguf_tensors(model: GPT, dtype: str = "f32") -> dict[str, np.ndarray]:
+    """``model``'s tensors under llama.cpp's names, as numpy arrays in the order they are written.
+
+    Matrices keep nn.Linear's (out, in) shape: GGUF lists dimensions innermost first, so llama.cpp reads
+    (in, out), the layout its ``ggml_mul_mat`` wants. With ``dtype="f16"`` only the matrices (ndim 2) are
+    halved.
+
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> tensors = gguf_tensors(GPT(GPTConfig.from_preset("tiny")), "f16")
+    >>> qkv = tensors["blk.0.attn_qkv.weight"]
+    >>> qkv.shape, qkv.dtype, tensors["blk.0.attn_qkv.bias"].dtype
+    ((192, 64), dtype('float16'), dtype('float32'))
+    """
+    arrays = {}
+    for ours, tensor in model.state_dict().items():
+        if ours == "lm_head.weight":
+            continue  # tied: llama.cpp falls back to token_embd.weight when output.weight is absent
+        array = tensor.detach().cpu().float().numpy()
+        arrays[gguf_name(ours)] = array.astype(np.float16) if dtype == "f16" and array.ndim == 2 else array
+    return arrays
+
+
+def gguf_name(name: str) -> str:
+    """llama.cpp's name for one of minigpt's tensors.
+
+    >>> gguf_name("transformer.h.3.mlp.c_fc.weight"), gguf_name("transformer.wte.weight")
+    ('blk.3.ffn_up.weight', 'token_embd.weight')
+    """
+    if name in GGUF_NAMES:
+        return GGUF_NAMES[name]
+    _, _, layer, rest = name.split(".", 3)  # transformer.h.<layer>.<module>.<weight|bias>
+    module, kind = rest.rsplit(".", 1)
+    return f"blk.{layer}.{GGUF_BLOCK_NAMES[module]}.{kind}"
+
+
+def _add_gguf_metadata(writer, model: GPT, dtype: str, name: str) -> None:
+    """The hyperparameters llama.cpp's ``gpt2`` reads, and the tokenizer: GPT-2's BPE, no BOS added."""
+    import gguf
+
+    config = model.config
+    writer.add_name(name)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32)
+    writer.add_context_length(config.block_size)
+    writer.add_embedding_length(config.n_embd)
+    writer.add_feed_forward_length(4 * config.n_embd)
+    writer.add_block_count(config.n_layer)
+    writer.add_head_count(config.n_head)
+    writer.add_layer_norm_eps(model.transformer.ln_f.eps)
+    writer.add_tokenizer_model("gpt2")  # byte-level BPE
+    writer.add_tokenizer_pre("gpt-2")  # GPT-2's split pattern before the merges
+    vocab = gpt2_vocab()
+    writer.add_token_list(list(vocab))  # in id order: the dict was built by rank
+    writer.add_token_types([gguf.TokenType.CONTROL if i == EOT_TOKEN_ID else gguf.TokenType.NORMAL
+                            for i in vocab.values()])
+    writer.add_token_merges(gpt2_merges())
+    writer.add_bos_token_id(EOT_TOKEN_ID)
+    writer.add_eos_token_id(EOT_TOKEN_ID)
+    writer.add_add_bos_token(False)  # GPT-2 never saw a BOS before a prompt: "ROMEO:" must stay as it is
+
+
+def _check_exportable(model: object) -> None:
+    if not isinstance(model, GPT):
+        raise TypeError(f"model must be a minigpt GPT, got {type(model).__name__}")
+    if model.config.vocab_size != VOCAB_SIZE:
+        raise ValueError(
+            f"model.config.vocab_size must be {VOCAB_SIZE} (GPT-2's tokenizer, the one exported), "
+            f"got {model.config.vocab_size}"
+        )

@@ -5,16 +5,18 @@ matters; it changes *how* the numbers are computed, never *which* token is picke
 greedy tokens are identical). What each trick buys (measured on a quiet 2-core AVX-512 CPU, GPT-2 124M
 shape, fp32, 16-token prompt, 32 new tokens; tokens/s include the prefill):
 
-- **A matmul that streams the weights at memory speed, on CPU.** A batch-1 decode step multiplies one
-  row by every weight matrix, ~0.5 GB of them, so it is bound by how fast the weights come from memory
-  (a plain sum reads ~36 GB/s there). Through MKL, ``F.linear`` over nn.Linear's (out, in) matrices reads
-  ~14 GB/s; over the same values stored (in, out) (OpenAI's ``Conv1D`` layout, which transformers keeps
-  for the blocks but not for its head) ~20 GB/s; oneDNN's inner-product kernel (the one
-  ``torch.compile``'s CPU freezing pass picks) reads ~24-31 GB/s from the (out, in) layout. End to end:
-  the readable loop 24 tokens/s, this path with MKL and the (in, out) layout 34, with oneDNN 45;
-  transformers' ``generate`` 27. At batch 8: 106, 101, 192 and 95. oneDNN runs bf16 and fp16 only on CPUs
-  that have them in hardware (AVX512-BF16, AVX512-FP16, AMX); ``choose_matmul`` asks the CPU
-  (``onednn_supports``) and falls back to the (in, out) layout elsewhere. See ``matmul`` in ``FastDecoder``.
+- **A matmul that streams the weights at memory speed, on CPU, chosen by timing it.** A batch-1 decode step
+  multiplies one row by every weight matrix, ~0.5 GB of them, so it is bound by how fast the weights
+  come from memory (chapter 12). Which kernel streams fastest depends on the CPU and the matrix: on an
+  AMD EPYC (AVX-512) oneDNN's inner product (the kernel ``torch.compile``'s CPU freezing pass picks) read
+  24-31 GB/s where MKL's ``F.linear`` read ~14; on a 2-core Xeon (AVX-512) it was the other way round at
+  batch 1 for the block matrices (oneDNN 17-23 GB/s, MKL 24-42), while oneDNN kept the 50,257-row head and
+  batch 8. So ``matmul="auto"`` times both on the decoder's own matrices, per matrix shape, once per
+  batch size (``FastDecoder._tuned_linear``). oneDNN runs bf16 and fp16 only on CPUs that have them in
+  hardware (AVX512-BF16, AVX512-FP16, AMX); ``choose_matmul`` asks the CPU (``onednn_supports``) and
+  falls back to BLAS over the (in, out) layout elsewhere.
+- **int8 weights** (``weights="int8"``): a quarter of the bytes per token, one scale per output channel
+  (``minigpt.quantize``), through fbgemm's int8 kernels where the CPU runs them.
 - **A KV cache allocated once** (``minigpt.kv_cache.KVCache``), sized for the largest batch and length:
   no tensor grows while decoding and memory is known up front.
 - **Logits for the last position only**: prefill projects one row per sequence onto the 50257-word
@@ -40,6 +42,7 @@ torch.Size([1, 7])
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -51,9 +54,12 @@ from minigpt.checks import check_choice
 from minigpt.generate import PAD_TOKEN_ID, as_eos_ids, check_id_prompt, make_generator
 from minigpt.kv_cache import KVCache
 from minigpt.model import GPT
+from minigpt.quantize import Int8Linear, choose_int8_kernel
 
 EOS_CHECK_EVERY = 16  # with EOS on: steps between the (host-syncing) checks that every row has finished
 MATMULS = ("auto", "onednn", "blas-in-out", "blas")
+WEIGHTS = ("float", "int8")  # float: the decoder's dtype; int8: Int8Linear matrices, float32 activations
+TUNE_REPEATS = 3  # timed passes over every matrix per candidate kernel, when "auto" picks by measurement
 DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)  # BLAS runs all; oneDNN: onednn_supports
 # oneDNN's own answer to "does this CPU have the instructions for an inner product in this dtype?"
 _ONEDNN_PROBES = {torch.bfloat16: ("bf16", "_is_mkldnn_bf16_supported"),
@@ -68,6 +74,11 @@ def onednn_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = Non
     True
     """
     return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+
+
+def _kernels() -> dict[str, Callable]:
+    """The matmuls "auto" times against each other on CPU; both read nn.Linear's (out, in) layout."""
+    return {"onednn": onednn_linear, "blas": F.linear}
 
 
 def in_out_layout(w: torch.Tensor) -> torch.Tensor:
@@ -122,6 +133,20 @@ def _check_dtype(dtype: object, *, none_ok: bool = False) -> None:
         raise ValueError(f"dtype must be {allowed}, got {dtype!r}")
 
 
+def _check_int8(weights: object, device: torch.device, dtype: torch.dtype, compile: bool, matmul: str) -> None:
+    """Raise unless ``weights`` is one of ``WEIGHTS`` and, for "int8", the rest of the decoder allows it."""
+    check_choice("weights", weights, WEIGHTS)
+    if weights != "int8":
+        return
+    problems = ((device.type != "cpu", f"int8 weights run on CPU only, got device {device.type!r}"),
+                (dtype != torch.float32, f"int8 weights compute in float32, got dtype={dtype}"),
+                (compile, "int8 weights cannot be compiled (torch.compile has no int8 kernels here)"),
+                (matmul != "auto", f"int8 weights bring their own kernel (int8_kernel=), got matmul={matmul!r}"))
+    for wrong, why in problems:
+        if wrong:
+            raise ValueError(f"weights='int8': {why}")
+
+
 def _check_bool(name: str, value: object, *, none_ok: bool = False) -> None:
     """Raise unless ``value`` is True or False (or None, with ``none_ok``): 1, "no" and tensors are not."""
     if not (isinstance(value, bool) or (none_ok and value is None)):
@@ -133,11 +158,13 @@ def choose_matmul(
 ) -> str:
     """Resolve ``"auto"`` to the matmul that runs ``dtype`` fastest on ``device``; refuse one that cannot run.
 
-    On CPU, ``"auto"`` is oneDNN where it has an inner product for ``dtype`` on this CPU (``onednn_supports``:
-    fp32 wherever the build has oneDNN, bf16 and fp16 only with hardware support) and nothing is compiled,
-    else BLAS over the (in, out) layout (under ``compile``, whose CPU backend brings its own matmuls, too);
-    on GPUs it is ``"blas"``. An explicit ``"onednn"`` that cannot run is a ``ValueError`` that names what
-    is missing, here rather than as a oneDNN error at the first matmul.
+    On CPU, ``"auto"`` is ``"tuned"`` where oneDNN has an inner product for ``dtype`` on this CPU
+    (``onednn_supports``: fp32 wherever the build has oneDNN, bf16 and fp16 only with hardware support) and
+    nothing is compiled: the decoder then times oneDNN against BLAS on its own weights, at each batch size
+    on first use, and keeps the faster (which one wins differs from CPU to CPU, and between batch 1 and
+    batch 8). Elsewhere it is BLAS over the (in, out) layout (under ``compile``, whose CPU backend brings
+    its own matmuls, too); on GPUs it is ``"blas"``. An explicit ``"onednn"`` that cannot run is a
+    ``ValueError`` that names what is missing, here rather than as a oneDNN error at the first matmul.
 
     >>> choose_matmul("auto", torch.device("cuda"))
     'blas'
@@ -158,7 +185,7 @@ def choose_matmul(
         raise ValueError(f"matmul='onednn' cannot run here: {_onednn_lacks(dtype)}; "
                          "use matmul='auto' or 'blas-in-out'")
     if matmul == "auto":
-        return "onednn" if not compile and onednn_supports(dtype) else "blas-in-out"
+        return "tuned" if not compile and onednn_supports(dtype) else "blas-in-out"
     return matmul
 
 
@@ -178,17 +205,20 @@ def _copy(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.detach().to(dtype, copy=True)
 
 
-def _block_weights(block: torch.nn.Module, dtype: torch.dtype, layout: Callable) -> _BlockWeights:
+def _block_weights(block: torch.nn.Module, dtype: torch.dtype, matrix: Callable) -> _BlockWeights:
+    """One block's norms copied in ``dtype``; each linear layer as ``matrix(layer)`` makes it."""
     def norm(m):
         return _copy(m.weight, dtype), _copy(m.bias, dtype)
 
-    def linear(m):
-        return layout(_copy(m.weight, dtype)), _copy(m.bias, dtype)
-
     return _BlockWeights(
-        norm(block.ln_1), linear(block.attn.c_attn), linear(block.attn.c_proj),
-        norm(block.ln_2), linear(block.mlp.c_fc), linear(block.mlp.c_proj),
+        norm(block.ln_1), matrix(block.attn.c_attn), matrix(block.attn.c_proj),
+        norm(block.ln_2), matrix(block.mlp.c_fc), matrix(block.mlp.c_proj),
     )
+
+
+def _int8_linear(x: torch.Tensor, layer: Int8Linear) -> torch.Tensor:
+    """The int8 decoder's matmul: each matrix is an ``Int8Linear`` holding its own scales and bias."""
+    return layer(x)
 
 
 class FastDecoder:
@@ -211,10 +241,19 @@ class FastDecoder:
     ``matmul`` picks the kernel of every weight matrix (see the module docstring for what each buys):
     ``"onednn"`` (CPU: oneDNN's inner product over nn.Linear's (out, in) layout), ``"blas-in-out"`` (CPU:
     ``F.linear`` over weights stored (in, out)), ``"blas"`` (``F.linear`` over nn.Linear's layout, the
-    readable model's way), or ``"auto"``: oneDNN where this CPU has it for ``dtype`` (fp32 wherever torch
-    has oneDNN; bf16 and fp16 only with AVX512-BF16/FP16 or AMX, as ``onednn_supports`` asks) and nothing is
-    compiled, else ``"blas-in-out"``; ``"blas"`` on GPUs. ``"onednn"`` where it cannot run is a ValueError.
+    readable model's way), or ``"auto"``: where this CPU's oneDNN has ``dtype`` (fp32 wherever torch has
+    oneDNN; bf16 and fp16 only with AVX512-BF16/FP16 or AMX, as ``onednn_supports`` asks) and nothing is
+    compiled, ``"tuned"``: oneDNN or BLAS per matrix shape, whichever was faster when timed on the first
+    call of each batch size (``self.tuned`` shows the choice; pass a kernel by name for bit-identical
+    runs from one process to the next); else ``"blas-in-out"``; ``"blas"`` on GPUs. ``"onednn"`` where it
+    cannot run is a ValueError.
     ``dtype`` is one of ``DTYPES`` (a ``torch.dtype``, not its name).
+
+    ``weights="int8"`` (CPU, float32) stores every matrix, the tied output head included, as int8 with one
+    scale per output channel (``minigpt.quantize.Int8Linear``): a quarter of the bytes each token reads.
+    ``int8_kernel`` picks how the products run, ``"dynamic"`` (fbgemm: activations quantized on the fly)
+    or ``"weight-only"``; ``"auto"`` times both on this CPU (``choose_int8_kernel``). The token table
+    stays float32 for the lookup, which reads one row per token.
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> decoder = FastDecoder(GPT(GPTConfig.from_preset("tiny")), max_batch_size=1, max_len=8)
@@ -232,6 +271,8 @@ class FastDecoder:
         compile: bool = False,
         static: bool | None = None,
         matmul: str = "auto",
+        weights: str = "float",
+        int8_kernel: str = "auto",
     ) -> None:
         c = model.config
         max_len = c.block_size if max_len is None else max_len
@@ -248,12 +289,28 @@ class FastDecoder:
         self.n_head, self.head_size = c.n_head, c.n_embd // c.n_head
         # checks matmul and compile too, so every check is done before the first copy below
         self.matmul = choose_matmul(matmul, self.device, compile, dtype=self.dtype)
-        self.linear = onednn_linear if self.matmul == "onednn" else F.linear
+        self.weights = weights
+        _check_int8(weights, self.device, self.dtype, compile, matmul)
+        self.tuned: dict[int, dict] = {}  # matmul "tuned": batch size -> {(in, out): the kernel timed fastest}
+        self.int8_kernel = None
         layout = in_out_layout if self.matmul == "blas-in-out" else (lambda w: w)
+        if weights == "int8":
+            self.int8_kernel = choose_int8_kernel(int8_kernel, model.transformer.h[0].mlp.c_fc.weight.detach())
+            self.matmul, self.linear = "int8", _int8_linear
+
+            def matrix(m):
+                return (Int8Linear(m.weight.detach(), m.bias, self.int8_kernel),)
+        else:
+            self.linear = onednn_linear if self.matmul in ("onednn", "tuned") else F.linear
+
+            def matrix(m):
+                return layout(_copy(m.weight, self.dtype)), _copy(m.bias, self.dtype)
         # the tied matrix, copied once: the embedding lookup and the output head read the same storage
+        # (int8: the head reads its own int8 copy, the lookup the float32 table)
         self.wte = layout(_copy(wte, self.dtype))
+        self.head = (Int8Linear(wte, None, self.int8_kernel),) if weights == "int8" else (self.wte,)
         self.wpe = _copy(model.transformer.wpe.weight, self.dtype)
-        self.blocks = [_block_weights(b, self.dtype, layout) for b in model.transformer.h]
+        self.blocks = [_block_weights(b, self.dtype, matrix) for b in model.transformer.h]
         self.ln_f = _copy(model.transformer.ln_f.weight, self.dtype), _copy(model.transformer.ln_f.bias, self.dtype)
         self.cache = KVCache(c.n_layer, max_batch_size, c.n_head, max_len, self.head_size,
                              dtype=self.dtype, device=self.device)
@@ -293,7 +350,7 @@ class FastDecoder:
             h = F.gelu(self.linear(F.layer_norm(x, x.shape[-1:], *w.ln_2), *w.c_fc), approximate="tanh")
             x = x + self.linear(h, *w.mlp_proj)
         x = F.layer_norm(x[:, -1], x.shape[-1:], *self.ln_f)  # last position only: (B, C)
-        return self.linear(x, self.wte)  # (B, V)
+        return self.linear(x, *self.head)  # (B, V)
 
     def _attention(
         self, layer: int, x: torch.Tensor, w: _BlockWeights, at: slice | torch.Tensor, kv_len: int,
@@ -369,6 +426,8 @@ class FastDecoder:
         _check_bool("do_sample", do_sample)  # "no" would be truthy: it would sample when asked not to
         L.check_logits_settings(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p)
         ids, mask = ids.to(self.device), mask.to(self.device)
+        if self.matmul == "tuned":
+            self.linear = self._tuned_linear(B)
         sample = dict(do_sample=do_sample and temperature != 0, temperature=temperature, top_k=top_k,
                       top_p=top_p, min_p=min_p)
         rng = make_generator(seed, generator, self.device)
@@ -398,6 +457,39 @@ class FastDecoder:
                 break
         n = int(last.max()) + 1 if len(eos) else max_new_tokens  # the one host sync, after the loop
         return out[:, : T + n].clone()  # a copy: the next call reuses the buffer
+
+    def _tuned_linear(self, batch_size: int) -> Callable:
+        """The matmul for calls of ``batch_size`` rows: per matrix shape, oneDNN or BLAS, whichever is faster here.
+
+        Timed once per batch size, on first use: for each shape (QKV, attention output, MLP up, MLP down,
+        the head), one warm-up and ``TUNE_REPEATS`` passes over every matrix of that shape with each
+        kernel, the fastest pass kept. ``self.tuned[batch_size]`` records the choice, (in, out) → kernel.
+        Measured at batch 1 on a 2-core Xeon (AVX-512): oneDNN read the block matrices at 17-23 GB/s and
+        BLAS at 24-42, while on the AMD EPYC of the README's table oneDNN was the faster. No rule fits both.
+        """
+        kernels = _kernels()  # looked up at each call, so a test can slow one down
+        if batch_size not in self.tuned:
+            by_shape: dict[tuple[int, int], list] = {}
+            pairs = [p for b in self.blocks for p in (b.c_attn, b.attn_proj, b.c_fc, b.mlp_proj)]
+            for w, b in [*pairs, (self.wte, None)]:
+                by_shape.setdefault((w.shape[1], w.shape[0]), []).append((w, b))
+            self.tuned[batch_size] = {
+                shape: min(kernels, key=lambda name, m=matrices: self._fastest_pass(kernels[name], m, batch_size))
+                for shape, matrices in by_shape.items()
+            }
+        chosen = {shape: kernels[name] for shape, name in self.tuned[batch_size].items()}
+        return lambda x, w, b=None: chosen[w.shape[1], w.shape[0]](x, w, b)
+
+    def _fastest_pass(self, kernel: Callable, matrices: list, batch_size: int) -> float:
+        """Seconds of the fastest of ``TUNE_REPEATS`` passes of ``kernel`` over ``matrices``, after a warm-up."""
+        x = torch.randn(batch_size, matrices[0][0].shape[1], dtype=self.dtype, device=self.device)
+        best = float("inf")
+        for _ in range(TUNE_REPEATS + 1):
+            start = time.perf_counter()
+            for w, b in matrices:
+                kernel(x, w, b)
+            best = min(best, time.perf_counter() - start)
+        return best
 
     def _check_call(self, B: int, T: int, max_new_tokens: int) -> None:
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:

@@ -14,12 +14,14 @@ from minigpt.bench import (
     add_arguments,
     bandwidth_bound,
     cache_speedup,
+    decode_step_bytes,
     format_table,
     measure_bandwidth,
     run,
     run_bench,
     step_times,
     weight_bytes,
+    weight_count,
 )
 from minigpt.model import GPT, GPTConfig
 
@@ -32,16 +34,26 @@ def tiny_flags(tmp_path, *more):
             "--out-json", str(tmp_path / "bench.json"), "--figure", str(tmp_path / "figures" / "bench.png"), *more]
 
 
+def test_the_default_is_the_quick_decode_suite():
+    """A newcomer's `minigpt bench`: batch 1 and 8, fp32 and int8, no recomputing method, no search suites."""
+    config = BenchConfig()
+    assert (config.batch_sizes, config.dtypes, config.suites) == ((1, 8), ("fp32", "int8"), ("decode",))
+    assert config.methods == ("cache", "fast", "transformers") and config.new_tokens == 128
+
+
 def test_bench_runs_end_to_end(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    assert run(parser.parse_args(tiny_flags(tmp_path))) == 0
+    every = ["--methods", "no-cache", "cache", "fast", "transformers", "--suites", "decode", "speculative", "beam",
+             "--dtypes", "fp32"]
+    assert run(parser.parse_args(tiny_flags(tmp_path, *every))) == 0
     out, err = capsys.readouterr()
     assert "bench" in err  # the progress bar, on stderr
     assert out.splitlines()[0].split()[:3] == ["method", "dtype", "batch"]
     report = json.loads((tmp_path / "bench.json").read_text())
-    assert set(report) == {"config", "machine", "bandwidth_gb_s", "weight_bytes", "results", "speculative", "beam",
-                           "notes"}
+    assert set(report) == {"config", "machine", "bandwidth_gb_s", "weight_bytes", "results", "int8_quality",
+                           "speculative", "beam", "notes"}
+    assert report["int8_quality"] == []  # no int8 asked for
     assert report["config"]["preset"] == "tiny" and report["bandwidth_gb_s"] > 0
     rows = report["results"]
     assert all(set(r) == ROW_KEYS for r in rows)
@@ -195,8 +207,8 @@ def test_table_marks_differing_tokens_and_missing_memory():
     (dict(suites=("decode", "sampling")), "suites must be one of decode, speculative, beam, got 'sampling'"),
     (dict(new_tokens=1), "new_tokens must be an integer >= 2, got 1"),
     (dict(prompt_len=0), "prompt_len must be an integer >= 1, got 0"),
-    (dict(dtypes=("fp16",)), "dtypes must be one of fp32, bf16, got 'fp16'"),
-    (dict(dtypes=()), "dtypes must name at least one of fp32, bf16, got ()"),
+    (dict(dtypes=("fp16",)), "dtypes must be one of fp32, bf16, int8, got 'fp16'"),
+    (dict(dtypes=()), "dtypes must name at least one of fp32, bf16, int8, got ()"),
     (dict(methods=("cache", "vllm")), "methods must be one of no-cache, cache, fast, transformers, got 'vllm'"),
     (dict(preset="tiny", prompt_len=100, new_tokens=29), "prompt_len + new_tokens must be <= 128 (the tiny context), got 100 + 29"),
     (dict(device="gpu"), "device must be a torch device such as 'cpu', 'cuda', 'cuda:1'; got 'gpu'"),
@@ -222,3 +234,43 @@ def test_cli_flags_cover_every_field():
     assert (args.suites, args.num_beams, args.draft) == (["decode", "beam"], [2, 4], "d")
     with pytest.raises(SystemExit):
         parser.parse_args(["--dtypes", "fp16"])
+
+
+def test_int8_rows_and_their_quality(tmp_path):
+    config = BenchConfig(preset="tiny", batch_sizes=(1,), new_tokens=4, repeats=1, dtypes=("fp32", "int8"),
+                         target="shakespeare-draft", out_json=str(tmp_path / "b.json"), figure=str(tmp_path / "b.png"))
+    report = run_bench(config, progress=False)
+    has_transformers = importlib.util.find_spec("transformers") is not None
+    methods = ["cache", "fast"] + ["transformers"] * has_transformers
+    assert [(r["dtype"], r["method"]) for r in report["results"]] == [(d, m) for d in ("fp32", "int8") for m in methods]
+    int8 = [r for r in report["results"] if r["dtype"] == "int8"]
+    assert all(r["same_tokens_as_cache"] is None for r in int8)  # two different quantizations: see int8_quality
+    fp32_bound = next(r for r in report["results"] if r["dtype"] == "fp32")["bound_tokens_per_s"]
+    assert all(r["bound_tokens_per_s"] > 3 * fp32_bound for r in int8)  # a quarter of the bytes, plus scales
+    assert report["weight_bytes"] == {"fp32": decode_step_bytes(GPTConfig.from_preset("tiny")),
+                                      "int8": decode_step_bytes(GPTConfig.from_preset("tiny"), weights="int8")}
+    assert [r["method"] for r in report["int8_quality"]] == ["fast", "cache"] + ["transformers"] * has_transformers
+    for r in report["int8_quality"]:
+        assert r["loss_change"] == pytest.approx(r["heldout_loss_int8"] - r["heldout_loss_fp32"])
+        assert abs(r["loss_change"]) < 0.05 and 0 <= r["greedy_match"] <= r["same_context_match"] <= 1
+    fast = report["int8_quality"][0]
+    assert fast["scheme"] in ("int8 dynamic", "int8 weight-only") and abs(fast["loss_change"]) < 0.02
+    table = format_table(report)
+    assert "int8 quality on shakespeare-draft: held-out loss (nats/token, 16 windows)" in table
+    assert any(n.startswith("int8: fast is FastDecoder(weights='int8')") for n in report["notes"])
+    assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # one batch size: bars
+
+
+def test_decode_step_bytes_counts_every_weight_once():
+    c = GPTConfig()
+    assert weight_count(c) == GPT(c).num_parameters() - c.block_size * c.n_embd  # all but the position table
+    assert decode_step_bytes(c) == 4 * weight_count(c)
+    assert decode_step_bytes(c, batch_size=8, context_len=100) == 4 * weight_count(c) + 2 * 12 * 8 * 100 * 768 * 4
+    assert decode_step_bytes(c, weights="bf16") == 2 * weight_count(c)
+    # int8: one byte per matrix weight, fp32 scales (one per output channel) and fp32 biases and norms
+    matrices = 12 * 12 * 768 * 768 + 50257 * 768
+    assert decode_step_bytes(c, weights="int8") == matrices + 4 * (12 * 9 * 768 + 50257 + weight_count(c) - matrices)
+    with pytest.raises(ValueError, match="weights must be one of fp32, bf16, int8, got 'fp16'"):
+        decode_step_bytes(c, weights="fp16")
+    with pytest.raises(ValueError, match="context_len must be an integer >= 0, got -1"):
+        decode_step_bytes(c, context_len=-1)

@@ -31,6 +31,24 @@ def test_generate_greedy_matches_the_library(checkpoint_dir, tiny_model, capsys)
     assert capsys.readouterr().out == expected + "\n"
 
 
+def test_generate_with_int8_weights(capsys, monkeypatch):
+    from minigpt.generate import generate
+    from minigpt.quantize import Int8Linear
+
+    quantized = []
+
+    def spy(model):
+        quantized.append(cli_quantize(model))
+        return quantized[-1]
+
+    cli_quantize = cli.quantize_model
+    monkeypatch.setattr(cli, "quantize_model", spy)
+    main(["generate", "ROMEO:", "--weights", "int8", "--max-new-tokens", "12", "--temperature", "0"])
+    (int8,) = quantized
+    assert isinstance(int8.lm_head, Int8Linear)
+    assert capsys.readouterr().out == generate(int8, "ROMEO:", max_new_tokens=12).text + "\n"
+
+
 def test_bad_option_is_a_clear_error(checkpoint_dir, capsys, monkeypatch):
     monkeypatch.setattr(cli, "load_model", lambda *a, **kw: pytest.fail("the model was loaded before the check"))
     assert main(["generate", "Hi", "--model", str(checkpoint_dir), "--top-p", "1.5"]) == 2

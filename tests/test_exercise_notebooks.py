@@ -23,7 +23,7 @@ from minigpt.exercises.checking import NOT_IMPLEMENTED
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 CHAPTERS = ["01_greedy", "02_temperature", "03_top_k", "04_top_p", "05_controlling_the_loop", "06_beam_search",
             "07_kv_cache", "08_speculative_decoding", "10_constrained_decoding",
-            "11_which_method_when"]
+            "11_which_method_when", "12_memory_bound"]
 STUB = "raise NotImplementedError  # EXERCISE: write this function"
 VERDICT = ("✓ ", "✗ ")
 PREDICT = "## Before you start: predict, then run"  # the first markdown cell after the title

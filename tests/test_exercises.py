@@ -3,8 +3,9 @@ message that says what went wrong, and reports a stub that still raises NotImple
 A student's function cannot hang a check (time limit) or change later cases (it works on copies), and every
 check prints its verdict once, in a script as in Jupyter.
 
-The answers, right and wrong, live in exercise_answers_sampling.py (chapters 1-4) and
-exercise_answers_search.py (chapters 5-8).
+The answers, right and wrong, live in exercise_answers_sampling.py (chapters 1-4),
+exercise_answers_search.py (chapters 5-8), exercise_answers_constrained.py (10), exercise_answers_measured.py (11)
+and exercise_answers_memory.py (12).
 """
 
 import signal
@@ -14,6 +15,7 @@ from functools import partial
 
 import exercise_answers_constrained as constrained
 import exercise_answers_measured as measured
+import exercise_answers_memory as memory
 import exercise_answers_sampling as sampling
 import exercise_answers_search as search
 import pytest
@@ -32,8 +34,8 @@ from minigpt.exercises.models import toy_model
 from minigpt.exercises.time_limit import TimedOut, call_with_time_limit
 from minigpt.search import beam_search
 
-CORRECT = sampling.CORRECT + search.CORRECT + measured.CORRECT + constrained.CORRECT
-WRONG = {**sampling.WRONG, **search.WRONG, **measured.WRONG, **constrained.WRONG}
+CORRECT = sampling.CORRECT + search.CORRECT + measured.CORRECT + constrained.CORRECT + memory.CORRECT
+WRONG = {**sampling.WRONG, **search.WRONG, **measured.WRONG, **constrained.WRONG, **memory.WRONG}
 CHECKERS = sorted({checker for checker, _ in CORRECT}, key=lambda c: c.__module__ + c.__name__)
 
 

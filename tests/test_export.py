@@ -186,8 +186,12 @@ def test_cli_bad_input_fails_before_any_work(tmp_path, capsys, monkeypatch):
     assert cli.main(["export", "shakespeare", "--to", "hf", str(tmp_path / "file" / "out")]) == 2
     assert "is not a writable directory (Not a directory)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["export", "shakespeare", "--to", "gguf", str(tmp_path / "b")])
-    assert exit_info.value.code == 2 and "invalid choice: 'gguf' (choose from 'hf')" in capsys.readouterr().err
+        cli.main(["export", "shakespeare", "--to", "onnx", str(tmp_path / "b")])
+    assert exit_info.value.code == 2 and "invalid choice: 'onnx' (choose from 'hf', 'gguf')" in capsys.readouterr().err
+    assert cli.main(["export", "shakespeare", "--to", "hf", str(tmp_path / "c"), "--dtype", "f16"]) == 2
+    assert "--dtype applies to --to gguf only (--to hf writes the model's float32), got --dtype f16" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")

@@ -1,5 +1,7 @@
 """The fast path makes exactly the readable loop's tokens, and leaves the user's model alone."""
 
+import time
+
 import pytest
 import torch
 
@@ -55,7 +57,7 @@ def test_greedy_equals_eager_in_bf16(model, prompt):
     expected = generate(eager.to(torch.bfloat16), ids, attention_mask=mask, max_new_tokens=30).ids
     # runs on every CPU: oneDNN where the CPU has bf16 (AVX512-BF16, AMX), else the BLAS fallback
     decoder = FastDecoder(model, max_batch_size=3, max_len=40, dtype=torch.bfloat16)
-    assert decoder.matmul == ("onednn" if onednn_supports(torch.bfloat16) else "blas-in-out")
+    assert decoder.matmul == ("tuned" if onednn_supports(torch.bfloat16) else "blas-in-out")
     assert torch.equal(decoder.generate(ids, mask, max_new_tokens=30), expected)
 
 
@@ -211,7 +213,7 @@ def test_sampling_settings_are_checked(model):
 
 
 def test_choose_matmul():
-    assert choose_matmul("auto", torch.device("cpu")) == ("onednn" if torch.backends.mkldnn.is_available() else "blas-in-out")
+    assert choose_matmul("auto", torch.device("cpu")) == ("tuned" if torch.backends.mkldnn.is_available() else "blas-in-out")
     assert choose_matmul("auto", torch.device("cuda")) == "blas"
     assert choose_matmul("auto", torch.device("cpu"), compile=True) == "blas-in-out"
     with pytest.raises(ValueError, match="matmul must be 'auto' or 'blas' on cuda, got 'onednn'"):
@@ -225,7 +227,7 @@ def test_auto_falls_back_to_blas_where_onednn_lacks_the_dtype(model, prompt, mon
     # a CPU without AVX512-BF16/FP16 or AMX, whatever this one has: oneDNN runs fp32 only
     monkeypatch.setattr(minigpt.fast, "onednn_supports", lambda d: d == torch.float32)
     assert choose_matmul("auto", CPU, dtype=dtype) == "blas-in-out"
-    assert choose_matmul("auto", CPU, dtype=torch.float32) == "onednn"
+    assert choose_matmul("auto", CPU, dtype=torch.float32) == "tuned"
     decoder = FastDecoder(model, max_batch_size=3, max_len=16, dtype=dtype)
     assert decoder.matmul == "blas-in-out" and decoder.linear is torch.nn.functional.linear
     assert decoder.wte.stride() == (1, model.config.vocab_size)  # the (in, out) layout BLAS reads fastest
@@ -235,7 +237,7 @@ def test_auto_falls_back_to_blas_where_onednn_lacks_the_dtype(model, prompt, mon
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_auto_picks_onednn_where_the_cpu_has_the_dtype(monkeypatch, dtype):
     monkeypatch.setattr(minigpt.fast, "onednn_supports", lambda d: True)
-    assert choose_matmul("auto", CPU, dtype=dtype) == "onednn"
+    assert choose_matmul("auto", CPU, dtype=dtype) == "tuned"
     assert choose_matmul("onednn", CPU, dtype=dtype) == "onednn"
     assert choose_matmul("auto", CPU, compile=True, dtype=dtype) == "blas-in-out"
 
@@ -277,7 +279,7 @@ def test_this_cpu_gets_the_matmul_it_can_run(model, prompt, dtype):
     name, probe = PROBES[dtype]
     has = torch.backends.mkldnn.is_available() and getattr(torch.ops.mkldnn, probe)()
     assert onednn_supports(dtype) == has
-    assert choose_matmul("auto", CPU, dtype=dtype) == ("onednn" if has else "blas-in-out")
+    assert choose_matmul("auto", CPU, dtype=dtype) == ("tuned" if has else "blas-in-out")
     if has:
         decoder = FastDecoder(model, max_batch_size=3, max_len=16, dtype=dtype, matmul="onednn")
         assert decoder.generate(*prompt, max_new_tokens=4).shape == (3, 11)
@@ -295,3 +297,35 @@ def test_choose_matmul_checks_its_arguments():
         choose_matmul("auto", CPU, dtype=torch.int8)
     with pytest.raises(TypeError, match="compile must be True or False, got 'yes'"):
         choose_matmul("auto", CPU, compile="yes")
+
+
+def test_auto_times_onednn_against_blas_once_per_batch_size(model, prompt, monkeypatch):
+    decoder = FastDecoder(model, max_batch_size=4, max_len=40)
+    if decoder.matmul != "tuned":
+        pytest.skip("this torch has no oneDNN: auto is BLAS, nothing to time")
+    ids, mask = prompt
+    decoder.generate(ids, mask, max_new_tokens=3)
+    decoder.generate(ids[:1], mask[:1], max_new_tokens=3)
+    assert set(decoder.tuned) == {3, 1}
+    c = model.config  # one choice per matrix shape: QKV, attention output, MLP up and down, the head
+    shapes = {(c.n_embd, 3 * c.n_embd), (c.n_embd, c.n_embd), (c.n_embd, 4 * c.n_embd), (4 * c.n_embd, c.n_embd),
+              (c.n_embd, c.vocab_size)}
+    assert all(set(chosen) == shapes and set(chosen.values()) <= {"onednn", "blas"} for chosen in decoder.tuned.values())
+    # a kernel that is always slower is never chosen, and a batch size is timed only once
+    chosen = {}
+    for slow in ("onednn", "blas"):
+        fresh = FastDecoder(model, max_batch_size=2, max_len=40)
+        real = {"onednn": minigpt.fast.onednn_linear, "blas": torch.nn.functional.linear}
+
+        def slowed(kernel, delay):
+            def run(*args):
+                time.sleep(delay)
+                return kernel(*args)
+            return run
+
+        monkeypatch.setattr(minigpt.fast, "onednn_linear", slowed(real["onednn"], 0.002 * (slow == "onednn")))
+        monkeypatch.setattr(minigpt.fast.F, "linear", slowed(real["blas"], 0.002 * (slow == "blas")))
+        fresh.generate(ids[:2], mask[:2], max_new_tokens=2)
+        monkeypatch.undo()
+        chosen[slow] = set(fresh.tuned[2].values())
+    assert chosen == {"onednn": {"blas"}, "blas": {"onednn"}}

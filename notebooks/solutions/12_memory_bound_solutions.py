@@ -1,0 +1,245 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Chapter 12 exercises — decoding is memory-bound (solutions)
+#
+# Four exercises on [chapter 12](../12_memory_bound.ipynb). To make one token, a decode step reads every
+# weight of the model once and does only one multiply and one add with each; the processor could compute
+# far faster than memory delivers the weights. So the bytes a step reads, divided by the memory's bandwidth,
+# are a floor on the time per token. Two exercises make those bytes fewer (int8 weights with one scale per row, and
+# the way back to floats), two count them (the bytes of one decode step, and the tokens/s they allow).
+#
+# Each exercise asks for one function; the cell after it checks your function on hidden cases against
+# minigpt's own and, when one fails, shows that input with the expected and the actual answer. In the
+# [exercise notebook](../exercises/12_memory_bound_exercises.ipynb) each function is a stub for you to fill in
+# (replace `raise NotImplementedError` with your code); the
+# [solutions notebook](../solutions/12_memory_bound_solutions.ipynb) has them filled in.
+#
+# First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
+# question with no single right answer; the solutions notebook ends with a worked answer to it.
+
+# %%
+import torch
+
+from minigpt.exercises.memory_bound import (
+    check_bandwidth_bound,
+    check_decode_step_bytes,
+    check_dequantize,
+    check_quantize_per_channel,
+)
+from minigpt.model import GPTConfig
+
+torch.manual_seed(0)
+torch.set_num_threads(1)
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# why: the installed version differs from machine to machine
+print("torch", torch.__version__)
+
+# %% [markdown]
+# ## Before you start: predict, then run
+#
+# GPT-2 124M has about 124 million parameters, each a 4-byte float32. The next cell asks `minigpt.bench` how
+# many bytes one decode step reads, and what that allows on a memory that delivers 25 GB/s (an example
+# figure, about what one CPU reads per second; `minigpt.bench.measure_bandwidth()` measures yours).
+#
+# Before you run it, write down your answers:
+#
+# 1. About how many MB does one decoded token read, and so at most how many tokens per second at 25 GB/s?
+# 2. Store the weights as int8, one byte each: how many tokens per second at most then?
+# 3. Decode 8 sequences at once, each with 100 tokens in its KV cache: is the bound 8 times that of one
+#    sequence, or less? Why?
+
+# %%
+from minigpt.bench import decode_step_bytes as library_step_bytes
+
+config = GPTConfig.from_preset("gpt2")  # GPT-2 124M: 12 layers, width 768, 50,257 tokens
+bandwidth_gb_s = 25.0  # an example figure, not a measurement: the same numbers on every machine
+for weights in ("fp32", "int8"):
+    step = library_step_bytes(config, weights=weights)
+    print(f"{weights}, batch 1, empty cache: {step / 1e6:.1f} MB a step -> at most "
+          f"{bandwidth_gb_s * 1e9 / step:.1f} tokens/s")
+for batch_size in (1, 8):
+    step = library_step_bytes(config, batch_size, context_len=100)
+    print(f"fp32, batch {batch_size}, 100 cached positions each: {step / 1e6:.1f} MB a step -> at most "
+          f"{batch_size * bandwidth_gb_s * 1e9 / step:.1f} tokens/s")
+
+# %% [markdown]
+# ## Exercise 1: int8 weights, one scale per row
+#
+# Fewer bytes per weight, fewer bytes per token. Write `quantize_per_channel(w)`: for an (out, in) float
+# matrix, give each row o its own scale, its largest |weight| divided by 127, and store the weights as
+# integers:
+#
+#     scale[o] = max_i |w[o, i]| / 127
+#     q[o, i]  = round(w[o, i] / scale[o])     # an int8 in [-127, 127]
+#
+# A row of zeros gets scale 1 (its integers are 0 whatever the scale; 0 would make 0 / 0). Return
+# `(q, scale)`: q of dtype `torch.int8`, shape (out, in), and scale of shape (out,).
+#
+# Why one scale per row and not one for the whole matrix: a row of small weights next to a row of large ones
+# would otherwise round to a handful of integers near 0, and lose almost everything it held.
+#
+# *Hints:* `w.abs().amax(dim=1)` is each row's largest |weight|; `scale[:, None]` has shape (out, 1), so it
+# divides each row by its own scale; `torch.where` picks 1 for the rows of zeros; `torch.round` rounds
+# halves to the even integer, as Python's `round` does; `.to(torch.int8)` stores one byte a number.
+
+# %%
+def quantize_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (out, in) matrix ``w`` as int8 ``q`` and one float scale per row: ``w ≈ q * scale[:, None]``."""
+    absmax = w.abs().amax(dim=1)  # (out,): the largest |weight| of each row
+    scale = torch.where(absmax > 0, absmax / 127, torch.ones_like(absmax))  # a row of zeros: 1, never 0 / 0
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)  # (out, in); each row by its own scale
+    return q, scale
+
+
+# %%
+check_quantize_per_channel(quantize_per_channel)
+
+# %% [markdown]
+# ## Exercise 2: back to floats
+#
+# The matrix multiply needs numbers again. Write `dequantize(q, scale)`: the float32 matrix that the int8
+# `q` (out, in) and its scales (out,) stand for, row o of q times scale[o].
+#
+# *Hint:* `q.float()`, then the same `scale[:, None]` as in Exercise 1.
+
+# %%
+def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The float32 (out, in) matrix that int8 ``q`` and its per-row ``scale`` stand for."""
+    return q.float() * scale[:, None]  # (out, in) * (out, 1): row o times scale[o]
+
+
+# %%
+check_dequantize(dequantize)
+
+# %% [markdown]
+# ### What the rounding costs
+#
+# Rounding moves each weight to the nearest multiple of its row's scale, so no weight moves by more than
+# half a scale. The next cell shows it on a row of large weights and a row of small ones, with minigpt's own
+# `minigpt.quantize` (so it runs before you have finished), next to one scale for the whole matrix.
+
+# %%
+from minigpt import quantize
+
+w = torch.tensor([[0.8, 1.2, -0.3, 0.05], [0.012, 0.03, -0.021, 0.004]])  # (2, 4): large weights, small ones
+q, scale = quantize.quantize_per_channel(w)
+error = (quantize.dequantize(q, scale) - w).abs().amax(dim=1)  # (2,): the largest error of each row
+one_scale = w.abs().max() / 127  # what a single scale for the whole matrix would be
+error_one_scale = (torch.round(w / one_scale) * one_scale - w).abs().amax(dim=1)
+for row in range(2):
+    largest = w[row].abs().max()
+    print(f"row {row}: scale {scale[row]:.3g}, largest error {error[row]:.3g} "
+          f"({error[row] / largest:.2%} of its largest weight); one scale for all: "
+          f"{error_one_scale[row]:.3g} ({error_one_scale[row] / largest:.2%})")
+assert (error <= scale / 2 * 1.0001).all()  # at most half a scale (1.0001: float32's own rounding)
+assert error_one_scale[1] / w[1].abs().max() > 0.1  # one scale for all: the small row is off by over 10%
+
+# %% [markdown]
+# ## Exercise 3: the bytes of one decode step
+#
+# Write `decode_step_bytes(config, batch_size, context_len)`: the bytes one decode step reads, with the
+# weights and the KV cache in float32 (4 bytes a number), as an int.
+#
+# - **Every weight, once**, shared by the whole batch. Each of the `n_layer` blocks holds four matrices with
+#   their biases (attention: query-key-value 3C × C and output C × C; MLP: up 4C × C and down C × 4C, with
+#   C = `n_embd`) and two layer norms (a weight and a bias of C each). Then the final layer norm, and the head,
+#   which is the token table (tied), read whole: every token gets a score.
+# - **Not the position table**: a step reads one row of it (the lookup of the token table reads one row too,
+#   but the head reads all of it).
+# - **The KV cache**: each of the `batch_size` sequences has, in every layer, a key and a value of C numbers
+#   for each of its `context_len` cached positions.
+#
+# Example: GPT-2 124M, one sequence, empty cache: `decode_step_bytes(GPTConfig.from_preset("gpt2"), 1, 0)`
+# is 494,613,504, the 494.6 MB of the prediction cell.
+#
+# *Hints:* use only the numbers in `config` (`n_layer`, `n_embd`, `vocab_size`): the checks include GPT-2
+# medium, which takes seconds to build. To see what a block holds, print the names and shapes in
+# `GPT(GPTConfig.from_preset("tiny")).named_parameters()` (`from minigpt.model import GPT`).
+
+# %%
+def decode_step_bytes(config: GPTConfig, batch_size: int, context_len: int) -> int:
+    """Bytes one decode step reads in float32: every weight once, plus the KV cache of every sequence."""
+    C, L, V = config.n_embd, config.n_layer, config.vocab_size
+    attention = (3 * C * C + 3 * C) + (C * C + C)  # query-key-value and output, weights and biases
+    mlp = (4 * C * C + 4 * C) + (C * 4 * C + C)  # up and down
+    block = attention + mlp + 2 * (2 * C)  # and two layer norms, a weight and a bias each
+    weights = L * block + 2 * C + V * C  # the final norm and the head (the token table); no position table
+    cache = 2 * L * batch_size * context_len * C  # a key and a value per layer, sequence and cached position
+    return 4 * (weights + cache)  # float32: 4 bytes a number
+
+
+# %%
+check_decode_step_bytes(decode_step_bytes)
+
+# %% [markdown]
+# ## Exercise 4: the tokens per second memory allows
+#
+# A step cannot take less time than its bytes divided by the bandwidth, and it makes one token for each
+# sequence of the batch. Write `bandwidth_bound(config, bandwidth_gb_s, batch_size, context_len)`: the most
+# tokens per second, a float,
+#
+#     tokens/s ≤ batch_size × bandwidth / bytes per step
+#
+# with the bandwidth in GB/s (1 GB = 10⁹ bytes) and the bytes from your `decode_step_bytes`. Example: GPT-2
+# 124M at 25 GB/s, one sequence, empty cache: at most 25e9 / 494,613,504 = 50.5 tokens/s.
+
+# %%
+def bandwidth_bound(config: GPTConfig, bandwidth_gb_s: float, batch_size: int, context_len: int) -> float:
+    """The most tokens/s a memory of ``bandwidth_gb_s`` GB/s allows: the batch's tokens over a step's bytes."""
+    seconds_per_step = decode_step_bytes(config, batch_size, context_len) / (bandwidth_gb_s * 1e9)
+    return batch_size / seconds_per_step  # one token per sequence each step
+
+
+# %%
+check_bandwidth_bound(bandwidth_bound)
+
+# %% [markdown]
+# ## To think about: an open question
+#
+# int8 weights make a step read about a quarter of the bytes, so the bound is almost four times higher. Would
+# you expect decoding to become four times faster? What could keep it from getting there, and when does the
+# bound itself stop being what limits the speed?
+#
+# There is no single right answer: write yours in a few sentences, from what this notebook and
+# [chapter 12](../12_memory_bound.ipynb) showed. The
+# [solutions notebook](../solutions/12_memory_bound_solutions.ipynb) ends with one worked answer.
+
+# %% [markdown]
+# ## Worked answer
+#
+# Not four times, most likely. The bound is a floor on the time of a step, set by the bytes alone; a step
+# also has to *use* those bytes. An int8 weight must be turned back into a number the multiply can use,
+# either widened to float as it is read (weight-only int8) or multiplied in integers after the activations are
+# rounded to 8 bits too (dynamic int8). Either costs instructions per weight, and how many depends on the
+# kernel torch has for the CPU at hand: `minigpt.quantize` notes that the weight-only kernel is fast where
+# torch has an AVX-512 version of it, but ran 1.7 times *slower* than fp32 on an AVX2 CPU. And not everything
+# shrinks: the biases, norms and one scale per row stay float32, and so does the KV cache, which grows with
+# the batch and the context (Exercise 3) and is untouched by int8 weights.
+#
+# The bound stops being the limit in two ways. From below: with small models and batch 1, each token also
+# pays a fixed cost that has nothing to do with bytes, Python and the launch of a hundred or more small
+# operations; when that cost is larger than bytes / bandwidth, halving the bytes changes little. From above:
+# with a large batch, the weights are read once for many tokens (Exercise 4), so the arithmetic per byte
+# grows with the batch until the processor, not the memory, is what a step waits for; past that point the
+# bandwidth bound is far above the real speed, and int8 helps only if the integer arithmetic itself is faster.
+#
+# So int8 weights pay most where decoding is memory-bound and lean: batch 1 or small batches, a model large
+# enough that its weights dwarf the per-token overhead, and a kernel that reads int8 at the memory's speed.
+# The way to know on a given machine is the one of chapter 12: measure the tokens/s and compare them with
+# the bound.

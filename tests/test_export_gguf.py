@@ -1,0 +1,205 @@
+"""`minigpt export --to gguf`: the file must hold every tensor and key, and llama.cpp must compute what minigpt does."""
+
+import numpy as np
+import pytest
+import torch
+
+from minigpt import cli
+from minigpt.checkpoint import load_model
+from minigpt.export import export_gguf, gguf_name, gpt2_merges, gpt2_vocab
+from minigpt.generate import generate
+from minigpt.model import GPT, GPTConfig
+from minigpt.tokenizer import EOT_TOKEN_ID, encode
+
+gguf = pytest.importorskip("gguf")
+
+PROMPTS = ["ROMEO:", "JULIET:\nO Romeo, Romeo, wherefore art", "First Citizen:\nBefore we proceed"]
+TEXT = "Ça va? 日本語, русский, 🙂👍🏽 👨‍👩‍👧\n\n\tTabs   spaces \r\n I'll we've DON'T 123 4567.89 a\u00a0b"
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """A tiny random model with larger weights than GPT-2's init: peaked, varied logits."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny")).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(1.0, 0.1) if "ln_" in name else p.normal_(0.0, 0.15)
+    return model
+
+
+@pytest.fixture(scope="module")
+def shakespeare():
+    return load_model("shakespeare")
+
+
+def read_fields(path):
+    reader = gguf.GGUFReader(path)
+    return reader, {key: field.contents() for key, field in reader.fields.items()}
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f16"])
+def test_the_reader_finds_every_tensor_and_key(tiny, tmp_path, dtype):
+    path = export_gguf(tiny, tmp_path / "tiny.gguf", dtype=dtype, name="tiny")
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.gguf"]  # the temporary file is gone
+    reader, fields = read_fields(path)
+    c = tiny.config
+    assert {k: v for k, v in fields.items() if not k.startswith(("GGUF.", "tokenizer.ggml.t", "tokenizer.ggml.m"))} == {
+        "general.architecture": "gpt2",
+        "general.name": "tiny",
+        "general.file_type": 1 if dtype == "f16" else 0,
+        "gpt2.context_length": c.block_size,
+        "gpt2.embedding_length": c.n_embd,
+        "gpt2.feed_forward_length": 4 * c.n_embd,
+        "gpt2.block_count": c.n_layer,
+        "gpt2.attention.head_count": c.n_head,
+        "gpt2.attention.layer_norm_epsilon": pytest.approx(1e-5, rel=1e-7),  # stored as float32
+        "tokenizer.ggml.pre": "gpt-2",
+        "tokenizer.ggml.bos_token_id": EOT_TOKEN_ID,
+        "tokenizer.ggml.eos_token_id": EOT_TOKEN_ID,
+        "tokenizer.ggml.add_bos_token": False,
+    }
+    assert fields["tokenizer.ggml.model"] == "gpt2"
+    assert fields["tokenizer.ggml.tokens"] == list(gpt2_vocab())
+    assert fields["tokenizer.ggml.tokens"][43989] == "ĠRomeo" and fields["tokenizer.ggml.tokens"][-1] == "<|endoftext|>"
+    assert fields["tokenizer.ggml.token_type"] == [1] * EOT_TOKEN_ID + [3]  # normal, and one control token
+    assert fields["tokenizer.ggml.merges"] == gpt2_merges()
+    # every tensor but the tied head, under llama.cpp's name, with minigpt's values (f16: the matrices halved)
+    state = {k: v for k, v in tiny.state_dict().items() if k != "lm_head.weight"}
+    assert [t.name for t in reader.tensors] == [gguf_name(k) for k in state]
+    for tensor, (name, ours) in zip(reader.tensors, state.items()):
+        halved = dtype == "f16" and ours.ndim == 2
+        assert tensor.tensor_type == (gguf.GGMLQuantizationType.F16 if halved else gguf.GGMLQuantizationType.F32)
+        expected = ours.numpy().astype(np.float16) if halved else ours.numpy()
+        assert tensor.data.shape == ours.shape and np.array_equal(tensor.data, expected), name
+
+
+def test_tensor_names_are_llama_cpps():
+    assert gguf_name("transformer.h.11.attn.c_attn.bias") == "blk.11.attn_qkv.bias"
+    assert gguf_name("transformer.h.0.mlp.c_proj.weight") == "blk.0.ffn_down.weight"
+    assert gguf_name("transformer.h.2.ln_2.weight") == "blk.2.ffn_norm.weight"
+    # the names the gguf package itself knows for the gpt2 architecture (its table of llama.cpp's names)
+    known = {name.format(bid=0) for t, name in gguf.TENSOR_NAMES.items()
+             if t in gguf.MODEL_TENSORS[gguf.MODEL_ARCH.GPT2]}
+    model = GPT(GPTConfig.from_preset("tiny", n_layer=1))
+    ours = {gguf_name(k).rsplit(".", 1)[0] for k in model.state_dict() if k != "lm_head.weight"}
+    assert ours <= known and known - ours == {"output"}  # output: the head, tied to token_embd
+
+
+def test_export_refuses_bad_input_and_leaves_nothing(tiny, tmp_path):
+    with pytest.raises(ValueError, match="dtype must be one of f32, f16, got 'q8_0'"):
+        export_gguf(tiny, tmp_path / "a.gguf", dtype="q8_0")
+    with pytest.raises(ValueError, match=r"model.config.vocab_size must be 50257 \(GPT-2's tokenizer"):
+        export_gguf(GPT(GPTConfig.from_preset("tiny", vocab_size=100)), tmp_path / "a.gguf")
+    with pytest.raises(ValueError, match="is a directory; give the path of the .gguf file to write"):
+        export_gguf(tiny, tmp_path)
+    (tmp_path / "old.gguf").write_bytes(b"old")
+    with pytest.raises(ValueError, match="exists: pass --overwrite"):
+        export_gguf(tiny, tmp_path / "old.gguf")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.gguf"]
+    assert (tmp_path / "old.gguf").read_bytes() == b"old"
+    export_gguf(tiny, tmp_path / "old.gguf", overwrite=True)
+    assert (tmp_path / "old.gguf").read_bytes()[:4] == b"GGUF"
+
+
+def test_a_failed_write_leaves_no_partial_file(tiny, tmp_path, monkeypatch):
+    def broken(self, *args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", broken)
+    with pytest.raises(OSError, match="disk full"):
+        export_gguf(tiny, tmp_path / "m.gguf")
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_exports_gguf_and_checks_before_loading(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "sub" / "draft.gguf"
+    assert cli.main(["export", "shakespeare-draft", "--to", "gguf", str(out), "--dtype", "f16"]) == 0
+    assert f'llama-cli -m {out} -p "ROMEO:"' in capsys.readouterr().out
+    _, fields = read_fields(out)
+    assert fields["general.name"] == "shakespeare-draft" and fields["general.file_type"] == 1
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(cli, "load_model", no_loading)
+    assert cli.main(["export", "shakespeare-draft", "--to", "gguf", str(out)]) == 2
+    assert f"out_file={str(out)!r} exists: pass --overwrite" in capsys.readouterr().err
+    assert cli.main(["export", "shakespeare-draft", "--to", "gguf", str(tmp_path)]) == 2
+    assert "is a directory; give the path of the .gguf file to write" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert cli.main(["export", "shakespeare-draft", "--to", "gguf", str(tmp_path / "file" / "m.gguf")]) == 2
+    assert f"is not in a writable directory ({tmp_path / 'file'} is a file)" in capsys.readouterr().err
+    assert cli.main(["export", "nope", "--to", "gguf", str(tmp_path / "n.gguf")]) == 2
+    assert "MODEL 'nope' is neither a shipped model" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", "shakespeare-draft", "--to", "gguf", str(tmp_path / "q.gguf"), "--dtype", "q4"])
+    assert exit_info.value.code == 2 and "invalid choice: 'q4' (choose from 'f32', 'f16')" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "sub"]
+
+
+# --- llama.cpp runs the file ----------------------------------------------------------------------------
+# Tolerance on the logits, relative to their size (max |logit|; the shakespeare model's reach 16). llama.cpp's
+# CPU GELU reads a table indexed by the input rounded to fp16 (ggml's GGML_GELU_FP16): a relative error up to
+# 2^-11 at every MLP activation. Measured: f32 files differ from minigpt by 1.4e-4 to 2.3e-4 of max |logit|,
+# and by a third of that once minigpt's GELU rounds its input the same way. An f16 file also rounds the
+# weights and, in ggml's f16 dot product, the activations, to fp16 at every matmul: 6.3e-4 to 1.0e-3.
+LLAMA_TOLERANCE = {"f32": 2**-11, "f16": 2**-9}
+GREEDY_PROMPTS = {"f32": PROMPTS, "f16": PROMPTS[:2]}  # the third's top-2 margin, 0.015, is within f16's noise
+
+
+@pytest.fixture(scope="module")
+def llama_cpp():
+    return pytest.importorskip(
+        "llama_cpp", reason="llama-cpp-python is not installed: a test-only dependency that builds from source "
+        "(bash .ci/run builds and caches it; or pip install llama-cpp-python)")
+
+
+@pytest.fixture(scope="module", params=["f32", "f16"])
+def llama(request, llama_cpp, shakespeare, tmp_path_factory):
+    """llama.cpp holding the shakespeare model's GGUF export; f32 keys and values in its cache, like minigpt."""
+    path = export_gguf(shakespeare, tmp_path_factory.mktemp("gguf") / f"shakespeare-{request.param}.gguf",
+                       dtype=request.param)
+    llm = llama_cpp.Llama(str(path), n_ctx=shakespeare.config.block_size, logits_all=True, n_threads=2,
+                          type_k=llama_cpp.GGML_TYPE_F32, type_v=llama_cpp.GGML_TYPE_F32, verbose=False)
+    return request.param, llm
+
+
+def test_llama_cpp_reads_the_tokenizer_as_tiktoken(llama):
+    _, llm = llama
+    assert llm.tokenize(TEXT.encode(), add_bos=False, special=False) == encode(TEXT)
+    assert llm.tokenize(b"ROMEO:") == encode("ROMEO:")  # no BOS added: add_bos_token is False
+    assert llm.detokenize(encode(TEXT)) == TEXT.encode()
+    assert llm.token_eos() == EOT_TOKEN_ID and llm.n_vocab() == 50257
+
+
+def test_llama_cpp_logits_equal_minigpts(llama, shakespeare):
+    dtype, llm = llama
+    for prompt in PROMPTS:
+        ids = encode(prompt)
+        llm.reset()
+        llm.eval(ids)
+        theirs = torch.tensor(np.array(llm.scores[: len(ids)]))  # (T, V): every position's next-token logits
+        with torch.no_grad():
+            ours = shakespeare(torch.tensor([ids]))[0]
+        scale = ours.abs().max().item()
+        assert (theirs - ours).abs().max().item() <= LLAMA_TOLERANCE[dtype] * scale, prompt
+
+
+def test_llama_cpp_greedy_equals_minigpts(llama, shakespeare):
+    dtype, llm = llama
+    for prompt in GREEDY_PROMPTS[dtype]:
+        ours = generate(shakespeare, prompt, max_new_tokens=32).new_tokens[0]
+        # the comparison means something only where the top two are further apart than the two models
+        with torch.no_grad():
+            logits = shakespeare(torch.tensor([encode(prompt) + ours[:-1]]))[0, -32:]
+        top2 = logits.topk(2).values
+        margin = (top2[:, 0] - top2[:, 1]).min().item()
+        assert margin > LLAMA_TOLERANCE[dtype] * logits.abs().max().item(), (prompt, margin)
+        llm.reset()
+        theirs = []
+        for token in llm.generate(encode(prompt), top_k=1, temp=0.0, reset=True):
+            theirs.append(token)
+            if len(theirs) == 32:
+                break
+        assert theirs == ours, prompt
