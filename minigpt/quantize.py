@@ -16,8 +16,9 @@ Which kernel computes ``x @ Q.T`` fast depends on the CPU, and ``INT8_KERNELS`` 
 knows (``choose_int8_kernel`` picks by asking the CPU):
 
 - ``"weight-only"``: ``torch.ops.aten._weight_int8pack_mm``: the activations stay float, each weight is
-  widened to float as it is read. Nothing is lost beyond the weights' rounding. Fast where torch has an
-  AVX-512 kernel for it; on AVX2 it ran 1.7× *slower* than fp32 (the issue's measurement, and ours).
+  widened to float as it is read. Nothing is lost beyond the weights' rounding. Its CPU kernel is built
+  for a few rows: at batch 1 it ran 1.6-2.6× *slower* than fp32 on an AVX2 machine and on an AVX-512 Xeon,
+  and on many rows (a held-out batch of 8 × 256) far slower still.
 - ``"dynamic"``: fbgemm's dynamically quantized linear (what ``torch.ao.quantization.quantize_dynamic``
   uses): each activation row is quantized to 8 bits on the fly (one scale per row) and the product runs
   in integers, with AVX2 or AVX-512 VNNI. It also rounds the activations, so it costs a little more loss.

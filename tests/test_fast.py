@@ -48,6 +48,18 @@ def test_greedy_equals_eager(model, prompt, matmul, static):
     assert len(set(expected[:, 7:].flatten().tolist())) > 10  # the test model really varies its tokens
 
 
+def test_greedy_without_padding_attends_without_a_mask(model, prompt, monkeypatch):
+    ids = prompt[0][:, -4:]  # the last 4 tokens of each row are real: no padding anywhere
+    expected = generate(model, ids, max_new_tokens=N_STEPS).ids
+    decoder = FastDecoder(model, max_batch_size=3, max_len=80)
+    masks = []
+    attention = torch.nn.functional.scaled_dot_product_attention
+    monkeypatch.setattr(minigpt.fast.F, "scaled_dot_product_attention",
+                        lambda *a, attn_mask=None, **kw: masks.append(attn_mask) or attention(*a, attn_mask=attn_mask, **kw))
+    assert torch.equal(decoder.generate(ids, max_new_tokens=N_STEPS), expected)
+    assert not decoder.padded and masks[0] is not None and all(m is None for m in masks[model.config.n_layer:])
+
+
 def test_greedy_equals_eager_in_bf16(model, prompt):
     ids, mask = prompt
     # the fast path attends with F.scaled_dot_product_attention; in bf16 its rounding differs from the

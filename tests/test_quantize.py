@@ -129,7 +129,10 @@ def test_int8_costs_the_shipped_model_under_002_nats(kernel):
     """The issue's bar: held-out loss with int8 weights within 0.02 nats/token of fp32."""
     _, heldout = load_splits()
     fp32 = load_model("shakespeare")
-    windows = dict(block_size=fp32.config.block_size, max_windows=12)
+    # 4 windows (1,024 targets) spread over the three held-out plays: the change is paired, window for window,
+    # so a few suffice (dynamic: +0.0014 over 16 windows, -0.0002 over these 4); and weight-only's kernel is
+    # slow on many rows at a time (16 windows took 61 s)
+    windows = dict(block_size=fp32.config.block_size, max_windows=4)
     base = heldout_loss(fp32, heldout, **windows)
     int8 = heldout_loss(quantize_model(fp32, kernel=kernel), heldout, **windows)
     assert abs(int8 - base) < 0.02, (kernel, base, int8)
