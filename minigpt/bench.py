@@ -8,14 +8,20 @@ One process measures, side by side on the same weights, for each dtype and batch
 - ``transformers``: Hugging Face's ``generate`` on a ``GPT2LMHeadModel`` holding the same weights, when
   transformers is installed (else skipped, with a note).
 
+Each dtype is fp32, bf16 or int8. With int8, ``fast`` is ``FastDecoder(weights="int8")`` (minigpt's
+per-channel int8, ``minigpt.quantize``) and the other methods run torch's ``quantize_dynamic`` on the same
+fp32 weights, the peer a user would try first; ``int8_quality`` then measures what int8 costs on a trained
+model (held-out loss, greedy tokens against fp32).
+
 Every run is greedy with EOS off, so each method makes exactly the tokens asked for. For each it reports
 the time to first token (prefill + one token), decode tokens/s, the peak memory of the run, and the
 decode speed as a fraction of the *bandwidth bound*: a decode step must read every weight and the KV
 cache at least once, so it cannot take less than (bytes read) / (memory bandwidth), which
 ``measure_bandwidth`` measures on the spot (see ``bandwidth_bound``).
 
-    minigpt bench                                          # GPT-2 124M shape, random weights, CPU
+    minigpt bench                  # GPT-2 124M shape, random weights, CPU: batch 1 and 8, fp32 and int8
     minigpt bench --batch-sizes 1 --dtypes fp32 --new-tokens 64 --repeats 1   # a quick look
+    minigpt bench --methods no-cache cache fast transformers --dtypes fp32 bf16 int8 --batch-sizes 1 8 32
     minigpt bench --device cuda --no-cache-max-batch 32
     minigpt bench --suites speculative beam --speculative-k 2 4 --num-beams 2 4
 
