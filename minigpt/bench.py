@@ -248,16 +248,6 @@ def decode_step_bytes(config: GPTConfig, batch_size: int = 1, context_len: int =
     return weight_total + 2 * L * batch_size * context_len * C * cache_bytes_per_number
 
 
-def weight_bytes(model: GPT) -> int:
-    """Bytes of weights one decode step reads, in the model's own dtype (``weight_count`` numbers).
-
-    >>> round(weight_bytes(GPT(GPTConfig())) / 1e6, 1)
-    494.6
-    """
-    wpe = model.transformer.wpe.weight
-    return sum(p.numel() * p.element_size() for p in model.parameters()) - wpe.numel() * wpe.element_size()
-
-
 def bandwidth_bound(model: GPT, batch_size: int, prompt_len: int, new_tokens: int, bandwidth_gb_s: float,
                     *, weights: str | None = None) -> float:
     """The most decode tokens/s memory bandwidth allows, for a batch of ``batch_size`` sequences.
@@ -530,7 +520,7 @@ def int8_quality(config: BenchConfig) -> list[dict]:
     """
     model = load_model(config.target).eval()
     _, heldout = load_splits()
-    n = min(QUALITY_NEW_TOKENS, model.config.block_size - max(len(encode(p)) for p in SPECULATIVE_PROMPTS))
+    n = _room_after_prompts(QUALITY_NEW_TOKENS, model.config.block_size)
     fp32_fast = FastDecoder(model, 1, model.config.block_size)
     int8_fast = FastDecoder(model, 1, model.config.block_size, weights="int8")
     variants = {"fast": (model, quantize_model(model, kernel=int8_fast.int8_kernel),
@@ -557,6 +547,11 @@ def int8_quality(config: BenchConfig) -> list[dict]:
                          loss_change=losses[1] - losses[0], greedy_match=matches / total,
                          same_context_match=same_context / total))
     return rows
+
+
+def _room_after_prompts(wanted: int, context: int) -> int:
+    """New tokens to make after each of ``SPECULATIVE_PROMPTS``: ``wanted``, or what the context leaves."""
+    return min(wanted, context - max(len(encode(p)) for p in SPECULATIVE_PROMPTS))
 
 
 def _readable_pair(model: GPT, n: int) -> tuple:
@@ -609,7 +604,7 @@ def _speculative_suite(config: BenchConfig, progress: bool) -> list[dict]:
     device = torch.device(config.device)
     target, draft = load_model(config.target, device=device), load_model(config.draft, device=device)
     context = min(target.config.block_size, draft.config.block_size)
-    n = min(config.new_tokens, context - max(len(encode(p)) for p in SPECULATIVE_PROMPTS))
+    n = _room_after_prompts(config.new_tokens, context)
     methods = [("target alone", None), *(("speculative", k) for k in config.speculative_k), ("prompt lookup", None)]
     plan = [(mode, method, k) for mode in ("greedy", "sample") for method, k in methods]
     hf = (to_transformers(target), to_transformers(draft)) if "transformers" in config.methods else (None, None)

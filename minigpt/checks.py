@@ -17,7 +17,9 @@ TypeError: top_p must be in (0, 1], got '0.9'
 from __future__ import annotations
 
 import numbers
+import tempfile
 from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import NoReturn
 
 import torch
@@ -116,3 +118,21 @@ def available_devices() -> list[str]:
     if torch.backends.mps.is_available():
         found.append("mps")
     return found
+
+
+def check_writable_dir(name: str, path: str | Path) -> Path:
+    """Make sure ``path`` is a directory this process can write in, created (with its parents) if missing.
+
+    >>> import tempfile
+    >>> check_writable_dir("out_dir", tempfile.mkdtemp() + "/new").is_dir()
+    True
+    """
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{name}={str(path)!r} is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=out).close()
+    except OSError as e:
+        raise ValueError(f"{name}={str(path)!r} is not a writable directory ({e.strerror})") from e
+    return out

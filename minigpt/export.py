@@ -30,6 +30,7 @@ import torch
 from safetensors.torch import save_file
 
 from minigpt.checkpoint import CONFIG_NAME, CONV1D_SUFFIXES, HF_KEYS, WEIGHTS_NAME
+from minigpt.checks import check_writable_dir
 from minigpt.model import GPT
 from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, VOCAB_SIZE, gpt2_encoding
 
@@ -84,14 +85,7 @@ def check_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> Path:
     >>> check_out_dir(tempfile.mkdtemp()).is_dir()
     True
     """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out_dir={str(out_dir)!r} is a file, not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out).close()
-    except OSError as e:
-        raise ValueError(f"out_dir={str(out_dir)!r} is not a writable directory ({e.strerror})") from e
+    out = check_writable_dir("out_dir", out_dir)
     held = sorted(p.name for p in out.iterdir())
     if held and not overwrite:
         shown = ", ".join(held[:3]) + (", …" if len(held) > 3 else "")

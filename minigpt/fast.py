@@ -289,7 +289,6 @@ class FastDecoder:
         self.n_head, self.head_size = c.n_head, c.n_embd // c.n_head
         # checks matmul and compile too, so every check is done before the first copy below
         self.matmul = choose_matmul(matmul, self.device, compile, dtype=self.dtype)
-        self.weights = weights
         _check_int8(weights, self.device, self.dtype, compile, matmul)
         self.tuned: dict[int, dict] = {}  # matmul "tuned": batch size -> {(in, out): the kernel timed fastest}
         self.int8_kernel = None

@@ -29,7 +29,6 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -41,7 +40,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from minigpt.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, save_checkpoint
-from minigpt.checks import check_int, check_real
+from minigpt.checks import check_int, check_real, check_writable_dir
 from minigpt.data import get_batch, heldout_windows, load_splits
 from minigpt.model import GPT, GPTConfig
 
@@ -707,14 +706,7 @@ def _restore(saved: dict, optimizer: torch.optim.Optimizer, generator: torch.Gen
 def _prepare_out_dir(config: TrainConfig, is_main: bool = True) -> None:
     """Check out_dir before the first step: a writable directory, holding no checkpoint unless the run
     resumes it or is told to overwrite it."""
-    out_dir = Path(config.out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise ValueError(f"out_dir={config.out_dir!r} is a file, not a directory")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out_dir).close()
-    except OSError as e:
-        raise ValueError(f"out_dir={config.out_dir!r} is not a writable directory ({e.strerror})") from e
+    out_dir = check_writable_dir("out_dir", config.out_dir)
     saved = [name for name in (WEIGHTS_NAME, STATE_NAME, WRITTEN) if (out_dir / name).exists()]
     if saved and not config.resume:
         if not config.overwrite:

@@ -20,7 +20,6 @@ from minigpt.bench import (
     run,
     run_bench,
     step_times,
-    weight_bytes,
     weight_count,
 )
 from minigpt.model import GPT, GPTConfig
@@ -177,8 +176,9 @@ def test_bandwidth_bound_formula():
     model = GPT(GPTConfig.from_preset("tiny"))
     c = model.config
     cache = 2 * c.n_layer * 8 * (16 + 32) * c.n_embd * 4  # keys and values, average context 16 + 64/2
-    assert bandwidth_bound(model, 8, 16, 64, 10.0) == pytest.approx(8 * 10e9 / (weight_bytes(model) + cache))
-    assert weight_bytes(model) == 4 * (model.num_parameters() - c.block_size * c.n_embd)
+    weight_bytes = 4 * weight_count(c)
+    assert bandwidth_bound(model, 8, 16, 64, 10.0) == pytest.approx(8 * 10e9 / (weight_bytes + cache))
+    assert weight_bytes == 4 * (model.num_parameters() - c.block_size * c.n_embd)
 
 
 def test_step_times_and_cache_speedup():
