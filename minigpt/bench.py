@@ -115,7 +115,8 @@ class BenchConfig:
                                                        "where the device has no fast bf16 (CPUs without "
                                                        "AVX512-BF16/AMX)")
     device: str = _field("cpu", "cpu, cuda, cuda:1 …")
-    repeats: int = _field(3, "runs of each measurement; the median is reported")
+    repeats: int = _field(3, "runs of each measurement; decode: the methods take turns and each keeps its "
+                             "fastest run; speculative and beam: the median")
     methods: tuple[str, ...] = _field(("cache", "fast", "transformers"), f"what to measure: {', '.join(METHODS)}")
     no_cache_max_batch: int = _field(1, "largest batch size the no-cache method runs at: recomputing grows "
                                         "with the square of the length; at batch 32 on 2 CPU cores, over an hour")
@@ -427,29 +428,45 @@ def _timed(run: Runner, n: int, device: torch.device) -> tuple[float, torch.Tens
     return time.perf_counter() - start, ids
 
 
-def measure(run: Runner, batch_size: int, new_tokens: int, repeats: int, device: torch.device) -> dict:
-    """Time to first token, decode tokens/s and peak memory of one method, medians over ``repeats``.
+def measure(runs: dict[str, Runner], batch_size: int, new_tokens: int, repeats: int, device: torch.device) -> dict:
+    """Time to first token, decode tokens/s and peak memory of each method in ``runs`` (name -> Runner), by name.
 
     Time to first token is a whole 1-token generation (prefill + first pick). Decode speed comes from the
     difference: (time of N tokens − time of 1) covers the N − 1 decode steps, so tokens/s is
     B · (N − 1) / that difference, free of the prefill and of any fixed setup cost.
+
+    The methods take turns, one run each per round for ``repeats`` rounds, and each keeps its fastest
+    run, as ``measure_bandwidth`` keeps its fastest read. On a shared machine the memory's speed swings
+    from minute to minute (±30% on a 2-core cloud VM): taking turns lets a slow spell slow every method
+    alike, and a slower run was slowed by something else, not by the method (the advice of Python's
+    ``timeit``). Peak memory is the largest of the runs.
+
+    >>> run = lambda n: torch.zeros(1, 4 + n)
+    >>> measure({"zeros": run}, 1, 3, 1, torch.device("cpu"))["zeros"]["ids"].shape
+    torch.Size([1, 7])
     """
-    run(2)  # warm-up: kernel selection, allocator, torch.compile's compilation
-    first = [_timed(run, 1, device)[0] for _ in range(repeats)]
-    full, peaks = [], []
+    for run in runs.values():
+        run(2)  # warm-up: kernel selection, allocator, torch.compile's compilation
+    first, full, peaks, ids = ({name: [] for name in runs} for _ in range(4))
     for _ in range(repeats):
-        with PeakMemory(device) as peak:
-            seconds, ids = _timed(run, new_tokens, device)
-        full.append(seconds)
-        peaks.append(peak.mb)
-    ttft, total = statistics.median(first), statistics.median(full)
-    return dict(
-        ttft_ms=1000 * ttft,
-        decode_tokens_per_s=batch_size * (new_tokens - 1) / max(total - ttft, 1e-9),
-        total_s=total,
-        peak_memory_mb=None if None in peaks else max(peaks),
-        ids=ids,
-    )
+        for name, run in runs.items():
+            first[name].append(_timed(run, 1, device)[0])
+            with PeakMemory(device) as peak:
+                seconds, out = _timed(run, new_tokens, device)
+            full[name].append(seconds)
+            peaks[name].append(peak.mb)
+            ids[name] = out
+    rows = {}
+    for name in runs:
+        ttft, total = min(first[name]), min(full[name])
+        rows[name] = dict(
+            ttft_ms=1000 * ttft,
+            decode_tokens_per_s=batch_size * (new_tokens - 1) / max(total - ttft, 1e-9),
+            total_s=total,
+            peak_memory_mb=None if None in peaks[name] else max(peaks[name]),
+            ids=ids[name],
+        )
+    return rows
 
 
 def step_times(model: GPT, prompt: str, new_tokens: int, use_cache: bool = True) -> list[float]:
@@ -772,23 +789,31 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict:
 
 
 def _decode_suite(config: BenchConfig, base: GPT, bandwidth: float, progress: bool) -> tuple[list[dict], list[str]]:
-    """Every method × dtype × batch size of the plan: the rows of ``results``, and the notes."""
+    """Every method × dtype × batch size of the plan: the rows of ``results``, and the notes.
+
+    The methods of one dtype and batch size are measured together, taking turns (``measure``).
+    """
     device = torch.device(config.device)
     plan, notes = _plan(config, _transformers_version() is not None)
+    groups: dict[tuple[str, int], list[str]] = {}
+    for dtype, batch, method in plan:
+        groups.setdefault((dtype, batch), []).append(method)
     results, models = [], {}
-    bar = tqdm(plan, desc="bench decode", file=sys.stderr, disable=not progress, unit="run")
-    for dtype, batch, method in bar:
-        bar.set_postfix_str(f"{method} {dtype} batch {batch}")
+    bar = tqdm(groups.items(), desc="bench decode", file=sys.stderr, disable=not progress, unit="batch size")
+    for (dtype, batch), methods in bar:
+        bar.set_postfix_str(f"{dtype} batch {batch}: {', '.join(methods)}")
         if dtype not in models:  # one copy per dtype at a time: free the previous dtype's first
             models.clear()
             models[dtype] = _models(base, dtype, "transformers" in config.methods)
         model, hf_model = models[dtype]
         ids = _prompt(batch, config, device)
-        run = _runner(method, base if dtype == "int8" else model, hf_model, ids, config, dtype)
-        row = measure(run, batch, config.new_tokens, config.repeats, device)
+        runs = {m: _runner(m, base if dtype == "int8" else model, hf_model, ids, config, dtype) for m in methods}
+        rows = measure(runs, batch, config.new_tokens, config.repeats, device)
+        del runs  # the fast path's copy of the weights
         bound = bandwidth_bound(base, batch, config.prompt_len, config.new_tokens, bandwidth, weights=dtype)
-        results.append(dict(method=method, dtype=dtype, batch_size=batch, **row, bound_tokens_per_s=bound,
-                            bound_fraction=row["decode_tokens_per_s"] / bound))
+        for method, row in rows.items():
+            results.append(dict(method=method, dtype=dtype, batch_size=batch, **row, bound_tokens_per_s=bound,
+                                bound_fraction=row["decode_tokens_per_s"] / bound))
     _mark_identical(results)
     return results, notes
 

@@ -59,7 +59,7 @@ from minigpt.quantize import Int8Linear, choose_int8_kernel
 EOS_CHECK_EVERY = 16  # with EOS on: steps between the (host-syncing) checks that every row has finished
 MATMULS = ("auto", "onednn", "blas-in-out", "blas")
 WEIGHTS = ("float", "int8")  # float: the decoder's dtype; int8: Int8Linear matrices, float32 activations
-TUNE_REPEATS = 3  # timed passes over every matrix per candidate kernel, when "auto" picks by measurement
+TUNE_REPEATS = 5  # timed passes of each candidate kernel over the whole model, when "auto" picks by measurement
 DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)  # BLAS runs all; oneDNN: onednn_supports
 # oneDNN's own answer to "does this CPU have the instructions for an inner product in this dtype?"
 _ONEDNN_PROBES = {torch.bfloat16: ("bf16", "_is_mkldnn_bf16_supported"),
@@ -77,8 +77,15 @@ def onednn_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = Non
 
 
 def _kernels() -> dict[str, Callable]:
-    """The matmuls "auto" times against each other on CPU; both read nn.Linear's (out, in) layout."""
-    return {"onednn": onednn_linear, "blas": F.linear}
+    """The matmuls "auto" times against each other on CPU, by name.
+
+    "onednn" and "blas" read nn.Linear's (out, in) layout; "blas-in-out" is ``F.linear`` over matrices
+    stored (in, out) (``in_out_layout``), so the same call streams the other layout.
+    """
+    return {"onednn": onednn_linear, "blas": F.linear, "blas-in-out": F.linear}
+
+
+IN_OUT = "blas-in-out"  # the one kernel of _kernels() that wants its matrices stored (in, out)
 
 
 def in_out_layout(w: torch.Tensor) -> torch.Tensor:
@@ -463,37 +470,93 @@ class FastDecoder:
         return out[:, : T + n].clone()  # a copy: the next call reuses the buffer
 
     def _tuned_linear(self, batch_size: int) -> Callable:
-        """The matmul for calls of ``batch_size`` rows: per matrix shape, oneDNN or BLAS, whichever is faster here.
+        """The matmul for calls of ``batch_size`` rows: per matrix shape, the kernel that is fastest here.
 
-        Timed once per batch size, on first use: for each shape (QKV, attention output, MLP up, MLP down,
-        the head), one warm-up and ``TUNE_REPEATS`` passes over every matrix of that shape with each
-        kernel, the fastest pass kept. ``self.tuned[batch_size]`` records the choice, (in, out) → kernel.
-        Measured at batch 1 on a 2-core Xeon (AVX-512): oneDNN read the block matrices at 17-23 GB/s and
-        BLAS at 24-42, while on the AMD EPYC of the README's table oneDNN was the faster. No rule fits both.
+        Timed once per batch size, on first use (``_timed_passes``), for each shape (QKV, attention output,
+        MLP up, MLP down, the head) and each candidate of ``_kernels()``. ``self.tuned[batch_size]``
+        records the choice, (in, out) → kernel name. The first batch size timed also fixes each shape's
+        layout: where "blas-in-out" wins, the matrices of that shape are stored (in, out) from then on and
+        later batch sizes keep that kernel; elsewhere they choose between "onednn" and "blas".
+
+        Why three: at batch 1 a matmul streams each matrix's rows, and how fast depends on the row length
+        and the kernel. On a 2-core Xeon (AVX-512), MKL read the 768-number rows of the (out, 768)
+        matrices and of the head at 14-15 GB/s on one thread, the same matrices stored (in, out) at 16-19,
+        while the MLP's down projection (3072-number rows) was fastest as it is; oneDNN read the block
+        matrices at 17-26 GB/s with two threads and BLAS at 24-33, while on the AMD EPYC of the README's
+        table oneDNN was the faster. No rule fits every CPU, so each one is timed.
         """
         kernels = _kernels()  # looked up at each call, so a test can slow one down
         if batch_size not in self.tuned:
-            by_shape: dict[tuple[int, int], list] = {}
-            pairs = [p for b in self.blocks for p in (b.c_attn, b.attn_proj, b.c_fc, b.mlp_proj)]
-            for w, b in [*pairs, (self.wte, None)]:
-                by_shape.setdefault((w.shape[1], w.shape[0]), []).append((w, b))
-            self.tuned[batch_size] = {
-                shape: min(kernels, key=lambda name, m=matrices: self._fastest_pass(kernels[name], m, batch_size))
-                for shape, matrices in by_shape.items()
-            }
+            first = not self.tuned
+            slots = self._matrix_slots()
+            names = {shape: [*kernels] if first else [IN_OUT] if self.tuned_layout(shape) == "in-out"
+                     else [n for n in kernels if n != IN_OUT] for shape in slots}
+            matrices = {(shape, n): self._matrices_for(n, slots[shape]) for shape in slots for n in names[shape]}
+            seconds = self._timed_passes(kernels, names, matrices, batch_size)
+            choice = {shape: min(names[shape], key=lambda n, s=shape: seconds[s, n]) for shape in slots}
+            if first:
+                for shape, name in choice.items():
+                    if name == IN_OUT:
+                        self._store(slots[shape], matrices[shape, name])
+            self.tuned[batch_size] = choice
         chosen = {shape: kernels[name] for shape, name in self.tuned[batch_size].items()}
         return lambda x, w, b=None: chosen[w.shape[1], w.shape[0]](x, w, b)
 
-    def _fastest_pass(self, kernel: Callable, matrices: list, batch_size: int) -> float:
-        """Seconds of the fastest of ``TUNE_REPEATS`` passes of ``kernel`` over ``matrices``, after a warm-up."""
-        x = torch.randn(batch_size, matrices[0][0].shape[1], dtype=self.dtype, device=self.device)
-        best = float("inf")
-        for _ in range(TUNE_REPEATS + 1):
-            start = time.perf_counter()
-            for w, b in matrices:
-                kernel(x, w, b)
-            best = min(best, time.perf_counter() - start)
+    def _timed_passes(self, kernels: dict, names: dict, matrices: dict, batch_size: int) -> dict:
+        """Seconds of each (shape, kernel) over every matrix of that shape: the fastest of ``TUNE_REPEATS``.
+
+        Each pass runs every shape once, so it streams the whole model, as a decode step does: timing one
+        shape's matrices over and over would read them from a large last-level cache (300 MiB on the
+        2-core Xeon, more than any one shape's matrices) rather than from memory. The candidates take
+        turns from pass to pass, so a slow spell of the machine does not single out one of them; the
+        first round warms up.
+        """
+        xs = {shape: torch.randn(batch_size, shape[0], dtype=self.dtype, device=self.device) for shape in names}
+        rounds = max(len(n) for n in names.values())
+        best: dict[tuple, float] = {}
+        for p in range(rounds * (TUNE_REPEATS + 1)):
+            for shape, candidates in names.items():
+                name = candidates[p % len(candidates)]
+                start = time.perf_counter()
+                for w, *b in matrices[shape, name]:
+                    kernels[name](xs[shape], w, *b)
+                if p >= rounds:
+                    best[shape, name] = min(best.get((shape, name), float("inf")), time.perf_counter() - start)
         return best
+
+    def tuned_layout(self, shape: tuple[int, int]) -> str | None:
+        """How matmul "tuned" stores the matrices of ``shape`` (in, out): "in-out", "out-in", or None before tuning.
+
+        >>> from minigpt.model import GPT, GPTConfig
+        >>> FastDecoder(GPT(GPTConfig.from_preset("tiny")), max_batch_size=1).tuned_layout((64, 64)) is None
+        True
+        """
+        first = next(iter(self.tuned.values()), None)  # the first batch size timed chose the layouts
+        if first is None:
+            return None
+        return "in-out" if first[shape] == IN_OUT else "out-in"
+
+    def _matrix_slots(self) -> dict[tuple[int, int], list[tuple[object, str]]]:
+        """Where each weight matrix lives, by (in, out) shape: (holder, attribute) of its (weight, bias) tuple."""
+        slots: dict[tuple[int, int], list] = {}
+        holders = [(b, name) for b in self.blocks for name in ("c_attn", "attn_proj", "c_fc", "mlp_proj")]
+        for holder, name in [*holders, (self, "head")]:
+            w = getattr(holder, name)[0]
+            slots.setdefault((w.shape[1], w.shape[0]), []).append((holder, name))
+        return slots
+
+    def _matrices_for(self, kernel: str, slots: list) -> list[tuple]:
+        """The (weight, bias) tuples of ``slots`` in the layout ``kernel`` reads: copied (in, out) for "blas-in-out"."""
+        stored = [getattr(holder, name) for holder, name in slots]
+        if kernel != IN_OUT or stored[0][0].stride(0) == 1:  # already (in, out)
+            return stored
+        return [(in_out_layout(w), *rest) for w, *rest in stored]
+
+    def _store(self, slots: list, matrices: list[tuple]) -> None:
+        """Keep ``matrices`` in place of the tuples at ``slots``; the token table stays tied to the head."""
+        for (holder, name), pair in zip(slots, matrices):
+            setattr(holder, name, pair)
+        self.wte = self.head[0]
 
     def _check_call(self, B: int, T: int, max_new_tokens: int) -> None:
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:

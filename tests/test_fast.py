@@ -311,7 +311,7 @@ def test_choose_matmul_checks_its_arguments():
         choose_matmul("auto", CPU, compile="yes")
 
 
-def test_auto_times_onednn_against_blas_once_per_batch_size(model, prompt, monkeypatch):
+def test_auto_times_the_kernels_once_per_batch_size(model, prompt):
     decoder = FastDecoder(model, max_batch_size=4, max_len=40)
     if decoder.matmul != "tuned":
         pytest.skip("this torch has no oneDNN: auto is BLAS, nothing to time")
@@ -322,24 +322,38 @@ def test_auto_times_onednn_against_blas_once_per_batch_size(model, prompt, monke
     c = model.config  # one choice per matrix shape: QKV, attention output, MLP up and down, the head
     shapes = {(c.n_embd, 3 * c.n_embd), (c.n_embd, c.n_embd), (c.n_embd, 4 * c.n_embd), (4 * c.n_embd, c.n_embd),
               (c.n_embd, c.vocab_size)}
-    assert all(set(chosen) == shapes and set(chosen.values()) <= {"onednn", "blas"} for chosen in decoder.tuned.values())
-    # a kernel that is always slower is never chosen, and a batch size is timed only once
-    chosen = {}
-    for slow in ("onednn", "blas"):
-        fresh = FastDecoder(model, max_batch_size=2, max_len=40)
-        real = {"onednn": minigpt.fast.onednn_linear, "blas": torch.nn.functional.linear}
+    kernels = {"onednn", "blas", "blas-in-out"}
+    assert all(set(chosen) == shapes and set(chosen.values()) <= kernels for chosen in decoder.tuned.values())
+    # the first batch size timed fixed each shape's layout; the second kept it
+    for shape, name in decoder.tuned[3].items():
+        assert decoder.tuned_layout(shape) == ("in-out" if name == "blas-in-out" else "out-in")
+        assert (decoder.tuned[1][shape] == "blas-in-out") == (name == "blas-in-out")
 
-        def slowed(kernel, delay):
-            def run(*args):
-                time.sleep(delay)
-                return kernel(*args)
-            return run
 
-        # 20 ms a call: far more than the two kernels differ on these small matrices (2 ms was not enough once,
-        # in a CI run: the real gap between the kernels on one shape exceeded it)
-        monkeypatch.setattr(minigpt.fast, "onednn_linear", slowed(real["onednn"], 0.02 * (slow == "onednn")))
-        monkeypatch.setattr(minigpt.fast.F, "linear", slowed(real["blas"], 0.02 * (slow == "blas")))
-        fresh.generate(ids[:2], mask[:2], max_new_tokens=2)
-        monkeypatch.undo()
-        chosen[slow] = set(fresh.tuned[2].values())
-    assert chosen == {"onednn": {"blas"}, "blas": {"onednn"}}
+@pytest.mark.parametrize("fast", ["onednn", "blas", "blas-in-out"])
+def test_auto_keeps_the_fastest_kernel_and_its_layout(model, prompt, monkeypatch, fast):
+    """With every other kernel slowed by 20 ms a call, ``fast`` wins on every shape, and its layout is kept."""
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no oneDNN: auto is BLAS, nothing to time")
+    real = minigpt.fast._kernels()
+
+    def slowed(kernel):
+        def run(*args):
+            time.sleep(0.02)  # far more than the real kernels differ on these small matrices
+            return kernel(*args)
+        return run
+
+    monkeypatch.setattr(minigpt.fast, "_kernels", lambda: {n: k if n == fast else slowed(k) for n, k in real.items()})
+    decoder = FastDecoder(model, max_batch_size=2, max_len=40)
+    ids, mask = prompt
+    out = decoder.generate(ids[:2], mask[:2], max_new_tokens=4)
+    assert set(decoder.tuned[2].values()) == {fast}
+    in_out = fast == "blas-in-out"
+    matrices = [m[0] for b in decoder.blocks for m in (b.c_attn, b.attn_proj, b.c_fc, b.mlp_proj)] + [decoder.head[0]]
+    assert all(w.stride() == ((1, w.shape[0]) if in_out else (w.shape[1], 1)) for w in matrices)
+    assert decoder.wte is decoder.head[0]  # the token table and the head still share one copy
+    reference = generate(model, ids[:2], attention_mask=mask[:2], max_new_tokens=4).ids
+    assert torch.equal(out, reference)
+    # a later batch size keeps the layout: in-out shapes keep their kernel, the others never take it
+    decoder.generate(ids[:1], mask[:1], max_new_tokens=2)
+    assert all((name == "blas-in-out") == in_out for name in decoder.tuned[1].values())
