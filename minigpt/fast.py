@@ -10,8 +10,9 @@ shape, fp32, 16-token prompt, 32 new tokens; tokens/s include the prefill):
   come from memory (chapter 12). Which kernel streams fastest depends on the CPU and the matrix: on an
   AMD EPYC (AVX-512) oneDNN's inner product (the kernel ``torch.compile``'s CPU freezing pass picks) read
   24-31 GB/s where MKL's ``F.linear`` read ~14; on a 2-core Xeon (AVX-512) it was the other way round at
-  batch 1 for the block matrices (oneDNN 17-23 GB/s, MKL 24-42), while oneDNN kept the 50,257-row head and
-  batch 8. So ``matmul="auto"`` times both on the decoder's own matrices, per matrix shape, once per
+  batch 1 for the block matrices (oneDNN 17-23 GB/s, MKL 24-42), and MKL itself streamed the (out, 768)
+  matrices and the head 20-30% faster when they were stored (in, out). So ``matmul="auto"`` times oneDNN,
+  BLAS and BLAS over the (in, out) layout on the decoder's own matrices, per matrix shape, once per
   batch size (``FastDecoder._tuned_linear``). oneDNN runs bf16 and fp16 only on CPUs that have them in
   hardware (AVX512-BF16, AVX512-FP16, AMX); ``choose_matmul`` asks the CPU (``onednn_supports``) and
   falls back to BLAS over the (in, out) layout elsewhere.
@@ -167,10 +168,10 @@ def choose_matmul(
 
     On CPU, ``"auto"`` is ``"tuned"`` where oneDNN has an inner product for ``dtype`` on this CPU
     (``onednn_supports``: fp32 wherever the build has oneDNN, bf16 and fp16 only with hardware support) and
-    nothing is compiled: the decoder then times oneDNN against BLAS on its own weights, at each batch size
-    on first use, and keeps the faster (which one wins differs from CPU to CPU, and between batch 1 and
-    batch 8). Elsewhere it is BLAS over the (in, out) layout (under ``compile``, whose CPU backend brings
-    its own matmuls, too); on GPUs it is ``"blas"``. An explicit ``"onednn"`` that cannot run is a
+    nothing is compiled: the decoder then times oneDNN, BLAS and BLAS over the (in, out) layout on its own
+    weights, at each batch size on first use, and keeps the fastest (which one wins differs from CPU to
+    CPU, from shape to shape, and between batch 1 and batch 8). Elsewhere it is BLAS over the (in, out)
+    layout (under ``compile``, whose CPU backend brings its own matmuls, too); on GPUs it is ``"blas"``. An explicit ``"onednn"`` that cannot run is a
     ``ValueError`` that names what is missing, here rather than as a oneDNN error at the first matmul.
 
     >>> choose_matmul("auto", torch.device("cuda"))
@@ -250,9 +251,10 @@ class FastDecoder:
     ``F.linear`` over weights stored (in, out)), ``"blas"`` (``F.linear`` over nn.Linear's layout, the
     readable model's way), or ``"auto"``: where this CPU's oneDNN has ``dtype`` (fp32 wherever torch has
     oneDNN; bf16 and fp16 only with AVX512-BF16/FP16 or AMX, as ``onednn_supports`` asks) and nothing is
-    compiled, ``"tuned"``: oneDNN or BLAS per matrix shape, whichever was faster when timed on the first
-    call of each batch size (``self.tuned`` shows the choice; pass a kernel by name for bit-identical
-    runs from one process to the next); else ``"blas-in-out"``; ``"blas"`` on GPUs. ``"onednn"`` where it
+    compiled, ``"tuned"``: per matrix shape, oneDNN, BLAS or BLAS over matrices stored (in, out),
+    whichever was fastest when timed on the first call of each batch size (``self.tuned`` shows the
+    choice, ``tuned_layout`` the layout; pass a kernel by name for bit-identical runs from one process to
+    the next); else ``"blas-in-out"``; ``"blas"`` on GPUs. ``"onednn"`` where it
     cannot run is a ValueError.
     ``dtype`` is one of ``DTYPES`` (a ``torch.dtype``, not its name).
 
