@@ -171,8 +171,9 @@ def choose_matmul(
     nothing is compiled: the decoder then times oneDNN, BLAS and BLAS over the (in, out) layout on its own
     weights, at each batch size on first use, and keeps the fastest (which one wins differs from CPU to
     CPU, from shape to shape, and between batch 1 and batch 8). Elsewhere it is BLAS over the (in, out)
-    layout (under ``compile``, whose CPU backend brings its own matmuls, too); on GPUs it is ``"blas"``. An explicit ``"onednn"`` that cannot run is a
-    ``ValueError`` that names what is missing, here rather than as a oneDNN error at the first matmul.
+    layout (under ``compile``, whose CPU backend brings its own matmuls, too); on GPUs it is ``"blas"``.
+    An explicit ``"onednn"`` that cannot run is a ``ValueError`` that names what is missing, here rather
+    than as a oneDNN error at the first matmul.
 
     >>> choose_matmul("auto", torch.device("cuda"))
     'blas'
