@@ -219,6 +219,7 @@ runs = {
 }
 repeats = 2  # the fastest of 2 turns each
 results = measure(runs, 1, n, repeats, cpu)
+tuned = fast.tuned.get(1, {})  # the kernel the fast path timed fastest per matrix shape (in, out), at batch 1
 del fast, hf, runs  # their copies of the weights (500 MB each)
 rates = {name: r["decode_tokens_per_s"] for name, r in results.items()}
 
@@ -268,6 +269,20 @@ plt.show()
 # around those bytes (Python, copies, a slower matrix kernel), and which one wins that differs from CPU to
 # CPU. None can cross the line by much, because the weights have to come from memory. (The bound is only as
 # good as the bandwidth measured: a run that caught the machine busy gives a bound that is too low.)
+#
+# Even the order of the bytes matters. At batch 1 a matrix-vector product walks the matrix row by row,
+# and a kernel streams long rows better than short ones. `nn.Linear` stores a 768 → 3072 matrix as 3072
+# rows of 768 numbers (out, in); stored the other way round, (in, out), it is 768 rows of 3072. On the Xeon
+# this chapter was written on, MKL read the (in, out) copies of the 768-wide matrices 20-30% faster. So
+# the fast path's first call times three kernels on its own matrices, shape by shape, and keeps the
+# fastest: oneDNN and BLAS over (out, in), and BLAS over an (in, out) copy. What it chose on your machine:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# why: which kernel streams fastest depends on the CPU (and on the moment: close calls can go either way)
+for (d_in, d_out), kernel in tuned.items():
+    print(f"{d_in:>5} -> {d_out:<6} {kernel}")
+assert set(tuned.values()) <= {"onednn", "blas", "blas-in-out"}  # empty where torch has no oneDNN
 
 # %% [markdown]
 # ## Step 4: tokens/s against batch size: where decoding stops being memory-bound
