@@ -104,20 +104,20 @@ def _field(default, help: str):
 
 @dataclass
 class BenchConfig:
-    """What to measure. The defaults take about 3 minutes on 2 CPU cores: GPT-2 124M shape, 16-token prompt, 64 new
-    tokens, batch 1 and 8, fp32 and int8."""
+    """What to measure. The defaults take about 3 minutes on 2 CPU cores: GPT-2 124M shape, 16-token prompt, 128
+    new tokens, batch 1 and 8, fp32 and int8, 2 runs each."""
 
     preset: str = _field("gpt2", f"model shape, random weights (speed does not depend on them): {', '.join(PRESETS)}")
     batch_sizes: tuple[int, ...] = _field((1, 8), "batch sizes to measure; every row is a random prompt of "
                                                   "prompt_len tokens")
     prompt_len: int = _field(16, "prompt length in tokens")
-    new_tokens: int = _field(64, "tokens generated per row (greedy, EOS off); at least 2")
+    new_tokens: int = _field(128, "tokens generated per row (greedy, EOS off); at least 2")
     dtypes: tuple[str, ...] = _field(("fp32", "int8"), "fp32, bf16 and/or int8 (weights; CPU only, with its "
                                                        "quality measured on the target model); bf16 is skipped "
                                                        "where the device has no fast bf16 (CPUs without "
                                                        "AVX512-BF16/AMX)")
     device: str = _field("cpu", "cpu, cuda, cuda:1 …")
-    repeats: int = _field(3, "runs of each measurement; decode: the methods take turns and each keeps its "
+    repeats: int = _field(2, "runs of each measurement; decode: the methods take turns and each keeps its "
                              "fastest run; speculative and beam: the median")
     methods: tuple[str, ...] = _field(("cache", "fast", "transformers"), f"what to measure: {', '.join(METHODS)}")
     no_cache_max_batch: int = _field(1, "largest batch size the no-cache method runs at: recomputing grows "

@@ -37,7 +37,7 @@ def test_the_default_is_the_quick_decode_suite():
     """A newcomer's `minigpt bench`: batch 1 and 8, fp32 and int8, no recomputing method, no search suites."""
     config = BenchConfig()
     assert (config.batch_sizes, config.dtypes, config.suites) == ((1, 8), ("fp32", "int8"), ("decode",))
-    assert config.methods == ("cache", "fast", "transformers") and config.new_tokens == 64
+    assert config.methods == ("cache", "fast", "transformers") and config.new_tokens == 128
 
 
 def test_bench_runs_end_to_end(tmp_path, capsys):
