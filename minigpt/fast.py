@@ -479,7 +479,9 @@ class FastDecoder:
         MLP up, MLP down, the head) and each candidate of ``_kernels()``. ``self.tuned[batch_size]``
         records the choice, (in, out) → kernel name. The first batch size timed also fixes each shape's
         layout: where "blas-in-out" wins, the matrices of that shape are stored (in, out) from then on and
-        later batch sizes keep that kernel; elsewhere they choose between "onednn" and "blas".
+        later batch sizes keep that kernel; elsewhere they choose between "onednn" and "blas". While the
+        first timing runs, an (in, out) copy of every matrix is alive beside the decoder's own (about
+        500 MB more for GPT-2 124M in fp32, for a second or so).
 
         Why three: at batch 1 a matmul streams each matrix's rows, and how fast depends on the row length
         and the kernel. On a 2-core Xeon (AVX-512), MKL read the 768-number rows of the (out, 768)
