@@ -273,7 +273,7 @@ plt.show()
 # Even the order of the bytes matters. At batch 1 a matrix-vector product walks the matrix row by row,
 # and a kernel streams long rows better than short ones. `nn.Linear` stores a 768 → 3072 matrix as 3072
 # rows of 768 numbers (out, in); stored the other way round, (in, out), it is 768 rows of 3072. On the Xeon
-# this chapter was written on, MKL read the (in, out) copies of the 768-wide matrices 20-30% faster. So
+# this chapter was written on, MKL read every matrix with 768-number rows 20-30% faster stored (in, out). So
 # the fast path's first call times three kernels on its own matrices, shape by shape, and keeps the
 # fastest: oneDNN and BLAS over (out, in), and BLAS over an (in, out) copy. What it chose on your machine:
 
