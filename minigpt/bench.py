@@ -449,7 +449,8 @@ def measure(runs: dict[str, Runner], batch_size: int, new_tokens: int, repeats: 
     """
     for run in runs.values():
         run(2)  # warm-up: kernel selection, allocator, torch.compile's compilation
-    first, full, peaks, ids = ({name: [] for name in runs} for _ in range(4))
+    first, full, peaks = ({name: [] for name in runs} for _ in range(3))
+    ids = {}  # each method's tokens, from its last run
     for _ in range(repeats):
         for name, run in runs.items():
             first[name].append(_timed(run, 1, device)[0])
