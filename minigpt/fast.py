@@ -18,8 +18,15 @@ shape, fp32, 16-token prompt, 32 new tokens; tokens/s include the prefill):
   falls back to BLAS over the (in, out) layout elsewhere.
 - **int8 weights** (``weights="int8"``): a quarter of the bytes per token, one scale per output channel
   (``minigpt.quantize``), through fbgemm's int8 kernels where the CPU runs them.
-- **A KV cache allocated once** (``minigpt.kv_cache.KVCache``), sized for the largest batch and length:
-  no tensor grows while decoding and memory is known up front.
+- **A KV cache allocated once**, sized for the largest batch and length: no tensor grows while decoding
+  and memory is known up front. It holds the same numbers as ``minigpt.kv_cache.KVCache``, laid out the
+  way the QKV matmul produces them: per layer one (batch, position, 2·C) tensor, each position's key then
+  its value, so one copy writes both.
+- **Few small ops per layer**: a batch-1 step spends ~85% of its time in the matmuls, and the rest in
+  ~25 small ops per layer that each cost several times more than usual, because every matmul streams
+  megabytes through the CPU's caches and evicts what the next op needs (a layer norm took 40-50 µs right
+  after a 9 MB matmul and 7-9 µs right after another layer norm). So activations stay (B·T, C) rows (every
+  matmul a plain 2-D one), and keys and values are written with one copy instead of two.
 - **Logits for the last position only**: prefill projects one row per sequence onto the 50257-word
   vocabulary, not T rows.
 - **No host syncs in the loop**: tokens are picked on the device (argmax, or a draw from the softmax) and
@@ -53,7 +60,6 @@ import torch.nn.functional as F
 from minigpt import logits as L
 from minigpt.checks import check_choice
 from minigpt.generate import PAD_TOKEN_ID, as_eos_ids, check_id_prompt, make_generator
-from minigpt.kv_cache import KVCache
 from minigpt.model import GPT
 from minigpt.quantize import Int8Linear, choose_int8_kernel
 
@@ -233,9 +239,10 @@ def _int8_linear(x: torch.Tensor, layer: Int8Linear) -> torch.Tensor:
 class FastDecoder:
     """Greedy and sampled decoding of a ``GPT`` with a pre-allocated cache and a capturable step.
 
-    The decoder holds its own copy of the weights (in ``dtype``, default the model's) and a ``KVCache``
-    for ``max_batch_size`` rows of ``max_len`` positions (prompt + new tokens; default the model's
-    context), allocated here once. The model passed in is not modified.
+    The decoder holds its own copy of the weights (in ``dtype``, default the model's) and a KV cache
+    (``self.cache``: per layer, keys and values side by side) for ``max_batch_size`` rows of ``max_len``
+    positions (prompt + new tokens; default the model's context), allocated here once.
+    The model passed in is not modified.
 
     ``compile=True`` wraps the decode step in ``torch.compile(fullgraph=True)``, with
     ``mode="reduce-overhead"`` (CUDA graphs) on CUDA. Leave it off on CPU: there it bought nothing
@@ -267,8 +274,8 @@ class FastDecoder:
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> decoder = FastDecoder(GPT(GPTConfig.from_preset("tiny")), max_batch_size=1, max_len=8)
-    >>> decoder.cache.keys[0].shape
-    torch.Size([1, 4, 8, 16])
+    >>> decoder.cache[0].shape  # per layer: batch, positions, a key and a value of n_embd numbers each
+    torch.Size([1, 8, 128])
     """
 
     def __init__(
@@ -321,8 +328,10 @@ class FastDecoder:
         self.wpe = _copy(model.transformer.wpe.weight, self.dtype)
         self.blocks = [_block_weights(b, self.dtype, matrix) for b in model.transformer.h]
         self.ln_f = _copy(model.transformer.ln_f.weight, self.dtype), _copy(model.transformer.ln_f.bias, self.dtype)
-        self.cache = KVCache(c.n_layer, max_batch_size, c.n_head, max_len, self.head_size,
-                             dtype=self.dtype, device=self.device)
+        # the KV cache: per layer one (max_batch_size, max_len, 2C) tensor, each position's key then its value,
+        # as the QKV matmul lays them out, so one copy writes both
+        self.cache = [torch.zeros(max_batch_size, max_len, 2 * c.n_embd, dtype=self.dtype, device=self.device)
+                      for _ in range(c.n_layer)]
         # per call: which cache positions hold real tokens (False over each row's left padding)
         self.key_ok = torch.ones(max_batch_size, 1, 1, max_len, dtype=torch.bool, device=self.device)
         self.key_pos = torch.arange(max_len, device=self.device)
@@ -341,7 +350,7 @@ class FastDecoder:
 
     def _tensors(self) -> list[torch.Tensor]:
         blocks = [t for b in self.blocks for pair in vars(b).values() for t in pair]
-        return [self.wte, self.wpe, *self.ln_f, *blocks, *self.cache.keys, *self.cache.values]
+        return [self.wte, self.wpe, *self.ln_f, *blocks, *self.cache]
 
     # --- the model, as functions of the copied weights ----------------------------------------------
 
@@ -354,26 +363,31 @@ class FastDecoder:
         ``kv_len`` is how many cache positions to attend over and ``mask`` (B, 1, T, kv_len) which of them
         each query may see (None: all of them).
         """
-        x = F.embedding(idx, self.wte) + F.embedding(positions, self.wpe)  # (B, T, C)
-        for layer, w in enumerate(self.blocks):
-            x = x + self._attention(layer, F.layer_norm(x, x.shape[-1:], *w.ln_1), w, at, kv_len, mask)
-            h = F.gelu(self.linear(F.layer_norm(x, x.shape[-1:], *w.ln_2), *w.c_fc), approximate="tanh")
+        B, T = idx.shape
+        # (B·T, C): one row per token, so every matmul is a plain 2-D one (no folding of batch dims per call)
+        x = (F.embedding(idx, self.wte) + F.embedding(positions, self.wpe)).flatten(0, 1)
+        row = x.shape[1:]  # (C,): what each layer norm normalizes over
+        for cache, w in zip(self.cache, self.blocks):
+            x = x + self._attention(F.layer_norm(x, row, *w.ln_1), w, cache[:B], at, kv_len, mask)
+            h = F.gelu(self.linear(F.layer_norm(x, row, *w.ln_2), *w.c_fc), approximate="tanh")
             x = x + self.linear(h, *w.mlp_proj)
-        x = F.layer_norm(x[:, -1], x.shape[-1:], *self.ln_f)  # last position only: (B, C)
+        x = F.layer_norm(x[T - 1 :: T], row, *self.ln_f)  # each sequence's last position only: (B, C)
         return self.linear(x, *self.head)  # (B, V)
 
     def _attention(
-        self, layer: int, x: torch.Tensor, w: _BlockWeights, at: slice | torch.Tensor, kv_len: int,
+        self, x: torch.Tensor, w: _BlockWeights, cache: torch.Tensor, at: slice | torch.Tensor, kv_len: int,
         mask: torch.Tensor | None,
     ) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.linear(x, *w.c_attn).split(C, dim=2)  # fused QKV: one matmul
-        q, k, v = (t.view(B, T, self.n_head, self.head_size).transpose(1, 2) for t in (q, k, v))
-        keys, values = self.cache.keys[layer][:B], self.cache.values[layer][:B]  # (B, nh, max_len, hs)
-        keys[:, :, at] = k  # written in place: the cache never grows or moves
-        values[:, :, at] = v
-        y = F.scaled_dot_product_attention(q, keys[:, :, :kv_len], values[:, :, :kv_len], attn_mask=mask)
-        return self.linear(y.transpose(1, 2).reshape(B, T, C), *w.attn_proj)
+        """Attention of the (B·T, C) rows ``x``, whose keys and values go to ``cache`` (B, max_len, 2C) ``at``."""
+        (B, _, C2), nh, hs = cache.shape, self.n_head, self.head_size
+        C, T = C2 // 2, x.shape[0] // B
+        qkv = self.linear(x, *w.c_attn).view(B, T, 3 * C)  # fused QKV: one matmul, then q | k | v per token
+        cache[:, at] = qkv[:, :, C:]  # keys and values in one copy, in place: the cache never grows or moves
+        q = qkv[:, :, :C].view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = cache[:, :kv_len, :C].view(B, kv_len, nh, hs).transpose(1, 2)  # (B, nh, kv_len, hs)
+        v = cache[:, :kv_len, C:].view(B, kv_len, nh, hs).transpose(1, 2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, T, hs)
+        return self.linear(y.transpose(1, 2).reshape(B * T, C), *w.attn_proj)
 
     def _static_step(
         self, tokens: torch.Tensor, positions: torch.Tensor, cache_pos: torch.Tensor, key_ok: torch.Tensor

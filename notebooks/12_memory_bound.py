@@ -33,6 +33,7 @@ import time
 
 import matplotlib.pyplot as plt
 import torch
+import torch.nn.functional as F
 
 import minigpt
 from minigpt.bench import (
@@ -283,6 +284,83 @@ plt.show()
 for (d_in, d_out), kernel in tuned.items():
     print(f"{d_in:>5} -> {d_out:<6} {kernel}")
 assert set(tuned.values()) <= {"onednn", "blas", "blas-in-out"}  # empty where torch has no oneDNN
+
+# %% [markdown]
+# ### Where a step's time goes
+#
+# The fast path reads the bytes the bound counts and still sits below it. Where does the rest of a step
+# go? Time two things, taking turns: one whole decode step, and the step's 49 matrix-vector products
+# alone (4 per layer, then the head), on the fast path's own matrices and kernels, with nothing in between.
+
+# %%
+fast = FastDecoder(model, max_batch_size=1, max_len=prompt_len + n)
+fast.generate(ids, max_new_tokens=2)  # the first call times the kernels for batch 1 and keeps the fastest
+step_matrices = [m for block in fast.blocks for m in (block.c_attn, block.attn_proj, block.c_fc, block.mlp_proj)]
+step_matrices.append(fast.head)  # each a matrix stored (out, in), with its bias: 12 · 4 + 1 = 49
+vectors = {width: torch.randn(1, width) for width in (config.n_embd, 4 * config.n_embd)}  # one row in
+
+
+def matmuls_only():
+    for w, *bias in step_matrices:
+        fast.linear(vectors[w.shape[1]], w, *bias)
+
+
+def one_step():  # the prompt's last token again, at the next position: a real step, cache and all
+    fast.decode_one_token(ids[:, -1:], torch.tensor([[prompt_len]]), prompt_len)
+
+
+fastest = {"one decode step": float("inf"), "its matmuls alone": float("inf")}
+with torch.inference_mode():
+    for _ in range(10):
+        for name, run in (("one decode step", one_step), ("its matmuls alone", matmuls_only)):
+            start = time.perf_counter()
+            run()
+            fastest[name] = min(fastest[name], time.perf_counter() - start)
+matmul_share = fastest["its matmuls alone"] / fastest["one decode step"]
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# why: milliseconds measured on this machine
+for name, seconds in fastest.items():
+    print(f"{name:>18}: {seconds * 1e3:5.1f} ms")
+print(f"the matmuls are {matmul_share:.0%} of a step; everything else, {1 - matmul_share:.0%}")
+assert matmul_share > 0.4  # a batch-1 step is mostly its matmuls: memory-bound
+
+# %% [markdown]
+# Most of a step is its matmuls, as the bound says. The rest is about 25 small operations per layer
+# (two layer norms, splitting the heads, writing the cache, attention, GELU, two residual adds), each on a
+# few vectors of 768 numbers: a few microseconds of arithmetic. Yet together they cost a good share of
+# the step. The matmuls are the reason again: each one streams megabytes through the CPU's caches and
+# pushes out what the next small operation needs (its data, and torch's own code and tables), so that
+# operation waits for memory too. Time one layer norm right after another, then right after the head's
+# 154 MB matmul:
+
+# %%
+row = torch.randn(1, config.n_embd)
+after = {"another layer norm": float("inf"), "the head's matmul": float("inf")}
+with torch.inference_mode():
+    for _ in range(10):
+        for name, before in (("another layer norm", lambda: F.layer_norm(row, row.shape[1:])),
+                             ("the head's matmul", lambda: fast.linear(row, *fast.head))):
+            before()
+            start = time.perf_counter()
+            F.layer_norm(row, row.shape[1:])
+            after[name] = min(after[name], time.perf_counter() - start)
+del fast, step_matrices  # the decoder's copy of the weights
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# why: microseconds measured on this machine
+for name, seconds in after.items():
+    print(f"a layer norm right after {name:>18}: {seconds * 1e6:5.1f} µs")
+assert after["the head's matmul"] > after["another layer norm"]  # the big read evicted what it needs
+
+# %% [markdown]
+# Every small operation of a step pays that toll, so the fast path keeps them few: each token is one row
+# of a plain 2-D matrix from start to end, and one copy writes a layer's keys and values into the cache.
+# It is also where the fast path's lead over transformers comes from: transformers' GPT-2 runs its blocks'
+# matmuls with the same kernel (its `Conv1D` stores the matrices (in, out)), so the two differ mostly in
+# what happens between the matmuls.
 
 # %% [markdown]
 # ## Step 4: tokens/s against batch size: where decoding stops being memory-bound

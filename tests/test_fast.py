@@ -8,6 +8,7 @@ import torch
 import minigpt.fast
 from minigpt.fast import FastDecoder, choose_matmul, onednn_supports
 from minigpt.generate import PAD_TOKEN_ID, generate
+from minigpt.kv_cache import KVCache
 from minigpt.model import GPT, GPTConfig
 
 N_STEPS = 60
@@ -103,6 +104,22 @@ def test_decoder_is_reusable_with_smaller_batches_and_prompts(model, prompt):
         sub_ids, sub_mask = ids[rows, start:], mask[rows, start:]
         expected = generate(model, sub_ids, attention_mask=sub_mask, max_new_tokens=25).ids
         assert torch.equal(decoder.generate(sub_ids, sub_mask, max_new_tokens=25), expected)
+
+
+def test_cache_holds_the_readable_models_keys_and_values(model, prompt):
+    ids = prompt[0][:1]  # the unpadded row
+    decoder = FastDecoder(model, max_batch_size=1, max_len=20, matmul="blas")
+    out = decoder.generate(ids, max_new_tokens=5)
+    filled = out.size(1) - 1  # every token but the last went through the model
+    reference = KVCache.for_model(model, batch_size=1, max_len=20)
+    with torch.no_grad():
+        model(out[:, :filled], kv_cache=reference)
+    C, nh = model.config.n_embd, model.config.n_head
+    for layer, cache in enumerate(decoder.cache):  # (B, max_len, 2C): each position's key, then its value
+        keys, values = cache[:, :filled].view(1, filled, 2, nh, C // nh).permute(2, 0, 3, 1, 4)  # (B, nh, T, hs)
+        torch.testing.assert_close(keys, reference.keys[layer][:, :, :filled])
+        torch.testing.assert_close(values, reference.values[layer][:, :, :filled])
+    assert not decoder.cache[0][:, filled:].any()  # nothing written past the last token
 
 
 @pytest.mark.parametrize("eos_row, eos_step", [(0, 3), (1, 20), (2, 40), (None, None)])
