@@ -161,14 +161,14 @@ for _ in range(5):
     best = min(best, time.perf_counter() - start)
 copy_gb_s = 2 * src.nbytes / best / 1e9  # bytes read + bytes written, per second
 del src, dst
-# the library's, read-only: best of a sum and a matrix-vector product; the best of three calls, like the copy
-bandwidth = max(measure_bandwidth() for _ in range(3))
+# the library's, read-only: the faster of a sum and a matrix-vector product, reading 1 GB again and again
+bandwidth = measure_bandwidth(repeats=3, seconds=1.0)  # the best of 3 one-second readings
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # why: bandwidth measured on this machine, never the same twice; the asserts check only that it was measured
 print(f"copy by hand (read + write): {copy_gb_s:.1f} GB/s")
-print(f"measure_bandwidth() (read only): {bandwidth:.1f} GB/s")
+print(f"measure_bandwidth (read only, 1 s readings): {bandwidth:.1f} GB/s")
 assert copy_gb_s > 0 and bandwidth > 0
 
 # %% [markdown]
@@ -177,8 +177,10 @@ assert copy_gb_s > 0 and bandwidth > 0
 # rows of activations. So the right figure is the read-only one. A copy mixes in writes, which many CPUs
 # pay for twice (a write first reads the line it lands in), so it usually understates how fast reading
 # alone can go. `measure_bandwidth` times two read-only kernels: a sum, and a matrix-vector product over
-# the same bytes, which is exactly what a batch-1 decode step does to every weight matrix. The best run
-# of either is kept, so the bound it gives is one no decoder should beat:
+# the same bytes, which is exactly what a batch-1 decode step does to every weight matrix. Each reading
+# lasts a second, about as long as the decoders' runs below: on a shared machine the memory's speed
+# swings, and a 50 ms read can catch a fast moment that no second-long run ever sees. The best reading
+# is kept, so the bound it gives is one no decoder should beat:
 #
 # **bound (tokens/s) = batch × bandwidth / bytes per step**
 
@@ -311,7 +313,7 @@ def one_step():  # the prompt's last token again, at the next position: a real s
 
 fastest = {"one decode step": float("inf"), "its matmuls alone": float("inf")}
 with torch.inference_mode():
-    for _ in range(10):
+    for _ in range(20):
         for name, run in (("one decode step", one_step), ("its matmuls alone", matmuls_only)):
             start = time.perf_counter()
             run()
@@ -324,7 +326,7 @@ matmul_share = fastest["its matmuls alone"] / fastest["one decode step"]
 for name, seconds in fastest.items():
     print(f"{name:>18}: {seconds * 1e3:5.1f} ms")
 print(f"the matmuls are {matmul_share:.0%} of a step; everything else, {1 - matmul_share:.0%}")
-assert matmul_share > 0.4  # a batch-1 step is mostly its matmuls: memory-bound
+assert matmul_share > 1 / 3  # mostly its matmuls (85-87% where we tried); a third leaves room for a busy machine
 
 # %% [markdown]
 # Most of a step is its matmuls, as the bound says. The rest is about 25 small operations per layer
@@ -429,7 +431,7 @@ batched = FastDecoder(model, max_batch_size=max(batches), max_len=sweep_prompt +
 measured = {}
 for b in batches:
     prompts = torch.randint(0, V, (b, sweep_prompt), generator=torch.Generator().manual_seed(b))
-    r = measure({"fast": lambda k: batched.generate(prompts, max_new_tokens=k)}, b, sweep_new, 1, cpu)["fast"]
+    r = measure({"fast": lambda k: batched.generate(prompts, max_new_tokens=k)}, b, sweep_new, repeats, cpu)["fast"]
     assert r["ids"].shape == (b, sweep_prompt + sweep_new)
     measured[b] = r["decode_tokens_per_s"]
 del batched

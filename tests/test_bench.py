@@ -4,6 +4,7 @@ import argparse
 import importlib.util
 import json
 import sys
+import time
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch
 from minigpt.bench import (
     BenchConfig,
     PeakMemory,
+    _read_rate,
     add_arguments,
     bandwidth_bound,
     cache_speedup,
@@ -163,6 +165,22 @@ def test_transformers_method_uses_the_same_weights(tmp_path):
 
 def test_measure_bandwidth_is_positive():
     assert measure_bandwidth("cpu", nbytes=2**24, repeats=2) > 0
+    assert measure_bandwidth("cpu", nbytes=2**24, repeats=1, seconds=0.05) > 0
+
+
+def test_a_sustained_reading_reads_again_until_the_time_is_up():
+    calls = []
+
+    def read():  # "reads" 1 GB in at least 10 ms
+        calls.append(time.perf_counter())
+        time.sleep(0.01)
+
+    rate = _read_rate(read, 10**9, 0.05, torch.device("cpu"))
+    assert len(calls) >= 2 and 0 < rate <= 100  # GB/s: at most 1 GB per 10 ms
+    assert time.perf_counter() - calls[0] >= 0.05
+    calls.clear()
+    _read_rate(read, 10**9, 0.0, torch.device("cpu"))
+    assert len(calls) == 1  # no time asked: one read
 
 
 def test_peak_memory_sees_an_allocation():
