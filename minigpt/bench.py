@@ -820,26 +820,28 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict:
 def _decode_suite(config: BenchConfig, base: GPT, progress: bool) -> tuple[list[dict], list[str]]:
     """Every method × dtype × batch size of the plan: the rows of ``results``, and the notes.
 
-    The methods of one dtype and batch size are measured together, taking turns (``measure``).
+    Everything measured at one batch size, every method in every dtype, takes turns (``measure``): a slow
+    spell of the machine then slows fp32 and int8 alike, so int8 ÷ fp32 compares runs made side by side.
     """
     device = torch.device(config.device)
     plan, notes = _plan(config, _transformers_version() is not None)
-    groups: dict[tuple[str, int], list[str]] = {}
+    groups: dict[int, list[tuple[str, str]]] = {}
     for dtype, batch, method in plan:
-        groups.setdefault((dtype, batch), []).append(method)
-    results, models = [], {}
+        groups.setdefault(batch, []).append((dtype, method))
+    dtypes = dict.fromkeys(dtype for dtype, _, _ in plan)  # in the plan's order
+    models = {dtype: _models(base, dtype, "transformers" in config.methods) for dtype in dtypes}
+    rows = {}
     bar = tqdm(groups.items(), desc="bench decode", file=sys.stderr, disable=not progress, unit="batch size")
-    for (dtype, batch), methods in bar:
-        bar.set_postfix_str(f"{dtype} batch {batch}: {', '.join(methods)}")
-        if dtype not in models:  # one copy per dtype at a time: free the previous dtype's first
-            models.clear()
-            models[dtype] = _models(base, dtype, "transformers" in config.methods)
-        model, hf_model = models[dtype]
+    for batch, measurements in bar:
+        bar.set_postfix_str(f"batch {batch}: {len(measurements)} methods × dtypes")
         ids = _prompt(batch, config, device)
-        runs = {m: _runner(m, base if dtype == "int8" else model, hf_model, ids, config, dtype) for m in methods}
-        rows = measure(runs, batch, config.new_tokens, config.repeats, device)
-        del runs  # the fast path's copy of the weights
-        results += [dict(method=method, dtype=dtype, batch_size=batch, **row) for method, row in rows.items()]
+        runs = {f"{method} {dtype}": _runner(method, base if dtype == "int8" else models[dtype][0], models[dtype][1],
+                                             ids, config, dtype) for dtype, method in measurements}
+        measured = measure(runs, batch, config.new_tokens, config.repeats, device)
+        del runs  # the fast paths' copies of the weights
+        rows |= {(dtype, batch, method): measured[f"{method} {dtype}"] for dtype, method in measurements}
+    results = [dict(method=method, dtype=dtype, batch_size=batch, **rows[dtype, batch, method])
+               for dtype, batch, method in plan]
     _mark_identical(results)
     return results, notes
 

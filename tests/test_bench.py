@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+import minigpt.bench
 from minigpt.bench import (
     BenchConfig,
     PeakMemory,
@@ -277,6 +278,24 @@ def test_int8_rows_and_their_quality(tmp_path):
     assert "int8 quality on shakespeare-draft: held-out loss (nats/token, 16 windows)" in table
     assert any(n.startswith("int8: fast is FastDecoder(weights='int8')") for n in report["notes"])
     assert (tmp_path / "b.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # one batch size: bars
+
+
+def test_every_method_and_dtype_of_a_batch_size_take_turns(tmp_path, monkeypatch):
+    calls, real = [], minigpt.bench.measure
+
+    def recording(runs, batch_size, *args):
+        calls.append((batch_size, sorted(runs)))
+        return real(runs, batch_size, *args)
+
+    monkeypatch.setattr(minigpt.bench, "measure", recording)
+    config = BenchConfig(preset="tiny", batch_sizes=(1, 2), new_tokens=3, repeats=1, dtypes=("fp32", "int8"),
+                         methods=("cache", "fast"), target="shakespeare-draft", out_json=str(tmp_path / "b.json"),
+                         figure=str(tmp_path / "b.png"))
+    report = run_bench(config, progress=False)
+    together = ["cache fp32", "cache int8", "fast fp32", "fast int8"]
+    assert calls == [(1, together), (2, together)]  # one measure per batch size: fp32 and int8 side by side
+    assert [(r["dtype"], r["batch_size"], r["method"]) for r in report["results"]] == [
+        (d, b, m) for d in ("fp32", "int8") for b in (1, 2) for m in ("cache", "fast")]  # the table's order
 
 
 def test_decode_step_bytes_counts_every_weight_once():
