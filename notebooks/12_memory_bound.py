@@ -223,7 +223,7 @@ runs = {
 repeats = 2  # the fastest of 2 turns each
 results = measure(runs, 1, n, repeats, cpu)
 tuned = fast.tuned.get(1, {})  # the kernel the fast path timed fastest per matrix shape (in, out), at batch 1
-del fast, hf, runs  # their copies of the weights (500 MB each)
+del hf, runs  # transformers' copy of the weights (500 MB); the fast path's serves the next section too
 rates = {name: r["decode_tokens_per_s"] for name, r in results.items()}
 
 # %% [markdown]
@@ -295,8 +295,7 @@ assert set(tuned.values()) <= {"onednn", "blas", "blas-in-out"}  # empty where t
 # alone (4 per layer, then the head), on the fast path's own matrices and kernels, with nothing in between.
 
 # %%
-fast = FastDecoder(model, max_batch_size=1, max_len=prompt_len + n)
-fast.generate(ids, max_new_tokens=2)  # the first call times the kernels for batch 1 and keeps the fastest
+# the fast path of Step 3, its kernels already timed and chosen for batch 1
 step_matrices = [m for block in fast.blocks for m in (block.c_attn, block.attn_proj, block.c_fc, block.mlp_proj)]
 step_matrices.append(fast.head)  # each a matrix stored (out, in), with its bias: 12 · 4 + 1 = 49
 vectors = {width: torch.randn(1, width) for width in (config.n_embd, 4 * config.n_embd)}  # one row in
