@@ -61,10 +61,11 @@ from minigpt import logits as L
 from minigpt.checks import check_choice
 from minigpt.generate import PAD_TOKEN_ID, as_eos_ids, check_id_prompt, make_generator
 from minigpt.model import GPT
+from minigpt.native import NativeStep, unavailable_reason
 from minigpt.quantize import Int8Linear, choose_int8_kernel
 
 EOS_CHECK_EVERY = 16  # with EOS on: steps between the (host-syncing) checks that every row has finished
-MATMULS = ("auto", "onednn", "blas-in-out", "blas")
+MATMULS = ("auto", "native", "tuned", "onednn", "blas-in-out", "blas")
 WEIGHTS = ("float", "int8")  # float: the decoder's dtype; int8: Int8Linear matrices, float32 activations
 TUNE_REPEATS = 5  # timed passes of each candidate kernel over the whole model, when "auto" picks by measurement
 DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)  # BLAS runs all; oneDNN: onednn_supports
@@ -168,11 +169,14 @@ def _check_bool(name: str, value: object, *, none_ok: bool = False) -> None:
 
 
 def choose_matmul(
-    matmul: str, device: torch.device, compile: bool = False, *, dtype: torch.dtype = torch.float32
+    matmul: str, device: torch.device, compile: bool = False, *, dtype: torch.dtype = torch.float32,
+    static: bool = False,
 ) -> str:
     """Resolve ``"auto"`` to the matmul that runs ``dtype`` fastest on ``device``; refuse one that cannot run.
 
-    On CPU, ``"auto"`` is ``"tuned"`` where oneDNN has an inner product for ``dtype`` on this CPU
+    On CPU, ``"auto"`` is ``"native"`` for float32 decoding with the sliced cache (not ``static``, nothing
+    compiled) wherever the C decode step builds (``minigpt.native``: it needs a C compiler with OpenMP).
+    Otherwise it is ``"tuned"`` where oneDNN has an inner product for ``dtype`` on this CPU
     (``onednn_supports``: fp32 wherever the build has oneDNN, bf16 and fp16 only with hardware support) and
     nothing is compiled: the decoder then times oneDNN, BLAS and BLAS over the (in, out) layout on its own
     weights, at each batch size on first use, and keeps the fastest (which one wins differs from CPU to
@@ -188,6 +192,7 @@ def choose_matmul(
     """
     check_choice("matmul", matmul, MATMULS)
     _check_bool("compile", compile)
+    _check_bool("static", static)
     _check_dtype(dtype)
     if device.type != "cpu":
         if matmul not in ("auto", "blas"):
@@ -196,12 +201,26 @@ def choose_matmul(
     if compile and matmul == "onednn":
         raise ValueError("matmul='onednn' cannot be compiled (torch.compile lowers matmuls itself); "
                          "use 'auto', 'blas-in-out' or 'blas'")
-    if matmul == "onednn" and not onednn_supports(dtype):
-        raise ValueError(f"matmul='onednn' cannot run here: {_onednn_lacks(dtype)}; "
+    if matmul in ("onednn", "tuned") and not onednn_supports(dtype):
+        raise ValueError(f"matmul={matmul!r} cannot run here: {_onednn_lacks(dtype)}; "
                          "use matmul='auto' or 'blas-in-out'")
+    native_lacks = _native_lacks(compile, dtype, static)
+    if matmul == "native" and native_lacks:
+        raise ValueError(f"matmul='native' cannot run here: {native_lacks}; use matmul='auto' or 'blas-in-out'")
+    if matmul == "tuned" and compile:
+        raise ValueError("matmul='tuned' cannot be compiled (it times eager kernels); use 'auto' or 'blas-in-out'")
     if matmul == "auto":
-        return "tuned" if not compile and onednn_supports(dtype) else "blas-in-out"
+        return "native" if not native_lacks else "tuned" if not compile and onednn_supports(dtype) else "blas-in-out"
     return matmul
+
+
+def _native_lacks(compile: bool, dtype: torch.dtype, static: bool) -> str | None:
+    """What keeps the C decode step (``minigpt.native``) from running this decoder, or None."""
+    if dtype != torch.float32:
+        return f"the C decode step computes in float32, got dtype={dtype}"
+    if compile or static:
+        return "the C decode step is eager and reads the sliced cache (compile=False, static=False)"
+    return unavailable_reason()
 
 
 @dataclass
@@ -304,8 +323,9 @@ class FastDecoder:
         self.dtype = wte.dtype if dtype is None else dtype
         self.max_batch_size, self.max_len = max_batch_size, max_len
         self.n_head, self.head_size = c.n_head, c.n_embd // c.n_head
+        self.static = compile if static is None else static
         # checks matmul and compile too, so every check is done before the first copy below
-        self.matmul = choose_matmul(matmul, self.device, compile, dtype=self.dtype)
+        self.matmul = choose_matmul(matmul, self.device, compile, dtype=self.dtype, static=self.static)
         _check_int8(weights, self.device, self.dtype, compile, matmul)
         self.tuned: dict[int, dict] = {}  # matmul "tuned": batch size -> {(in, out): the kernel timed fastest}
         self.int8_kernel = None
@@ -338,7 +358,11 @@ class FastDecoder:
         self.padded = True  # does any row of the current call hold left padding? (set by generate)
         self.cache_pos = torch.zeros(1, dtype=torch.long, device=self.device)  # static step: where to write
         self.out = torch.zeros(max_batch_size, max_len, dtype=torch.long, device=self.device)  # the tokens
-        self.static = compile if static is None else static
+        # matmul "native": decode steps run in C (minigpt.native), reading these same tensors; prefill stays here
+        self.native_step = NativeStep(
+            [[*b.ln_1, *b.c_attn, *b.attn_proj, *b.ln_2, *b.c_fc, *b.mlp_proj, cache]
+             for b, cache in zip(self.blocks, self.cache)], self.wte, self.wpe, self.ln_f, self.n_head,
+            max_batch_size, max_len) if self.matmul == "native" else None
         self._step = self._compiled_step() if compile else self._static_step
 
     def _compiled_step(self):
@@ -407,6 +431,8 @@ class FastDecoder:
     def decode_one_token(self, tokens: torch.Tensor, positions: torch.Tensor, length: int) -> torch.Tensor:
         """Logits (B, V) after feeding ``tokens`` (B, 1) at cache position ``length`` (positions filled so far)."""
         B = tokens.size(0)
+        if self.native_step is not None:
+            return self.native_step(tokens, positions, length, self.key_ok[:B, 0, 0] if self.padded else None)
         if self.static:
             self.cache_pos.fill_(length)  # a scalar written on the device: no host-device copy, no sync
             return self._step(tokens, positions, self.cache_pos, self.key_ok[:B])

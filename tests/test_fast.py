@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import minigpt.fast
+from minigpt import native
 from minigpt.fast import FastDecoder, choose_matmul, onednn_supports
 from minigpt.generate import PAD_TOKEN_ID, generate
 from minigpt.kv_cache import KVCache
@@ -39,7 +40,7 @@ def prompt():
     return ids.masked_fill(mask == 0, PAD_TOKEN_ID), mask
 
 
-@pytest.mark.parametrize("matmul", ["auto", "onednn", "blas-in-out", "blas"])
+@pytest.mark.parametrize("matmul", ["auto", "tuned", "onednn", "blas-in-out", "blas"])
 @pytest.mark.parametrize("static", [False, True])
 def test_greedy_equals_eager(model, prompt, matmul, static):
     ids, mask = prompt
@@ -52,7 +53,7 @@ def test_greedy_equals_eager(model, prompt, matmul, static):
 def test_greedy_without_padding_attends_without_a_mask(model, prompt, monkeypatch):
     ids = prompt[0][:, -4:]  # the last 4 tokens of each row are real: no padding anywhere
     expected = generate(model, ids, max_new_tokens=N_STEPS).ids
-    decoder = FastDecoder(model, max_batch_size=3, max_len=80)
+    decoder = FastDecoder(model, max_batch_size=3, max_len=80, matmul="tuned")
     masks = []
     attention = torch.nn.functional.scaled_dot_product_attention
     monkeypatch.setattr(minigpt.fast.F, "scaled_dot_product_attention",
@@ -184,7 +185,8 @@ def test_in_out_layout_keeps_the_head_tied(model):
 @pytest.mark.parametrize("kwargs, message", [
     (dict(max_batch_size=0), "max_batch_size must be an integer >= 1, got 0"),
     (dict(max_batch_size=1, max_len=129), "max_len must be an integer in [1, 128] (the model's context), got 129"),
-    (dict(max_batch_size=1, matmul="mkl"), "matmul must be one of auto, onednn, blas-in-out, blas, got 'mkl'"),
+    (dict(max_batch_size=1, matmul="mkl"), "matmul must be one of auto, native, tuned, onednn, blas-in-out, blas, "
+                                          "got 'mkl'"),
     (dict(max_batch_size=1, dtype=torch.int8), "dtype must be one of torch.float32, torch.bfloat16, "
                                                "torch.float16, torch.float64 or None, got torch.int8"),
     (dict(max_batch_size=1, dtype=torch.int64), "dtype must be one of torch.float32, torch.bfloat16, "
@@ -242,7 +244,8 @@ def test_sampling_settings_are_checked(model):
 
 
 def test_choose_matmul():
-    assert choose_matmul("auto", torch.device("cpu")) == ("tuned" if torch.backends.mkldnn.is_available() else "blas-in-out")
+    assert choose_matmul("auto", torch.device("cpu")) == ("native" if native.available() else "tuned")
+    assert choose_matmul("auto", torch.device("cpu"), static=True) == "tuned"  # the C step reads the sliced cache
     assert choose_matmul("auto", torch.device("cuda")) == "blas"
     assert choose_matmul("auto", torch.device("cpu"), compile=True) == "blas-in-out"
     with pytest.raises(ValueError, match="matmul must be 'auto' or 'blas' on cuda, got 'onednn'"):
@@ -256,7 +259,7 @@ def test_auto_falls_back_to_blas_where_onednn_lacks_the_dtype(model, prompt, mon
     # a CPU without AVX512-BF16/FP16 or AMX, whatever this one has: oneDNN runs fp32 only
     monkeypatch.setattr(minigpt.fast, "onednn_supports", lambda d: d == torch.float32)
     assert choose_matmul("auto", CPU, dtype=dtype) == "blas-in-out"
-    assert choose_matmul("auto", CPU, dtype=torch.float32) == "tuned"
+    assert choose_matmul("auto", CPU, dtype=torch.float32, static=True) == "tuned"
     decoder = FastDecoder(model, max_batch_size=3, max_len=16, dtype=dtype)
     assert decoder.matmul == "blas-in-out" and decoder.linear is torch.nn.functional.linear
     assert decoder.wte.stride() == (1, model.config.vocab_size)  # the (in, out) layout BLAS reads fastest
@@ -288,7 +291,7 @@ def test_explicit_onednn_without_the_dtype_is_an_error(model, monkeypatch, dtype
 def test_explicit_onednn_without_onednn_in_torch_is_an_error(monkeypatch):
     monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
     assert not onednn_supports(torch.float32)
-    assert choose_matmul("auto", CPU) == "blas-in-out"
+    assert choose_matmul("auto", CPU, static=True) == "blas-in-out"
     with pytest.raises(ValueError) as e:
         choose_matmul("onednn", CPU)
     assert str(e.value) == ("matmul='onednn' cannot run here: this torch build has no oneDNN "
@@ -328,10 +331,10 @@ def test_choose_matmul_checks_its_arguments():
         choose_matmul("auto", CPU, compile="yes")
 
 
-def test_auto_times_the_kernels_once_per_batch_size(model, prompt):
-    decoder = FastDecoder(model, max_batch_size=4, max_len=40)
-    if decoder.matmul != "tuned":
-        pytest.skip("this torch has no oneDNN: auto is BLAS, nothing to time")
+def test_tuned_times_the_kernels_once_per_batch_size(model, prompt):
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no oneDNN: nothing to time")
+    decoder = FastDecoder(model, max_batch_size=4, max_len=40, matmul="tuned")
     ids, mask = prompt
     decoder.generate(ids, mask, max_new_tokens=3)
     decoder.generate(ids[:1], mask[:1], max_new_tokens=3)
@@ -348,10 +351,10 @@ def test_auto_times_the_kernels_once_per_batch_size(model, prompt):
 
 
 @pytest.mark.parametrize("fast", ["onednn", "blas", "blas-in-out"])
-def test_auto_keeps_the_fastest_kernel_and_its_layout(model, prompt, monkeypatch, fast):
+def test_tuned_keeps_the_fastest_kernel_and_its_layout(model, prompt, monkeypatch, fast):
     """With every other kernel slowed by 20 ms a call, ``fast`` wins on every shape, and its layout is kept."""
     if not torch.backends.mkldnn.is_available():
-        pytest.skip("this torch has no oneDNN: auto is BLAS, nothing to time")
+        pytest.skip("this torch has no oneDNN: nothing to time")
     real = minigpt.fast._kernels()
 
     def slowed(kernel):
@@ -361,7 +364,7 @@ def test_auto_keeps_the_fastest_kernel_and_its_layout(model, prompt, monkeypatch
         return run
 
     monkeypatch.setattr(minigpt.fast, "_kernels", lambda: {n: k if n == fast else slowed(k) for n, k in real.items()})
-    decoder = FastDecoder(model, max_batch_size=2, max_len=40)
+    decoder = FastDecoder(model, max_batch_size=2, max_len=40, matmul="tuned")
     ids, mask = prompt
     out = decoder.generate(ids[:2], mask[:2], max_new_tokens=4)
     assert set(decoder.tuned[2].values()) == {fast}

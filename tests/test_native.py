@@ -1,0 +1,138 @@
+"""The C decode step (minigpt.native) computes what the torch step computes, and is chosen only where it runs."""
+
+import pytest
+import torch
+
+from minigpt import native
+from minigpt.fast import FastDecoder, choose_matmul
+from minigpt.generate import PAD_TOKEN_ID, generate
+from minigpt.model import GPT, GPTConfig
+
+CPU = torch.device("cpu")
+needs_native = pytest.mark.skipif(not native.available(), reason=f"no C decode step here: {native.unavailable_reason()}")
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A tiny random GPT with large weights (peaked, varied distributions) and a vocabulary of 1000."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny", n_embd=128, n_head=2, vocab_size=1000)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(1.0, 0.1) if ".ln_" in name or "ln_f" in name else p.normal_(0.0, 0.15)
+    return model
+
+
+def prefilled(model, ids, mask, matmul):
+    """A decoder of ``matmul`` that has run the prompt: its cache holds the prompt's keys and values."""
+    decoder = FastDecoder(model, max_batch_size=4, max_len=32, matmul=matmul)
+    positions = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1)
+    decoder.key_ok[: len(ids), 0, 0, : ids.shape[1]] = mask.bool()
+    decoder.padded = not bool(mask.all())
+    with torch.inference_mode():
+        decoder.prefill(ids, mask, positions)
+    return decoder, positions[:, -1:] + 1
+
+
+@needs_native
+@pytest.mark.parametrize("padded", [False, True])
+def test_a_c_step_gives_the_torch_steps_logits_and_cache(model, padded):
+    torch.manual_seed(1)
+    ids = torch.randint(0, 1000, (3, 9))
+    mask = torch.ones_like(ids)
+    if padded:
+        mask[1, :4] = 0
+        ids = ids.masked_fill(mask == 0, PAD_TOKEN_ID % 1000)
+    new = torch.randint(0, 1000, (3, 1))
+    steps = {}
+    for matmul in ("native", "blas"):
+        decoder, positions = prefilled(model, ids, mask, matmul)
+        with torch.inference_mode():
+            steps[matmul] = decoder.decode_one_token(new, positions, 9), [c[:3, :10].clone() for c in decoder.cache]
+    (logits, cache), (expected, expected_cache) = steps["native"], steps["blas"]
+    assert logits.shape == (3, 1000) and logits.dtype == torch.float32
+    torch.testing.assert_close(logits, expected, rtol=0, atol=1e-4)  # logits of size ~10: rounding only
+    for c, e in zip(cache, expected_cache):
+        torch.testing.assert_close(c, e, rtol=0, atol=1e-5)
+    assert torch.equal(logits.argmax(-1), expected.argmax(-1))
+
+
+@needs_native
+def test_a_rows_logits_do_not_depend_on_the_batch_around_it(model):
+    torch.manual_seed(2)
+    ids = torch.randint(0, 1000, (4, 5))
+    new = torch.randint(0, 1000, (4, 1))
+    together, positions = prefilled(model, ids, torch.ones_like(ids), "native")
+    with torch.inference_mode():
+        batch = together.decode_one_token(new, positions, 5)
+        for row in range(4):
+            alone, pos = prefilled(model, ids[row : row + 1], torch.ones_like(ids[:1]), "native")
+            for mine, theirs in zip(alone.cache, together.cache):  # the same cache (prefill is torch's GEMM)
+                mine[0] = theirs[row]
+            assert torch.equal(alone.decode_one_token(new[row : row + 1], pos, 5)[0], batch[row])  # bit for bit
+
+
+@needs_native
+def test_auto_decodes_in_c_and_gives_the_readable_loops_tokens(model):
+    torch.manual_seed(3)
+    ids = torch.randint(0, 1000, (2, 6))
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0
+    ids = ids.masked_fill(mask == 0, 0)
+    decoder = FastDecoder(model, max_batch_size=2, max_len=64)
+    assert decoder.matmul == "native" and decoder.native_step is not None
+    expected = generate(model, ids, attention_mask=mask, max_new_tokens=50).ids
+    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=50), expected)
+    sampled = [decoder.generate(ids, mask, max_new_tokens=20, do_sample=True, seed=7) for _ in range(2)]
+    assert torch.equal(*sampled)
+    assert torch.equal(sampled[0], generate(model, ids, attention_mask=mask, max_new_tokens=20, do_sample=True,
+                                            seed=7).ids)
+
+
+def test_without_a_compiler_auto_keeps_the_torch_step(model, monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path))
+    reason = native.unavailable_reason()
+    assert reason.startswith(f"cannot build in {tmp_path / 'native'}: ") and "no-such-cc" in reason
+    assert not native.available()
+    assert choose_matmul("auto", CPU) == ("tuned" if torch.backends.mkldnn.is_available() else "blas-in-out")
+    with pytest.raises(ValueError) as e:
+        FastDecoder(model, max_batch_size=1, max_len=8, matmul="native")
+    assert str(e.value) == f"matmul='native' cannot run here: {reason}; use matmul='auto' or 'blas-in-out'"
+    decoder = FastDecoder(model, max_batch_size=1, max_len=8)
+    assert decoder.native_step is None
+
+
+def test_a_failed_build_says_what_the_compiler_said(monkeypatch, tmp_path):
+    fake = tmp_path / "cc"
+    fake.write_text("#!/bin/sh\necho 'cc: error: unrecognized command-line option -fopenmp' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("CC", str(fake))
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path))
+    assert native.unavailable_reason() == (f"{fake} {' '.join(native.build_flags())} failed: "
+                                           "cc: error: unrecognized command-line option -fopenmp")
+
+
+@pytest.mark.parametrize("capability, flags", [("AVX512", ["-mavx512f", "-mfma"]), ("AVX2", ["-mavx2", "-mfma"]),
+                                               ("DEFAULT", [])])
+def test_the_build_asks_torch_what_the_cpu_runs(monkeypatch, capability, flags):
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    assert native.build_flags() == ["-O3", "-shared", "-fPIC", "-fopenmp", *flags]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(dtype=torch.bfloat16), "the C decode step computes in float32, got dtype=torch.bfloat16"),
+    (dict(static=True), "the C decode step is eager and reads the sliced cache (compile=False, static=False)"),
+])
+def test_native_where_it_cannot_run_is_an_error(model, kwargs, message):
+    with pytest.raises(ValueError) as e:
+        FastDecoder(model, max_batch_size=1, max_len=8, matmul="native", **kwargs)
+    assert str(e.value) == f"matmul='native' cannot run here: {message}; use matmul='auto' or 'blas-in-out'"
+
+
+def test_native_step_refuses_tensors_it_cannot_read():
+    if not native.available():
+        pytest.skip(native.unavailable_reason())
+    w = torch.zeros(4, 4)
+    with pytest.raises(ValueError, match=r"contiguous float32 CPU tensors, got torch.float32 on cpu with strides \(1, 4\)"):
+        native.NativeStep([[w.t()] * 13], w, w, (w[0], w[0]), 1, 1, 4)
