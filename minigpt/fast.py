@@ -5,7 +5,14 @@ matters; it changes *how* the numbers are computed, never *which* token is picke
 greedy tokens are identical). What each trick buys (measured on a quiet 2-core AVX-512 CPU, GPT-2 124M
 shape, fp32, 16-token prompt, 32 new tokens; tokens/s include the prefill):
 
-- **A matmul that streams the weights at memory speed, on CPU, chosen by timing it.** A batch-1 decode step
+- **A decode step in C, on CPU** (``matmul="native"``, what ``"auto"`` picks for float32 wherever a C
+  compiler with OpenMP is found): ``minigpt.native`` compiles ``csrc/decode_step.c`` for the instructions
+  torch says this CPU has and runs every layer of a step in one call. It streams each matrix 16 rows at
+  a time, and between the weight streams does only a few kilobytes of arithmetic, where torch pays its
+  per-op toll ~300 times a step (next bullets but one). On a 2-core Xeon (AVX-512) a GPT-2 124M step took
+  ~9% less time than the torch step below; the prompt's pass (a matrix-matrix product) stays in torch.
+- **A matmul that streams the weights at memory speed, on CPU, chosen by timing it** (``matmul="tuned"``,
+  the torch step, and what ``"auto"`` picks where the C step cannot run). A batch-1 decode step
   multiplies one row by every weight matrix, ~0.5 GB of them, so it is bound by how fast the weights
   come from memory (chapter 12). Which kernel streams fastest depends on the CPU and the matrix: on an
   AMD EPYC (AVX-512) oneDNN's inner product (the kernel ``torch.compile``'s CPU freezing pass picks) read
@@ -61,7 +68,7 @@ from minigpt import logits as L
 from minigpt.checks import check_choice
 from minigpt.generate import PAD_TOKEN_ID, as_eos_ids, check_id_prompt, make_generator
 from minigpt.model import GPT
-from minigpt.native import NativeStep, unavailable_reason
+from minigpt.native import NativeStep, matrix_for_c, unavailable_reason
 from minigpt.quantize import Int8Linear, choose_int8_kernel
 
 EOS_CHECK_EVERY = 16  # with EOS on: steps between the (host-syncing) checks that every row has finished
@@ -250,6 +257,13 @@ def _block_weights(block: torch.nn.Module, dtype: torch.dtype, matrix: Callable)
     )
 
 
+def _native(matrix: tuple) -> list[torch.Tensor | None]:
+    """A (weight, bias) or (Int8Linear,) matrix as the C step reads it (``minigpt.native.matrix_for_c``)."""
+    if isinstance(matrix[0], Int8Linear):
+        return matrix_for_c(matrix[0].q, matrix[0].bias, matrix[0].scale)
+    return matrix_for_c(*matrix)
+
+
 def _int8_linear(x: torch.Tensor, layer: Int8Linear) -> torch.Tensor:
     """The int8 decoder's matmul: each matrix is an ``Int8Linear`` holding its own scales and bias."""
     return layer(x)
@@ -274,9 +288,12 @@ class FastDecoder:
     half of it) and costs nothing, since the length is a Python int the loop already knows.
 
     ``matmul`` picks the kernel of every weight matrix (see the module docstring for what each buys):
-    ``"onednn"`` (CPU: oneDNN's inner product over nn.Linear's (out, in) layout), ``"blas-in-out"`` (CPU:
+    ``"native"`` (CPU, float32, sliced cache: every decode step in C, ``minigpt.native``; ``self.native_step``;
+    the prompt's pass with ``F.linear``), ``"tuned"`` (CPU: each matrix shape's fastest of the next three,
+    timed), ``"onednn"`` (CPU: oneDNN's inner product over nn.Linear's (out, in) layout), ``"blas-in-out"`` (CPU:
     ``F.linear`` over weights stored (in, out)), ``"blas"`` (``F.linear`` over nn.Linear's layout, the
-    readable model's way), or ``"auto"``: where this CPU's oneDNN has ``dtype`` (fp32 wherever torch has
+    readable model's way), or ``"auto"``: ``"native"`` where it can run (float32, ``static`` off, and the C
+    step builds here); else, where this CPU's oneDNN has ``dtype`` (fp32 wherever torch has
     oneDNN; bf16 and fp16 only with AVX512-BF16/FP16 or AMX, as ``onednn_supports`` asks) and nothing is
     compiled, ``"tuned"``: per matrix shape, oneDNN, BLAS or BLAS over matrices stored (in, out),
     whichever was fastest when timed on the first call of each batch size (``self.tuned`` shows the
@@ -327,11 +344,14 @@ class FastDecoder:
         # checks matmul and compile too, so every check is done before the first copy below
         self.matmul = choose_matmul(matmul, self.device, compile, dtype=self.dtype, static=self.static)
         _check_int8(weights, self.device, self.dtype, compile, matmul)
+        native = self.matmul == "native"
         self.tuned: dict[int, dict] = {}  # matmul "tuned": batch size -> {(in, out): the kernel timed fastest}
         self.int8_kernel = None
         layout = in_out_layout if self.matmul == "blas-in-out" else (lambda w: w)
         if weights == "int8":
             self.int8_kernel = choose_int8_kernel(int8_kernel, model.transformer.h[0].mlp.c_fc.weight.detach())
+            # the C step quantizes activations as fbgemm's "dynamic" kernel does; "weight-only" stays in torch
+            native = native and self.int8_kernel == "dynamic"
             self.matmul, self.linear = "int8", _int8_linear
 
             def matrix(m):
@@ -358,12 +378,17 @@ class FastDecoder:
         self.padded = True  # does any row of the current call hold left padding? (set by generate)
         self.cache_pos = torch.zeros(1, dtype=torch.long, device=self.device)  # static step: where to write
         self.out = torch.zeros(max_batch_size, max_len, dtype=torch.long, device=self.device)  # the tokens
-        # matmul "native": decode steps run in C (minigpt.native), reading these same tensors; prefill stays here
-        self.native_step = NativeStep(
-            [[*b.ln_1, *b.c_attn, *b.attn_proj, *b.ln_2, *b.c_fc, *b.mlp_proj, cache]
-             for b, cache in zip(self.blocks, self.cache)], self.wte, self.wpe, self.ln_f, self.n_head,
-            max_batch_size, max_len) if self.matmul == "native" else None
+        self.native_step = self._native_step() if native else None
         self._step = self._compiled_step() if compile else self._static_step
+
+    def _native_step(self) -> NativeStep:
+        """The C decode step (``minigpt.native``) over this decoder's own weights and cache; prefill stays here."""
+        layers = [[*b.ln_1, *_native(b.c_attn), *_native(b.attn_proj), *b.ln_2, *_native(b.c_fc), *_native(b.mlp_proj),
+                   cache] for b, cache in zip(self.blocks, self.cache)]
+        head = _native((*self.head, None))[:3]  # the head's matrix, and for int8 its scales and rows' sums
+        qmax = 127 if isinstance(self.head[0], Int8Linear) and self.head[0].reduce_range else 255  # as fbgemm
+        return NativeStep(layers, self.wte, self.wpe, self.ln_f, *head, self.n_head, self.max_batch_size,
+                          self.max_len, qmax)
 
     def _compiled_step(self):
         """``_static_step`` under torch.compile; CUDA graphs need every buffer it touches at a fixed address."""

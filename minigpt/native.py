@@ -30,8 +30,10 @@ import torch
 SOURCE = Path(__file__).parent / "csrc" / "decode_step.c"
 # torch's name for the widest vector instructions it found on this CPU -> the compiler flags that allow them
 ISA_FLAGS = {"AVX512": ["-mavx512f", "-mfma"], "AVX2": ["-mavx2", "-mfma"]}
-PER_LAYER = 13  # pointers per layer, in decode_step.c's order: ln_1, c_attn, attn c_proj, ln_2, c_fc, mlp c_proj
-#                 (each weight then bias), then the layer's KV cache
+# per layer, in decode_step.c's order: ln_1 (weight, bias), c_attn and attn c_proj (each: weights, then for int8
+# its scales and its rows' sums of weights, else None and None, then its bias), ln_2, c_fc and mlp c_proj
+# likewise, then the layer's KV cache
+PER_LAYER = 21
 
 
 def compiler() -> str | None:
@@ -44,12 +46,18 @@ def compiler() -> str | None:
 
 
 def build_flags() -> list[str]:
-    """Compiler flags for this CPU: optimized, shared, OpenMP, and the vector width torch says it has.
+    """Compiler flags for this CPU: optimized, shared, OpenMP, and the instructions torch says it has.
+
+    The vector width is torch's (``get_cpu_capability``); with AVX-512, the int8 dot product instruction
+    (VNNI) is added where the CPU has it (``torch.cpu._is_vnni_supported``), so an int8 step adds 64
+    products per instruction instead of 32.
 
     >>> build_flags()[:4]
     ['-O3', '-shared', '-fPIC', '-fopenmp']
     """
-    return ["-O3", "-shared", "-fPIC", "-fopenmp", *ISA_FLAGS.get(torch.backends.cpu.get_cpu_capability(), [])]
+    capability = torch.backends.cpu.get_cpu_capability()
+    vnni = ["-mavx512vnni"] if capability == "AVX512" and torch.cpu._is_vnni_supported() else []
+    return ["-O3", "-shared", "-fPIC", "-fopenmp", *ISA_FLAGS.get(capability, []), *vnni]
 
 
 def _cache_dir() -> Path:
@@ -79,8 +87,8 @@ def _build(cc: str | None, flags: tuple[str, ...]) -> ctypes.CDLL | str:
             return f"cannot build in {target.parent}: {e}"
     lib = ctypes.CDLL(str(target))
     ptr, int_ = ctypes.c_void_p, ctypes.c_int  # decode_step's signature, argument by argument
-    lib.decode_step.argtypes = [ptr, int_, ptr, ptr, ptr, ptr, ptr, ptr, ptr, int_, int_, int_, int_, int_, int_,
-                                ptr, ptr, int_]
+    lib.decode_step.argtypes = [ptr, int_, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, int_, int_, int_, int_,
+                                int_, int_, int_, ptr, ptr, int_]
     lib.decode_step.restype = None
     return lib
 
@@ -108,12 +116,38 @@ def unavailable_reason() -> str | None:
     return lib if isinstance(lib, str) else None
 
 
+def matrix_for_c(weight: torch.Tensor, bias: torch.Tensor | None,
+                 scale: torch.Tensor | None = None) -> list[torch.Tensor | None]:
+    """One matrix as ``decode_step.c`` reads it: weights, scales, the rows' sums of weights, bias.
+
+    A float32 matrix has no scales and no sums (None). An int8 one (``scale`` per output row, as
+    ``minigpt.quantize.quantize_per_channel`` makes them) brings its rows' sums: the C step adds integer
+    products of weights and offset activations, and takes the offset times each row's sum back off.
+
+    >>> q = torch.tensor([[1, -2], [3, 4]], dtype=torch.int8)
+    >>> matrix_for_c(q, None, torch.ones(2))[2]
+    tensor([-1,  7], dtype=torch.int32)
+    """
+    if scale is None:
+        return [weight, None, None, bias]
+    return [weight, scale, weight.sum(dim=1, dtype=torch.int32), bias]
+
+
+def _address(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
+
+
 class NativeStep:
     """``decode_step.c`` bound to one decoder's tensors: call it with (B, 1) tokens to get (B, V) logits.
 
-    ``layers`` holds, per layer, the 13 tensors in ``PER_LAYER`` order (matrices (out, in), contiguous,
-    float32); ``cache`` tensors are (max_batch, max_len, 2C). The tensors must stay where they are for
-    the life of this object: their addresses are read once, here.
+    ``layers`` holds, per layer, the ``PER_LAYER`` tensors in ``decode_step.c``'s order: a matrix is its
+    (out, in) weights, float32 or int8, then for int8 its per-row float32 scales and int32 sums of weights
+    (``matrix_for_c``), for float32 None and None, then its bias; ``cache`` tensors are (max_batch,
+    max_len, 2C). ``head`` (V, C) is the output layer: the token table, or its int8 copy with
+    ``head_scale`` and ``head_row_sum``. All contiguous, on CPU. int8 matrices quantize their input as
+    fbgemm's dynamic kernel does, over [0, ``qmax``]: 255, or 127 where fbgemm reduces the range
+    (``Int8Linear.reduce_range``), so the C step and ``minigpt.quantize``'s "dynamic" kernel agree. The tensors must stay where they
+    are for the life of this object: their addresses are read once, here.
 
     >>> from minigpt.fast import FastDecoder
     >>> from minigpt.model import GPT, GPTConfig
@@ -122,24 +156,28 @@ class NativeStep:
     True
     """
 
-    def __init__(self, layers: list[list[torch.Tensor]], wte: torch.Tensor, wpe: torch.Tensor,
-                 ln_f: tuple[torch.Tensor, torch.Tensor], n_head: int, max_batch_size: int, max_len: int) -> None:
+    def __init__(self, layers: list[list[torch.Tensor | None]], wte: torch.Tensor, wpe: torch.Tensor,
+                 ln_f: tuple[torch.Tensor, torch.Tensor], head: torch.Tensor, head_scale: torch.Tensor | None,
+                 head_row_sum: torch.Tensor | None, n_head: int, max_batch_size: int, max_len: int,
+                 qmax: int = 255) -> None:
         lib = _library()
         if isinstance(lib, str):
             raise RuntimeError(f"the C decode step cannot run here: {lib}")
         per_layer = [t for layer in layers for t in layer]
-        for t in [*per_layer, wte, wpe, *ln_f]:
-            if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous():
-                raise ValueError(f"the C decode step reads contiguous float32 CPU tensors, got {t.dtype} "
-                                 f"on {t.device} with strides {t.stride()}")
-        self.lib, self.per_layer = lib, per_layer  # kept alive: the C side holds their addresses
-        self.pointers = (ctypes.c_void_p * len(per_layer))(*[t.data_ptr() for t in per_layer])
-        self.wte, self.wpe, self.ln_f = wte, wpe, ln_f
-        self.n_layer, self.n_head, self.max_len = len(layers), n_head, max_len
-        self.C, self.vocab = wte.shape[1], wte.shape[0]
-        # scratch: (B, 9C) shared by the threads, then (B·C + max_len) for each thread
-        self.threads = torch.get_num_threads()
-        self.work = torch.empty(max_batch_size * (9 * self.C) + self.threads * (max_batch_size * self.C + max_len))
+        tables = [wte, wpe, *ln_f, head, head_scale, head_row_sum]
+        for t in per_layer + tables:
+            if t is not None and (t.dtype not in (torch.float32, torch.int8, torch.int32) or t.device.type != "cpu"
+                                  or not t.is_contiguous()):
+                raise ValueError(f"the C decode step reads contiguous float32, int8 or int32 CPU tensors, got "
+                                 f"{t.dtype} on {t.device} with strides {t.stride()}")
+        self.lib, self.kept = lib, per_layer + tables  # the C side holds their addresses
+        self.pointers = (ctypes.c_void_p * len(per_layer))(*map(_address, per_layer))
+        self.tables = [*map(_address, tables)]
+        self.n_layer, self.n_head, self.max_len, self.qmax = len(layers), n_head, max_len, qmax
+        self.C, self.vocab = wte.shape[1], head.shape[0]
+        # scratch: (B, 9C) shared by the threads, then (2·B·C + max_len) for each thread
+        self.threads, B = torch.get_num_threads(), max_batch_size
+        self.work = torch.empty(B * 9 * self.C + self.threads * (2 * B * self.C + max_len))
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, pos: int,
                  key_ok: torch.Tensor | None) -> torch.Tensor:
@@ -151,9 +189,8 @@ class NativeStep:
         tokens, positions = tokens.contiguous(), positions.contiguous()
         logits = torch.empty(B, self.vocab)
         self.lib.decode_step(
-            self.pointers, self.n_layer, self.wte.data_ptr(), self.wpe.data_ptr(), self.ln_f[0].data_ptr(),
-            self.ln_f[1].data_ptr(), tokens.data_ptr(), positions.data_ptr(),
+            self.pointers, self.n_layer, *self.tables, tokens.data_ptr(), positions.data_ptr(),
             None if key_ok is None else key_ok.data_ptr(), B, self.C, self.n_head, self.vocab, self.max_len, pos,
-            self.work.data_ptr(), logits.data_ptr(), min(torch.get_num_threads(), self.threads),
+            self.qmax, self.work.data_ptr(), logits.data_ptr(), min(torch.get_num_threads(), self.threads),
         )
         return logits

@@ -108,6 +108,10 @@ class Int8Linear(nn.Module):
         self.register_buffer("q", q)  # (out, in) int8
         self.register_buffer("scale", scale)  # (out,) float32
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        # "dynamic": AVX2's int8 multiply-add (vpmaddubsw) saturates at 16 bits with 8-bit activations, so
+        # fbgemm is told to use 7 (reduce_range); VNNI (vpdpbusd) adds into 32 bits and takes the full 8.
+        # The CPU is asked.
+        self.reduce_range = kernel == "dynamic" and not torch.cpu._is_vnni_supported()
         if kernel == "dynamic":
             # fbgemm takes its weights as a torch "quantized tensor", a format torch has deprecated (it still
             # runs fbgemm's kernels, which nothing else in torch reaches); the warning says so at every call
@@ -116,14 +120,11 @@ class Int8Linear(nn.Module):
                 packed = torch._make_per_channel_quantized_tensor(
                     q, scale.double(), torch.zeros(len(scale), dtype=torch.long), 0)
             self._packed = torch.ops.quantized.linear_prepack(packed, self.bias)
-            # AVX2's int8 multiply-add (vpmaddubsw) saturates at 16 bits with 8-bit activations, so fbgemm is
-            # told to use 7; VNNI (vpdpbusd) adds into 32 bits and takes the full 8. The CPU is asked.
-            self._reduce_range = not torch.cpu._is_vnni_supported()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.reshape(-1, self.in_features).float()  # (N, in): both kernels take a matrix
         if self.kernel == "dynamic":
-            y = torch.ops.quantized.linear_dynamic(rows, self._packed, self._reduce_range)
+            y = torch.ops.quantized.linear_dynamic(rows, self._packed, self.reduce_range)
         else:
             y = torch.ops.aten._weight_int8pack_mm(rows, self.q, self.scale)
             y = y if self.bias is None else y + self.bias

@@ -7,6 +7,7 @@ from minigpt import native
 from minigpt.fast import FastDecoder, choose_matmul
 from minigpt.generate import PAD_TOKEN_ID, generate
 from minigpt.model import GPT, GPTConfig
+from minigpt.quantize import int8_kernels_here
 
 CPU = torch.device("cpu")
 needs_native = pytest.mark.skipif(not native.available(), reason=f"no C decode step here: {native.unavailable_reason()}")
@@ -113,10 +114,13 @@ def test_a_failed_build_says_what_the_compiler_said(monkeypatch, tmp_path):
                                            "cc: error: unrecognized command-line option -fopenmp")
 
 
-@pytest.mark.parametrize("capability, flags", [("AVX512", ["-mavx512f", "-mfma"]), ("AVX2", ["-mavx2", "-mfma"]),
-                                               ("DEFAULT", [])])
-def test_the_build_asks_torch_what_the_cpu_runs(monkeypatch, capability, flags):
+@pytest.mark.parametrize("capability, vnni, flags", [
+    ("AVX512", True, ["-mavx512f", "-mfma", "-mavx512vnni"]), ("AVX512", False, ["-mavx512f", "-mfma"]),
+    ("AVX2", True, ["-mavx2", "-mfma"]), ("DEFAULT", False, []),
+])
+def test_the_build_asks_torch_what_the_cpu_runs(monkeypatch, capability, vnni, flags):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni)
     assert native.build_flags() == ["-O3", "-shared", "-fPIC", "-fopenmp", *flags]
 
 
@@ -134,5 +138,46 @@ def test_native_step_refuses_tensors_it_cannot_read():
     if not native.available():
         pytest.skip(native.unavailable_reason())
     w = torch.zeros(4, 4)
-    with pytest.raises(ValueError, match=r"contiguous float32 CPU tensors, got torch.float32 on cpu with strides \(1, 4\)"):
-        native.NativeStep([[w.t()] * 13], w, w, (w[0], w[0]), 1, 1, 4)
+    message = "contiguous float32, int8 or int32 CPU tensors, got"
+    with pytest.raises(ValueError, match=rf"{message} torch.float32 on cpu with strides \(1, 4\)"):
+        native.NativeStep([[w.t()] * native.PER_LAYER], w, w, (w[0], w[0]), w, None, None, 1, 1, 4)
+    with pytest.raises(ValueError, match=rf"{message} torch.float64 on cpu"):
+        native.NativeStep([[w] * native.PER_LAYER], w, w, (w[0], w[0]), w.double(), None, None, 1, 1, 4)
+
+
+needs_fbgemm = pytest.mark.skipif("dynamic" not in int8_kernels_here(), reason="no fbgemm here: int8 stays in torch")
+
+
+@needs_native
+@needs_fbgemm
+@pytest.mark.parametrize("vnni", [True, False])
+def test_int8_decodes_in_c_as_fbgemms_dynamic_kernel(model, monkeypatch, vnni):
+    """The C int8 step quantizes activations as fbgemm does: the logits and tokens of torch's int8 step."""
+    if not vnni:  # a CPU without VNNI: fbgemm is told to keep activations in 7 bits, and so is the C step
+        monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: False)
+    torch.manual_seed(4)
+    ids = torch.randint(0, 1000, (4, 6))
+    c_step = FastDecoder(model, max_batch_size=4, max_len=64, weights="int8", int8_kernel="dynamic")
+    in_torch = FastDecoder(model, max_batch_size=4, max_len=64, weights="int8", int8_kernel="dynamic", static=True)
+    assert c_step.native_step is not None and in_torch.native_step is None
+    assert c_step.native_step.kept[2] is c_step.blocks[0].c_attn[0].q  # the C step reads the decoder's int8 copy
+    assert c_step.native_step.qmax == (255 if vnni and torch.cpu._is_vnni_supported() else 127)
+    logits = []
+    for decoder in (c_step, in_torch):
+        decoder.generate(ids, max_new_tokens=1)  # fills the cache with the prompt
+        with torch.inference_mode():
+            logits.append(decoder.decode_one_token(ids[:, :1], torch.full((4, 1), 6), 6))
+    torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=1e-4)  # float rounding only
+    assert torch.equal(c_step.generate(ids, max_new_tokens=40), in_torch.generate(ids, max_new_tokens=40))
+    exact = FastDecoder(model, max_batch_size=4, max_len=64, weights="int8", int8_kernel="weight-only")
+    assert exact.native_step is None  # weight-only stays in torch
+
+
+def test_matrix_for_c_sums_each_rows_int8_weights():
+    q = torch.tensor([[127, -127, 5], [-1, -2, -3]], dtype=torch.int8)
+    weight, scale, row_sum, bias = native.matrix_for_c(q, torch.ones(2), torch.tensor([0.5, 2.0]))
+    assert weight is q and scale.tolist() == [0.5, 2.0] and bias.tolist() == [1.0, 1.0]
+    assert row_sum.dtype == torch.int32 and row_sum.tolist() == [5, -6]
+    w = q.float()
+    as_read = native.matrix_for_c(w, None)
+    assert as_read[0] is w and as_read[1:] == [None, None, None]

@@ -19,6 +19,9 @@
 #include <math.h>
 #include <stdint.h>
 #include <omp.h>
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #if defined(__AVX512F__)
 #define VL 16
@@ -30,8 +33,10 @@
 /* VL floats in one register; aligned(4) lets a load start at any float */
 typedef float vf __attribute__((vector_size(VL * sizeof(float)), aligned(4)));
 
-enum { LN_1, LN_1B, ATTN, ATTN_B, ATTN_PROJ, ATTN_PROJ_B, LN_2, LN_2B, FC, FC_B, MLP_PROJ, MLP_PROJ_B, CACHE,
-       PER_LAYER };  /* the order of each layer's pointers in `layers` */
+/* each layer's pointers in `layers`, in this order: a matrix is its weights, then (int8 only, else NULL) its
+ * scales and its rows' sums of weights, then its bias */
+enum { LN_1, LN_1B, ATTN, ATTN_PROJ = ATTN + 4, LN_2 = ATTN_PROJ + 4, LN_2B, FC, MLP_PROJ = FC + 4, CACHE = MLP_PROJ + 4,
+       PER_LAYER };
 enum { STORE, STORE_GELU, ADD };  /* what a matvec does with each output: y = r, y = gelu(r), y += r */
 
 static inline float hsum(vf v) {
@@ -65,8 +70,8 @@ static inline void put(float *y, float r, int mode) {
  * R * NB independent sums, so the loads of one need not wait for another's, and each weight loaded once
  * serves NB rows of the batch. Every sum runs in the same order whatever R and NB are, so a row's result
  * does not depend on the batch around it. */
-static inline __attribute__((always_inline)) void dots(const float *W, const float *x, int n_in, const int R,
-                                                       const int NB, float *out) {
+static inline __attribute__((always_inline)) void dots_f32(const float *W, const float *x, int n_in, const int R,
+                                                           const int NB, float *out) {
     vf acc[16];
     for (int a = 0; a < R * NB; a++) acc[a] = (vf){0};
     int i = 0;
@@ -81,37 +86,143 @@ static inline __attribute__((always_inline)) void dots(const float *W, const flo
             for (int j = 0; j < NB; j++) out[k * NB + j] += W[(int64_t)k * n_in + i] * x[(int64_t)j * n_in + i];
 }
 
-/* rows [lo, hi) of y (B, ldy) = x (B, n_in) @ W^T + bias, each output stored, GELU'd or added per `mode`.
- * Batch 1 streams 16 rows at once (16 streams kept memory busiest; 4, 8, 12, 24 and 32 were measured);
- * a larger batch streams 4 rows at once and uses each for up to 4 rows of the batch at a time, reading
- * them again from the L1 cache, never from memory, for the next 4. */
-static void matvec(const float *W, const float *bias, const float *x, int B, int n_in, int lo, int hi,
+/* int8 weights meet 8-bit activations, as in fbgemm's dynamic linear (torch's quantize_dynamic, and
+ * minigpt.quantize's "dynamic" kernel, which this step must agree with token for token): the whole input
+ * (B, n) is stored as unsigned integers xq = round(x / s) + zp, one scale s and zero point zp for all of
+ * it (quantize_input), so a dot product is a sum of integer products, which the CPU does 64 (AVX-512
+ * VNNI) or 16 (AVX2) at a time, and zp * (the row's sum of weights) comes off afterwards. Widening each
+ * weight to float instead (weight-only int8) took as long as the float32 step: three instructions per 16
+ * weights kept the cores busier than the memory. The integer sums are exact on every CPU. */
+#if defined(__AVX512VNNI__)
+#define QSTEP 64
+typedef __m512i vacc;
+static inline vacc dot_step(vacc acc, const uint8_t *x, const int8_t *w) {  /* 64 u8 x s8 products, 4 per sum */
+    return _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(x), _mm512_loadu_si512(w));
+}
+static inline int32_t isum(vacc v) { return _mm512_reduce_add_epi32(v); }
+#elif defined(__AVX2__)
+#define QSTEP 16
+typedef __m256i vacc;
+static inline vacc dot_step(vacc acc, const uint8_t *x, const int8_t *w) {
+    /* widened to 16 bits, then 16 products added in pairs into 32 bits (vpmaddubsw would take 8 bits as they
+     * are, but it adds its pairs into 16 bits, which 8-bit activations can overflow) */
+    __m256i xv = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x));
+    __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(xv, wv));
+}
+static inline int32_t isum(vacc v) {
+    int32_t t[8];
+    _mm256_storeu_si256((__m256i *)t, v);
+    return t[0] + t[1] + t[2] + t[3] + t[4] + t[5] + t[6] + t[7];
+}
+#else
+#define QSTEP 1  /* no vector instructions asked for: one product at a time */
+typedef int32_t vacc;
+static inline vacc dot_step(vacc acc, const uint8_t *x, const int8_t *w) { return acc + (int32_t)*x * *w; }
+static inline int32_t isum(vacc v) { return v; }
+#endif
+
+/* The n numbers x as unsigned 8-bit integers xq, with the scale and zero point x ≈ (xq - zp) * scale,
+ * chosen and applied exactly as fbgemm does it (torch's ChooseQuantizationParams, then fbgemm's
+ * vectorized Quantize): the range [min, max] widened to hold 0 is spread over [0, qmax], qmax = 255, or
+ * 127 where fbgemm is told to reduce the range (CPUs without VNNI). */
+static void quantize_input(const float *x, int n, int qmax, uint8_t *xq, float *scale, int32_t *zp) {
+    float lo = 0.f, hi = 0.f;
+    for (int i = 0; i < n; i++) {
+        lo = x[i] < lo ? x[i] : lo;
+        hi = x[i] > hi ? x[i] : hi;
+    }
+    double s = ((double)hi - lo) / qmax;
+    if ((float)s == 0.f || isinf(1.f / (float)s)) s = 0.1;
+    const float small = 6.1e-5f;  /* fbgemm's smallest scale: a tinier range is widened around its zero */
+    if (s < small) {
+        float grow = small / (float)s;
+        s = small;
+        if (lo == 0.f) hi = small * qmax;
+        else if (hi == 0.f) lo = -small * qmax;
+        else lo *= grow, hi *= grow;
+    }
+    double from_lo = -lo / s, from_hi = qmax - hi / s;  /* the zero point each end asks for; the smaller error wins */
+    double zero = -fabs(lo / s) < qmax - fabs(hi / s) ? from_lo : from_hi;
+    *zp = zero < 0 ? 0 : zero > qmax ? qmax : (int32_t)nearbyint(zero);
+    *scale = (float)s;
+    float inv = 1.f / *scale, z = (float)*zp;
+    for (int i = 0; i < n; i++) {
+        float t = fminf(fmaf(x[i], inv, z), 2147483520.f);  /* fbgemm: x * (1 / scale) + zp in one rounding */
+        long q = lrintf(t);  /* to the nearest, ties to even */
+        xq[i] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+    }
+}
+
+/* as dots_f32, over int8 weights and the quantized rows: integer sums */
+static inline __attribute__((always_inline)) void dots_i8(const int8_t *W, const uint8_t *x, int n_in, const int R,
+                                                          const int NB, int32_t *out) {
+    vacc acc[16];
+    for (int a = 0; a < R * NB; a++) acc[a] = (vacc){0};
+    int i = 0;
+    for (; i + QSTEP <= n_in; i += QSTEP)
+        for (int j = 0; j < NB; j++)
+            for (int k = 0; k < R; k++)
+                acc[k * NB + j] = dot_step(acc[k * NB + j], x + (int64_t)j * n_in + i, W + (int64_t)k * n_in + i);
+    for (int a = 0; a < R * NB; a++) out[a] = isum(acc[a]);
+    for (; i < n_in; i++)
+        for (int k = 0; k < R; k++)
+            for (int j = 0; j < NB; j++) out[k * NB + j] += (int32_t)x[(int64_t)j * n_in + i] * W[(int64_t)k * n_in + i];
+}
+
+/* one weight matrix: (out, in) float32, or int8 with a float32 scale and the sum of its weights per row */
+typedef struct {
+    const void *w;
+    const float *scale;  /* NULL: float32 weights */
+    const int32_t *row_sum;
+    const float *bias;  /* or NULL */
+} Matrix;
+
+/* d = R rows of m (from row o) . NB rows of the input (x, or its quantized xq with scale xs, zero zp), finished:
+ * scaled and biased. Constant R and NB in each case, so the sums stay in registers. */
+static void dots(const Matrix *m, int o, const float *x, const uint8_t *xq, float xs, int32_t zp, int n_in, int R,
+                 int NB, float *d) {
+    int32_t n[16];
+#define CASE(r, nb)                                                                                   \
+    case r * 8 + nb:                                                                                  \
+        if (m->scale) dots_i8((const int8_t *)m->w + (int64_t)o * n_in, xq, n_in, r, nb, n);         \
+        else dots_f32((const float *)m->w + (int64_t)o * n_in, x, n_in, r, nb, d);                   \
+        break;
+    switch (R * 8 + NB) {
+        CASE(16, 1) CASE(4, 1) CASE(4, 2) CASE(4, 3) CASE(4, 4) CASE(1, 1) CASE(1, 2) CASE(1, 3) CASE(1, 4)
+    }
+#undef CASE
+    for (int k = 0; k < R; k++)
+        for (int j = 0; j < NB; j++) {
+            float *y = d + k * NB + j;
+            if (m->scale) *y = (float)(n[k * NB + j] - zp * m->row_sum[o + k]) * xs * m->scale[o + k];
+            if (m->bias) *y += m->bias[o + k];
+        }
+}
+
+/* rows [lo, hi) of y (B, ldy) = x (B, n_in) @ W^T + bias, each output stored, GELU'd or added per `mode`;
+ * an int8 matrix reads x quantized (quantize_input, into xq). Batch 1 streams 16 rows at once (16 streams
+ * kept memory busiest; 4, 8, 12, 24 and 32 were measured); a larger batch streams 4 rows at once and
+ * uses each for up to 4 rows of the batch at a time, reading them again from the L1 cache, never from
+ * memory, for the next 4. */
+static void matvec(const Matrix *m, const float *x, uint8_t *xq, int qmax, int B, int n_in, int lo, int hi,
                    float *y, int ldy, int mode) {
-    float d[16];
+    float d[16], xs = 0.f;
+    int32_t zp = 0;
     int R = B == 1 ? 16 : 4;
+    if (m->scale) quantize_input(x, B * n_in, qmax, xq, &xs, &zp);  /* each thread its own copy: no barrier */
     for (int o = lo, rows; o < hi; o += rows) {
         rows = hi - o >= R ? R : 1;
-        const float *w = W + (int64_t)o * n_in;
         for (int r0 = 0, nb; r0 < B; r0 += nb) {
             nb = B - r0 < 4 ? B - r0 : 4;
-            const float *xr = x + (int64_t)r0 * n_in;
-            switch (rows * 8 + nb) {  /* constant R and NB, so each case keeps its sums in registers */
-            case 16 * 8 + 1: dots(w, xr, n_in, 16, 1, d); break;
-            case 4 * 8 + 1: dots(w, xr, n_in, 4, 1, d); break;
-            case 4 * 8 + 2: dots(w, xr, n_in, 4, 2, d); break;
-            case 4 * 8 + 3: dots(w, xr, n_in, 4, 3, d); break;
-            case 4 * 8 + 4: dots(w, xr, n_in, 4, 4, d); break;
-            case 1 * 8 + 1: dots(w, xr, n_in, 1, 1, d); break;
-            case 1 * 8 + 2: dots(w, xr, n_in, 1, 2, d); break;
-            case 1 * 8 + 3: dots(w, xr, n_in, 1, 3, d); break;
-            default: dots(w, xr, n_in, 1, 4, d);
-            }
+            dots(m, o, x + (int64_t)r0 * n_in, xq + (int64_t)r0 * n_in, xs, zp, n_in, rows, nb, d);
             for (int k = 0; k < rows; k++)
-                for (int j = 0; j < nb; j++)
-                    put(y + (int64_t)(r0 + j) * ldy + o + k, d[k * nb + j] + (bias ? bias[o + k] : 0.f), mode);
+                for (int j = 0; j < nb; j++) put(y + (int64_t)(r0 + j) * ldy + o + k, d[k * nb + j], mode);
         }
     }
 }
+
+static Matrix matrix(const void *const *p) { return (Matrix){p[0], p[1], p[2], p[3]}; }
 
 /* this thread's share [lo, hi) of n outputs */
 static inline void share(int n, int *lo, int *hi) {
@@ -142,29 +253,34 @@ static void attend(const float *q, const float *cache, const uint8_t *key_ok, in
 
 /* One step: tokens (B,) at positions (B,) are written to cache position `pos`, every row attends over
  * [0, pos] (key_ok (B, max_len): which positions hold real tokens, NULL for all), logits (B, vocab) out.
- * `layers` holds PER_LAYER pointers per layer; `work` holds B * 9C floats shared by the threads, then
- * B * C + max_len floats per thread. */
-void decode_step(const float *const *layers, int n_layer, const float *wte, const float *wpe,
-                 const float *ln_f_w, const float *ln_f_b, const int64_t *tokens, const int64_t *positions,
-                 const uint8_t *key_ok, int B, int C, int n_head, int vocab, int max_len, int pos,
-                 float *work, float *logits, int n_threads) {
+ * `layers` holds PER_LAYER pointers per layer, `head` (vocab, C) float32, or int8 with `head_scale` and
+ * `head_row_sum`; `work` holds B * 9C floats shared by the threads, then 2 * B * C + max_len floats per
+ * thread; int8 matrices quantize their input over [0, qmax] (255, or 127: quantize_input). */
+void decode_step(const void *const *layers, int n_layer, const float *wte, const float *wpe,
+                 const float *ln_f_w, const float *ln_f_b, const void *head, const float *head_scale,
+                 const int32_t *head_row_sum, const int64_t *tokens, const int64_t *positions, const uint8_t *key_ok, int B, int C, int n_head,
+                 int vocab, int max_len, int pos, int qmax, float *work, float *logits, int n_threads) {
     float *x = work, *qkv = x + B * C, *att = qkv + 3 * B * C, *mlp = att + B * C;  /* (B,C) (B,3C) (B,C) (B,4C) */
     int hs = C / n_head;
 #pragma omp parallel num_threads(n_threads)
     {
         int lo, hi;
-        float *h = work + 9 * B * C + omp_get_thread_num() * (B * C + max_len), *scores = h + B * C;
+        /* this thread's scratch: a normalized input (B, C), attention scores, an input quantized (B, 4C) */
+        float *h = work + 9 * B * C + omp_get_thread_num() * (2 * B * C + max_len), *scores = h + B * C;
+        uint8_t *xq = (uint8_t *)(scores + max_len);
         share(B * C, &lo, &hi);  /* the residual stream: each token's embedding plus its position's */
         for (int i = lo; i < hi; i++)
             x[i] = wte[tokens[i / C] * C + i % C] + wpe[positions[i / C] * C + i % C];
 #pragma omp barrier
         for (int l = 0; l < n_layer; l++) {
-            const float *const *w = layers + l * PER_LAYER;
+            const void *const *w = layers + l * PER_LAYER;
             float *cache = (float *)w[CACHE];
+            Matrix attn = matrix(w + ATTN), attn_proj = matrix(w + ATTN_PROJ), fc = matrix(w + FC),
+                   mlp_proj = matrix(w + MLP_PROJ);
             /* every thread normalizes the whole (small) input itself: no barrier between norm and matvec */
             layer_norm(x, w[LN_1], w[LN_1B], h, B, C);
             share(3 * C, &lo, &hi);
-            matvec(w[ATTN], w[ATTN_B], h, B, C, lo, hi, qkv, 3 * C, STORE);
+            matvec(&attn, h, xq, qmax, B, C, lo, hi, qkv, 3 * C, STORE);
             for (int r = 0; r < B; r++)  /* this thread's keys and values into the cache at `pos` */
                 for (int o = lo > C ? lo : C; o < hi; o++)
                     cache[((int64_t)r * max_len + pos) * 2 * C + o - C] = qkv[r * 3 * C + o];
@@ -177,18 +293,19 @@ void decode_step(const float *const *layers, int n_layer, const float *wte, cons
             }
 #pragma omp barrier
             share(C, &lo, &hi);
-            matvec(w[ATTN_PROJ], w[ATTN_PROJ_B], att, B, C, lo, hi, x, C, ADD);
+            matvec(&attn_proj, att, xq, qmax, B, C, lo, hi, x, C, ADD);
 #pragma omp barrier
             layer_norm(x, w[LN_2], w[LN_2B], h, B, C);
             share(4 * C, &lo, &hi);
-            matvec(w[FC], w[FC_B], h, B, C, lo, hi, mlp, 4 * C, STORE_GELU);
+            matvec(&fc, h, xq, qmax, B, C, lo, hi, mlp, 4 * C, STORE_GELU);
 #pragma omp barrier
             share(C, &lo, &hi);
-            matvec(w[MLP_PROJ], w[MLP_PROJ_B], mlp, B, 4 * C, lo, hi, x, C, ADD);
+            matvec(&mlp_proj, mlp, xq, qmax, B, 4 * C, lo, hi, x, C, ADD);
 #pragma omp barrier
         }
         layer_norm(x, ln_f_w, ln_f_b, h, B, C);
         share(vocab, &lo, &hi);
-        matvec(wte, 0, h, B, C, lo, hi, logits, vocab, STORE);  /* the head: tied to the token table */
+        Matrix out = {head, head_scale, head_row_sum, 0};  /* the head: the token table, or its int8 copy */
+        matvec(&out, h, xq, qmax, B, C, lo, hi, logits, vocab, STORE);
     }
 }
