@@ -146,8 +146,8 @@ class NativeStep:
     max_len, 2C). ``head`` (V, C) is the output layer: the token table, or its int8 copy with
     ``head_scale`` and ``head_row_sum``. All contiguous, on CPU. int8 matrices quantize their input as
     fbgemm's dynamic kernel does, over [0, ``qmax``]: 255, or 127 where fbgemm reduces the range
-    (``Int8Linear.reduce_range``), so the C step and ``minigpt.quantize``'s "dynamic" kernel agree. The tensors must stay where they
-    are for the life of this object: their addresses are read once, here.
+    (``Int8Linear.reduce_range``), so the C step and ``minigpt.quantize``'s "dynamic" kernel agree. The
+    tensors must stay where they are for the life of this object: their addresses are read once, here.
 
     >>> from minigpt.fast import FastDecoder
     >>> from minigpt.model import GPT, GPTConfig
