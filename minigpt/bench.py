@@ -78,6 +78,7 @@ from minigpt.data import load_splits
 from minigpt.fast import FastDecoder
 from minigpt.generate import PAD_TOKEN_ID, generate, stream
 from minigpt.model import GPT, PRESETS, GPTConfig
+from minigpt.native import unavailable_reason
 from minigpt.quantize import quantize_model
 from minigpt.search import beam_search
 from minigpt.speculative import SpeculativeOutput, prompt_lookup_generate, speculative_generate
@@ -774,6 +775,11 @@ def _plan(config: BenchConfig, has_transformers: bool) -> tuple[list[tuple[str, 
     big = [b for b in config.batch_sizes if b > config.no_cache_max_batch]
     if "no-cache" in methods and big:
         notes.append(f"no-cache skipped at batch sizes {big}: above no_cache_max_batch={config.no_cache_max_batch}")
+    if "fast" in methods and torch.device(config.device).type == "cpu":
+        why_not = unavailable_reason()
+        notes.append("fast decodes with the C step (minigpt.native), compiled for this CPU's "
+                     f"{torch.backends.cpu.get_cpu_capability()}" if why_not is None
+                     else f"fast decodes with torch's step: the C step cannot run here ({why_not})")
     if "fast" in methods:
         notes.append("peak MB is what a run allocates above what was in use before it; the fast path's KV "
                      "cache is allocated once, when its decoder is built, so its figure leaves the cache out")

@@ -9,8 +9,11 @@ shape, fp32, 16-token prompt, 32 new tokens; tokens/s include the prefill):
   compiler with OpenMP is found): ``minigpt.native`` compiles ``csrc/decode_step.c`` for the instructions
   torch says this CPU has and runs every layer of a step in one call. It streams each matrix 16 rows at
   a time, and between the weight streams does only a few kilobytes of arithmetic, where torch pays its
-  per-op toll ~300 times a step (next bullets but one). On a 2-core Xeon (AVX-512) a GPT-2 124M step took
-  ~9% less time than the torch step below; the prompt's pass (a matrix-matrix product) stays in torch.
+  per-op toll ~300 times a step (see "Few small ops per layer" below). On a 2-core Xeon (AVX-512) a GPT-2
+  124M step took 5-10% less time than the torch step; the prompt's pass (a matrix-matrix product) stays
+  in torch. With int8 weights it adds integer products (VNNI or AVX2), with the activations quantized
+  exactly as fbgemm quantizes them, so it picks the tokens of torch's int8 step: there it made 1.5-2×
+  the tokens/s of torch's int8 step, whose fbgemm calls each quantize and pack on their own.
 - **A matmul that streams the weights at memory speed, on CPU, chosen by timing it** (``matmul="tuned"``,
   the torch step, and what ``"auto"`` picks where the C step cannot run). A batch-1 decode step
   multiplies one row by every weight matrix, ~0.5 GB of them, so it is bound by how fast the weights
@@ -24,7 +27,8 @@ shape, fp32, 16-token prompt, 32 new tokens; tokens/s include the prefill):
   hardware (AVX512-BF16, AVX512-FP16, AMX); ``choose_matmul`` asks the CPU (``onednn_supports``) and
   falls back to BLAS over the (in, out) layout elsewhere.
 - **int8 weights** (``weights="int8"``): a quarter of the bytes per token, one scale per output channel
-  (``minigpt.quantize``), through fbgemm's int8 kernels where the CPU runs them.
+  (``minigpt.quantize``): decode steps in C (above) where it builds and the int8 kernel is "dynamic";
+  the prompt's pass, and every step elsewhere, through fbgemm's int8 kernels where the CPU runs them.
 - **A KV cache allocated once**, sized for the largest batch and length: no tensor grows while decoding
   and memory is known up front. It holds the same numbers as ``minigpt.kv_cache.KVCache``, laid out the
   way the QKV matmul produces them: per layer one (batch, position, 2·C) tensor, each position's key then
@@ -305,7 +309,8 @@ class FastDecoder:
     ``weights="int8"`` (CPU, float32) stores every matrix, the tied output head included, as int8 with one
     scale per output channel (``minigpt.quantize.Int8Linear``): a quarter of the bytes each token reads.
     ``int8_kernel`` picks how the products run, ``"dynamic"`` (fbgemm: activations quantized on the fly)
-    or ``"weight-only"``; ``"auto"`` times both on this CPU (``choose_int8_kernel``). The token table
+    or ``"weight-only"``; ``"auto"`` times both on this CPU (``choose_int8_kernel``). With "dynamic" and
+    the C step available (as for ``matmul="native"``), decode steps run in C, quantizing as fbgemm does. The token table
     stays float32 for the lookup, which reads one row per token.
 
     >>> from minigpt.model import GPT, GPTConfig

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import minigpt.bench
+from minigpt import native
 from minigpt.bench import (
     BenchConfig,
     PeakMemory,
@@ -63,6 +64,10 @@ def test_bench_runs_end_to_end(tmp_path, capsys):
     assert {"cache", "fast", "no-cache"} <= methods
     assert {r["batch_size"] for r in rows if r["method"] == "no-cache"} == {1}  # no_cache_max_batch=1
     assert any("no-cache skipped at batch sizes [2]" in n for n in report["notes"])
+    step = ("fast decodes with the C step (minigpt.native), compiled for this CPU's "
+            f"{torch.backends.cpu.get_cpu_capability()}" if native.available() else
+            f"fast decodes with torch's step: the C step cannot run here ({native.unavailable_reason()})")
+    assert step in report["notes"]
     assert all(r["decode_tokens_per_s"] > 0 and r["ttft_ms"] > 0 and r["bound_fraction"] > 0 for r in rows)
     assert all(r["same_tokens_as_cache"] for r in rows if r["method"] == "cache")
     assert (tmp_path / "figures" / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

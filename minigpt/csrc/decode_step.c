@@ -37,7 +37,7 @@ typedef float vf __attribute__((vector_size(VL * sizeof(float)), aligned(4)));
  * scales and its rows' sums of weights, then its bias */
 enum { LN_1, LN_1B, ATTN, ATTN_PROJ = ATTN + 4, LN_2 = ATTN_PROJ + 4, LN_2B, FC, MLP_PROJ = FC + 4, CACHE = MLP_PROJ + 4,
        PER_LAYER };
-enum { STORE, STORE_GELU, ADD };  /* what a matvec does with each output: y = r, y = gelu(r), y += r */
+enum { STORE, ADD };  /* what a matvec does with each output r: y = r, or y += r */
 
 static inline float hsum(vf v) {
     float s = 0.f;
@@ -57,13 +57,52 @@ static void layer_norm(const float *x, const float *w, const float *b, float *y,
     }
 }
 
-static inline float gelu_tanh(float x) {
-    return 0.5f * x * (1.f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+/* a . b over n floats, VL at a time: attention's query-key products (a plain loop of dependent adds
+ * cost ~4 cycles per number, and at a context of a few hundred that was most of a step) */
+static inline float dot(const float *a, const float *b, int n) {
+    vf acc = {0};
+    int i = 0;
+    for (; i + VL <= n; i += VL) acc += *(const vf *)(a + i) * *(const vf *)(b + i);
+    float s = hsum(acc);
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
+
+/* e^x for x in [-87, 0], VL at a time (Cephes' expf: x = n ln 2 + r, e^r by a polynomial, 2^n from the
+ * exponent bits; within 2 units in the last place): GELU's tanh needs it for every MLP activation */
+static inline vf exp_nonpositive(vf x) {
+    vf lowest = (vf){0} - 87.f;
+    x = (vf)(((vi)x & (x >= lowest)) | ((vi)lowest & (x < lowest)));  /* clamp: e^-87 is 1.6e-38 */
+    vf v = x * 1.44269504088896341f - 0.5f;  /* n = round(x / ln 2) = ceil(v) */
+    vf n = __builtin_convertvector(__builtin_convertvector(v, vi), vf);  /* v truncated towards 0: ceil(v) */
+    x = x - n * 0.693359375f + n * 2.12194440e-4f;  /* r = x - n ln 2, ln 2 in two parts */
+    vf p = 1.9875691500e-4f * x + 1.3981999507e-3f;
+    p = p * x + 8.3334519073e-3f;
+    p = p * x + 4.1665795894e-2f;
+    p = p * x + 1.6666665459e-1f;
+    p = p * x + 5.0000001201e-1f;
+    p = p * x * x + x + 1.f;
+    return p * (vf)((__builtin_convertvector(n, vi) + 127) << 23);  /* times 2^n, built as a float's bits */
+}
+
+/* y = gelu(y) for n numbers, GPT-2's tanh form: 0.5 y (1 + tanh(u)), u = sqrt(2/pi) (y + 0.044715 y^3),
+ * with tanh(u) = sign(u) (1 - e) / (1 + e), e = exp(-2|u|) <= 1, which cannot overflow */
+static void gelu(float *y, int n) {
+    int i = 0;
+    for (; i + VL <= n; i += VL) {
+        vf x = *(vf *)(y + i), u = 0.7978845608028654f * (x + 0.044715f * x * x * x);
+        vi sign = (vi)u & INT32_MIN, magnitude = (vi)u & INT32_MAX;  /* u's sign bit, and |u| */
+        vf e = exp_nonpositive(-2.f * (vf)magnitude), t = (1.f - e) / (1.f + e);
+        *(vf *)(y + i) = 0.5f * x * (1.f + (vf)((vi)t | sign));
+    }
+    for (; i < n; i++) y[i] = 0.5f * y[i] * (1.f + tanhf(0.7978845608028654f * (y[i] + 0.044715f * y[i] * y[i] * y[i])));
 }
 
 static inline void put(float *y, float r, int mode) {
     if (mode == ADD) *y += r;
-    else *y = mode == STORE_GELU ? gelu_tanh(r) : r;
+    else *y = r;
 }
 
 /* out[k * NB + j] = row k of W . row j of x, for R consecutive rows of W (each n_in long) and NB of x:
@@ -235,10 +274,7 @@ static void attend(const float *q, const float *cache, const uint8_t *key_ok, in
                    float *scores, float *y) {
     float scale = 1.f / sqrtf((float)hs), top = -INFINITY, total = 0.f;
     for (int t = 0; t < kv_len; t++) {
-        const float *k = cache + (int64_t)t * 2 * C;
-        float s = 0.f;
-        for (int i = 0; i < hs; i++) s += q[i] * k[i];
-        scores[t] = key_ok && !key_ok[t] ? -INFINITY : s * scale;
+        scores[t] = key_ok && !key_ok[t] ? -INFINITY : dot(q, cache + (int64_t)t * 2 * C, hs) * scale;
         top = scores[t] > top ? scores[t] : top;
     }
     for (int i = 0; i < hs; i++) y[i] = 0.f;
@@ -297,7 +333,8 @@ void decode_step(const void *const *layers, int n_layer, const float *wte, const
 #pragma omp barrier
             layer_norm(x, w[LN_2], w[LN_2B], h, B, C);
             share(4 * C, &lo, &hi);
-            matvec(&fc, h, xq, qmax, B, C, lo, hi, mlp, 4 * C, STORE_GELU);
+            matvec(&fc, h, xq, qmax, B, C, lo, hi, mlp, 4 * C, STORE);
+            for (int r = 0; r < B; r++) gelu(mlp + r * 4 * C + lo, hi - lo);  /* this thread's outputs */
 #pragma omp barrier
             share(C, &lo, &hi);
             matvec(&mlp_proj, mlp, xq, qmax, B, 4 * C, lo, hi, x, C, ADD);
