@@ -22,9 +22,9 @@
 #
 # **time per token ≥ (bytes read) / (memory bandwidth)**
 #
-# This chapter counts those bytes by hand, measures your machine's bandwidth, and holds three decoders
-# against the bound it gives. Then it finds where the rule stops holding (large batches) and moves the
-# bound itself (int8 weights: a quarter of the bytes).
+# This chapter counts those bytes by hand, measures your machine's bandwidth, and holds four decoders
+# against the bound it gives, then finds where the rest of a step's time goes. Then it finds where the
+# rule stops holding (large batches) and moves the bound itself (int8 weights: a quarter of the bytes).
 
 # %%
 # %matplotlib inline
@@ -49,6 +49,7 @@ from minigpt.data import load_splits
 from minigpt.fast import FastDecoder
 from minigpt.generate import generate
 from minigpt.model import GPT, GPTConfig
+from minigpt.native import unavailable_reason
 from minigpt.quantize import (
     choose_int8_kernel,
     dequantize,
@@ -196,35 +197,43 @@ assert abs(bound - bandwidth_bound(model, 1, prompt_len, n, bandwidth)) < 1e-9 *
 print(f"{bandwidth:.1f} GB/s / {decode_step_bytes(config, 1, context_len):,} bytes = at most {bound:.1f} tokens/s")
 
 # %% [markdown]
-# ## Step 3: three decoders against the bound
+# ## Step 3: four decoders against the bound
 #
-# Three ways to decode the same model greedily, one sequence, a 16-token random prompt, 32 new tokens:
+# Four ways to decode the same model greedily, one sequence, a 16-token random prompt, 32 new tokens:
 #
 # - the **readable loop**, `minigpt.generate.generate`, the one the chapters teach;
-# - the **fast path**, `minigpt.fast.FastDecoder`: the same tokens, a pre-allocated cache, the fastest
-#   matrix kernel this CPU has (it times them);
+# - the **fast path with torch's step**, `minigpt.fast.FastDecoder(matmul="tuned")`: the same tokens, a
+#   pre-allocated cache, and for each matrix the fastest kernel this CPU has (it times them);
+# - the **fast path with the C step**, `FastDecoder`'s default wherever a C compiler is found: the same
+#   decoder, but each decode step runs as one function in C, compiled for your CPU (`minigpt.native`;
+#   the end of this step shows why);
 # - **transformers**, Hugging Face's `generate` on a `GPT2LMHeadModel` holding the same weights.
 #
 # Each is timed the way `minigpt bench` does it (`minigpt.bench.measure`): after a warm-up, the time of
 # 32 tokens minus the time of 1 token covers the 31 decode steps and nothing else (the prompt's pass and
-# any fixed setup cost cancel out). The three take turns, and each keeps its fastest run: a laptop's (or a
+# any fixed setup cost cancel out). They take turns, and each keeps its fastest run: a laptop's (or a
 # cloud machine's) memory is not equally fast from one minute to the next, and taking turns makes a slow
-# spell slow all three alike.
+# spell slow them all alike.
 
 # %%
 ids = torch.randint(0, V, (1, prompt_len), generator=torch.Generator().manual_seed(0))  # (1, 16)
-fast = FastDecoder(model, max_batch_size=1, max_len=prompt_len + n)
+fast = FastDecoder(model, max_batch_size=1, max_len=prompt_len + n, matmul="tuned")  # torch's step
+c_fast = FastDecoder(model, max_batch_size=1, max_len=prompt_len + n)  # the C step, where it builds
 hf = to_transformers(model)
 runs = {
     "readable loop": lambda k: generate(model, ids, max_new_tokens=k).ids,
-    "fast path": lambda k: fast.generate(ids, max_new_tokens=k),
+    "fast, torch step": lambda k: fast.generate(ids, max_new_tokens=k),
+    "fast, C step": lambda k: c_fast.generate(ids, max_new_tokens=k),
     "transformers": lambda k: transformers_generate(hf, ids, k),
 }
+if c_fast.native_step is None:  # no C compiler here: the default decoder is torch's step again
+    del runs["fast, C step"]
 repeats = 2  # the fastest of 2 turns each
 results = measure(runs, 1, n, repeats, cpu)
 tuned = fast.tuned.get(1, {})  # the kernel the fast path timed fastest per matrix shape (in, out), at batch 1
-del hf, runs  # transformers' copy of the weights (500 MB); the fast path's serves the next section too
+del hf, runs  # transformers' copy of the weights (500 MB); the fast paths' serve the next section too
 rates = {name: r["decode_tokens_per_s"] for name, r in results.items()}
+fastest_path = max((name for name in rates if name.startswith("fast")), key=rates.get)
 
 # %% [markdown]
 # First what holds on every machine: the three decoders pick the same 32 tokens. (These are random
@@ -241,7 +250,7 @@ with torch.no_grad():
 top2 = logits.topk(2, dim=-1).values
 assert torch.equal(logits.argmax(dim=-1), reference[0, prompt_len:])
 assert (top2[:, 0] - top2[:, 1]).min() > 1e-3  # a hundred times the rounding noise between CPUs
-print(f"readable loop, fast path and transformers: the same {n} new tokens")
+print(f"{', '.join(results)}: the same {n} new tokens")
 print("every step's best token leads the runner-up by more than 1e-3")
 
 # %%
@@ -251,13 +260,15 @@ for name, rate in rates.items():
     print(f"{name:>14}: {rate:6.1f} tokens/s  ({rate / bound:.0%} of the bound)")
 print(f"{'bound':>14}: {bound:6.1f} tokens/s  ({bandwidth:.1f} GB/s)")
 assert all(rate < 1.5 * bound for rate in rates.values())  # physics: no decoder reads faster than memory
-assert rates["fast path"] >= 0.5 * rates["readable loop"]  # loose: timings are noisy
+assert rates[fastest_path] >= 0.5 * rates["readable loop"]  # loose: timings are noisy
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # why: a plot of the measured tokens/s above
 fig, ax = plt.subplots(figsize=(7, 4))
-ax.bar(list(rates), list(rates.values()), color=["tab:blue", "tab:green", "tab:orange"])
+colors = {"readable loop": "tab:blue", "fast, torch step": "tab:olive", "fast, C step": "tab:green",
+          "transformers": "tab:orange"}
+ax.bar(list(rates), list(rates.values()), color=[colors[name] for name in rates])
 ax.axhline(bound, color="k", ls="--", label=f"bandwidth bound: {bound:.0f} tokens/s")
 ax.set_ylim(0, 1.15 * max(bound, *rates.values()))
 ax.set_ylabel("decode tokens/s (batch 1)")
@@ -268,7 +279,7 @@ save_figure(fig, "12_decoders_vs_bound")
 plt.show()
 
 # %% [markdown]
-# All three sit below the line. They read the same bytes; what separates them is the time each wastes
+# All of them sit below the line. They read the same bytes; what separates them is the time each wastes
 # around those bytes (Python, copies, a slower matrix kernel), and which one wins that differs from CPU to
 # CPU. None can cross the line by much, because the weights have to come from memory. (The bound is only as
 # good as the bandwidth measured: a run that caught the machine busy gives a bound that is too low.)
@@ -277,7 +288,7 @@ plt.show()
 # and a kernel streams long rows better than short ones. `nn.Linear` stores a 768 → 3072 matrix as 3072
 # rows of 768 numbers (out, in); stored the other way round, (in, out), it is 768 rows of 3072. On the Xeon
 # this chapter was written on, MKL read every matrix with 768-number rows 20-30% faster stored (in, out). So
-# the fast path's first call times three kernels on its own matrices, shape by shape, and keeps the
+# the torch step's first call times three kernels on its own matrices, shape by shape, and keeps the
 # fastest: oneDNN and BLAS over (out, in), and BLAS over an (in, out) copy. What it chose on your machine:
 
 # %%
@@ -291,11 +302,12 @@ assert set(tuned.values()) <= {"onednn", "blas", "blas-in-out"}  # empty where t
 # ### Where a step's time goes
 #
 # The fast path reads the bytes the bound counts and still sits below it. Where does the rest of a step
-# go? Time two things, taking turns: one whole decode step, and the step's 49 matrix-vector products
-# alone (4 per layer, then the head), on the fast path's own matrices and kernels, with nothing in between.
+# go? Time two things, taking turns: one whole decode step of torch's step, and the step's 49
+# matrix-vector products alone (4 per layer, then the head), on its own matrices and kernels, with
+# nothing in between.
 
 # %%
-# the fast path of Step 3, its kernels already timed and chosen for batch 1
+# the torch step of Step 3, its kernels already timed and chosen for batch 1
 step_matrices = [m for block in fast.blocks for m in (block.c_attn, block.attn_proj, block.c_fc, block.mlp_proj)]
 step_matrices.append(fast.head)  # each a matrix stored (out, in), with its bias: 12 · 4 + 1 = 49
 vectors = {width: torch.randn(1, width) for width in (config.n_embd, 4 * config.n_embd)}  # one row in
@@ -347,7 +359,6 @@ with torch.inference_mode():
             start = time.perf_counter()
             F.layer_norm(row, row.shape[1:])
             after[name] = min(after[name], time.perf_counter() - start)
-del fast, step_matrices  # the decoder's copy of the weights
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -357,11 +368,45 @@ for name, seconds in after.items():
 assert after["the head's matmul"] > after["another layer norm"]  # the big read evicted what it needs
 
 # %% [markdown]
-# Every small operation of a step pays that toll, so the fast path keeps them few: each token is one row
-# of a plain 2-D matrix from start to end, and one copy writes a layer's keys and values into the cache.
-# It is also where the fast path's lead over transformers comes from: transformers' GPT-2 runs its blocks'
-# matmuls with the same kernel (its `Conv1D` stores the matrices (in, out)), so the two differ mostly in
-# what happens between the matmuls.
+# Every small operation of a step pays that toll, about 300 times a token: each is a call through
+# Python and torch's dispatcher, whose code and tables the last matmul has just pushed out of the
+# caches. The torch step keeps them few (each token is one row of a plain 2-D matrix from start to end,
+# and one copy writes a layer's keys and values into the cache), but it cannot make them free.
+#
+# The **C step** makes the whole token one call: `minigpt/csrc/decode_step.c`, compiled on first use by
+# `minigpt.native` for the instructions your CPU has (it asks torch which). Between two weight streams it
+# does a few kilobytes of arithmetic with nothing to look up: a layer norm is a loop over 768 numbers.
+# Its matrix-vector products read each matrix 16 rows at a time, 16 streams from memory at once. Time a
+# step of each, taking turns:
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# why: milliseconds measured on this machine, and the C step exists only where a C compiler does
+def c_step():  # the same token as one_step, through the C step
+    c_fast.decode_one_token(ids[:, -1:], torch.tensor([[prompt_len]]), prompt_len)
+
+
+if c_fast.native_step is None:
+    print("no C step here:", unavailable_reason())
+else:
+    steps = {"torch step": float("inf"), "C step": float("inf")}
+    with torch.inference_mode():
+        for _ in range(20):
+            for name, run in (("torch step", one_step), ("C step", c_step)):
+                start = time.perf_counter()
+                run()
+                steps[name] = min(steps[name], time.perf_counter() - start)
+    for name, seconds in steps.items():
+        print(f"one {name:>10}: {seconds * 1e3:5.1f} ms")
+    print(f"the torch step's matmuls alone: {fastest['its matmuls alone'] * 1e3:5.1f} ms")
+    assert steps["C step"] < 1.5 * steps["torch step"]  # loose: about 10% faster where we tried
+del fast, c_fast, step_matrices  # the decoders' copies of the weights
+
+# %% [markdown]
+# On the Xeon this chapter was written on, the C step took about a tenth less time than the torch step,
+# often less than the torch step's matmuls alone. That is where the fast path's lead over transformers
+# comes from: transformers' GPT-2 runs its blocks' matmuls with the torch step's kernel (its `Conv1D`
+# stores the matrices (in, out)), so the two differ mostly in what happens between the matmuls.
 
 # %% [markdown]
 # ## Step 4: tokens/s against batch size: where decoding stops being memory-bound
@@ -621,16 +666,17 @@ print(f"bytes per step, batch 1, context {context_len}: fp32 {fp32_bytes:,}, int
 # %%
 int8 = FastDecoder(model, max_batch_size=1, max_len=prompt_len + n, weights="int8")
 results |= measure({"fast path, int8": lambda k: int8.generate(ids, max_new_tokens=k)}, 1, n, repeats, cpu)
-assert results["fast path, int8"]["ids"].shape == results["fast path"]["ids"].shape  # as many tokens
+assert results["fast path, int8"]["ids"].shape == results[fastest_path]["ids"].shape  # as many tokens
 int8_bound = bound * fp32_bytes / int8_bytes
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # why: tokens/s measured on this machine, and the kernel int8 picks depends on the CPU
 int8_rate = results["fast path, int8"]["decode_tokens_per_s"]
-print(f"fast path, fp32: {rates['fast path']:6.1f} tokens/s, bound {bound:6.1f}")
-print(f"fast path, int8: {int8_rate:6.1f} tokens/s, bound {int8_bound:6.1f}  (kernel: {int8.int8_kernel})")
-print(f"int8 / fp32: {int8_rate / rates['fast path']:.2f}x")
+step = "C step" if int8.native_step is not None else "torch step"
+print(f"{fastest_path}, fp32: {rates[fastest_path]:6.1f} tokens/s, bound {bound:6.1f}")
+print(f"fast path, int8: {int8_rate:6.1f} tokens/s, bound {int8_bound:6.1f}  ({step}, kernel {int8.int8_kernel})")
+print(f"int8 / fp32: {int8_rate / rates[fastest_path]:.2f}x")
 assert int8_rate < 1.5 * int8_bound
 
 # %% [markdown]
@@ -641,6 +687,9 @@ assert int8_rate < 1.5 * int8_bound
 # hides under the memory's time and int8 approaches its higher bound. Where none exists, the widening
 # costs more than the bytes saved, and int8 is *slower* than fp32: `minigpt.quantize` records a weight-only
 # kernel 1.7× slower than fp32 on an AVX2 CPU. Fewer bytes raise the ceiling; only a good kernel reaches it.
+# The C step has one of its own: it rounds the activations exactly as fbgemm does, then adds integer
+# products 64 at a time (AVX-512 VNNI) or 16 (AVX2), so it picks torch's int8 tokens without torch's
+# per-op toll, which weighs more here, where the bytes are a quarter.
 
 # %%
 del int8
@@ -652,6 +701,9 @@ del int8
 #   table excepted), 495 MB in fp32, plus the KV cache, 2 · n_layer · batch · context · n_embd numbers.
 # - **So its time is bytes / bandwidth**, with the read-only bandwidth: on a CPU that is a few dozen
 #   tokens/s at most, and every decoder measured sat below that line.
+# - **The rest of a step is small operations that run cold**: after each matmul has streamed megabytes
+#   through the caches, a layer norm costs several times its usual time. Doing the whole step in one C
+#   function pays that toll once per token instead of ~300 times.
 # - **Batching is nearly free while memory-bound**: the weights are read once for the whole batch, so
 #   tokens/s grow with B until the arithmetic catches up at B\* = (flops per byte the machine can do) /
 #   (flops per byte a step needs).

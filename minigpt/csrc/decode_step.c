@@ -30,8 +30,12 @@
 #else
 #define VL 4
 #endif
-/* VL floats in one register; aligned(4) lets a load start at any float */
+/* VL floats in one register; aligned(4) lets a load start at any float. vi: VL int32s */
 typedef float vf __attribute__((vector_size(VL * sizeof(float)), aligned(4)));
+typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
+
+/* lane by lane, a where mask (a vector comparison's result) is set, else b */
+static inline vf pick(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 
 /* each layer's pointers in `layers`, in this order: a matrix is its weights, then (int8 only, else NULL) its
  * scales and its rows' sums of weights, then its bias */
@@ -68,13 +72,12 @@ static inline float dot(const float *a, const float *b, int n) {
     return s;
 }
 
-typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
 
 /* e^x for x in [-87, 0], VL at a time (Cephes' expf: x = n ln 2 + r, e^r by a polynomial, 2^n from the
  * exponent bits; within 2 units in the last place): GELU's tanh needs it for every MLP activation */
 static inline vf exp_nonpositive(vf x) {
     vf lowest = (vf){0} - 87.f;
-    x = (vf)(((vi)x & (x >= lowest)) | ((vi)lowest & (x < lowest)));  /* clamp: e^-87 is 1.6e-38 */
+    x = pick(x < lowest, lowest, x);  /* clamp: e^-87 is 1.6e-38 */
     vf v = x * 1.44269504088896341f - 0.5f;  /* n = round(x / ln 2) = ceil(v) */
     vf n = __builtin_convertvector(__builtin_convertvector(v, vi), vf);  /* v truncated towards 0: ceil(v) */
     x = x - n * 0.693359375f + n * 2.12194440e-4f;  /* r = x - n ln 2, ln 2 in two parts */
@@ -166,8 +169,19 @@ static inline int32_t isum(vacc v) { return v; }
  * vectorized Quantize): the range [min, max] widened to hold 0 is spread over [0, qmax], qmax = 255, or
  * 127 where fbgemm is told to reduce the range (CPUs without VNNI). */
 static void quantize_input(const float *x, int n, int qmax, uint8_t *xq, float *scale, int32_t *zp) {
+    vf lo_v = {0}, hi_v = {0};
+    int i = 0;
+    for (; i + VL <= n; i += VL) {  /* VL at a time: this runs over every matrix's input, B rows of it */
+        vf v = *(const vf *)(x + i);
+        lo_v = pick(v < lo_v, v, lo_v);
+        hi_v = pick(v > hi_v, v, hi_v);
+    }
     float lo = 0.f, hi = 0.f;
-    for (int i = 0; i < n; i++) {
+    for (int k = 0; k < VL; k++) {
+        lo = lo_v[k] < lo ? lo_v[k] : lo;
+        hi = hi_v[k] > hi ? hi_v[k] : hi;
+    }
+    for (; i < n; i++) {
         lo = x[i] < lo ? x[i] : lo;
         hi = x[i] > hi ? x[i] : hi;
     }
@@ -186,9 +200,22 @@ static void quantize_input(const float *x, int n, int qmax, uint8_t *xq, float *
     *zp = zero < 0 ? 0 : zero > qmax ? qmax : (int32_t)nearbyint(zero);
     *scale = (float)s;
     float inv = 1.f / *scale, z = (float)*zp;
-    for (int i = 0; i < n; i++) {
-        float t = fminf(fmaf(x[i], inv, z), 2147483520.f);  /* fbgemm: x * (1 / scale) + zp in one rounding */
-        long q = lrintf(t);  /* to the nearest, ties to even */
+    i = 0;
+#if defined(__FMA__) && (defined(__AVX512F__) || defined(__AVX2__))
+    for (; i + VL <= n; i += VL) {
+        vf t = *(const vf *)(x + i) * inv + z;  /* one rounding (FMA), as fbgemm's x * (1 / scale) + zp */
+#if defined(__AVX512F__)
+        vi q = (vi)_mm512_cvtps_epi32((__m512)t);  /* to the nearest, ties to even */
+#else
+        vi q = (vi)_mm256_cvtps_epi32((__m256)t);
+#endif
+        q = (vi)pick(q < 0, (vf)(q - q), (vf)q);
+        q = (vi)pick(q > 255, (vf)(q - q + 255), (vf)q);
+        for (int k = 0; k < VL; k++) xq[i + k] = (uint8_t)q[k];
+    }
+#endif
+    for (; i < n; i++) {
+        long q = lrintf(fmaf(x[i], inv, z));  /* the same, one number at a time */
         xq[i] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
     }
 }
