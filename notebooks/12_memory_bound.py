@@ -222,12 +222,12 @@ c_fast = FastDecoder(model, max_batch_size=1, max_len=prompt_len + n)  # the C s
 hf = to_transformers(model)
 runs = {
     "readable loop": lambda k: generate(model, ids, max_new_tokens=k).ids,
-    "fast, torch step": lambda k: fast.generate(ids, max_new_tokens=k),
-    "fast, C step": lambda k: c_fast.generate(ids, max_new_tokens=k),
+    "fast (torch step)": lambda k: fast.generate(ids, max_new_tokens=k),
+    "fast (C step)": lambda k: c_fast.generate(ids, max_new_tokens=k),
     "transformers": lambda k: transformers_generate(hf, ids, k),
 }
 if c_fast.native_step is None:  # no C compiler here: the default decoder is torch's step again
-    del runs["fast, C step"]
+    del runs["fast (C step)"]
 repeats = 2  # the fastest of 2 turns each
 results = measure(runs, 1, n, repeats, cpu)
 tuned = fast.tuned.get(1, {})  # the kernel the fast path timed fastest per matrix shape (in, out), at batch 1
@@ -250,15 +250,15 @@ with torch.no_grad():
 top2 = logits.topk(2, dim=-1).values
 assert torch.equal(logits.argmax(dim=-1), reference[0, prompt_len:])
 assert (top2[:, 0] - top2[:, 1]).min() > 1e-3  # a hundred times the rounding noise between CPUs
-print(f"{', '.join(results)}: the same {n} new tokens")
+print(f"every decoder timed: the same {n} new tokens")
 print("every step's best token leads the runner-up by more than 1e-3")
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # why: tokens/s measured on this machine; the asserts check only what holds on any machine
 for name, rate in rates.items():
-    print(f"{name:>14}: {rate:6.1f} tokens/s  ({rate / bound:.0%} of the bound)")
-print(f"{'bound':>14}: {bound:6.1f} tokens/s  ({bandwidth:.1f} GB/s)")
+    print(f"{name:>17}: {rate:6.1f} tokens/s  ({rate / bound:.0%} of the bound)")
+print(f"{'bound':>17}: {bound:6.1f} tokens/s  ({bandwidth:.1f} GB/s)")
 assert all(rate < 1.5 * bound for rate in rates.values())  # physics: no decoder reads faster than memory
 assert rates[fastest_path] >= 0.5 * rates["readable loop"]  # loose: timings are noisy
 
@@ -266,7 +266,7 @@ assert rates[fastest_path] >= 0.5 * rates["readable loop"]  # loose: timings are
 # NBVAL_IGNORE_OUTPUT
 # why: a plot of the measured tokens/s above
 fig, ax = plt.subplots(figsize=(7, 4))
-colors = {"readable loop": "tab:blue", "fast, torch step": "tab:olive", "fast, C step": "tab:green",
+colors = {"readable loop": "tab:blue", "fast (torch step)": "tab:olive", "fast (C step)": "tab:green",
           "transformers": "tab:orange"}
 ax.bar(list(rates), list(rates.values()), color=[colors[name] for name in rates])
 ax.axhline(bound, color="k", ls="--", label=f"bandwidth bound: {bound:.0f} tokens/s")
