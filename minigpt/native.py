@@ -27,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from minigpt.quantize import has_vnni
+
 SOURCE = Path(__file__).parent / "csrc" / "decode_step.c"
 # torch's name for the widest vector instructions it found on this CPU -> the compiler flags that allow them
 ISA_FLAGS = {"AVX512": ["-mavx512f", "-mfma"], "AVX2": ["-mavx2", "-mfma"]}
@@ -49,14 +51,14 @@ def build_flags() -> list[str]:
     """Compiler flags for this CPU: optimized, shared, OpenMP, and the instructions torch says it has.
 
     The vector width is torch's (``get_cpu_capability``); with AVX-512, the int8 dot product instruction
-    (VNNI) is added where the CPU has it (``torch.cpu._is_vnni_supported``), so an int8 step adds 64
+    (VNNI) is added where the CPU has it (``minigpt.quantize.has_vnni``), so an int8 step adds 64
     products per instruction instead of 32.
 
     >>> build_flags()[:4]
     ['-O3', '-shared', '-fPIC', '-fopenmp']
     """
     capability = torch.backends.cpu.get_cpu_capability()
-    vnni = ["-mavx512vnni"] if capability == "AVX512" and torch.cpu._is_vnni_supported() else []
+    vnni = ["-mavx512vnni"] if has_vnni() else []
     return ["-O3", "-shared", "-fPIC", "-fopenmp", *ISA_FLAGS.get(capability, []), *vnni]
 
 

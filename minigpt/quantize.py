@@ -76,6 +76,19 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     return q.float() * scale[:, None]
 
 
+def has_vnni() -> bool:
+    """Does this CPU add 8-bit products into 32 bits in one instruction (AVX-512 VNNI), as torch sees it?
+
+    Asked of the CPU (``torch.cpu._is_vnni_supported``) and of the instructions torch uses on it
+    (``torch.backends.cpu.get_cpu_capability``): with ``ATEN_CPU_CAPABILITY=avx2`` on an AVX-512 CPU,
+    this answers as an AVX2 CPU would (no), so the int8 kernels behave as they would there.
+
+    >>> has_vnni() in (True, False)
+    True
+    """
+    return torch.backends.cpu.get_cpu_capability() == "AVX512" and torch.cpu._is_vnni_supported()
+
+
 def int8_kernels_here() -> tuple[str, ...]:
     """The int8 kernels this CPU and torch build can run, asked rather than assumed.
 
@@ -111,7 +124,7 @@ class Int8Linear(nn.Module):
         # "dynamic": AVX2's int8 multiply-add (vpmaddubsw) saturates at 16 bits with 8-bit activations, so
         # fbgemm is told to use 7 (reduce_range); VNNI (vpdpbusd) adds into 32 bits and takes the full 8.
         # The CPU is asked.
-        self.reduce_range = kernel == "dynamic" and not torch.cpu._is_vnni_supported()
+        self.reduce_range = kernel == "dynamic" and not has_vnni()
         if kernel == "dynamic":
             # fbgemm takes its weights as a torch "quantized tensor", a format torch has deprecated (it still
             # runs fbgemm's kernels, which nothing else in torch reaches); the warning says so at every call

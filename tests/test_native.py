@@ -7,7 +7,7 @@ from minigpt import native
 from minigpt.fast import FastDecoder, choose_matmul
 from minigpt.generate import PAD_TOKEN_ID, generate
 from minigpt.model import GPT, GPTConfig
-from minigpt.quantize import int8_kernels_here
+from minigpt.quantize import has_vnni, int8_kernels_here
 
 CPU = torch.device("cpu")
 needs_native = pytest.mark.skipif(not native.available(), reason=f"no C decode step here: {native.unavailable_reason()}")
@@ -161,7 +161,7 @@ def test_int8_decodes_in_c_as_fbgemms_dynamic_kernel(model, monkeypatch, vnni):
     in_torch = FastDecoder(model, max_batch_size=4, max_len=64, weights="int8", int8_kernel="dynamic", static=True)
     assert c_step.native_step is not None and in_torch.native_step is None
     assert c_step.native_step.kept[2] is c_step.blocks[0].c_attn[0].q  # the C step reads the decoder's int8 copy
-    assert c_step.native_step.qmax == (255 if vnni and torch.cpu._is_vnni_supported() else 127)
+    assert c_step.native_step.qmax == (255 if vnni and has_vnni() else 127)
     out = c_step.generate(ids, max_new_tokens=40)
     with torch.inference_mode():
         logits = stepwise_logits(in_torch, out, 6)  # (4, 40, V): torch's int8 scores for each of the C step's picks

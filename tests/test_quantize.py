@@ -13,6 +13,7 @@ from minigpt.quantize import (
     Int8Linear,
     choose_int8_kernel,
     dequantize,
+    has_vnni,
     int8_kernels_here,
     quantize_model,
     quantize_per_channel,
@@ -136,3 +137,15 @@ def test_int8_costs_the_shipped_model_under_002_nats(kernel):
     base = heldout_loss(fp32, heldout, **windows)
     int8 = heldout_loss(quantize_model(fp32, kernel=kernel), heldout, **windows)
     assert abs(int8 - base) < 0.02, (kernel, base, int8)
+
+
+@pytest.mark.parametrize("capability, vnni, expected", [("AVX512", True, True), ("AVX512", False, False),
+                                                        ("AVX2", True, False), ("DEFAULT", True, False)])
+def test_vnni_is_what_the_cpu_has_at_torchs_instruction_level(monkeypatch, capability, vnni, expected):
+    """An AVX-512 VNNI CPU told to run as AVX2 (ATEN_CPU_CAPABILITY=avx2) quantizes as an AVX2 one: 7 bits."""
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni)
+    assert has_vnni() is expected
+    if "dynamic" in int8_kernels_here():
+        assert Int8Linear(torch.randn(4, 8), None, kernel="dynamic").reduce_range is not expected
+    assert Int8Linear(torch.randn(4, 8), None, kernel="weight-only").reduce_range is False

@@ -138,19 +138,30 @@ static inline __attribute__((always_inline)) void dots_f32(const float *W, const
 #if defined(__AVX512VNNI__)
 #define QSTEP 64
 typedef __m512i vacc;
-static inline vacc dot_step(vacc acc, const uint8_t *x, const int8_t *w) {  /* 64 u8 x s8 products, 4 per sum */
+/* 64 u8 x s8 products, 4 per sum (`seven`: activations in 7 bits, which VNNI needs no help with) */
+static inline vacc dot_step(vacc acc, const uint8_t *x, const int8_t *w, const int seven) {
+    (void)seven;
     return _mm512_dpbusd_epi32(acc, _mm512_loadu_si512(x), _mm512_loadu_si512(w));
 }
 static inline int32_t isum(vacc v) { return _mm512_reduce_add_epi32(v); }
 #elif defined(__AVX2__)
-#define QSTEP 16
+#define QSTEP 32
 typedef __m256i vacc;
-static inline vacc dot_step(vacc acc, const uint8_t *x, const int8_t *w) {
-    /* widened to 16 bits, then 16 products added in pairs into 32 bits (vpmaddubsw would take 8 bits as they
-     * are, but it adds its pairs into 16 bits, which 8-bit activations can overflow) */
-    __m256i xv = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)x));
-    __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w));
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(xv, wv));
+/* 32 products. With 7-bit activations (`seven`: where fbgemm reduces the range, on CPUs without VNNI)
+ * vpmaddubsw multiplies the bytes as they are and adds pairs into 16 bits, which cannot overflow:
+ * 2 * 127 * 127 < 32768. With 8 bits it could, so both are first widened to 16 bits (twice the work). */
+static inline vacc dot_step(vacc acc, const uint8_t *x, const int8_t *w, const int seven) {
+    if (seven) {
+        __m256i pairs = _mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)x),
+                                             _mm256_loadu_si256((const __m256i *)w));
+        return _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)));
+    }
+    for (int half = 0; half < 32; half += 16) {
+        __m256i xv = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(x + half)));
+        __m256i wv = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(w + half)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(xv, wv));
+    }
+    return acc;
 }
 static inline int32_t isum(vacc v) {
     int32_t t[8];
@@ -160,7 +171,10 @@ static inline int32_t isum(vacc v) {
 #else
 #define QSTEP 1  /* no vector instructions asked for: one product at a time */
 typedef int32_t vacc;
-static inline vacc dot_step(vacc acc, const uint8_t *x, const int8_t *w) { return acc + (int32_t)*x * *w; }
+static inline vacc dot_step(vacc acc, const uint8_t *x, const int8_t *w, const int seven) {
+    (void)seven;
+    return acc + (int32_t)*x * *w;
+}
 static inline int32_t isum(vacc v) { return v; }
 #endif
 
@@ -220,16 +234,16 @@ static void quantize_input(const float *x, int n, int qmax, uint8_t *xq, float *
     }
 }
 
-/* as dots_f32, over int8 weights and the quantized rows: integer sums */
+/* as dots_f32, over int8 weights and the quantized rows: integer sums (`seven`: the rows are 7-bit) */
 static inline __attribute__((always_inline)) void dots_i8(const int8_t *W, const uint8_t *x, int n_in, const int R,
-                                                          const int NB, int32_t *out) {
+                                                          const int NB, const int seven, int32_t *out) {
     vacc acc[16];
     for (int a = 0; a < R * NB; a++) acc[a] = (vacc){0};
     int i = 0;
     for (; i + QSTEP <= n_in; i += QSTEP)
         for (int j = 0; j < NB; j++)
             for (int k = 0; k < R; k++)
-                acc[k * NB + j] = dot_step(acc[k * NB + j], x + (int64_t)j * n_in + i, W + (int64_t)k * n_in + i);
+                acc[k * NB + j] = dot_step(acc[k * NB + j], x + (int64_t)j * n_in + i, W + (int64_t)k * n_in + i, seven);
     for (int a = 0; a < R * NB; a++) out[a] = isum(acc[a]);
     for (; i < n_in; i++)
         for (int k = 0; k < R; k++)
@@ -246,12 +260,14 @@ typedef struct {
 
 /* d = R rows of m (from row o) . NB rows of the input (x, or its quantized xq with scale xs, zero zp), finished:
  * scaled and biased. Constant R and NB in each case, so the sums stay in registers. */
-static void dots(const Matrix *m, int o, const float *x, const uint8_t *xq, float xs, int32_t zp, int n_in, int R,
-                 int NB, float *d) {
+static void dots(const Matrix *m, int o, const float *x, const uint8_t *xq, float xs, int32_t zp, int qmax,
+                 int n_in, int R, int NB, float *d) {
     int32_t n[16];
+    const int8_t *q = (const int8_t *)m->w + (int64_t)o * n_in;
 #define CASE(r, nb)                                                                                   \
     case r * 8 + nb:                                                                                  \
-        if (m->scale) dots_i8((const int8_t *)m->w + (int64_t)o * n_in, xq, n_in, r, nb, n);         \
+        if (m->scale && qmax <= 127) dots_i8(q, xq, n_in, r, nb, 1, n);                               \
+        else if (m->scale) dots_i8(q, xq, n_in, r, nb, 0, n);                                         \
         else dots_f32((const float *)m->w + (int64_t)o * n_in, x, n_in, r, nb, d);                   \
         break;
     switch (R * 8 + NB) {
@@ -281,7 +297,7 @@ static void matvec(const Matrix *m, const float *x, uint8_t *xq, int qmax, int B
         rows = hi - o >= R ? R : 1;
         for (int r0 = 0, nb; r0 < B; r0 += nb) {
             nb = B - r0 < 4 ? B - r0 : 4;
-            dots(m, o, x + (int64_t)r0 * n_in, xq + (int64_t)r0 * n_in, xs, zp, n_in, rows, nb, d);
+            dots(m, o, x + (int64_t)r0 * n_in, xq + (int64_t)r0 * n_in, xs, zp, qmax, n_in, rows, nb, d);
             for (int k = 0; k < rows; k++)
                 for (int j = 0; j < nb; j++) put(y + (int64_t)(r0 + j) * ldy + o + k, d[k * nb + j], mode);
         }
