@@ -78,6 +78,8 @@ from minigpt.data import load_splits
 from minigpt.fast import FastDecoder
 from minigpt.generate import PAD_TOKEN_ID, generate, stream
 from minigpt.model import GPT, PRESETS, GPTConfig
+from minigpt.native import available as native_available
+from minigpt.native import matvec as native_matvec
 from minigpt.native import unavailable_reason
 from minigpt.quantize import quantize_model
 from minigpt.search import beam_search
@@ -176,10 +178,13 @@ def measure_bandwidth(
 ) -> float:
     """Memory *read* bandwidth in GB/s: the fastest of ``repeats`` timed reads of ``nbytes`` of fp32.
 
-    Two reads are timed, because no single torch kernel reaches the memory's speed on every CPU: a sum
+    Several reads are timed, because no single kernel reaches the memory's speed on every CPU: a sum
     (reads each number once, one number out) and a matrix-vector product over the same bytes seen as a
-    (rows, 1024) matrix, which is exactly what a batch-1 decode step does to every weight matrix. On a
-    2-core Xeon the sum read 19-23 GB/s and the product 28; elsewhere the sum won. The tensor (1 GiB by
+    (rows, 1024) matrix, which is exactly what a batch-1 decode step does to every weight matrix, by
+    torch, and on CPU by the fast path's C step too (``minigpt.native.matvec``, where it builds). On a
+    2-core Xeon the sum read 19-23 GB/s and the products 28; elsewhere the sum won; with torch's
+    portable kernels (no vector instructions) torch's reads made 15 GB/s where the C step's read 25, and a
+    bound from torch's alone would have had the C step beating memory. The tensor (1 GiB by
     default) is larger than any CPU's last-level cache (that Xeon's is 300 MiB, and 256 MiB read 20% faster
     than 1 GiB there), so the bytes really come from DRAM (or HBM on a GPU). The best run is kept: the
     others were slowed by something else, not by the memory. So the bound computed from it is one no
@@ -197,7 +202,9 @@ def measure_bandwidth(
     device = torch.device(device)
     x = torch.ones(nbytes // 4, device=device)
     matrix, vector = x.view(-1, 1024), torch.ones(1024, device=device)
-    reads = (x.sum, lambda: torch.mv(matrix, vector))
+    reads = [x.sum, lambda: torch.mv(matrix, vector)]
+    if device.type == "cpu" and native_available():
+        reads.append(lambda: native_matvec(matrix, vector))
     fastest = {}
     for read in reads:
         read()  # warm-up: first touch of the pages, kernel selection

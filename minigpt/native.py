@@ -92,6 +92,8 @@ def _build(cc: str | None, flags: tuple[str, ...]) -> ctypes.CDLL | str:
     lib.decode_step.argtypes = [ptr, int_, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, int_, int_, int_, int_,
                                 int_, int_, int_, ptr, ptr, int_]
     lib.decode_step.restype = None
+    lib.matvec_f32.argtypes = [ptr, int_, int_, ptr, ptr, int_]
+    lib.matvec_f32.restype = None
     return lib
 
 
@@ -116,6 +118,31 @@ def unavailable_reason() -> str | None:
     """
     lib = _library()
     return lib if isinstance(lib, str) else None
+
+
+def matvec(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``w @ x`` for a float32 (rows, cols) matrix and a (cols,) vector, by the C step's own kernel.
+
+    It streams ``w`` 16 rows at a time on torch's threads, as a decode step streams each weight matrix,
+    so timing it on a large matrix measures how fast the step can read memory (``minigpt.bench`` does).
+    Both must be contiguous float32 CPU tensors.
+
+    >>> w, x = torch.randn(40, 24), torch.randn(24)
+    >>> available() is False or torch.allclose(matvec(w, x), w @ x, atol=1e-5)
+    True
+    """
+    lib = _library()
+    if isinstance(lib, str):
+        raise RuntimeError(f"the C decode step cannot run here: {lib}")
+    for name, t, ndim in (("w", w, 2), ("x", x, 1)):
+        if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous() or t.ndim != ndim:
+            raise ValueError(f"{name} must be a contiguous {ndim}-D float32 CPU tensor, got {tuple(t.shape)} "
+                             f"{t.dtype} on {t.device} with strides {t.stride()}")
+    if x.shape[0] != w.shape[1]:
+        raise ValueError(f"x must have w's {w.shape[1]} columns, got {x.shape[0]}")
+    y = torch.empty(w.shape[0])
+    lib.matvec_f32(w.data_ptr(), w.shape[0], w.shape[1], x.data_ptr(), y.data_ptr(), torch.get_num_threads())
+    return y
 
 
 def matrix_for_c(weight: torch.Tensor, bias: torch.Tensor | None,

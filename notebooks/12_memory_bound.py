@@ -162,7 +162,7 @@ for _ in range(5):
     best = min(best, time.perf_counter() - start)
 copy_gb_s = 2 * src.nbytes / best / 1e9  # bytes read + bytes written, per second
 del src, dst
-# the library's, read-only: the faster of a sum and a matrix-vector product, reading 1 GB again and again
+# the library's, read-only: the fastest of a sum and matrix-vector products, reading 1 GB again and again
 bandwidth = measure_bandwidth(repeats=3, seconds=1.0)  # the best of 3 one-second readings
 
 # %%
@@ -177,8 +177,9 @@ assert copy_gb_s > 0 and bandwidth > 0
 # nothing: one key and one value per layer for the new token (2 · 12 · 768 · 4 = 73,728 bytes) and a few
 # rows of activations. So the right figure is the read-only one. A copy mixes in writes, which many CPUs
 # pay for twice (a write first reads the line it lands in), so it usually understates how fast reading
-# alone can go. `measure_bandwidth` times two read-only kernels: a sum, and a matrix-vector product over
-# the same bytes, which is exactly what a batch-1 decode step does to every weight matrix. Each reading
+# alone can go. `measure_bandwidth` times read-only kernels: a sum, and a matrix-vector product over
+# the same bytes, which is exactly what a batch-1 decode step does to every weight matrix, both by torch
+# and the product also by the fast path's C step (below), whichever reads fastest here. Each reading
 # lasts a second, about as long as the decoders' runs below: on a shared machine the memory's speed
 # swings, and a 50 ms read can catch a fast moment that no second-long run ever sees. The best reading
 # is kept, so the bound it gives is one no decoder should beat:

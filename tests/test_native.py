@@ -195,3 +195,14 @@ def test_matrix_for_c_sums_each_rows_int8_weights():
     w = q.float()
     as_read = native.matrix_for_c(w, None)
     assert as_read[0] is w and as_read[1:] == [None, None, None]
+
+
+@needs_native
+def test_matvec_is_the_steps_weight_stream_alone():
+    w, x = torch.randn(100, 48), torch.randn(48)  # 100 rows: 16 at a time, then 4 one by one (per thread)
+    torch.testing.assert_close(native.matvec(w, x), w @ x, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"w must be a contiguous 2-D float32 CPU tensor, got \(48, 100\) "
+                                         r"torch.float32 on cpu with strides \(1, 48\)"):
+        native.matvec(w.t(), x[:1].expand(100).contiguous())
+    with pytest.raises(ValueError, match="x must have w's 48 columns, got 47"):
+        native.matvec(w, x[:47])

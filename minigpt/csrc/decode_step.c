@@ -389,3 +389,16 @@ void decode_step(const void *const *layers, int n_layer, const float *wte, const
         matvec(&out, h, xq, qmax, B, C, lo, hi, logits, vocab, STORE);
     }
 }
+
+/* y (rows,) = W (rows, cols) @ x (cols,), float32, on n_threads threads: the step's own weight stream,
+ * alone. minigpt.bench reads memory with it too, so the bandwidth it measures is one the step can reach
+ * whatever kernels torch has (torch's portable ones read at about half the memory's speed). */
+void matvec_f32(const float *W, int rows, int cols, const float *x, float *y, int n_threads) {
+    Matrix m = {W, 0, 0, 0};
+#pragma omp parallel num_threads(n_threads)
+    {
+        int lo, hi;
+        share(rows, &lo, &hi);
+        matvec(&m, x, 0, 255, 1, cols, lo, hi, y, rows, STORE);
+    }
+}
