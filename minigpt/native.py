@@ -87,7 +87,10 @@ def _build(cc: str | None, flags: tuple[str, ...]) -> ctypes.CDLL | str:
                 os.replace(built, target)
         except OSError as e:
             return f"cannot build in {target.parent}: {e}"
-    lib = ctypes.CDLL(str(target))
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError as e:  # built, but not loadable here (a missing OpenMP runtime, say)
+        return f"cannot load {target}: {e}"
     ptr, int_ = ctypes.c_void_p, ctypes.c_int  # decode_step's signature, argument by argument
     lib.decode_step.argtypes = [ptr, int_, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, int_, int_, int_, int_,
                                 int_, int_, int_, ptr, ptr, int_]

@@ -1,5 +1,7 @@
 """The C decode step (minigpt.native) computes what the torch step computes, and is chosen only where it runs."""
 
+import shutil
+
 import pytest
 import torch
 
@@ -206,3 +208,20 @@ def test_matvec_is_the_steps_weight_stream_alone():
         native.matvec(w.t(), x[:1].expand(100).contiguous())
     with pytest.raises(ValueError, match="x must have w's 48 columns, got 47"):
         native.matvec(w, x[:47])
+
+
+def test_a_library_that_will_not_load_is_a_reason_too(monkeypatch, tmp_path):
+    cc = native.compiler()
+    if cc is None or shutil.which(cc) is None:
+        pytest.skip("no C compiler here")
+    (tmp_path / "cc").symlink_to(shutil.which(cc))  # another compiler path: a build of its own
+    monkeypatch.setenv("CC", str(tmp_path / "cc"))
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path))
+
+    def refuse(path):
+        raise OSError("libgomp.so.1: cannot open shared object file")
+
+    monkeypatch.setattr(native.ctypes, "CDLL", refuse)
+    reason = native.unavailable_reason()
+    assert reason.startswith(f"cannot load {tmp_path / 'native'}/decode_step-")
+    assert reason.endswith(".so: libgomp.so.1: cannot open shared object file")

@@ -7,10 +7,11 @@
  * next op needs. Here a whole step is one function: one parallel region, a few barriers per layer, and
  * nothing between the weight streams but a few kilobytes of arithmetic.
  *
- * It computes exactly what minigpt.fast.FastDecoder._forward computes for T = 1 (tests check the logits
- * and the greedy tokens), reading the decoder's own tensors in place:
+ * It computes what minigpt.fast.FastDecoder._forward computes for T = 1 (tests check the logits and
+ * the greedy tokens), reading the decoder's own tensors in place:
  *   - matrices are nn.Linear's (out, in), row-major: output o is the dot product of row o with the input,
- *     so each thread streams a contiguous block of rows;
+ *     so each thread streams a contiguous block of rows; float32, or int8 with a scale per row, whose
+ *     inputs are quantized as torch's int8 kernel (fbgemm's dynamic linear) quantizes them;
  *   - each layer's cache is (max_batch, max_len, 2C): per position its key, then its value.
  * Every output is computed by one thread in a fixed order, so the numbers do not depend on how many
  * threads run. The vector width is the widest the build was told the CPU has (minigpt/native.py asks
