@@ -215,7 +215,7 @@ def choose_matmul(
     if matmul in ("onednn", "tuned") and not onednn_supports(dtype):
         raise ValueError(f"matmul={matmul!r} cannot run here: {_onednn_lacks(dtype)}; "
                          "use matmul='auto' or 'blas-in-out'")
-    native_lacks = _native_lacks(compile, dtype, static)
+    native_lacks = _native_lacks(compile, dtype, static) if matmul in ("native", "auto") else "not asked for"
     if matmul == "native" and native_lacks:
         raise ValueError(f"matmul='native' cannot run here: {native_lacks}; use matmul='auto' or 'blas-in-out'")
     if matmul == "tuned" and compile:
@@ -310,8 +310,8 @@ class FastDecoder:
     scale per output channel (``minigpt.quantize.Int8Linear``): a quarter of the bytes each token reads.
     ``int8_kernel`` picks how the products run, ``"dynamic"`` (fbgemm: activations quantized on the fly)
     or ``"weight-only"``; ``"auto"`` times both on this CPU (``choose_int8_kernel``). With "dynamic" and
-    the C step available (as for ``matmul="native"``), decode steps run in C, quantizing as fbgemm does. The token table
-    stays float32 for the lookup, which reads one row per token.
+    the C step available (as for ``matmul="native"``), decode steps run in C, quantizing as fbgemm does.
+    The token table stays float32 for the lookup, which reads one row per token.
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> decoder = FastDecoder(GPT(GPTConfig.from_preset("tiny")), max_batch_size=1, max_len=8)
