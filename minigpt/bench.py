@@ -191,7 +191,7 @@ def measure_bandwidth(
     method should beat.
 
     With ``seconds`` > 0, each timed read streams the tensor over and over for at least that long, with
-    whichever of the two kernels read faster. A reading should last about as long as the runs it bounds:
+    whichever of the kernels read fastest. A reading should last about as long as the runs it bounds:
     on a shared machine whose memory speed swings, a 50 ms read can catch a fast moment that no
     4-second decode run ever sees (on that Xeon, over the same 30 s: 32.2 GB/s for the best 50 ms read,
     24.6 for the best 4-second stretch). ``minigpt bench`` reads for ``BANDWIDTH_SECONDS``.

@@ -116,11 +116,19 @@ def available() -> bool:
 def unavailable_reason() -> str | None:
     """Why the C decode step cannot run here, or None when it can.
 
-    >>> unavailable_reason() is None or "compiler" in unavailable_reason() or "failed" in unavailable_reason()
+    >>> unavailable_reason() is None or isinstance(unavailable_reason(), str)
     True
     """
     lib = _library()
     return lib if isinstance(lib, str) else None
+
+
+def _loaded() -> ctypes.CDLL:
+    """The library, for a caller that needs it: a RuntimeError that says why where it cannot run."""
+    lib = _library()
+    if isinstance(lib, str):
+        raise RuntimeError(f"the C decode step cannot run here: {lib}")
+    return lib
 
 
 def matvec(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -134,9 +142,7 @@ def matvec(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     >>> available() is False or torch.allclose(matvec(w, x), w @ x, atol=1e-5)
     True
     """
-    lib = _library()
-    if isinstance(lib, str):
-        raise RuntimeError(f"the C decode step cannot run here: {lib}")
+    lib = _loaded()
     for name, t, ndim in (("w", w, 2), ("x", x, 1)):
         if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous() or t.ndim != ndim:
             raise ValueError(f"{name} must be a contiguous {ndim}-D float32 CPU tensor, got {tuple(t.shape)} "
@@ -192,9 +198,7 @@ class NativeStep:
                  ln_f: tuple[torch.Tensor, torch.Tensor], head: torch.Tensor, head_scale: torch.Tensor | None,
                  head_row_sum: torch.Tensor | None, n_head: int, max_batch_size: int, max_len: int,
                  qmax: int = 255) -> None:
-        lib = _library()
-        if isinstance(lib, str):
-            raise RuntimeError(f"the C decode step cannot run here: {lib}")
+        lib = _loaded()
         per_layer = [t for layer in layers for t in layer]
         tables = [wte, wpe, *ln_f, head, head_scale, head_row_sum]
         for t in per_layer + tables:

@@ -323,13 +323,19 @@ def one_step():  # the prompt's last token again, at the next position: a real s
     fast.decode_one_token(ids[:, -1:], torch.tensor([[prompt_len]]), prompt_len)
 
 
-fastest = {"one decode step": float("inf"), "its matmuls alone": float("inf")}
-with torch.inference_mode():
-    for _ in range(20):
-        for name, run in (("one decode step", one_step), ("its matmuls alone", matmuls_only)):
-            start = time.perf_counter()
-            run()
-            fastest[name] = min(fastest[name], time.perf_counter() - start)
+def fastest_of(runs, turns=20):
+    """Each run's fastest time in seconds, the runs taking turns: a slow spell slows them alike."""
+    best = dict.fromkeys(runs, float("inf"))
+    with torch.inference_mode():
+        for _ in range(turns):
+            for name, run in runs.items():
+                start = time.perf_counter()
+                run()
+                best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+fastest = fastest_of({"one decode step": one_step, "its matmuls alone": matmuls_only})
 matmul_share = fastest["its matmuls alone"] / fastest["one decode step"]
 
 # %%
@@ -390,13 +396,7 @@ def c_step():  # the same token as one_step, through the C step
 if c_fast.native_step is None:
     print("no C step here:", unavailable_reason())
 else:
-    steps = {"torch step": float("inf"), "C step": float("inf")}
-    with torch.inference_mode():
-        for _ in range(20):
-            for name, run in (("torch step", one_step), ("C step", c_step)):
-                start = time.perf_counter()
-                run()
-                steps[name] = min(steps[name], time.perf_counter() - start)
+    steps = fastest_of({"torch step": one_step, "C step": c_step})
     for name, seconds in steps.items():
         print(f"one {name:>10}: {seconds * 1e3:5.1f} ms")
     print(f"the torch step's matmuls alone: {fastest['its matmuls alone'] * 1e3:5.1f} ms")
