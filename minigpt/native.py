@@ -97,6 +97,8 @@ def _build(cc: str | None, flags: tuple[str, ...]) -> ctypes.CDLL | str:
     lib.decode_step.restype = None
     lib.matvec_f32.argtypes = [ptr, int_, int_, ptr, ptr, int_]
     lib.matvec_f32.restype = None
+    lib.work_floats.argtypes = [int_] * 5
+    lib.work_floats.restype = ctypes.c_int64
     return lib
 
 
@@ -211,9 +213,8 @@ class NativeStep:
         self.tables = [*map(_address, tables)]
         self.n_layer, self.n_head, self.max_len, self.qmax = len(layers), n_head, max_len, qmax
         self.C, self.vocab = wte.shape[1], head.shape[0]
-        # scratch: (B, 9C) shared by the threads, then (2·B·C + max_len) for each thread
-        self.threads, B = torch.get_num_threads(), max_batch_size
-        self.work = torch.empty(B * 9 * self.C + self.threads * (2 * B * self.C + max_len))
+        self.threads = torch.get_num_threads()
+        self.work = torch.empty(lib.work_floats(max_batch_size, self.C, n_head, max_len, self.threads))  # scratch
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, pos: int,
                  key_ok: torch.Tensor | None) -> torch.Tensor:

@@ -28,7 +28,7 @@ def model():
 
 def prefilled(model, ids, mask, matmul):
     """A decoder of ``matmul`` that has run the prompt: its cache holds the prompt's keys and values."""
-    decoder = FastDecoder(model, max_batch_size=4, max_len=32, matmul=matmul)
+    decoder = FastDecoder(model, max_batch_size=4, max_len=64, matmul=matmul)
     positions = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1)
     decoder.key_ok[: len(ids), 0, 0, : ids.shape[1]] = mask.bool()
     decoder.padded = not bool(mask.all())
@@ -39,19 +39,20 @@ def prefilled(model, ids, mask, matmul):
 
 @needs_native
 @pytest.mark.parametrize("padded", [False, True])
-def test_a_c_step_gives_the_torch_steps_logits_and_cache(model, padded):
+@pytest.mark.parametrize("T", [9, 36])  # 36: two pieces of attention, the first's exponentials 16 (or 8) at a time
+def test_a_c_step_gives_the_torch_steps_logits_and_cache(model, padded, T):
     torch.manual_seed(1)
-    ids = torch.randint(0, 1000, (3, 9))
+    ids = torch.randint(0, 1000, (3, T))
     mask = torch.ones_like(ids)
-    if padded:
-        mask[1, :4] = 0
+    if padded:  # with T = 36, the first piece of 32 positions of row 1 is all padding
+        mask[1, : min(T - 2, 33)] = 0
         ids = ids.masked_fill(mask == 0, PAD_TOKEN_ID % 1000)
     new = torch.randint(0, 1000, (3, 1))
     steps = {}
     for matmul in ("native", "blas"):
         decoder, positions = prefilled(model, ids, mask, matmul)
         with torch.inference_mode():
-            steps[matmul] = decoder.decode_one_token(new, positions, 9), [c[:3, :10].clone() for c in decoder.cache]
+            steps[matmul] = decoder.decode_one_token(new, positions, T), [c[:3, : T + 1].clone() for c in decoder.cache]
     (logits, cache), (expected, expected_cache) = steps["native"], steps["blas"]
     assert logits.shape == (3, 1000) and logits.dtype == torch.float32
     torch.testing.assert_close(logits, expected, rtol=0, atol=1e-4)  # logits of size ~10: rounding only

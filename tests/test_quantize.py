@@ -1,5 +1,7 @@
 """int8 weights: the per-channel scheme is exact where it should be, both kernels compute it, and the loss stays."""
 
+import time
+
 import pytest
 import torch
 
@@ -87,6 +89,21 @@ def test_choose_int8_kernel_asks_what_runs(monkeypatch):
                             "this CPU runs weight-only")
     with pytest.raises(ValueError, match="int8 kernel must be one of auto, dynamic, weight-only, got 'int4'"):
         choose_int8_kernel("int4", torch.randn(32, 32))
+
+
+@pytest.mark.skipif("dynamic" not in KERNELS, reason="fbgemm does not run here: one kernel, nothing to time")
+def test_auto_times_the_kernels_in_turns_so_a_busy_spell_cannot_pick_the_slow_one(monkeypatch):
+    calls = []
+
+    def forward(self, x):  # weight-only is 2 ms slower, and the first 22 calls (a busy spell) take 4 ms
+        calls.append(self.kernel)
+        time.sleep(0.004 if len(calls) <= 22 else 0.002 * (self.kernel == "weight-only"))
+        return x
+
+    monkeypatch.setattr(Int8Linear, "forward", forward)
+    # one kernel's warm-up and 20 timed calls in a row would all fall in the spell, and it would lose
+    assert choose_int8_kernel("auto", torch.randn(8, 8), repeats=20) == "dynamic"
+    assert calls[:6] == ["dynamic", "weight-only"] * 3
 
 
 def test_quantize_model_replaces_every_linear_and_leaves_the_model(model):

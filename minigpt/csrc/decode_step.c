@@ -313,41 +313,100 @@ static inline void share(int n, int *lo, int *hi) {
     *lo = (int)((int64_t)n * t / nt), *hi = (int)((int64_t)n * (t + 1) / nt);
 }
 
-/* attention of one query (head h of row r) over cache positions [0, kv_len), the masked ones left out */
-static void attend(const float *q, const float *cache, const uint8_t *key_ok, int kv_len, int C, int hs,
-                   float *scores, float *y) {
-    float scale = 1.f / sqrtf((float)hs), top = -INFINITY, total = 0.f;
-    for (int t = 0; t < kv_len; t++) {
-        scores[t] = key_ok && !key_ok[t] ? -INFINITY : dot(q, cache + (int64_t)t * 2 * C, hs) * scale;
-        top = scores[t] > top ? scores[t] : top;
+/* Attention is split by positions, not by heads: a piece is PIECE consecutive cache positions of one row,
+ * all heads, and the threads share the pieces. A piece's keys and values are one contiguous block of
+ * memory (a position's keys and values for every head side by side, then the next position's), so its
+ * reads stream, as a matrix's rows do. Split by heads, each position's 64 keys of a head lay 2C floats
+ * past the last position's: reads that jump that far wait on memory every time, and at a context of 800
+ * that was a third of the step. Each piece makes a partial softmax (as flash-decoding does); every
+ * thread then combines a row's pieces in order (attend_combine), so the result depends on neither the
+ * thread count nor the batch. */
+enum { PIECE = 32 };
+
+static inline int64_t piece_floats(int C, int n_head) { return C + 2 * n_head; }
+
+/* one piece: positions [t0, t1) of a row's cache (masked ones left out) against its queries q (C), every
+ * head. part gets, per head h: y (hs floats) = sum_t e^(s_t - m) v_t, then after all heads' y, the top
+ * score m[h] and the sum l[h] = sum_t e^(s_t - m). scores: (n_head, PIECE) floats of scratch */
+static void attend_piece(const float *q, const float *cache, const uint8_t *key_ok, int t0, int t1, int C,
+                         int n_head, float *scores, float *part) {
+    int hs = C / n_head, n = t1 - t0;
+    float scale = 1.f / sqrtf((float)hs), *y = part, *m = part + C, *l = m + n_head;
+    for (int t = 0; t < n; t++) {
+        const float *k = cache + (int64_t)(t0 + t) * 2 * C;
+        for (int h = 0; h < n_head; h++)
+            scores[h * PIECE + t] = key_ok && !key_ok[t0 + t] ? -INFINITY : dot(q + h * hs, k + h * hs, hs) * scale;
     }
-    for (int i = 0; i < hs; i++) y[i] = 0.f;
-    for (int t = 0; t < kv_len; t++) {
-        float p = expf(scores[t] - top);  /* exp(-inf) = 0: a masked position adds nothing */
-        const float *v = cache + (int64_t)t * 2 * C + C;
-        for (int i = 0; i < hs; i++) y[i] += p * v[i];
-        total += p;
+    for (int h = 0; h < n_head; h++) {  /* softmax's numerators e^(s - m), VL at a time, and their sum */
+        float *s = scores + h * PIECE, top = -INFINITY;
+        for (int t = 0; t < n; t++) top = s[t] > top ? s[t] : top;
+        int t = 0;
+        for (; t + VL <= n; t += VL) {  /* a masked position's -inf gives exactly 0: it adds nothing */
+            vf x = *(vf *)(s + t);
+            *(vf *)(s + t) = pick(x == -INFINITY, (vf){0}, exp_nonpositive(x - top));
+        }
+        for (; t < n; t++) s[t] = s[t] == -INFINITY ? 0.f : expf(s[t] - top);
+        m[h] = top, l[h] = 0.f;
+        for (t = 0; t < n; t++) l[h] += s[t];
     }
-    for (int i = 0; i < hs; i++) y[i] /= total;
+    for (int i = 0; i < C; i++) y[i] = 0.f;
+    for (int t = 0; t < n; t++) {
+        const float *v = cache + (int64_t)(t0 + t) * 2 * C + C;
+        for (int h = 0; h < n_head; h++) {
+            float p = scores[h * PIECE + t];
+            for (int i = h * hs; i < (h + 1) * hs; i++) y[i] += p * v[i];
+        }
+    }
+}
+
+/* a row's attention output y (C) from its n pieces, in order: each piece's sums rescaled to the top score
+ * of them all, e^(m_piece - m), which makes them one softmax. A piece whose positions are all masked has
+ * m = -inf and adds nothing; the last piece holds the row's own token, so some piece always counts. */
+static void attend_combine(const float *parts, int n, int C, int n_head, float *y) {
+    int hs = C / n_head;
+    for (int h = 0; h < n_head; h++) {
+        float top = -INFINITY, total = 0.f;
+        for (int c = 0; c < n; c++) {
+            float m = parts[c * piece_floats(C, n_head) + C + h];
+            top = m > top ? m : top;
+        }
+        for (int i = h * hs; i < (h + 1) * hs; i++) y[i] = 0.f;
+        for (int c = 0; c < n; c++) {
+            const float *part = parts + c * piece_floats(C, n_head), m = part[C + h];
+            if (m == -INFINITY) continue;
+            float w = expf(m - top);
+            total += w * part[C + n_head + h];
+            for (int i = h * hs; i < (h + 1) * hs; i++) y[i] += w * part[i];
+        }
+        for (int i = h * hs; i < (h + 1) * hs; i++) y[i] /= total;
+    }
+}
+
+/* the floats of scratch decode_step needs: x (B, C), qkv (B, 3C), mlp (B, 4C) and the attention pieces
+ * (B, pieces, C + 2 n_head), shared by the threads; then for each thread a normalized input (B, C), an
+ * attention output (B, C), a piece's scores (n_head, PIECE) and an input quantized (B, 4C) bytes */
+int64_t work_floats(int B, int C, int n_head, int max_len, int n_threads) {
+    int64_t pieces = (max_len + PIECE - 1) / PIECE;
+    return (int64_t)B * 8 * C + B * pieces * piece_floats(C, n_head) + (int64_t)n_threads * (3 * B * C + n_head * PIECE);
 }
 
 /* One step: tokens (B,) at positions (B,) are written to cache position `pos`, every row attends over
  * [0, pos] (key_ok (B, max_len): which positions hold real tokens, NULL for all), logits (B, vocab) out.
  * `layers` holds PER_LAYER pointers per layer, `head` (vocab, C) float32, or int8 with `head_scale` and
- * `head_row_sum`; `work` holds B * 9C floats shared by the threads, then 2 * B * C + max_len floats per
- * thread; int8 matrices quantize their input over [0, qmax] (255, or 127: quantize_input). */
+ * `head_row_sum`; `work` holds work_floats(B, C, n_head, max_len, n_threads) floats; int8 matrices quantize
+ * their input over [0, qmax] (255, or 127: quantize_input). */
 void decode_step(const void *const *layers, int n_layer, const float *wte, const float *wpe,
                  const float *ln_f_w, const float *ln_f_b, const void *head, const float *head_scale,
                  const int32_t *head_row_sum, const int64_t *tokens, const int64_t *positions, const uint8_t *key_ok, int B, int C, int n_head,
                  int vocab, int max_len, int pos, int qmax, float *work, float *logits, int n_threads) {
-    float *x = work, *qkv = x + B * C, *att = qkv + 3 * B * C, *mlp = att + B * C;  /* (B,C) (B,3C) (B,C) (B,4C) */
-    int hs = C / n_head;
+    int64_t max_pieces = (max_len + PIECE - 1) / PIECE, pieces = (pos + 1 + PIECE - 1) / PIECE;
+    float *x = work, *qkv = x + B * C, *mlp = qkv + 3 * B * C, *parts = mlp + 4 * B * C;  /* (work_floats) */
 #pragma omp parallel num_threads(n_threads)
     {
         int lo, hi;
-        /* this thread's scratch: a normalized input (B, C), attention scores, an input quantized (B, 4C) */
-        float *h = work + 9 * B * C + omp_get_thread_num() * (2 * B * C + max_len), *scores = h + B * C;
-        uint8_t *xq = (uint8_t *)(scores + max_len);
+        float *h = parts + B * max_pieces * piece_floats(C, n_head) + omp_get_thread_num() * (3 * B * C + n_head * PIECE),
+              *att = h + B * C, *scores = att + B * C;  /* this thread's own */
+        uint8_t *xq = (uint8_t *)(scores + n_head * PIECE);
         share(B * C, &lo, &hi);  /* the residual stream: each token's embedding plus its position's */
         for (int i = lo; i < hi; i++)
             x[i] = wte[tokens[i / C] * C + i % C] + wpe[positions[i / C] * C + i % C];
@@ -365,13 +424,16 @@ void decode_step(const void *const *layers, int n_layer, const float *wte, const
                 for (int o = lo > C ? lo : C; o < hi; o++)
                     cache[((int64_t)r * max_len + pos) * 2 * C + o - C] = qkv[r * 3 * C + o];
 #pragma omp barrier
-            share(B * n_head, &lo, &hi);
+            share(B * pieces, &lo, &hi);
             for (int j = lo; j < hi; j++) {
-                int r = j / n_head, hd = j % n_head;
-                attend(qkv + r * 3 * C + hd * hs, cache + (int64_t)r * max_len * 2 * C + hd * hs,
-                       key_ok ? key_ok + (int64_t)r * max_len : 0, pos + 1, C, hs, scores, att + r * C + hd * hs);
+                int r = j / pieces, c = j % pieces, t0 = c * PIECE, t1 = t0 + PIECE < pos + 1 ? t0 + PIECE : pos + 1;
+                attend_piece(qkv + r * 3 * C, cache + (int64_t)r * max_len * 2 * C,
+                             key_ok ? key_ok + (int64_t)r * max_len : 0, t0, t1, C, n_head, scores,
+                             parts + (r * max_pieces + c) * piece_floats(C, n_head));
             }
 #pragma omp barrier
+            for (int r = 0; r < B; r++)  /* every thread the whole (small) output itself: no barrier */
+                attend_combine(parts + r * max_pieces * piece_floats(C, n_head), pieces, C, n_head, att + r * C);
             share(C, &lo, &hi);
             matvec(&attn_proj, att, xq, qmax, B, C, lo, hi, x, C, ADD);
 #pragma omp barrier
