@@ -316,9 +316,9 @@ static inline void share(int n, int *lo, int *hi) {
 /* Attention is split by positions, not by heads: a piece is PIECE consecutive cache positions of one row,
  * all heads, and the threads share the pieces. A piece's keys and values are one contiguous block of
  * memory (a position's keys and values for every head side by side, then the next position's), so its
- * reads stream, as a matrix's rows do. Split by heads, each position's 64 keys of a head lay 2C floats
- * past the last position's: reads that jump that far wait on memory every time, and at a context of 800
- * that was a third of the step. Each piece makes a partial softmax (as flash-decoding does); every
+ * reads stream, as a matrix's rows do. Split by heads, a head's keys of one position lie 2C floats past
+ * those of the position before: reads that jump that far wait on memory every time, and at a context of
+ * 800 that was a third of the step. Each piece makes a partial softmax (as flash-decoding does); every
  * thread then combines a row's pieces in order (attend_combine), so the result depends on neither the
  * thread count nor the batch. */
 enum { PIECE = 32 };
@@ -372,7 +372,8 @@ static void attend_combine(const float *parts, int n, int C, int n_head, float *
         }
         for (int i = h * hs; i < (h + 1) * hs; i++) y[i] = 0.f;
         for (int c = 0; c < n; c++) {
-            const float *part = parts + c * piece_floats(C, n_head), m = part[C + h];
+            const float *part = parts + c * piece_floats(C, n_head);
+            float m = part[C + h];
             if (m == -INFINITY) continue;
             float w = expf(m - top);
             total += w * part[C + n_head + h];
