@@ -323,7 +323,8 @@ static inline void share(int n, int *lo, int *hi) {
  * thread count nor the batch. */
 enum { PIECE = 32 };
 
-static inline int64_t piece_floats(int C, int n_head) { return C + 2 * n_head; }
+static inline int64_t pieces_for(int n) { return (n + PIECE - 1) / PIECE; }  /* pieces covering n positions */
+static inline int64_t piece_floats(int C, int n_head) { return C + 2 * n_head; }  /* a piece's partial softmax */
 
 /* one piece: positions [t0, t1) of a row's cache (masked ones left out) against its queries q (C), every
  * head. part gets, per head h: y (hs floats) = sum_t e^(s_t - m) v_t, then after all heads' y, the top
@@ -364,15 +365,16 @@ static void attend_piece(const float *q, const float *cache, const uint8_t *key_
  * m = -inf and adds nothing; the last piece holds the row's own token, so some piece always counts. */
 static void attend_combine(const float *parts, int n, int C, int n_head, float *y) {
     int hs = C / n_head;
+    int64_t stride = piece_floats(C, n_head);
     for (int h = 0; h < n_head; h++) {
         float top = -INFINITY, total = 0.f;
         for (int c = 0; c < n; c++) {
-            float m = parts[c * piece_floats(C, n_head) + C + h];
+            float m = parts[c * stride + C + h];
             top = m > top ? m : top;
         }
         for (int i = h * hs; i < (h + 1) * hs; i++) y[i] = 0.f;
         for (int c = 0; c < n; c++) {
-            const float *part = parts + c * piece_floats(C, n_head);
+            const float *part = parts + c * stride;
             float m = part[C + h];
             if (m == -INFINITY) continue;
             float w = expf(m - top);
@@ -383,12 +385,17 @@ static void attend_combine(const float *parts, int n, int C, int n_head, float *
     }
 }
 
-/* the floats of scratch decode_step needs: x (B, C), qkv (B, 3C), mlp (B, 4C) and the attention pieces
- * (B, pieces, C + 2 n_head), shared by the threads; then for each thread a normalized input (B, C), an
- * attention output (B, C), a piece's scores (n_head, PIECE) and an input quantized (B, 4C) bytes */
+/* decode_step's scratch, in floats: x (B, C), qkv (B, 3C), mlp (B, 4C) and the attention pieces
+ * (B, pieces_for(max_len), piece_floats), shared by the threads; then for each thread thread_floats: a
+ * normalized input (B, C), an attention output (B, C), a piece's scores (n_head, PIECE) and an input
+ * quantized (B, 4C) bytes */
+static inline int64_t shared_floats(int B, int C, int n_head, int max_len) {
+    return (int64_t)B * 8 * C + B * pieces_for(max_len) * piece_floats(C, n_head);
+}
+static inline int64_t thread_floats(int B, int C, int n_head) { return (int64_t)3 * B * C + n_head * PIECE; }
+
 int64_t work_floats(int B, int C, int n_head, int max_len, int n_threads) {
-    int64_t pieces = (max_len + PIECE - 1) / PIECE;
-    return (int64_t)B * 8 * C + B * pieces * piece_floats(C, n_head) + (int64_t)n_threads * (3 * B * C + n_head * PIECE);
+    return shared_floats(B, C, n_head, max_len) + n_threads * thread_floats(B, C, n_head);
 }
 
 /* One step: tokens (B,) at positions (B,) are written to cache position `pos`, every row attends over
@@ -400,12 +407,12 @@ void decode_step(const void *const *layers, int n_layer, const float *wte, const
                  const float *ln_f_w, const float *ln_f_b, const void *head, const float *head_scale,
                  const int32_t *head_row_sum, const int64_t *tokens, const int64_t *positions, const uint8_t *key_ok, int B, int C, int n_head,
                  int vocab, int max_len, int pos, int qmax, float *work, float *logits, int n_threads) {
-    int64_t max_pieces = (max_len + PIECE - 1) / PIECE, pieces = (pos + 1 + PIECE - 1) / PIECE;
+    int64_t max_pieces = pieces_for(max_len), pieces = pieces_for(pos + 1);
     float *x = work, *qkv = x + B * C, *mlp = qkv + 3 * B * C, *parts = mlp + 4 * B * C;  /* (work_floats) */
 #pragma omp parallel num_threads(n_threads)
     {
         int lo, hi;
-        float *h = parts + B * max_pieces * piece_floats(C, n_head) + omp_get_thread_num() * (3 * B * C + n_head * PIECE),
+        float *h = work + shared_floats(B, C, n_head, max_len) + omp_get_thread_num() * thread_floats(B, C, n_head),
               *att = h + B * C, *scores = att + B * C;  /* this thread's own */
         uint8_t *xq = (uint8_t *)(scores + n_head * PIECE);
         share(B * C, &lo, &hi);  /* the residual stream: each token's embedding plus its position's */
