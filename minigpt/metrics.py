@@ -12,6 +12,10 @@ Over the same n, ``repeated_ngram_rate`` is ``1 - distinct_n``: the chapter read
 (loops of whole phrases) and variety at n = 2 (word pairs). The first two count token ids, so they need
 no model and are exact.
 
+Measurements (timings, sampled statistics) are compared with their spread: ``spread`` gives the mean and
+its standard error, ``separated`` says whether two of them may be told apart, and ``interleaved_times``
+times several methods in turns.
+
 >>> tokens = [1, 2, 3, 1, 2, 3, 1, 2]
 >>> distinct_n(tokens, 2), repeated_ngram_rate(tokens, 4)
 (0.42857142857142855, 0.4)
@@ -19,7 +23,10 @@ no model and are exact.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -116,3 +123,83 @@ def mean_logprob(model: GPT, prompt_ids: Tokens, continuation_ids: Tokens) -> fl
     log_probs = logits.log_softmax(dim=-1)
     chosen = log_probs.gather(-1, ids[0, len(prompt) :, None])  # (len(continuation), 1)
     return chosen.mean().item()
+
+
+# --- Measurements with their spread --------------------------------------------------------------------------
+# A timing or a sampled statistic is a measurement: repeat it, show its spread, and name a winner only when
+# the intervals separate (chapters 7, 8, 11 and 12 compare methods this way).
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The mean of repeated measurements, its standard error, and the smallest and largest reading.
+
+    >>> s = spread([1.0, 2.0, 3.0])
+    >>> s.mean, round(s.stderr, 6), s.low, s.high, s.n
+    (2.0, 0.57735, 1.0, 3.0, 3)
+    >>> str(s)
+    '2 ± 0.577'
+    """
+
+    mean: float
+    stderr: float  # sample standard deviation / sqrt(n)
+    low: float
+    high: float
+    n: int
+
+    def interval(self, z: float = 2.0) -> tuple[float, float]:
+        """mean ± z standard errors: about 95% for z = 2 when the readings are roughly normal."""
+        return self.mean - z * self.stderr, self.mean + z * self.stderr
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3g} ± {self.stderr:.3g}"
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """Summarise repeated measurements of one quantity (at least two, so that their spread shows).
+
+    >>> spread([4.0, 4.0]).stderr
+    0.0
+    """
+    values = [float(v) for v in values]
+    if len(values) < 2:
+        raise ValueError(f"values must hold at least 2 measurements to show a spread, got {len(values)}")
+    n = len(values)
+    mean = sum(values) / n
+    variance = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return Spread(mean, math.sqrt(variance / n), min(values), max(values), n)
+
+
+def separated(a: Spread, b: Spread, z: float = 2.0) -> bool:
+    """True when the intervals mean ± z·stderr of ``a`` and ``b`` do not overlap: a winner may be named.
+
+    >>> separated(spread([1.0, 1.1, 0.9]), spread([2.0, 2.1, 1.9]))
+    True
+    >>> separated(spread([1.0, 1.5, 0.5]), spread([1.2, 1.7, 0.7]))
+    False
+    """
+    (a_low, a_high), (b_low, b_high) = a.interval(z), b.interval(z)
+    return a_high < b_low or b_high < a_low
+
+
+def interleaved_times(runs: dict[str, Callable[[], object]], repeats: int = 5) -> dict[str, Spread]:
+    """Time each of ``runs`` ``repeats`` times, in turns (a, b, c, a, b, c, ...), and return seconds per run.
+
+    Taking turns spreads a slow moment of the machine (another program, a frequency change) over all the
+    methods instead of charging it to whichever one ran then. Each run is called once first, untimed
+    (warm-up: caches, lazy initialisation).
+
+    >>> times = interleaved_times({"sum": lambda: sum(range(1000)), "max": lambda: max(range(1000))}, 3)
+    >>> sorted(times), times["sum"].n
+    (['max', 'sum'], 3)
+    """
+    check_int("repeats", repeats, 2)
+    for run in runs.values():
+        run()
+    readings: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run()
+            readings[name].append(time.perf_counter() - start)
+    return {name: spread(values) for name, values in readings.items()}

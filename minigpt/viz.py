@@ -27,8 +27,32 @@ from matplotlib.figure import Figure
 
 from minigpt.checks import check_int
 
+# One colour-blind-safe palette for every figure: Okabe & Ito's eight colours, which readers with any of
+# the common colour-vision deficiencies can tell apart (about one man in twelve cannot tell red from green).
+# Meaning is never carried by colour alone: a figure that contrasts two things also gives them different
+# markers, line styles or labels.
+OKABE_ITO = {
+    "blue": "#0072B2",
+    "orange": "#E69F00",
+    "bluish green": "#009E73",
+    "vermillion": "#D55E00",
+    "sky blue": "#56B4E9",
+    "reddish purple": "#CC79A7",
+    "yellow": "#F0E442",
+    "black": "#000000",
+}
+KEPT, DROPPED = OKABE_ITO["blue"], "#C8C8C8"  # what a filter keeps, what it removes (light grey)
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]  # one per series, alongside its colour
+LINESTYLES = ["-", "--", ":", "-."]
+# every plot that does not choose its colours cycles through the palette, in this order (yellow last: it is
+# faint on white)
+matplotlib.rcParams["axes.prop_cycle"] = matplotlib.cycler(
+    color=[OKABE_ITO[c] for c in ("blue", "orange", "bluish green", "vermillion", "sky blue", "reddish purple",
+                                  "black", "yellow")])
+
 FIGURES_DIR = Path(__file__).resolve().parent.parent / "figures"  # the repository's figures/ folder
 WRITE_FIGURES = "MINIGPT_WRITE_FIGURES"  # set to 1 to (re)write figures/ when running the chapters
+FIGURES_DIR_VARIABLE = "MINIGPT_FIGURES_DIR"  # where they go instead of figures/, when set
 
 
 def _plain_script() -> bool:
@@ -72,7 +96,7 @@ def plot_distribution(
         raise ValueError(f"labels must have one entry per probability ({probs.numel()}), got {len(labels)}")
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 3.5))
-    colors = ["tab:blue" if i in highlight else "tab:gray" for i in range(len(labels))] if highlight else None
+    colors = [KEPT if i in highlight else "tab:gray" for i in range(len(labels))] if highlight else None
     ax.bar(range(len(labels)), probs.tolist(), color=colors)
     shown = [token_label(s) if show_spaces else repr(s)[1:-1] for s in labels]
     ax.set_xticks(range(len(labels)), shown, rotation=45, ha="right")
@@ -143,7 +167,7 @@ def plot_truncation(
     kept = (after > 0).tolist()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     x = range(len(labels))
-    colors = ["tab:blue" if k else "lightgray" for k in kept]
+    colors = [KEPT if k else DROPPED for k in kept]
     bars = left.bar(x, before.tolist(), color=colors)
     left.bar_label(bars, [f"{p:.3f}" for p in before.tolist()], fontsize=7)
     removed = sum(p for p, k in zip(before.tolist(), kept) if not k)
@@ -207,7 +231,7 @@ def plot_kept(
         _, ax = plt.subplots(figsize=(9, 4))
     order = torch.argsort(probs, descending=True, stable=True)[:top]
     on = kept[order].tolist()
-    colors = ["tab:blue" if k else "lightgray" for k in on]
+    colors = [KEPT if k else DROPPED for k in on]
     x = list(range(order.numel()))
     ax.bar(x, probs[order].tolist(), color=colors)
     ticks = [token_label(labels[i]) for i in order.tolist()]
@@ -216,8 +240,8 @@ def plot_kept(
     if others.any():  # one hatched bar for the rest of the vocabulary, its kept part at the bottom
         rest_kept, rest_dropped = probs[others & kept].sum().item(), probs[others & ~kept].sum().item()
         n = len(x)
-        ax.bar(n, rest_kept, color="tab:blue", hatch="//", edgecolor="white")
-        bar = ax.bar(n, rest_dropped, bottom=rest_kept, color="lightgray", hatch="//", edgecolor="white")
+        ax.bar(n, rest_kept, color=KEPT, hatch="//", edgecolor="white")
+        bar = ax.bar(n, rest_dropped, bottom=rest_kept, color=DROPPED, hatch="//", edgecolor="white")
         ax.bar_label(bar, [f"{rest_kept + rest_dropped:.3g}"], fontsize=8)
         ticks.append(f"the other {int(others.sum()):,}")
         on.append(True)
@@ -225,7 +249,7 @@ def plot_kept(
     for tick, k in zip(ax.get_xticklabels(), on):
         tick.set_color("black" if k else "gray")
     if filtered:
-        handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in ("tab:blue", "lightgray")]
+        handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in (KEPT, DROPPED)]
         parts = (("kept", kept), ("dropped", ~kept))
         texts = [f"{name}: {int(part.sum()):,} token{'' if part.sum() == 1 else 's'}, mass {probs[part].sum():.3f}"
                  for name, part in parts]
@@ -245,9 +269,11 @@ def plot_kept(
 def save_figure(fig: Figure, name: str, folder: str | Path | None = None) -> Path | None:
     """Write ``fig`` as ``<folder>/<name>.png`` and return the path.
 
-    Without ``folder`` the figure goes to the repository's ``figures/``, and only when the environment
-    variable ``MINIGPT_WRITE_FIGURES`` is ``1`` (else nothing is written and None is returned): running a
-    chapter or the tests leaves the committed figures alone, and regenerating them is a deliberate step.
+    Without ``folder`` the figure goes to the repository's ``figures/`` (or to ``$MINIGPT_FIGURES_DIR`` when
+    that is set: the tests that run the chapters with other parameters collect their figures there), and
+    only when the environment variable ``MINIGPT_WRITE_FIGURES`` is ``1`` (else nothing is written and None
+    is returned): running a chapter or the tests leaves the committed figures alone, and regenerating them
+    is a deliberate step.
 
     >>> import tempfile
     >>> save_figure(plt.figure(), "empty", tempfile.mkdtemp()).suffix
@@ -255,7 +281,7 @@ def save_figure(fig: Figure, name: str, folder: str | Path | None = None) -> Pat
     """
     if folder is None and os.environ.get(WRITE_FIGURES) != "1":
         return None
-    folder = Path(folder) if folder is not None else FIGURES_DIR
+    folder = Path(folder if folder is not None else os.environ.get(FIGURES_DIR_VARIABLE) or FIGURES_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
     fig.savefig(path, dpi=100)
@@ -267,9 +293,10 @@ def plot_token_tree(
 ) -> Figure:
     """Draw a tree of next-token choices: ``{token: (probability, {child: (p, {...})})}``.
 
-    Paths in ``highlight`` (lists of tokens from the root's child down) are drawn in colour, one colour
-    each (red, green, blue: chapter 6's beam tree uses the same red for greedy's pick and green for the
-    best path); ``labels`` names them in a legend below the plot. Every edge is labelled with its probability.
+    Paths in ``highlight`` (lists of tokens from the root's child down) are drawn thick, each in its own
+    colour and line style (vermillion solid, bluish green dashed, blue dotted: chapter 6's beam tree uses the
+    first for greedy's pick and the second for the best path, so the two differ without colour too);
+    ``labels`` names them in a legend below the plot. Every edge is labelled with its probability.
 
     >>> fig = plot_token_tree({"dog": (0.4, {}), "nice": (0.5, {})}, root="The", title="t")
     >>> fig.axes[0].get_title()
@@ -278,7 +305,7 @@ def plot_token_tree(
     if labels and len(labels) != len(highlight):
         raise ValueError(f"labels must name each highlighted path ({len(highlight)}), got {len(labels)}")
     fig, ax = plt.subplots(figsize=(7, 4))
-    colors = ["tab:red", "tab:green", "tab:blue"]
+    colors = [OKABE_ITO["vermillion"], OKABE_ITO["bluish green"], OKABE_ITO["blue"]]
     leaves = iter(range(1000))
 
     def draw(name: str, children: dict, depth: int, path: tuple[str, ...]) -> float:
@@ -286,8 +313,9 @@ def plot_token_tree(
         y = sum(ys) / len(ys) if ys else -next(leaves)
         for (child, (p, _)), cy in zip(children.items(), ys):
             on = [i for i, h in enumerate(highlight) if list(h[: len(path) + 1]) == [*path, child]]
-            color = colors[on[0] % len(colors)] if on else "lightgray"
-            ax.plot([depth, depth + 1], [y, cy], color=color, lw=2.5 if on else 1, zorder=1)
+            color = colors[on[0] % len(colors)] if on else DROPPED
+            style = LINESTYLES[on[0] % len(colors)] if on else "-"
+            ax.plot([depth, depth + 1], [y, cy], color=color, ls=style, lw=2.5 if on else 1, zorder=1)
             ax.text(depth + 0.5, (y + cy) / 2, f"{p:.2f}", ha="center", va="bottom", fontsize=8)
         ax.text(depth, y, name, ha="center", va="center", zorder=2,
                 bbox=dict(boxstyle="round", fc="white", ec="gray"))
@@ -295,7 +323,8 @@ def plot_token_tree(
 
     draw(root, tree, 0, ())
     if labels:
-        handles = [plt.Line2D([], [], color=colors[i % len(colors)], lw=2.5) for i in range(len(labels))]
+        handles = [plt.Line2D([], [], color=colors[i % len(colors)], ls=LINESTYLES[i % len(colors)], lw=2.5)
+                   for i in range(len(labels))]
         ax.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=len(labels), fontsize=8)
     ax.set_title(title)
     ax.set_xlabel("decoding step")

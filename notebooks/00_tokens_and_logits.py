@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -16,6 +18,11 @@
 #
 # Before we decode anything, we follow one prompt through the whole pipe:
 # text → token ids → model → logits → probabilities of the next token.
+
+# %% tags=["parameters"]
+# Try your own: change these and run the chapter again.
+text = "Every effort moves you"  # Step 1 splits it into tokens
+prompt = "ROMEO:\nBut soft, what light through yonder window"  # Steps 2-4 follow it through the model
 
 # %%
 # %matplotlib inline
@@ -41,7 +48,6 @@ print("torch", torch.__version__)
 # rare words several; a leading space belongs to the token.
 
 # %%
-text = "Every effort moves you"
 ids = encode(text)
 print(ids)
 print([decode([i]) for i in ids])
@@ -62,7 +68,6 @@ for word in ["ROMEO", " Romeo", " wherefore", " unsubstantial"]:
 model = minigpt.load_model("shakespeare")
 print(f"{model.num_parameters():,} parameters, context {model.config.block_size} tokens")
 
-prompt = "ROMEO:\nBut soft, what light through yonder window"
 x = torch.tensor([encode(prompt)])  # (B, T) = (1, T)
 with torch.no_grad():
     logits = model(x)
@@ -111,7 +116,7 @@ assert abs(probs.sum().item() - 1) < 1e-4  # a distribution: the 50,257 probabil
 # %%
 # the ten tokens in colour, and one grey bar for the other 50,247 together: the bars add up to 1
 rest = 1 - top.values.sum()
-line = prompt.splitlines()[-1]  # the prompt's last line, whole words: "But soft, what light through yonder window"
+line = prompt.splitlines()[-1]  # the prompt's last line, whole words
 fig = plot_distribution(torch.cat([top.values, rest.reshape(1)]), [*labels, "(others)"],
                         title=f"Next token after {line!r}", highlight=range(10), xlabel="next token",
                         show_spaces=True)  # show_spaces: " is" is drawn "␣is"
@@ -121,7 +126,7 @@ save_figure(fig, "00_next_token")
 plt.show()
 print([t.get_text() for t in ax.get_xticklabels()])
 assert abs(sum(bar.get_height() for bar in ax.patches) - 1) < 1e-4  # the bars' mass adds up to 1
-assert ax.get_title().endswith("yonder window'") and line in prompt
+assert ax.get_title().endswith(f"{line!r}")
 
 # %% [markdown]
 # ## The library's version

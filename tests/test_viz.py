@@ -5,9 +5,9 @@ import pytest
 import torch
 from matplotlib.colors import to_rgba
 
-from minigpt.viz import plot_kept, token_label
+from minigpt.viz import DROPPED, KEPT, plot_kept, token_label
 
-BLUE, GREY = to_rgba("tab:blue"), to_rgba("lightgray")
+BLUE, GREY = to_rgba(KEPT), to_rgba(DROPPED)
 
 
 @pytest.fixture(autouse=True)
