@@ -29,6 +29,7 @@ from minigpt.exercises import greedy as ch1
 from minigpt.exercises import kv_cache as ch7
 from minigpt.exercises import loop as ch5
 from minigpt.exercises import top_k as ch3
+from minigpt.exercises import top_p as ch4
 from minigpt.exercises.checking import NOT_IMPLEMENTED, Case, check
 from minigpt.exercises.models import toy_model
 from minigpt.exercises.time_limit import TimedOut, call_with_time_limit
@@ -261,7 +262,7 @@ def test_expected_answers_come_from_pristine_inputs(capsys):
         return answer
 
     result = check("vandal", answers_then_vandalises, reference, [Case((model, logits, ids, options))] * 3)
-    assert result
+    assert not result and "changed its input `model` in place" in result.message  # the first input it changed
     assert seen == [(weight_sum, [[1.0, 2.0]], [1, 2], {"k": 3})] * 3
     assert model.lm_head.weight.sum().item() == weight_sum and logits.tolist() == [[1.0, 2.0]]
     assert ids == [1, 2] and options == {"k": 3}
@@ -284,10 +285,42 @@ def test_a_student_cannot_pass_by_changing_the_model():
         return answer
 
     result = ch1.check_greedy_generate(zeroes_the_model_then_pads_with_zeros)
-    assert result.message.splitlines()[0].startswith("✗ greedy_generate: hidden case 2 of 4 fails")
+    assert result.message.splitlines()[0].startswith("✗ greedy_generate: hidden case 1 of 4 fails")
+    assert result.message.splitlines()[2] == (
+        "  returned the right answer but changed its input `model` in place: the caller's `model` is different "
+        "after the call. A model's weights must come out as they went in: read them, never write them")
 
 
 def test_an_answer_that_cannot_be_compared_is_a_failure_not_a_crash():
     result = ch5.check_banned_ngram_tokens(lambda ids, n: [[3]])  # set() of a list of lists raises TypeError
     assert not result
     assert "returned something that cannot be compared" in result.message
+
+
+# ---- a function that changes its input in place fails, with a message that says so ----
+
+
+def _min_p_in_place(logits, min_p):
+    probs = torch.softmax(logits, dim=-1)
+    logits[probs < min_p * probs.max(dim=-1, keepdim=True).values] = float("-inf")  # the caller's tensor
+    return logits
+
+
+def test_a_right_answer_that_changes_its_input_in_place_fails():
+    result = ch4.check_min_p_filter(_min_p_in_place)
+    assert not result
+    assert result.message.splitlines()[2] == (
+        "  returned the right answer but changed its input `logits` in place: the caller's `logits` is different "
+        "after the call. Work on a copy (`logits = logits.clone()`) or use operations that return a new tensor "
+        "(`masked_fill`, not `masked_fill_` or `x[mask] = ...`)")
+    assert ch4.check_min_p_filter(lambda logits, min_p: _min_p_in_place(logits.clone(), min_p))
+
+
+def test_an_input_the_library_itself_changes_may_change():
+    def append(items, x):  # the reference changes its list too: that is the exercise's contract
+        items.append(x)
+        return len(items)
+
+    assert check("append", append, append, [Case(([1, 2], 3))])
+    assert not check("append", lambda items, x: append(list(items), x) and append(items, x) - 1,
+                     lambda items, x: len(items) + 1, [Case(([1, 2], 3))])

@@ -5,7 +5,9 @@ input that failed next to what was expected and what came back, and returns it a
 stub that still raises ``NotImplementedError`` is reported as "not implemented yet", so an exercise
 notebook runs top to bottom before any exercise is solved. The student's function works on deep copies of
 each input (the model too), so changing them cannot change what later cases expect, and each call has
-``TIME_LIMIT_S`` seconds to return.
+``TIME_LIMIT_S`` seconds to return. A function that returns the right answer but changes one of its inputs
+in place (``logits[...] = -inf`` on the caller's tensor) fails too, with a message that says so, unless the
+library's own function changes that input as well: the caller's tensor would change under them.
 
 >>> import torch
 >>> double = lambda x: 2 * x
@@ -122,11 +124,13 @@ def _run_cases(
     # up front, and each function handed a deep copy of its own, so nothing a student's function does to
     # its inputs (a tensor changed in place, a list appended to, a model's weights) reaches another case.
     pristine: list[Case] = copy.deepcopy(list(cases))
-    expected = [reference(*copy.deepcopy(case.args), **copy.deepcopy(case.kwargs)) for case in pristine]
+    reference_inputs = [(copy.deepcopy(case.args), copy.deepcopy(case.kwargs)) for case in pristine]
+    expected = [reference(*args, **kwargs) for args, kwargs in reference_inputs]
     limit = TIME_LIMIT_S
     for number, (case, answer) in enumerate(zip(pristine, expected), 1):
+        args, kwargs = copy.deepcopy(case.args), copy.deepcopy(case.kwargs)
         try:
-            got = call_with_time_limit(student, copy.deepcopy(case.args), copy.deepcopy(case.kwargs), seconds=limit)
+            got = call_with_time_limit(student, args, kwargs, seconds=limit)
         except NotImplementedError:
             return CheckResult(exercise, False, f"✗ {exercise}: {NOT_IMPLEMENTED}")
         except TimedOut:
@@ -142,7 +146,59 @@ def _run_cases(
         if problem is not None:
             reason = f"{problem}\n  expected: {show(answer)}\n  got:      {show(got)}"
             return _failure(exercise, number, len(cases), case, reference, reason)
+        changed = _changed_in_place(reference, case, (args, kwargs), reference_inputs[number - 1])
+        if changed is not None:
+            name, value = changed
+            reason = (f"returned the right answer but changed its input `{name}` in place: the caller's "
+                      f"`{name}` is different after the call. {_how_to_leave_alone(name, value)}")
+            return _failure(exercise, number, len(cases), case, reference, reason)
     return CheckResult(exercise, True, f"✓ {exercise}: all {len(cases)} hidden cases pass")
+
+
+def _changed_in_place(
+    reference: Callable, case: Case, student_inputs: tuple, reference_inputs: tuple
+) -> tuple[str, object] | None:
+    """The name and value of the first input the student's call changed and the reference's left alone."""
+    names = list(inspect.signature(reference).parameters)
+    (student_args, student_kwargs), (reference_args, reference_kwargs) = student_inputs, reference_inputs
+    before = [*zip(names, case.args), *case.kwargs.items()]
+    after_student = [*student_args, *student_kwargs.values()]
+    after_reference = [*reference_args, *reference_kwargs.values()]
+    for (name, original), mine, theirs in zip(before, after_student, after_reference):
+        if not _same(original, mine) and _same(original, theirs):
+            return name, original
+    return None
+
+
+def _how_to_leave_alone(name: str, value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return (f"Work on a copy (`{name} = {name}.clone()`) or use operations that return a new tensor "
+                "(`masked_fill`, not `masked_fill_` or `x[mask] = ...`)")
+    if isinstance(value, torch.nn.Module):
+        return "A model's weights must come out as they went in: read them, never write them"
+    return f"Copy it before changing it (`{name} = copy.deepcopy({name})`)"
+
+
+def _same(a: object, b: object) -> bool:
+    """Whether ``b`` (a deep copy of ``a``, after a call) still holds what ``a`` holds: tensors, containers,
+    models' weights and objects' attributes, compared by value."""
+    if isinstance(a, torch.Tensor):
+        if not isinstance(b, torch.Tensor) or a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        if a.is_floating_point():
+            return bool(((a == b) | (a.isnan() & b.isnan())).all())
+        return torch.equal(a, b)
+    if isinstance(a, torch.nn.Module):
+        return isinstance(b, torch.nn.Module) and _same(a.state_dict(), b.state_dict())
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (int, float, str, bytes, bool, type(None))):
+        return a == b or (isinstance(a, float) and math.isnan(a) and math.isnan(b))
+    if hasattr(a, "__dict__") and not isinstance(a, type):
+        return _same(vars(a), vars(b))
+    return True  # a generator, a function: nothing a student's function could have changed by value
 
 
 def _failure(exercise: str, number: int, total: int, case: Case, reference: Callable, reason: str) -> CheckResult:
