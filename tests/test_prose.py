@@ -126,3 +126,29 @@ def test_the_check_finds_a_stale_number(tmp_path):
     nbformat.write(notebook, path)
     problems = uncovered_numbers(path)
     assert len(problems) == 1 and "'3,400'" in problems[0]
+
+
+IMAGE = re.compile(r"<img\b[^>]*>|!\[([^\]]*)\]\([^)]*\)")
+
+
+def images_without_alt_text(markdown: str) -> list[str]:
+    """Each image in ``markdown`` (``<img ...>`` or ``![alt](src)``) whose alt text is missing or empty."""
+    missing = []
+    for match in IMAGE.finditer(markdown):
+        tag = match.group()
+        alt = match.group(1) if tag.startswith("!") else (re.search(r'\balt="([^"]*)"', tag) or [None, ""])[1]
+        if not alt.strip():
+            missing.append(tag)
+    return missing
+
+
+def test_every_image_says_what_it_shows():
+    """Alt text: what a screen reader reads, and what shows where the image does not load."""
+    root = Path(__file__).resolve().parent.parent
+    pages = {"README.md": (root / "README.md").read_text()}
+    pages |= {p.name: "\n".join(c.source for c in nbformat.read(p, as_version=4).cells if c.cell_type == "markdown")
+              for p in NOTEBOOKS}
+    missing = {name: images_without_alt_text(text) for name, text in pages.items()}
+    assert not {k: v for k, v in missing.items() if v}
+    assert images_without_alt_text('<img src="a.png" width="2"> ![](b.png) ![a plot](c.png)') == [
+        '<img src="a.png" width="2">', "![](b.png)"]
