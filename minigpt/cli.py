@@ -25,6 +25,7 @@ from minigpt.checks import check_device, check_int
 from minigpt.explore import check_page_path, decoding_settings, export_page
 from minigpt.export import GGUF_DTYPES, check_out_dir, check_out_file, export_gguf, export_hf
 from minigpt.generate import DecodingSettings, stream
+from minigpt.healing import boundary_warning
 from minigpt.quantize import quantize_model
 from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, encode
 
@@ -101,6 +102,12 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
         "--allow-special",
         action="store_true",
         help="read <|endoftext|> in PROMPT as the end-of-text token (by default such a prompt is an error)",
+    )
+    p.add_argument(
+        "--token-healing",
+        action="store_true",
+        help="back up PROMPT's last token and let the model write its text again, e.g. a final blank line as the "
+        "corpus writes it (chapter 10); without it, a prompt ending where the corpus rarely does gets a warning",
     )
     p.set_defaults(run=_run_generate)
 
@@ -209,13 +216,30 @@ def _run_generate(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device)
     if args.weights == "int8":
         model = quantize_model(model)  # the fast int8 kernel for this CPU, timed (minigpt.quantize)
-    pieces = stream(model, args.prompt, seed=args.seed, **settings)
+    pieces = stream(model, args.prompt, seed=args.seed, token_healing=args.token_healing, **settings)
+    if not args.token_healing:
+        _warn_about_the_boundary(args.prompt, args.model, args.allow_special)
     print(args.prompt, end="", flush=True)
     for _, piece in pieces:
         print(piece, end="", flush=True)
     print()
     return 0
 
+
+def _warn_about_the_boundary(prompt: str, model: str, allow_special: bool) -> None:
+    """One line on stderr when PROMPT ends in a token the training split rarely ends on (minigpt.healing).
+
+    Only for models trained on the shipped corpus (not OpenAI's GPT-2), and only where the corpus is there
+    (it ships with the git checkout, not with the installed package).
+    """
+    if model in HUB_REPOS:
+        return
+    try:
+        warning = boundary_warning(encode(prompt, allow_special=allow_special), fix="--token-healing")
+    except FileNotFoundError:
+        return
+    if warning:
+        print(f"minigpt generate: warning: {warning}", file=sys.stderr)
 
 
 def _add_explore(commands: argparse._SubParsersAction) -> None:

@@ -23,6 +23,14 @@ import torch
 
 from minigpt import logits as L
 from minigpt.checks import check_int
+from minigpt.healing import (
+    back_up_rows,
+    consistent_tokens,
+    continuation_bytes,
+    healing_allowed_tokens_fn,
+    healing_tokens,
+    still_to_write,
+)
 from minigpt.kv_cache import KVCache, check_cache_fits
 from minigpt.model import GPT
 from minigpt.tokenizer import EOT_TOKEN_ID, VOCAB_SIZE, decode, decode_bytes, encode
@@ -157,6 +165,7 @@ def generate(
     generator: torch.Generator | None = None,
     return_scores: bool = False,
     return_distributions: bool = False,
+    token_healing: bool | int = False,
     **settings,
 ) -> Generation:
     """Continue ``prompt`` (a string, a list of strings, or a (B, T) id tensor) with ``model``.
@@ -172,6 +181,27 @@ def generate(
     i*n + n - 1). Sampling draws from ``generator``, or from one seeded with ``seed``, or else from torch's
     global generator (``torch.manual_seed``).
 
+    ``token_healing=True`` (or a number n of tokens, True being 1) removes each prompt's last n tokens
+    and makes the first new tokens write their text again, in whatever tokens the model prefers: a
+    token is allowed while it starts with the text still to write or is a prefix of it
+    (``minigpt.healing``). A prompt that ends inside a word, or in whitespace the corpus gives to the
+    next word (``"\\n\\n"``, token 628, where the corpus has ``"\\n"``, ``"\\n"``), then continues as the
+    corpus would. The mask is applied where ``prefix_allowed_tokens_fn`` would be (which it therefore
+    excludes), so the sampling filters choose among the allowed tokens. ``new_tokens`` and ``ids`` start
+    from the shortened prompt, so the first new tokens are the re-written ones, and the n tokens backed
+    up are given back to ``max_new_tokens`` and ``min_new_tokens`` (the loop may run n steps more).
+    ``texts`` are the prompt as given plus what comes after the re-written text (if the budget runs out
+    inside it, the text ends there); stop strings apply only after it, and an ``eos_token_id`` that
+    could re-write it is refused. It works with batches, ``num_return_sequences``, sampling and greedy
+    decoding, and in ``stream``. With greedy decoding, a prompt that already ends on a clean boundary
+    (where the model, given the shortened prompt, picks the removed token again) gets exactly the ids
+    and text it gets without healing; a sampled run draws once more, for the re-written token, so its
+    later draws differ. Unlike transformers' ``heal_tokens``, it does not strip the prompt's whitespace
+    first (the whitespace is what gets healed), needs no tokenizer object, backs up as many tokens as
+    asked, allows a token that is a prefix of the removed text (so ``"\\n\\n"`` can come back as two
+    ``"\\n"``), and masks rather than biases (transformers adds 10 to the logits of the tokens that
+    extend the last one, and regenerates that one token in a separate greedy call).
+
     A model in train mode is switched to eval mode for the call and back afterwards (``eval_mode``):
     dropout would otherwise make even greedy decoding random. A KV cache too big for the device's
     memory is refused before anything is allocated.
@@ -180,11 +210,17 @@ def generate(
     >>> out = generate(GPT(GPTConfig.from_preset("tiny")), ["Hi", "Good day"], max_new_tokens=2)
     >>> out.ids.shape
     torch.Size([2, 4])
+    >>> out = generate(GPT(GPTConfig.from_preset("tiny")), "Hi\\n\\n", max_new_tokens=2, token_healing=True)
+    >>> out.ids[0, 0].item(), decode(out.new_tokens[0]).startswith("\\n\\n"), out.text.startswith("Hi\\n\\n")
+    (17250, True, True)
     """
     s = DecodingSettings(**settings)
+    n = check_token_healing(token_healing, s)
     ids, mask, texts = prepare_prompt(model, prompt, attention_mask, s)
+    ids, mask, removed = heal_prompt(ids, mask, s, n)
     rng = make_generator(seed, generator, ids.device)
     state = LoopState(ids, mask, s.max_new_tokens, return_scores, return_distributions)
+    state.removed = removed
     with eval_mode(model):
         for _ in _decode_steps(model, state, s, rng):
             pass
@@ -197,12 +233,15 @@ def stream(
     *,
     seed: int | None = None,
     generator: torch.Generator | None = None,
+    token_healing: bool | int = False,
     **settings,
 ) -> Iterator[tuple[int, str]]:
     """Yield ``(token_id, text_piece)`` as each token is made; the pieces join into the continuation.
 
     A piece never splits a UTF-8 character (a token can hold half of one: the rest waits for the next
-    token), and text that might be the start of a stop string is held back until it is not. Settings and
+    token), and text that might be the start of a stop string is held back until it is not. With
+    ``token_healing`` (see ``generate``), the re-written end of the prompt is not yielded again: the pieces
+    are what comes after the prompt as given. Settings and
     prompt are checked when ``stream`` is called, not at the first token. Like ``generate``, it decodes
     in eval mode; the model returns to train mode (if it was in it) when the stream ends or is closed.
 
@@ -216,9 +255,13 @@ def stream(
     s = DecodingSettings(**settings)
     if s.num_return_sequences != 1:
         raise ValueError(f"num_return_sequences must be 1 when streaming, got {s.num_return_sequences}")
+    n = check_token_healing(token_healing, s)
     ids, mask, _ = prepare_prompt(model, prompt, None, s)
+    ids, mask, removed = heal_prompt(ids, mask, s, n)
     rng = make_generator(seed, generator, ids.device)
-    return _stream(model, LoopState(ids, mask, s.max_new_tokens, False, False), s, rng)
+    state = LoopState(ids, mask, s.max_new_tokens, False, False)
+    state.removed = removed
+    return _stream(model, state, s, rng)
 
 
 def _stream(
@@ -227,12 +270,15 @@ def _stream(
     """``stream``'s generator: it runs only once the caller asks for the first piece."""
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     text, sent = "", 0  # the continuation decoded so far, and how much of it was already yielded
+    skip = len(state.removed[0])  # token healing re-writes these bytes of the prompt: the caller has them
     with eval_mode(model):
         for _ in _decode_steps(model, state, s, rng):
             token = state.new_tokens[0][-1]
             last = len(state.new_tokens[0]) == s.max_new_tokens or token in s.eos_token_ids
             if token not in s.eos_token_ids:
-                text += utf8.decode(decode_bytes([token]), final=last)
+                piece = decode_bytes([token])
+                cut, skip = min(skip, len(piece)), skip - min(skip, len(piece))
+                text += utf8.decode(piece[cut:], final=last)
             end = _stop_cut(text, s.stops)
             safe = end if end is not None else len(text) if last else len(text) - _held_back(text, s.stops)
             yield token, text[sent:safe]
@@ -330,6 +376,57 @@ def prepare_prompt(
     return ids, mask, None if texts is None else [t for t in texts for _ in range(n)]
 
 
+def check_token_healing(token_healing: object, s: DecodingSettings) -> int:
+    """How many tokens ``token_healing`` backs up (0: off), checked with the settings it must work with.
+
+    >>> check_token_healing(True, DecodingSettings())
+    1
+    >>> check_token_healing(True, DecodingSettings(prefix_allowed_tokens_fn=lambda row, ids: [13]))
+    Traceback (most recent call last):
+        ...
+    ValueError: prefix_allowed_tokens_fn must be None with token_healing=True (both constrain the first tokens...
+    """
+    n = healing_tokens(token_healing)
+    if n and s.prefix_allowed_tokens_fn is not None:
+        raise ValueError(
+            f"prefix_allowed_tokens_fn must be None with token_healing={token_healing!r} (both constrain the first "
+            "tokens, and the function would see the backed-up prompt; back the prompt up yourself with "
+            f"minigpt.healing.back_up and pass its ids), got {s.prefix_allowed_tokens_fn!r}"
+        )
+    return n
+
+
+def heal_prompt(
+    ids: torch.Tensor, mask: torch.Tensor, s: DecodingSettings, n: int
+) -> tuple[torch.Tensor, torch.Tensor, list[bytes]]:
+    """With token healing (``n`` >= 1), back up each row's last ``n`` tokens (``minigpt.healing.back_up_rows``).
+
+    Returns the ids and mask to decode from, and the bytes each row must write again (b"" without healing).
+    The tokens backed up are given back to the budget: ``s.max_new_tokens`` and ``s.min_new_tokens`` grow
+    by their number. An end-of-sequence token that could be one of the re-written tokens is refused: it
+    would end the row inside its prompt.
+
+    >>> ids = torch.tensor([encode("Capulet.\\n\\n")])
+    >>> ids, mask, removed = heal_prompt(ids, torch.ones_like(ids), DecodingSettings(), 1)
+    >>> ids.tolist(), removed
+    ([[15610, 25132, 13]], [b'\\n\\n'])
+    """
+    if not n:
+        return ids, mask, [b""] * ids.size(0)
+    ids, mask, removed = back_up_rows(ids, mask, n)
+    for rest in set(removed):
+        clash = set(s.eos_token_ids) & set(consistent_tokens(rest).tolist())
+        if clash:
+            raise ValueError(
+                f"eos_token_id must not hold a token that token_healing may use to write the prompt's last "
+                f"{rest.decode('utf-8', errors='replace')!r} again (the row would end inside its prompt), got "
+                f"{sorted(clash)} in {s.eos_token_id!r}"
+            )
+    s.max_new_tokens += n
+    s.min_new_tokens += n
+    return ids, mask, removed
+
+
 def encode_prompt(text: object, *, allow_special: bool = False) -> list[int]:
     """The ids of one text prompt; anything but a non-empty str is refused with a clear error.
 
@@ -420,6 +517,7 @@ class LoopState:
         self.stopped_by: list[str | None] = [None] * B
         self.logprobs = [[] for _ in range(B)] if scores else None
         self.distributions: list[torch.Tensor] | None = [] if dists else None
+        self.removed: list[bytes] = [b""] * B  # token healing: the prompt text each row writes again first
 
     def append(self, tokens: torch.Tensor, probs: torch.Tensor, logprobs: torch.Tensor) -> None:
         """Write this step's token (len(active),) for each running row."""
@@ -435,11 +533,24 @@ class LoopState:
             full[self.active] = probs
             self.distributions.append(full)
 
+    def continuation(self, row: int) -> str:
+        """The text ``row`` added after its prompt as given (after the re-written text, with token healing)."""
+        if not self.removed[row]:
+            return decode(self.new_tokens[row])
+        return continuation_bytes(self.removed[row], self.new_tokens[row]).decode("utf-8", errors="replace")
+
     def result(self, texts: list[str] | None, stops: tuple[str, ...]) -> Generation:
         ids, mask = self.ids[:, : self.length], self.mask[:, : self.length]
         if texts is not None:
-            texts = [t + _cut(decode(new), stops) for t, new in zip(texts, self.new_tokens)]
+            texts = [self._text(row, t, stops) for row, t in enumerate(texts)]
         return Generation(ids, mask, self.new_tokens, texts, self.logprobs, self.distributions, self.stopped_by)
+
+    def _text(self, row: int, prompt: str, stops: tuple[str, ...]) -> str:
+        missing = still_to_write(self.removed[row], self.new_tokens[row]) if self.removed[row] else b""
+        if missing:  # max_new_tokens ran out before the removed text was written again: the text ends inside it
+            whole = prompt.encode()
+            return whole[: len(whole) - len(missing)].decode("utf-8", errors="replace")
+        return prompt + _cut(self.continuation(row), stops)
 
 
 def _cut(text: str, stops: tuple[str, ...]) -> str:
@@ -453,12 +564,16 @@ def _decode_steps(
     """The loop itself; yields after each step so ``stream`` can report the new token."""
     cache = KVCache.for_model(model, state.ids.size(0), state.ids.size(1)) if s.use_cache else None
     fed = 0  # columns of state.ids the cache already holds
+    heal = healing_allowed_tokens_fn(state.removed, state.prompt_len) if any(state.removed) else None
     for step in range(s.max_new_tokens):
         if len(state.active) == 0:
             return
         logits = _next_logits(model, state, cache, fed)  # (len(active), V)
         fed = state.length
-        tokens, probs, logprobs = _pick(logits, state.ids[state.active, : state.length], state.active, step, s, rng)
+        healing = heal is not None and any(still_to_write(state.removed[row], state.new_tokens[row])
+                                           for row in state.active.tolist())
+        tokens, probs, logprobs = _pick(logits, state.ids[state.active, : state.length], state.active, step, s, rng,
+                                        allowed_fn=heal if healing else None)
         state.append(tokens, probs, logprobs)
         yield
         finished = [row_finished(state, row, s) for row in state.active.tolist()]
@@ -483,12 +598,13 @@ def _next_logits(model: GPT, state: LoopState, cache: KVCache | None, fed: int) 
 
 def _pick(
     logits: torch.Tensor, ids: torch.Tensor, rows: torch.Tensor, step: int, s: DecodingSettings,
-    rng: torch.Generator | None,
+    rng: torch.Generator | None, allowed_fn: L.AllowedTokensFn | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Transform the logits, choose one token per row; also return the distribution and log-probs.
 
     ``rows`` are the batch rows the logits belong to (finished rows have left): what
-    ``prefix_allowed_tokens_fn`` is told.
+    ``prefix_allowed_tokens_fn`` is told. ``allowed_fn`` takes its place while token healing re-writes
+    the prompt's end (the two never come together: ``check_token_healing`` refuses it).
     """
     scores = L.process_logits(
         logits.float(),  # transforms and softmax in fp32, whatever the model's dtype
@@ -509,7 +625,7 @@ def _pick(
         sequence_bias=s.sequence_bias,
         bad_words_ids=s.bad_words_ids,
         suppress_tokens=s.suppress_tokens,
-        prefix_allowed_tokens_fn=s.prefix_allowed_tokens_fn,
+        prefix_allowed_tokens_fn=allowed_fn if allowed_fn is not None else s.prefix_allowed_tokens_fn,
         batch_ids=rows.tolist(),
         frequency_penalty=s.frequency_penalty,
         presence_penalty=s.presence_penalty,
@@ -528,9 +644,16 @@ def row_finished(state: LoopState, row: int, s: DecodingSettings) -> bool:
     new = state.new_tokens[row]
     if new[-1] in s.eos_token_ids:
         state.stopped_by[row] = "eos"
-    elif s.stops and _stop_cut(decode(new[-_stop_window(s.stops) :]), s.stops) is not None:
+    elif s.stops and _stop_cut(_recent_text(state, row, s.stops), s.stops) is not None:
         state.stopped_by[row] = "stop"
     return state.stopped_by[row] is not None
+
+
+def _recent_text(state: LoopState, row: int, stops: tuple[str, ...]) -> str:
+    """The end of ``row``'s continuation, long enough to hold any stop string (all of it, with token healing)."""
+    if state.removed[row]:  # only text after the re-written prompt can stop the row
+        return state.continuation(row)
+    return decode(state.new_tokens[row][-_stop_window(stops) :])
 
 
 def _stop_window(stops: tuple[str, ...]) -> int:

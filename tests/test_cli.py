@@ -135,6 +135,28 @@ def test_endoftext_in_the_prompt_names_the_flag(checkpoint_dir, tiny_model, caps
     assert capsys.readouterr().out == expected + "\n"
 
 
+def test_token_healing_flag_reaches_the_library_and_silences_the_warning(checkpoint_dir, tiny_model, capsys):
+    from minigpt.generate import generate
+
+    prompt = "Juliet.\nO Romeo!\n\n"  # ends in "\n\n" (token 628), where the corpus has "\n", "\n"
+    args = ["generate", prompt, "--model", str(checkpoint_dir), "--max-new-tokens", "4", "--temperature", "0"]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert out.out == generate(tiny_model, prompt, max_new_tokens=4).text + "\n"
+    assert out.err.startswith("minigpt generate: warning: the prompt ends in token 628 '\\n\\n': of the ")
+    assert out.err.endswith("try --token-healing, or end the prompt before these characters\n")
+    assert out.err.count("\n") == 1  # one line
+    assert main(args + ["--token-healing"]) == 0
+    out = capsys.readouterr()
+    assert out.out == generate(tiny_model, prompt, max_new_tokens=4, token_healing=True).text + "\n"
+    assert out.err == ""
+
+
+def test_no_warning_on_a_clean_prompt(checkpoint_dir, capsys):
+    assert main(["generate", "ROMEO:", "--model", str(checkpoint_dir), "--max-new-tokens", "2"]) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_missing_model_is_a_clear_error(tmp_path, capsys):
     assert main(["generate", "Hi", "--model", str(tmp_path / "nope")]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
@@ -147,7 +169,7 @@ def test_help_lists_every_option():
     for option in ("--model", "--max-new-tokens", "--seed", "--device", "--temperature", "--top-k", "--top-p",
                    "--min-p", "--repetition-penalty", "--no-repeat-ngram-size", "--min-new-tokens", "--stop", "--eos", "--allow-special",
                    "--typical-p", "--epsilon-cutoff", "--eta-cutoff", "--frequency-penalty", "--presence-penalty", "--ban",
-                   "--bias"):
+                   "--bias", "--token-healing"):
         assert option in out
 
 
