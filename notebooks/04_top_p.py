@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -16,22 +18,28 @@
 #
 # Top-k keeps a fixed number of tokens, whether the model is sure or not. **Top-p** keeps the smallest
 # set of most likely tokens whose probabilities add up to at least p: few tokens when the model is
-# confident, many when it is unsure (Holtzman et al., 2020). We build it, and min-p beside it, on the
+# confident, many when it is unsure (Holtzman et al., see Sources). We build it, and min-p beside it, on the
 # nine-word toy, then apply both to the shipped model's 50,257 tokens at the flat and the peaked step of
 # chapter 3, and measure the nucleus against the model's uncertainty along a whole generation.
+
+# %% tags=["parameters"]
+# Try your own: change the prompt and run the chapter again.
+prompt = "ROMEO:"  # Steps 3 and 4 look at the steps of its greedy continuation
 
 # %%
 # %matplotlib inline
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import Markdown, display
 
 import minigpt
 from minigpt.logits import min_p_filter, top_p_filter
 from minigpt.tokenizer import VOCAB_SIZE, decode, encode
-from minigpt.viz import plot_kept, save_figure
+from minigpt.viz import DROPPED, KEPT, OKABE_ITO, plot_kept, save_figure
 
 torch.manual_seed(123)
 torch.set_num_threads(1)
+default_run = prompt == "ROMEO:"  # the checks of the default run's numbers
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -74,10 +82,12 @@ kept = int(((cumulative - sorted_probs) < 0.9).sum())  # the nucleus: tokens kep
 assert kept == 2 and cumulative[kept - 1] >= 0.9 > cumulative[kept - 2]
 x = torch.arange(1, 10)
 fig, ax = plt.subplots(figsize=(6.5, 4))
-ax.axvspan(0.5, kept + 0.5, color="tab:green", alpha=0.12, label=f"nucleus: {kept} tokens kept")
-ax.bar(x, sorted_probs, color=["tab:green"] * kept + ["lightgray"] * (9 - kept), label="probability of the token")
-ax.step(x, cumulative, where="mid", color="tab:blue", marker="o", label="cumulative probability")
-ax.axhline(0.9, color="tab:red", ls="--", label="threshold p = 0.9")
+ax.axvspan(0.5, kept + 0.5, color=KEPT, alpha=0.12, label=f"nucleus: {kept} tokens kept")
+bars = ax.bar(x, sorted_probs, color=[KEPT] * kept + [DROPPED] * (9 - kept), label="probability of the token")
+for bar in bars[kept:]:
+    bar.set_hatch("//")  # removed: grey and hatched, so it shows without colour
+ax.step(x, cumulative, where="mid", color=OKABE_ITO["black"], marker="o", label="cumulative probability")
+ax.axhline(0.9, color=OKABE_ITO["vermillion"], ls="--", label="threshold p = 0.9")
 ax.set_ylim(0, 1.05)
 ax.set_xticks(x, [vocab[i] for i in order], rotation=45, ha="right")
 ax.set_xlabel("tokens, most likely first")
@@ -116,20 +126,22 @@ for row, T in enumerate((1.0, 2.0)):
         keep = rule(scaled) > float("-inf")
         print(f"T = {T}, {name}: keeps {[vocab[i] for i in by_p if keep[i]]}")
         ax = axes[row, col]
-        ax.bar(range(9), p_T[by_p], color=["tab:blue" if keep[i] else "lightgray" for i in by_p])
+        bars = ax.bar(range(9), p_T[by_p], color=[KEPT if keep[i] else DROPPED for i in by_p])
+        for bar, i in zip(bars, by_p):
+            bar.set_hatch("" if keep[i] else "//")  # removed: grey and hatched
         ax.set_xticks(range(9), [vocab[i] for i in by_p], rotation=45, ha="right")
         ax.set_title(f"T = {T:g}, {name}: keeps {int(keep.sum())} of 9")
         if col == 0:
             ax.set_ylabel("probability")
         else:  # min-p's bar: a tenth of the top token's probability
-            ax.axhline(0.1 * p_T.max(), color="tab:red", ls="--", lw=1)
+            ax.axhline(0.1 * p_T.max(), color=OKABE_ITO["vermillion"], ls="--", lw=1)
     if row == 0:
         assert [int((r(scaled) > float("-inf")).sum()) for r in rules.values()] == [2, 3]
     else:
         assert [int((r(scaled) > float("-inf")).sum()) for r in rules.values()] == [4, 3]
-axes[0, 0].legend(handles=[plt.Rectangle((0, 0), 1, 1, color="tab:blue"),
-                           plt.Rectangle((0, 0), 1, 1, color="lightgray"),
-                           plt.Line2D([], [], color="tab:red", ls="--", lw=1)],
+axes[0, 0].legend(handles=[plt.Rectangle((0, 0), 1, 1, color=KEPT),
+                           plt.Rectangle((0, 0), 1, 1, fc=DROPPED, hatch="//", ec="white"),
+                           plt.Line2D([], [], color=OKABE_ITO["vermillion"], ls="--", lw=1)],
                   labels=["kept", "removed", "min-p's bar: 0.1 x top probability"], loc="upper right")
 fig.suptitle("Top-p vs min-p: peaked (top row) and flatter (bottom row) distributions")
 fig.tight_layout()
@@ -139,14 +151,13 @@ plt.show()
 # %% [markdown]
 # ## Step 3: the real distribution, at a flat step and a peaked step
 #
-# As in chapters 2 and 3 (Step 7): chapter 1's greedy text from `"ROMEO:"` (60 tokens), the logits of
-# every step from one pass over it, and the flattest and the most peaked step, picked by their entropy.
-# Chapter 3 showed top-k = 10 there: 0.235 of the mass kept at the flat step, nine near-zero tokens kept
-# at the peaked one.
+# As in chapters 2 and 3 (Step 7): the greedy continuation of the prompt (60 tokens; from `"ROMEO:"` it is
+# chapter 1's text), the logits of every step from one pass over it, and the flattest and the most peaked
+# step, picked by their entropy. Chapter 3 cut both steps with top-k = 10; its kept mass is printed here
+# too, for comparison.
 
 # %%
 model = minigpt.load_model("shakespeare")
-prompt = "ROMEO:"
 text = minigpt.generate(model, prompt, max_new_tokens=60)  # greedy: chapter 1's text
 n_prompt = len(encode(prompt))
 with torch.no_grad():
@@ -154,18 +165,20 @@ with torch.no_grad():
 log_p = torch.log_softmax(step_logits.double(), dim=-1)  # float64, for the peaked step (chapter 2, Step 7)
 step_H = -(log_p.exp() * log_p).sum(dim=-1)  # each step's entropy, in nats
 flat, peaked = int(step_H.argmax()), int(step_H.argmin())
-ranked = step_H.sort().values
-assert ranked[-1] - ranked[-2] > 0.1 and ranked[1] - ranked[0] > 0.01  # clear winners on any CPU
+top_10 = torch.softmax(step_logits, dim=-1).topk(10).values.sum(dim=-1)  # (60,) chapter 3's top-10 mass
 for name, s in (("flat", flat), ("peaked", peaked)):
     context = decode(text.ids[0, : n_prompt + s].tolist())
-    print(f"{name:6} step {s:2}: entropy {step_H[s]:.3g} nats after ...{context[-24:]!r}")
-torch.testing.assert_close(step_H[[flat, peaked]].float(), torch.tensor([6.5663, 0.0019547]), rtol=1e-4, atol=0)
+    print(f"{name:6} step {s:2}: entropy {step_H[s]:.3g} nats after ...{context[-24:]!r}; top-10 keeps {top_10[s]:.3f}")
+if default_run:
+    ranked = step_H.sort().values
+    assert ranked[-1] - ranked[-2] > 0.1 and ranked[1] - ranked[0] > 0.01  # clear winners on any CPU
+    torch.testing.assert_close(step_H[[flat, peaked]].float(), torch.tensor([6.5663, 0.0019547]), rtol=1e-4, atol=0)
 
 # %% [markdown]
 # Top-p = 0.9 (left) and min-p = 0.1 (right) at both steps, by hand (Steps 1 and 2): the 20 most likely
-# tokens, kept in colour and dropped in grey, and a hatched bar for the other 50,237 tokens, its kept
+# tokens, kept in colour and dropped in grey, and a hatched bar for the rest of the vocabulary, its kept
 # part in colour. The flat step's axis is linear, so the bars add up to 1; the peaked step's is
-# logarithmic, so tokens of probability 1e-6 show.
+# logarithmic, so tokens of tiny probability show.
 
 # %%
 labels = [decode([i]) for i in range(VOCAB_SIZE)]  # every token's text, for the tick labels
@@ -177,8 +190,8 @@ for row, (step_name, s) in enumerate((("flat", flat), ("peaked", peaked))):
     for col, name in enumerate(rules):
         plot_kept(probs[s], labels, kept=keeps[name, s], log=step_name == "peaked", ax=axes[row, col],
                   title=f"{step_name} step (entropy {step_H[s]:.3g} nats): {name}")
-fig.suptitle("Top-p and min-p on the real distribution: a big nucleus where the model is unsure (top), "
-             "one token where it is sure (bottom)")
+fig.suptitle("Top-p and min-p on the real distribution: the step where the model is least sure (top) "
+             "and the step where it is surest (bottom)")
 fig.tight_layout()
 save_figure(fig, "04_real_top_p")
 plt.show()
@@ -188,26 +201,37 @@ print(f"flat step:   top-p keeps {probs[flat][top_p_flat].sum():.3f} of the mass
       f"20 most likely tokens; min-p keeps {int(min_p_flat.sum())} tokens, "
       f"{probs[flat][min_p_flat].sum():.3f} of the mass")
 print(f"peaked step: top-p keeps {int(keeps['top-p = 0.9', peaked].sum())} token, "
-      f"min-p keeps {int(keeps['min-p = 0.1', peaked].sum())}: the newline, {probs[peaked].max():.3f} of the mass")
-# min-p's count is exact on every CPU: no token's probability is within 0.1% of min-p's bar
-assert ((probs[flat] / (0.1 * probs[flat].max())) - 1).abs().min() > 1e-3
-assert keeps["top-p = 0.9", peaked].sum() == keeps["min-p = 0.1", peaked].sum() == 1
-torch.testing.assert_close(torch.stack([probs[flat][top_p_flat].sum(), beyond_20, probs[flat][min_p_flat].sum()]),
-                           torch.tensor([0.90003, 0.58307, 0.31696]), rtol=1e-4, atol=0)
+      f"min-p keeps {int(keeps['min-p = 0.1', peaked].sum())}; the most likely token, "
+      f"{decode([int(probs[peaked].argmax())])!r}, holds {probs[peaked].max():.3f} of the mass")
+assert probs[flat][top_p_flat].sum() >= 0.9 - 1e-4  # top-p keeps at least p (but for float32's rounding)
+if default_run:
+    # min-p's count is exact on every CPU: no token's probability is within 0.1% of min-p's bar
+    assert ((probs[flat] / (0.1 * probs[flat].max())) - 1).abs().min() > 1e-3
+    assert keeps["top-p = 0.9", peaked].sum() == keeps["min-p = 0.1", peaked].sum() == 1
+    torch.testing.assert_close(torch.stack([probs[flat][top_p_flat].sum(), beyond_20, probs[flat][min_p_flat].sum()]),
+                               torch.tensor([0.90003, 0.58307, 0.31696]), rtol=1e-4, atol=0)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # why: at the flat step the nucleus ends among tokens of probability ~1e-6, where another CPU's arithmetic
-# (the 5th digit, chapter 9) can count one token more or less; the assert checks what the print shows
-print(f"top-p = 0.9 keeps {int(top_p_flat.sum()):,} tokens at the flat step")
-assert 1_000 < top_p_flat.sum() < 5_000
-
-# %% [markdown]
-# At the flat step (*"as I am a ..."*) top-p keeps 90% of the mass where chapter 3's top-10 kept 23.5%,
-# but it needs about 2,100 tokens to get there, and 58% of the mass lies beyond the 20 most likely: in
-# the long tail, which a sampler then draws from more often than not (0.583 of the 0.900 it keeps).
-# Min-p keeps the 20 tokens with at least a tenth of " man"'s probability, 32% of the mass. At the peaked
-# step (after *"PRINCE."*) both keep the newline alone, where top-10 kept nine more tokens.
+# (the 5th digit, chapter 9) can count one token more or less; so this cell's count (and the sentences built
+# from it) may differ by one from machine to machine
+n_flat, n_min_p = int(top_p_flat.sum()), int(min_p_flat.sum())
+kept_flat = probs[flat][top_p_flat].sum().item()
+favourite = decode([int(probs[flat].argmax())])
+n_peaked = {name: int(keeps[name, peaked].sum()) for name in rules}
+print(f"top-p = 0.9 keeps {n_flat:,} tokens at the flat step")
+if default_run:
+    assert 1_000 < n_flat < 5_000
+display(Markdown(
+    f"At the flat step top-p keeps {kept_flat:.3f} of the mass where chapter 3's top-10 kept {top_10[flat]:.3f}, "
+    f"but it needs {n_flat:,} tokens to get there, and {beyond_20:.3f} of the mass lies beyond the 20 most likely: "
+    f"in the long tail, which a sampler then draws from "
+    f"{'more often than not' if beyond_20 > kept_flat / 2 else 'less often than not'} ({beyond_20:.3f} of the "
+    f"{kept_flat:.3f} it keeps). Min-p keeps the {n_min_p:,} tokens with at least a tenth of "
+    f"`{favourite!r}`'s probability, {probs[flat][min_p_flat].sum():.3f} of the mass. At the peaked step top-p "
+    f"keeps {n_peaked['top-p = 0.9']:,} and min-p {n_peaked['min-p = 0.1']:,} (the most likely token has "
+    f"{probs[peaked].max():.3f}), where top-10 kept ten."))
 
 # %% [markdown]
 # ## Step 4: the nucleus grows with the entropy
@@ -222,29 +246,34 @@ r = torch.corrcoef(torch.stack([step_H, nucleus.double().log()]))[0, 1].item()
 fig, ax = plt.subplots(figsize=(8, 4.5))
 ax.scatter(step_H, nucleus, s=18, label="one step of the greedy text: top-p = 0.9")
 H_grid = torch.linspace(0, step_H.max().item(), 100)
-ax.plot(H_grid, H_grid.exp(), ls="--", color="gray", label="$e^H$: a uniform distribution of entropy H")
-ax.axhline(10, color="tab:red", ls=":", label="top-k = 10: the same count at every step")
+ax.plot(H_grid, H_grid.exp(), ls="--", color=OKABE_ITO["black"], label="$e^H$: a uniform distribution of entropy H")
+ax.axhline(10, color=OKABE_ITO["vermillion"], ls=":", label="top-k = 10: the same count at every step")
 for name, s in (("flat step", flat), ("peaked step", peaked)):
     ax.annotate(name, (step_H[s].item(), nucleus[s].item()), xytext=(-10, 8), textcoords="offset points",
                 ha="right", fontsize=8)
 ax.set_yscale("log")
 ax.set_xlabel("entropy of the step's full distribution (nats)")
 ax.set_ylabel("tokens kept (log scale)")
-ax.set_title(f"Top-p = 0.9 along the greedy text from 'ROMEO:': the nucleus grows with the entropy (r = {r:.3f})",
+ax.set_title(f"Top-p = 0.9 along the greedy text from {prompt!r}: nucleus size against entropy (r = {r:.3f})",
              fontsize=10)
 ax.legend(loc="upper left", fontsize=8)
 fig.tight_layout()
 save_figure(fig, "04_nucleus_vs_entropy")
 plt.show()
+factor = (nucleus / step_H.exp()).log10().abs().max().item()  # the farthest point from e^H, in powers of ten
 print(f"correlation of the entropy and log(nucleus size) over the 60 steps: r = {r:.3f}")
-assert abs(r - 0.9647) < 1e-3  # a size one token off at a flat step moves r by ~1e-5
-assert ((nucleus / step_H.exp()).log10().abs() < 1).all()  # every step within a factor of 10 of e^H
-assert nucleus[peaked] == 1 and nucleus[flat] == nucleus.max()
+print(f"the farthest step from e^H is {10 ** factor:.3g} x off; the nucleus holds from {int(nucleus.min())} "
+      f"token(s) to {'thousands' if nucleus.max() >= 1000 else 'fewer than a thousand'}")
+if default_run:
+    assert abs(r - 0.9647) < 1e-3  # a size one token off at a flat step moves r by ~1e-5
+    assert factor < 1 and nucleus[peaked] == 1 and nucleus[flat] == nucleus.max() >= 1000  # the sentences below
+    assert nucleus.min() < 10 < nucleus.max()  # top-k = 10's line crosses the cloud
 
 # %% [markdown]
-# The points climb along `e^H`, each within a factor of 10 of it: on a log scale the nucleus size is
-# almost a straight line in the entropy (r = 0.965). One token where the model is sure, thousands where
-# it is unsure; top-k's horizontal line crosses the cloud, keeping too many below it and too few above.
+# The points climb along `e^H`, each within a factor of ten of it (the farthest is printed above): on a log
+# scale the nucleus size is almost a straight line in the entropy (r as printed). One token where the model
+# is sure, thousands where it is unsure; top-k's horizontal line crosses the cloud, keeping too many below
+# it and too few above.
 
 # %% [markdown]
 # ## The library's version
@@ -260,15 +289,16 @@ assert torch.equal(min_p_filter(step_logits, 0.1), torch.stack([min_p_by_hand(z,
 print("hand-built top-p and min-p == minigpt.logits on the nine words; min-p also on the 60 real steps")
 
 # %% [markdown]
-# Top-p on the real steps is another matter: at a few steps ours keeps one token more or one less than
-# the library. Both rules are the same in exact arithmetic, but they add up the probabilities in
+# Top-p on the real steps is another matter: at some steps ours keeps a token or two more or fewer than
+# the library, all of them at the edge of the nucleus, where the running total is within rounding of p. Both
+# rules are the same in exact arithmetic, but they add up the probabilities in
 # opposite orders. Ours runs from the most likely down: after a few tokens the running total is near
 # 0.9, and each of the thousands of tiny probabilities added to it loses its last digits (float32 keeps
 # about 7, chapter 9). The library, like transformers, runs from the least likely up and drops the
 # tokens whose total stays within 1 − p: small numbers are added to a small total first, which loses
 # almost nothing. The same rule in float64 settles who is right. Which steps differ depends on the CPU's
-# arithmetic, so the cell below asserts the rule and nbval does not compare its counts: ours misses at a
-# few steps, the library at no more than ours (here: none), and the running total shows why.
+# arithmetic, so the cell below asserts the rule and nbval does not compare its counts: ours misses at
+# some steps, the library at no more than ours, and the running total shows why.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -279,7 +309,12 @@ ours = torch.stack([top_p_by_hand(z, 0.9) for z in step_logits]) > float("-inf")
 wrong = {name: int((kept != exact).any(dim=-1).sum()) for name, kept in (("ours", ours), ("library", library))}
 print(f"steps (of 60) where float32 keeps other tokens than float64: ours {wrong['ours']}, "
       f"the library's {wrong['library']}")
-assert (ours != exact).sum(dim=-1).max() <= 1 and wrong["library"] <= wrong["ours"]  # one edge token at most
+# where ours errs, the exact running total before the token (float64) is within rounding of p: an edge token
+p64, order64 = torch.softmax(step_logits.double(), dim=-1).sort(dim=-1, descending=True)  # (60, V) each
+before = torch.empty_like(p64).scatter_(-1, order64, p64.cumsum(dim=-1) - p64)  # (60, V), in vocabulary order
+edge = (before[ours != exact] - 0.9).abs()
+print(f"where ours errs, the exact running total is within {edge.max() if edge.numel() else 0:.0e} of p")
+assert (edge < 1e-3).all() and wrong["library"] <= wrong["ours"]  # edge tokens only; the library no worse
 z_sorted = step_logits[flat].sort(descending=True).values  # the flat step's running totals, both ways
 down = (torch.softmax(z_sorted, -1).cumsum(0).double() - torch.softmax(z_sorted.double(), -1).cumsum(0)).abs().max()
 z_up = z_sorted.flip(0)

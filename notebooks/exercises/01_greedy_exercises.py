@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -17,8 +19,8 @@
 # Two exercises on [chapter 1](../01_greedy.ipynb): pick the most likely next token, then write the whole
 # greedy loop. Each exercise asks for one function; the cell after it checks your function on hidden cases
 # against minigpt's own and, when one fails, shows that input with the expected and the actual answer.
-# Your function works on copies of the inputs, so changing them in place cannot upset a later case, and it
-# has 10 seconds per case: a loop that never ends fails the check instead of hanging the notebook.
+# Your function works on copies of the inputs, so changing them in place cannot upset a later case, and each
+# case has a time limit: a loop that never ends fails the check instead of hanging the notebook.
 # In the [exercise notebook](../exercises/01_greedy_exercises.ipynb) each function is a stub for you to fill
 # in (replace `raise NotImplementedError` with your code); the
 # [solutions notebook](../solutions/01_greedy_solutions.ipynb) has them filled in.
@@ -49,7 +51,7 @@ print("torch", torch.__version__)
 # Before you run the next cell, write down your answers:
 #
 # 1. Which word does greedy decoding pick in the first row?
-# 2. How sure is the model of that word: is its probability (the softmax of the logits) above or below 50%?
+# 2. How sure is the model of that word: is its probability (the softmax of the logits) above or below one half?
 # 3. Which word does greedy pick in the second row? Does the probability of "forward" fall a little or a lot?
 
 # %%
@@ -111,10 +113,10 @@ check_greedy_generate(greedy_generate)
 # %% [markdown]
 # ## To think about: an open question
 #
-# Chapter 1 showed greedy decoding going round in a loop ("And I am a man, and a man,") and missing "The dog
-# has" (0.36) for "The nice woman" (0.20); the prediction above showed it choosing a word just as firmly at
-# 48% as at 57%. When would you still choose greedy decoding over sampling, and what would you check before
-# trusting its output?
+# Chapter 1 showed greedy decoding going round in a loop ("And I am a man, and a man,") and missing the more
+# likely "The dog has" for "The nice woman"; the prediction above showed it choosing a word just as firmly at
+# 0.479 as at 0.572. When would you still choose greedy decoding over sampling, and what would you check
+# before trusting its output?
 #
 # There is no single right answer: write yours in a few sentences, from what this notebook and
 # [chapter 1](../01_greedy.ipynb) showed. The [solutions notebook](../solutions/01_greedy_solutions.ipynb)

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -47,9 +49,8 @@ print("torch", torch.__version__)
 # Before you run the next cell, write down your answers:
 #
 # 1. Will temperature 0.5 make the top probability larger or smaller than 0.572?
-# 2. And temperature 2?
+# 2. And temperature 2? Does "effort", the least likely word, gain or lose probability there?
 # 3. Can a temperature change which word is the most likely?
-# 4. Does "effort" gain or lose probability at temperature 2?
 
 # %%
 from minigpt.logits import apply_temperature
@@ -59,7 +60,7 @@ logits = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]
 tops = []
 for T in (0.5, 1.0, 2.0):
     probs = torch.softmax(apply_temperature(logits, T), dim=-1)[0]  # softmax(logits / T)
-    print(f"T = {T}: most likely {vocab[probs.argmax()]!r}; "
+    print(f"T = {T:g}: most likely {vocab[probs.argmax()]!r}; "
           + ", ".join(f"{vocab[i]} {probs[i]:.3f}" for i in (3, 7, 0, 2)))
     assert probs.argmax() == 3
     tops.append(probs[3].item())
@@ -74,8 +75,8 @@ assert tops[0] > tops[1] > tops[2]  # colder: the top word gains; hotter: it los
 # per sequence as in the library, so every row of the answer is a distribution of its own that sums to 1.
 #
 # Write the softmax yourself, as the chapter did, rather than calling `torch.softmax`: the hidden cases
-# include T = 0.01, where the scaled logits reach 675 and `exp` overflows to `inf`, and rows whose logits
-# are around +1000 and -1000, so remember the chapter's trick.
+# include a temperature so low that the scaled logits reach the hundreds and `exp` overflows to `inf`, and
+# rows whose logits are in the thousands, positive and negative, so remember the chapter's trick.
 #
 # *Hints:* `logits.max(dim=-1, keepdim=True).values` is each row's largest logit, as a (B, 1) column that
 # broadcasts against the (B, V) logits; `.sum(dim=-1, keepdim=True)` likewise.
@@ -93,8 +94,8 @@ check_softmax_with_temperature(softmax_with_temperature)
 # ## Exercise 2: entropy
 #
 # Write `entropy(probs)`: the entropy `-Σ p log p` of each row of the (B, V) probabilities, in nats (the
-# natural logarithm), as a (B,) tensor. Nine equally likely tokens give log 9 ≈ 2.1972 nats; one certain
-# token gives 0.
+# natural logarithm), as a (B,) tensor. Nine equally likely tokens give $\log 9 \approx 2.1972$ nats; one
+# certain token gives 0.
 #
 # A probability of exactly 0 contributes nothing (p log p → 0 as p → 0), but the computer evaluates
 # `0 * log(0)` as `0 * -inf = nan`: make sure those terms count as 0.

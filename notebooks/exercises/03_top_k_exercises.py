@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -61,7 +63,7 @@ for T in (1.0, 5.0):
     before = torch.softmax(scaled, dim=-1)[0]
     after = torch.softmax(top_k_filter(scaled, 2), dim=-1)[0]
     kept = after > 0
-    print(f"T = {T}: keeps {[vocab[i] for i in kept.nonzero().flatten()]}, "
+    print(f"T = {T:g}: keeps {[vocab[i] for i in kept.nonzero().flatten()]}, "
           f"forward {before[3]:.3f} -> {after[3]:.3f}, probability thrown away {1 - before[kept].sum():.3f}")
 
 

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -62,7 +64,7 @@ print("words kept\nT    " + "".join(f"{name:>11}" for name in filters))
 for T in (0.5, 1.0, 2.0, 5.0):
     scaled = apply_temperature(logits, T)
     kept = [int((f(scaled) > float("-inf")).sum()) for f in filters.values()]
-    print(f"{T:<5}" + "".join(f"{n:>11}" for n in kept))
+    print(f"{T:<5g}" + "".join(f"{n:>11}" for n in kept))
 
 
 # %% [markdown]

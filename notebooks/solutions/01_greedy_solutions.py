@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -17,8 +19,8 @@
 # Two exercises on [chapter 1](../01_greedy.ipynb): pick the most likely next token, then write the whole
 # greedy loop. Each exercise asks for one function; the cell after it checks your function on hidden cases
 # against minigpt's own and, when one fails, shows that input with the expected and the actual answer.
-# Your function works on copies of the inputs, so changing them in place cannot upset a later case, and it
-# has 10 seconds per case: a loop that never ends fails the check instead of hanging the notebook.
+# Your function works on copies of the inputs, so changing them in place cannot upset a later case, and each
+# case has a time limit: a loop that never ends fails the check instead of hanging the notebook.
 # In the [exercise notebook](../exercises/01_greedy_exercises.ipynb) each function is a stub for you to fill
 # in (replace `raise NotImplementedError` with your code); the
 # [solutions notebook](../solutions/01_greedy_solutions.ipynb) has them filled in.
@@ -49,7 +51,7 @@ print("torch", torch.__version__)
 # Before you run the next cell, write down your answers:
 #
 # 1. Which word does greedy decoding pick in the first row?
-# 2. How sure is the model of that word: is its probability (the softmax of the logits) above or below 50%?
+# 2. How sure is the model of that word: is its probability (the softmax of the logits) above or below one half?
 # 3. Which word does greedy pick in the second row? Does the probability of "forward" fall a little or a lot?
 
 # %%
@@ -117,10 +119,10 @@ check_greedy_generate(greedy_generate)
 # %% [markdown]
 # ## To think about: an open question
 #
-# Chapter 1 showed greedy decoding going round in a loop ("And I am a man, and a man,") and missing "The dog
-# has" (0.36) for "The nice woman" (0.20); the prediction above showed it choosing a word just as firmly at
-# 48% as at 57%. When would you still choose greedy decoding over sampling, and what would you check before
-# trusting its output?
+# Chapter 1 showed greedy decoding going round in a loop ("And I am a man, and a man,") and missing the more
+# likely "The dog has" for "The nice woman"; the prediction above showed it choosing a word just as firmly at
+# 0.479 as at 0.572. When would you still choose greedy decoding over sampling, and what would you check
+# before trusting its output?
 #
 # There is no single right answer: write yours in a few sentences, from what this notebook and
 # [chapter 1](../01_greedy.ipynb) showed. The [solutions notebook](../solutions/01_greedy_solutions.ipynb)
@@ -138,16 +140,16 @@ check_greedy_generate(greedy_generate)
 # argmax per step and no random state to carry around.
 #
 # It is the wrong tool for long, open-ended text, and chapter 1 showed why. It is short-sighted: on the toy
-# tree it took "The nice woman" (0.20) and never looked at "The dog has" (0.36), because "dog" lost the first
-# step. And it is deterministic, so once the context repeats, the output repeats: after "ROMEO:" the first
-# 4-gram came back 7 tokens later, and "And I am a man, and a man," went round and round. The prediction above
-# adds a third reason: greedy throws away how sure the model was. It took "forward" at 0.572 and "toward" at
-# 0.479 with the same finality, and raising one logit by 0.5 flipped the word while the probabilities moved by
-# about 0.1.
+# tree it took "The nice woman" and never looked at "The dog has", almost twice as likely, because "dog" lost
+# the first step. And it is deterministic, so once the context repeats, the output repeats: after "ROMEO:" the
+# first 4-gram came back a few tokens later, and "And I am a man, and a man," went round and round. The
+# prediction above adds a third reason: greedy throws away how sure the model was. It took "forward" at 0.572
+# and "toward" at 0.479 with the same finality, and a small rise of one logit flipped the word while
+# "forward" fell only from 0.572 to 0.464.
 #
 # So before trusting a greedy output I would look along it: how likely the winner was at each step, and by how
 # much it beat the runner-up (a near tie is a coin toss the model did not mean to make; the README asks every
-# greedy example in the chapters to win each step by at least 1e-3 because another CPU can flip a closer one),
+# greedy example in the chapters to win each step by a clear margin because another CPU can flip a closer one),
 # and whether an n-gram repeats (chapter 1's `first_repeat`). If the text loops, chapter 5's repetition
 # penalty or no-repeat n-gram rule, or beam search (chapter 6), keep the output deterministic; if variety is
 # wanted, sample (chapters 2–4).

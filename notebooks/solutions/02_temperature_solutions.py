@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -47,9 +49,8 @@ print("torch", torch.__version__)
 # Before you run the next cell, write down your answers:
 #
 # 1. Will temperature 0.5 make the top probability larger or smaller than 0.572?
-# 2. And temperature 2?
+# 2. And temperature 2? Does "effort", the least likely word, gain or lose probability there?
 # 3. Can a temperature change which word is the most likely?
-# 4. Does "effort" gain or lose probability at temperature 2?
 
 # %%
 from minigpt.logits import apply_temperature
@@ -59,7 +60,7 @@ logits = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]
 tops = []
 for T in (0.5, 1.0, 2.0):
     probs = torch.softmax(apply_temperature(logits, T), dim=-1)[0]  # softmax(logits / T)
-    print(f"T = {T}: most likely {vocab[probs.argmax()]!r}; "
+    print(f"T = {T:g}: most likely {vocab[probs.argmax()]!r}; "
           + ", ".join(f"{vocab[i]} {probs[i]:.3f}" for i in (3, 7, 0, 2)))
     assert probs.argmax() == 3
     tops.append(probs[3].item())
@@ -74,8 +75,8 @@ assert tops[0] > tops[1] > tops[2]  # colder: the top word gains; hotter: it los
 # per sequence as in the library, so every row of the answer is a distribution of its own that sums to 1.
 #
 # Write the softmax yourself, as the chapter did, rather than calling `torch.softmax`: the hidden cases
-# include T = 0.01, where the scaled logits reach 675 and `exp` overflows to `inf`, and rows whose logits
-# are around +1000 and -1000, so remember the chapter's trick.
+# include a temperature so low that the scaled logits reach the hundreds and `exp` overflows to `inf`, and
+# rows whose logits are in the thousands, positive and negative, so remember the chapter's trick.
 #
 # *Hints:* `logits.max(dim=-1, keepdim=True).values` is each row's largest logit, as a (B, 1) column that
 # broadcasts against the (B, V) logits; `.sum(dim=-1, keepdim=True)` likewise.
@@ -98,8 +99,8 @@ check_softmax_with_temperature(softmax_with_temperature)
 # ## Exercise 2: entropy
 #
 # Write `entropy(probs)`: the entropy `-Σ p log p` of each row of the (B, V) probabilities, in nats (the
-# natural logarithm), as a (B,) tensor. Nine equally likely tokens give log 9 ≈ 2.1972 nats; one certain
-# token gives 0.
+# natural logarithm), as a (B,) tensor. Nine equally likely tokens give $\log 9 \approx 2.1972$ nats; one
+# certain token gives 0.
 #
 # A probability of exactly 0 contributes nothing (p log p → 0 as p → 0), but the computer evaluates
 # `0 * log(0)` as `0 * -inf = nan`: make sure those terms count as 0.
@@ -138,10 +139,11 @@ check_entropy(entropy)
 #
 # For arithmetic a wrong digit is simply wrong, and the most likely token is the best guess, so I would use a
 # low temperature, or T → 0, which is greedy decoding (chapter 2, step 5). For sonnets the most likely
-# continuation is the dull one; a temperature near 0.7–1.0 lets the second and third choices through. Chapter
-# 2's samples from the Shakespeare model show the range: at T = 0.3 readable but stock ("I'll be a man in my
-# heart"), at T = 1.5 a jumble ("Juno fairy objects was furnace Tarquin bleed"), because at a high temperature
-# the thousands of tail tokens together win a large share, as "effort" did. I would pick the value by
+# continuation is the dull one; a temperature a little below 1 lets the second and third choices through.
+# Chapter 2's samples from the Shakespeare model show the range: at its lowest temperature readable but stock
+# ("I'll be a man in my heart"), at its highest a jumble ("Juno fairy objects was furnace Tarquin bleed"),
+# because at a high temperature the thousands of tail tokens together win a large share, as "effort" did. I
+# would pick the value by
 # generating a few samples at several temperatures with fixed seeds and reading them. The right value depends
 # on the model (a weaker model needs a lower one) and on the truncation used with it: top-k, top-p or min-p
 # (chapters 3 and 4) cut the tail and make a higher temperature safer.
@@ -151,5 +153,5 @@ check_entropy(entropy)
 # arithmetic job a high-entropy step is a warning that the answer may be wrong: flag it, or answer "I am not
 # sure". For the sonnet job you could choose the temperature so that the entropy of the distributions actually
 # sampled stays in a band you found readable; some samplers go further and adapt the temperature at every step
-# to hit a target entropy. On the toy logits the whole range is visible: from 0 at T → 0 through 0.913 nats at
-# T = 1 to log 9 ≈ 2.197 as T → ∞ (chapter 2, step 4).
+# to hit a target entropy. On the toy logits the whole range is visible: from 0 at T → 0 to $\log 9$ as
+# T → ∞ (chapter 2, step 4).

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -61,7 +63,7 @@ for T in (1.0, 5.0):
     before = torch.softmax(scaled, dim=-1)[0]
     after = torch.softmax(top_k_filter(scaled, 2), dim=-1)[0]
     kept = after > 0
-    print(f"T = {T}: keeps {[vocab[i] for i in kept.nonzero().flatten()]}, "
+    print(f"T = {T:g}: keeps {[vocab[i] for i in kept.nonzero().flatten()]}, "
           f"forward {before[3]:.3f} -> {after[3]:.3f}, probability thrown away {1 - before[kept].sum():.3f}")
 
 
@@ -124,20 +126,24 @@ check_top_k_probs(top_k_probs)
 #
 # No single k fits every prompt, because the number of tokens worth considering changes from one step to the
 # next and k does not. The prediction above shows it on nine words: top-2 threw away 0.070 of the probability
-# at T = 1, where two words held 93% of it, but 0.538 at T = 5, where the distribution was flat and the other
-# seven words were still plausible, and renormalising then more than doubled the share of "forward"
-# (0.242 → 0.523). On the real model, chapter 4 counted the tokens needed to cover 90% of the probability
-# along one generation: 1 at some steps, about 3,400 at another.
+# at T = 1, where two words held almost all of it, but 0.538 at T = 5, where the distribution was flat and the
+# other seven words were still plausible, and renormalising then more than doubled the share of "forward"
+# (0.242 → 0.523). Chapter 3 found the same on the real model, at two steps of one greedy text: top-10 kept
+# less than a quarter of the mass where the model was unsure, and all but a sliver of it where the model was
+# sure. Chapter 4 counted the tokens top-p needs (`top_p=0.9`) along the same text: one at the sure step,
+# thousands at the unsure one.
 #
-# k = 50 is too many at a confident step: after "ROMEO:" a newline, or the rest of a name once its first piece
-# is out, holds almost all the probability; the other 49 tokens are each unlikely, but together they can hold
-# a few percent, so over a long text the sampler picks one of them now and then, and that is how a name gets
-# misspelt or a line breaks off. k = 50 is too few at an open step, such as the first word of a new line,
-# where thousands of words are reasonable: cutting to 50 makes the text blander than the model is, and
-# renormalising hands the 50 a larger share than the model meant.
+# k = 50 is too few at an open step, such as the first word of a new line or chapter 3's *"as I am a ..."*,
+# where thousands of words are reasonable: top-50 kept less than half of the mass there, so the text comes out
+# blander than the model is, and renormalising hands the 50 a larger share than the model meant. At a
+# confident step, after a speaker's name where a newline is all but certain, k = 50 lets in dozens of tokens
+# the model hardly considers. That costs less than it sounds: at chapter 3's peaked step the nine extra tokens
+# of top-10 held so little mass that a sampler would pick one of them less than once in ten thousand
+# draws. Over a long text, though, such steps add up, and an occasional misspelt name or broken-off line is
+# what they cost.
 #
 # A fixed k still has its uses. k = 1 is greedy decoding (chapter 3's `top_k = 1` text); a small k is a cheap
-# guard against the worst of the tail; and since `topk` is cheap, a cap such as k = 50 is often combined with
-# top-p or min-p (chapter 4), which follow the model's confidence. If I had to pick one k, I would look at how
-# many tokens the model needs at its confident and at its open steps on prompts like mine, choose k near the
-# upper end, and let temperature and top-p do the rest.
+# guard against the worst of the tail; and since `topk` is cheap, a cap such as `top_k=50` is often combined
+# with top-p or min-p (chapter 4), which follow the model's confidence. If I had to pick one k, I would look at
+# how many tokens the model needs at its confident and at its open steps on prompts like mine, choose k near
+# the upper end, and let temperature and top-p do the rest.

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -62,7 +64,7 @@ print("words kept\nT    " + "".join(f"{name:>11}" for name in filters))
 for T in (0.5, 1.0, 2.0, 5.0):
     scaled = apply_temperature(logits, T)
     kept = [int((f(scaled) > float("-inf")).sum()) for f in filters.values()]
-    print(f"{T:<5}" + "".join(f"{n:>11}" for n in kept))
+    print(f"{T:<5g}" + "".join(f"{n:>11}" for n in kept))
 
 
 # %% [markdown]
@@ -133,18 +135,20 @@ check_min_p_filter(min_p_filter)
 # token stays if it is at least `min_p` times as likely as the top one, whatever the rest of the distribution
 # looks like.
 #
-# The difference matters most in a long, flat tail. Chapter 4 found a step where top-p 0.9 kept about 3,400
-# tokens: to reach 90% it had to take in tokens with probabilities around 1e-5, each a poor choice, though
-# together they hold a real share. Min-p 0.1 at that step keeps only the tokens at least a tenth as likely as
-# the best. So I would prefer min-p for creative text at a raised temperature, where the flattened
-# distribution swells top-p's nucleus with junk while min-p's floor still follows the best token (the argument
-# of the min-p paper, Nguyen et al., 2024), and generally where the vocabulary is large and the tail long. It
-# is also simpler and cheaper: one max and one comparison, no sort and no cumulative sum.
+# The difference matters most in a long, flat tail. At chapter 4's flattest step top-p 0.9 kept thousands of
+# tokens (its Step 3 prints how many): to reach p it had to take in tokens down to about a millionth each,
+# each a poor choice, though together they hold a real share, more than half of the mass it kept. Min-p 0.1 at
+# that step keeps only the tokens at least a tenth as likely as the best: twenty of them. So I would prefer min-p for
+# creative text at a raised temperature, where the flattened distribution swells top-p's nucleus with junk
+# while min-p's floor still follows the best token (the argument of the min-p paper by Nguyen et al., in
+# chapter 4's Sources), and generally where the vocabulary is large and the tail long. It is also simpler and
+# cheaper: one max and one comparison, no sort and no cumulative sum.
 #
-# The prediction's table shows both rules adapting, and where they part. At T = 1 min-p kept "closer" (0.061,
-# just over a tenth of 0.572) while top-p 0.9 dropped it, since "forward" and "toward" already held 93%. At
-# T = 2 top-p kept 4 words, min-p 3. At T = 5 min-p kept all nine: on a nearly flat distribution every word is
-# within a factor of ten of the best, so a floor relative to the top cuts nothing, while top-p still left out
-# the last 10% of the mass. So I would keep top-p when I want a guarantee on how much probability is given up
+# The prediction's table shows both rules adapting, and where they part. At T = 1 min-p kept "closer" (just
+# over a tenth as likely as "forward") while top-p 0.9 dropped it, since "forward" and "toward" already held
+# more than p. At T = 2 top-p kept 4 words, min-p 3. At T = 5 min-p kept all nine: on a nearly flat
+# distribution every word is within a factor of ten of the best, so a floor relative to the top cuts nothing,
+# while top-p still left out the two least likely words. So I would keep top-p when I want a guarantee on how
+# much probability is given up
 # (never more than 1 − p), or when I must match a reference setting (top-p is what most APIs and papers
 # report). Nothing stops you from using both: min-p for the floor, a loose top-p or top-k as a cap.
