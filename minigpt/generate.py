@@ -630,6 +630,13 @@ def _pick(
         frequency_penalty=s.frequency_penalty,
         presence_penalty=s.presence_penalty,
     )
+    nothing_left = torch.isneginf(scores).all(dim=-1)  # (B,): constraints that together forbid every token
+    if nothing_left.any():
+        row = int(rows[int(nothing_left.nonzero()[0])])
+        raise ValueError(
+            f"the settings forbid every token at new token {step + 1} of row {row}: the allowed tokens "
+            "(prefix_allowed_tokens_fn or token_healing) are all removed by bad_words_ids, suppress_tokens or "
+            "the other filters; loosen one of them")
     probs = torch.softmax(scores, dim=-1)  # (B, V)
     if s.do_sample:
         tokens = torch.multinomial(probs, 1, generator=rng).squeeze(1)

@@ -15,6 +15,7 @@ from minigpt.healing import (
     token_bytes,
     training_tokens,
 )
+from minigpt.model import GPT, GPTConfig
 from minigpt.tokenizer import EOT_TOKEN_ID, decode, encode
 
 SPEECH = ("Juliet.\nO Romeo, Romeo! wherefore art thou Romeo?\nDeny thy father and refuse thy name;\n"
@@ -211,3 +212,15 @@ def test_the_warning_on_a_small_stream():
 def test_a_bad_threshold_is_a_clear_error(threshold):
     with pytest.raises(ValueError, match=r"^threshold must be a number in \(0, 1\], got"):
         boundary_warning([13], torch.tensor([13]), threshold=threshold)
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_constraints_that_forbid_every_token_are_an_error_not_a_guess(do_sample):
+    """Healing "\n\n" allows only newline tokens; suppressing both leaves nothing: say so, do not pick token 0."""
+    model = GPT(GPTConfig.from_preset("tiny")).eval()
+    with pytest.raises(ValueError) as error:
+        generate(model, "Capulet.\n\n", max_new_tokens=3, token_healing=True, suppress_tokens=[198, 628],
+                 do_sample=do_sample, seed=0)
+    assert str(error.value) == (
+        "the settings forbid every token at new token 1 of row 0: the allowed tokens (prefix_allowed_tokens_fn or "
+        "token_healing) are all removed by bad_words_ids, suppress_tokens or the other filters; loosen one of them")
