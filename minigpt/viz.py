@@ -242,7 +242,12 @@ def plot_kept(
         n = len(x)
         ax.bar(n, rest_kept, color=KEPT, hatch="//", edgecolor="white")
         bar = ax.bar(n, rest_dropped, bottom=rest_kept, color=DROPPED, hatch="//", edgecolor="white")
-        ax.bar_label(bar, [f"{rest_kept + rest_dropped:.3g}"], fontsize=8)
+        # label what the bar is made of: a single total would read as one group's mass next to a legend
+        # that counts kept and dropped tokens separately
+        both = filtered and rest_kept > 0 and rest_dropped > 0
+        label = f"{rest_kept:.3g} kept\n+ {rest_dropped:.3g} dropped" if both else f"{rest_kept + rest_dropped:.3g}"
+        (text,) = ax.bar_label(bar, [label], fontsize=8)
+        text.set_horizontalalignment("right" if both else "center")  # right: the two-part label stays inside
         ticks.append(f"the other {int(others.sum()):,}")
         on.append(True)
     ax.set_xticks(range(len(ticks)), ticks, rotation=60, ha="right", fontsize=8)
@@ -258,7 +263,7 @@ def plot_kept(
         ax.set_yscale("log")
         ax.set_ylim(top=1.5)
     else:
-        ax.set_ylim(0, 1.12 * max(bar.get_y() + bar.get_height() for bar in ax.patches))
+        ax.set_ylim(0, 1.2 * max(bar.get_y() + bar.get_height() for bar in ax.patches))  # room for two lines
     ax.set_xlabel("next token, most likely first")
     ax.set_ylabel("probability (log scale)" if log else "probability")
     ax.set_title(title)
