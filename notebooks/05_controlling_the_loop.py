@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -18,6 +20,13 @@
 # discouraging repeats, forbidding an early end, decoding a batch of prompts of different lengths at
 # once, ending each row on end-of-text or on a stop string (also while streaming), and drawing several
 # samples per prompt. The batch loop is built by hand and checked against `minigpt.generate`.
+
+# %% tags=["parameters"]
+# Try your own: change these and run the chapter again.
+prompt = "ROMEO:"  # Steps 1, 2 and 6 continue it
+prompts = ["HAMLET:\nTo be, or not to be", "FALSTAFF:\nI", "JULIET:\nO Romeo"]  # Steps 4 and 5: a padded batch
+sample_prompts = ["ROMEO:", "HAMLET:"]  # Step 7: several samples of each
+seed = 11  # Step 7's random generator
 
 # %%
 # %matplotlib inline
@@ -36,8 +45,10 @@ from minigpt.logits import (
     suppress_eos,
 )
 from minigpt.tokenizer import EOT_TOKEN_ID, decode, encode
-from minigpt.viz import plot_distributions, save_figure
+from minigpt.viz import OKABE_ITO, save_figure
 
+default_run = (prompt, prompts, sample_prompts, seed) == (
+    "ROMEO:", ["HAMLET:\nTo be, or not to be", "FALSTAFF:\nI", "JULIET:\nO Romeo"], ["ROMEO:", "HAMLET:"], 11)
 torch.manual_seed(0)
 torch.set_num_threads(1)
 model = minigpt.load_model("shakespeare")
@@ -66,21 +77,51 @@ def penalise_by_hand(logits, seen, penalty):
     return out
 
 
+def plot_penalised(dists, vocab, seen_counts, title, mark="in the text"):
+    """The distributions side by side for each word; the penalised words (``seen_counts``) marked and shaded."""
+    fig, ax = plt.subplots(figsize=(10, 4.8))
+    width = 0.8 / len(dists)
+    for i, (name, d) in enumerate(dists.items()):
+        xs = [w + (i - (len(dists) - 1) / 2) * width for w in range(len(vocab))]
+        bars = ax.bar(xs, d.tolist(), width, label=name, color=list(OKABE_ITO.values())[i],
+                      hatch=["", "//", "..", "xx"][i], edgecolor="white")
+        ax.bar_label(bars, [f"{p:.3f}" if p >= 0.05 else "" for p in d.tolist()], fontsize=9, padding=2,
+                     rotation=90 if len(dists) > 2 else 0)  # upright numbers would overlap at 4 bars a word
+    for w in seen_counts:  # shade the penalised words
+        ax.axvspan(w - 0.45, w + 0.45, color="0.9", zorder=0)
+    labels = [f"{word}\n▲ {mark} ×{seen_counts[w]}" if w in seen_counts else word for w, word in enumerate(vocab)]
+    ax.set_xticks(range(len(vocab)), labels, fontsize=11)
+    for w, tick in enumerate(ax.get_xticklabels()):
+        tick.set_fontweight("bold" if w in seen_counts else "normal")
+    ax.set_ylabel("probability of the next token", fontsize=11)
+    ax.set_ylim(0, max(d.max().item() for d in dists.values()) * 1.2)
+    ax.set_title(title, fontsize=12)
+    ax.legend(fontsize=10, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
 penalised = penalise_by_hand(logits, seen, 1.5)
 print([round(x, 3) for x in penalised.tolist()])  # one division or product each: exact on every CPU
 dists = {"no penalty": torch.softmax(logits, -1), "penalty 1.5": torch.softmax(penalised, -1)}
 for name, d in dists.items():
     print(f"{name:12}", [round(x, 3) for x in d.tolist()])
-fig = plot_distributions(dists, vocab, title="Repetition penalty 1.5 on 'forward' and 'moves'")
+assert all(dists["penalty 1.5"][t] < dists["no penalty"][t] for t in seen)  # every seen word loses mass
+assert dists["no penalty"].argmax() == 3 and dists["penalty 1.5"].argmax() == 7  # and "toward" overtakes
+fig = plot_penalised(dists, vocab, {t: seen.count(t) for t in seen},
+                     "Repetition penalty 1.5: the words already in the text (shaded) lose mass;\n"
+                     "'toward' overtakes 'forward'")
 save_figure(fig, "05_repetition_penalty")
 plt.show()
 
 # %%
-plain = minigpt.generate(model, "ROMEO:", max_new_tokens=40)
-penalty = minigpt.generate(model, "ROMEO:", max_new_tokens=40, repetition_penalty=1.3)
+plain = minigpt.generate(model, prompt, max_new_tokens=40)
+penalty = minigpt.generate(model, prompt, max_new_tokens=40, repetition_penalty=1.3)
 print(plain.text, "\n---")
 print(penalty.text)
 print("distinct tokens:", len(set(plain.new_tokens[0])), "→", len(set(penalty.new_tokens[0])))
+if default_run:
+    assert len(set(penalty.new_tokens[0])) > 2 * len(set(plain.new_tokens[0]))  # the penalty breaks the loop
 
 # %% [markdown]
 # ### Frequency and presence penalties: subtract instead of divide
@@ -94,8 +135,8 @@ print("distinct tokens:", len(set(plain.new_tokens[0])), "→", len(set(penalty.
 #
 # Subtracting a from a logit multiplies that token's odds against every other token by $e^{-a}$, whatever the
 # logit's size or sign; the repetition penalty's division takes more from a large logit than from a small one
-# (6.75 / 1.5 loses 2.25, 1.79 / 1.5 would lose 0.6). On the nine words, after the model has generated
-# "forward" three times and "moves" once:
+# (the cell prints how much "forward" loses, and what "you" would lose). On the nine words, after the model
+# has generated "forward" three times and "moves" once:
 
 # %%
 generated = [3, 3, 3, 5]  # "forward" three times, "moves" once
@@ -114,10 +155,14 @@ def presence_penalty_by_hand(logits, generated, penalty):
 by_frequency = frequency_penalty_by_hand(logits, generated, 0.5)
 by_presence = presence_penalty_by_hand(logits, generated, 0.5)
 by_repetition = penalise_by_hand(logits, generated, 1.5)
-print("token    count  logit  repetition 1.5  frequency 0.5  presence 0.5")
+print("new logit (change)  repetition 1.5    frequency 0.5    presence 0.5")
 for t in (3, 5, 7):
-    print(f"{vocab[t]:8} {generated.count(t):5}  {logits[t]:5.2f}  {by_repetition[t]:14.3f}  "
-          f"{by_frequency[t]:13.3f}  {by_presence[t]:12.3f}")
+    cells = [f"{z[t]:7.3f} ({z[t] - logits[t]:+.2f})" for z in (by_repetition, by_frequency, by_presence)]
+    print(f"{vocab[t]:8} ×{generated.count(t)} {logits[t]:5.2f}  " + "  ".join(cells))
+you = penalise_by_hand(logits, [8], 1.5)[8]  # what the division would take from a small positive logit
+print(f"'you' ({logits[8]:.2f}), were it penalised: {you:.3f} ({you - logits[8]:+.2f})")
+assert logits[3] - by_repetition[3] > logits[8] - you  # the division takes more from the larger logit
+assert by_repetition[7] == by_frequency[7] == by_presence[7] == logits[7]  # "toward" was not generated: untouched
 ids_generated = torch.tensor([generated])
 assert torch.equal(apply_frequency_penalty(logits.unsqueeze(0), ids_generated, 0.5)[0], by_frequency)
 assert torch.equal(apply_presence_penalty(logits.unsqueeze(0), ids_generated, 0.5)[0], by_presence)
@@ -126,13 +171,18 @@ dists = {"no penalty": torch.softmax(logits, -1), "repetition 1.5": torch.softma
          "frequency 0.5": torch.softmax(by_frequency, -1), "presence 0.5": torch.softmax(by_presence, -1)}
 for name, d in dists.items():
     print(f"{name:14}", [round(x, 3) for x in d.tolist()])
-fig = plot_distributions(dists, vocab, title="Three penalties after 'forward' ×3 and 'moves' ×1 were generated")
+assert all(dists[name].argmax() == 7 for name in dists if name != "no penalty")  # "toward" wins under all three
+assert dists["frequency 0.5"][3] < dists["presence 0.5"][3]  # three repeats cost more than one
+fig = plot_penalised(dists, vocab, {t: generated.count(t) for t in set(generated)},
+                     "Three penalties after 'forward' ×3 and 'moves' ×1 were generated (shaded):\n"
+                     "each takes mass from them; frequency takes more for more repeats",
+                     mark="generated")
 save_figure(fig, "05_penalties")
 plt.show()
 
 # %% [markdown]
-# The frequency penalty takes 1.5 from "forward" (three repeats × 0.5) and only 0.5 from "moves"; presence
-# takes 0.5 from each; the repetition penalty takes 2.25 from "forward" and, since "moves" is negative
+# The frequency penalty takes 1.50 from "forward" (three repeats × 0.5) and only 0.50 from "moves"; presence
+# takes 0.50 from each; the repetition penalty takes 2.25 from "forward" and, since "moves" is negative
 # (−1.62), makes it 0.81 more negative. All three leave "toward" alone, which now wins. In `generate` they
 # are `frequency_penalty=` and `presence_penalty=` (in [−2, 2], as in OpenAI's API; below 0 they reward
 # repeating).
@@ -151,7 +201,7 @@ def banned_by_hand(tokens, n):
 
 history = [1, 2, 3, 1, 2]  # "1 2" was followed by 3 before: 3 is banned after "1 2"
 print("banned next:", banned_by_hand(history, 3))
-ngram = minigpt.generate(model, "ROMEO:", max_new_tokens=40, no_repeat_ngram_size=3)
+ngram = minigpt.generate(model, prompt, max_new_tokens=40, no_repeat_ngram_size=3)
 print(ngram.text)
 
 # %% [markdown]
@@ -178,7 +228,6 @@ assert after == 0.0
 # real tokens, so each row gets the same tokens as when it is decoded alone.
 
 # %%
-prompts = ["HAMLET:\nTo be, or not to be", "FALSTAFF:\nI", "JULIET:\nO Romeo"]
 rows = [encode(p) for p in prompts]
 width = max(map(len, rows))
 ids = torch.tensor([[PAD_TOKEN_ID] * (width - len(r)) + r for r in rows])
@@ -218,7 +267,8 @@ assert same
 # %%
 ended = minigpt.generate(model, prompts, max_new_tokens=10, eos_token_id=EOT_TOKEN_ID).stopped_by
 print(f"why each row stopped, with <|endoftext|> as EOS: {ended}")  # None: it ran to max_new_tokens
-assert ended == [None] * len(prompts)
+if default_run:
+    assert ended == [None] * len(prompts)
 
 # %% [markdown]
 # Any token can serve as the end: we take the newline (id 198), so each row ends with its first line.
@@ -288,17 +338,23 @@ print(f"hand-built EOS handling == minigpt.generate(eos_token_id=...): stopped b
 # ## Step 6: stop strings across token boundaries
 #
 # A stop string ends a row when it appears in the text, even when it spans several tokens. A blank line
-# (`"\n\n"`) ends a speech in the plays; GPT-2 even has a single token for it (628), but this model writes
-# it as two newline tokens. Checking each new token on its own never sees it:
+# (`"\n\n"`) ends a speech in the plays; GPT-2 even has a single token for it (printed below), but this
+# model writes it as two newline tokens, as its training text does. Checking each new token on its own never
+# sees it:
 
 # %%
 stop = "\n\n"
-free = minigpt.generate(model, "ROMEO:", max_new_tokens=80).new_tokens[0]
+print(f"GPT-2's own token for {stop!r}: {encode(stop)}")
+free = minigpt.generate(model, prompt, max_new_tokens=80).new_tokens[0]
 found = decode(free).find(stop)
-print(f"{stop!r} in the text of the 80 tokens: at character {found}")
+print(f"{stop!r} in the text of the 80 tokens: at character {found}")  # -1: not in them
 print("in a single token:", any(stop in decode([t]) for t in free))
-print("the tokens around it:", [decode([t]) for t in free[36:41]], free[36:41])
-assert found > 0 and not any(stop in decode([t]) for t in free)
+if found >= 0:
+    at = next(i for i in range(len(free)) if len(decode(free[: i + 1])) > found)  # the token it starts in
+    around = free[max(0, at - 2) : at + 3]
+    print("the tokens around it:", [decode([t]) for t in around], around)
+if default_run:
+    assert found > 0 and not any(stop in decode([t]) for t in free)
 
 # %% [markdown]
 # The fix is to search the **decoded text**. After each token, decode the tail of the row's new tokens
@@ -309,21 +365,23 @@ assert found > 0 and not any(stop in decode([t]) for t in free)
 
 # %%
 window = len(stop.encode()) + 1
-prompt_ids = torch.tensor([encode("ROMEO:")])
+prompt_ids = torch.tensor([encode(prompt)])
 _, _, stop_new = decode_by_hand(prompt_ids, torch.ones_like(prompt_ids), 80, greedy_pick,
                                 ends=lambda new: stop in decode(new[-window:]))
 continuation = decode(stop_new[0])
-text = "ROMEO:" + continuation[: continuation.find(stop)]
+cut = continuation.find(stop)  # -1 when the 80 tokens never wrote it: then the row keeps them all
+text = prompt + (continuation[:cut] if cut >= 0 else continuation)
 print(f"{len(stop_new[0])} of 80 tokens, text: {text!r}")
-stopped = minigpt.generate(model, "ROMEO:", max_new_tokens=80, stop=stop)
-assert stopped.new_tokens == stop_new and stopped.text == text and stopped.stopped_by == ["stop"]
+stopped = minigpt.generate(model, prompt, max_new_tokens=80, stop=stop)
+assert stopped.new_tokens == stop_new and stopped.text == text
+assert stopped.stopped_by == (["stop"] if cut >= 0 else [None])
 print(f"hand-built stop string == minigpt.generate(stop=...): stopped by {stopped.stopped_by}")
 
 # %% [markdown]
 # **Streaming** makes it harder: a piece of text, once shown, cannot be taken back. When the text so far
 # ends with the *start* of a stop string (a single `"\n"` here), that tail is held back until the next
 # token shows whether the stop string is completed (then it is never shown) or not (then it is released
-# with what follows).
+# with what follows). After the last token nothing more can come, so whatever is held back is released.
 
 # %%
 def held_back(text, stop):
@@ -335,14 +393,15 @@ pieces, sent = [], 0  # sent: how many characters of the continuation were alrea
 for i, token in enumerate(stop_new[0]):
     so_far = decode(stop_new[0][: i + 1])
     end = so_far.find(stop)
-    safe = end if end >= 0 else len(so_far) - held_back(so_far, stop)  # what can be shown for sure
+    last = i == len(stop_new[0]) - 1  # nothing follows the last token: hold nothing back
+    safe = end if end >= 0 else len(so_far) if last else len(so_far) - held_back(so_far, stop)  # shown for sure
     pieces.append((token, so_far[sent:safe]))
     sent = safe
-for i in (0, 1, 2, 37, 38, 39):
+for i in sorted({0, 1, 2} | set(range(len(pieces) - 3, len(pieces)))):  # the first and the last three
     token, piece = pieces[i]
     print(f"token {i:2} {decode([token])!r:6} → shows {piece!r}")
-assert pieces == list(minigpt.stream(model, "ROMEO:", max_new_tokens=80, stop=stop))
-assert "".join(piece for _, piece in pieces) == text[len("ROMEO:"):]
+assert pieces == list(minigpt.stream(model, prompt, max_new_tokens=80, stop=stop))
+assert "".join(piece for _, piece in pieces) == text[len(prompt):]
 print("hand-built streaming == minigpt.stream(stop=...)")
 
 # %% [markdown]
@@ -351,13 +410,17 @@ print("hand-built streaming == minigpt.stream(stop=...)")
 # `num_return_sequences=n` repeats each prompt's row n times before decoding (rows 0 … n−1 are the first
 # prompt's, then the next prompt's) and samples all rows with **one** random generator. The copies start
 # identical; each step draws one token per row from the same stream of random numbers, so they part
-# ways at their first different draw.
+# ways at their first different draw. (Prompts of different lengths are padded on the left, as in Step 4.)
 
 # %%
 n = 2
-sample_prompts = ["ROMEO:", "HAMLET:"]  # the same length (3 tokens): no padding needed
-copies = torch.tensor([encode(p) for p in sample_prompts]).repeat_interleave(n, dim=0)  # (4, 3): R, R, H, H
-generator = torch.Generator().manual_seed(11)  # one generator for the whole batch
+sample_rows = [encode(p) for p in sample_prompts]
+sample_width = max(map(len, sample_rows))
+copies = torch.tensor([[PAD_TOKEN_ID] * (sample_width - len(r)) + r
+                       for r in sample_rows]).repeat_interleave(n, dim=0)  # (len(sample_prompts) * n, T): R, R, H, H
+copies_mask = torch.tensor([[0] * (sample_width - len(r)) + [1] * len(r)
+                            for r in sample_rows]).repeat_interleave(n, dim=0)  # 0 = padding
+generator = torch.Generator().manual_seed(seed)  # one generator for the whole batch
 
 
 def sample_top_k(logits, k=50):
@@ -366,14 +429,14 @@ def sample_top_k(logits, k=50):
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)  # one draw per row
 
 
-_, _, sample_new = decode_by_hand(copies, torch.ones_like(copies), 15, sample_top_k, ends=lambda new: False)
+_, _, sample_new = decode_by_hand(copies, copies_mask, 15, sample_top_k, ends=lambda new: False)
 samples = minigpt.generate(model, sample_prompts, max_new_tokens=15, do_sample=True, top_k=50,
-                           num_return_sequences=n, seed=11)
+                           num_return_sequences=n, seed=seed)
 assert samples.new_tokens == sample_new
 assert samples.texts == [sample_prompts[i // n] + decode(new) for i, new in enumerate(sample_new)]
 for t in samples.texts:
     print(repr(t))
-print("hand-built num_return_sequences == minigpt.generate(num_return_sequences=2, seed=11)")
+print(f"hand-built num_return_sequences == minigpt.generate(num_return_sequences={n}, seed={seed})")
 
 # %% [markdown]
 # ## The library's version

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -19,6 +21,11 @@
 # the end picks the best. Then: length penalty, n-gram blocking, why beams are bland, and three relatives —
 # diverse beams, sample-and-rank and contrastive search.
 
+# %% tags=["parameters"]
+# Try your own: change these and run the chapter again.
+text = "HAMLET:\nO"  # the prompt of Steps 2, 4 and 5
+seed = 3  # the top-p sample of Step 4
+
 # %%
 # %matplotlib inline
 import functools
@@ -26,12 +33,15 @@ import math
 
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import Markdown, display
 
 import minigpt
+from minigpt.metrics import separated, spread
 from minigpt.search import beam_search, contrastive_search, degeneration_penalty, hamming_diversity, sample_and_rank
 from minigpt.tokenizer import decode, encode
-from minigpt.viz import save_figure
+from minigpt.viz import KEPT, OKABE_ITO, save_figure
 
+default_run = (text, seed) == ("HAMLET:\nO", 3)
 torch.manual_seed(0)
 torch.set_num_threads(1)
 
@@ -78,7 +88,9 @@ def draw_beam_tree(tree, num_beams, ax):
         beams = sorted(cands, key=lambda c: c[1], reverse=True)[:num_beams]
         kept_at.append({path for path, _, _ in beams})
     final = [path for path, _, _ in beams]  # best first
-    colour = {final[0]: "tab:green", final[1]: "tab:red"}
+    # the best beam and the runner-up (greedy's pick) differ in line style as well as colour, styled as in
+    # minigpt.viz.plot_token_tree (chapter 1's greedy path: vermillion, solid)
+    colour = {final[0]: (OKABE_ITO["bluish green"], "--"), final[1]: (OKABE_ITO["vermillion"], "-")}
     ys = {}
 
     def place(sub, path, leaves=iter(range(100))):  # leaves top to bottom, parents centred on children
@@ -95,9 +107,9 @@ def draw_beam_tree(tree, num_beams, ax):
             expanded = path == () or path in kept_at[step - 1]  # was the parent still a beam?
             best = [c for f, c in colour.items() if f[: len(child)] == child]
             if best:  # on a final beam's path
-                style = dict(color=best[0], lw=2.5)
+                style = dict(color=best[0][0], ls=best[0][1], lw=3)
             elif expanded:  # proposed, then pruned
-                style = dict(color="gray", lw=1, ls="--")
+                style = dict(color="gray", lw=1, ls="-.")
             else:  # its parent was pruned: never scored
                 style = dict(color="gainsboro", lw=1, ls=":")
             ax.plot([step, step + 1], [ys[path], ys[child]], zorder=1, **style)
@@ -109,10 +121,8 @@ def draw_beam_tree(tree, num_beams, ax):
 
     edges(tree, ())
     ax.text(0, ys[()], "The", ha="center", va="center", zorder=2, bbox=dict(boxstyle="round", fc="white", ec="gray"))
-    handles = [plt.Line2D([], [], color="tab:green", lw=2.5),
-               plt.Line2D([], [], color="tab:red", lw=2.5),
-               plt.Line2D([], [], color="gray", lw=1, ls="--"),
-               plt.Line2D([], [], color="gainsboro", lw=1, ls=":")]
+    handles = [plt.Line2D([], [], color=c, ls=ls, lw=3) for c, ls in colour.values()]
+    handles += [plt.Line2D([], [], color="gray", lw=1, ls="-."), plt.Line2D([], [], color="gainsboro", lw=1, ls=":")]
     ax.legend(handles, [f"best beam: The {' '.join(final[0])} ({beams[0][1]:.2f})",
                         f"2nd beam: The {' '.join(final[1])} ({beams[1][1]:.2f}), greedy's pick (ch. 1)",
                         "proposed, then pruned", "never expanded (its beam was pruned)"],
@@ -157,7 +167,7 @@ def beam_search_by_hand(model, prompt_ids, num_beams, steps):
     return seqs, scores
 
 
-text = "HAMLET:\nO"  # a prompt whose beams win every step clearly (tests/test_notebook_margins.py)
+# the default prompt's beams win every step clearly (tests/test_notebook_margins.py)
 prompt = torch.tensor([encode(text)])
 seqs, scores = beam_search_by_hand(model, prompt, num_beams=3, steps=12)
 for s, sc in zip(seqs, scores):
@@ -168,9 +178,9 @@ for s, sc in zip(seqs, scores):
 #
 # Stop the loop after two tokens and look at the third decoding step. Every beam proposes every token, and a
 # candidate's score is its beam's score plus the token's log-prob, $S(\text{beam}) + \log p(y \mid \text{beam})$.
-# The 3 best of all 3 × 50,257 candidates go on, whichever beam proposed them: below, ", my" + " lord"
-# overtakes the old leader ", I" (which keeps two children), and ", that" has no child in the top 3, so that
-# beam dies. (Each beam's 4 best extensions are shown; a beam's 4th can never make the top 3.)
+# The 3 best of all 3 × 50,257 candidates go on, whichever beam proposed them: a beam can keep several
+# children, and a beam with none in the top 3 dies. The cell says which. (Each beam's 4 best extensions are
+# shown; a beam's 4th can never make the top 3.)
 
 # %%
 def sum_logprob(model, prompt, tokens):
@@ -183,7 +193,8 @@ def sum_logprob(model, prompt, tokens):
 
 before, before_scores = beam_search_by_hand(model, prompt, num_beams=3, steps=2)  # the beams entering step 3
 beam_texts = [decode(b.tolist()) for b in before]
-assert beam_texts == ["HAMLET:\nO, I", "HAMLET:\nO, my", "HAMLET:\nO, that"]  # their rankings: margins test
+if default_run:
+    assert beam_texts == ["HAMLET:\nO, I", "HAMLET:\nO, my", "HAMLET:\nO, that"]  # their rankings: margins test
 with torch.no_grad():
     logp = torch.log_softmax(model(before)[:, -1], dim=-1)  # (beams, V)
 total = before_scores[:, None] + logp  # (beams, V): the score of every (beam, token) candidate
@@ -197,11 +208,17 @@ for b, beam_text in enumerate(beam_texts):
         print(f"    + {decode([token])!r:9} {score:#.3g}{mark}")
         new = before[b, prompt.size(1) :].tolist() + [token]
         assert abs(score - sum_logprob(model, text, new)) < 1e-4  # beam score + log p == Σ log p of the text
-assert [decode([t]) for _, t in kept] == [" lord", " am", "'ll"] and [b for b, _ in kept] == [1, 0, 0]
+if default_run:
+    assert [decode([t]) for _, t in kept] == [" lord", " am", "'ll"] and [b for b, _ in kept] == [1, 0, 0]
 after, after_scores = beam_search_by_hand(model, prompt, num_beams=3, steps=3)  # the loop agrees
 assert after.tolist() == [before[b].tolist() + [t] for b, t in kept]
 everything = sorted(shown_scores.flatten().tolist() + before_scores.tolist())
-assert min(hi - lo for lo, hi in zip(everything, everything[1:])) > 1e-3  # no printed order is a near tie
+if default_run:
+    assert min(hi - lo for lo, hi in zip(everything, everything[1:])) > 1e-3  # no printed order is a near tie
+children = [sum(b == parent for parent, _ in kept) for b in range(len(beam_texts))]
+for b, beam_text in enumerate(beam_texts):
+    print(f"{beam_text[len(text):]!r} keeps {children[b]} {'child' if children[b] == 1 else 'children'}"
+          f"{': it dies' if children[b] == 0 else ''}")
 
 # %%
 fig, ax = plt.subplots(figsize=(8, 5.5))
@@ -215,25 +232,28 @@ for b, beam_text in enumerate(beam_texts):
             va="center")
     for y, score, token in zip(ys, shown_scores[b].tolist(), shown_tokens[b].tolist()):
         on = (b, token) in kept
-        colour = "tab:blue" if on else "darkgray"
-        ax.plot([start, score], [-(rows + 2.5), y], color=colour, lw=2 if on else 1, zorder=1)
-        ax.plot(score, y, "o", color=colour, zorder=2)
+        colour = KEPT if on else "darkgray"
+        ax.plot([start, score], [-(rows + 2.5), y], color=colour, lw=2.5 if on else 1, ls="-" if on else ":", zorder=1)
+        ax.plot(score, y, "o" if on else "x", color=colour, zorder=2)
         ax.text(score - 0.08, y, f"{decode([token])!r} {score:#.3g}", ha="right", va="center", fontsize=9,
                 color="black" if on else "gray")
     rows += 5.5
-ax.axvline(cutoff, color="tab:red", ls="--", lw=1)
+ax.axvline(cutoff, color=OKABE_ITO["vermillion"], ls="--", lw=1.5)
 ax.legend([plt.Line2D([], [], color="black", marker="D", ls=""),
-           plt.Line2D([], [], color="tab:blue", marker="o", lw=2),
-           plt.Line2D([], [], color="darkgray", marker="o", lw=1),
-           plt.Line2D([], [], color="tab:red", ls="--")],
+           plt.Line2D([], [], color=KEPT, marker="o", lw=2.5),
+           plt.Line2D([], [], color="darkgray", marker="x", lw=1, ls=":"),
+           plt.Line2D([], [], color=OKABE_ITO["vermillion"], ls="--", lw=1.5)],
           ["a beam and its score after 2 tokens", "candidate kept (one of the 3 best overall)",
            "candidate dropped", "cutoff (between the 3rd and 4th best)"],
           loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8)
-ax.set_xlim(-8.3, -1.6)
+lowest, highest = shown_scores.min().item(), before_scores.max().item()
+ax.set_xlim(lowest - 1.2, highest + 1.3)  # room for the labels left of the candidates and right of the beams
 ax.set_yticks([])
 ax.set_xlabel("score = Σ log p of the prompt's continuation (higher is better)")
-ax.set_title("The 3rd decoding step of beam search with 3 beams after 'HAMLET:\\nO':\n"
-             "the 3 best candidates go on, whichever beam proposed them; ', that' dies")
+dead = [repr(t[len(text):]) for t, n in zip(beam_texts, children) if n == 0]
+ax.set_title(f"The 3rd decoding step of beam search with 3 beams after {text!r}:\n"
+             "the 3 best candidates go on, whichever beam proposed them"
+             + (f"; {', '.join(dead)} dies" if dead else ""))
 fig.tight_layout()
 save_figure(fig, "06_beam_candidates")
 plt.show()
@@ -247,12 +267,14 @@ plt.show()
 
 # %%
 eos = encode(".")[0]  # let a full stop end a hypothesis, so lengths differ
+lengths = {}
 for lp in (0.0, 1.0, 2.0):
     out = beam_search(model, "JULIET:\nO Romeo", num_beams=4, max_new_tokens=20, eos_token_id=eos,
                       length_penalty=lp)
-    n = len(out.new_tokens[0])
+    n = lengths[lp] = len(out.new_tokens[0])
     print(f"length_penalty {lp}: {n:2} tokens, score {out.scores[0]:.3g}: {out.texts[0]!r}")
     assert abs(out.scores[0] - sum_logprob(model, "JULIET:\nO Romeo", out.new_tokens[0]) / n**lp) < 1e-4
+assert lengths[0.0] < min(lengths[1.0], lengths[2.0])  # the total favours short, the others longer
 
 # %% [markdown]
 # ## Step 4: n-gram blocking, and why beams are bland
@@ -271,16 +293,20 @@ def beam_tokens(prompt_text, no_repeat_ngram_size=None):
     return out.new_tokens[0]
 
 
-sampled = minigpt.generate(model, text, max_new_tokens=40, do_sample=True, top_p=0.9, seed=3)
+sampled = minigpt.generate(model, text, max_new_tokens=40, do_sample=True, top_p=0.9, seed=seed)
 rows = {"beam search": beam_tokens(text), "beam + no-repeat 2-gram": beam_tokens(text, no_repeat_ngram_size=2),
         "top-p 0.9 sample": sampled.new_tokens[0]}
 for name, toks in rows.items():
     print(f"{name:24} distinct {distinct_ratio(toks):.2f}: {decode(toks)!r}")
+if default_run:  # the sentence above, for this prompt
+    assert distinct_ratio(rows["beam search"]) < distinct_ratio(rows["beam + no-repeat 2-gram"]) < distinct_ratio(
+        rows["top-p 0.9 sample"])
 
 # %% [markdown]
 # One text per method says little. Over four prompts (and two seeds per prompt for sampling) the spread
-# shows: plain beams can collapse into a loop ("KING:" repeats one line over and over), blocking 2-grams
-# lifts every prompt, and sampling is usually most varied, though an unlucky seed can repeat too.
+# shows: plain beams can collapse into a loop (the lowest ratio below is "KING:", which repeats one line over
+# and over), blocking 2-grams lifts every prompt, and most samples are more varied still, though an unlucky
+# seed can repeat too. The cell below says which means are told apart by their spread, and which tie.
 
 # %%
 prompts = [text, "QUEEN:", "JULIET:\nO Romeo", "KING:"]
@@ -288,24 +314,41 @@ ratios = {name: [] for name in rows}
 for prompt_text in prompts:
     ratios["beam search"].append(distinct_ratio(beam_tokens(prompt_text)))
     ratios["beam + no-repeat 2-gram"].append(distinct_ratio(beam_tokens(prompt_text, no_repeat_ngram_size=2)))
-    for seed in (0, 1):
-        ratios["top-p 0.9 sample"].append(distinct_ratio(
-            minigpt.generate(model, prompt_text, max_new_tokens=40, do_sample=True, top_p=0.9, seed=seed).new_tokens[0]))
+    for sample_seed in (0, 1):
+        sample = minigpt.generate(model, prompt_text, max_new_tokens=40, do_sample=True, top_p=0.9, seed=sample_seed)
+        ratios["top-p 0.9 sample"].append(distinct_ratio(sample.new_tokens[0]))
+spreads = {name: spread(r) for name, r in ratios.items()}
 for name, r in ratios.items():
-    print(f"{name:24} mean {sum(r) / len(r):.2f}, range {min(r):.2f}-{max(r):.2f}: {[round(x, 2) for x in r]}")
-means = [sum(r) / len(r) for r in ratios.values()]
-assert means[0] < means[1] and means[0] < means[2]  # plain beams repeat the most
+    print(f"{name:24} mean {spreads[name].mean:.2f} ± {spreads[name].stderr:.2f}, range {min(r):.2f}-{max(r):.2f}: "
+          f"{[round(x, 2) for x in r]}")
+names = list(ratios)
+for i, a in enumerate(names):
+    for b in names[i + 1 :]:
+        verdict = "told apart" if separated(spreads[a], spreads[b]) else "tie here (the intervals overlap)"
+        print(f"{a} vs {b}: {verdict}")
+beam, blocked, sampled_r = ratios.values()
+above = sum(r > max(blocked) for r in sampled_r)
+print(f"{above} of {len(sampled_r)} samples are more varied than every blocked-beam text")
+if default_run:  # the sentences above
+    assert min(beam) == beam[prompts.index("KING:")]  # "KING:" loops
+    assert all(b2 > b for b, b2 in zip(beam, blocked))  # blocking lifts every prompt
+    assert separated(spreads[names[0]], spreads[names[1]]) and separated(spreads[names[0]], spreads[names[2]])
+    assert not separated(spreads[names[1]], spreads[names[2]])  # blocked beams and sampling tie
+    assert above > len(sampled_r) / 2 and min(sampled_r) < min(blocked)  # most samples vary more; one repeats
 
 # %%
 fig, ax = plt.subplots(figsize=(6.5, 4))
 for i, (name, r) in enumerate(ratios.items()):
-    ax.bar(i, sum(r) / len(r), color="tab:blue", alpha=0.35, label="mean" if i == 0 else None)
+    ax.bar(i, spreads[name].mean, color=KEPT, alpha=0.35, label="mean" if i == 0 else None)
+    ax.errorbar(i, spreads[name].mean, yerr=2 * spreads[name].stderr, color="black", capsize=6, lw=1.5,
+                label="mean ± 2 standard errors" if i == 0 else None)
     jitter = torch.linspace(-0.15, 0.15, len(r)).tolist()
-    ax.scatter([i + j for j in jitter], r, color="tab:blue", zorder=3, label="one text" if i == 0 else None)
+    ax.scatter([i + j for j in jitter], r, color=KEPT, zorder=3, label="one text" if i == 0 else None)
 ax.set_xticks(range(len(ratios)), list(ratios))
 ax.set_ylim(0, 1)
 ax.set_ylabel("distinct tokens / tokens")
-ax.set_title(f"Beam search text repeats itself; sampling varies\n({len(prompts)} prompts; 2 seeds each for sampling)")
+ax.set_title(f"Plain beam search repeats itself; blocked beams and sampling vary more\n"
+             f"({len(prompts)} prompts; 2 seeds each for sampling)")
 ax.legend(loc="upper left")
 fig.tight_layout()
 save_figure(fig, "06_distinct_ratio")
@@ -319,7 +362,7 @@ plt.show()
 #
 # ### Diverse beam search
 #
-# Vijayakumar et al. (2016) split the `num_beams` beams into $G$ groups that take turns at every step. Group
+# Vijayakumar et al. split the `num_beams` beams into $G$ groups that take turns at every step. Group
 # $g$ runs ordinary beam search within itself, but scores the extension of a beam by token $y$ as
 #
 # $$\text{score}_g(y) = S(\text{beam}) + \log p(y \mid \text{beam}) - \lambda \cdot
@@ -364,15 +407,16 @@ for t, s in zip(diverse.texts, diverse.scores):
 print("hand-built diverse beam search == minigpt.search.beam_search(num_beam_groups=2, diversity_penalty=1.0)")
 
 # %% [markdown]
-# The penalty at work: at the second decoding step group 0 (beams 0 and 1) chose " I" and " my". Group 1 (beams
-# 2 and 3) would have chosen the same two; with 1.0 subtracted from each, " my" falls from 2nd to 5th and
-# " that" takes its place. " I" is still good enough to be kept: the penalty is a price, not a ban.
+# The penalty at work, at the second decoding step: group 0 (beams 0 and 1) chooses its two tokens first.
+# Group 1 (beams 2 and 3) scores the same candidates, less 1.0 for each token group 0 chose. Where do those
+# candidates fall in group 1's ranking?
 
 # %%
 before_d, before_d_scores = diverse_beam_search_by_hand(model, prompt, 4, 2, 1.0, steps=1)
 after_d, _ = diverse_beam_search_by_hand(model, prompt, 4, 2, 1.0, steps=2)
 earlier = after_d[:2, -1]  # what group 0 chose at this step
-assert [decode([t]) for t in earlier.tolist()] == [" I", " my"]
+if default_run:
+    assert [decode([t]) for t in earlier.tolist()] == [" I", " my"]
 with torch.no_grad():
     logp = torch.log_softmax(model(before_d[2:])[:, -1], dim=-1)  # group 1's two beams, (2, V)
 penalised = hamming_diversity(logp[None], earlier[None], 1.0)[0]  # the library's penalty
@@ -384,19 +428,41 @@ with_penalty = (before_d_scores[2:, None] + penalised).flatten()
 V = logp.size(1)
 kept_d = with_penalty.topk(2).indices.tolist()
 assert after_d[2:].tolist() == [before_d[2 + i // V].tolist() + [i % V] for i in kept_d]  # the loop agrees
-print("group 1's candidate   score   chosen by group 0   penalised score")
+def rank(scores, i):
+    if default_run:  # no other candidate within 1e-3: the printed rank is the same on every CPU
+        assert ((scores - scores[i]).abs() > 1e-3).sum() == scores.numel() - 1
+    return 1 + int((scores > scores[i]).sum())  # 1 = best of all of group 1's candidates
+
+
+def ordinal(n):
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+print("group 1's candidate   score  rank   chosen by group 0   penalised score  rank")
 for i in plain.topk(5).indices.tolist():
     beam, token = i // V, i % V
     mark = "  kept" if i in kept_d else ""
-    print(f"  {decode(before_d[2 + beam, prompt.size(1):].tolist() + [token])!r:16} {plain[i]:#6.3g}"
-          f"   {int((earlier == token).sum()):>9} ×         {with_penalty[i]:#6.3g}{mark}")
-assert plain.topk(6).values.diff().abs().min() > 1e-3  # the printed order is no near tie
-assert with_penalty.topk(3).values.diff().abs().min() > 1e-3  # nor is the choice
+    candidate = decode(before_d[2 + beam, prompt.size(1) :].tolist() + [token])
+    print(f"  {candidate!r:16} {plain[i]:#6.3g}  {rank(plain, i):>4}"
+          f"   {int((earlier == token).sum()):>9} ×         {with_penalty[i]:#6.3g}  {rank(with_penalty, i):>4}{mark}")
+if default_run:
+    assert plain.topk(6).values.diff().abs().min() > 1e-3  # the printed order is no near tie
+    assert with_penalty.topk(3).values.diff().abs().min() > 1e-3  # nor is the choice
+# group 1's best candidate with each token group 0 chose: where it ranked before and after the penalty
+moves = []
+for token in dict.fromkeys(earlier.tolist()):
+    best = max((b * V + token for b in range(2)), key=lambda i: plain[i].item())
+    moves.append((decode([token]), ordinal(rank(plain, best)), ordinal(rank(with_penalty, best)), best in kept_d))
+display(Markdown(
+    "Group 0 chose " + " and ".join(f'"{t}"' for t, *_ in moves) + ". In group 1's ranking, "
+    + "; ".join(f'"{t}" falls from {a} to {b}' + (" and is still kept" if k else "") for t, a, b, k in moves)
+    + ". " + ("A penalised token can still be kept: the penalty is a price, not a ban."
+              if any(k for *_, k in moves) else "Here the penalty pushes every one of them out.")))
 
 # %% [markdown]
 # ### Sample-and-rank
 #
-# Adiwardana et al. (2020) draw $N$ samples $y^{(1)}, \dots, y^{(N)}$ by plain sampling and keep the one the
+# Adiwardana et al. draw $N$ samples $y^{(1)}, \dots, y^{(N)}$ by plain sampling and keep the one the
 # model finds most likely. `sample_and_rank` ranks by the mean log-probability per token,
 #
 # $$\hat y = \arg\max_i \frac{1}{|y^{(i)}|} \sum_{t=1}^{|y^{(i)}|} \log p\big(y^{(i)}_t \mid x, y^{(i)}_{<t}\big),$$
@@ -419,7 +485,7 @@ print(f"sample-and-rank picks sample {best} == minigpt.search.sample_and_rank: {
 # %% [markdown]
 # ### Contrastive search
 #
-# Su et al. (2022) pick, among the $k$ most likely tokens $V^{(k)}$, the one that is likely *and* least like
+# Su et al. pick, among the $k$ most likely tokens $V^{(k)}$, the one that is likely *and* least like
 # anything already said:
 #
 # $$x_t = \arg\max_{v \in V^{(k)}} \Big[(1 - \alpha)\, p(v \mid x_{<t}) - \alpha \max_{j < t} \cos(h_v, h_{x_j})\Big],$$
@@ -453,41 +519,51 @@ def contrastive_step_by_hand(model, ids, alpha, k):
 
 
 alpha, ids = 0.6, encode(text)
+departures = []  # (p of the pick / p of the most likely, the text so far) where the search passes the latter by
 for _ in range(30):
     candidates, p, max_cos, score = contrastive_step_by_hand(model, ids, alpha, k=4)
+    if score.argmax() != 0:  # the top candidate by p is candidates[0]: greedy's pick
+        departures.append(((p[score.argmax()] / p[0]).item(), decode(ids)))
     ids = ids + [candidates[score.argmax()].item()]
 contrast = contrastive_search(model, text, penalty_alpha=alpha, top_k=4, max_new_tokens=30)
 assert contrast.ids[0].tolist() == ids
+no_penalty = contrastive_search(model, text, penalty_alpha=0.0, top_k=4, max_new_tokens=10)
+assert torch.equal(no_penalty.ids, minigpt.generate(model, text, max_new_tokens=10).ids)  # α = 0 is greedy
 print(f"contrastive: {contrast.text!r}")
 print("hand-built contrastive search == minigpt.search.contrastive_search")
 
 # %% [markdown]
-# One step in numbers. After "…I am a man that would make" the most likely token is " a", but its hidden
-# state is almost that of the earlier " a" (cosine 0.88): saying it would echo "a man". " thee" is nearly
-# as likely and much less like anything said, so it wins. (Greedy would say " a".)
+# One step in numbers: of the steps where contrastive search passes over the most likely token (greedy's
+# pick), take the closest call, where its pick is nearly as likely. After "…I am a man that would make" the
+# most likely token is " a", but its hidden state is almost that of the earlier " a": saying it would echo
+# "a man". " thee" is nearly as likely and much less like anything said, so it wins.
 
 # %%
-step_text = "HAMLET:\nO, I am a man that would make"
-assert contrast.text.startswith(step_text) and contrast.text[len(step_text):].startswith(" thee")
+# the closest call: the pick most nearly as likely as the token passed over (the first step if none was)
+step_text = max(departures)[1] if departures else text
+print(f"{len(departures)} of 30 steps pass over the most likely token; the closest call comes after {step_text!r}")
 candidates, p, max_cos, score = contrastive_step_by_hand(model, encode(step_text), alpha, k=4)
 chosen = score.argmax().item()
 print(f"{'candidate':10} {'p':>5}   {'max cos':>7}   (1-α)·p - α·max cos")
 for i, c in enumerate(candidates.tolist()):
     print(f"{decode([c])!r:10} {p[i]:.3f}   {max_cos[i]:7.3f}   {score[i]:19.3f}{'  <- chosen' if i == chosen else ''}")
-assert [decode([c]) for c in candidates.tolist()] == [" a", " thee", " me", " him"] and chosen == 1
-assert score.topk(2).values.diff().abs().item() > 1e-3  # the choice is no near tie
+assert contrast.text.startswith(step_text + decode([candidates[chosen].item()]))  # the step of the search above
+if default_run:
+    assert step_text == "HAMLET:\nO, I am a man that would make"
+    assert [decode([c]) for c in candidates.tolist()] == [" a", " thee", " me", " him"] and chosen == 1
+    assert score.topk(2).values.diff().abs().item() > 1e-3  # the choice is no near tie
 
 # %%
 fig, ax = plt.subplots(figsize=(7.5, 4.5))
 x = torch.arange(4).tolist()
-bars = ax.bar([i - 0.27 for i in x], ((1 - alpha) * p).tolist(), width=0.27, color="tab:blue",
+bars = ax.bar([i - 0.27 for i in x], ((1 - alpha) * p).tolist(), width=0.27, color=OKABE_ITO["blue"],
               label="(1 - α)·p: how likely")
-ax.bar_label(bars, [f"p {v:.3f}" for v in p.tolist()], fontsize=7, padding=2)
-bars = ax.bar(x, (-alpha * max_cos).tolist(), width=0.27, color="tab:red",
+ax.bar_label(bars, [f"p {v:.3f}" for v in p.tolist()], fontsize=8, padding=2)
+bars = ax.bar(x, (-alpha * max_cos).tolist(), width=0.27, color=OKABE_ITO["orange"], hatch="//", edgecolor="white",
               label="-α·max cos: how like an earlier token")
-ax.bar_label(bars, [f"cos {v:.3f}" for v in max_cos.tolist()], fontsize=7, padding=2)
+ax.bar_label(bars, [f"cos {v:.3f}" for v in max_cos.tolist()], fontsize=8, padding=2)
 bars = ax.bar([i + 0.27 for i in x], score.tolist(), width=0.27, color="black", label="score: the sum")
-ax.bar_label(bars, [f"{v:.3f}" for v in score.tolist()], fontsize=7, padding=2)
+ax.bar_label(bars, [f"{v:.3f}" for v in score.tolist()], fontsize=8, padding=2)
 ax.axhline(0, color="gray", lw=0.8)
 ax.set_xticks(x, [f"{decode([c])!r}" + ("\nchosen" if i == chosen else "\ngreedy's pick" if i == 0 else "")
                   for i, c in enumerate(candidates.tolist())])
@@ -495,9 +571,12 @@ for i, tick in enumerate(ax.get_xticklabels()):
     tick.set_fontweight("bold" if i == chosen else "normal")
 ax.set_xlabel("the k = 4 most likely next tokens, most likely first")
 ax.set_ylabel("contribution to the score")
-ax.set_ylim(-0.62, 0.22)
-ax.set_title(f"Contrastive search after '…would make' (α = {alpha}):\n"
-             "' thee' beats the likelier ' a', which echoes the earlier ' a'")
+ax.set_ylim(min(-alpha * max_cos.max().item(), score.min().item()) - 0.08, (1 - alpha) * p.max().item() + 0.12)
+tail = " ".join(step_text.split()[-2:])
+pick, top = decode([candidates[chosen].item()]), decode([candidates[0].item()])
+ax.set_title(f"Contrastive search after '…{tail}' (α = {alpha}):\n"
+             + (f"{pick!r} beats the likelier {top!r}, which is more like an earlier token" if chosen
+                else f"the most likely {top!r} wins"))
 ax.legend(loc="upper center", ncol=3, fontsize=8)
 fig.tight_layout()
 save_figure(fig, "06_contrastive_step")

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -19,20 +21,28 @@
 # change. Keep them in a **cache**, and each step only has to process the one new token. Same tokens out,
 # far less work.
 
+# %% tags=["parameters"]
+# Try your own: change these and run the chapter again.
+prompt_text = "ROMEO:\nI"  # Step 4 decodes it with and without a cache
+timing_prompt = "ROMEO:\nBut soft, what light through yonder window breaks?\n"  # Steps 1 and 5: to the full context
+batch_prompts = ["KING:", "ROMEO:\nI"]  # Step 7: two prompts of different lengths, padded on the left
+
 # %%
 # %matplotlib inline
 import math
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.colors import ListedColormap
 
 import minigpt
-from minigpt.bench import cache_speedup, step_times
+from minigpt.bench import step_times
 from minigpt.generate import PAD_TOKEN_ID
 from minigpt.kv_cache import KVCache
+from minigpt.metrics import separated, spread
 from minigpt.model import GPT, GPTConfig
 from minigpt.tokenizer import decode, encode
-from minigpt.viz import save_figure
+from minigpt.viz import DROPPED, KEPT, MARKERS, OKABE_ITO, save_figure
 
 torch.manual_seed(0)
 torch.set_num_threads(1)
@@ -50,8 +60,8 @@ print("torch", torch.__version__)
 # ## Step 1: the cost of recomputing
 #
 # Here is chapter 1's loop again. Step i feeds the prompt plus the i tokens made so far, and then uses
-# only the last position's logits. Count the positions the model processes for a 16-token prompt and 240
-# new tokens (256 in all, this model's whole context):
+# only the last position's logits. Count the positions the model processes for Step 5's prompt continued to
+# this model's whole context:
 
 # %%
 def greedy(model, ids, max_new_tokens):
@@ -63,7 +73,9 @@ def greedy(model, ids, max_new_tokens):
     return ids
 
 
-prompt_len, new_tokens = 16, 240
+prompt_len = len(encode(timing_prompt))
+new_tokens = c.block_size - prompt_len  # up to the model's whole context
+print(f"a {prompt_len}-token prompt and {new_tokens} new tokens ({c.block_size} in all)")
 no_cache = sum(prompt_len + i for i in range(new_tokens))  # step i feeds the whole sequence so far
 with_cache = prompt_len + (new_tokens - 1)  # the prompt once, then one new position per step
 print(f"positions processed without a cache: {no_cache:,}  (grows with the square of the length)")
@@ -185,14 +197,15 @@ def greedy_cached(model, ids, max_new_tokens, cache):
     return ids
 
 
-prompt = torch.tensor([encode("ROMEO:\nI")])  # (1, 5)
+prompt = torch.tensor([encode(prompt_text)])  # (1, T)
 cache = GrowingCache(c.n_layer)
 cached = greedy_cached(model, prompt, 100, cache)
 plain = greedy(model, prompt, 100)
 assert torch.equal(cached, plain)
+assert cache.length == prompt.size(1) + 100 - 1  # every token but the last one made
 print("cached loop == recomputing loop, all 100 tokens")
 print("cache holds", cache.length, "positions; layer 0 keys:", tuple(cache.keys[0].shape), "(B, nh, T, hs)")
-print(repr(decode(cached[0, 5:45].tolist())))
+print(repr(decode(cached[0, prompt.size(1) : prompt.size(1) + 40].tolist())))
 
 # %% [markdown]
 # The last token made is not in the cache yet: its keys and values are computed when it is fed, at the
@@ -200,7 +213,7 @@ print(repr(decode(cached[0, 5:45].tolist())))
 # buffers once, at full size, and writes each new position in place. Same interface, same tokens:
 
 # %%
-library_cache = KVCache.for_model(model, batch_size=1, max_len=105)
+library_cache = KVCache.for_model(model, batch_size=1, max_len=prompt.size(1) + 100)
 assert torch.equal(greedy_cached(model, prompt, 100, library_cache), plain)
 print("KVCache buffers, layer 0:", tuple(library_cache.keys[0].shape), " filled:", library_cache.length)
 
@@ -208,57 +221,71 @@ print("KVCache buffers, layer 0:", tuple(library_cache.keys[0].shape), " filled:
 # ## Step 5: time per token, measured on your machine
 #
 # `minigpt.bench.step_times` streams a continuation and records how long each token took to appear. We
-# run the 16-token prompt of Step 1 to the full context (240 new tokens), three times with the cache and
-# three times without, and keep each step's fastest time (whatever else the machine is doing can only
-# add time). Your numbers will differ from ours: only the shape of the curves is checked.
+# run the prompt of Step 1 to the full context, five times with the cache and five times without, in turns
+# (so a busy moment of the machine hits both alike). Each run gives its tokens per second and its time per
+# token near the start and near the end; the five runs give each number's spread. Your numbers will differ
+# from ours: only what holds on any machine is asserted.
 
 # %%
-text = "ROMEO:\nBut soft, what light through yonder window breaks?\n"
-assert len(encode(text)) == prompt_len
-step_times(model, text, 8)  # warm-up, not timed
-runs = {True: [], False: []}
-for _ in range(3):
+step_times(model, timing_prompt, 8)  # warm-up, not timed
+repeats = 5
+runs = {True: [], False: []}  # use_cache -> one list of per-step seconds per run
+for _ in range(repeats):
     for use in (True, False):  # take turns, so a busy moment hits both alike
-        runs[use].append(step_times(model, text, new_tokens, use_cache=use))
-ms = {use: torch.tensor(r).min(dim=0).values * 1000 for use, r in runs.items()}  # (240,) ms per token
+        runs[use].append(step_times(model, timing_prompt, new_tokens, use_cache=use))
+ms = {use: torch.tensor(r) * 1000 for use, r in runs.items()}  # (runs, new tokens): ms per token
 length = torch.arange(prompt_len, prompt_len + new_tokens)  # sequence length the model saw at each step
+first, last = slice(1, 21), slice(-20, None)  # step 0 also runs the prompt, so start at step 1
+start = {u: spread(ms[u][:, first].median(dim=1).values.tolist()) for u in ms}  # ms per token, early steps
+end = {u: spread(ms[u][:, last].median(dim=1).values.tolist()) for u in ms}  # ms per token, last steps
+tokens_per_s = {u: spread((new_tokens / (ms[u].sum(dim=1) / 1000)).tolist()) for u in ms}  # whole runs
+names = {False: "without cache", True: "with cache"}
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # why: times measured on this machine, never the same twice; the next cell asserts what they show
-first, last = slice(1, 21), slice(-20, None)  # step 0 also runs the prompt, so start at step 1
-start, end = {u: ms[u][first].median().item() for u in ms}, {u: ms[u][last].median().item() for u in ms}
-for use, name in ((False, "without cache"), (True, "with cache")):
-    print(f"{name}: {start[use]:.2f} ms per token at length ~26, {end[use]:.2f} ms at ~246 "
-          f"({end[use] / start[use]:.2f}x)")
-print(f"at ~246 tokens the cache is {end[False] / end[True]:.2f}x faster per token")
+print(f"mean ± standard error over {repeats} runs (min-max), {new_tokens} new tokens each:")
+for use in (False, True):
+    s_, e_, t_ = start[use], end[use], tokens_per_s[use]
+    print(f"  {names[use]:13}: {s_.mean:.2f} ± {s_.stderr:.2f} ms per token at length ~{prompt_len + 11}, "
+          f"{e_.mean:.2f} ± {e_.stderr:.2f} ms at ~{prompt_len + new_tokens - 10}; "
+          f"{t_.mean:.1f} ± {t_.stderr:.1f} tokens/s ({t_.low:.1f}-{t_.high:.1f})")
+if separated(tokens_per_s[True], tokens_per_s[False]):
+    print(f"the cache makes {tokens_per_s[True].mean / tokens_per_s[False].mean:.1f} times the tokens per second "
+          "(the intervals separate)")
+else:
+    print("with and without the cache tie here: the intervals overlap")
 
 # %%
-assert end[False] > 1.3 * start[False]  # recomputing gets slower as the sequence grows
-assert end[False] > 1.3 * end[True]  # and at the end it is clearly slower than the cached step
-assert end[True] / start[True] < end[False] / start[False]  # the cached step grows less
-print("without a cache the step time grows with the length; with the cache it stays lower and flatter")
+assert end[False].mean > 1.3 * start[False].mean  # recomputing gets slower as the sequence grows
+assert separated(end[False], end[True]) and end[False].mean > end[True].mean  # and ends clearly slower
+assert separated(tokens_per_s[True], tokens_per_s[False]) and tokens_per_s[True].mean > tokens_per_s[False].mean
+assert end[True].mean / start[True].mean < end[False].mean / start[False].mean  # the cached step grows less
+print("without a cache the step time grows with the length; with the cache it stays lower and flatter,")
+print("and the whole generation makes more tokens per second (the runs' intervals separate)")
 
 # %%
 def smooth(t, n=9):
     return t.unfold(0, n, 1).median(dim=1).values  # rolling median, (len - n + 1,)
 
 
+fastest = {use: m.min(dim=0).values for use, m in ms.items()}  # (new tokens,): each step's fastest run
 fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-for use, name, colour in ((False, "without cache (recompute everything)", "tab:red"),
-                          (True, "with KV cache (one new position)", "tab:blue")):
-    left.plot(length[1:], ms[use][1:], color=colour, alpha=0.8, label=name)
-    right.plot(length[5:-4], smooth(ms[use])[1:] / smooth(ms[True])[1:].median(), color=colour, label=name)
+for use, name, colour, style in ((False, "without cache (recompute everything)", OKABE_ITO["vermillion"], "-"),
+                                 (True, "with KV cache (one new position)", OKABE_ITO["blue"], "--")):
+    left.plot(length[1:], fastest[use][1:], color=colour, ls=style, alpha=0.9, label=name)
+    right.plot(length[5:-4], smooth(fastest[use])[1:] / smooth(fastest[True])[1:].median(), color=colour, ls=style,
+               lw=2, label=name)
 left.set_ylim(bottom=0)
 left.set_xlabel("sequence length (tokens)")
 left.set_ylabel("time for one new token (ms)")
-left.set_title("Measured time per token on this machine")
+left.set_title(f"Measured time per token on this machine\n(each step's fastest of {repeats} runs)")
 left.legend(loc="upper left")
 right.axhline(1, color="gray", ls=":")
 right.set_ylim(bottom=0)
 right.set_xlabel("sequence length (tokens)")
 right.set_ylabel("time per token ÷ a typical cached step")
-right.set_title("The same, as ratios (rolling median of 9 steps)")
+right.set_title("The same, as ratios\n(rolling median of 9 steps)")
 right.legend(loc="upper left")
 fig.suptitle("KV cache: without it each token costs more the longer the text (shakespeare model, greedy)")
 fig.tight_layout()
@@ -266,21 +293,10 @@ save_figure(fig, "07_time_per_token")
 plt.show()
 
 # %% [markdown]
-# For this small model much of each step is a fixed cost (the 50,257-wide output layer, Python), so the
-# gap is a few times. For a bigger model and a longer text it grows: on a 2-core CPU, GPT-2 124M makes
-# about 20 tokens/s with a cache, while recomputing falls to about 1 token/s by 512 tokens.
-# `cache_speedup` times a whole generation both ways and checks that the tokens are the same:
-
-# %%
-# NBVAL_IGNORE_OUTPUT
-# why: times measured on this machine, never the same twice; the next cell asserts what they show
-speedup = cache_speedup(model, torch.tensor([encode(text)]), new_tokens=new_tokens)
-print(f"240 tokens: {speedup.no_cache_s:.2f} s without the cache, {speedup.cache_s:.2f} s with it, "
-      f"{speedup.speedup:.2f}x faster")
-
-# %%
-assert speedup.speedup > 1.1 and speedup.identical
-print("identical tokens with and without the cache:", speedup.identical)
+# For this small model much of each step is a fixed cost (the 50,257-wide output layer, Python), which the
+# cache does not remove. Recomputing costs more with every layer and every token of context, so a bigger
+# model and a longer text widen the gap; `minigpt bench --methods no-cache cache` measures it for a GPT-2
+# 124M-shaped model on your machine (README, "Speed").
 
 # %% [markdown]
 # ## Step 6: how much memory the cache takes
@@ -306,16 +322,19 @@ for batch in (1, 8, 32):
 with torch.device("meta"):  # the shape only: no memory is allocated
     weights = GPT(g).num_parameters() * 4
 print(f"GPT-2 124M weights, fp32: {weights / mib:,.0f} MiB")
+batch_8 = cache_bytes(g.n_layer, 8, g.block_size, g.n_embd)
+assert cache_bytes(g.n_layer, 1, g.block_size, g.n_embd) < weights < batch_8  # one row fits beside them; 8 do not
 
 # %%
 tokens = torch.arange(64, g.block_size + 1, 64)
 fig, ax = plt.subplots(figsize=(7, 4))
-for batch in (1, 8, 32):
+for batch, marker in zip((1, 8, 32), MARKERS):
     ax.plot(tokens, [cache_bytes(g.n_layer, batch, t, g.n_embd) / mib for t in tokens.tolist()],
-            marker="o", label=f"KV cache, batch {batch}")
+            marker=marker, label=f"KV cache, batch {batch}")
 ax.axhline(weights / mib, color="gray", ls="--", label=f"the weights themselves ({weights / mib:.0f} MiB)")
 gqa_mib = [cache_bytes(g.n_layer, 8, t, g.n_embd) * 4 / g.n_head / mib for t in tokens.tolist()]
-ax.plot(tokens, gqa_mib, ls=":", color="tab:orange", label="batch 8 with 4 KV heads (GQA, see below)")
+ax.plot(tokens, gqa_mib, ls=":", marker=MARKERS[3], color=OKABE_ITO["reddish purple"],
+        label="batch 8 with 4 KV heads (GQA, see below)")
 ax.set_xlabel("tokens in the cache (per row)")
 ax.set_ylabel("memory (MiB, fp32)")
 ax.set_title("GPT-2 124M: the KV cache grows with length × batch")
@@ -360,7 +379,7 @@ print(f"GPT-2 124M shape, 8 rows x {g.block_size} tokens, fp32: {g.n_head} KV he
 # prompts of different lengths are padded on the left (chapter 5); the pad columns sit in the cache too,
 # so the attention mask handed to the model covers all past + T columns, at every step.
 #
-# Look at the prefill mask of row 0 below: the padding queries (rows 0–2) are allowed to see **themselves**
+# Look at the prefill mask of the padded row below: its padding queries are allowed to see **themselves**
 # (the diagonal). A padding query that may see no key at all would have a score row of only -inf, and
 # softmax of all -inf is 0/0 = NaN; that NaN would then spread through the layers. Letting each query see
 # itself keeps every row finite, and the padding rows' outputs are never used, while the real tokens' rows
@@ -370,16 +389,17 @@ print(f"GPT-2 124M shape, 8 rows x {g.block_size} tokens, fp32: {g.n_head} KV he
 print("softmax of a row with no visible key:", torch.softmax(torch.full((3,), float("-inf")), dim=-1).tolist())
 
 # %%
-rows = [encode("KING:"), encode("ROMEO:\nI")]  # 2 and 5 tokens
-width = max(map(len, rows))
-ids = torch.tensor([[PAD_TOKEN_ID] * (width - len(r)) + r for r in rows])  # (2, 5), left-padded
-mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])  # (2, 5): 0 = padding
+rows = [encode(p) for p in batch_prompts]  # token ids of different lengths
+B, width = len(rows), max(map(len, rows))
+ids = torch.tensor([[PAD_TOKEN_ID] * (width - len(r)) + r for r in rows])  # (B, width), left-padded
+mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])  # (B, width): 0 = padding
+short = min(range(B), key=lambda i: len(rows[i]))  # the row with the most padding: the one we look at
 print("attention_mask:\n", mask)
-prefill = GPT._attention_mask(mask, 2, T=width, past=0, device="cpu")  # (2, 1, 5, 5)
-print("prefill, row 0 (5 queries x 5 keys):\n", prefill[0, 0].int())
-grown = torch.cat([mask, torch.ones(2, 1, dtype=torch.long)], dim=1)  # (2, 6): the new token is real
-step = GPT._attention_mask(grown, 2, T=1, past=width, device="cpu")  # (2, 1, 1, 6)
-print("one decode step, row 0 (1 query x 6 keys):", step[0, 0].int().tolist())
+prefill = GPT._attention_mask(mask, B, T=width, past=0, device="cpu")  # (B, 1, width, width)
+print(f"prefill, row {short} ({width} queries x {width} keys):\n", prefill[short, 0].int())
+grown = torch.cat([mask, torch.ones(B, 1, dtype=torch.long)], dim=1)  # (B, width + 1): the new token is real
+step = GPT._attention_mask(grown, B, T=1, past=width, device="cpu")  # (B, 1, 1, width + 1)
+print(f"one decode step, row {short} (1 query x {width + 1} keys):", step[short, 0].int().tolist())
 
 # %% [markdown]
 # Step by step, the model builds one block of the mask at the prefill and then one row per new token.
@@ -388,32 +408,43 @@ print("one decode step, row 0 (1 query x 6 keys):", step[0, 0].int().tolist())
 
 # %%
 steps = 3
-pieces = [prefill[0, 0]]  # (5, 5)
+pieces = [prefill[short, 0]]  # (width, width)
 for i in range(steps):
-    seen = torch.cat([mask, torch.ones(2, i + 1, dtype=torch.long)], dim=1)  # (2, 5 + i + 1)
-    pieces.append(GPT._attention_mask(seen, 2, T=1, past=width + i, device="cpu")[0, 0])  # (1, 5 + i + 1)
+    seen = torch.cat([mask, torch.ones(B, i + 1, dtype=torch.long)], dim=1)  # (B, width + i + 1)
+    pieces.append(GPT._attention_mask(seen, B, T=1, past=width + i, device="cpu")[short, 0])  # (1, width + i + 1)
 stacked = torch.zeros(width + steps, width + steps, dtype=torch.bool)
 top = 0
 for piece in pieces:  # each piece: (queries, keys so far)
     stacked[top : top + piece.size(0), : piece.size(1)] = piece
     top += piece.size(0)
-whole = GPT._attention_mask(seen, 2, T=width + steps, past=0, device="cpu")[0, 0]  # (8, 8), no cache
+whole = GPT._attention_mask(seen, B, T=width + steps, past=0, device="cpu")[short, 0]  # no cache, (width + 3,) * 2
 assert torch.equal(stacked, whole)
-print("row 0's mask, pieces stacked (== the no-cache mask):")
+print(f"row {short}'s mask, pieces stacked (== the no-cache mask):")
 print(stacked.int())
 
 # %%
-fig, ax = plt.subplots(figsize=(5.5, 5))
-ax.imshow(stacked, cmap="Blues", vmin=-0.3, vmax=1.2)
-ax.axhline(width - 0.5, color="tab:red", lw=2)
-ax.text(width + steps - 0.6, width - 0.7, "prefill: one pass", color="tab:red", ha="right", va="bottom")
-ax.text(width + steps - 0.6, width - 0.3, "then one row per step", color="tab:red", ha="right", va="top")
-labels = ["pad"] * (width - len(rows[0])) + [decode([t]).replace("\n", "\\n") for t in rows[0]] + [f"new {i + 1}" for i in range(steps)]
+n_pad = width - len(rows[short])
+fig, ax = plt.subplots(figsize=(7, 5.5))
+ax.imshow(stacked, cmap=ListedColormap([DROPPED, KEPT]), vmin=0, vmax=1)  # grey: hidden, blue: may attend
+for q in range(width + steps):  # write the verdict in each cell too, so the colours are not needed
+    for k in range(width + steps):
+        ax.text(k, q, "✓" if stacked[q, k] else "×", ha="center", va="center",
+                color="white" if stacked[q, k] else "black", fontsize=11)
+ax.axhline(width - 0.5, color="black", lw=2, ls="--")
+if n_pad:  # the padding columns, framed: hidden from every real query, at the prefill and at every step
+    ax.add_patch(plt.Rectangle((-0.5, n_pad - 0.5), n_pad, width + steps - n_pad, fill=False, ec=OKABE_ITO["orange"],
+                               lw=3, ls="-"))
+ax.plot([width + steps - 0.5, width + steps + 0.3], [width - 0.5] * 2, color="black", lw=2, ls="--", clip_on=False)
+ax.text(width + steps - 0.3, width - 0.7, "↑ the prefill:\n   one pass", ha="left", va="bottom", fontsize=9)
+ax.text(width + steps - 0.3, width - 0.3, "↓ then one row\n   per decode step", ha="left", va="top", fontsize=9)
+labels = (["pad"] * n_pad + [decode([t]).replace("\n", "\\n") for t in rows[short]]
+          + [f"new {i + 1}" for i in range(steps)])
 ax.set_xticks(range(width + steps), labels, rotation=45, ha="right")
 ax.set_yticks(range(width + steps), labels)
 ax.set_xlabel("key (what may be looked at)")
 ax.set_ylabel("query (the token looking)")
-ax.set_title("Attention mask with a cache (dark = may attend)\npadding columns stay hidden at every step")
+ax.set_title("Attention mask with a cache (✓ blue = may attend, × grey = hidden)\n"
+             "the padding columns (orange frame) stay hidden at every step", fontsize=10)
 fig.tight_layout()
 save_figure(fig, "07_cached_mask")
 plt.show()
@@ -457,7 +488,7 @@ library = minigpt.generate(model, prompt, max_new_tokens=100, temperature=0)
 assert torch.equal(library.ids, cached) and torch.equal(library.ids, plain)
 no_cache_library = minigpt.generate(model, prompt, max_new_tokens=100, use_cache=False)
 assert torch.equal(no_cache_library.ids, plain)
-padded = minigpt.generate(model, ["KING:", "ROMEO:\nI"], max_new_tokens=20)
+padded = minigpt.generate(model, batch_prompts, max_new_tokens=20)
 assert torch.equal(padded.ids, batch)
 print("hand-built cached loop == recomputing loop == minigpt.generate, with and without its cache")
 print("hand-built padded batch == minigpt.generate on the same two prompts")

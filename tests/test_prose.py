@@ -47,6 +47,7 @@ NOT_CLAIMS = [
     re.compile(r"\b(?:[Ss]teps?|[Cc]hapters?|[Ee]xercises?|[Pp]arts?|[Ss]ections?|[Ee]q\.|[Qq]uestion)\s+\d+"
                r"(?:\s*(?:[-–,]|and|or)\s*\d+)*"),  # cross-references
     re.compile(r"^#+ .*\d.*$", re.M),  # headings ("## Step 3: ...", "# Chapter 10 — ...")
+    re.compile(r"^\s*\d+\.(?=\s)", re.M),  # numbered-list markers ("2. Predict ...")
 ]
 
 # Constants and facts no cell needs to compute; each with the reason it may stand in prose.
@@ -56,7 +57,13 @@ ALLOWED = {
     "0": "zero: 'temperature 0', 'step 0' and the like are definitions, not measurements",
     "1": "one: 'one token', 'probability 1', 'batch size 1' are definitions, not measurements",
 }
-PER_NOTEBOOK: dict[str, dict[str, str]] = {}
+PER_NOTEBOOK: dict[str, dict[str, str]] = {
+    "03_top_k_exercises": {"50": "k = 50, transformers' default top_k, is the setting the open question asks about"},
+    "03_top_k_solutions": {"50": "k = 50, transformers' default top_k, is the setting the open question asks about"},
+    "12_memory_bound_exercises": {"127": "int8's symmetric range [-127, 127]: the definition Exercise 1 asks for"},
+    "11_which_method_when_exercises": {"2": "the number of the second prediction question"},
+    "11_which_method_when_solutions": {"2": "the number of the second prediction question"},
+}
 
 
 def _plain(text: str) -> str:

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -47,9 +49,9 @@ print("torch", torch.__version__)
 # Before you run the next cell, write down your answers:
 #
 # 1. Which word does greedy pick now?
-# 2. The logit of "pizza" is negative (−1.89). Does the penalty make it higher or lower? And the probability
+# 1. The logit of "pizza" is negative (−1.89). Does the penalty make it higher or lower? And the probability
 #    of "pizza": higher or lower than before?
-# 3. If the penalty simply divided every seen logit by 1.5, negative ones too, what would happen to "pizza"?
+# 1. If the penalty simply divided every seen logit by 1.5, negative ones too, what would happen to "pizza"?
 
 # %%
 from minigpt.logits import repetition_penalty
@@ -65,6 +67,8 @@ for name, z in (("no penalty", logits), ("penalty 1.5", repetition_penalty(logit
     # the logits are one division or product each, exact on every CPU; P(pizza) is small: 3 significant digits
     print(f"{name:11}  greedy picks {vocab[z.argmax()]!r:9} forward {z[0, 3]:.3f}, toward {z[0, 7]:.3f}, "
           f"closer {z[0, 0]:.3f}, pizza {z[0, 6]:.3f} (P = {p_pizza:.3g})")
+held = torch.softmax(logits, dim=-1)[0, [3, 7]].sum()  # what "forward" and "toward" hold without a penalty
+print(f"without a penalty, 'forward' and 'toward' hold {held:.3f} of the probability")
 
 
 # %% [markdown]
@@ -75,7 +79,7 @@ for name, z in (("no penalty", logits), ("penalty 1.5", repetition_penalty(logit
 # gets its logit pushed towards "less likely": divided by `penalty` when positive, multiplied by it when
 # negative. A token seen several times is penalised once. Return a new tensor; leave `logits` unchanged.
 #
-# Example: logits `[[2.0, -1.0, 0.5]]`, context `[[0, 1, 0]]`, penalty 2 give `[[1.0, -2.0, 0.5]]`.
+# Example: logits `[[2.0, -1.0, 0.5]]`, context `[[0, 1, 0]]` and penalty `2.0` give `[[1.0, -2.0, 0.5]]`.
 #
 # *Hint:* start from `logits.clone()`, loop over the rows and over `set(...)` of each row's ids.
 
@@ -95,7 +99,7 @@ check_apply_repetition_penalty(apply_repetition_penalty)
 # every token that followed the same prefix earlier in `ids` would repeat an n-gram, so it is banned.
 # Return the banned tokens as a set.
 #
-# Example: `banned_ngram_tokens([1, 2, 3, 1, 2], 3)` is `{3}`: the prefix `[1, 2]` was followed by 3.
+# Example: `banned_ngram_tokens([1, 2, 3, 1, 2], 3)` is `{3}`: the prefix `[1, 2]` was followed by `3`.
 #
 # *Hint:* look at every window `ids[i : i + n - 1]`, for each `i` whose window has a token after it. Check
 # n = 1 (an empty prefix) and a sequence shorter than n.

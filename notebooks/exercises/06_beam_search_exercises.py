@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -40,14 +42,14 @@ print("torch", torch.__version__)
 # %% [markdown]
 # ## Before you start: predict, then run
 #
-# A two-step toy tree like chapter 6's. After "The": cat 0.45, dog 0.35, sun 0.20. After "The cat": sat 0.4,
+# A two-step toy tree like chapter 6's. After "The": cat 0.45, dog 0.35, sun 0.2. After "The cat": sat 0.4,
 # ran 0.35, slept 0.25. After "The dog": barked 0.5, ran 0.3, sat 0.2. After "The sun": rose 0.95, set 0.05.
 #
 # Before you run the next cell, write down your answers:
 #
 # 1. Which sentence does greedy decoding (one beam) find, and with what probability?
-# 2. Does beam search with two beams find a more probable one?
-# 3. With three beams?
+# 1. Does beam search with two beams find a more probable one?
+# 1. With three beams?
 
 # %%
 import math
@@ -83,7 +85,7 @@ for k in (1, 2, 3):
 # the sum of the log-probabilities of its new tokens (the end-of-text token included). Beam search ranks
 # finished hypotheses by that sum divided by (number of new tokens) ** `length_penalty`.
 #
-# Example: `beam_score(-6.0, 8, 5, 1.0)` is −2.0, the average log-prob of the 3 new tokens.
+# Example: `beam_score(-6.0, 8, 5, 1.0)` is `-2.0`, the average log-prob of the 3 new tokens.
 #
 # *Hint:* which tokens did the model actually choose? Try `length_penalty` 0, 1 and 2 by hand.
 
@@ -130,7 +132,7 @@ check_beam_step(beam_step)
 # `minigpt.search.beam_search`.
 #
 # *Hint:* at the first step the beams are identical, so only beam 0 may propose: start the others' scores
-# at −1e9. After each step, each new beam is its *parent* beam plus its token. Reuse your `beam_step`.
+# at `-1e9`. After each step, each new beam is its *parent* beam plus its token. Reuse your `beam_step`.
 
 # %%
 def beam_search_by_hand(
@@ -144,11 +146,46 @@ def beam_search_by_hand(
 check_beam_search_by_hand(beam_search_by_hand)
 
 # %% [markdown]
+# ## What beams cost, measured
+#
+# The open question below asks how many beams to use, so here is their price on this machine: greedy
+# decoding, beam search with 4 beams, and 4 greedy runs one after another, on chapter 6's model and prompt,
+# each timed 5 times in turns (`minigpt.metrics.interleaved_times`), as mean ± standard error.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# why: times measured on this machine, never the same twice; the asserts check what holds on any machine
+import minigpt
+from minigpt.metrics import interleaved_times, separated
+from minigpt.search import beam_search
+
+shakespeare = minigpt.load_model("shakespeare")
+
+
+def greedy_run():
+    return minigpt.generate(shakespeare, "HAMLET:\nO", max_new_tokens=20)
+
+
+times = interleaved_times({
+    "greedy": greedy_run,
+    "4 beams": lambda: beam_search(shakespeare, "HAMLET:\nO", num_beams=4, max_new_tokens=20),
+    "4 greedy runs": lambda: [greedy_run() for _ in range(4)],
+}, repeats=5)
+for name, t in times.items():
+    print(f"{name:13} {t.mean * 1000:6.0f} ± {t.stderr * 1000:3.0f} ms ({t.low * 1000:.0f}-{t.high * 1000:.0f}), "
+          f"{t.mean / times['greedy'].mean:.2f} times greedy")
+for other in ("greedy", "4 greedy runs"):
+    told = separated(times["4 beams"], times[other])
+    print(f"4 beams against {other}: {'told apart' if told else 'a tie here (the intervals overlap)'}")
+# the beams are rows of one batch: more work than one row, far less than four separate runs
+assert times["greedy"].mean < times["4 beams"].mean < times["4 greedy runs"].mean
+
+# %% [markdown]
 # ## To think about: an open question
 #
 # Beam search finds more probable text than greedy decoding, yet chapter 6 showed its text to be the most
-# repetitive of the three it compared (distinct 0.28). For which tasks is "more probable" what you want, and
-# how would you choose `num_beams`?
+# repetitive of the three it compared. For which tasks is "more probable" what you want, and how would you
+# choose `num_beams`?
 #
 # There is no single right answer: write yours in a few sentences, from what this notebook and
 # [chapter 6](../06_beam_search.ipynb) showed. The

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -47,9 +49,9 @@ print("torch", torch.__version__)
 # Before you run the next cell, write down your answers:
 #
 # 1. Which word does greedy pick now?
-# 2. The logit of "pizza" is negative (−1.89). Does the penalty make it higher or lower? And the probability
+# 1. The logit of "pizza" is negative (−1.89). Does the penalty make it higher or lower? And the probability
 #    of "pizza": higher or lower than before?
-# 3. If the penalty simply divided every seen logit by 1.5, negative ones too, what would happen to "pizza"?
+# 1. If the penalty simply divided every seen logit by 1.5, negative ones too, what would happen to "pizza"?
 
 # %%
 from minigpt.logits import repetition_penalty
@@ -65,6 +67,8 @@ for name, z in (("no penalty", logits), ("penalty 1.5", repetition_penalty(logit
     # the logits are one division or product each, exact on every CPU; P(pizza) is small: 3 significant digits
     print(f"{name:11}  greedy picks {vocab[z.argmax()]!r:9} forward {z[0, 3]:.3f}, toward {z[0, 7]:.3f}, "
           f"closer {z[0, 0]:.3f}, pizza {z[0, 6]:.3f} (P = {p_pizza:.3g})")
+held = torch.softmax(logits, dim=-1)[0, [3, 7]].sum()  # what "forward" and "toward" hold without a penalty
+print(f"without a penalty, 'forward' and 'toward' hold {held:.3f} of the probability")
 
 
 # %% [markdown]
@@ -75,7 +79,7 @@ for name, z in (("no penalty", logits), ("penalty 1.5", repetition_penalty(logit
 # gets its logit pushed towards "less likely": divided by `penalty` when positive, multiplied by it when
 # negative. A token seen several times is penalised once. Return a new tensor; leave `logits` unchanged.
 #
-# Example: logits `[[2.0, -1.0, 0.5]]`, context `[[0, 1, 0]]`, penalty 2 give `[[1.0, -2.0, 0.5]]`.
+# Example: logits `[[2.0, -1.0, 0.5]]`, context `[[0, 1, 0]]` and penalty `2.0` give `[[1.0, -2.0, 0.5]]`.
 #
 # *Hint:* start from `logits.clone()`, loop over the rows and over `set(...)` of each row's ids.
 
@@ -101,7 +105,7 @@ check_apply_repetition_penalty(apply_repetition_penalty)
 # every token that followed the same prefix earlier in `ids` would repeat an n-gram, so it is banned.
 # Return the banned tokens as a set.
 #
-# Example: `banned_ngram_tokens([1, 2, 3, 1, 2], 3)` is `{3}`: the prefix `[1, 2]` was followed by 3.
+# Example: `banned_ngram_tokens([1, 2, 3, 1, 2], 3)` is `{3}`: the prefix `[1, 2]` was followed by `3`.
 #
 # *Hint:* look at every window `ids[i : i + n - 1]`, for each `i` whose window has a token after it. Check
 # n = 1 (an empty prefix) and a sequence shorter than n.
@@ -155,24 +159,25 @@ check_cut_at_stop(cut_at_stop)
 # %% [markdown]
 # ## Worked answer
 #
-# For a story: a mild repetition penalty, or a no-repeat n-gram rule with n of 3 or 4, together with sampling.
-# Chapter 5 showed the problem they solve: greedy decoding after "ROMEO:" repeated "And I am a man, and a
-# man," and used only 10 distinct tokens in 40; a penalty of 1.3 raised that to 31, and the 3-gram rule broke
-# the loop as well. The risk in a story is that the characters' names and "the" are pushed down every time
-# they recur, so the model drifts to odd substitutes. A strong penalty changes the ranking outright, as the
-# prediction showed: at 1.5 "forward" fell from 6.75 to 4.5, just below "closer" (4.51), only because it had
-# been said before. The penalty also moves probabilities in ways that are easy to misjudge: the logit of
-# "pizza" went down (−1.89 to −2.835), yet its probability more than doubled (0.000101 to 0.000225), because
-# "forward" and "toward", which held 93% of the probability, lost far more. And its sign test matters: divided
-# like the others, "pizza" would have become ten times more likely (0.00109), a reward, not a penalty.
+# For a story: a mild repetition penalty, or a no-repeat n-gram rule with n of three or four, together with
+# sampling. Chapter 5 showed the problem they solve: greedy decoding after "ROMEO:" repeated "And I am a man,
+# and a man," line after line; a mild repetition penalty gave a text of many more distinct tokens, and the
+# trigram rule broke the loop as well. The risk in a story is that the characters' names and "the" are pushed
+# down every time they recur, so the model drifts to odd substitutes. A strong penalty changes the ranking
+# outright, as the prediction showed: at 1.5 "forward" fell from 6.750 to 4.500, just below "closer" (4.510),
+# only because it had been said before. The penalty also moves probabilities in ways that are easy to
+# misjudge: the logit of "pizza" went down (−1.890 to −2.835), yet its probability more than doubled (0.000101
+# to 0.000225), because "forward" and "toward", which held 0.930 of the probability, lost far more. And its
+# sign test matters: divided like the others, "pizza" would have become about ten times more likely
+# (0.00109), a reward, not a penalty.
 #
 # For a summary of a document in the prompt I would use neither, or only gently. The context includes the
 # prompt, so the penalty pushes down every name and term of the document, the very words a faithful summary
 # must copy. The n-gram rule, for the same reason, forbids copying any n consecutive tokens of the document: a
-# 3-gram ban would not let the summary say "the Duke of York" if the document did. (Summarisation models that
+# trigram ban would not let the summary say "the Duke of York" if the document did. (Summarisation models that
 # ship with `no_repeat_ngram_size=3` are encoder-decoders, whose decoder does not see the document as its own
-# context.) If the summary repeats itself, a large n (say 8) blocks long repeats while still allowing short
-# quotations; a stop string or `max_new_tokens` keeps it short.
+# context.) If the summary repeats itself, a large n (say, eight) blocks long repeats while still allowing
+# short quotations; a stop string or `max_new_tokens` keeps it short.
 #
 # For code: neither. Code repeats itself legitimately: `self.`, the same variable on every line, a second
 # `for i in range(`. The penalty would push the model to rename things, and the n-gram ban forbids the repeat

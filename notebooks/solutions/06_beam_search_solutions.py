@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -40,14 +42,14 @@ print("torch", torch.__version__)
 # %% [markdown]
 # ## Before you start: predict, then run
 #
-# A two-step toy tree like chapter 6's. After "The": cat 0.45, dog 0.35, sun 0.20. After "The cat": sat 0.4,
+# A two-step toy tree like chapter 6's. After "The": cat 0.45, dog 0.35, sun 0.2. After "The cat": sat 0.4,
 # ran 0.35, slept 0.25. After "The dog": barked 0.5, ran 0.3, sat 0.2. After "The sun": rose 0.95, set 0.05.
 #
 # Before you run the next cell, write down your answers:
 #
 # 1. Which sentence does greedy decoding (one beam) find, and with what probability?
-# 2. Does beam search with two beams find a more probable one?
-# 3. With three beams?
+# 1. Does beam search with two beams find a more probable one?
+# 1. With three beams?
 
 # %%
 import math
@@ -83,7 +85,7 @@ for k in (1, 2, 3):
 # the sum of the log-probabilities of its new tokens (the end-of-text token included). Beam search ranks
 # finished hypotheses by that sum divided by (number of new tokens) ** `length_penalty`.
 #
-# Example: `beam_score(-6.0, 8, 5, 1.0)` is −2.0, the average log-prob of the 3 new tokens.
+# Example: `beam_score(-6.0, 8, 5, 1.0)` is `-2.0`, the average log-prob of the 3 new tokens.
 #
 # *Hint:* which tokens did the model actually choose? Try `length_penalty` 0, 1 and 2 by hand.
 
@@ -137,7 +139,7 @@ check_beam_step(beam_step)
 # `minigpt.search.beam_search`.
 #
 # *Hint:* at the first step the beams are identical, so only beam 0 may propose: start the others' scores
-# at −1e9. After each step, each new beam is its *parent* beam plus its token. Reuse your `beam_step`.
+# at `-1e9`. After each step, each new beam is its *parent* beam plus its token. Reuse your `beam_step`.
 
 # %%
 def beam_search_by_hand(
@@ -161,11 +163,46 @@ def beam_search_by_hand(
 check_beam_search_by_hand(beam_search_by_hand)
 
 # %% [markdown]
+# ## What beams cost, measured
+#
+# The open question below asks how many beams to use, so here is their price on this machine: greedy
+# decoding, beam search with 4 beams, and 4 greedy runs one after another, on chapter 6's model and prompt,
+# each timed 5 times in turns (`minigpt.metrics.interleaved_times`), as mean ± standard error.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# why: times measured on this machine, never the same twice; the asserts check what holds on any machine
+import minigpt
+from minigpt.metrics import interleaved_times, separated
+from minigpt.search import beam_search
+
+shakespeare = minigpt.load_model("shakespeare")
+
+
+def greedy_run():
+    return minigpt.generate(shakespeare, "HAMLET:\nO", max_new_tokens=20)
+
+
+times = interleaved_times({
+    "greedy": greedy_run,
+    "4 beams": lambda: beam_search(shakespeare, "HAMLET:\nO", num_beams=4, max_new_tokens=20),
+    "4 greedy runs": lambda: [greedy_run() for _ in range(4)],
+}, repeats=5)
+for name, t in times.items():
+    print(f"{name:13} {t.mean * 1000:6.0f} ± {t.stderr * 1000:3.0f} ms ({t.low * 1000:.0f}-{t.high * 1000:.0f}), "
+          f"{t.mean / times['greedy'].mean:.2f} times greedy")
+for other in ("greedy", "4 greedy runs"):
+    told = separated(times["4 beams"], times[other])
+    print(f"4 beams against {other}: {'told apart' if told else 'a tie here (the intervals overlap)'}")
+# the beams are rows of one batch: more work than one row, far less than four separate runs
+assert times["greedy"].mean < times["4 beams"].mean < times["4 greedy runs"].mean
+
+# %% [markdown]
 # ## To think about: an open question
 #
 # Beam search finds more probable text than greedy decoding, yet chapter 6 showed its text to be the most
-# repetitive of the three it compared (distinct 0.28). For which tasks is "more probable" what you want, and
-# how would you choose `num_beams`?
+# repetitive of the three it compared. For which tasks is "more probable" what you want, and how would you
+# choose `num_beams`?
 #
 # There is no single right answer: write yours in a few sentences, from what this notebook and
 # [chapter 6](../06_beam_search.ipynb) showed. The
@@ -178,23 +215,30 @@ check_beam_search_by_hand(beam_search_by_hand)
 # recognition, filling in a form, a short factual answer. There most of the probability sits on a few
 # acceptable outputs, and a search that finds the most probable one finds a good one. Beam search helps
 # exactly where greedy decoding's short-sightedness hurts. In the prediction above, "The sun rose" (0.190) was
-# the best sentence, but its first word was only the third most likely (0.20), so greedy decoding and two
-# beams both settled for "The cat sat" (0.180); three beams kept "sun" alive long enough for "rose" (0.95) to
-# pay off.
+# the best sentence, but its first word was only the third most likely (0.200), so greedy decoding and two
+# beams both settled for "The cat sat" (0.180); three beams kept "sun" alive long enough for its very likely
+# "rose" to pay off.
 #
 # It is not what you want for open-ended text. The most probable continuation of a story is generic and
-# repetitive: chapter 6's four beams after "HAMLET:\nO" said "my lord, my lord" over and over, with only 28%
-# distinct tokens, against 85% for a top-p sample. People do not write the most probable text; a sample from
-# the model is closer to the text it was trained on. For a story I would sample; if I used beams I would add a
-# no-repeat n-gram rule (72% distinct in chapter 6) or use one of the relatives: diverse beams, contrastive
-# search.
+# repetitive: chapter 6's four beams after "HAMLET:\nO" said "my lord, my lord" over and over, with far fewer
+# distinct tokens than a top-p sample. People do not write the most probable text; a sample from the model is
+# closer to the text it was trained on. For a story I would sample; if I used beams I would add a no-repeat
+# n-gram rule (in chapter 6 it lifted every prompt's share of distinct tokens) or use one of the relatives:
+# diverse beams, contrastive search.
 #
-# For `num_beams`, the gain shrinks fast while the cost grows linearly. Every beam is a row of the batch with
-# its own forward pass and its own KV cache (chapter 7), so 4 beams cost about 4 times greedy decoding. In the
-# toy tree a third beam found a sentence only slightly better (0.190 against 0.180), and only because the best
-# path began with a less likely word. In practice 4 or 5 beams capture most of the gain. Wider beams find
-# higher-scoring outputs that are not better ones: in translation very wide beams prefer short outputs (Koehn
-# and Knowles, 2017), which is why Exercise 1's length penalty matters as soon as hypotheses can end at
-# different lengths (in chapter 6, length penalty 0 chose a 7-token ending, 1 and 2 the 20-token one). I would
-# try 1, 2, 4 and 8 beams on a handful of real inputs, with the length penalty fixed, and stop where the
-# output stops improving by the measure the task cares about, not where the score stops rising.
+# For `num_beams`, the gain shrinks fast while the cost grows. Every beam is a row of the batch with its own
+# KV cache (chapter 7), so memory grows in proportion to the beams. Time grows more slowly: the beams of a
+# step go through the model together, as one batched pass, so on this machine 4 beams cost more than greedy
+# decoding but far less than 4 greedy runs (measured above, with its spread). In the toy tree a third beam
+# found a sentence only slightly better (0.190 against 0.180), and only because the best path began with a less
+# likely word. In practice a handful of beams captures most of the gain. Wider beams find higher-scoring
+# outputs that are not better ones: in translation very wide beams prefer short outputs (Koehn and Knowles,
+# see Sources), which is why Exercise 1's length penalty matters as soon as hypotheses can end at different
+# lengths (in chapter 6, length penalty 0 chose a shorter ending than 1 and 2). I would try one, two, four and
+# eight beams on a handful of real inputs, with the length penalty fixed, and stop where the output stops
+# improving by the measure the task cares about, not where the score stops rising.
+#
+# ### Sources
+#
+# - Koehn, P., & Knowles, R. (2017). *Six Challenges for Neural Machine Translation*. Proceedings of the First
+#   Workshop on Neural Machine Translation, 28–39. arXiv:1706.03872.

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -48,8 +50,8 @@ print("torch", torch.__version__)
 #
 # 1. A 4-token prompt and 12 new tokens: how many positions does the model process in all without a cache? And
 #    with one?
-# 2. Double both, to 8 and 24: how many times more work is that without a cache? With one?
-# 3. How many times more memory does the cache need for the doubled run?
+# 1. Double both, to 8 and 24: how many times more work is that without a cache? With one?
+# 1. How many times more memory does the cache need for the doubled run?
 
 # %%
 import minigpt
@@ -69,8 +71,8 @@ for prompt_len, new_tokens in ((4, 12), (8, 24)):
               f"of {fed[0]}, {fed[1]}, {fed[2]} ... positions, {sum(fed)} in all")
     cache_bytes = KVCache.bytes_needed(model.config.n_layer, 1, prompt_len + new_tokens, model.config.n_embd)
     print(f"  the cache for {prompt_len + new_tokens} positions: {cache_bytes:,} bytes")
-print(f"twice the length: {work[8, False] / work[4, False]:.1f}x the work without a cache, "
-      f"{work[8, True] / work[4, True]:.1f}x with it")
+print(f"twice the length: {work[8, False] / work[4, False]:.1f} times the work without a cache, "
+      f"{work[8, True] / work[4, True]:.1f} times with it")
 
 
 # %% [markdown]
@@ -113,8 +115,8 @@ check_greedy_with_cache(greedy_with_cache)
 # layer stores a key and a value vector of `n_embd` numbers (all heads together) for each of `seq_len`
 # positions of each of `batch_size` sequences, every number of type `dtype`. Return an int.
 #
-# Example: GPT-2 small (12 layers, width 768) for one sequence of 1,024 tokens in float32 needs 72 MiB,
-# `kv_cache_bytes(12, 1, 1024, 768, torch.float32) == 72 * 2**20`.
+# Example: GPT-2 small (`n_layer=12`, `n_embd=768`) for one sequence of its full context (`seq_len=1024`) in
+# float32 needs `kv_cache_bytes(12, 1, 1024, 768, torch.float32) == 72 * 2**20` bytes.
 #
 # *Hint:* `dtype.itemsize` is the size of one number in bytes.
 
@@ -177,11 +179,11 @@ check_causal_mask_with_cache(causal_mask_with_cache)
 # compare your cached loop with the library's, and the library's own tests compare it with `use_cache=False`;
 # a wrong position or a forgotten mask column shows up as a difference.
 #
-# Only part of it, when memory is the limit. Chapter 7 worked out that GPT-2 124M needs 72 MiB of cache per
-# 1,024-token row in fp32: a batch of 8 needs 576 MiB, more than the 475 MiB of weights, and a batch of 32
-# needs 2.3 GiB. Then you keep less: store keys and values in bf16 (half) or in 8 bits; allocate the cache in
-# pages as each row grows instead of the whole context for every row up front, as vLLM does; share keys and
-# values among heads (multi-query or grouped-query attention, a change to the model rather than to decoding);
-# or keep only the last W positions, a sliding window, which changes the output unless the model was trained
-# with that window. When it is the batch that does not fit, a smaller batch with a cache is usually still
-# faster than a big one without.
+# Only part of it, when memory is the limit. Exercise 2's example is GPT-2 124M's cache for one row of its full
+# context in fp32; chapter 7 showed that a batch of 8 such rows already needs more memory than the model's weights,
+# and that the cache grows in proportion to both the batch and the length. Then you keep less: store keys and values
+# in bf16 (half) or in 8 bits; allocate the cache in pages as each row grows instead of the whole context for every
+# row up front, as vLLM does; share keys and values among heads (multi-query or grouped-query attention, a change to
+# the model rather than to decoding); or keep only the last W positions, a sliding window, which changes the output
+# unless the model was trained with that window. When it is the batch that does not fit, a smaller batch with a
+# cache is usually still faster than a big one without.
