@@ -92,7 +92,7 @@ DECODES = [
     ("07_kv_cache", "KING:", "greedy", dict(max_new_tokens=20)),
     ("08_speculative_decoding", ROMEO_I, "speculative", dict(k=4, max_new_tokens=30, by_hand=True)),
     *[("08_speculative_decoding", ROMEO_I, "speculative", dict(k=k, max_new_tokens=n))
-      for k, n in ((4, 30), *((k, 100) for k in range(1, 9)))],  # steps 3, 4 (and 5: α is k = 1's rate)
+      for k, n in ((4, 30), *((k, 60) for k in range(1, 9)))],  # steps 3, 4 (and 5: α is k = 1's rate)
     ("08_speculative_decoding",  # step 10: prompt lookup gives the greedy tokens
      "FIRST WITCH.\nDouble, double toil and trouble;\n\nSECOND WITCH.\nDouble, double toil and trouble;\n\nTHIRD WITCH.\n",
      "greedy", dict(max_new_tokens=40)),

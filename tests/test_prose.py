@@ -61,8 +61,6 @@ PER_NOTEBOOK: dict[str, dict[str, str]] = {
     "03_top_k_exercises": {"50": "k = 50, transformers' default top_k, is the setting the open question asks about"},
     "03_top_k_solutions": {"50": "k = 50, transformers' default top_k, is the setting the open question asks about"},
     "12_memory_bound_exercises": {"127": "int8's symmetric range [-127, 127]: the definition Exercise 1 asks for"},
-    "11_which_method_when_exercises": {"2": "the number of the second prediction question"},
-    "11_which_method_when_solutions": {"2": "the number of the second prediction question"},
 }
 
 

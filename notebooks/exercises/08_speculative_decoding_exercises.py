@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -28,11 +30,13 @@
 # %%
 import torch
 
+import minigpt
 from minigpt.exercises.speculative import (
     check_accept_probability,
     check_residual_distribution,
     check_verify_greedy,
 )
+from minigpt.speculative import speculative_generate
 
 torch.manual_seed(0)
 torch.set_num_threads(1)
@@ -75,8 +79,8 @@ print("after a rejection, draw from:", [round(x, 3) for x in (leftover / leftove
 # position i, the last row the token after all drafts. Keep drafts while each is the target's argmax; at
 # the first miss, or after the last draft, add the target's own argmax. Return the kept tokens as a list.
 #
-# Example: drafts `[3, 1, 2]` where the target's argmaxes are `[3, 4, 2, 0]` give `[3, 4]`: 3 is kept, 1
-# is replaced by 4, and 2 is dropped (it was drafted after a wrong token).
+# Example: drafts `[3, 1, 2]` where the target's argmaxes are `[3, 4, 2, 0]` give `[3, 4]`: `3` is kept, `1`
+# is replaced by `4`, and `2` is dropped (it was drafted after a wrong token).
 #
 # *Hint:* every round yields at least one token and at most m + 1.
 
@@ -95,7 +99,7 @@ check_verify_greedy(verify_greedy)
 # Write `accept_probability(p_x, q_x)`: the draft drew token x with probability `q_x` (so `q_x` > 0), the
 # target gives it `p_x`. Speculative sampling keeps x with probability min(1, p_x / q_x). Return a float.
 #
-# Example: `accept_probability(0.2, 0.5)` is 0.4, `accept_probability(0.6, 0.3)` is 1.0.
+# Example: `accept_probability(0.2, 0.5)` is `0.4`, `accept_probability(0.6, 0.3)` is `1.0`.
 #
 # *Hint:* which of the two may the draft over-propose?
 
@@ -127,6 +131,23 @@ def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 # %%
 check_residual_distribution(residual_distribution)
+
+# %% [markdown]
+# ## Numbers to think with
+#
+# The open question below can lean on measurements: chapter 8's two models on its prompt, decoding 40 tokens
+# greedily with each draft length k, and what the formula of chapter 8's Step 5, (1 − a^(k+1)) / (1 − a),
+# expects per target pass from a draft whose guesses are each kept with probability a.
+
+# %%
+target, draft = minigpt.load_model("shakespeare"), minigpt.load_model("shakespeare-draft")
+print(f"target {target.num_parameters() / 1e6:.1f}M parameters, draft {draft.num_parameters() / 1e6:.1f}M")
+print("k  acceptance  target passes for 40 tokens")
+for k in range(1, 9):
+    r = speculative_generate(target, draft, "ROMEO:\nI", k=k, max_new_tokens=40)
+    print(f"{k}  {r.acceptance_rate:10.2f}  {r.num_target_passes:27d}")
+a = 0.7
+print(f"a = {a}: " + ", ".join(f"{(1 - a ** (k + 1)) / (1 - a):.1f} tokens per pass at k = {k}" for k in (1, 4, 8)))
 
 # %% [markdown]
 # ## To think about: an open question

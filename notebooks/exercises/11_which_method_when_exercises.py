@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -59,6 +61,7 @@ vocab = ["closer", "every", "effort", "forward", "inches", "moves", "pizza", "to
 logits = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])  # (1, 9)
 log_probs = logits.log_softmax(dim=-1)
 entropy = -(log_probs * log_probs.exp()).sum().item()
+print(f"p(forward) {log_probs[0, 3].exp():.2f}, p(toward) {log_probs[0, 7].exp():.2f}")
 print(f"entropy {entropy:.2f} nats; surprise of forward {-log_probs[0, 3]:.2f}, toward {-log_probs[0, 7]:.2f}")
 for mass in (0.3, 0.9):
     for name, f in (("top-p", top_p_filter), ("typical", typical_filter)):

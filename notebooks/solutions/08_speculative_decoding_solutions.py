@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -28,11 +30,13 @@
 # %%
 import torch
 
+import minigpt
 from minigpt.exercises.speculative import (
     check_accept_probability,
     check_residual_distribution,
     check_verify_greedy,
 )
+from minigpt.speculative import speculative_generate
 
 torch.manual_seed(0)
 torch.set_num_threads(1)
@@ -75,8 +79,8 @@ print("after a rejection, draw from:", [round(x, 3) for x in (leftover / leftove
 # position i, the last row the token after all drafts. Keep drafts while each is the target's argmax; at
 # the first miss, or after the last draft, add the target's own argmax. Return the kept tokens as a list.
 #
-# Example: drafts `[3, 1, 2]` where the target's argmaxes are `[3, 4, 2, 0]` give `[3, 4]`: 3 is kept, 1
-# is replaced by 4, and 2 is dropped (it was drafted after a wrong token).
+# Example: drafts `[3, 1, 2]` where the target's argmaxes are `[3, 4, 2, 0]` give `[3, 4]`: `3` is kept, `1`
+# is replaced by `4`, and `2` is dropped (it was drafted after a wrong token).
 #
 # *Hint:* every round yields at least one token and at most m + 1.
 
@@ -100,7 +104,7 @@ check_verify_greedy(verify_greedy)
 # Write `accept_probability(p_x, q_x)`: the draft drew token x with probability `q_x` (so `q_x` > 0), the
 # target gives it `p_x`. Speculative sampling keeps x with probability min(1, p_x / q_x). Return a float.
 #
-# Example: `accept_probability(0.2, 0.5)` is 0.4, `accept_probability(0.6, 0.3)` is 1.0.
+# Example: `accept_probability(0.2, 0.5)` is `0.4`, `accept_probability(0.6, 0.3)` is `1.0`.
 #
 # *Hint:* which of the two may the draft over-propose?
 
@@ -140,6 +144,23 @@ def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 check_residual_distribution(residual_distribution)
 
 # %% [markdown]
+# ## Numbers to think with
+#
+# The open question below can lean on measurements: chapter 8's two models on its prompt, decoding 40 tokens
+# greedily with each draft length k, and what the formula of chapter 8's Step 5, (1 − a^(k+1)) / (1 − a),
+# expects per target pass from a draft whose guesses are each kept with probability a.
+
+# %%
+target, draft = minigpt.load_model("shakespeare"), minigpt.load_model("shakespeare-draft")
+print(f"target {target.num_parameters() / 1e6:.1f}M parameters, draft {draft.num_parameters() / 1e6:.1f}M")
+print("k  acceptance  target passes for 40 tokens")
+for k in range(1, 9):
+    r = speculative_generate(target, draft, "ROMEO:\nI", k=k, max_new_tokens=40)
+    print(f"{k}  {r.acceptance_rate:10.2f}  {r.num_target_passes:27d}")
+a = 0.7
+print(f"a = {a}: " + ", ".join(f"{(1 - a ** (k + 1)) / (1 - a):.1f} tokens per pass at k = {k}" for k in (1, 4, 8)))
+
+# %% [markdown]
 # ## To think about: an open question
 #
 # You have a target model and want to speed it up with speculative decoding. How would you choose the draft
@@ -162,13 +183,15 @@ check_residual_distribution(residual_distribution)
 # lookup (`minigpt.speculative.prompt_lookup_generate`) drafts by copying what followed the same words
 # earlier.
 #
-# The right k depends on the acceptance, because every draft token after the first miss is wasted. Chapter 8
-# measured it: as k went from 1 to 8 the acceptance fell from 0.77 to 0.31, and the target passes for 40
-# tokens went from 23 to 12 and then stopped falling (12 at k = 6 and at k = 8), while the draft did more and
-# more useless work. If each guess were kept independently with probability a, one round would yield
+# The right k depends on the acceptance, because every draft token after the first miss is wasted. The numbers
+# above show it: as k went from 1 to 8 the acceptance fell from 0.77 to 0.31, and the target passes for 40
+# tokens went from 23 to 12 and then stopped falling (12 from k = 5 on), while the draft did more and more
+# useless work. If each guess were kept independently with probability a, one round would yield
 # `(1 - a**(k + 1)) / (1 - a)` tokens on average; with a = 0.7 that is 1.7 at k = 1, 2.8 at k = 4 and 3.2 at
-# k = 8, so each extra guess gains less. I would time k = 1 … 8 on real prompts, count target passes and
-# wall-clock time, and take the knee of the curve, often 3 to 5.
+# k = 8, so each extra guess gains less. I would time k = 1 … 8 on real prompts, several times each and in
+# turns (chapter 8 names a fastest k only when its timings are clear of the others'), count target passes and
+# wall-clock time, and take the smallest k at the knee of the curve: past it, a longer draft only adds draft
+# work.
 #
 # It does not pay off when the target's pass is not dominated by reading its weights. Scoring k + 1 tokens
 # costs about one pass only while the model is memory-bound, as at batch 1 on a GPU; with a big batch the

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -59,6 +61,7 @@ vocab = ["closer", "every", "effort", "forward", "inches", "moves", "pizza", "to
 logits = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])  # (1, 9)
 log_probs = logits.log_softmax(dim=-1)
 entropy = -(log_probs * log_probs.exp()).sum().item()
+print(f"p(forward) {log_probs[0, 3].exp():.2f}, p(toward) {log_probs[0, 7].exp():.2f}")
 print(f"entropy {entropy:.2f} nats; surprise of forward {-log_probs[0, 3]:.2f}, toward {-log_probs[0, 7]:.2f}")
 for mass in (0.3, 0.9):
     for name, f in (("top-p", top_p_filter), ("typical", typical_filter)):
@@ -135,8 +138,9 @@ check_typical_filter(typical_filter)
 # The two rules agree whenever the most likely tokens are also the most typical ones, and that is the usual
 # case for a small model on its own text: the entropy of a step is low, the head of the distribution (a few
 # likely tokens) has surprises near the entropy, and the tail's surprises are far above it. Both filters then
-# keep the head and cut the tail; with the same random numbers they draw the same token almost every time,
-# which is what chapter 11 measured (most of the twelve continuations alike).
+# keep the head and cut the tail. With the same random numbers they draw the same token whenever each keeps
+# the token the other drew (`torch.multinomial` is a race that the same random numbers decide, chapter 11's
+# Step 6), and so most of chapter 11's continuations came out alike, token for token.
 #
 # They part at steps where one token dominates. The prediction cell shows it: at mass 0.3, top-p keeps
 # "forward" (0.57), while typical keeps "toward" (0.36), because "forward" is *less* surprising than the
@@ -146,8 +150,8 @@ check_typical_filter(typical_filter)
 # carries about the expected amount of information, neither far more (a random word) nor far less (the
 # obvious, repetitive continuation).
 #
-# Would I want that? For open-ended writing where repetition is the main failure (greedy's 30% repeated
-# 4-grams in chapter 11), yes: dropping an over-confident argmax is a direct way to leave a loop. For
+# Would I want that? For open-ended writing where repetition is the main failure (greedy's loops in chapter
+# 11), yes: dropping an over-confident argmax is a direct way to leave a loop. For
 # factual or constrained text no: the obvious token is often the right one, and removing it on purpose adds
 # errors. With a large typical_p (0.9 and above) the difference is small in practice, as chapter 11 showed,
 # so the setting matters more than the choice between the two rules; a fair test is the one of chapter 11,
