@@ -188,7 +188,7 @@ def measure_bandwidth(
     default) is larger than any CPU's last-level cache (that Xeon's is 300 MiB, and 256 MiB read 20% faster
     than 1 GiB there), so the bytes really come from DRAM (or HBM on a GPU). The best run is kept: the
     others were slowed by something else, not by the memory. So the bound computed from it is one no
-    method should beat.
+    method should beat. ``nbytes`` is rounded down to whole rows of 1024 numbers (4096 bytes).
 
     With ``seconds`` > 0, each timed read streams the tensor over and over for at least that long, with
     whichever of the kernels read fastest. A reading should last about as long as the runs it bounds:
@@ -200,19 +200,39 @@ def measure_bandwidth(
     True
     """
     device = torch.device(device)
-    x = torch.ones(nbytes // 4, device=device)
-    matrix, vector = x.view(-1, 1024), torch.ones(1024, device=device)
-    reads = [x.sum, lambda: torch.mv(matrix, vector)]
-    if device.type == "cpu" and native_available():
-        reads.append(lambda: native_matvec(matrix, vector))
+    if nbytes < 4096:
+        raise ValueError(f"nbytes must be at least 4096 (one row of 1024 fp32 numbers), got {nbytes}")
+    x = torch.ones(nbytes // 4096 * 1024, device=device)
     fastest = {}
-    for read in reads:
+    for read in read_kernels(x).values():
         read()  # warm-up: first touch of the pages, kernel selection
-        fastest[read] = max(_read_rate(read, nbytes, 0.0, device) for _ in range(repeats))
+        fastest[read] = max(_read_rate(read, x.nbytes, 0.0, device) for _ in range(repeats))
     if seconds <= 0:
         return max(fastest.values())
     read = max(fastest, key=fastest.get)
-    return max(_read_rate(read, nbytes, seconds, device) for _ in range(repeats))
+    return max(_read_rate(read, x.nbytes, seconds, device) for _ in range(repeats))
+
+
+def read_kernels(x: torch.Tensor) -> dict[str, Callable[[], object]]:
+    """The read-only kernels ``measure_bandwidth`` times, by name: each reads all of ``x`` once per call.
+
+    ``x`` is a 1-D fp32 tensor of whole rows of 1024 numbers: ``"torch sum"`` sums it; ``"torch mv"``
+    multiplies it, seen as a (rows, 1024) matrix, by a vector, as a batch-1 decode step does each weight
+    matrix stored (out, in); ``"torch vm"`` multiplies a vector by it seen as a (1024, rows) matrix, the
+    (in, out) layout that transformers' GPT-2 and the fast path's ``blas-in-out`` kernel read; and on CPU,
+    where the C step builds, ``"C step matvec"`` is ``"torch mv"`` with the C step's own kernel
+    (``minigpt.native.matvec``).
+
+    >>> reads = read_kernels(torch.ones(4096))
+    >>> list(reads)[:2], float(reads["torch sum"]())
+    (['torch sum', 'torch mv'], 4096.0)
+    """
+    matrix, vector = x.view(-1, 1024), torch.ones(1024, device=x.device)
+    reads = {"torch sum": x.sum, "torch mv": lambda: torch.mv(matrix, vector),
+             "torch vm": lambda: vector @ x.view(1024, -1)}
+    if x.device.type == "cpu" and native_available():
+        reads["C step matvec"] = lambda: native_matvec(matrix, vector)
+    return reads
 
 
 def _read_rate(read: Callable[[], object], nbytes: int, seconds: float, device: torch.device) -> float:
@@ -461,7 +481,8 @@ def _timed(run: Runner, n: int, device: torch.device) -> tuple[float, torch.Tens
     return time.perf_counter() - start, ids
 
 
-def measure(runs: dict[str, Runner], batch_size: int, new_tokens: int, repeats: int, device: torch.device) -> dict:
+def measure(runs: dict[str, Runner], batch_size: int, new_tokens: int, repeats: int, device: torch.device, *,
+            between: Callable[[], object] | None = None) -> dict:
     """Time to first token, decode tokens/s and peak memory of each method in ``runs`` (name -> Runner), by name.
 
     Time to first token is a whole 1-token generation (prefill + first pick). Decode speed comes from the
@@ -474,9 +495,17 @@ def measure(runs: dict[str, Runner], batch_size: int, new_tokens: int, repeats: 
     alike, and a slower run was slowed by something else, not by the method (the advice of Python's
     ``timeit``). Peak memory is the largest of the runs.
 
+    Each row also holds ``decode_runs``: the decode tokens/s of each round, its N-token run less the
+    fastest 1-token run (less the round's own, a slow spell during that short run would make the round
+    look faster than it was), so that their spread can be shown (``minigpt.metrics.spread``); the
+    fastest of them is ``decode_tokens_per_s``. ``between``, when given, is called before every method's
+    turn in every round: something else measured there (a bandwidth reading, say) takes its turns right
+    beside the methods' runs and sees the same spells of the machine.
+
     >>> run = lambda n: torch.zeros(1, 4 + n)
-    >>> measure({"zeros": run}, 1, 3, 1, torch.device("cpu"))["zeros"]["ids"].shape
-    torch.Size([1, 7])
+    >>> rows = measure({"zeros": run}, 1, 3, 2, torch.device("cpu"))
+    >>> rows["zeros"]["ids"].shape, len(rows["zeros"]["decode_runs"])
+    (torch.Size([1, 7]), 2)
     """
     for run in runs.values():
         run(2)  # warm-up: kernel selection, allocator, torch.compile's compilation
@@ -484,6 +513,8 @@ def measure(runs: dict[str, Runner], batch_size: int, new_tokens: int, repeats: 
     ids = {}  # each method's tokens, from its last run
     for _ in range(repeats):
         for name, run in runs.items():
+            if between is not None:
+                between()
             first[name].append(_timed(run, 1, device)[0])
             with PeakMemory(device) as peak:
                 seconds, out = _timed(run, new_tokens, device)
@@ -499,6 +530,7 @@ def measure(runs: dict[str, Runner], batch_size: int, new_tokens: int, repeats: 
             total_s=total,
             peak_memory_mb=None if None in peaks[name] else max(peaks[name]),
             ids=ids[name],
+            decode_runs=[batch_size * (new_tokens - 1) / max(f - ttft, 1e-9) for f in full[name]],
         )
     return rows
 

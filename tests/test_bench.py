@@ -20,7 +20,9 @@ from minigpt.bench import (
     cache_speedup,
     decode_step_bytes,
     format_table,
+    measure,
     measure_bandwidth,
+    read_kernels,
     run,
     run_bench,
     step_times,
@@ -29,7 +31,7 @@ from minigpt.bench import (
 from minigpt.model import GPT, GPTConfig
 
 ROW_KEYS = {"method", "dtype", "batch_size", "ttft_ms", "decode_tokens_per_s", "total_s", "peak_memory_mb",
-            "bound_tokens_per_s", "bound_fraction", "same_tokens_as_cache"}
+            "bound_tokens_per_s", "bound_fraction", "same_tokens_as_cache", "decode_runs"}
 
 
 def tiny_flags(tmp_path, *more):
@@ -180,6 +182,49 @@ def test_measure_bandwidth_reads_with_the_c_steps_kernel_too(monkeypatch):
     monkeypatch.setattr(minigpt.bench, "native_matvec", lambda w, x: calls.append(w.shape) or w @ x)
     measure_bandwidth("cpu", nbytes=2**22, repeats=1)
     assert calls == ([(1024, 1024), (1024, 1024)] if native.available() else [])  # warm-up, then timed
+
+
+def test_measure_bandwidth_reads_whole_rows_of_the_bytes_asked_for(monkeypatch):
+    sizes = []
+    monkeypatch.setattr(minigpt.bench, "_read_rate", lambda read, nbytes, seconds, device: sizes.append(nbytes) or 1.0)
+    measure_bandwidth("cpu", nbytes=2**22 + 100, repeats=1)
+    assert set(sizes) == {2**22}  # rounded down to rows of 1024 fp32 numbers, and timed as that many bytes
+    with pytest.raises(ValueError, match="nbytes must be at least 4096"):
+        measure_bandwidth("cpu", nbytes=100)
+
+
+def test_read_kernels_each_read_the_whole_tensor():
+    x = torch.arange(8192, dtype=torch.float32)
+    reads = read_kernels(x)
+    assert list(reads) == ["torch sum", "torch mv", "torch vm", *(["C step matvec"] if native.available() else [])]
+    assert float(reads["torch sum"]()) == pytest.approx(float(x.sum()))
+    assert torch.equal(reads["torch vm"](), x.view(1024, -1).sum(dim=0))  # a vector of ones times each column
+    for name in reads.keys() - {"torch sum", "torch vm"}:
+        assert torch.allclose(reads[name](), x.view(-1, 1024).sum(dim=1)), name  # each row times a vector of ones
+
+
+def test_measure_takes_turns_with_between_and_keeps_each_rounds_rate(monkeypatch):
+    calls = []
+    steps = {"a": iter([0.01, 0.02, 0.03]), "b": iter([0.03, 0.02, 0.01])}  # seconds a decode step, each round
+    prefills = {"a": iter([0.1, 0.3, 0.2]), "b": iter([0.2, 0.1, 0.1])}  # the 1-token runs: 0.1 s at their fastest
+
+    def timed(run, n, device):  # a fake clock: a 4-token run is the fastest prefill, then 3 steps of the round's
+        calls.append(f"{run.__name__}{n}")
+        seconds = next(prefills[run.__name__]) if n == 1 else 0.1 + (n - 1) * next(steps[run.__name__])
+        return seconds, torch.zeros(2, 3 + n)
+
+    def a(n):
+        calls.append(f"a{n}")
+
+    def b(n):
+        calls.append(f"b{n}")
+
+    monkeypatch.setattr(minigpt.bench, "_timed", timed)
+    rows = measure({"a": a, "b": b}, 2, 4, 3, torch.device("cpu"), between=lambda: calls.append("between"))
+    assert calls == ["a2", "b2", *["between", "a1", "a4", "between", "b1", "b4"] * 3]  # warm-ups, then 3 rounds
+    assert rows["a"]["decode_runs"] == pytest.approx([200.0, 100.0, 2 / 0.03])  # 2 rows per step of 10, 20, 30 ms
+    assert rows["b"]["decode_runs"] == pytest.approx([2 / 0.03, 100.0, 200.0])
+    assert rows["a"]["decode_tokens_per_s"] == rows["b"]["decode_tokens_per_s"] == pytest.approx(200.0)  # the fastest
 
 
 def test_a_sustained_reading_reads_again_until_the_time_is_up():

@@ -26,6 +26,24 @@ CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 # Another prompt and seed for each chapter, as a student might try them.
 SECOND_RUN: dict[str, dict] = {
     "00_tokens_and_logits": {"text": "Wherefore art thou", "prompt": "JULIET:\nO Romeo, Romeo"},
+    "08_speculative_decoding": {"prompt": "JULIET:\nO Romeo", "residual_prompt": "HAMLET:\nTo be, or not to be",
+                                "sampling_prompt": "QUEEN:\nI", "seed": 1000},
+    "11_which_method_when": {"seed": 1, "place": 0.25},
+    "01_greedy": {"prompt": "JULIET:\nO Romeo, Romeo"},
+    "02_temperature": {"prompt": "HAMLET:\nTo be, or not to be", "seed": 7},
+    "03_top_k": {"sample_prompt": "HAMLET:\nTo be, or not to be", "seed": 3, "prompt": "JULIET:\nO Romeo", "k": 20},
+    "04_top_p": {"prompt": "FALSTAFF:\nI"},
+    "05_controlling_the_loop": {"prompt": "JULIET:", "prompts": ["KING:\nMy lord", "NURSE:\nMadam", "ROMEO:\nI will"],
+                                "sample_prompts": ["JULIET:\nO", "KING:"], "seed": 4},
+    "06_beam_search": {"text": "JULIET:\nO Romeo", "seed": 5},
+    "07_kv_cache": {"prompt_text": "JULIET:\nO", "timing_prompt": "HAMLET:\nTo be, or not to be, that is the question:\n",
+                    "batch_prompts": ["QUEEN:", "JULIET:\nO Romeo, Romeo"]},
+    "09_determinism": {"prompt": "JULIET:\nO Romeo", "noise_prompt": "HAMLET:\nTo be, or not to be", "seed": 7},
+    "12_memory_bound": {"seed": 1, "prompt_len": 8, "new_tokens": 12, "rounds": 3},
+    "10_constrained_decoding": {"speech": "Romeo.\nSee how she leans her cheek upon her hand!\nO that I were a glove "
+                                          "upon that hand,\nThat I might touch that cheek!",
+                                "options": ["Juliet.", "Mercutio.", "Nurse.", "Benvolio."],
+                                "number_prompt": "Prince Henry.\nHow many hours are there in the day? I say", "seed": 1},
 }
 
 

@@ -133,9 +133,10 @@ static inline __attribute__((always_inline)) void dots_f32(const float *W, const
  * minigpt.quantize's "dynamic" kernel, which this step must agree with token for token): the whole input
  * (B, n) is stored as unsigned integers xq = round(x / s) + zp, one scale s and zero point zp for all of
  * it (quantize_input), so a dot product is a sum of integer products, which the CPU does 64 (AVX-512
- * VNNI) or 16 (AVX2) at a time, and zp * (the row's sum of weights) comes off afterwards. Widening each
- * weight to float instead (weight-only int8) took as long as the float32 step: three instructions per 16
- * weights kept the cores busier than the memory. The integer sums are exact on every CPU. */
+ * VNNI) or 32 (AVX2) at a time (QSTEP below), and zp * (the row's sum of weights) comes off afterwards.
+ * Widening each weight to float instead (weight-only int8) took as long as the float32 step: three
+ * instructions per 16 weights kept the cores busier than the memory. The integer sums are exact on every
+ * CPU. */
 #if defined(__AVX512VNNI__)
 #define QSTEP 64
 typedef __m512i vacc;

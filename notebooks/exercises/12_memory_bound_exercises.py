@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -53,9 +53,10 @@ print("torch", torch.__version__)
 # %% [markdown]
 # ## Before you start: predict, then run
 #
-# GPT-2 124M has about 124 million parameters, each a 4-byte float32. The next cell asks `minigpt.bench` how
-# many bytes one decode step reads, and what that allows on a memory that delivers 25 GB/s (an example
-# figure, about what one CPU reads per second; `minigpt.bench.measure_bandwidth()` measures yours).
+# GPT-2 124M has about as many parameters as its name says, each a float32 of four bytes. The next cell asks
+# `minigpt.bench` how many bytes one decode step reads, and what that allows on a memory that delivers
+# 25 GB/s (an example figure, about what one CPU reads per second; `minigpt.bench.measure_bandwidth()`
+# measures yours).
 #
 # Before you run it, write down your answers:
 #
@@ -63,19 +64,23 @@ print("torch", torch.__version__)
 # 2. Store the weights as int8, one byte each: how many tokens per second at most then?
 # 3. Decode 8 sequences at once, each with 100 tokens in its KV cache: is the bound 8 times that of one
 #    sequence, or less? Why?
+#
+# The cell prints its answers under the same numbers.
 
 # %%
 from minigpt.bench import decode_step_bytes as library_step_bytes
+from minigpt.bench import weight_count
 
 config = GPTConfig.from_preset("gpt2")  # GPT-2 124M: 12 layers, width 768, 50,257 tokens
-bandwidth_gb_s = 25.0  # an example figure, not a measurement: the same numbers on every machine
-for weights in ("fp32", "int8"):
+bandwidth_gb_s = 25  # an example figure, not a measurement: the same numbers on every machine
+print(f"GPT-2 124M: {weight_count(config) + config.block_size * config.n_embd:,} parameters")  # + position table
+for question, weights in ((1, "fp32"), (2, "int8")):
     step = library_step_bytes(config, weights=weights)
-    print(f"{weights}, batch 1, empty cache: {step / 1e6:.1f} MB a step -> at most "
+    print(f"{question}. {weights}, batch 1, empty cache: {step:,} bytes = {step / 1e6:.1f} MB a step -> at most "
           f"{bandwidth_gb_s * 1e9 / step:.1f} tokens/s")
 for batch_size in (1, 8):
     step = library_step_bytes(config, batch_size, context_len=100)
-    print(f"fp32, batch {batch_size}, 100 cached positions each: {step / 1e6:.1f} MB a step -> at most "
+    print(f"3. fp32, batch {batch_size}, 100 cached positions each: {step / 1e6:.1f} MB a step -> at most "
           f"{batch_size * bandwidth_gb_s * 1e9 / step:.1f} tokens/s")
 
 # %% [markdown]
@@ -163,7 +168,7 @@ assert error_one_scale[1] / w[1].abs().max() > 0.1  # one scale for all: the sma
 #   for each of its `context_len` cached positions.
 #
 # Example: GPT-2 124M, one sequence, empty cache: `decode_step_bytes(GPTConfig.from_preset("gpt2"), 1, 0)`
-# is 494,613,504, the 494.6 MB of the prediction cell.
+# is 494,613,504, the 494.6 MB the prediction cell printed.
 #
 # *Hints:* use only the numbers in `config` (`n_layer`, `n_embd`, `vocab_size`): the checks include GPT-2
 # medium, which takes seconds to build. To see what a block holds, print the names and shapes in
@@ -188,7 +193,9 @@ check_decode_step_bytes(decode_step_bytes)
 #     tokens/s ≤ batch_size × bandwidth / bytes per step
 #
 # with the bandwidth in GB/s (1 GB = 10⁹ bytes) and the bytes from your `decode_step_bytes`. Example: GPT-2
-# 124M at 25 GB/s, one sequence, empty cache: at most 25e9 / 494,613,504 = 50.5 tokens/s.
+# 124M, one sequence, empty cache, at the prediction cell's example bandwidth:
+# `bandwidth_bound(GPTConfig.from_preset("gpt2"), 25, 1, 0)` is `25e9 / 494_613_504`, the 50.5 tokens/s
+# printed there.
 
 # %%
 def bandwidth_bound(config: GPTConfig, bandwidth_gb_s: float, batch_size: int, context_len: int) -> float:
