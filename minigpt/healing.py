@@ -126,8 +126,9 @@ def consistent_tokens(rest: bytes) -> torch.Tensor:
     """
     if not isinstance(rest, bytes) or not rest:
         raise ValueError(f"rest must be non-empty bytes, got {rest!r}")
-    return torch.tensor([i for i, b in enumerate(token_bytes()) if b.startswith(rest) or rest.startswith(b)],
-                        dtype=torch.long)
+    pieces = _ids_by_bytes()
+    prefixes = [pieces[rest[:cut]] for cut in range(1, len(rest)) if rest[:cut] in pieces]
+    return torch.cat([covering_tokens(rest), torch.tensor(prefixes, dtype=torch.long)]).sort().values
 
 
 def still_to_write(removed: bytes, new_tokens: Sequence[int]) -> bytes:
