@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from IPython.display import Markdown, display
 
 import minigpt
-from minigpt import native
+from minigpt.fast import native
 from minigpt.bench import (
     bandwidth_bound,
     decode_step_bytes,
@@ -243,7 +243,7 @@ assert all(rate > 0 for rate in kernel_gb_s.values())
 # - the **fast path with torch's step**, `minigpt.fast.FastDecoder(matmul="tuned")`: the same tokens, a
 #   pre-allocated cache, and for each matrix the fastest kernel this CPU has (it times them);
 # - the **fast path with the C step**, `FastDecoder`'s default wherever a C compiler is found: the same
-#   decoder, but each decode step runs as one function in C, compiled for your CPU (`minigpt.native`;
+#   decoder, but each decode step runs as one function in C, compiled for your CPU (`minigpt.fast.native`;
 #   the end of this step shows why);
 # - **transformers**, Hugging Face's `generate` on a `GPT2LMHeadModel` holding the same weights.
 #
@@ -477,8 +477,8 @@ assert cold > 1  # the big read evicted what it needs
 # caches. The torch step keeps them few (each token is one row of a plain 2-D matrix from start to end,
 # and one copy writes a layer's keys and values into the cache), but it cannot make them free.
 #
-# The **C step** makes the whole token one call: `minigpt/csrc/decode_step.c`, compiled on first use by
-# `minigpt.native` for the instructions your CPU has (it asks torch which). Between two weight streams it
+# The **C step** makes the whole token one call: `minigpt/fast/csrc/decode_step.c`, compiled on first use by
+# `minigpt.fast.native` for the instructions your CPU has (it asks torch which). Between two weight streams it
 # does a few kilobytes of arithmetic with nothing to look up: a layer norm is a loop over 768 numbers.
 # Its matrix-vector products read several rows of a matrix at once, each a stream from memory (the next
 # cell reads how many from the C source). The cache is read the same way: the threads split attention

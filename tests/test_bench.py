@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import minigpt.bench
-from minigpt import native
+from minigpt.fast import native
 from minigpt.bench import (
     BenchConfig,
     PeakMemory,
@@ -66,7 +66,7 @@ def test_bench_runs_end_to_end(tmp_path, capsys):
     assert {"cache", "fast", "no-cache"} <= methods
     assert {r["batch_size"] for r in rows if r["method"] == "no-cache"} == {1}  # no_cache_max_batch=1
     assert any("no-cache skipped at batch sizes [2]" in n for n in report["notes"])
-    step = ("fast decodes with the C step (minigpt.native), compiled for this CPU's "
+    step = ("fast decodes with the C step (minigpt.fast.native), compiled for this CPU's "
             f"{torch.backends.cpu.get_cpu_capability()}" if native.available() else
             f"fast decodes with torch's step: the C step cannot run here ({native.unavailable_reason()})")
     assert step in report["notes"]

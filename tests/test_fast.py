@@ -5,8 +5,8 @@ import time
 import pytest
 import torch
 
-import minigpt.fast
-from minigpt import native
+import minigpt.fast.decoder
+from minigpt.fast import native
 from minigpt.fast import FastDecoder, choose_matmul, onednn_supports
 from minigpt.generate import PAD_TOKEN_ID, generate
 from minigpt.kv_cache import KVCache
@@ -56,7 +56,7 @@ def test_greedy_without_padding_attends_without_a_mask(model, prompt, monkeypatc
     decoder = FastDecoder(model, max_batch_size=3, max_len=80, matmul="tuned")
     masks = []
     attention = torch.nn.functional.scaled_dot_product_attention
-    monkeypatch.setattr(minigpt.fast.F, "scaled_dot_product_attention",
+    monkeypatch.setattr(minigpt.fast.decoder.F, "scaled_dot_product_attention",
                         lambda *a, attn_mask=None, **kw: masks.append(attn_mask) or attention(*a, attn_mask=attn_mask, **kw))
     assert torch.equal(decoder.generate(ids, max_new_tokens=N_STEPS), expected)
     assert not decoder.padded and masks[0] is not None and all(m is None for m in masks[model.config.n_layer:])
@@ -257,7 +257,7 @@ def test_choose_matmul():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_auto_falls_back_to_blas_where_onednn_lacks_the_dtype(model, prompt, monkeypatch, dtype):
     # a CPU without AVX512-BF16/FP16 or AMX, whatever this one has: oneDNN runs fp32 only
-    monkeypatch.setattr(minigpt.fast, "onednn_supports", lambda d: d == torch.float32)
+    monkeypatch.setattr(minigpt.fast.decoder, "onednn_supports", lambda d: d == torch.float32)
     assert choose_matmul("auto", CPU, dtype=dtype) == "blas-in-out"
     assert choose_matmul("auto", CPU, dtype=torch.float32, static=True) == "tuned"
     decoder = FastDecoder(model, max_batch_size=3, max_len=16, dtype=dtype)
@@ -268,7 +268,7 @@ def test_auto_falls_back_to_blas_where_onednn_lacks_the_dtype(model, prompt, mon
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_auto_picks_onednn_where_the_cpu_has_the_dtype(monkeypatch, dtype):
-    monkeypatch.setattr(minigpt.fast, "onednn_supports", lambda d: True)
+    monkeypatch.setattr(minigpt.fast.decoder, "onednn_supports", lambda d: True)
     assert choose_matmul("auto", CPU, dtype=dtype) == "tuned"
     assert choose_matmul("onednn", CPU, dtype=dtype) == "onednn"
     assert choose_matmul("auto", CPU, compile=True, dtype=dtype) == "blas-in-out"
@@ -276,7 +276,7 @@ def test_auto_picks_onednn_where_the_cpu_has_the_dtype(monkeypatch, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_explicit_onednn_without_the_dtype_is_an_error(model, monkeypatch, dtype):
-    monkeypatch.setattr(minigpt.fast, "onednn_supports", lambda d: d == torch.float32)
+    monkeypatch.setattr(minigpt.fast.decoder, "onednn_supports", lambda d: d == torch.float32)
     name, probe = PROBES[dtype]
     message = (f"matmul='onednn' cannot run here: this CPU's oneDNN has no {name} inner product "
                f"(torch.ops.mkldnn.{probe}() is False); use matmul='auto' or 'blas-in-out'")
@@ -355,7 +355,7 @@ def test_tuned_keeps_the_fastest_kernel_and_its_layout(model, prompt, monkeypatc
     """With every other kernel slowed by 20 ms a call, ``fast`` wins on every shape, and its layout is kept."""
     if not torch.backends.mkldnn.is_available():
         pytest.skip("this torch has no oneDNN: nothing to time")
-    real = minigpt.fast._kernels()
+    real = minigpt.fast.decoder._kernels()
 
     def slowed(kernel):
         def run(*args):
@@ -363,7 +363,7 @@ def test_tuned_keeps_the_fastest_kernel_and_its_layout(model, prompt, monkeypatc
             return kernel(*args)
         return run
 
-    monkeypatch.setattr(minigpt.fast, "_kernels", lambda: {n: k if n == fast else slowed(k) for n, k in real.items()})
+    monkeypatch.setattr(minigpt.fast.decoder, "_kernels", lambda: {n: k if n == fast else slowed(k) for n, k in real.items()})
     decoder = FastDecoder(model, max_batch_size=2, max_len=40, matmul="tuned")
     ids, mask = prompt
     out = decoder.generate(ids[:2], mask[:2], max_new_tokens=4)

@@ -1,11 +1,11 @@
-"""The C decode step (minigpt.native) computes what the torch step computes, and is chosen only where it runs."""
+"""The C decode step (minigpt.fast.native) computes what the torch step computes, and is chosen only where it runs."""
 
 import shutil
 
 import pytest
 import torch
 
-from minigpt import native
+from minigpt.fast import native
 from minigpt.fast import FastDecoder, choose_matmul
 from minigpt.generate import PAD_TOKEN_ID, generate
 from minigpt.model import GPT, GPTConfig

@@ -78,9 +78,9 @@ from minigpt.data import load_splits
 from minigpt.fast import FastDecoder
 from minigpt.generate import PAD_TOKEN_ID, generate, stream
 from minigpt.model import GPT, PRESETS, GPTConfig
-from minigpt.native import available as native_available
-from minigpt.native import matvec as native_matvec
-from minigpt.native import unavailable_reason
+from minigpt.fast.native import available as native_available
+from minigpt.fast.native import matvec as native_matvec
+from minigpt.fast.native import unavailable_reason
 from minigpt.quantize import quantize_model
 from minigpt.search import beam_search
 from minigpt.speculative import SpeculativeOutput, prompt_lookup_generate, speculative_generate
@@ -181,7 +181,7 @@ def measure_bandwidth(
     Several reads are timed, because no single kernel reaches the memory's speed on every CPU: a sum
     (reads each number once, one number out) and a matrix-vector product over the same bytes seen as a
     (rows, 1024) matrix, which is exactly what a batch-1 decode step does to every weight matrix, by
-    torch, and on CPU by the fast path's C step too (``minigpt.native.matvec``, where it builds). On a
+    torch, and on CPU by the fast path's C step too (``minigpt.fast.native.matvec``, where it builds). On a
     2-core Xeon the sum read 19-23 GB/s and the products 28; elsewhere the sum won; with torch's
     portable kernels (no vector instructions) torch's reads made 15 GB/s where the C step's read 25, and a
     bound from torch's alone would have had the C step beating memory. The tensor (1 GiB by
@@ -221,7 +221,7 @@ def read_kernels(x: torch.Tensor) -> dict[str, Callable[[], object]]:
     matrix stored (out, in); ``"torch vm"`` multiplies a vector by it seen as a (1024, rows) matrix, the
     (in, out) layout that transformers' GPT-2 and the fast path's ``blas-in-out`` kernel read; and on CPU,
     where the C step builds, ``"C step matvec"`` is ``"torch mv"`` with the C step's own kernel
-    (``minigpt.native.matvec``).
+    (``minigpt.fast.native.matvec``).
 
     >>> reads = read_kernels(torch.ones(4096))
     >>> list(reads)[:2], float(reads["torch sum"]())
@@ -816,7 +816,7 @@ def _plan(config: BenchConfig, has_transformers: bool) -> tuple[list[tuple[str, 
         notes.append(f"no-cache skipped at batch sizes {big}: above no_cache_max_batch={config.no_cache_max_batch}")
     if "fast" in methods and torch.device(config.device).type == "cpu":
         why_not = unavailable_reason()
-        notes.append("fast decodes with the C step (minigpt.native), compiled for this CPU's "
+        notes.append("fast decodes with the C step (minigpt.fast.native), compiled for this CPU's "
                      f"{torch.backends.cpu.get_cpu_capability()}" if why_not is None
                      else f"fast decodes with torch's step: the C step cannot run here ({why_not})")
     if "fast" in methods:

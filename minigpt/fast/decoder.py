@@ -6,7 +6,7 @@ greedy tokens are identical). What each trick buys (measured on a quiet 2-core A
 shape, fp32, 16-token prompt, 32 new tokens; tokens/s include the prefill):
 
 - **A decode step in C, on CPU** (``matmul="native"``, what ``"auto"`` picks for float32 wherever a C
-  compiler with OpenMP is found): ``minigpt.native`` compiles ``csrc/decode_step.c`` for the instructions
+  compiler with OpenMP is found): ``minigpt.fast.native`` compiles ``csrc/decode_step.c`` for the instructions
   torch says this CPU has and runs every layer of a step in one call. It streams each matrix 16 rows at
   a time, and between the weight streams does only a few kilobytes of arithmetic, where torch pays its
   per-op toll ~300 times a step (see "Few small ops per layer" below). On a 2-core Xeon (AVX-512) a GPT-2
@@ -72,7 +72,7 @@ from minigpt import logits as L
 from minigpt.checks import check_choice
 from minigpt.generate import PAD_TOKEN_ID, as_eos_ids, check_id_prompt, make_generator
 from minigpt.model import GPT
-from minigpt.native import NativeStep, matrix_for_c, unavailable_reason
+from minigpt.fast.native import NativeStep, matrix_for_c, unavailable_reason
 from minigpt.quantize import Int8Linear, choose_int8_kernel
 
 EOS_CHECK_EVERY = 16  # with EOS on: steps between the (host-syncing) checks that every row has finished
@@ -186,7 +186,7 @@ def choose_matmul(
     """Resolve ``"auto"`` to the matmul that runs ``dtype`` fastest on ``device``; refuse one that cannot run.
 
     On CPU, ``"auto"`` is ``"native"`` for float32 decoding with the sliced cache (not ``static``, nothing
-    compiled) wherever the C decode step builds (``minigpt.native``: it needs a C compiler with OpenMP).
+    compiled) wherever the C decode step builds (``minigpt.fast.native``: it needs a C compiler with OpenMP).
     Otherwise it is ``"tuned"`` where oneDNN has an inner product for ``dtype`` on this CPU
     (``onednn_supports``: fp32 wherever the build has oneDNN, bf16 and fp16 only with hardware support) and
     nothing is compiled: the decoder then times oneDNN, BLAS and BLAS over the (in, out) layout on its own
@@ -226,7 +226,7 @@ def choose_matmul(
 
 
 def _native_lacks(compile: bool, dtype: torch.dtype, static: bool) -> str | None:
-    """What keeps the C decode step (``minigpt.native``) from running this decoder, or None."""
+    """What keeps the C decode step (``minigpt.fast.native``) from running this decoder, or None."""
     if dtype != torch.float32:
         return f"the C decode step computes in float32, got dtype={dtype}"
     if compile or static:
@@ -262,7 +262,7 @@ def _block_weights(block: torch.nn.Module, dtype: torch.dtype, matrix: Callable)
 
 
 def _native(matrix: tuple) -> list[torch.Tensor | None]:
-    """A (weight, bias) or (Int8Linear,) matrix as the C step reads it (``minigpt.native.matrix_for_c``)."""
+    """A (weight, bias) or (Int8Linear,) matrix as the C step reads it (``minigpt.fast.native.matrix_for_c``)."""
     if isinstance(matrix[0], Int8Linear):
         return matrix_for_c(matrix[0].q, matrix[0].bias, matrix[0].scale)
     return matrix_for_c(*matrix)
@@ -292,7 +292,7 @@ class FastDecoder:
     half of it) and costs nothing, since the length is a Python int the loop already knows.
 
     ``matmul`` picks the kernel of every weight matrix (see the module docstring for what each buys):
-    ``"native"`` (CPU, float32, sliced cache: every decode step in C, ``minigpt.native``; ``self.native_step``;
+    ``"native"`` (CPU, float32, sliced cache: every decode step in C, ``minigpt.fast.native``; ``self.native_step``;
     the prompt's pass with ``F.linear``), ``"tuned"`` (CPU: each matrix shape's fastest of the next three,
     timed), ``"onednn"`` (CPU: oneDNN's inner product over nn.Linear's (out, in) layout), ``"blas-in-out"`` (CPU:
     ``F.linear`` over weights stored (in, out)), ``"blas"`` (``F.linear`` over nn.Linear's layout, the
@@ -387,7 +387,7 @@ class FastDecoder:
         self._step = self._compiled_step() if compile else self._static_step
 
     def _native_step(self) -> NativeStep:
-        """The C decode step (``minigpt.native``) over this decoder's own weights and cache; prefill stays here."""
+        """The C decode step (``minigpt.fast.native``) over this decoder's own weights and cache; prefill stays here."""
         layers = [[*b.ln_1, *_native(b.c_attn), *_native(b.attn_proj), *b.ln_2, *_native(b.c_fc), *_native(b.mlp_proj),
                    cache] for b, cache in zip(self.blocks, self.cache)]
         head = _native((*self.head, None))[:3]  # the head's matrix, and for int8 its scales and rows' sums
