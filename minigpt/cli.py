@@ -14,27 +14,29 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 
 import torch
 
-from minigpt import bench, train
+from minigpt.arguments import add_dataclass_arguments
 from minigpt.checkpoint import HUB_REPOS, load_model, shipped_models
 from minigpt.checks import check_device, check_int
-from minigpt.explore import check_page_path, decoding_settings, export_page
-from minigpt.export import GGUF_DTYPES, check_out_dir, check_out_file, export_gguf, export_hf
 from minigpt.generate import DecodingSettings, stream
-from minigpt.healing import boundary_warning
-from minigpt.quantize import quantize_model
+from minigpt.logits import LogitsSettings
 from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, encode
+
+# The other commands' modules (train, bench, explore, export, quantize) are imported inside them: a command
+# loads only what it uses, and ``minigpt generate`` starts without the bench, the trainer or the widget.
 
 DEFAULT_MODEL = "shakespeare"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``minigpt`` console script; returns the exit status."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -46,27 +48,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand; only ``command``'s flags are added (every one's when None).
+
+    A command's flags may need its module (``train``'s come from ``TrainConfig``), so the other commands'
+    modules are not imported to parse one command's line.
+
+    >>> build_parser("generate").parse_args(["generate", "Hi", "--top-k", "5"]).top_k
+    5
+    """
     parser = argparse.ArgumentParser(
         prog="minigpt", description="An educational GPT-2: generate text, train, benchmark."
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_generate(commands)
-    _add_train(commands)
-    _add_bench(commands)
-    _add_explore(commands)
-    _add_export(commands)
+    for name, (help, add) in COMMANDS.items():
+        p = commands.add_parser(name, help=help)
+        if command in (None, name):
+            add(p)
     return parser
 
 
-def _add_generate(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "generate",
-        help="continue a prompt, printing tokens as they are made",
-        description="Continue PROMPT with a model, streaming the new text to stdout token by token. "
-        "By default it samples at temperature 0.8 from the 50 most likely tokens; "
-        "--temperature 0 gives greedy decoding.",
+def _add_generate(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Continue PROMPT with a model, streaming the new text to stdout token by token. By default it samples "
+        "at temperature 0.8 from the 50 most likely tokens; --temperature 0 gives greedy decoding. A logits "
+        "setting's off value (top-k 0, top-p 1, min-p 0, penalty 1 …) or 'none' switches it off."
     )
     p.add_argument("prompt", help="the text to continue")
     _add_model_option(p)
@@ -76,25 +82,7 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--weights", choices=["float", "int8"], default="float",
                    help="int8: every matrix in int8, one scale per output channel (CPU; a quarter of the bytes "
                    "per token, see chapter 12); default float, the checkpoint's own")
-    p.add_argument("--temperature", type=float, default=0.8, help="<1 sharpens, >1 flattens; 0 = greedy")
-    p.add_argument("--top-k", type=int, default=50, help="sample only among the k most likely tokens; 0 = off")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus: smallest set with probability >= p")
-    p.add_argument("--min-p", type=float, default=None, help="drop tokens below min-p × the top probability")
-    p.add_argument("--repetition-penalty", type=float, default=None, help="> 1 discourages seen tokens")
-    p.add_argument("--no-repeat-ngram-size", type=int, default=None, help="never repeat an n-gram of this size")
-    p.add_argument("--min-new-tokens", type=int, default=0, help="forbid end-of-text before this many tokens")
     p.add_argument("--stop", action="append", default=None, help="stop before this string (repeatable)")
-    p.add_argument("--typical-p", type=float, default=None, help="typical sampling: keep tokens near the entropy")
-    p.add_argument("--epsilon-cutoff", type=float, default=None, help="drop tokens below this probability")
-    p.add_argument("--eta-cutoff", type=float, default=None, help="drop tokens below an entropy-dependent floor")
-    p.add_argument("--frequency-penalty", type=float, default=None,
-                   help="in [-2, 2]: subtract this × how often a token was generated (OpenAI's)")
-    p.add_argument("--presence-penalty", type=float, default=None,
-                   help="in [-2, 2]: subtract this once from every token generated so far (OpenAI's)")
-    p.add_argument("--ban", action="append", default=None, metavar="TEXT", type=_ban,
-                   help="never generate TEXT's tokens in a row, e.g. --ban ' thou' (repeatable)")
-    p.add_argument("--bias", action="append", default=None, metavar="TEXT=VALUE", type=_bias,
-                   help="add VALUE to TEXT's last token's logit after its others, e.g. ' love=2' (repeatable)")
     p.add_argument(
         "--eos", action="store_true", help="stop at <|endoftext|> (by default it is printed like any token)"
     )
@@ -109,26 +97,22 @@ def _add_generate(commands: argparse._SubParsersAction) -> None:
         help="back up PROMPT's last token and let the model write its text again, e.g. a final blank line as the "
         "corpus writes it (chapter 10); without it, a prompt ending where the corpus rarely does gets a warning",
     )
+    # one flag per LogitsSettings field, its help the field's doc: a new sampler needs no line here
+    add_dataclass_arguments(p.add_argument_group("logits settings (minigpt.logits.LogitsSettings)"), LogitsSettings,
+                            defaults={"temperature": 0.8, "top_k": 50})
     p.set_defaults(run=_run_generate)
 
 
-def _ban(value: str) -> list[int]:
-    """``--ban TEXT``: TEXT's token ids, a sequence generation must never produce."""
-    if not value:
-        raise argparse.ArgumentTypeError("must be a non-empty text, got ''")
-    return encode(value)
+def logits_settings(args: argparse.Namespace) -> LogitsSettings:
+    """The ``LogitsSettings`` of parsed flags; an off value (``minigpt.logits.OFF``, e.g. ``--top-k 0``) is None.
 
-
-def _bias(value: str) -> tuple[tuple[int, ...], float]:
-    """``--bias TEXT=VALUE``: TEXT's token ids and the bias (the last ``=`` splits, so TEXT may contain one)."""
-    text, sep, number = value.rpartition("=")
-    try:
-        bias = float(number)
-    except ValueError:
-        bias = None
-    if not sep or not text or bias is None:
-        raise argparse.ArgumentTypeError(f"must be TEXT=VALUE with VALUE a number, e.g. ' love=2', got {value!r}")
-    return tuple(encode(text)), bias
+    >>> logits_settings(argparse.Namespace(temperature=0.8, top_k=0, top_p=0.9, seed=1))
+    LogitsSettings(temperature=0.8, top_p=0.9)
+    """
+    given = vars(args)
+    return LogitsSettings.with_off_values(
+        **{f.name: given[f.name] for f in dataclasses.fields(LogitsSettings) if f.name in given}
+    )
 
 
 def _add_model_option(p: argparse.ArgumentParser) -> None:
@@ -159,24 +143,24 @@ def _device(value: str) -> torch.device:
         raise argparse.ArgumentTypeError(str(e).removeprefix("--device ")) from e
 
 
-def _add_train(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "train",
-        help="train a GPT on the Shakespeare corpus",
-        description="Train a GPT on the shipped Shakespeare corpus (three works held out). Every flag "
-        "overrides the --config JSON file, which overrides the defaults. Under torchrun it trains with DDP.",
+def _add_train(p: argparse.ArgumentParser) -> None:
+    from minigpt import train
+
+    p.description = (
+        "Train a GPT on the shipped Shakespeare corpus (three works held out). Every flag overrides the "
+        "--config JSON file, which overrides the defaults. Under torchrun it trains with DDP."
     )
     train.add_arguments(p)
     p.set_defaults(run=train.run)
 
 
-def _add_bench(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "bench",
-        help="measure decoding speed: no cache, KV cache, fast path, transformers",
-        description="Measure decoding speed side by side in one process (default: the GPT-2 124M shape with "
-        "random weights): tokens/s, time to first token, peak memory and the share of the memory-bandwidth "
-        "bound; prints a table, writes JSON and a PNG.",
+def _add_bench(p: argparse.ArgumentParser) -> None:
+    from minigpt import bench
+
+    p.description = (
+        "Measure decoding speed side by side in one process (default: the GPT-2 124M shape with random "
+        "weights): tokens/s, time to first token, peak memory and the share of the memory-bandwidth bound; "
+        "prints a table, writes JSON and a PNG."
     )
     bench.add_arguments(p)
     p.set_defaults(run=bench.run)
@@ -189,34 +173,23 @@ def _run_generate(args: argparse.Namespace) -> int:
             f"(id {EOT_TOKEN_ID}), or remove it from the prompt"
         )
     _check_default_model(args.model)
+    logits = logits_settings(args)  # a bad option fails here, before the model is loaded
     settings = dict(
         max_new_tokens=args.max_new_tokens,
-        min_new_tokens=args.min_new_tokens,
-        do_sample=args.temperature > 0,
-        temperature=args.temperature,
-        top_k=args.top_k or None,
-        top_p=args.top_p,
-        min_p=args.min_p,
-        repetition_penalty=args.repetition_penalty,
-        no_repeat_ngram_size=args.no_repeat_ngram_size,
+        do_sample=logits.temperature > 0,
         eos_token_id=EOT_TOKEN_ID if args.eos else None,
         stop=args.stop,
         allow_special=args.allow_special,
-        typical_p=args.typical_p,
-        epsilon_cutoff=args.epsilon_cutoff,
-        eta_cutoff=args.eta_cutoff,
-        frequency_penalty=args.frequency_penalty,
-        presence_penalty=args.presence_penalty,
-        bad_words_ids=args.ban,
-        sequence_bias=dict(args.bias) if args.bias else None,
     )
-    DecodingSettings(**settings)  # a bad option fails here, before the model is loaded
+    DecodingSettings(**settings, logits=logits)  # and so does a contradiction, e.g. min-new-tokens > max-new-tokens
     if args.weights == "int8" and args.device.type != "cpu":
         raise ValueError(f"--weights int8 runs on CPU only (its kernels are CPU kernels), got --device {args.device}")
     model = load_model(args.model, device=args.device)
     if args.weights == "int8":
-        model = quantize_model(model)  # the fast int8 kernel for this CPU, timed (minigpt.quantize)
-    pieces = stream(model, args.prompt, seed=args.seed, token_healing=args.token_healing, **settings)
+        from minigpt import quantize
+
+        model = quantize.quantize_model(model)  # the fast int8 kernel for this CPU, timed (minigpt.quantize)
+    pieces = stream(model, args.prompt, seed=args.seed, token_healing=args.token_healing, logits=logits, **settings)
     if not args.token_healing:
         _warn_about_the_boundary(args.prompt, args.model, args.allow_special)
     print(args.prompt, end="", flush=True)
@@ -234,6 +207,8 @@ def _warn_about_the_boundary(prompt: str, model: str, allow_special: bool) -> No
     """
     if model in HUB_REPOS:
         return
+    from minigpt.healing import boundary_warning
+
     try:
         warning = boundary_warning(encode(prompt, allow_special=allow_special), fix="--token-healing")
     except FileNotFoundError:
@@ -242,14 +217,14 @@ def _warn_about_the_boundary(prompt: str, model: str, allow_special: bool) -> No
         print(f"minigpt generate: warning: {warning}", file=sys.stderr)
 
 
-def _add_explore(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "explore",
-        help="write a page that replays a generation, with the decoding sliders",
-        description="Sample STEPS tokens after PROMPT and write one self-contained HTML page (no network, no "
-        "server) that replays them: scrub through the steps and move the sliders (repetition penalty, "
-        "temperature, top-k, top-p, min-p); the page recomputes each next-token distribution. The settings "
-        "below are those the replay samples with and where the sliders start.",
+def _add_explore(p: argparse.ArgumentParser) -> None:
+    from minigpt.explore import SETTINGS
+
+    p.description = (
+        "Sample STEPS tokens after PROMPT and write one self-contained HTML page (no network, no server) that "
+        "replays them: scrub through the steps and move the sliders (repetition penalty, temperature, top-k, "
+        "top-p, min-p); the page recomputes each next-token distribution. The settings below are those the "
+        "replay samples with and where the sliders start."
     )
     p.add_argument("prompt", help="the text to continue")
     p.add_argument("--out", required=True, help="the HTML file to write, e.g. explore.html")
@@ -257,24 +232,17 @@ def _add_explore(commands: argparse._SubParsersAction) -> None:
     _add_model_option(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the replay's draws (default 0)")
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda, cuda:1 or mps (default cpu)")
-    p.add_argument("--temperature", type=float, default=0.8, help="> 0: <1 sharpens, >1 flattens (default 0.8)")
-    p.add_argument("--top-k", type=int, default=50, help="keep the k most likely tokens; 0 = off (default 50)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus: smallest set with probability >= p; 1 = off")
-    p.add_argument("--min-p", type=float, default=0.0, help="drop tokens below min-p × the top probability; 0 = off")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages seen tokens; 1 = off")
+    add_dataclass_arguments(p.add_argument_group("the sliders (minigpt.logits.LogitsSettings)"), LogitsSettings,
+                            only=SETTINGS, defaults={"temperature": 0.8, "top_k": 50})
     p.set_defaults(run=_run_explore)
 
 
 def _run_explore(args: argparse.Namespace) -> int:
+    from minigpt.explore import SETTINGS, check_page_path, decoding_settings, export_page
+
     if EOT_TOKEN in args.prompt:
         raise ValueError(f"the prompt contains {EOT_TOKEN}; remove it from the prompt")
-    settings = dict(
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        min_p=args.min_p,
-        repetition_penalty=args.repetition_penalty,
-    )
+    settings = {name: getattr(args, name) for name in SETTINGS}
     decoding_settings(settings)  # bad options fail here, before the model is loaded
     check_int("steps", args.steps, 1)
     check_int("seed", args.seed, 0)
@@ -288,14 +256,14 @@ def _run_explore(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_export(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "export",
-        help="write a model in another tool's format: --to hf (transformers) or --to gguf (llama.cpp)",
-        description="Write MODEL in the format of another tool. --to hf: a directory OUT that transformers "
-        "loads offline with GPT2LMHeadModel.from_pretrained and AutoTokenizer.from_pretrained (config.json, "
+def _add_export(p: argparse.ArgumentParser) -> None:
+    from minigpt.export import GGUF_DTYPES
+
+    p.description = (
+        "Write MODEL in the format of another tool. --to hf: a directory OUT that transformers loads offline "
+        "with GPT2LMHeadModel.from_pretrained and AutoTokenizer.from_pretrained (config.json, "
         "model.safetensors, and GPT-2's tokenizer files made from minigpt's own copy). --to gguf: one file OUT "
-        "that llama.cpp runs (architecture gpt2, the tokenizer inside), in f32 or f16 (--dtype).",
+        "that llama.cpp runs (architecture gpt2, the tokenizer inside), in f32 or f16 (--dtype)."
     )
     p.add_argument(
         "model",
@@ -313,6 +281,8 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
+    from minigpt.export import check_out_dir, check_out_file, export_gguf, export_hf
+
     if args.model not in shipped_models() and args.model not in HUB_REPOS and not Path(args.model).exists():
         raise FileNotFoundError(
             f"MODEL {args.model!r} is neither a shipped model ({', '.join(shipped_models()) or 'none installed'}), "
@@ -335,6 +305,16 @@ def _run_export(args: argparse.Namespace) -> int:
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): run it with llama.cpp, "
           f"llama-cli -m {out} -p \"ROMEO:\" -no-cnv (llama-completion in newer builds)")
     return 0
+
+
+# command: (its one-line help, the function that adds its flags)
+COMMANDS = {
+    "generate": ("continue a prompt, printing tokens as they are made", _add_generate),
+    "train": ("train a GPT on the Shakespeare corpus", _add_train),
+    "bench": ("measure decoding speed: no cache, KV cache, fast path, transformers", _add_bench),
+    "explore": ("write a page that replays a generation, with the decoding sliders", _add_explore),
+    "export": ("write a model in another tool's format: --to hf (transformers) or --to gguf (llama.cpp)", _add_export),
+}
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Two front ends share one script, ``assets/explorer.js``:
 
-- ``explore(model, prompt)`` returns a notebook widget (anywidget). Python computes every probability with
-  ``minigpt.logits.process_logits``; the browser only draws what it is sent (the ``view`` trait).
+- ``explore(model, prompt)`` returns a notebook widget (``minigpt.widget.Explorer``, an anywidget). Python
+  computes every probability with ``minigpt.logits`` (a ``LogitsSettings`` chain); the browser only draws
+  what it is sent (the ``view`` trait).
 - ``export_page(model, prompt, path)`` (the ``minigpt explore`` command) samples a few steps and writes one
   self-contained HTML file that replays them. With no Python behind it, the page recomputes the same
   transforms in the same order in JavaScript, from each step's stored raw logits (see ``page_data``).
@@ -26,22 +27,24 @@ import base64
 import html
 import json
 import math
-import numbers
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import anywidget
 import torch
-import traitlets
 
 from minigpt.checks import check_choice, check_int, check_real
 from minigpt.generate import encode_prompt, eval_mode, make_generator
-from minigpt.logits import check_logits_settings, process_logits
+from minigpt.logits import OFF as LOGITS_OFF
+from minigpt.logits import LogitsSettings
 from minigpt.model import GPT
 from minigpt.tokenizer import decode
 
+if TYPE_CHECKING:
+    from minigpt.widget import Explorer
+
 SCRIPT = Path(__file__).resolve().parent / "assets" / "explorer.js"
 SETTINGS = ("repetition_penalty", "temperature", "top_k", "top_p", "min_p")  # transformers' order
-OFF = {"repetition_penalty": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0}  # the value that switches each off
+OFF = {name: LOGITS_OFF[name] for name in SETTINGS if name != "temperature"}  # the value that switches each off
 DEFAULTS = {**OFF, "temperature": 1.0}  # where the sliders start unless told otherwise
 ROWS = 20  # tokens drawn as bars; the others make up the "rest of the vocabulary" bar
 HOVER_ROWS = 8  # tokens listed when hovering a generated token
@@ -67,17 +70,9 @@ def decoding_settings(values: dict[str, object]) -> dict[str, object]:
     if unknown:
         raise TypeError(f"settings must be among {', '.join(SETTINGS)}, got {unknown[0]!r}")
     kw = {name: values.get(name, DEFAULTS[name]) for name in SETTINGS}
-    for name, off in OFF.items():
-        if _is_off(kw[name], off):
-            kw[name] = None
     check_real("temperature", kw["temperature"], "a finite number > 0", lambda v: 0 < v < math.inf)
-    check_logits_settings(**kw)
-    return kw
-
-
-def _is_off(value: object, off: float) -> bool:
-    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    return value is None or (is_number and value == off)
+    settings = LogitsSettings.with_off_values(**kw)
+    return {name: getattr(settings, name) for name in SETTINGS}
 
 
 def next_token_view(
@@ -99,12 +94,11 @@ def next_token_view(
     """
     context = torch.tensor([ids])
     scores = logits.float()[None]  # (1, V): transforms and softmax in fp32, as the decoding loop does
-    penalised = process_logits(
-        scores, context, new_tokens=new_tokens, do_sample=False, repetition_penalty=settings["repetition_penalty"]
-    )[0]
-    processed = process_logits(scores, context, new_tokens=new_tokens, do_sample=True, **settings)[0]
-    uncut = {name: settings[name] for name in ("repetition_penalty", "temperature")}  # before top-k, top-p, min-p
-    before = process_logits(scores, context, new_tokens=new_tokens, do_sample=True, **uncut)[0].softmax(-1)
+    chosen = LogitsSettings(**settings)
+    penalised = chosen.chain(sample=False)(scores, context, new_tokens=new_tokens)[0]  # the penalty alone
+    processed = chosen.chain(sample=True)(scores, context, new_tokens=new_tokens)[0]
+    uncut = LogitsSettings(repetition_penalty=chosen.repetition_penalty, temperature=chosen.temperature)
+    before = uncut.chain(sample=True)(scores, context, new_tokens=new_tokens)[0].softmax(-1)  # before the cuts
     raw_p, p = scores[0].softmax(-1), processed.softmax(-1)
     top = torch.topk(penalised, min(rows, len(penalised))).indices
     shown = torch.zeros_like(p, dtype=torch.bool)
@@ -171,8 +165,8 @@ class Trail:
 
     def _scores(self, settings: dict[str, object], do_sample: bool) -> torch.Tensor:
         context = torch.tensor([self.ids])
-        return process_logits(self.logits[-1][None], context, new_tokens=len(self.steps), do_sample=do_sample,
-                              **(settings if do_sample else {"repetition_penalty": settings["repetition_penalty"]}))
+        chain = LogitsSettings(**settings).chain(sample=do_sample)  # greedy: the penalty alone
+        return chain(self.logits[-1][None], context, new_tokens=len(self.steps))
 
     def step(self, settings: dict[str, object], how: str, token: int | None = None) -> int:
         """Append one token and return it: ``how`` is "greedy", "sampled" (a seeded draw) or "clicked" (``token``).
@@ -210,118 +204,6 @@ class Trail:
         self.ids.pop(), self.steps.pop(), self.logits.pop()
 
 
-class Explorer(anywidget.AnyWidget):
-    """The explorer widget: sliders and buttons in the browser, every probability computed here.
-
-    Settings are traits (``repetition_penalty``, ``temperature``, ``top_k``, ``top_p``, ``min_p``, ``seed``)
-    that the sliders set and Python code may set too; each change recomputes ``view``, the data the front
-    end draws. A bad value is not raised but shown: ``error`` holds the library's message and ``view``
-    keeps the last good distribution until the value is fixed. The buttons call ``greedy``, ``sample``,
-    ``choose`` (a clicked bar) and ``back`` through widget messages. Use ``explore`` to make one.
-    """
-
-    _esm = SCRIPT
-    repetition_penalty = traitlets.Any(1.0).tag(sync=True)
-    temperature = traitlets.Any(1.0).tag(sync=True)
-    top_k = traitlets.Any(0).tag(sync=True)
-    top_p = traitlets.Any(1.0).tag(sync=True)
-    min_p = traitlets.Any(0.0).tag(sync=True)
-    seed = traitlets.Any(0).tag(sync=True)
-    error = traitlets.Unicode("").tag(sync=True)
-    view = traitlets.Dict().tag(sync=True)
-
-    def __init__(self, model: GPT, prompt: str, *, seed: int = 0, rows: int = ROWS, **settings) -> None:
-        decoding_settings(settings)  # a bad argument raises here, like any library call
-        check_int("seed", seed, 0)
-        check_int("rows", rows, 1)
-        self._trail, self._rows = Trail(model, prompt, seed=seed), rows
-        start = {name: OFF[name] if settings.get(name, 0) is None else settings.get(name, DEFAULTS[name])
-                 for name in SETTINGS}  # None shows on its slider as the off position
-        super().__init__(seed=seed, **start)
-        self.on_msg(self._on_message)
-        self._refresh()
-
-    def __repr__(self) -> str:  # no memory address, and not the whole view
-        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in SETTINGS)
-        return f"Explorer({self._trail.prompt!r} + {len(self._trail.steps)} tokens, {shown}, seed={self.seed!r})"
-
-    @traitlets.observe(*SETTINGS)
-    def _settings_changed(self, change: dict) -> None:
-        self._refresh()
-
-    @traitlets.observe("seed")
-    def _seed_changed(self, change: dict) -> None:
-        if self._attempt(lambda: check_int("seed", change["new"], 0)) and change["new"] != self._trail.seed:
-            self._trail.reseed(change["new"])
-        self._refresh()
-
-    def _attempt(self, action) -> bool:
-        """Run ``action``; a ValueError or TypeError is shown in ``error`` instead of raised."""
-        try:
-            action()
-        except (ValueError, TypeError) as e:
-            self.error = str(e)
-            return False
-        return True
-
-    def _settings(self) -> dict[str, object] | None:
-        """The checked settings, or None (with ``error`` set) when one of them, or the seed, is bad."""
-        found = {}
-
-        def check() -> None:
-            check_int("seed", self.seed, 0)
-            found.update(decoding_settings({name: getattr(self, name) for name in SETTINGS}))
-
-        return found if self._attempt(check) else None
-
-    def _refresh(self) -> None:
-        if not hasattr(self, "_rows") or (settings := self._settings()) is None:
-            return  # still in __init__, or a bad value: keep the last good view, error says what is wrong
-        self.error = ""
-        trail = self._trail
-        self.view = {
-            **trail.view(settings, self._rows),
-            "prompt": trail.prompt,
-            "tokens": list(trail.steps),  # a new list, so traitlets sees the change
-            "seed": trail.seed,
-            "draws": trail.draws,
-        }
-
-    def _step(self, how: str, token: int | None = None) -> None:
-        settings = self._settings()
-        if settings is not None and self._attempt(lambda: self._trail.step(settings, how, token)):
-            self._refresh()
-
-    def greedy(self) -> None:
-        """Append the token greedy decoding takes: the argmax after the repetition penalty."""
-        self._step("greedy")
-
-    def sample(self) -> None:
-        """Append a token drawn from the processed distribution with the seeded generator."""
-        self._step("sampled")
-
-    def choose(self, token: int) -> None:
-        """Append ``token`` (a clicked bar), whatever its probability, even 0."""
-        self._step("clicked", token)
-
-    def back(self) -> None:
-        """Remove the last token and show again the distribution it was chosen from.
-
-        Refused, like the other buttons, while a setting is bad: there would be no distribution to show.
-        """
-        if self._settings() is not None and self._attempt(self._trail.back):
-            self.seed = self._trail.seed  # the seed in force before that step
-            self._refresh()
-
-    def _on_message(self, widget: Explorer, content: object, buffers: list) -> None:
-        """The front end's buttons: {"action": "greedy" | "sample" | "back"} or {"action": "choose", "id": n}."""
-        action = content.get("action") if isinstance(content, dict) else None
-        if action == "choose":
-            self.choose(content.get("id"))
-        elif action in ("greedy", "sample", "back"):
-            getattr(self, action)()
-
-
 def explore(model: GPT, prompt: str, *, seed: int = 0, rows: int = ROWS, **settings) -> Explorer:
     """Open the decoding explorer on ``prompt``: the next-token distribution, raw and processed, as bars.
 
@@ -337,6 +219,8 @@ def explore(model: GPT, prompt: str, *, seed: int = 0, rows: int = ROWS, **setti
     >>> widget.back(); [t["how"] for t in widget.view["tokens"]]
     ['greedy']
     """
+    from minigpt.widget import Explorer  # here, not at the top: anywidget loads only when a widget is made
+
     return Explorer(model, prompt, seed=seed, rows=rows, **settings)
 
 

@@ -3,7 +3,8 @@
 Each step runs the model, reshapes the last position's logits with the transforms of ``logits.py`` (in
 transformers' order), picks a token (argmax, or a draw from the softmax) and appends it. Around that
 core: batches of prompts of different lengths (left padding + attention mask), per-row end of sequence,
-stop strings, several samples per prompt, the KV cache, and a streaming form.
+stop strings, several samples per prompt (the prompt's pass runs once, its cache rows copied), the KV
+cache, and a streaming form.
 
 >>> from minigpt.model import GPT, GPTConfig
 >>> model = GPT(GPTConfig.from_preset("tiny"))
@@ -17,7 +18,7 @@ import codecs
 import contextlib
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import KW_ONLY, dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -32,7 +33,7 @@ from minigpt.healing import (
     still_to_write,
 )
 from minigpt.kv_cache import KVCache, check_cache_fits
-from minigpt.model import GPT
+from minigpt.model import GPT, position_ids_from_mask
 from minigpt.tokenizer import EOT_TOKEN_ID, VOCAB_SIZE, decode, decode_bytes, encode
 
 PAD_TOKEN_ID = EOT_TOKEN_ID  # GPT-2 has no padding token; <|endoftext|> fills the gaps (masked out)
@@ -40,35 +41,23 @@ PAD_TOKEN_ID = EOT_TOKEN_ID  # GPT-2 has no padding token; <|endoftext|> fills t
 
 @dataclass
 class DecodingSettings:
-    """Every knob of the loop, checked once before any work starts.
+    """Every knob of the loop, checked once before any work starts; ``logits`` holds the transforms' settings.
 
-    The fields after ``allow_special`` are keyword-only; each defaults to off (see ``minigpt.logits``).
+    ``from_keywords`` builds it from keyword arguments, those that name a ``LogitsSettings`` field going to
+    ``logits``. ``chain`` is the transforms to apply at every step, built once here.
+
+    >>> DecodingSettings.from_keywords(max_new_tokens=5, temperature=0.7, do_sample=True).logits
+    LogitsSettings(temperature=0.7)
     """
 
     max_new_tokens: int = 50
-    min_new_tokens: int = 0
     do_sample: bool = False
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    min_p: float | None = None
-    repetition_penalty: float | None = None
-    no_repeat_ngram_size: int | None = None
     eos_token_id: int | Sequence[int] | None = None
     stop: str | Sequence[str] | None = None
     num_return_sequences: int = 1
     use_cache: bool = True
     allow_special: bool = False  # True: "<|endoftext|>" in a text prompt is the end-of-text token, not an error
-    _: KW_ONLY
-    typical_p: float | None = None  # sampling filters, after min-p: typical, epsilon, eta
-    epsilon_cutoff: float | None = None
-    eta_cutoff: float | None = None
-    sequence_bias: L.SequenceBias | None = None  # {(token ids…): bias}
-    bad_words_ids: Sequence[Sequence[int]] | None = None  # token sequences never to generate
-    suppress_tokens: Sequence[int] | None = None  # token ids never to generate
-    prefix_allowed_tokens_fn: L.AllowedTokensFn | None = None  # (batch row, ids so far) -> allowed next ids
-    frequency_penalty: float | None = None  # OpenAI's, on the generated tokens only
-    presence_penalty: float | None = None
+    logits: L.LogitsSettings = field(default_factory=L.LogitsSettings)
 
     def __post_init__(self) -> None:
         check_int("max_new_tokens", self.max_new_tokens, 0)
@@ -76,29 +65,13 @@ class DecodingSettings:
         for name in ("do_sample", "use_cache", "allow_special"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        L.check_logits_settings(
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            min_p=self.min_p,
-            repetition_penalty=self.repetition_penalty,
-            no_repeat_ngram_size=self.no_repeat_ngram_size,
-            min_new_tokens=self.min_new_tokens,
-            typical_p=self.typical_p,
-            epsilon_cutoff=self.epsilon_cutoff,
-            eta_cutoff=self.eta_cutoff,
-            sequence_bias=self.sequence_bias,
-            bad_words_ids=self.bad_words_ids,
-            suppress_tokens=self.suppress_tokens,
-            prefix_allowed_tokens_fn=self.prefix_allowed_tokens_fn,
-            frequency_penalty=self.frequency_penalty,
-            presence_penalty=self.presence_penalty,
-        )
-        if self.min_new_tokens > self.max_new_tokens:  # EOS could never be allowed: a contradiction, not a no-op
+        if not isinstance(self.logits, L.LogitsSettings):
+            raise TypeError(f"logits must be a minigpt.logits.LogitsSettings, got {self.logits!r}")
+        if self.logits.min_new_tokens > self.max_new_tokens:  # EOS could never be allowed: a contradiction
             raise ValueError(
-                f"min_new_tokens must be <= max_new_tokens={self.max_new_tokens}, got {self.min_new_tokens}"
+                f"min_new_tokens must be <= max_new_tokens={self.max_new_tokens}, got {self.logits.min_new_tokens}"
             )
-        if self.temperature == 0:  # temperature 0 is the limit of sharpening: the argmax, i.e. greedy
+        if self.logits.temperature == 0:  # temperature 0 is the limit of sharpening: the argmax, i.e. greedy
             self.do_sample = False
         if not self.do_sample and self.num_return_sequences > 1:
             raise ValueError(
@@ -107,6 +80,13 @@ class DecodingSettings:
             )
         self.eos_token_ids = as_eos_ids(self.eos_token_id)
         self.stops = _as_stops(self.stop)
+        self.chain = self.logits.chain(sample=self.do_sample, eos_token_ids=self.eos_token_ids)
+
+    @classmethod
+    def from_keywords(cls, logits: L.LogitsSettings | None = None, **keywords: object) -> DecodingSettings:
+        """The settings from keywords: ``LogitsSettings`` fields (or ``logits`` itself) and this class's own."""
+        logits, rest = L.split_settings(keywords, logits)
+        return cls(**rest, logits=logits)
 
 
 def as_eos_ids(eos: int | Sequence[int] | None) -> tuple[int, ...]:
@@ -131,21 +111,39 @@ def _as_stops(stop: str | Sequence[str] | None) -> tuple[str, ...]:
 
 @dataclass
 class Generation:
-    """What ``generate`` returns. Row i of every field belongs to the same sequence.
+    """What every decoder returns: ``generate``, the searches, speculative decoding, ``FastDecoder.generate``.
 
-    ``ids`` is (B, T) with left padding before each prompt and ``PAD_TOKEN_ID`` after rows that ended
-    early; ``attention_mask`` marks the real tokens. ``new_tokens`` are the ids each row produced (the
-    EOS token included when one ended the row). ``texts`` are prompt + continuation, cut before a stop
-    string (the ids still hold the token that completed it); they are None when the prompt was ids.
+    Row i of every field belongs to the same sequence. ``ids`` is (N, T) with left padding before each
+    prompt and ``PAD_TOKEN_ID`` after rows that ended early; ``attention_mask`` marks the real tokens.
+    ``new_tokens`` are the ids each row produced (the EOS token included when one ended the row). ``texts``
+    are prompt + continuation, cut before a stop string (the ids still hold the token that completed it);
+    they are None when the prompt was ids. Several rows per prompt (``num_return_sequences``, beams)
+    sit together: prompt i's are rows i*n … i*n + n-1.
+
+    The other fields are filled by the decoders that have them, None elsewhere: ``token_logprobs`` and
+    ``distributions`` when ``generate`` is asked for them; ``scores``, one per row, from the searches that
+    rank their rows (best first within each prompt); the three counts from speculative decoding.
+
+    >>> out = Generation(torch.tensor([[15496, 11]]), torch.tensor([[1, 1]]), [[11]], ["Hello,"])
+    >>> out.text, out.stopped_by
+    ('Hello,', [None])
     """
 
     ids: torch.Tensor
     attention_mask: torch.Tensor
     new_tokens: list[list[int]]
     texts: list[str] | None = None
-    token_logprobs: list[list[float]] | None = None  # log-prob of each chosen token (processed dist.)
-    distributions: list[torch.Tensor] | None = None  # per step (B, V) probabilities, if asked for
     stopped_by: list[str | None] = field(default_factory=list)  # "eos", "stop", or None (length)
+    token_logprobs: list[list[float]] | None = None  # log-prob of each chosen token (processed dist.)
+    distributions: list[torch.Tensor] | None = None  # per step (N, V) probabilities, if asked for
+    scores: torch.Tensor | None = None  # (N,) ranked searches: beam score, or sample-and-rank's mean log-prob
+    num_proposed: int | None = None  # speculative decoding: draft tokens put to the target,
+    num_accepted: int | None = None  # how many of them it kept,
+    num_target_passes: int | None = None  # and its forward passes (plain decoding: one per new token)
+
+    def __post_init__(self) -> None:
+        if not self.stopped_by:
+            self.stopped_by = [None] * len(self.new_tokens)
 
     @property
     def text(self) -> str:
@@ -153,6 +151,13 @@ class Generation:
         if self.texts is None or len(self.texts) != 1:
             raise ValueError("text needs a text prompt and exactly one row; use .texts for several")
         return self.texts[0]
+
+    @property
+    def acceptance_rate(self) -> float:
+        """Share of the proposed draft tokens that the target kept (speculative decoding); 0.0 if none were."""
+        if self.num_proposed is None:
+            raise ValueError("acceptance_rate needs a speculative decoder's result (num_proposed is None)")
+        return self.num_accepted / self.num_proposed if self.num_proposed else 0.0
 
 
 @torch.inference_mode()
@@ -166,17 +171,16 @@ def generate(
     return_scores: bool = False,
     return_distributions: bool = False,
     token_healing: bool | int = False,
+    logits: L.LogitsSettings | None = None,
     **settings,
 ) -> Generation:
     """Continue ``prompt`` (a string, a list of strings, or a (B, T) id tensor) with ``model``.
 
-    ``settings`` are the fields of ``DecodingSettings``: ``max_new_tokens``, ``min_new_tokens``,
-    ``do_sample``, ``temperature`` (0 means greedy), ``top_k``, ``top_p``, ``min_p``,
-    ``repetition_penalty``, ``no_repeat_ngram_size``, ``eos_token_id``, ``stop``,
-    ``num_return_sequences``, ``use_cache``, ``allow_special``; and the rest of the sampling family,
-    off unless given: ``typical_p``, ``epsilon_cutoff``, ``eta_cutoff`` (sampling filters),
-    ``sequence_bias``, ``bad_words_ids``, ``suppress_tokens``, ``frequency_penalty``, ``presence_penalty``,
-    and ``prefix_allowed_tokens_fn(batch_row, ids)``, which names the tokens allowed next (``batch_row``
+    ``logits`` (a ``minigpt.logits.LogitsSettings``) holds the transforms' settings: temperature (0 means
+    greedy), the sampling filters, penalties, bans and biases, ``min_new_tokens``, and
+    ``prefix_allowed_tokens_fn(batch_row, ids)``, which names the tokens allowed next; or pass its fields
+    as keywords. The other ``settings`` are ``DecodingSettings``' own: ``max_new_tokens``, ``do_sample``,
+    ``eos_token_id``, ``stop``, ``num_return_sequences``, ``use_cache``, ``allow_special``. (``batch_row``
     is the row of ``Generation``: with ``num_return_sequences=n``, prompt i's samples are rows i*n to
     i*n + n - 1). Sampling draws from ``generator``, or from one seeded with ``seed``, or else from torch's
     global generator (``torch.manual_seed``).
@@ -214,7 +218,7 @@ def generate(
     >>> out.ids[0, 0].item(), decode(out.new_tokens[0]).startswith("\\n\\n"), out.text.startswith("Hi\\n\\n")
     (17250, True, True)
     """
-    s = DecodingSettings(**settings)
+    s = DecodingSettings.from_keywords(logits, **settings)
     n = check_token_healing(token_healing, s)
     ids, mask, texts = prepare_prompt(model, prompt, attention_mask, s)
     ids, mask, removed = heal_prompt(ids, mask, s, n)
@@ -234,6 +238,7 @@ def stream(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     token_healing: bool | int = False,
+    logits: L.LogitsSettings | None = None,
     **settings,
 ) -> Iterator[tuple[int, str]]:
     """Yield ``(token_id, text_piece)`` as each token is made; the pieces join into the continuation.
@@ -252,7 +257,7 @@ def stream(
     """
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str for streaming, got {type(prompt).__name__}")
-    s = DecodingSettings(**settings)
+    s = DecodingSettings.from_keywords(logits, **settings)
     if s.num_return_sequences != 1:
         raise ValueError(f"num_return_sequences must be 1 when streaming, got {s.num_return_sequences}")
     n = check_token_healing(token_healing, s)
@@ -310,7 +315,7 @@ def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
             module.training = training
 
 
-def _stop_cut(text: str, stops: tuple[str, ...]) -> int | None:
+def _stop_cut(text: str, stops: Sequence[str]) -> int | None:
     """Index where the first stop string begins in ``text``, or None."""
     found = [i for i in (text.find(s) for s in stops) if i >= 0]
     return min(found) if found else None
@@ -381,17 +386,17 @@ def check_token_healing(token_healing: object, s: DecodingSettings) -> int:
 
     >>> check_token_healing(True, DecodingSettings())
     1
-    >>> check_token_healing(True, DecodingSettings(prefix_allowed_tokens_fn=lambda row, ids: [13]))
+    >>> check_token_healing(True, DecodingSettings.from_keywords(prefix_allowed_tokens_fn=lambda row, ids: [13]))
     Traceback (most recent call last):
         ...
     ValueError: prefix_allowed_tokens_fn must be None with token_healing=True (both constrain the first tokens...
     """
     n = healing_tokens(token_healing)
-    if n and s.prefix_allowed_tokens_fn is not None:
+    if n and s.logits.prefix_allowed_tokens_fn is not None:
         raise ValueError(
             f"prefix_allowed_tokens_fn must be None with token_healing={token_healing!r} (both constrain the first "
             "tokens, and the function would see the backed-up prompt; back the prompt up yourself with "
-            f"minigpt.healing.back_up and pass its ids), got {s.prefix_allowed_tokens_fn!r}"
+            f"minigpt.healing.back_up and pass its ids), got {s.logits.prefix_allowed_tokens_fn!r}"
         )
     return n
 
@@ -402,7 +407,7 @@ def heal_prompt(
     """With token healing (``n`` >= 1), back up each row's last ``n`` tokens (``minigpt.healing.back_up_rows``).
 
     Returns the ids and mask to decode from, and the bytes each row must write again (b"" without healing).
-    The tokens backed up are given back to the budget: ``s.max_new_tokens`` and ``s.min_new_tokens`` grow
+    The tokens backed up are given back to the budget: ``s.max_new_tokens`` and ``s.logits.min_new_tokens`` grow
     by their number. An end-of-sequence token that could be one of the re-written tokens is refused: it
     would end the row inside its prompt.
 
@@ -423,7 +428,8 @@ def heal_prompt(
                 f"{sorted(clash)} in {s.eos_token_id!r}"
             )
     s.max_new_tokens += n
-    s.min_new_tokens += n
+    s.logits = replace(s.logits, min_new_tokens=s.logits.min_new_tokens + n)
+    s.chain = s.logits.chain(sample=s.do_sample, eos_token_ids=s.eos_token_ids)
     return ids, mask, removed
 
 
@@ -543,18 +549,25 @@ class LoopState:
         ids, mask = self.ids[:, : self.length], self.mask[:, : self.length]
         if texts is not None:
             texts = [self._text(row, t, stops) for row, t in enumerate(texts)]
-        return Generation(ids, mask, self.new_tokens, texts, self.logprobs, self.distributions, self.stopped_by)
+        return Generation(ids, mask, self.new_tokens, texts, self.stopped_by, self.logprobs, self.distributions)
 
     def _text(self, row: int, prompt: str, stops: tuple[str, ...]) -> str:
         missing = still_to_write(self.removed[row], self.new_tokens[row]) if self.removed[row] else b""
         if missing:  # max_new_tokens ran out before the removed text was written again: the text ends inside it
             whole = prompt.encode()
             return whole[: len(whole) - len(missing)].decode("utf-8", errors="replace")
-        return prompt + _cut(self.continuation(row), stops)
+        return prompt + cut_at_stop(self.continuation(row), stops)
 
 
-def _cut(text: str, stops: tuple[str, ...]) -> str:
-    end = _stop_cut(text, stops)
+def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
+    """``text`` up to where the first of ``stop_strings`` begins (all of it when none occurs).
+
+    The earliest in the text wins, whatever the order of ``stop_strings``.
+
+    >>> cut_at_stop("Fair is foul. And foul is fair\\n", ["\\n", "."])
+    'Fair is foul'
+    """
+    end = _stop_cut(text, stop_strings)
     return text if end is None else text[:end]
 
 
@@ -562,17 +575,18 @@ def _decode_steps(
     model: GPT, state: LoopState, s: DecodingSettings, rng: torch.Generator | None
 ) -> Iterator[None]:
     """The loop itself; yields after each step so ``stream`` can report the new token."""
-    cache = KVCache.for_model(model, state.ids.size(0), state.ids.size(1)) if s.use_cache else None
-    fed = 0  # columns of state.ids the cache already holds
+    n = s.num_return_sequences  # rows come in runs of n copies of one prompt
+    cache = KVCache.for_model(model, state.ids.size(0) // n, state.ids.size(1)) if s.use_cache else None
     heal = healing_allowed_tokens_fn(state.removed, state.prompt_len) if any(state.removed) else None
     for step in range(s.max_new_tokens):
         if len(state.active) == 0:
             return
-        logits = _next_logits(model, state, cache, fed)  # (len(active), V)
-        fed = state.length
+        context, mask = state.ids[state.active, : state.length], state.mask[state.active, : state.length]
+        # the prompt's pass runs once per prompt; its cache rows are then copied to the n samples
+        logits = prefill(model, context, mask, cache, n) if step == 0 else next_logits(model, context, mask, cache)
         healing = heal is not None and any(still_to_write(state.removed[row], state.new_tokens[row])
                                            for row in state.active.tolist())
-        tokens, probs, logprobs = _pick(logits, state.ids[state.active, : state.length], state.active, step, s, rng,
+        tokens, probs, logprobs = _pick(logits, context, state.active, step, s, rng,
                                         allowed_fn=heal if healing else None)
         state.append(tokens, probs, logprobs)
         yield
@@ -585,15 +599,42 @@ def _decode_steps(
 
 
 @torch.inference_mode()
-def _next_logits(model: GPT, state: LoopState, cache: KVCache | None, fed: int) -> torch.Tensor:
-    """Next-token logits of the running rows; with a cache, feed only the columns it has not seen."""
-    start = fed if cache is not None else 0
-    rows = state.active
-    mask = state.mask[rows, : state.length]
-    # positions count real tokens only, so a left-padded prompt starts at 0 like an unpadded one
-    positions = (mask.cumsum(1) - 1).masked_fill(mask == 0, 1)[:, start:]
-    ids = state.ids[rows, start : state.length]
-    return model(ids, attention_mask=mask, position_ids=positions, kv_cache=cache, last_only=True)[:, -1]
+def next_logits(model: GPT, ids: torch.Tensor, mask: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+    """Next-token logits (R, V) of each left-padded (R, T) row of ``ids``, ``mask`` marking its real tokens.
+
+    With a ``cache`` only the columns it has not seen yet are fed (all of them at the first call, then one
+    per step); without one the whole rows are run again.
+
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> model, ids = GPT(GPTConfig.from_preset("tiny")), torch.tensor([[50256, 15496], [6109, 3626]])
+    >>> next_logits(model, ids, torch.tensor([[0, 1], [1, 1]]), None).shape
+    torch.Size([2, 50257])
+    """
+    start = cache.length if cache is not None else 0
+    positions = position_ids_from_mask(mask)[:, start:]  # a left-padded prompt starts at 0 like any other
+    return model(ids[:, start:], attention_mask=mask, position_ids=positions, kv_cache=cache, last_only=True)[:, -1]
+
+
+def prefill(model: GPT, ids: torch.Tensor, mask: torch.Tensor, cache: KVCache | None, copies: int) -> torch.Tensor:
+    """``next_logits`` for rows that come in runs of ``copies`` equal prompts, paying for one row of each run.
+
+    Several samples or beams of a prompt share its prefix: the prompt's pass runs once per prompt, then
+    its logits and cache rows are copied (``cache`` holds R / copies rows before, R after).
+
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> model, ids = GPT(GPTConfig.from_preset("tiny")), torch.tensor([[6109, 3626]] * 3)
+    >>> cache = KVCache.for_model(model, batch_size=1, max_len=4)
+    >>> logits = prefill(model, ids, torch.ones_like(ids), cache, copies=3)
+    >>> logits.shape, cache.keys[0].shape[0], torch.equal(logits[0], logits[2])
+    (torch.Size([3, 50257]), 3, True)
+    """
+    if copies == 1:  # nothing to share (and no cache to copy)
+        return next_logits(model, ids, mask, cache)
+    first = torch.arange(0, ids.size(0), copies, device=ids.device)  # one row of each run
+    logits = next_logits(model, ids[first], mask[first], cache)  # (R / copies, V)
+    if cache is not None:
+        cache.reorder(torch.arange(len(first), device=ids.device).repeat_interleave(copies))
+    return logits.repeat_interleave(copies, 0)
 
 
 def _pick(
@@ -606,30 +647,12 @@ def _pick(
     ``prefix_allowed_tokens_fn`` is told. ``allowed_fn`` takes its place while token healing re-writes
     the prompt's end (the two never come together: ``check_token_healing`` refuses it).
     """
-    scores = L.process_logits(
-        logits.float(),  # transforms and softmax in fp32, whatever the model's dtype
-        ids,
-        new_tokens=step,
-        do_sample=s.do_sample,
-        temperature=s.temperature,
-        top_k=s.top_k,
-        top_p=s.top_p,
-        min_p=s.min_p,
-        repetition_penalty=s.repetition_penalty,
-        no_repeat_ngram_size=s.no_repeat_ngram_size,
-        min_new_tokens=s.min_new_tokens,
-        eos_token_ids=s.eos_token_ids,
-        typical_p=s.typical_p,
-        epsilon_cutoff=s.epsilon_cutoff,
-        eta_cutoff=s.eta_cutoff,
-        sequence_bias=s.sequence_bias,
-        bad_words_ids=s.bad_words_ids,
-        suppress_tokens=s.suppress_tokens,
-        prefix_allowed_tokens_fn=allowed_fn if allowed_fn is not None else s.prefix_allowed_tokens_fn,
-        batch_ids=rows.tolist(),
-        frequency_penalty=s.frequency_penalty,
-        presence_penalty=s.presence_penalty,
-    )
+    chain = s.chain
+    if allowed_fn is not None:  # a few steps only: the settings are checked again for them
+        chain = replace(s.logits, prefix_allowed_tokens_fn=allowed_fn).chain(
+            sample=s.do_sample, eos_token_ids=s.eos_token_ids)
+    # transforms and softmax in fp32, whatever the model's dtype
+    scores = chain(logits.float(), ids, new_tokens=step, batch_ids=rows.tolist())
     nothing_left = torch.isneginf(scores).all(dim=-1)  # (B,): constraints that together forbid every token
     if nothing_left.any():
         row = int(rows[int(nothing_left.nonzero()[0])])

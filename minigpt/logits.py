@@ -5,7 +5,10 @@ the same shape; the input is never modified. A token is removed by setting its l
 gives it probability exactly 0. The semantics are those of Hugging Face transformers 4.55
 (``generation/logits_process.py``), which the tests use as the reference.
 
-``process_logits`` applies them in transformers' fixed order (``_get_logits_processor``):
+``LogitsSettings`` holds every setting of the transforms, checked once when it is built. Its ``chain``
+is the list of transforms those settings switch on, in an order that is data (``ORDERS``), built once per
+generation and applied at every step; printing it shows each step's setting, function and argument.
+transformers' order (``_get_logits_processor``) is the default:
 
 1. sequence bias: added to a token, or to the last token of a sequence whose prefix just occurred
    (``apply_sequence_bias``)
@@ -27,7 +30,12 @@ gives it probability exactly 0. The semantics are those of Hugging Face transfor
 
 Penalties, bans and biases come first because they describe the sequence, whatever the decoding; the
 sampling filters come last, temperature before them, so that they see the probabilities that will really
-be sampled.
+be sampled. llama.cpp's sampler chain (``order="llama.cpp"``) puts temperature last instead: its filters
+cut the model's own distribution, and temperature only reshapes what survives.
+
+The public transforms check their arguments, so each can be used on its own; the chain calls the same
+code without the checks (``_top_k_filter`` is ``top_k_filter`` less its checks): the settings were checked
+once, when ``LogitsSettings`` was built.
 
 >>> logits = torch.tensor([[2.0, 1.0, 0.5, -1.0]])
 >>> process_logits(logits, torch.tensor([[0]]), new_tokens=1, do_sample=True, repetition_penalty=2.0, top_k=2)
@@ -36,14 +44,18 @@ tensor([[1., 1., -inf, -inf]])
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import torch
 
-from minigpt.checks import check_int, check_real
-from minigpt.tokenizer import VOCAB_SIZE
+from minigpt.arguments import option
+from minigpt.checks import check_choice, check_int, check_real
+from minigpt.tokenizer import VOCAB_SIZE, encode
 
 # {(token ids…): bias} or [(token ids, bias), …]: a single id is biased at every step, a longer sequence's
 # last id when the rest of it just occurred
@@ -123,67 +135,218 @@ def _as_sequence_bias(value: object, vocab_size: int) -> dict[tuple[int, ...], f
     return biases
 
 
-def check_logits_settings(
-    *,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-    repetition_penalty: float | None = None,
-    no_repeat_ngram_size: int | None = None,
-    min_new_tokens: int = 0,
-    typical_p: float | None = None,
-    epsilon_cutoff: float | None = None,
-    eta_cutoff: float | None = None,
-    sequence_bias: SequenceBias | None = None,
-    bad_words_ids: Sequence[Sequence[int]] | None = None,
-    suppress_tokens: Sequence[int] | None = None,
-    prefix_allowed_tokens_fn: AllowedTokensFn | None = None,
-    frequency_penalty: float | None = None,
-    presence_penalty: float | None = None,
-) -> None:
-    """Validate decoding settings up front, before any token is generated; None switches a setting off.
 
-    Raises ValueError (or TypeError for a wrong type) naming the parameter, the value and what is allowed.
-    Temperature 0 is allowed here: it means greedy decoding, which the generation loop handles. Token ids
-    are checked against GPT-2's vocabulary; the transforms check them again against the logits they get.
+def _ban_flag(value: str) -> list[int]:
+    """``--ban TEXT``: TEXT's token ids, a sequence generation must never produce."""
+    if not value:
+        raise argparse.ArgumentTypeError("must be a non-empty text, got ''")
+    return encode(value)
 
-    >>> check_logits_settings(temperature=0.7, top_k=50, top_p=0.9)
-    >>> check_logits_settings(top_p=1.5)
+
+def _bias_flag(value: str) -> tuple[tuple[int, ...], float]:
+    """``--bias TEXT=VALUE``: TEXT's token ids and the bias (the last ``=`` splits, so TEXT may contain one)."""
+    text, sep, number = value.rpartition("=")
+    try:
+        bias = float(number)
+    except ValueError:
+        bias = None
+    if not sep or not text or bias is None:
+        raise argparse.ArgumentTypeError(f"must be TEXT=VALUE with VALUE a number, e.g. ' love=2', got {value!r}")
+    return tuple(encode(text)), bias
+
+
+# The chain's orders. The settings that describe the sequence come first in both; they differ in where
+# temperature goes: before the sampling filters (transformers), or after them (llama.cpp's default chain,
+# top-k, typical, top-p, min-p, then temperature; epsilon and eta, which llama.cpp lacks, join the filters)
+_SEQUENCE = ("sequence_bias", "repetition_penalty", "frequency_penalty", "presence_penalty", "no_repeat_ngram_size",
+             "bad_words_ids", "min_new_tokens", "prefix_allowed_tokens_fn", "suppress_tokens")
+ORDERS = {
+    "transformers": (*_SEQUENCE, "temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff"),
+    "llama.cpp": (*_SEQUENCE, "top_k", "typical_p", "top_p", "min_p", "epsilon_cutoff", "eta_cutoff", "temperature"),
+}
+SAMPLING = ("temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")  # only when sampling
+# the value that switches a setting off, besides None (a temperature of 1 changes nothing, nor does a penalty of 0)
+OFF = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0,
+       "eta_cutoff": 0.0, "repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0,
+       "no_repeat_ngram_size": 0, "min_new_tokens": 0}
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class LogitsSettings:
+    """Every setting of the logits transforms, checked once when built; None switches a setting off.
+
+    Raises ValueError (or TypeError for a wrong type) naming the setting, the value and what is allowed.
+    Temperature 0 is allowed: it means greedy decoding, which the loops handle. Token ids are checked
+    against GPT-2's vocabulary. ``chain`` turns the settings into the transforms to run at every step.
+
+    >>> LogitsSettings(temperature=0.7, top_k=50)
+    LogitsSettings(temperature=0.7, top_k=50)
+    >>> LogitsSettings(top_p=1.5)
     Traceback (most recent call last):
     ValueError: top_p must be in (0, 1], got 1.5
     """
-    check_real("temperature", temperature, "a finite number >= 0", lambda v: 0 <= v < math.inf)
-    if top_k is not None:
-        check_int("top_k", top_k, 1)
-    if top_p is not None:
-        _check_fraction("top_p", top_p)
-    if min_p is not None:
-        _check_fraction("min_p", min_p)
-    if repetition_penalty is not None:
-        _check_penalty(repetition_penalty)
-    if no_repeat_ngram_size is not None:
-        check_int("no_repeat_ngram_size", no_repeat_ngram_size, 1)
-    check_int("min_new_tokens", min_new_tokens, 0)
-    if typical_p is not None:
-        _check_fraction("typical_p", typical_p)
-    for name, cutoff in (("epsilon_cutoff", epsilon_cutoff), ("eta_cutoff", eta_cutoff)):
-        if cutoff is not None:
-            _check_cutoff(name, cutoff)
-    if sequence_bias is not None:
-        _as_sequence_bias(sequence_bias, VOCAB_SIZE)
-    if bad_words_ids is not None:
-        _as_bad_words(bad_words_ids, VOCAB_SIZE)
-    if suppress_tokens is not None:
-        _as_suppress_tokens(suppress_tokens, VOCAB_SIZE)
-    if prefix_allowed_tokens_fn is not None and not callable(prefix_allowed_tokens_fn):
-        raise TypeError(
-            "prefix_allowed_tokens_fn must be a function of (batch row, ids so far) that returns the allowed "
-            f"token ids, got {prefix_allowed_tokens_fn!r}"
-        )
-    for name, penalty in (("frequency_penalty", frequency_penalty), ("presence_penalty", presence_penalty)):
-        if penalty is not None:
-            _check_openai_penalty(name, penalty)
+
+    temperature: float = option(1.0, "divide the logits by this: < 1 sharpens, > 1 flattens; 0 = greedy")
+    top_k: int | None = option(None, "sample only among the k most likely tokens")
+    top_p: float | None = option(None, "nucleus: sample from the smallest set of tokens with probability >= p")
+    min_p: float | None = option(None, "drop tokens less likely than min_p × the most likely one")
+    typical_p: float | None = option(None, "typical sampling: keep the tokens whose surprise is nearest the entropy")
+    epsilon_cutoff: float | None = option(None, "drop tokens less likely than this probability")
+    eta_cutoff: float | None = option(None, "drop tokens below an entropy-dependent floor, at most this")
+    repetition_penalty: float | None = option(None, "> 1 makes every token already in the text less likely")
+    frequency_penalty: float | None = option(
+        None, "in [-2, 2]: subtract this × how often a token was generated (OpenAI's)")
+    presence_penalty: float | None = option(
+        None, "in [-2, 2]: subtract this once from every token generated so far (OpenAI's)")
+    no_repeat_ngram_size: int | None = option(None, "never repeat an n-gram of this size")
+    min_new_tokens: int = option(0, "ban the end-of-sequence tokens until this many tokens were generated")
+    sequence_bias: SequenceBias | None = option(
+        None, "add VALUE to TEXT's last token's logit after its others, e.g. ' love=2' (repeatable)",
+        name="--bias", metavar="TEXT=VALUE", action="append", type=_bias_flag)
+    bad_words_ids: Sequence[Sequence[int]] | None = option(
+        None, "never generate TEXT's tokens in a row, e.g. --ban ' thou' (repeatable)",
+        name="--ban", metavar="TEXT", action="append", type=_ban_flag)
+    suppress_tokens: Sequence[int] | None = option(
+        None, "token ids never to generate", metavar="ID", nargs="+", type=int)
+    prefix_allowed_tokens_fn: AllowedTokensFn | None = option(
+        None, "(batch row, ids so far) -> the token ids allowed next", name=None)
+    order: str = option("transformers", "the chain's order: transformers (temperature before the filters) or "
+                        "llama.cpp (temperature last)", choices=tuple(ORDERS))
+
+    def __post_init__(self) -> None:
+        check_real("temperature", self.temperature, "a finite number >= 0", lambda v: 0 <= v < math.inf)
+        if self.top_k is not None:
+            check_int("top_k", self.top_k, 1)
+        for name in ("top_p", "min_p", "typical_p"):
+            if getattr(self, name) is not None:
+                _check_fraction(name, getattr(self, name))
+        if self.repetition_penalty is not None:
+            _check_penalty(self.repetition_penalty)
+        if self.no_repeat_ngram_size is not None:
+            check_int("no_repeat_ngram_size", self.no_repeat_ngram_size, 1)
+        check_int("min_new_tokens", self.min_new_tokens, 0)
+        for name in ("epsilon_cutoff", "eta_cutoff"):
+            if getattr(self, name) is not None:
+                _check_cutoff(name, getattr(self, name))
+        if self.sequence_bias is not None:
+            _as_sequence_bias(self.sequence_bias, VOCAB_SIZE)
+        if self.bad_words_ids is not None:
+            _as_bad_words(self.bad_words_ids, VOCAB_SIZE)
+        if self.suppress_tokens is not None:
+            _as_suppress_tokens(self.suppress_tokens, VOCAB_SIZE)
+        if self.prefix_allowed_tokens_fn is not None and not callable(self.prefix_allowed_tokens_fn):
+            raise TypeError(
+                "prefix_allowed_tokens_fn must be a function of (batch row, ids so far) that returns the allowed "
+                f"token ids, got {self.prefix_allowed_tokens_fn!r}"
+            )
+        for name in ("frequency_penalty", "presence_penalty"):
+            if getattr(self, name) is not None:
+                _check_openai_penalty(name, getattr(self, name))
+        check_choice("order", self.order, ORDERS)
+
+    def __repr__(self) -> str:  # only what differs from the defaults: the settings that do something
+        changed = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+                   if getattr(self, f.name) is not f.default and getattr(self, f.name) != f.default]
+        return f"LogitsSettings({', '.join(changed)})"
+
+    @classmethod
+    def with_off_values(cls, **values: object) -> LogitsSettings:
+        """Settings from ``values``, where a setting's off value (``OFF``: top_k 0, top_p 1, …) means None.
+
+        >>> LogitsSettings.with_off_values(top_k=0, top_p=0.9, repetition_penalty=1.0)
+        LogitsSettings(top_p=0.9)
+        """
+        return cls(**{name: _DEFAULTS.get(name) if _is_off(name, value) else value for name, value in values.items()})
+
+    def chain(self, *, sample: bool, eos_token_ids: Sequence[int] = (), min_tokens_to_keep: int = 1) -> Chain:
+        """The transforms these settings switch on, in their order: build it once, apply it at every step.
+
+        ``sample=False`` (greedy decoding, beam search) leaves out ``SAMPLING``: they cannot change the
+        argmax. ``eos_token_ids`` are what ``min_new_tokens`` bans (and what ``bad_words_ids`` may not ban
+        alone, as in transformers); beam search keeps ``min_tokens_to_keep`` tokens in every filter.
+
+        >>> LogitsSettings(temperature=0.7, top_k=50, repetition_penalty=1.3).chain(sample=True)
+        Chain, transformers order:
+          1. repetition_penalty    _repetition_penalty(logits, input_ids, 1.3)
+          2. temperature           _apply_temperature(logits, 0.7)
+          3. top_k                 _top_k_filter(logits, 50, min_tokens_to_keep=1)
+        """
+        if sample:  # a draw needs a distribution: temperature 0 is greedy decoding, which has none
+            check_real("temperature", self.temperature, "a finite number > 0", lambda v: 0 < v < math.inf)
+        eos = tuple(eos_token_ids)
+        steps = []
+        for name in ORDERS[self.order]:
+            value = getattr(self, name)
+            if _is_off(name, value) or (name in SAMPLING and not sample):
+                continue
+            argument = _ARGUMENTS[name](value, eos) if name in _ARGUMENTS else value
+            if argument is None:  # nothing to do after all, e.g. min_new_tokens with no EOS to ban
+                continue
+            function, reads = _TRANSFORMS[name]
+            keep = min_tokens_to_keep if name in SAMPLING and name != "temperature" else None
+            steps.append(Step(name, function, argument, reads, keep))
+        return Chain(tuple(steps), self.order)
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(LogitsSettings)}
+
+
+def _is_off(name: str, value: object) -> bool:
+    return value is None or (name in OFF and not isinstance(value, bool) and value == OFF[name])
+
+
+class Step(NamedTuple):
+    """One transform of a chain: the setting that switched it on, the function it runs, and its argument.
+
+    The function is called as ``function(logits, *reads, argument)``, where ``reads`` name what it needs
+    from the step besides the logits (``input_ids``, ``generated``, ``new_tokens``, ``batch_ids``), with
+    ``min_tokens_to_keep=keep`` for the sampling filters.
+    """
+
+    name: str
+    function: Callable[..., torch.Tensor]
+    argument: object
+    reads: tuple[str, ...] = ()
+    keep: int | None = None
+
+    def __str__(self) -> str:
+        keep = "" if self.keep is None else f", min_tokens_to_keep={self.keep}"
+        inputs = ", ".join(["logits", *self.reads])
+        return f"{self.name:<21} {self.function.__name__}({inputs}, {self.argument!r}{keep})"
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class Chain:
+    """Transforms to apply in turn to the (B, V) logits of every step; printing it lists them.
+
+    >>> chain = LogitsSettings(top_k=1, repetition_penalty=2.0).chain(sample=True)
+    >>> chain(torch.tensor([[4.0, 3.5]]), torch.tensor([[0]]), new_tokens=0)
+    tensor([[  -inf, 3.5000]])
+    """
+
+    steps: tuple[Step, ...]
+    order: str
+
+    def __call__(
+        self, logits: torch.Tensor, input_ids: torch.Tensor, *, new_tokens: int, batch_ids: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        """Apply the steps to ``logits`` (B, V) after the context ``input_ids`` (B, T), whose last
+        ``new_tokens`` columns were generated; ``batch_ids`` are what ``prefix_allowed_tokens_fn`` is told
+        each row is (the row numbers when None). The input is never modified (it is returned as is by a
+        chain with no step)."""
+        if not self.steps:
+            return logits
+        inputs = {"input_ids": input_ids, "new_tokens": new_tokens, "batch_ids": batch_ids}
+        if any("generated" in step.reads for step in self.steps):  # the last new_tokens columns
+            inputs["generated"] = input_ids[:, input_ids.size(1) - new_tokens :]
+        for step in self.steps:
+            keep = () if step.keep is None else (step.keep,)
+            logits = step.function(logits, *(inputs[name] for name in step.reads), step.argument, *keep)
+        return logits
+
+    def __repr__(self) -> str:
+        rows = [f"{i:>3}. {step}" for i, step in enumerate(self.steps, 1)] or ["  (no step: the logits pass unchanged)"]
+        return "\n".join([f"Chain, {self.order} order:", *rows])
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -193,7 +356,15 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     tensor([[ 2., -4.]])
     """
     check_real("temperature", temperature, "a finite number > 0", lambda v: 0 < v < math.inf)
+    return _apply_temperature(logits, temperature)
+
+
+def _apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     return logits / temperature
+
+
+def _check_keep(min_tokens_to_keep: object) -> None:
+    check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
 
 
 def top_k_filter(logits: torch.Tensor, k: int, min_tokens_to_keep: int = 1) -> torch.Tensor:
@@ -205,7 +376,11 @@ def top_k_filter(logits: torch.Tensor, k: int, min_tokens_to_keep: int = 1) -> t
     tensor([[3., -inf, 2., 2.]])
     """
     check_int("top_k", k, 1)
-    check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
+    _check_keep(min_tokens_to_keep)
+    return _top_k_filter(logits, k, min_tokens_to_keep)
+
+
+def _top_k_filter(logits: torch.Tensor, k: int, min_tokens_to_keep: int = 1) -> torch.Tensor:
     k = min(max(k, min_tokens_to_keep), logits.size(-1))  # k > V would make topk fail
     kth_largest = torch.topk(logits, k).values[..., -1, None]  # (B, 1)
     return logits.masked_fill(logits < kth_largest, float("-inf"))
@@ -220,7 +395,11 @@ def top_p_filter(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) ->
     tensor([[2., 1., -inf, -inf]])
     """
     _check_fraction("top_p", p)
-    check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
+    _check_keep(min_tokens_to_keep)
+    return _top_p_filter(logits, p, min_tokens_to_keep)
+
+
+def _top_p_filter(logits: torch.Tensor, p: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     # Ascending sort: the tokens to drop are a prefix, those whose running mass stays within 1 - p
     sorted_logits, sorted_idx = torch.sort(logits, descending=False)  # (B, V) each
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
@@ -239,7 +418,11 @@ def min_p_filter(logits: torch.Tensor, min_p: float, min_tokens_to_keep: int = 1
     tensor([[2., 1., -inf, -inf]])
     """
     _check_fraction("min_p", min_p)
-    check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
+    _check_keep(min_tokens_to_keep)
+    return _min_p_filter(logits, min_p, min_tokens_to_keep)
+
+
+def _min_p_filter(logits: torch.Tensor, min_p: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     probs = logits.softmax(dim=-1)  # (B, V)
     drop = probs < min_p * probs.max(dim=-1, keepdim=True).values
     # min_tokens_to_keep counts in descending-logit order, ties broken as argsort breaks them
@@ -268,7 +451,11 @@ def typical_filter(logits: torch.Tensor, mass: float, min_tokens_to_keep: int = 
     tensor([[-inf, 1., 1., 1., 1.]])
     """
     _check_fraction("typical_p", mass)
-    check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
+    _check_keep(min_tokens_to_keep)
+    return _typical_filter(logits, mass, min_tokens_to_keep)
+
+
+def _typical_filter(logits: torch.Tensor, mass: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     log_probs = logits.log_softmax(dim=-1)  # (B, V)
     entropy = -(log_probs * log_probs.exp()).nansum(dim=-1, keepdim=True)  # a removed token: -inf * 0 = nan, skipped
     atypical = (-log_probs - entropy).abs()  # (B, V) how far each token's surprise is from the average
@@ -289,7 +476,11 @@ def epsilon_filter(logits: torch.Tensor, epsilon: float, min_tokens_to_keep: int
     tensor([[1., -inf, -inf, -inf, -inf]])
     """
     _check_cutoff("epsilon_cutoff", epsilon)
-    check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
+    _check_keep(min_tokens_to_keep)
+    return _epsilon_filter(logits, epsilon, min_tokens_to_keep)
+
+
+def _epsilon_filter(logits: torch.Tensor, epsilon: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     return _drop_keeping_top(logits, logits.softmax(dim=-1) < epsilon, min_tokens_to_keep)
 
 
@@ -304,7 +495,11 @@ def eta_filter(logits: torch.Tensor, epsilon: float, min_tokens_to_keep: int = 1
     tensor([[1., 0., 0., 0., -inf]])
     """
     _check_cutoff("eta_cutoff", epsilon)
-    check_int("min_tokens_to_keep", min_tokens_to_keep, 1)
+    _check_keep(min_tokens_to_keep)
+    return _eta_filter(logits, epsilon, min_tokens_to_keep)
+
+
+def _eta_filter(logits: torch.Tensor, epsilon: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     # the entropy as torch.distributions.Categorical computes it, which transformers uses: same bits, same cut
     log_probs = logits - logits.logsumexp(dim=-1, keepdim=True)  # (B, V)
     plogp = log_probs.clamp(min=torch.finfo(logits.dtype).min) * log_probs.softmax(dim=-1)  # -inf * 0 would be nan
@@ -324,12 +519,13 @@ def repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, penalty: f
     tensor([[ 1.0000, -2.0000,  0.5000]])
     """
     _check_penalty(penalty)
+    return _repetition_penalty(logits, input_ids, penalty)
+
+
+def _repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, penalty: float) -> torch.Tensor:
     seen = logits.gather(1, input_ids)  # (B, T) current logit of each token in the context
     seen = torch.where(seen < 0, seen * penalty, seen / penalty)
     return logits.scatter(1, input_ids, seen)  # a repeated id writes the same value, so it counts once
-
-
-_repetition_penalty = repetition_penalty  # process_logits has a keyword of the same name, which shadows it
 
 
 def no_repeat_ngram(logits: torch.Tensor, input_ids: torch.Tensor, n: int) -> torch.Tensor:
@@ -341,6 +537,10 @@ def no_repeat_ngram(logits: torch.Tensor, input_ids: torch.Tensor, n: int) -> to
     tensor([[0., 0., -inf, 0.]])
     """
     check_int("no_repeat_ngram_size", n, 1)
+    return _no_repeat_ngram(logits, input_ids, n)
+
+
+def _no_repeat_ngram(logits: torch.Tensor, input_ids: torch.Tensor, n: int) -> torch.Tensor:
     out = logits.clone()
     for row, ids in enumerate(input_ids.tolist()):
         prefix = ids[len(ids) - n + 1 :]  # [] when n == 1: every token seen so far is banned
@@ -360,6 +560,14 @@ def suppress_eos(logits: torch.Tensor, eos_token_ids: Sequence[int]) -> torch.Te
     return logits.masked_fill(is_eos, float("-inf"))
 
 
+def _suppress_eos_before(
+    logits: torch.Tensor, new_tokens: int, min_new_tokens_and_eos: tuple[int, tuple[int, ...]]
+) -> torch.Tensor:
+    """``suppress_eos`` while fewer than ``min_new_tokens`` tokens were generated: the chain's min-new-tokens step."""
+    min_new_tokens, eos_token_ids = min_new_tokens_and_eos
+    return suppress_eos(logits, eos_token_ids) if new_tokens < min_new_tokens else logits
+
+
 def apply_frequency_penalty(logits: torch.Tensor, generated_ids: torch.Tensor, penalty: float) -> torch.Tensor:
     """OpenAI's frequency penalty: lower each token's logit by ``penalty`` times the times it was generated.
 
@@ -371,6 +579,10 @@ def apply_frequency_penalty(logits: torch.Tensor, generated_ids: torch.Tensor, p
     tensor([[ 1.0000, -1.5000,  0.5000]])
     """
     _check_openai_penalty("frequency_penalty", penalty)
+    return _apply_frequency_penalty(logits, generated_ids, penalty)
+
+
+def _apply_frequency_penalty(logits: torch.Tensor, generated_ids: torch.Tensor, penalty: float) -> torch.Tensor:
     return logits - penalty * _counts(logits, generated_ids)
 
 
@@ -384,6 +596,10 @@ def apply_presence_penalty(logits: torch.Tensor, generated_ids: torch.Tensor, pe
     tensor([[ 1.5000, -1.5000,  0.5000]])
     """
     _check_openai_penalty("presence_penalty", penalty)
+    return _apply_presence_penalty(logits, generated_ids, penalty)
+
+
+def _apply_presence_penalty(logits: torch.Tensor, generated_ids: torch.Tensor, penalty: float) -> torch.Tensor:
     return logits - penalty * (_counts(logits, generated_ids) > 0).to(logits.dtype)
 
 
@@ -405,7 +621,12 @@ def apply_sequence_bias(logits: torch.Tensor, input_ids: torch.Tensor, sequence_
     tensor([[ 0.,  0.,  0., -1.],
             [ 0.,  0.,  5., -1.]])
     """
-    biases = _as_sequence_bias(sequence_bias, logits.size(-1))
+    return _apply_sequence_bias(logits, input_ids, _as_sequence_bias(sequence_bias, logits.size(-1)))
+
+
+def _apply_sequence_bias(
+    logits: torch.Tensor, input_ids: torch.Tensor, biases: dict[tuple[int, ...], float]
+) -> torch.Tensor:
     bias = torch.zeros_like(logits)
     # single tokens first, then the sequences in the order given: the order transformers adds them in
     singles = {ids[0]: b for ids, b in biases.items() if len(ids) == 1}
@@ -434,11 +655,16 @@ def ban_bad_words(
     >>> ban_bad_words(torch.zeros(1, 4), torch.tensor([[1, 2]]), [[0], [2, 3]])
     tensor([[-inf, 0., 0., -inf]])
     """
-    words = _as_bad_words(bad_words_ids, logits.size(-1))
-    words = [w for w in words if not (len(w) == 1 and w[0] in eos_token_ids)]
-    if not words:  # only EOS ids were given (transformers raises here); nothing to ban
+    bans = _bans(_as_bad_words(bad_words_ids, logits.size(-1)), tuple(eos_token_ids))
+    if bans is None:  # only EOS ids were given (transformers raises here); nothing to ban
         return logits.clone()
-    return apply_sequence_bias(logits, input_ids, {w: float("-inf") for w in words})
+    return _apply_sequence_bias(logits, input_ids, bans)
+
+
+def _bans(words: list[tuple[int, ...]], eos_token_ids: tuple[int, ...]) -> dict[tuple[int, ...], float] | None:
+    """Bad words as a sequence bias of -inf, less the EOS ids given alone; None when nothing is left."""
+    bans = {w: float("-inf") for w in words if not (len(w) == 1 and w[0] in eos_token_ids)}
+    return bans or None
 
 
 def suppress_tokens(logits: torch.Tensor, token_ids: Sequence[int]) -> torch.Tensor:
@@ -447,12 +673,12 @@ def suppress_tokens(logits: torch.Tensor, token_ids: Sequence[int]) -> torch.Ten
     >>> suppress_tokens(torch.zeros(1, 4), [1, 3])
     tensor([[0., -inf, 0., -inf]])
     """
-    ids = _as_suppress_tokens(token_ids, logits.size(-1))
+    return _suppress_tokens(logits, _as_suppress_tokens(token_ids, logits.size(-1)))
+
+
+def _suppress_tokens(logits: torch.Tensor, ids: tuple[int, ...]) -> torch.Tensor:
     vocabulary = torch.arange(logits.size(-1), device=logits.device)
     return logits.masked_fill(torch.isin(vocabulary, logits.new_tensor(ids, dtype=torch.long)), float("-inf"))
-
-
-_suppress_tokens = suppress_tokens  # shadowed in process_logits by its keyword, as repetition_penalty is
 
 
 def allowed_tokens_filter(
@@ -469,6 +695,12 @@ def allowed_tokens_filter(
     tensor([[1., 1., -inf, -inf],
             [-inf, 1., 1., -inf]])
     """
+    return _allowed_tokens_filter(logits, input_ids, batch_ids, allowed_tokens_fn)
+
+
+def _allowed_tokens_filter(
+    logits: torch.Tensor, input_ids: torch.Tensor, batch_ids: Sequence[int] | None, allowed_tokens_fn: AllowedTokensFn
+) -> torch.Tensor:
     V = logits.size(-1)
     rows = range(logits.size(0)) if batch_ids is None else [int(b) for b in batch_ids]
     mask = torch.full_like(logits, float("-inf"))  # (B, V)
@@ -485,92 +717,82 @@ def allowed_tokens_filter(
     return logits + mask
 
 
+# setting -> (the transform it switches on, what that reads from the step besides the logits, in order)
+_TRANSFORMS: dict[str, tuple[Callable[..., torch.Tensor], tuple[str, ...]]] = {
+    "sequence_bias": (_apply_sequence_bias, ("input_ids",)),
+    "repetition_penalty": (_repetition_penalty, ("input_ids",)),
+    "frequency_penalty": (_apply_frequency_penalty, ("generated",)),
+    "presence_penalty": (_apply_presence_penalty, ("generated",)),
+    "no_repeat_ngram_size": (_no_repeat_ngram, ("input_ids",)),
+    "bad_words_ids": (_apply_sequence_bias, ("input_ids",)),
+    "min_new_tokens": (_suppress_eos_before, ("new_tokens",)),
+    "prefix_allowed_tokens_fn": (_allowed_tokens_filter, ("input_ids", "batch_ids")),
+    "suppress_tokens": (_suppress_tokens, ()),
+    "temperature": (_apply_temperature, ()),
+    "top_k": (_top_k_filter, ()),
+    "top_p": (_top_p_filter, ()),
+    "min_p": (_min_p_filter, ()),
+    "typical_p": (_typical_filter, ()),
+    "epsilon_cutoff": (_epsilon_filter, ()),
+    "eta_cutoff": (_eta_filter, ()),
+}
+# setting -> its value as its transform takes it (None: nothing to do), given the EOS ids; the rest as they are
+_ARGUMENTS: dict[str, Callable[[object, tuple[int, ...]], object]] = {
+    "sequence_bias": lambda value, eos: _as_sequence_bias(value, VOCAB_SIZE),
+    "bad_words_ids": lambda value, eos: _bans(_as_bad_words(value, VOCAB_SIZE), eos),
+    "min_new_tokens": lambda value, eos: (value, eos) if eos else None,
+    "suppress_tokens": lambda value, eos: _as_suppress_tokens(value, VOCAB_SIZE),
+}
+
+
 def process_logits(
     logits: torch.Tensor,
     input_ids: torch.Tensor,
     *,
     new_tokens: int,
     do_sample: bool,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    min_p: float | None = None,
-    repetition_penalty: float | None = None,
-    no_repeat_ngram_size: int | None = None,
-    min_new_tokens: int = 0,
     eos_token_ids: Sequence[int] = (),
-    typical_p: float | None = None,
-    epsilon_cutoff: float | None = None,
-    eta_cutoff: float | None = None,
-    sequence_bias: SequenceBias | None = None,
-    bad_words_ids: Sequence[Sequence[int]] | None = None,
-    suppress_tokens: Sequence[int] | None = None,
-    prefix_allowed_tokens_fn: AllowedTokensFn | None = None,
     batch_ids: Sequence[int] | None = None,
-    frequency_penalty: float | None = None,
-    presence_penalty: float | None = None,
+    **settings: object,
 ) -> torch.Tensor:
-    """Apply every enabled transform to the (B, V) ``logits``, in transformers' order.
+    """Apply every transform the ``settings`` switch on to the (B, V) ``logits``, in their order, once.
 
-    ``input_ids`` (B, T) is the whole context so far, prompt included; ``new_tokens`` is how many of those
-    tokens were generated (the last ``new_tokens`` columns). The order is fixed:
+    ``settings`` are ``LogitsSettings`` fields; a setting's off value (``OFF``: top_k 0, top_p 1.0, …) is
+    as good as None. ``input_ids`` (B, T) is the whole context so far, prompt included; ``new_tokens`` is
+    how many of those tokens were generated (the last ``new_tokens`` columns). Greedy decoding
+    (``do_sample=False``) leaves out the sampling filters (``SAMPLING``): they cannot change the argmax. The
+    input is never modified, but it is returned as is when every step is off.
 
-    1. sequence bias, unless ``sequence_bias`` is None
-    2. repetition penalty, unless ``repetition_penalty`` is None or 1.0
-    3. frequency penalty, then presence penalty, unless None or 0 (generated tokens only, as OpenAI counts)
-    4. no-repeat n-gram ban, unless ``no_repeat_ngram_size`` is None or 0
-    5. bad words, unless ``bad_words_ids`` is None (an EOS id alone is not banned, as in transformers)
-    6. EOS suppressed while ``new_tokens < min_new_tokens``
-    7. only the tokens ``prefix_allowed_tokens_fn(batch_ids[row], input_ids[row])`` allows, unless None
-    8. ``suppress_tokens`` removed, unless None
-    9. temperature, unless 1.0 (only when ``do_sample``)
-    10. top-k, unless ``top_k`` is None or 0 (only when ``do_sample``)
-    11. top-p, unless ``top_p`` is None or 1.0 (only when ``do_sample``)
-    12. min-p, unless ``min_p`` is None or 0 (only when ``do_sample``)
-    13. typical, unless ``typical_p`` is None or 1.0 (only when ``do_sample``)
-    14. epsilon, unless ``epsilon_cutoff`` is None or 0 (only when ``do_sample``)
-    15. eta, unless ``eta_cutoff`` is None or 0 (only when ``do_sample``)
-
-    Greedy decoding (``do_sample=False``) ignores 9-15: they cannot change the argmax. The input is never
-    modified, but it is returned as is when every step is off.
+    This checks the settings and builds their chain at every call: a loop builds the chain once
+    (``LogitsSettings(...).chain(...)``) and applies it at every step, as ``generate`` does.
 
     >>> logits = torch.tensor([[1.0, 3.0, 2.0]])
     >>> process_logits(logits, torch.tensor([[1]]), new_tokens=0, do_sample=False, repetition_penalty=3.0)
     tensor([[1., 1., 2.]])
     """
-    if sequence_bias is not None:
-        logits = apply_sequence_bias(logits, input_ids, sequence_bias)
-    if repetition_penalty not in (None, 1.0):
-        logits = _repetition_penalty(logits, input_ids, repetition_penalty)
-    generated = input_ids[:, input_ids.size(1) - new_tokens :]  # (B, new_tokens)
-    if frequency_penalty not in (None, 0):
-        logits = apply_frequency_penalty(logits, generated, frequency_penalty)
-    if presence_penalty not in (None, 0):
-        logits = apply_presence_penalty(logits, generated, presence_penalty)
-    if no_repeat_ngram_size not in (None, 0):
-        logits = no_repeat_ngram(logits, input_ids, no_repeat_ngram_size)
-    if bad_words_ids is not None:
-        logits = ban_bad_words(logits, input_ids, bad_words_ids, eos_token_ids)
-    if new_tokens < min_new_tokens:
-        logits = suppress_eos(logits, eos_token_ids)
-    if prefix_allowed_tokens_fn is not None:
-        logits = allowed_tokens_filter(logits, input_ids, prefix_allowed_tokens_fn, batch_ids)
-    if suppress_tokens is not None:
-        logits = _suppress_tokens(logits, suppress_tokens)
-    if not do_sample:
-        return logits
-    if temperature != 1.0:
-        logits = apply_temperature(logits, temperature)
-    if top_k not in (None, 0):
-        logits = top_k_filter(logits, top_k)
-    if top_p not in (None, 1.0):
-        logits = top_p_filter(logits, top_p)
-    if min_p not in (None, 0):
-        logits = min_p_filter(logits, min_p)
-    if typical_p not in (None, 1.0):
-        logits = typical_filter(logits, typical_p)
-    if epsilon_cutoff not in (None, 0):
-        logits = epsilon_filter(logits, epsilon_cutoff)
-    if eta_cutoff not in (None, 0):
-        logits = eta_filter(logits, eta_cutoff)
-    return logits
+    chain = LogitsSettings.with_off_values(**settings).chain(sample=do_sample, eos_token_ids=eos_token_ids)
+    return chain(logits, input_ids, new_tokens=new_tokens, batch_ids=batch_ids)
+
+
+def split_settings(
+    keywords: Mapping[str, object], logits: LogitsSettings | None = None
+) -> tuple[LogitsSettings, dict[str, object]]:
+    """``LogitsSettings`` from the ``keywords`` that name its fields (or ``logits``), and the other keywords.
+
+    The keyword arguments of ``generate`` and the searches go through here: the list of logits settings
+    is written once, as ``LogitsSettings``' fields.
+
+    >>> split_settings({"top_k": 50, "max_new_tokens": 10})
+    (LogitsSettings(top_k=50), {'max_new_tokens': 10})
+    """
+    names = {f.name for f in dataclasses.fields(LogitsSettings)}
+    given = {name: value for name, value in keywords.items() if name in names}
+    rest = {name: value for name, value in keywords.items() if name not in names}
+    if logits is None:
+        return LogitsSettings(**given), rest
+    if given:
+        raise TypeError(f"pass the logits settings as logits=LogitsSettings(...) or as keywords, not both; got "
+                        f"logits={logits!r} and {', '.join(sorted(given))}")
+    if not isinstance(logits, LogitsSettings):
+        raise TypeError(f"logits must be a minigpt.logits.LogitsSettings, got {logits!r}")
+    return logits, rest

@@ -14,7 +14,7 @@ no model and are exact.
 
 Measurements (timings, sampled statistics) are compared with their spread: ``spread`` gives the mean and
 its standard error, ``separated`` says whether two of them may be told apart, and ``interleaved_times``
-times several methods in turns.
+times several methods in turns (``in_turns``, the one loop behind every timing in minigpt).
 
 >>> tokens = [1, 2, 3, 1, 2, 3, 1, 2]
 >>> distinct_n(tokens, 2), repeated_ngram_rate(tokens, 4)
@@ -23,10 +23,12 @@ times several methods in turns.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 
@@ -35,6 +37,8 @@ from minigpt.generate import eval_mode
 from minigpt.model import GPT
 
 Tokens = Sequence[int] | torch.Tensor  # one sequence of token ids
+K = TypeVar("K", bound=Hashable)  # what names a run: a method's name, or a (shape, kernel) pair
+T = TypeVar("T")
 
 
 def _ngrams(name: str, tokens: Tokens, n: int) -> list[tuple[int, ...]]:
@@ -182,24 +186,55 @@ def separated(a: Spread, b: Spread, z: float = 2.0) -> bool:
     return a_high < b_low or b_high < a_low
 
 
-def interleaved_times(runs: dict[str, Callable[[], object]], repeats: int = 5) -> dict[str, Spread]:
-    """Time each of ``runs`` ``repeats`` times, in turns (a, b, c, a, b, c, ...), and return seconds per run.
+def in_turns(runs: dict[K, Callable[[], T]], repeats: int, *, warm_up: bool = True,
+             between: Callable[[], object] | None = None) -> dict[K, list[T]]:
+    """Call each of ``runs`` ``repeats`` times, in turns (a, b, c, a, b, c, ...); what each call returned, by run.
 
-    Taking turns spreads a slow moment of the machine (another program, a frequency change) over all the
-    methods instead of charging it to whichever one ran then. Each run is called once first, untimed
-    (warm-up: caches, lazy initialisation).
+    The one loop behind every timing in minigpt (``interleaved_times`` here, the fast path's tuner, the
+    bench's ``take_turns``). Taking turns spreads a slow moment of the machine (another program, a frequency
+    change) over all the runs instead of charging it to whichever one ran then. With ``warm_up`` each run is
+    called once first, its result dropped (caches, lazy initialisation); ``between()``, when given, runs
+    before every turn (something measured right beside the runs, so that it sees the same spells).
+
+    >>> order = []
+    >>> in_turns({"a": lambda: order.append("a"), "b": lambda: order.append("b")}, 2, warm_up=False)
+    {'a': [None, None], 'b': [None, None]}
+    >>> order
+    ['a', 'b', 'a', 'b']
+    """
+    check_int("repeats", repeats, 1)
+    if warm_up:
+        for run in runs.values():
+            run()
+    results: dict[K, list[T]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, run in runs.items():
+            if between is not None:
+                between()
+            results[name].append(run())
+    return results
+
+
+def seconds(run: Callable[[], object]) -> float:
+    """How long one call of ``run`` took, in seconds (``time.perf_counter``).
+
+    >>> seconds(lambda: None) >= 0
+    True
+    """
+    start = time.perf_counter()
+    run()
+    return time.perf_counter() - start
+
+
+def interleaved_times(runs: dict[K, Callable[[], object]], repeats: int = 5) -> dict[K, Spread]:
+    """Time each of ``runs`` ``repeats`` times, in turns (``in_turns``), and return seconds per run.
+
+    Each run is called once first, untimed (warm-up: caches, lazy initialisation).
 
     >>> times = interleaved_times({"sum": lambda: sum(range(1000)), "max": lambda: max(range(1000))}, 3)
     >>> sorted(times), times["sum"].n
     (['max', 'sum'], 3)
     """
     check_int("repeats", repeats, 2)
-    for run in runs.values():
-        run()
-    readings: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            start = time.perf_counter()
-            run()
-            readings[name].append(time.perf_counter() - start)
-    return {name: spread(values) for name, values in readings.items()}
+    timers = {name: functools.partial(seconds, run) for name, run in runs.items()}
+    return {name: spread(values) for name, values in in_turns(timers, repeats).items()}

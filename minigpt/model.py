@@ -205,7 +205,7 @@ class GPT(nn.Module):
             )
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=idx.device).unsqueeze(0)  # (1, T)
-        mask = self._attention_mask(attention_mask, B, T, past, idx.device)
+        mask = causal_mask(T, past, attention_mask, idx.device)
         x = self.transformer.wte(idx) + self.transformer.wpe(position_ids)  # (B, T, C)
         x = self.transformer.drop(x)
         for layer, block in enumerate(self.transformer.h):
@@ -216,17 +216,44 @@ class GPT(nn.Module):
             x = x[:, -1:, :]  # generation needs only the next-token logits: skip the other T-1 rows
         return self.lm_head(self.transformer.ln_f(x))
 
-    @staticmethod
-    def _attention_mask(
-        attention_mask: torch.Tensor | None, B: int, T: int, past: int, device: torch.device
-    ) -> torch.Tensor:
-        """Boolean (B or 1, 1, T, past + T) mask: True where a query may look at a key."""
-        query_pos = torch.arange(past, past + T, device=device).unsqueeze(1)  # (T, 1)
-        key_pos = torch.arange(past + T, device=device).unsqueeze(0)  # (1, past + T)
-        causal = key_pos <= query_pos  # (T, past + T)
-        if attention_mask is None:
-            return causal.view(1, 1, T, past + T)
-        keep = attention_mask.bool().view(B, 1, 1, past + T)
-        # a padding query would see no key at all and softmax would give NaN, which spreads through
-        # the values; letting every query see itself keeps all rows finite (padding rows are ignored)
-        return (causal & keep) | (key_pos == query_pos)
+
+def causal_mask(
+    T: int, past: int = 0, attention_mask: torch.Tensor | None = None, device: torch.device | str | None = None
+) -> torch.Tensor:
+    """Boolean (B or 1, 1, T, past + T) mask: True where a query may look at a key.
+
+    The ``T`` new tokens sit at positions ``past`` … ``past + T - 1``, after ``past`` cached ones; each
+    sees itself and everything before it. ``attention_mask`` (B, past + T), 1 for real tokens and 0 for
+    padding, also hides the padding keys.
+
+    >>> causal_mask(2, past=1)[0, 0]  # two new tokens after one cached token
+    tensor([[ True,  True, False],
+            [ True,  True,  True]])
+    >>> causal_mask(2, attention_mask=torch.tensor([[0, 1]]))[0, 0]  # a left-padded row
+    tensor([[ True, False],
+            [False,  True]])
+    """
+    if device is None:
+        device = attention_mask.device if attention_mask is not None else "cpu"
+    query_pos = torch.arange(past, past + T, device=device).unsqueeze(1)  # (T, 1)
+    key_pos = torch.arange(past + T, device=device).unsqueeze(0)  # (1, past + T)
+    causal = key_pos <= query_pos  # (T, past + T)
+    if attention_mask is None:
+        return causal.view(1, 1, T, past + T)
+    keep = attention_mask.bool().view(attention_mask.size(0), 1, 1, past + T)
+    # a padding query would see no key at all and softmax would give NaN, which spreads through
+    # the values; letting every query see itself keeps all rows finite (padding rows are ignored)
+    return (causal & keep) | (key_pos == query_pos)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids (B, T) that count real tokens only, so a left-padded prompt starts at 0 like any other.
+
+    ``attention_mask`` (B, T) is 1 for real tokens and 0 for padding; padding gets position 1 (any valid
+    one would do: the mask hides it), as in transformers.
+
+    >>> position_ids_from_mask(torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]]))
+    tensor([[1, 1, 0, 1],
+            [0, 1, 2, 3]])
+    """
+    return (attention_mask.cumsum(1) - 1).masked_fill(attention_mask == 0, 1)

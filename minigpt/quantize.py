@@ -16,9 +16,9 @@ Which kernel computes ``x @ Q.T`` fast depends on the CPU, and ``INT8_KERNELS`` 
 knows (``choose_int8_kernel`` picks by asking the CPU):
 
 - ``"weight-only"``: ``torch.ops.aten._weight_int8pack_mm``: the activations stay float, each weight is
-  widened to float as it is read. Nothing is lost beyond the weights' rounding. Its CPU kernel is built
-  for a few rows: at batch 1 it ran 1.6-2.6× *slower* than fp32 on an AVX2 machine and on an AVX-512 Xeon,
-  and on many rows (a held-out batch of 8 × 256) far slower still.
+  widened to float as it is read. Nothing is lost beyond the weights' rounding. Widening costs
+  instructions per weight, so where torch's CPU kernel for it is slow, int8 can be *slower* than fp32
+  (docs/performance.md logs where it was), and on many rows at a time slower still.
 - ``"dynamic"``: fbgemm's dynamically quantized linear (what ``torch.ao.quantization.quantize_dynamic``
   uses): each activation row is quantized to 8 bits on the fly (one scale per row) and the product runs
   in integers, with AVX2 or AVX-512 VNNI. It also rounds the activations, so it costs a little more loss.
@@ -35,13 +35,13 @@ tensor(True)
 from __future__ import annotations
 
 import copy
-import time
 import warnings
 
 import torch
 from torch import nn
 
 from minigpt.checks import check_choice
+from minigpt.metrics import interleaved_times
 
 INT8_KERNELS = ("auto", "dynamic", "weight-only")
 
@@ -150,10 +150,12 @@ class Int8Linear(nn.Module):
 def choose_int8_kernel(kernel: str, weight: torch.Tensor, repeats: int = 20) -> str:
     """Resolve ``"auto"`` to the faster int8 kernel on this CPU, timed on ``weight`` at batch 1; check the others.
 
-    Only kernels this CPU runs (``int8_kernels_here``) are candidates. Measured at batch 1 on one 768→3072
-    matrix: on a 2-core Xeon with AVX-512 VNNI, dynamic 75 µs, weight-only 1,043 µs (fp32: 398); on an AVX2
-    machine (the issue's), dynamic 357 µs, weight-only 1,981 µs (fp32: 1,232). Weight-only would win where
-    torch has a fast kernel for it and fbgemm does not run (ARM); the timing decides, so nothing is assumed.
+    Only kernels this CPU runs (``int8_kernels_here``) are candidates. Which is faster depends on the
+    CPU's int8 instructions and torch's kernels for them (docs/performance.md has readings): weight-only
+    would win where torch has a fast kernel for it and fbgemm does not run (ARM). The timing decides, so
+    nothing is assumed: ``repeats`` calls of each at batch 1, taking turns
+    (``minigpt.metrics.interleaved_times``), so a busy spell of a shared machine slows one call of each
+    kernel rather than every call of one; the fastest call of each is compared.
 
     >>> choose_int8_kernel("weight-only", torch.randn(8, 8))
     'weight-only'
@@ -167,25 +169,10 @@ def choose_int8_kernel(kernel: str, weight: torch.Tensor, repeats: int = 20) -> 
         return kernel
     if len(here) == 1:
         return here[0]
-    best = _fastest_calls({k: Int8Linear(weight, None, k) for k in here}, torch.randn(1, weight.shape[1]), repeats)
-    return min(best, key=best.get)
-
-
-def _fastest_calls(layers: dict[str, Int8Linear], x: torch.Tensor, repeats: int) -> dict[str, float]:
-    """Each layer's fastest of ``repeats`` calls on ``x``, in seconds, the layers taking turns.
-
-    Taking turns, a busy spell on a shared machine slows one call of each kernel, not every call of one:
-    timed one kernel after the other, a compile running alongside once made the 3× slower kernel win.
-    """
-    for layer in layers.values():
-        layer(x)  # warm up
-    best = dict.fromkeys(layers, float("inf"))
-    for _ in range(repeats):
-        for name, layer in layers.items():
-            start = time.perf_counter()
-            layer(x)
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+    x = torch.randn(1, weight.shape[1])
+    layers = {k: Int8Linear(weight, None, k) for k in here}
+    times = interleaved_times({k: lambda layer=layer: layer(x) for k, layer in layers.items()}, repeats)
+    return min(times, key=lambda k: times[k].low)
 
 
 def quantize_model(model: nn.Module, kernel: str = "auto") -> nn.Module:

@@ -17,7 +17,7 @@ The results are those of Hugging Face transformers 4.55 ``generate`` token for t
 
 >>> from minigpt.model import GPT, GPTConfig
 >>> out = beam_search(GPT(GPTConfig.from_preset("tiny")), "Hello", num_beams=3, max_new_tokens=4)
->>> out.sequences.shape, out.scores.shape
+>>> out.ids.shape, out.scores.shape
 (torch.Size([1, 5]), torch.Size([1]))
 """
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -39,39 +39,18 @@ from minigpt.generate import (
     eval_mode,
     generate,
     make_generator,
+    next_logits,
+    prefill,
     prepare_prompt,
     row_finished,
 )
 from minigpt.kv_cache import KVCache, check_cache_fits
-from minigpt.model import GPT
+from minigpt.model import GPT, position_ids_from_mask
 from minigpt.tokenizer import decode
 
 INACTIVE_SCORE = -1e9  # running score of a beam not yet in play; finite, so sums and softmax stay well defined
 
 Hypothesis = tuple[float, list[int]]  # (score, new tokens with the EOS that ended them)
-
-
-@dataclass
-class BeamSearchOutput:
-    """Ranked candidates, ``n = num_return_sequences`` per prompt: rows i*n … i*n + n-1 are prompt i's, best first.
-
-    ``sequences`` (B*n, T) is the left-padded prompt, the continuation and ``PAD_TOKEN_ID`` after shorter
-    ones; ``scores`` (B*n,) is Σ log p / (new tokens, EOS included) ** length_penalty (for sample-and-rank
-    length_penalty is 1: the mean log-prob per token). ``texts`` are prompt + continuation, None for id prompts.
-    """
-
-    sequences: torch.Tensor
-    scores: torch.Tensor
-    new_tokens: list[list[int]]
-    texts: list[str] | None
-    num_return_sequences: int
-
-    @property
-    def best_texts(self) -> list[str]:
-        """The best text of each prompt."""
-        if self.texts is None:
-            raise ValueError("best_texts needs a text prompt; use .new_tokens for id prompts")
-        return self.texts[:: self.num_return_sequences]
 
 
 @dataclass
@@ -86,15 +65,10 @@ class BeamSettings:
     num_beam_groups: int = 1  # > 1: diverse beam search
     diversity_penalty: float = 0.0  # subtracted per earlier-group beam that chose the same token this step
     do_sample: bool = False  # True: beam sample
-    temperature: float = 1.0  # sampling only, like top_k and top_p
-    top_k: int | None = None
-    top_p: float | None = None
-    repetition_penalty: float | None = None
-    no_repeat_ngram_size: int | None = None
-    min_new_tokens: int = 0
     eos_token_id: int | Sequence[int] | None = None
     use_cache: bool = True
     allow_special: bool = False  # True: "<|endoftext|>" in a text prompt is the end-of-text token
+    logits: L.LogitsSettings = field(default_factory=L.LogitsSettings)  # the sampling filters only when sampling
 
     def __post_init__(self) -> None:
         check_int("num_beams", self.num_beams, 1)
@@ -111,22 +85,22 @@ class BeamSettings:
         self._check_groups()
         # the token-level settings are generate's: same checks, same messages
         self.decoding = DecodingSettings(
-            max_new_tokens=self.max_new_tokens,
-            min_new_tokens=self.min_new_tokens,
-            do_sample=self.do_sample,
-            temperature=self.temperature,
-            top_k=self.top_k,
-            top_p=self.top_p,
-            repetition_penalty=self.repetition_penalty,
-            no_repeat_ngram_size=self.no_repeat_ngram_size,
-            eos_token_id=self.eos_token_id,
-            use_cache=self.use_cache,
-            allow_special=self.allow_special,
+            max_new_tokens=self.max_new_tokens, do_sample=self.do_sample, eos_token_id=self.eos_token_id,
+            use_cache=self.use_cache, allow_special=self.allow_special, logits=self.logits,
         )
         self.eos_token_ids = self.decoding.eos_token_ids
         self.do_sample = self.decoding.do_sample  # temperature 0 means no sampling, as in generate
         # candidates kept per step: enough that num_beams go on even if every beam's best tokens are EOS
         self.candidates_per_beam = max(2, 1 + len(self.eos_token_ids))
+        # penalties, then (beam sample) the filters, each keeping enough tokens to fill the candidates
+        self.chain = self.logits.chain(
+            sample=self.do_sample, eos_token_ids=self.eos_token_ids, min_tokens_to_keep=self.candidates_per_beam)
+
+    @classmethod
+    def from_keywords(cls, logits: L.LogitsSettings | None = None, **keywords: object) -> BeamSettings:
+        """The settings from keywords: ``LogitsSettings`` fields (or ``logits`` itself) and this class's own."""
+        logits, rest = L.split_settings(keywords, logits)
+        return cls(**rest, logits=logits)
 
     def _check_groups(self) -> None:
         check_int("num_beam_groups", self.num_beam_groups, 1)
@@ -157,16 +131,24 @@ def beam_search(
     attention_mask: torch.Tensor | None = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
+    logits: L.LogitsSettings | None = None,
     **settings,
-) -> BeamSearchOutput:
+) -> Generation:
     """Beam search from ``prompt`` (a string, a list of strings, or (B, T) ids with ``attention_mask``).
 
     ``settings`` are the fields of ``BeamSettings``: ``num_beams`` and ``max_new_tokens`` (required),
     ``length_penalty``, ``early_stopping``, ``num_return_sequences``, ``num_beam_groups`` and
-    ``diversity_penalty`` (diverse beam search), ``do_sample`` with ``temperature``, ``top_k``, ``top_p``
-    (beam sample, drawing from ``generator``, one seeded with ``seed``, or torch's global generator),
-    ``repetition_penalty``, ``no_repeat_ngram_size``, ``min_new_tokens``, ``eos_token_id``, ``use_cache``,
-    ``allow_special``.
+    ``diversity_penalty`` (diverse beam search), ``do_sample`` (beam sample, drawing from ``generator``,
+    one seeded with ``seed``, or torch's global generator), ``eos_token_id``, ``use_cache``,
+    ``allow_special``; ``logits`` (a ``minigpt.logits.LogitsSettings``, or its fields as keywords) are the
+    transforms, applied to the log-probabilities as transformers applies them: the penalties always, the
+    sampling filters (temperature, top-k, top-p …) only in beam sample, each keeping 1 + (number of EOS
+    ids) tokens, at least 2, per beam.
+
+    The result is a ``Generation`` of ranked candidates, ``n = num_return_sequences`` per prompt: rows
+    i*n … i*n + n-1 are prompt i's, best first. ``ids`` holds the left-padded prompt, the continuation
+    and ``PAD_TOKEN_ID`` after shorter ones; ``scores`` (B*n,) is Σ log p / (new tokens, EOS included)
+    ** length_penalty. The prompt's pass runs once per prompt, its cache rows then copied to every beam.
 
     As in ``generate``, a model in train mode decodes in eval mode and gets its mode back afterwards, and
     a KV cache (B * num_beams rows) too big for the device's memory is refused before any work.
@@ -174,10 +156,10 @@ def beam_search(
     >>> from minigpt.model import GPT, GPTConfig
     >>> out = beam_search(GPT(GPTConfig.from_preset("tiny")), ["Hi", "Good day"], num_beams=4,
     ...                   max_new_tokens=3, num_return_sequences=2)
-    >>> out.sequences.shape, len(out.texts)
+    >>> out.ids.shape, len(out.texts)
     (torch.Size([4, 5]), 4)
     """
-    s = BeamSettings(**settings)
+    s = BeamSettings.from_keywords(logits, **settings)
     ids, mask, texts = prepare_prompt(model, prompt, attention_mask, s.decoding)
     if s.use_cache:
         B, width = ids.size(0), ids.size(1) + s.max_new_tokens
@@ -188,7 +170,7 @@ def beam_search(
             hypotheses = _group_beam_search(model, ids, mask, s)
         else:
             hypotheses = _beam_search(model, ids, mask, s, rng)
-    return _ranked_output(ids, texts, hypotheses)
+    return _ranked_output(ids, mask, texts, hypotheses, s.eos_token_ids)
 
 
 # ---- beam search and beam sample: all beams of a prompt compete for the next num_beams places ----
@@ -236,7 +218,7 @@ def _beam_search(
     finished = _FinishedPool(B, nb, width, ids.device)
     improvable = torch.ones(B, dtype=torch.bool, device=ids.device)  # can a running beam still beat the pool?
     eos = torch.tensor(s.eos_token_ids, dtype=torch.long, device=ids.device)
-    cache = KVCache.for_model(model, B * nb, width) if s.use_cache else None
+    cache = KVCache.for_model(model, B, width) if s.use_cache else None  # B * nb rows after the prompt's pass
     for step in range(s.max_new_tokens):
         rows = running[:, :, : P + step].reshape(B * nb, P + step)
         log_probs = _beam_log_probs(model, rows, _grown_mask(mask, nb, step), cache, step, s)  # (B*nb, V)
@@ -269,9 +251,9 @@ def _beam_log_probs(
     model: GPT, rows: torch.Tensor, mask: torch.Tensor, cache: KVCache | None, step: int, s: BeamSettings
 ) -> torch.Tensor:
     """Log-probs of the next token for each (B*nb, T) row, penalties applied (and the filters when sampling)."""
-    log_probs = torch.log_softmax(_next_logits(model, rows, mask, cache).float(), dim=-1)
-    log_probs = _penalties(log_probs, rows, step, s.decoding)
-    return _sampling_filters(log_probs, s) if s.do_sample else log_probs
+    logits = prefill(model, rows, mask, cache, s.num_beams) if step == 0 else next_logits(model, rows, mask, cache)
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return s.chain(log_probs, rows, new_tokens=step)
 
 
 def _pick_candidates(
@@ -346,9 +328,10 @@ def _group_beam_search(model: GPT, ids: torch.Tensor, mask: torch.Tensor, s: Bea
     scores = torch.full((B, nb), INACTIVE_SCORE, device=ids.device)  # Σ log p of each running beam
     scores[:, :: nb // G] = 0.0  # one live beam per group at first
     finished = [[_Hypotheses(nb // G, s) for _ in range(G)] for _ in range(B)]
-    cache = KVCache.for_model(model, B * nb, P + s.max_new_tokens) if s.use_cache else None
+    cache = KVCache.for_model(model, B, P + s.max_new_tokens) if s.use_cache else None  # B * nb after the prompt
     for step in range(s.max_new_tokens):
-        logits = _next_logits(model, rows, _grown_mask(mask, nb, step), cache)
+        grown = _grown_mask(mask, nb, step)
+        logits = prefill(model, rows, grown, cache, nb) if step == 0 else next_logits(model, rows, grown, cache)
         log_probs = torch.log_softmax(logits.float(), dim=-1).view(B, nb, -1)
         chosen, parents = _group_step(log_probs, rows, scores, finished, step, s)
         rows = torch.cat([rows[parents], chosen.view(-1, 1)], 1)
@@ -400,7 +383,7 @@ def _group_log_probs(
     """(B, size, V) log-probs of one group → (B*size, V): diversity penalty first, then the others."""
     if s.diversity_penalty > 0 and earlier.size(1) > 0:
         log_probs = hamming_diversity(log_probs, earlier, s.diversity_penalty)
-    return _penalties(log_probs.reshape(-1, log_probs.size(-1)), rows, step, s.decoding)
+    return s.chain(log_probs.reshape(-1, log_probs.size(-1)), rows, new_tokens=step)
 
 
 def _advance_group(
@@ -453,14 +436,15 @@ def sample_and_rank(
     generator: torch.Generator | None = None,
     attention_mask: torch.Tensor | None = None,
     **settings,
-) -> BeamSearchOutput:
+) -> Generation:
     """Draw ``num_samples`` continuations per prompt and rank them by mean log-probability per token.
 
     Meena's decoder (Adiwardana et al. 2020): plain sampling explores, the ranking keeps the candidate the
     model itself finds most likely. A token's log-prob is that of the distribution it was drawn from (after
     temperature and filters), as ``generate(return_scores=True)`` reports it; the EOS that ended a sample
     counts as a token. ``settings`` go to ``generate`` (``top_k``, ``top_p``, ``eos_token_id``, …). The
-    result has beam search's layout: every sample of each prompt, best first, ``scores`` the means.
+    result has beam search's layout: every sample of each prompt, best first, ``scores`` the means (and
+    ``token_logprobs`` the log-probs they are the means of).
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> out = sample_and_rank(GPT(GPTConfig.from_preset("tiny")), "Hi", num_samples=4, max_new_tokens=5, seed=0)
@@ -478,12 +462,14 @@ def sample_and_rank(
     means = torch.tensor([sum(lp) / len(lp) for lp in out.token_logprobs], device=out.ids.device)
     scores, order = means.view(-1, num_samples).sort(dim=1, descending=True, stable=True)  # (B, N) each
     rows = (order + torch.arange(order.size(0), device=order.device).unsqueeze(1) * num_samples).flatten().tolist()
-    return BeamSearchOutput(
-        sequences=out.ids[rows],
+    return Generation(
+        out.ids[rows],
+        out.attention_mask[rows],
+        [out.new_tokens[r] for r in rows],
+        None if out.texts is None else [out.texts[r] for r in rows],
+        [out.stopped_by[r] for r in rows],
+        token_logprobs=[out.token_logprobs[r] for r in rows],
         scores=scores.flatten(),
-        new_tokens=[out.new_tokens[r] for r in rows],
-        texts=None if out.texts is None else [out.texts[r] for r in rows],
-        num_return_sequences=num_samples,
     )
 
 
@@ -498,12 +484,11 @@ def contrastive_search(
     penalty_alpha: float,
     top_k: int,
     max_new_tokens: int = 50,
-    min_new_tokens: int = 0,
-    repetition_penalty: float | None = None,
-    no_repeat_ngram_size: int | None = None,
     eos_token_id: int | Sequence[int] | None = None,
     attention_mask: torch.Tensor | None = None,
     allow_special: bool = False,
+    logits: L.LogitsSettings | None = None,
+    **settings,
 ) -> Generation:
     """Contrastive search (Su et al. 2022): of the ``top_k`` most likely tokens, take the best by
 
@@ -512,8 +497,11 @@ def contrastive_search(
     where h is the model's last hidden state: a likely token is preferred unless it would make the model
     "say again" something it already said. ``penalty_alpha=0`` is greedy decoding. Finished rows get
     ``PAD_TOKEN_ID``, as in ``generate``, whose ``Generation`` this returns. ``top_k`` is at most the
-    vocabulary size. As in ``generate``, a model in train mode decodes in eval mode and gets its mode back,
-    and a KV cache (B * top_k rows) too big for the device's memory is refused before any work.
+    vocabulary size (it is the candidate count, not the top-k filter). ``logits`` (a
+    ``minigpt.logits.LogitsSettings``, or its fields as keywords) are applied as in greedy decoding: the
+    penalties, bans and ``min_new_tokens``, not the sampling filters. As in ``generate``, a model in train
+    mode decodes in eval mode and gets its mode back, and a KV cache (B * top_k rows) too big for the
+    device's memory is refused before any work.
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> out = contrastive_search(GPT(GPTConfig.from_preset("tiny")), "Hi", penalty_alpha=0.6, top_k=4,
@@ -523,17 +511,16 @@ def contrastive_search(
     """
     check_real("penalty_alpha", penalty_alpha, "a number in [0, 1]", lambda v: 0 <= v <= 1)
     check_int("top_k", top_k, 1, high=model.config.vocab_size)  # candidates are distinct tokens
-    s = DecodingSettings(
-        max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, repetition_penalty=repetition_penalty,
-        no_repeat_ngram_size=no_repeat_ngram_size, eos_token_id=eos_token_id, allow_special=allow_special,
+    s = DecodingSettings.from_keywords(  # greedy: only the settings that describe the sequence apply
+        logits, max_new_tokens=max_new_tokens, eos_token_id=eos_token_id, allow_special=allow_special, **settings
     )
     ids, mask, texts = prepare_prompt(model, prompt, attention_mask, s)
     state = LoopState(ids, mask, s.max_new_tokens, scores=False, dists=False)
     check_cache_fits(model, ids.size(0) * top_k, state.ids.size(1), f"top_k={top_k} × batch size {ids.size(0)}")
     with eval_mode(model):
         cache = KVCache.for_model(model, ids.size(0), state.ids.size(1))
-        logits, hidden = _forward_with_hidden(model, ids, attention_mask=mask, position_ids=_positions(mask),
-                                              kv_cache=cache)
+        positions = position_ids_from_mask(mask)
+        logits, hidden = _forward_with_hidden(model, ids, attention_mask=mask, position_ids=positions, kv_cache=cache)
         logits = logits[:, -1]  # (B, V): the next token's logits of each running row
         # hidden (B, P, C) grows by the chosen token's state each step: the "context" candidates are compared to
         cache.reorder(torch.arange(ids.size(0), device=ids.device).repeat_interleave(top_k))  # top_k rows per prompt
@@ -551,12 +538,12 @@ def _contrastive_step(
     """Choose and append one token per running row; return the next logits and grown hidden states."""
     A = len(state.active)
     context_mask = state.mask[state.active, : state.length]  # (A, S): 0 at left padding
-    probs = torch.softmax(_penalties(logits, state.ids[state.active, : state.length], step, s), dim=-1)
+    probs = torch.softmax(s.chain(logits, state.ids[state.active, : state.length], new_tokens=step), dim=-1)
     top_probs, candidates = probs.topk(k)  # (A, k)
     # run every candidate one step further, all A*k of them in one batch, to see its hidden state
     cand_mask = torch.cat([context_mask, context_mask.new_ones(A, 1)], 1).repeat_interleave(k, 0)
     cand_logits, cand_hidden = _forward_with_hidden(
-        model, candidates.view(-1, 1), attention_mask=cand_mask, position_ids=_positions(cand_mask)[:, -1:],
+        model, candidates.view(-1, 1), attention_mask=cand_mask, position_ids=position_ids_from_mask(cand_mask)[:, -1:],
         kv_cache=cache, last_only=True,
     )
     cand_hidden = cand_hidden.view(A, k, -1)  # (A, k, C)
@@ -605,53 +592,29 @@ def _forward_with_hidden(model: GPT, ids: torch.Tensor, **kwargs) -> tuple[torch
 # ---- shared by the methods above ----
 
 
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids (B, T) that count real tokens only, so left padding does not shift a prompt."""
-    return (mask.cumsum(1) - 1).masked_fill(mask == 0, 1)
-
-
 def _grown_mask(mask: torch.Tensor, num_beams: int, step: int) -> torch.Tensor:
     """The (B, P) prompt mask for every beam, plus ``step`` generated (real) tokens: (B*num_beams, P + step)."""
     rows = mask.repeat_interleave(num_beams, 0)
     return torch.cat([rows, rows.new_ones(rows.size(0), step)], 1)
 
 
-def _next_logits(model: GPT, ids: torch.Tensor, mask: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
-    """Next-token logits (R, V) of each (R, T) row; with a cache, only the columns it has not seen are fed."""
-    start = cache.length if cache is not None else 0
-    positions = _positions(mask)[:, start:]
-    return model(ids[:, start:], attention_mask=mask, position_ids=positions, kv_cache=cache, last_only=True)[:, -1]
-
-
-def _penalties(scores: torch.Tensor, ids: torch.Tensor, step: int, d: DecodingSettings) -> torch.Tensor:
-    """Repetition penalty, no-repeat n-grams and min-new-tokens on (R, V) scores, in transformers' order."""
-    return L.process_logits(
-        scores, ids, new_tokens=step, do_sample=False, repetition_penalty=d.repetition_penalty,
-        no_repeat_ngram_size=d.no_repeat_ngram_size, min_new_tokens=d.min_new_tokens, eos_token_ids=d.eos_token_ids,
-    )
-
-
-def _sampling_filters(log_probs: torch.Tensor, s: BeamSettings) -> torch.Tensor:
-    """Temperature, top-k and top-p for beam sample; each beam keeps enough tokens to fill the candidates."""
-    keep = s.candidates_per_beam  # transformers' min_tokens_to_keep for beams: 1 + number of EOS ids, at least 2
-    if s.temperature != 1.0:
-        log_probs = L.apply_temperature(log_probs, s.temperature)
-    if s.top_k is not None:
-        log_probs = L.top_k_filter(log_probs, s.top_k, keep)
-    if s.top_p not in (None, 1.0):
-        log_probs = L.top_p_filter(log_probs, s.top_p, keep)
-    return log_probs
-
-
-def _ranked_output(ids: torch.Tensor, texts: list[str] | None, hypotheses: list[list[Hypothesis]]) -> BeamSearchOutput:
+def _ranked_output(
+    ids: torch.Tensor, mask: torch.Tensor, texts: list[str] | None, hypotheses: list[list[Hypothesis]],
+    eos_token_ids: tuple[int, ...],
+) -> Generation:
     """Lay the hypotheses of each prompt out as rows: prompt (B, P) + new tokens + padding."""
     n, P = len(hypotheses[0]), ids.size(1)
     new_tokens = [tokens for per_prompt in hypotheses for _, tokens in per_prompt]
-    sequences = torch.full((len(new_tokens), P + max(map(len, new_tokens))), PAD_TOKEN_ID, device=ids.device)
+    width = P + max(map(len, new_tokens))
+    sequences = torch.full((len(new_tokens), width), PAD_TOKEN_ID, device=ids.device)
     sequences[:, :P] = ids.repeat_interleave(n, 0)
+    sequences_mask = torch.zeros_like(sequences)
+    sequences_mask[:, :P] = mask.repeat_interleave(n, 0)
     for row, tokens in enumerate(new_tokens):
         sequences[row, P : P + len(tokens)] = torch.tensor(tokens)
+        sequences_mask[row, P : P + len(tokens)] = 1
     scores = torch.tensor([score for per_prompt in hypotheses for score, _ in per_prompt], device=ids.device)
     if texts is not None:
         texts = [texts[row // n] + decode(tokens) for row, tokens in enumerate(new_tokens)]
-    return BeamSearchOutput(sequences, scores, new_tokens, texts, n)
+    stopped_by = ["eos" if tokens[-1] in eos_token_ids else None for tokens in new_tokens]
+    return Generation(sequences, sequences_mask, new_tokens, texts, stopped_by, scores=scores)

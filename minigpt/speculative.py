@@ -20,21 +20,20 @@ prompt lookup (Saxena, 2023) copies what followed the last time the final few to
 >>> _ = torch.manual_seed(0)
 >>> target, draft = GPT(GPTConfig.from_preset("tiny")), GPT(GPTConfig.from_preset("tiny", n_layer=1))
 >>> out = speculative_generate(target, draft, "Hello", k=3, max_new_tokens=6)
->>> out.new_tokens == generate(target, "Hello", max_new_tokens=6).new_tokens[0]
+>>> out.new_tokens == generate(target, "Hello", max_new_tokens=6).new_tokens
 True
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from minigpt import logits as L
 from minigpt.checks import check_int
-from minigpt.generate import DecodingSettings, check_id_prompt, encode_prompt, eval_mode, make_generator
+from minigpt.generate import DecodingSettings, Generation, check_id_prompt, encode_prompt, eval_mode, make_generator
 from minigpt.kv_cache import KVCache
 from minigpt.model import GPT
 from minigpt.tokenizer import decode
@@ -42,29 +41,6 @@ from minigpt.tokenizer import decode
 # A drafter sees the sequence so far (1, T) and proposes at most n next tokens, with the distributions it
 # drew them from: q (m, V), row i conditioned on the sequence and proposals 0 … i-1
 _Drafter = Callable[[torch.Tensor, int], tuple[list[int], torch.Tensor]]
-
-
-@dataclass
-class SpeculativeOutput:
-    """What ``speculative_generate`` and ``prompt_lookup_generate`` return, for their one sequence.
-
-    ``ids`` (1, T) is the prompt and the continuation; ``new_tokens`` the continuation (with the EOS token
-    when one ended it); ``text`` the prompt text and the decoded continuation (None for an id prompt).
-    ``num_proposed`` draft tokens were put to the target and ``num_accepted`` of them kept;
-    ``num_target_passes`` counts the target's forward passes (plain decoding needs one per new token).
-    """
-
-    ids: torch.Tensor
-    new_tokens: list[int]
-    text: str | None
-    num_proposed: int
-    num_accepted: int
-    num_target_passes: int
-
-    @property
-    def acceptance_rate(self) -> float:
-        """Share of the proposed draft tokens that the target kept; 0.0 when none were proposed."""
-        return self.num_accepted / self.num_proposed if self.num_proposed else 0.0
 
 
 @torch.inference_mode()
@@ -76,22 +52,26 @@ def speculative_generate(
     k: int = 4,
     max_new_tokens: int,
     do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
     eos_token_id: int | Sequence[int] | None = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
     allow_special: bool = False,
-) -> SpeculativeOutput:
+    logits: L.LogitsSettings | None = None,
+    **settings,
+) -> Generation:
     """Continue ``prompt`` (a str or (1, T) ids) with ``target``, letting ``draft`` guess ``k`` tokens ahead.
 
     The result is the target's: its greedy continuation with ``do_sample=False``, a sample from its
-    distribution (after ``temperature``, ``top_k``, ``top_p``, as in ``generate``) otherwise. The draft
+    distribution (after the ``logits`` settings, a ``LogitsSettings`` or its fields as keywords, as in
+    ``generate``; only those that read no context) otherwise. The draft
     changes only the speed, through ``acceptance_rate``. Both models keep a KV cache, cropped back past the
     rejected tokens. Greedy equality holds up to floating point: the target scores k + 1 positions at once,
     which can change a logit in its last bit, and so an argmax between two tied tokens. Models in train mode
     decode in eval mode (no dropout) and get their modes back; ``allow_special`` is as in ``generate``.
+
+    The result is a one-row ``Generation`` whose ``num_proposed`` draft tokens were put to the target,
+    ``num_accepted`` of them kept (``acceptance_rate``), in ``num_target_passes`` forward passes of the
+    target (plain decoding needs one per new token).
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> model = GPT(GPTConfig.from_preset("tiny"))
@@ -105,10 +85,7 @@ def speculative_generate(
             f"draft and target must share a vocabulary, got vocab_size {draft.config.vocab_size} for the draft "
             f"and {target.config.vocab_size} for the target"
         )
-    s = DecodingSettings(
-        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-        eos_token_id=eos_token_id, allow_special=allow_special,
-    )
+    s = _settings(max_new_tokens, do_sample, eos_token_id, allow_special, logits, settings)
     ids, text = _prompt_ids(prompt, target, s.allow_special)
     _check_context(target, "target", ids.size(1), max_new_tokens)
     _check_context(draft, "draft", ids.size(1), max_new_tokens)
@@ -127,34 +104,31 @@ def prompt_lookup_generate(
     ngram_size: int = 3,
     num_pred_tokens: int = 10,
     do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
     eos_token_id: int | Sequence[int] | None = None,
     seed: int | None = None,
     generator: torch.Generator | None = None,
     allow_special: bool = False,
-) -> SpeculativeOutput:
+    logits: L.LogitsSettings | None = None,
+    **settings,
+) -> Generation:
     """Speculative decoding with no draft model: guesses are copied from earlier in the sequence.
 
     Each round looks up the last ``ngram_size`` tokens (or fewer, see ``lookup_draft``) earlier in the
     prompt and continuation, proposes up to ``num_pred_tokens`` tokens that followed them, and lets
     ``model`` verify them in one pass. A copied token is a certain guess, a q with all its mass on one
-    token, so the same rejection sampling keeps the output exactly the model's, greedy or sampled.
+    token, so the same rejection sampling keeps the output exactly the model's, greedy or sampled. The
+    result is ``speculative_generate``'s, with its counts.
 
     >>> from minigpt.generate import generate
     >>> from minigpt.model import GPT, GPTConfig
     >>> model = GPT(GPTConfig.from_preset("tiny"))
     >>> out = prompt_lookup_generate(model, "a b a b a b", max_new_tokens=8)
-    >>> out.new_tokens == generate(model, "a b a b a b", max_new_tokens=8).new_tokens[0]
+    >>> out.new_tokens == generate(model, "a b a b a b", max_new_tokens=8).new_tokens
     True
     """
     check_int("ngram_size", ngram_size, 1)
     check_int("num_pred_tokens", num_pred_tokens, 1)
-    s = DecodingSettings(
-        max_new_tokens=max_new_tokens, do_sample=do_sample, temperature=temperature, top_k=top_k, top_p=top_p,
-        eos_token_id=eos_token_id, allow_special=allow_special,
-    )
+    s = _settings(max_new_tokens, do_sample, eos_token_id, allow_special, logits, settings)
     ids, text = _prompt_ids(prompt, model, s.allow_special)
     _check_context(model, "model", ids.size(1), max_new_tokens)
     rng = make_generator(seed, generator, ids.device)
@@ -215,7 +189,7 @@ def _check_context(model: GPT, role: str, prompt_len: int, max_new_tokens: int) 
 def _speculate(
     target: GPT, ids: torch.Tensor, text: str | None, drafter: _Drafter, max_drafts: int, s: DecodingSettings,
     rng: torch.Generator | None,
-) -> SpeculativeOutput:
+) -> Generation:
     """The draft-and-verify loop shared by both guessers: one target pass per round."""
     prompt_len = ids.size(1)
     cache = KVCache.for_model(target, batch_size=1, max_len=prompt_len + s.max_new_tokens)
@@ -234,8 +208,10 @@ def _speculate(
         # the cache now holds every draft; keep only the kept ones (the last token is not fed yet)
         cache.crop(seq.size(1) - 1)
     new_tokens = seq[0, prompt_len:].tolist()
-    text = None if text is None else text + decode(new_tokens)
-    return SpeculativeOutput(seq, new_tokens, text, proposed, accepted, passes)
+    texts = None if text is None else [text + decode(new_tokens)]
+    stopped_by = ["eos" if new_tokens and new_tokens[-1] in s.eos_token_ids else None]
+    return Generation(seq, torch.ones_like(seq), [new_tokens], texts, stopped_by, num_proposed=proposed,
+                      num_accepted=accepted, num_target_passes=passes)
 
 
 def _finished(seq: torch.Tensor, prompt_len: int, s: DecodingSettings) -> bool:
@@ -254,14 +230,29 @@ def _extend(model: GPT, cache: KVCache, ids: torch.Tensor, *, last_only: bool = 
     return model(ids[:, cache.length :], kv_cache=cache, last_only=last_only)
 
 
+def _settings(
+    max_new_tokens: int, do_sample: bool, eos_token_id: int | Sequence[int] | None, allow_special: bool,
+    logits: L.LogitsSettings | None, settings: dict[str, object],
+) -> DecodingSettings:
+    """The decoding settings, refusing the transforms that read the context (penalties, bans, biases …).
+
+    Verification scores k + 1 positions in one pass, each with one distribution per row: the transforms
+    that only look at a row of logits (temperature and the sampling filters, ``suppress_tokens``) apply.
+    """
+    s = DecodingSettings.from_keywords(logits, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                       eos_token_id=eos_token_id, allow_special=allow_special, **settings)
+    reading = [step.name for step in s.chain.steps if step.reads]  # the sampling filters read none
+    if reading:
+        raise ValueError(f"speculative decoding applies only the transforms that read no context (temperature, "
+                         f"the sampling filters, suppress_tokens), got {', '.join(reading)}")
+    return s
+
+
 def _process(logits: torch.Tensor, s: DecodingSettings) -> torch.Tensor:
-    """Temperature, top-k and top-p on each row of (N, V) logits, exactly as ``generate`` applies them."""
-    # only the penalties read the context, and we offer none: an empty (N, 0) one will do
+    """The settings' transforms on each row of (N, V) logits, exactly as ``generate`` applies them."""
+    # no step of the chain reads the context (``_settings`` refuses those): an empty (N, 0) one will do
     no_context = torch.empty(logits.size(0), 0, dtype=torch.long, device=logits.device)
-    return L.process_logits(
-        logits.float(), no_context, new_tokens=0, do_sample=s.do_sample, temperature=s.temperature,
-        top_k=s.top_k, top_p=s.top_p,
-    )
+    return s.chain(logits.float(), no_context, new_tokens=0)
 
 
 def _target_scores(
@@ -302,12 +293,19 @@ def _verify(
     """The drafts the target keeps, then one token of its own: 1 to m + 1 tokens."""
     if s.do_sample:
         return _verify_sampled(drafts, q, scores.softmax(dim=-1), rng)
-    return _verify_greedy(drafts, scores)
+    return verify_greedy(drafts, scores)
 
 
-def _verify_greedy(drafts: list[int], scores: torch.Tensor) -> list[int]:
-    """Keep drafts while each is the target's argmax; at the first miss (or the end) add the argmax."""
-    best = scores.argmax(dim=-1).tolist()  # (m + 1,) the target's choice after each prefix of the drafts
+def verify_greedy(drafts: list[int], target_logits: torch.Tensor) -> list[int]:
+    """Keep drafts while each is the target's argmax; at the first miss (or the end) add the argmax.
+
+    ``target_logits`` (m + 1, V) are the target's scores after the sequence and after each prefix of the
+    m ``drafts``; the result is 1 to m + 1 tokens, the target's greedy continuation.
+
+    >>> verify_greedy([3, 1], torch.tensor([[0.0, 0, 0, 9], [0, 0, 9, 0], [9, 0, 0, 0]]))  # 1 is a miss
+    [3, 2]
+    """
+    best = target_logits.argmax(dim=-1).tolist()  # (m + 1,) the target's choice after each prefix of the drafts
     n = 0
     while n < len(drafts) and drafts[n] == best[n]:
         n += 1
@@ -326,7 +324,7 @@ def _verify_sampled(
     """
     for i, x in enumerate(drafts):
         if not _accepts(p[i, x], q[i, x], rng):
-            return drafts[:i] + [_sample(_residual(p[i], q[i]), rng)]
+            return drafts[:i] + [_sample(residual(p[i], q[i]), rng)]
     return drafts + [_sample(p[-1], rng)]  # all drafts kept: the target's last row gives a bonus token
 
 
@@ -336,8 +334,15 @@ def _accepts(p_x: torch.Tensor, q_x: torch.Tensor, rng: torch.Generator | None) 
     return bool(u * q_x < p_x)
 
 
-def _residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    """What to draw from after a rejection: max(0, p - q), the mass the target has and the draft lacks."""
+def residual(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """What to draw from after a rejection: max(0, p - q), the mass the target has and the draft lacks.
+
+    ``p`` and ``q`` are (V,) probabilities, the target's and the draft's. The weights are not divided by
+    their sum (``torch.multinomial`` does that); where nothing is left over, p is returned.
+
+    >>> residual(torch.tensor([0.5, 0.3, 0.2]), torch.tensor([0.3, 0.5, 0.2]))
+    tensor([0.2000, 0.0000, 0.0000])
+    """
     r = (p - q).clamp(min=0)  # (V,) unnormalised: multinomial normalises
     # p <= q everywhere means p == q up to rounding: then a rejection has probability ~0, and p is right
     return r if r.sum() > 0 else p

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
+from minigpt.arguments import add_dataclass_arguments, dataclass_from_args, option
 from minigpt.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, save_checkpoint
 from minigpt.checks import check_int, check_real, check_writable_dir
 from minigpt.data import get_batch, heldout_windows, load_splits
@@ -47,51 +48,46 @@ from minigpt.model import GPT, GPTConfig
 STATE_NAME = "train_state.pt"  # optimizer, step, losses and RNG states, next to the checkpoint's files
 
 
-def _field(default: object, help: str):
-    """A dataclass field whose help text is both its comment here and its ``--flag``'s help in the CLI."""
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class TrainConfig:
     """Every knob of a training run. The defaults train the ~12M-parameter Shakespeare model."""
 
     # --- the model; the vocabulary is always GPT-2's 50,257 tokens
-    n_layer: int = _field(6, "transformer blocks")
-    n_head: int = _field(6, "attention heads per block; must divide n_embd")
-    n_embd: int = _field(192, "width of the residual stream")
-    block_size: int = _field(256, "context length in tokens: the length of every training window")
-    dropout: float = _field(0.2, "fraction of activations zeroed while training; fights overfitting")
+    n_layer: int = option(6, "transformer blocks")
+    n_head: int = option(6, "attention heads per block; must divide n_embd")
+    n_embd: int = option(192, "width of the residual stream")
+    block_size: int = option(256, "context length in tokens: the length of every training window")
+    dropout: float = option(0.2, "fraction of activations zeroed while training; fights overfitting")
     # --- the optimisation
-    batch_size: int = _field(16, "windows per step (per process under DDP)")
-    max_steps: int = _field(2000, "optimizer steps to train for, counted from the very first step")
-    learning_rate: float = _field(1e-3, "peak learning rate, reached at the end of warmup")
-    min_lr: float = _field(1e-4, "learning rate at the end of the cosine decay")
-    warmup_steps: int = _field(100, "steps of linear warmup from ~0 to learning_rate")
-    lr_decay_steps: int | None = _field(
+    batch_size: int = option(16, "windows per step (per process under DDP)")
+    max_steps: int = option(2000, "optimizer steps to train for, counted from the very first step")
+    learning_rate: float = option(1e-3, "peak learning rate, reached at the end of warmup")
+    min_lr: float = option(1e-4, "learning rate at the end of the cosine decay")
+    warmup_steps: int = option(100, "steps of linear warmup from ~0 to learning_rate")
+    lr_decay_steps: int | None = option(
         None, "step at which the cosine decay reaches min_lr; none = max_steps. Set it to stop a run "
         "early and resume it later on the same schedule")
-    time_budget: float | None = _field(
+    time_budget: float | None = option(
         None, "minutes of wall-clock time to train for: the cosine decay runs over this time instead of "
         "the steps, and the run stops when it is spent (or at max_steps, whichever comes first), then "
         "scores and saves. Not bit-reproducible: how many steps fit depends on the machine")
-    seen_vocab_head: bool = _field(
+    seen_vocab_head: bool = option(
         True, "train the output layer over the token ids the training split uses plus one shared row "
         "for all others: the same loss, about half the step time on a CPU (see SeenVocab)")
-    weight_decay: float = _field(0.1, "AdamW weight decay, applied to 2-D parameters only")
-    beta1: float = _field(0.9, "AdamW beta1: decay rate of the gradient's running mean")
-    beta2: float = _field(0.99, "AdamW beta2: decay rate of the squared gradient's running mean")
-    grad_clip: float = _field(1.0, "clip the gradient's global L2 norm to this; 0 = no clipping")
+    weight_decay: float = option(0.1, "AdamW weight decay, applied to 2-D parameters only")
+    beta1: float = option(0.9, "AdamW beta1: decay rate of the gradient's running mean")
+    beta2: float = option(0.99, "AdamW beta2: decay rate of the squared gradient's running mean")
+    grad_clip: float = option(1.0, "clip the gradient's global L2 norm to this; 0 = no clipping")
     # --- evaluation, reproducibility, where things go
-    eval_interval: int = _field(250, "score held-out text and save a checkpoint every this many steps")
-    eval_windows: int | None = _field(
+    eval_interval: int = option(250, "score held-out text and save a checkpoint every this many steps")
+    eval_windows: int | None = option(
         100, "held-out windows scored at each mid-training evaluation; none = all (the final one uses all)")
-    seed: int = _field(1337, "seed for the initial weights, dropout and batches: same seed, same run")
-    device: str = _field("auto", "auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps …")
-    out_dir: str = _field("out", "directory for the checkpoint and train_state.pt")
-    resume: bool = _field(False, "continue the run saved in out_dir instead of starting afresh")
-    overwrite: bool = _field(False, "start afresh even if out_dir holds a checkpoint, deleting it")
-    figure_path: str = _field("figures/loss_curve.png", "where to write the loss curve (PNG)")
+    seed: int = option(1337, "seed for the initial weights, dropout and batches: same seed, same run")
+    device: str = option("auto", "auto (cuda if available, else cpu), cpu, cuda, cuda:1, mps …")
+    out_dir: str = option("out", "directory for the checkpoint and train_state.pt")
+    resume: bool = option(False, "continue the run saved in out_dir instead of starting afresh")
+    overwrite: bool = option(False, "start afresh even if out_dir holds a checkpoint, deleting it")
+    figure_path: str = option("figures/loss_curve.png", "where to write the loss curve (PNG)")
 
     def __post_init__(self) -> None:
         for name in ("n_layer", "n_head", "n_embd", "block_size", "batch_size", "max_steps", "eval_interval"):
@@ -755,17 +751,6 @@ def _check_device(device: str) -> None:
 
 # --- the command line ----------------------------------------------------------------------------------
 
-def _int_or_none(text: str) -> int | None:
-    return None if text.lower() == "none" else int(text)
-
-
-def _float_or_none(text: str) -> float | None:
-    return None if text.lower() == "none" else float(text)
-
-
-_ARG_TYPES = {"int": int, "float": float, "str": str, "int | None": _int_or_none, "float | None": _float_or_none}
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add a ``--flag`` for every TrainConfig field, plus ``--config FILE.json`` and ``--no-progress``.
 
@@ -781,15 +766,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON object of TrainConfig fields to use as defaults; flags override them")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                         help="show a progress bar with loss and tokens/s (default: on)")
-    for f in fields(TrainConfig):
-        flag = "--" + f.name.replace("_", "-")
-        help = f"{f.metadata['help']} (default: {f.default})"
-        if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS,
-                                help=help)
-        else:
-            parser.add_argument(flag, type=_ARG_TYPES[f.type], default=argparse.SUPPRESS, help=help,
-                                metavar=f.name.upper())
+    add_dataclass_arguments(parser, TrainConfig, suppress=True)  # a flag per field, its help the field's doc
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -806,8 +783,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if unknown is None or unknown:
             raise ValueError(f"--config {args.config} must be a JSON object of TrainConfig fields "
                              f"({', '.join(sorted(names))}); unknown: {unknown}")
-    values.update({name: value for name, value in vars(args).items() if name in names})
-    return TrainConfig(**values)
+    return dataclass_from_args(TrainConfig, argparse.Namespace(**{**values, **vars(args)}))  # flags win
 
 
 def run(args: argparse.Namespace) -> int:

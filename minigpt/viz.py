@@ -6,7 +6,7 @@ Chapters also run as plain scripts (``python notebooks/02_temperature.py``). The
 at ``plt.show()`` waiting for a window to be closed, nor change the repository's files: importing this
 module in a plain (non-interactive) Python process selects matplotlib's Agg backend, whose ``plt.show()``
 returns at once, unless you chose a backend yourself (``MPLBACKEND``); and ``save_figure`` writes into
-``figures/`` only when ``MINIGPT_WRITE_FIGURES=1`` is set (see the README's "Contributing").
+``figures/`` only when ``MINIGPT_WRITE_FIGURES=1`` is set (see `docs/contributing.md`).
 
 >>> fig = plot_distribution(torch.tensor([0.7, 0.2, 0.1]), ["the", "a", "an"], title="Next token")
 >>> fig.axes[0].get_ylabel()

@@ -30,6 +30,7 @@ seed = 11  # Step 7's random generator
 
 # %%
 # %matplotlib inline
+import dataclasses
 import math
 
 import matplotlib.pyplot as plt
@@ -38,6 +39,7 @@ import torch
 import minigpt
 from minigpt.generate import PAD_TOKEN_ID
 from minigpt.logits import (
+    LogitsSettings,
     apply_frequency_penalty,
     apply_presence_penalty,
     no_repeat_ngram,
@@ -449,12 +451,46 @@ assert torch.isinf(banned).nonzero().flatten().tolist() == banned_by_hand(histor
 print("hand-built repetition penalty and n-gram ban == minigpt.logits")
 
 # %% [markdown]
+# ## Step 8: the order of the transforms
+#
+# The library keeps every setting of these transforms in one `LogitsSettings`, checked once, and turns it into
+# a chain, built once per generation and applied at every step. Printing the chain shows what runs, in which
+# order, with which argument. The order is data: transformers divides by the temperature *before* the sampling
+# filters, llama.cpp's default chain divides *after* them. Here are both on the model's next-token distribution
+# after the prompt, hot and with a nucleus.
+
+# %%
+context = torch.tensor([encode(prompt)])
+with torch.no_grad():
+    next_logits = model(context)[:, -1].float()  # (1, V): the model's scores for the token after the prompt
+hot_nucleus = LogitsSettings(temperature=1.5, top_p=0.9)
+kept = {}
+for order in ("transformers", "llama.cpp"):
+    chain = dataclasses.replace(hot_nucleus, order=order).chain(sample=True)
+    print(chain)
+    p = chain(next_logits, context, new_tokens=0).softmax(-1)[0]
+    kept[order] = set(torch.nonzero(p).flatten().tolist())
+    print(f"  {len(kept[order])} tokens kept; the most likely one drawn with p = {p.max().item():.3f}\n")
+nucleus_alone = LogitsSettings(top_p=0.9).chain(sample=True)(next_logits, context, new_tokens=0)
+assert kept["llama.cpp"] == set(torch.isfinite(nucleus_alone[0]).nonzero().flatten().tolist())
+assert kept["llama.cpp"] <= kept["transformers"]  # heat flattens, so the nucleus needs at least as many tokens
+if default_run:
+    assert len(kept["llama.cpp"]) < len(kept["transformers"])
+
+# %% [markdown]
+# Heat flattens the distribution, so transformers' nucleus needs more tokens to reach the same mass: the chain
+# lets more of the tail in, and then samples it hot. llama.cpp cuts the model's own distribution first, so it
+# keeps exactly the tokens the nucleus keeps without any heat (asserted), and the temperature only reshapes the
+# survivors. Same settings, different text: compare the orders whenever a recipe from one library is moved to
+# the other.
+
+# %% [markdown]
 # ## Try it
 #
 # Open the decoding explorer on this chapter's example (in Jupyter; run as a plain script, this line makes the
 # widget and shows nothing). The repetition penalty starts at 1.5 after a text that repeats itself: the tokens
 # already in it lose mass. Move the slider back to 1 to see what they had. Every number in it comes from
-# `minigpt.logits.process_logits`, the functions this chapter checked.
+# `minigpt.logits`, the functions this chapter checked.
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -400,7 +400,7 @@ seqs_d, scores_d = diverse_beam_search_by_hand(model, prompt, num_beams=4, num_g
 diverse = beam_search(model, text, num_beams=4, num_beam_groups=2, diversity_penalty=1.0,
                       max_new_tokens=15, num_return_sequences=4)
 by_score = scores_d.argsort(descending=True)  # the library returns all groups' beams, best first
-assert diverse.sequences.tolist() == seqs_d[by_score].tolist()
+assert diverse.ids.tolist() == seqs_d[by_score].tolist()
 torch.testing.assert_close(diverse.scores, scores_d[by_score] / 15, atol=1e-4, rtol=0)  # mean per token
 for t, s in zip(diverse.texts, diverse.scores):
     print(f"diverse {s:#6.3g} {t!r}")
@@ -590,7 +590,7 @@ plt.show()
 
 # %%
 library = beam_search(model, prompt, num_beams=3, max_new_tokens=12, num_return_sequences=3)
-assert library.sequences.tolist() == seqs.tolist()
+assert library.ids.tolist() == seqs.tolist()
 torch.testing.assert_close(library.scores, scores / 12, atol=1e-4, rtol=0)
 print("hand-built beam search == minigpt.search.beam_search")
 

@@ -40,7 +40,7 @@ from minigpt.bench import step_times
 from minigpt.generate import PAD_TOKEN_ID
 from minigpt.kv_cache import KVCache
 from minigpt.metrics import separated, spread
-from minigpt.model import GPT, GPTConfig
+from minigpt.model import GPT, GPTConfig, causal_mask
 from minigpt.tokenizer import decode, encode
 from minigpt.viz import DROPPED, KEPT, MARKERS, OKABE_ITO, save_figure
 
@@ -383,7 +383,7 @@ print(f"GPT-2 124M shape, 8 rows x {g.block_size} tokens, fp32: {g.n_head} KV he
 # (the diagonal). A padding query that may see no key at all would have a score row of only -inf, and
 # softmax of all -inf is 0/0 = NaN; that NaN would then spread through the layers. Letting each query see
 # itself keeps every row finite, and the padding rows' outputs are never used, while the real tokens' rows
-# still hide the padding columns (`GPT._attention_mask` in `minigpt/model.py`).
+# still hide the padding columns (`causal_mask` in `minigpt/model.py`).
 
 # %%
 print("softmax of a row with no visible key:", torch.softmax(torch.full((3,), float("-inf")), dim=-1).tolist())
@@ -395,10 +395,10 @@ ids = torch.tensor([[PAD_TOKEN_ID] * (width - len(r)) + r for r in rows])  # (B,
 mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])  # (B, width): 0 = padding
 short = min(range(B), key=lambda i: len(rows[i]))  # the row with the most padding: the one we look at
 print("attention_mask:\n", mask)
-prefill = GPT._attention_mask(mask, B, T=width, past=0, device="cpu")  # (B, 1, width, width)
+prefill = causal_mask(width, past=0, attention_mask=mask)  # (B, 1, width, width)
 print(f"prefill, row {short} ({width} queries x {width} keys):\n", prefill[short, 0].int())
 grown = torch.cat([mask, torch.ones(B, 1, dtype=torch.long)], dim=1)  # (B, width + 1): the new token is real
-step = GPT._attention_mask(grown, B, T=1, past=width, device="cpu")  # (B, 1, 1, width + 1)
+step = causal_mask(1, past=width, attention_mask=grown)  # (B, 1, 1, width + 1)
 print(f"one decode step, row {short} (1 query x {width + 1} keys):", step[short, 0].int().tolist())
 
 # %% [markdown]
@@ -411,13 +411,13 @@ steps = 3
 pieces = [prefill[short, 0]]  # (width, width)
 for i in range(steps):
     seen = torch.cat([mask, torch.ones(B, i + 1, dtype=torch.long)], dim=1)  # (B, width + i + 1)
-    pieces.append(GPT._attention_mask(seen, B, T=1, past=width + i, device="cpu")[short, 0])  # (1, width + i + 1)
+    pieces.append(causal_mask(1, past=width + i, attention_mask=seen)[short, 0])  # (1, width + i + 1)
 stacked = torch.zeros(width + steps, width + steps, dtype=torch.bool)
 top = 0
 for piece in pieces:  # each piece: (queries, keys so far)
     stacked[top : top + piece.size(0), : piece.size(1)] = piece
     top += piece.size(0)
-whole = GPT._attention_mask(seen, B, T=width + steps, past=0, device="cpu")[short, 0]  # no cache, (width + 3,) * 2
+whole = causal_mask(width + steps, past=0, attention_mask=seen)[short, 0]  # no cache, (width + 3,) * 2
 assert torch.equal(stacked, whole)
 print(f"row {short}'s mask, pieces stacked (== the no-cache mask):")
 print(stacked.int())

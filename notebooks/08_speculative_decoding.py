@@ -489,7 +489,7 @@ n_runs = 400
 seeds = range(seed, seed + n_runs)
 print(f"seeds {seeds[0]} … {seeds[-1]}")
 firsts = [speculative_generate(target, draft, sampling_prompt, k=1, max_new_tokens=2, do_sample=True, seed=s)
-          .new_tokens[0] for s in seeds]
+          .new_tokens[0][0] for s in seeds]
 counts = torch.bincount(torch.tensor(firsts), minlength=p.numel())
 p64, q64 = p.double(), q.double()
 resample_from_p = torch.minimum(p64, q64) + (1 - torch.minimum(p64, q64).sum()) * p64  # the bug's output
@@ -594,12 +594,12 @@ print("lookup_by_hand == minigpt.speculative.lookup_draft on every prefix")
 # %%
 lookup = prompt_lookup_generate(target, repeated_text, max_new_tokens=40)
 assert lookup.ids.tolist() == minigpt.generate(target, repeated_text, max_new_tokens=40).ids.tolist()
-print(repr(decode(lookup.new_tokens)))
+print(repr(decode(lookup.new_tokens[0])))
 print(f"{lookup.num_accepted} of {lookup.num_proposed} copied guesses kept: {lookup.num_target_passes} target "
       f"passes for 40 tokens (greedy needs 40)")
 print(f"what it would copy next: {decode(lookup_draft(lookup.ids[0].tolist(), 3, 10))!r}")
 if default_run:  # the next paragraph: no quote of the witches, yet fewer passes than tokens
-    assert not decode(lookup.new_tokens).startswith(decode(guess)) and lookup.num_target_passes < 40
+    assert not decode(lookup.new_tokens[0]).startswith(decode(guess)) and lookup.num_target_passes < 40
 
 # %% [markdown]
 # Our small target does not quote the witches: the first guess, the quote, is rejected at once (it has not

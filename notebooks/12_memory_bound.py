@@ -47,18 +47,9 @@ import torch.nn.functional as F
 from IPython.display import Markdown, display
 
 import minigpt
-from minigpt.fast import native
-from minigpt.bench import (
-    bandwidth_bound,
-    decode_step_bytes,
-    measure,
-    read_kernels,
-    to_transformers,
-    transformers_generate,
-    weight_count,
-)
+from minigpt.bench import measure, read_kernels, to_transformers, transformers_generate
 from minigpt.data import load_splits
-from minigpt.fast import FastDecoder
+from minigpt.fast import FastDecoder, native
 from minigpt.generate import generate
 from minigpt.metrics import interleaved_times, separated, spread
 from minigpt.model import GPT, GPTConfig
@@ -69,6 +60,7 @@ from minigpt.quantize import (
     quantize_model,
     quantize_per_channel,
 )
+from minigpt.roofline import bandwidth_bound, decode_step_bytes, weight_count
 from minigpt.train import heldout_loss
 from minigpt.viz import MARKERS, OKABE_ITO, save_figure
 
@@ -123,7 +115,9 @@ print(f"not read (position table): {wpe:>11,}")
 #
 # **bytes per step = 4 · weights + 2 · n_layer · batch · context · C · 4**
 #
-# The weights are read once for the whole batch; the cache once per sequence.
+# The weights are read once for the whole batch; the cache once per sequence. This arithmetic, and the
+# bound it gives below, is `minigpt.roofline` (`weight_count`, `decode_step_bytes`, `bandwidth_bound`):
+# the next cell checks our count against it.
 
 # %%
 def step_bytes(batch_size, context_len):
@@ -261,15 +255,15 @@ c_fast = FastDecoder(model, max_batch_size=1, max_len=prompt_len + new_tokens)  
 hf = to_transformers(model)
 runs = {
     "readable loop": lambda k: generate(model, ids, max_new_tokens=k).ids,
-    "fast (torch step)": lambda k: fast.generate(ids, max_new_tokens=k),
-    "fast (C step)": lambda k: c_fast.generate(ids, max_new_tokens=k),
+    "fast (torch step)": lambda k: fast.generate(ids, max_new_tokens=k).ids,
+    "fast (C step)": lambda k: c_fast.generate(ids, max_new_tokens=k).ids,
     "transformers": lambda k: transformers_generate(hf, ids, k),
 }
 if c_fast.native_step is None:  # no C compiler here: the default decoder is torch's step again
     del runs["fast (C step)"]
 # Step 5's int8 fast path takes its turns here too (its numbers wait for Step 5), with a reading of its own size
 int8 = FastDecoder(model, max_batch_size=1, max_len=prompt_len + new_tokens, weights="int8")
-runs["fast path, int8"] = lambda k: int8.generate(ids, max_new_tokens=k)
+runs["fast path, int8"] = lambda k: int8.generate(ids, max_new_tokens=k).ids
 int8_read_bytes = decode_step_bytes(config, 1, context_len, weights="int8")
 memory = {nbytes: torch.ones(nbytes // 4096 * 1024) for nbytes in (read_bytes, int8_read_bytes)}  # to read
 readings = {nbytes: [] for nbytes in memory}  # GB/s by the bytes read: one pass with each kernel of Step 2
@@ -291,7 +285,7 @@ tuned = fast.tuned.get(1, {})  # the kernel the fast path timed fastest per matr
 del hf, runs  # transformers' copy of the weights (500 MB); the fast paths' serve the next sections too
 bandwidth = max(*readings[read_bytes], *kernel_gb_s.values())  # GB/s: the best reading of them all
 bound = bandwidth * 1e9 / read_bytes  # tokens/s at batch 1
-assert abs(bound - bandwidth_bound(model, 1, prompt_len, new_tokens, bandwidth)) < 1e-9 * bound
+assert abs(bound - bandwidth_bound(config, bandwidth, 1, context_len)) < 1e-9 * bound
 best = {name: r["decode_tokens_per_s"] for name, r in results.items()}  # each decoder's fastest round
 spreads = {name: spread(r["decode_runs"]) for name, r in results.items()}
 assert all(abs(spreads[name].high - best[name]) < 1e-9 * best[name] for name in results)
@@ -582,7 +576,7 @@ read_flops()
 batched = FastDecoder(model, max_batch_size=max(batches), max_len=sweep_prompt + sweep_new)
 sweep_prompts = {b: torch.randint(0, V, (b, sweep_prompt), generator=torch.Generator().manual_seed(seed + b))
                  for b in batches}  # (b, 4) each
-sweep_runs = {b: (lambda k, p=sweep_prompts[b]: batched.generate(p, max_new_tokens=k)) for b in batches}
+sweep_runs = {b: (lambda k, p=sweep_prompts[b]: batched.generate(p, max_new_tokens=k).ids) for b in batches}
 # batch_size=1: each row's rate is then decode *steps* per second; times b sequences, tokens per second
 sweep = measure(sweep_runs, 1, sweep_new, rounds, cpu, between=lambda: (read_memory(), read_flops()))
 for b, r in sweep.items():
@@ -877,7 +871,7 @@ display(Markdown(f"On this machine: {int8_verdict}."))
 # activations to 8 bits and multiply in integers (dynamic). Either costs instructions per weight. Where a
 # fast kernel exists (fbgemm's with AVX2 or AVX-512 VNNI, or an AVX-512 weight-only kernel), that work
 # hides under the memory's time and int8 approaches its higher bound. Where none exists, the widening
-# costs more than the bytes saved, and int8 is *slower* than fp32: `minigpt.quantize` records torch's
+# costs more than the bytes saved, and int8 is *slower* than fp32: `docs/performance.md` records torch's
 # weight-only kernel slower than fp32 at batch 1 on an AVX2 machine and on an AVX-512 Xeon. Fewer bytes
 # raise the ceiling; only a good kernel reaches it. The C step has one of its own: it rounds the
 # activations exactly as fbgemm does, then adds integer products several at a time, as many as the CPU's

@@ -8,7 +8,7 @@ from functools import partial
 
 import torch
 
-from minigpt import bench, quantize
+from minigpt import quantize, roofline
 from minigpt.exercises import memory_bound as ch12
 
 
@@ -56,8 +56,9 @@ CORRECT = [
     (ch12.check_dequantize, dequantize),
     (ch12.check_dequantize, quantize.dequantize),
     (ch12.check_decode_step_bytes, decode_step_bytes),
-    (ch12.check_decode_step_bytes, bench.decode_step_bytes),
+    (ch12.check_decode_step_bytes, roofline.decode_step_bytes),
     (ch12.check_bandwidth_bound, bandwidth_bound),
+    (ch12.check_bandwidth_bound, roofline.bandwidth_bound),
 ]
 
 # (checker, a typical wrong answer, text its message must contain)
@@ -92,7 +93,7 @@ WRONG = {
     "decode bytes forget the biases and norms": (
         ch12.check_decode_step_bytes, partial(decode_step_bytes, biases_and_norms=False), "expected: 494613504"),
     "decode bytes in MB, a float": (
-        ch12.check_decode_step_bytes, lambda *args: bench.decode_step_bytes(*args) / 1e6, "expected an int"),
+        ch12.check_decode_step_bytes, lambda *args: roofline.decode_step_bytes(*args) / 1e6, "expected an int"),
     "bandwidth bound forgets the batch size": (
         ch12.check_bandwidth_bound, partial(bandwidth_bound, per_batch=False), "makes 8 tokens"),
     "bandwidth bound with GB = 2**30 bytes": (

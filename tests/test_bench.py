@@ -3,32 +3,33 @@
 import argparse
 import importlib.util
 import json
+import subprocess
 import sys
 import time
 
 import pytest
 import torch
 
-import minigpt.bench
-from minigpt.fast import native
+import minigpt.bench.measuring
+import minigpt.bench.suites
 from minigpt.bench import (
     BenchConfig,
     PeakMemory,
-    _read_rate,
     add_arguments,
-    bandwidth_bound,
     cache_speedup,
-    decode_step_bytes,
     format_table,
     measure,
     measure_bandwidth,
     read_kernels,
+    read_rate,
     run,
     run_bench,
     step_times,
-    weight_count,
+    take_turns,
 )
+from minigpt.fast import native
 from minigpt.model import GPT, GPTConfig
+from minigpt.roofline import decode_step_bytes
 
 ROW_KEYS = {"method", "dtype", "batch_size", "ttft_ms", "decode_tokens_per_s", "total_s", "peak_memory_mb",
             "bound_tokens_per_s", "bound_fraction", "same_tokens_as_cache", "decode_runs"}
@@ -179,16 +180,17 @@ def test_measure_bandwidth_is_positive():
 def test_measure_bandwidth_reads_with_the_c_steps_kernel_too(monkeypatch):
     """Where torch's kernels read slowly (its portable ones), the C step's own read keeps the bound a bound."""
     calls = []
-    monkeypatch.setattr(minigpt.bench, "native_matvec", lambda w, x: calls.append(w.shape) or w @ x)
+    monkeypatch.setattr(minigpt.bench.measuring, "native_matvec", lambda w, x: calls.append(w.shape) or w @ x)
     measure_bandwidth("cpu", nbytes=2**22, repeats=1)
     assert calls == ([(1024, 1024), (1024, 1024)] if native.available() else [])  # warm-up, then timed
 
 
 def test_measure_bandwidth_reads_whole_rows_of_the_bytes_asked_for(monkeypatch):
     sizes = []
-    monkeypatch.setattr(minigpt.bench, "_read_rate", lambda read, nbytes, seconds, device: sizes.append(nbytes) or 1.0)
-    measure_bandwidth("cpu", nbytes=2**22 + 100, repeats=1)
-    assert set(sizes) == {2**22}  # rounded down to rows of 1024 fp32 numbers, and timed as that many bytes
+    monkeypatch.setattr(minigpt.bench.measuring, "read_rate",
+                        lambda read, nbytes, seconds, device: sizes.append(nbytes) or 1.0)
+    measure_bandwidth("cpu", nbytes=2**22 + 100, repeats=1, seconds=0.01)
+    assert sizes == [2**22]  # rounded down to rows of 1024 fp32 numbers, and read as that many bytes
     with pytest.raises(ValueError, match="nbytes must be at least 4096"):
         measure_bandwidth("cpu", nbytes=100)
 
@@ -219,12 +221,26 @@ def test_measure_takes_turns_with_between_and_keeps_each_rounds_rate(monkeypatch
     def b(n):
         calls.append(f"b{n}")
 
-    monkeypatch.setattr(minigpt.bench, "_timed", timed)
+    monkeypatch.setattr(minigpt.bench.measuring, "timed", timed)
     rows = measure({"a": a, "b": b}, 2, 4, 3, torch.device("cpu"), between=lambda: calls.append("between"))
     assert calls == ["a2", "b2", *["between", "a1", "a4", "between", "b1", "b4"] * 3]  # warm-ups, then 3 rounds
     assert rows["a"]["decode_runs"] == pytest.approx([200.0, 100.0, 2 / 0.03])  # 2 rows per step of 10, 20, 30 ms
     assert rows["b"]["decode_runs"] == pytest.approx([2 / 0.03, 100.0, 200.0])
     assert rows["a"]["decode_tokens_per_s"] == rows["b"]["decode_tokens_per_s"] == pytest.approx(200.0)  # the fastest
+
+
+def test_take_turns_warms_up_then_times_every_length_in_turns():
+    calls = []
+    runs = {name: (lambda n, name=name: calls.append(f"{name}{n}") or n) for name in ("a", "b")}
+    turns = take_turns(runs, (1, 3), 2, torch.device("cpu"), between=lambda: calls.append("|"))
+    assert calls == ["a2", "b2", *["|", "a1", "a3", "|", "b1", "b3"] * 2]
+    assert [len(s) for s in turns["a"].seconds.values()] == [2, 2] and turns["b"].output == 3
+
+
+def test_python_dash_m_bench_is_the_command():
+    out = subprocess.run([sys.executable, "-m", "minigpt.bench", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.startswith("usage: python -m minigpt.bench") and "--speculative-k" in out
 
 
 def test_a_sustained_reading_reads_again_until_the_time_is_up():
@@ -234,11 +250,11 @@ def test_a_sustained_reading_reads_again_until_the_time_is_up():
         calls.append(time.perf_counter())
         time.sleep(0.01)
 
-    rate = _read_rate(read, 10**9, 0.05, torch.device("cpu"))
+    rate = read_rate(read, 10**9, 0.05, torch.device("cpu"))
     assert len(calls) >= 2 and 0 < rate <= 100  # GB/s: at most 1 GB per 10 ms
     assert time.perf_counter() - calls[0] >= 0.05
     calls.clear()
-    _read_rate(read, 10**9, 0.0, torch.device("cpu"))
+    read_rate(read, 10**9, 0.0, torch.device("cpu"))
     assert len(calls) == 1  # no time asked: one read
 
 
@@ -247,15 +263,6 @@ def test_peak_memory_sees_an_allocation():
         x = torch.ones(2**24)  # 64 MiB, touched
         x += 1
     assert peak.mb is None or peak.mb > 32
-
-
-def test_bandwidth_bound_formula():
-    model = GPT(GPTConfig.from_preset("tiny"))
-    c = model.config
-    cache = 2 * c.n_layer * 8 * (16 + 32) * c.n_embd * 4  # keys and values, average context 16 + 64/2
-    weight_bytes = 4 * weight_count(c)
-    assert bandwidth_bound(model, 8, 16, 64, 10.0) == pytest.approx(8 * 10e9 / (weight_bytes + cache))
-    assert weight_bytes == 4 * (model.num_parameters() - c.block_size * c.n_embd)
 
 
 def test_step_times_and_cache_speedup():
@@ -339,13 +346,13 @@ def test_int8_rows_and_their_quality(tmp_path):
 
 
 def test_every_method_and_dtype_of_a_batch_size_take_turns(tmp_path, monkeypatch):
-    calls, real = [], minigpt.bench.measure
+    calls, real = [], minigpt.bench.suites.measure
 
     def recording(runs, batch_size, *args):
         calls.append((batch_size, sorted(runs)))
         return real(runs, batch_size, *args)
 
-    monkeypatch.setattr(minigpt.bench, "measure", recording)
+    monkeypatch.setattr(minigpt.bench.suites, "measure", recording)
     config = BenchConfig(preset="tiny", batch_sizes=(1, 2), new_tokens=3, repeats=1, dtypes=("fp32", "int8"),
                          methods=("cache", "fast"), target="shakespeare-draft", out_json=str(tmp_path / "b.json"),
                          figure=str(tmp_path / "b.png"))
@@ -354,18 +361,3 @@ def test_every_method_and_dtype_of_a_batch_size_take_turns(tmp_path, monkeypatch
     assert calls == [(1, together), (2, together)]  # one measure per batch size: fp32 and int8 side by side
     assert [(r["dtype"], r["batch_size"], r["method"]) for r in report["results"]] == [
         (d, b, m) for d in ("fp32", "int8") for b in (1, 2) for m in ("cache", "fast")]  # the table's order
-
-
-def test_decode_step_bytes_counts_every_weight_once():
-    c = GPTConfig()
-    assert weight_count(c) == GPT(c).num_parameters() - c.block_size * c.n_embd  # all but the position table
-    assert decode_step_bytes(c) == 4 * weight_count(c)
-    assert decode_step_bytes(c, batch_size=8, context_len=100) == 4 * weight_count(c) + 2 * 12 * 8 * 100 * 768 * 4
-    assert decode_step_bytes(c, weights="bf16") == 2 * weight_count(c)
-    # int8: one byte per matrix weight, fp32 scales (one per output channel) and fp32 biases and norms
-    matrices = 12 * 12 * 768 * 768 + 50257 * 768
-    assert decode_step_bytes(c, weights="int8") == matrices + 4 * (12 * 9 * 768 + 50257 + weight_count(c) - matrices)
-    with pytest.raises(ValueError, match="weights must be one of fp32, bf16, int8, got 'fp16'"):
-        decode_step_bytes(c, weights="fp16")
-    with pytest.raises(ValueError, match="context_len must be an integer >= 0, got -1"):
-        decode_step_bytes(c, context_len=-1)

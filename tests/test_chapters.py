@@ -44,7 +44,7 @@ CHAPTERS = [p for p in NOTEBOOKS if p.parent.name == "notebooks"]
 
 @pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
 def test_ignored_outputs_say_why(path):
-    """A cell nbval does not check says why on the line under the marker (README, "Contributing")."""
+    """A cell nbval does not check says why on the line under the marker (docs/contributing.md)."""
     for cell in jupytext.read(path).cells:
         lines = cell.source.splitlines()
         if cell.cell_type == "code" and "# NBVAL_IGNORE_OUTPUT" in lines:

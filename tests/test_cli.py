@@ -41,8 +41,10 @@ def test_generate_with_int8_weights(capsys, monkeypatch):
         quantized.append(cli_quantize(model))
         return quantized[-1]
 
-    cli_quantize = cli.quantize_model
-    monkeypatch.setattr(cli, "quantize_model", spy)
+    from minigpt import quantize
+
+    cli_quantize = quantize.quantize_model
+    monkeypatch.setattr(quantize, "quantize_model", spy)  # the command imports it when it needs it
     main(["generate", "ROMEO:", "--weights", "int8", "--max-new-tokens", "12", "--temperature", "0"])
     (int8,) = quantized
     assert isinstance(int8.lm_head, Int8Linear)
@@ -177,3 +179,30 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "minigpt"  # installed beside the interpreter of this venv
     out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True).stdout
     assert "generate" in out
+
+
+def test_the_logits_flags_are_the_settings_fields():
+    import argparse
+    import dataclasses
+
+    from minigpt.logits import LogitsSettings
+
+    parser = cli.build_parser("generate")
+    generate = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["generate"]
+    group = next(g for g in generate._action_groups if g.title.startswith("logits settings"))
+    flags = {action.dest: action for action in group._group_actions}
+    with_a_flag = [f for f in dataclasses.fields(LogitsSettings) if f.metadata["name"] is not None]
+    assert list(flags) == [f.name for f in with_a_flag]
+    assert "prefix_allowed_tokens_fn" not in flags  # a function has no flag
+    for f in with_a_flag:
+        assert flags[f.name].help.startswith(f.metadata["help"])
+
+
+def test_generate_imports_only_what_it_uses(checkpoint_dir):
+    code = ("import sys; from minigpt.cli import main; main(['generate', 'Hi', '--model', sys.argv[1], "
+            "'--max-new-tokens', '2']); print(sorted(m for m in sys.modules if m.startswith('minigpt')))")
+    out = subprocess.run([sys.executable, "-c", code, str(checkpoint_dir)], capture_output=True, text=True,
+                         check=True).stdout
+    loaded = out.splitlines()[-1]
+    for module in ("minigpt.bench", "minigpt.train", "minigpt.export", "minigpt.quantize"):
+        assert f"'{module}'" not in loaded

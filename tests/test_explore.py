@@ -10,10 +10,11 @@ import torch
 import minigpt
 from minigpt.checkpoint import load_model, save_checkpoint
 from minigpt.cli import main
-from minigpt.explore import DEFAULTS, SCRIPT, Explorer, Trail, decoding_settings, explore, page_data, page_html
+from minigpt.explore import DEFAULTS, SCRIPT, Trail, decoding_settings, explore, page_data, page_html
 from minigpt.generate import generate
 from minigpt.logits import process_logits
 from minigpt.tokenizer import decode, encode
+from minigpt.widget import Explorer
 
 PROMPT = "ROMEO:"
 

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import minigpt.fast.decoder
-from minigpt.fast import native
-from minigpt.fast import FastDecoder, choose_matmul, onednn_supports
+import minigpt.fast.kernels
+from minigpt.fast import FastDecoder, UnsupportedOptions, choose_matmul, native, onednn_supports
+from minigpt.fast.options import AUTO, MATMULS, TABLE, refusal
 from minigpt.generate import PAD_TOKEN_ID, generate
 from minigpt.kv_cache import KVCache
 from minigpt.model import GPT, GPTConfig
@@ -46,7 +47,7 @@ def test_greedy_equals_eager(model, prompt, matmul, static):
     ids, mask = prompt
     expected = generate(model, ids, attention_mask=mask, max_new_tokens=N_STEPS).ids
     decoder = FastDecoder(model, max_batch_size=4, max_len=80, static=static, matmul=matmul)
-    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=N_STEPS), expected)
+    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=N_STEPS).ids, expected)
     assert len(set(expected[:, 7:].flatten().tolist())) > 10  # the test model really varies its tokens
 
 
@@ -58,7 +59,7 @@ def test_greedy_without_padding_attends_without_a_mask(model, prompt, monkeypatc
     attention = torch.nn.functional.scaled_dot_product_attention
     monkeypatch.setattr(minigpt.fast.decoder.F, "scaled_dot_product_attention",
                         lambda *a, attn_mask=None, **kw: masks.append(attn_mask) or attention(*a, attn_mask=attn_mask, **kw))
-    assert torch.equal(decoder.generate(ids, max_new_tokens=N_STEPS), expected)
+    assert torch.equal(decoder.generate(ids, max_new_tokens=N_STEPS).ids, expected)
     assert not decoder.padded and masks[0] is not None and all(m is None for m in masks[model.config.n_layer:])
 
 
@@ -72,7 +73,7 @@ def test_greedy_equals_eager_in_bf16(model, prompt):
     # runs on every CPU: oneDNN where the CPU has bf16 (AVX512-BF16, AMX), else the BLAS fallback
     decoder = FastDecoder(model, max_batch_size=3, max_len=40, dtype=torch.bfloat16)
     assert decoder.matmul == ("tuned" if onednn_supports(torch.bfloat16) else "blas-in-out")
-    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=30), expected)
+    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=30).ids, expected)
 
 
 def test_greedy_equals_eager_in_fp64(model, prompt):
@@ -82,7 +83,7 @@ def test_greedy_equals_eager_in_fp64(model, prompt):
     expected = generate(eager.to(torch.float64), ids, attention_mask=mask, max_new_tokens=20).ids
     decoder = FastDecoder(model, max_batch_size=3, max_len=40, dtype=torch.float64)
     assert decoder.matmul == "blas-in-out"  # oneDNN has no fp64 inner product on any CPU
-    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=20), expected)
+    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=20).ids, expected)
 
 
 def test_compiled_static_step_equals_eager(model, prompt):
@@ -94,7 +95,7 @@ def test_compiled_static_step_equals_eager(model, prompt):
     with torch._inductor.config.patch(fx_graph_cache=False):
         decoder = FastDecoder(model, max_batch_size=3, max_len=20, compile=True)
         assert decoder.static
-        assert torch.equal(decoder.generate(ids, mask, max_new_tokens=12), expected)
+        assert torch.equal(decoder.generate(ids, mask, max_new_tokens=12).ids, expected)
 
 
 def test_decoder_is_reusable_with_smaller_batches_and_prompts(model, prompt):
@@ -104,13 +105,13 @@ def test_decoder_is_reusable_with_smaller_batches_and_prompts(model, prompt):
     for rows, start in ((slice(1, 2), 3), (slice(0, 3), 0), (slice(2, 3), 1)):
         sub_ids, sub_mask = ids[rows, start:], mask[rows, start:]
         expected = generate(model, sub_ids, attention_mask=sub_mask, max_new_tokens=25).ids
-        assert torch.equal(decoder.generate(sub_ids, sub_mask, max_new_tokens=25), expected)
+        assert torch.equal(decoder.generate(sub_ids, sub_mask, max_new_tokens=25).ids, expected)
 
 
 def test_cache_holds_the_readable_models_keys_and_values(model, prompt):
     ids = prompt[0][:1]  # the unpadded row
     decoder = FastDecoder(model, max_batch_size=1, max_len=20, matmul="blas")
-    out = decoder.generate(ids, max_new_tokens=5)
+    out = decoder.generate(ids, max_new_tokens=5).ids
     filled = out.size(1) - 1  # every token but the last went through the model
     reference = KVCache.for_model(model, batch_size=1, max_len=20)
     with torch.no_grad():
@@ -129,9 +130,10 @@ def test_greedy_with_eos_equals_eager(model, prompt, eos_row, eos_step):
     greedy = generate(model, ids, attention_mask=mask, max_new_tokens=N_STEPS).new_tokens
     # an EOS id that row `eos_row` really emits at `eos_step`; None: a token that no row emits
     eos = greedy[eos_row][eos_step] if eos_row is not None else min(set(range(50257)) - {t for r in greedy for t in r})
-    expected = generate(model, ids, attention_mask=mask, max_new_tokens=N_STEPS, eos_token_id=eos).ids
+    expected = generate(model, ids, attention_mask=mask, max_new_tokens=N_STEPS, eos_token_id=eos)
     got = FastDecoder(model, max_batch_size=3, max_len=80).generate(ids, mask, max_new_tokens=N_STEPS, eos_token_id=eos)
-    assert torch.equal(got, expected)
+    assert torch.equal(got.ids, expected.ids) and torch.equal(got.attention_mask, expected.attention_mask)
+    assert got.new_tokens == expected.new_tokens and got.stopped_by == expected.stopped_by  # one result type
 
 
 def test_every_row_ending_stops_early(model, prompt):
@@ -139,7 +141,7 @@ def test_every_row_ending_stops_early(model, prompt):
     greedy = generate(model, ids, attention_mask=mask, max_new_tokens=N_STEPS).new_tokens
     eos = sorted({r[2] for r in greedy} | {r[5] for r in greedy})  # every row ends by step 5
     expected = generate(model, ids, attention_mask=mask, max_new_tokens=N_STEPS, eos_token_id=eos).ids
-    got = FastDecoder(model, max_batch_size=3, max_len=80).generate(ids, mask, max_new_tokens=N_STEPS, eos_token_id=eos)
+    got = FastDecoder(model, max_batch_size=3, max_len=80).generate(ids, mask, max_new_tokens=N_STEPS, eos_token_id=eos).ids
     assert torch.equal(got, expected)
     assert got.size(1) <= 7 + 6
 
@@ -148,10 +150,10 @@ def test_every_row_ending_stops_early(model, prompt):
 def test_sampling_equals_eager_with_the_same_seed(model, prompt, settings):
     ids, mask = prompt
     decoder = FastDecoder(model, max_batch_size=3, max_len=80)
-    first = decoder.generate(ids, mask, max_new_tokens=40, do_sample=True, seed=7, **settings)
-    again = decoder.generate(ids, mask, max_new_tokens=40, do_sample=True, generator=torch.Generator().manual_seed(7), **settings)
+    first = decoder.generate(ids, mask, max_new_tokens=40, do_sample=True, seed=7, **settings).ids
+    again = decoder.generate(ids, mask, max_new_tokens=40, do_sample=True, generator=torch.Generator().manual_seed(7), **settings).ids
     eager = generate(model, ids, attention_mask=mask, max_new_tokens=40, do_sample=True, seed=7, **settings).ids
-    other = decoder.generate(ids, mask, max_new_tokens=40, do_sample=True, seed=8, **settings)
+    other = decoder.generate(ids, mask, max_new_tokens=40, do_sample=True, seed=8, **settings).ids
     assert torch.equal(first, again) and torch.equal(first, eager)
     assert not torch.equal(first, other)
 
@@ -159,8 +161,8 @@ def test_sampling_equals_eager_with_the_same_seed(model, prompt, settings):
 def test_temperature_zero_is_greedy(model, prompt):
     ids, mask = prompt
     decoder = FastDecoder(model, max_batch_size=3, max_len=40)
-    greedy = decoder.generate(ids, mask, max_new_tokens=10)
-    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=10, do_sample=True, temperature=0.0), greedy)
+    greedy = decoder.generate(ids, mask, max_new_tokens=10).ids
+    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=10, do_sample=True, temperature=0.0).ids, greedy)
 
 
 def test_user_model_is_untouched(model, prompt):
@@ -257,18 +259,18 @@ def test_choose_matmul():
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_auto_falls_back_to_blas_where_onednn_lacks_the_dtype(model, prompt, monkeypatch, dtype):
     # a CPU without AVX512-BF16/FP16 or AMX, whatever this one has: oneDNN runs fp32 only
-    monkeypatch.setattr(minigpt.fast.decoder, "onednn_supports", lambda d: d == torch.float32)
+    monkeypatch.setattr(minigpt.fast.kernels, "onednn_supports", lambda d: d == torch.float32)
     assert choose_matmul("auto", CPU, dtype=dtype) == "blas-in-out"
     assert choose_matmul("auto", CPU, dtype=torch.float32, static=True) == "tuned"
     decoder = FastDecoder(model, max_batch_size=3, max_len=16, dtype=dtype)
-    assert decoder.matmul == "blas-in-out" and decoder.linear is torch.nn.functional.linear
+    assert decoder.matmul == "blas-in-out" and decoder.linear_for(3) is torch.nn.functional.linear
     assert decoder.wte.stride() == (1, model.config.vocab_size)  # the (in, out) layout BLAS reads fastest
-    assert decoder.generate(*prompt, max_new_tokens=4).shape == (3, 11)
+    assert decoder.generate(*prompt, max_new_tokens=4).ids.shape == (3, 11)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_auto_picks_onednn_where_the_cpu_has_the_dtype(monkeypatch, dtype):
-    monkeypatch.setattr(minigpt.fast.decoder, "onednn_supports", lambda d: True)
+    monkeypatch.setattr(minigpt.fast.kernels, "onednn_supports", lambda d: True)
     assert choose_matmul("auto", CPU, dtype=dtype) == "tuned"
     assert choose_matmul("onednn", CPU, dtype=dtype) == "onednn"
     assert choose_matmul("auto", CPU, compile=True, dtype=dtype) == "blas-in-out"
@@ -276,7 +278,7 @@ def test_auto_picks_onednn_where_the_cpu_has_the_dtype(monkeypatch, dtype):
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_explicit_onednn_without_the_dtype_is_an_error(model, monkeypatch, dtype):
-    monkeypatch.setattr(minigpt.fast.decoder, "onednn_supports", lambda d: d == torch.float32)
+    monkeypatch.setattr(minigpt.fast.kernels, "onednn_supports", lambda d: d == torch.float32)
     name, probe = PROBES[dtype]
     message = (f"matmul='onednn' cannot run here: this CPU's oneDNN has no {name} inner product "
                f"(torch.ops.mkldnn.{probe}() is False); use matmul='auto' or 'blas-in-out'")
@@ -314,12 +316,12 @@ def test_this_cpu_gets_the_matmul_it_can_run(model, prompt, dtype):
     assert choose_matmul("auto", CPU, dtype=dtype) == ("tuned" if has else "blas-in-out")
     if has:
         decoder = FastDecoder(model, max_batch_size=3, max_len=16, dtype=dtype, matmul="onednn")
-        assert decoder.generate(*prompt, max_new_tokens=4).shape == (3, 11)
+        assert decoder.generate(*prompt, max_new_tokens=4).ids.shape == (3, 11)
     else:
         with pytest.raises(ValueError, match=rf"oneDNN has no {name} inner product \(torch.ops.mkldnn.{probe}"):
             FastDecoder(model, max_batch_size=3, max_len=16, dtype=dtype, matmul="onednn")
     decoder = FastDecoder(model, max_batch_size=3, max_len=16, dtype=dtype)  # the issue's crash
-    assert decoder.generate(*prompt, max_new_tokens=4).shape == (3, 11)
+    assert decoder.generate(*prompt, max_new_tokens=4).ids.shape == (3, 11)
 
 
 def test_choose_matmul_checks_its_arguments():
@@ -355,7 +357,7 @@ def test_tuned_keeps_the_fastest_kernel_and_its_layout(model, prompt, monkeypatc
     """With every other kernel slowed by 20 ms a call, ``fast`` wins on every shape, and its layout is kept."""
     if not torch.backends.mkldnn.is_available():
         pytest.skip("this torch has no oneDNN: nothing to time")
-    real = minigpt.fast.decoder._kernels()
+    real = minigpt.fast.kernels.candidates()
 
     def slowed(kernel):
         def run(*args):
@@ -363,10 +365,10 @@ def test_tuned_keeps_the_fastest_kernel_and_its_layout(model, prompt, monkeypatc
             return kernel(*args)
         return run
 
-    monkeypatch.setattr(minigpt.fast.decoder, "_kernels", lambda: {n: k if n == fast else slowed(k) for n, k in real.items()})
+    monkeypatch.setattr(minigpt.fast.kernels, "candidates", lambda: {n: k if n == fast else slowed(k) for n, k in real.items()})
     decoder = FastDecoder(model, max_batch_size=2, max_len=40, matmul="tuned")
     ids, mask = prompt
-    out = decoder.generate(ids[:2], mask[:2], max_new_tokens=4)
+    out = decoder.generate(ids[:2], mask[:2], max_new_tokens=4).ids
     assert set(decoder.tuned[2].values()) == {fast}
     in_out = fast == "blas-in-out"
     matrices = [m[0] for b in decoder.blocks for m in (b.c_attn, b.attn_proj, b.c_fc, b.mlp_proj)] + [decoder.head[0]]
@@ -377,3 +379,51 @@ def test_tuned_keeps_the_fastest_kernel_and_its_layout(model, prompt, monkeypatc
     # a later batch size keeps the layout: in-out shapes keep their kernel, the others never take it
     decoder.generate(ids[:1], mask[:1], max_new_tokens=2)
     assert all((name == "blas-in-out") == in_out for name in decoder.tuned[1].values())
+
+
+def test_generate_picks_its_matmul_per_call_and_rebinds_nothing(model, prompt):
+    """The tuned matmul is chosen per batch size at each call; the decoder's attributes stay as they were."""
+    if not onednn_supports(torch.float32):
+        pytest.skip("this torch has no oneDNN: nothing to tune")
+    ids, mask = prompt
+    decoder = FastDecoder(model, max_batch_size=3, max_len=40, matmul="tuned")
+    decoder.generate(ids, mask, max_new_tokens=3)  # tunes batch 3 and fixes the layouts
+    before = dict(vars(decoder))
+    for rows in (slice(0, 1), slice(0, 3), slice(0, 1)):
+        expected = generate(model, ids[rows], attention_mask=mask[rows], max_new_tokens=5).ids
+        assert torch.equal(decoder.generate(ids[rows], mask[rows], max_new_tokens=5).ids, expected)
+    assert "linear" not in vars(decoder)
+    assert {k for k, v in vars(decoder).items() if v is not before.get(k)} <= {"padded"}
+    assert decoder.linear_for(1) is decoder.linear_for(1) and decoder.linear_for(1) is not decoder.linear_for(3)
+
+
+CUDA = torch.device("cuda")
+
+
+@pytest.mark.parametrize("device", [CPU, CUDA])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("compile", [False, True])
+@pytest.mark.parametrize("static", [False, True])
+def test_every_option_is_read_from_the_one_table(device, dtype, compile, static):
+    """A named matmul runs exactly where its row admits it; "auto" is the first admitted of AUTO's order."""
+    options = (device, dtype, compile, static, "float")
+    for matmul in MATMULS[1:]:
+        problem = refusal(matmul, *options)
+        if problem is None:
+            assert choose_matmul(matmul, device, compile, dtype=dtype, static=static) == matmul
+        else:
+            with pytest.raises(UnsupportedOptions):
+                choose_matmul(matmul, device, compile, dtype=dtype, static=static)
+    first = next(m for m in AUTO["float"] if refusal(m, *options) is None)
+    assert choose_matmul("auto", device, compile, dtype=dtype, static=static) == first
+
+
+def test_the_table_says_why_in_the_decoders_error(model):
+    assert set(TABLE) == {*MATMULS[1:], "int8"}
+    assert TABLE["native"].why_not_static in str(pytest.raises(UnsupportedOptions, FastDecoder, model, 1, 8,
+                                                               matmul="native", static=True).value)
+    with pytest.raises(UnsupportedOptions) as e:
+        FastDecoder(model, max_batch_size=1, max_len=8, matmul="tuned", compile=True)
+    assert str(e.value) == ("matmul='tuned' cannot be compiled (it times eager kernels); "
+                            "use 'auto', 'blas-in-out' or 'blas'")
+    assert isinstance(e.value, ValueError)  # callers that catch ValueError keep working

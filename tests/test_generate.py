@@ -207,6 +207,17 @@ def test_num_return_sequences_repeats_rows(minigpt_model):
     assert len({tuple(t) for t in out.new_tokens[:3]}) > 1  # different samples of one prompt
 
 
+def test_samples_share_one_prompt_pass(minigpt_model, monkeypatch):
+    """Prefill once: the prompt runs once per prompt, and its cache rows are copied to the n samples."""
+    kwargs = dict(max_new_tokens=4, do_sample=True, num_return_sequences=3, seed=0)
+    recomputed = generate(minigpt_model, ["ROMEO:", "Hi"], use_cache=False, **kwargs)
+    shapes, forward = [], GPT.forward
+    monkeypatch.setattr(GPT, "forward", lambda self, idx, **kw: shapes.append(tuple(idx.shape)) or forward(self, idx, **kw))
+    out = generate(minigpt_model, ["ROMEO:", "Hi"], **kwargs)
+    assert shapes == [(2, 3)] + [(6, 1)] * 3  # "ROMEO:" is 3 tokens, "Hi" 1 (left-padded)
+    assert out.new_tokens == recomputed.new_tokens
+
+
 def test_scores_are_log_probs_of_the_chosen_tokens(minigpt_model):
     out = generate(minigpt_model, "ROMEO:", max_new_tokens=5, return_scores=True, return_distributions=True)
     for step, token in enumerate(out.new_tokens[0]):

@@ -1,6 +1,6 @@
 """generate() with the rest of the sampling family equals transformers' generate token for token (same weights)."""
 
-import inspect
+import dataclasses
 
 import pytest
 import torch
@@ -179,13 +179,12 @@ def test_bad_family_settings(tiny_model, kwargs, error, message):
         generate(tiny_model, "Hi", **kwargs)
 
 
-def test_the_new_settings_are_keyword_only_after_the_old_ones():
-    params = inspect.signature(DecodingSettings).parameters.values()
-    positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
-    assert positional == ["max_new_tokens", "min_new_tokens", "do_sample", "temperature", "top_k", "top_p", "min_p",
-                          "repetition_penalty", "no_repeat_ngram_size", "eos_token_id", "stop",
-                          "num_return_sequences", "use_cache", "allow_special"]
-    assert [p.name for p in params if p.kind is p.KEYWORD_ONLY] == [
-        "typical_p", "epsilon_cutoff", "eta_cutoff", "sequence_bias", "bad_words_ids", "suppress_tokens",
-        "prefix_allowed_tokens_fn", "frequency_penalty", "presence_penalty"]
-    assert all(p.default is None for p in params if p.kind is p.KEYWORD_ONLY)  # every one off by default
+def test_the_loop_settings_hold_the_logits_settings_without_listing_them():
+    from minigpt.logits import LogitsSettings
+
+    loop = [f.name for f in dataclasses.fields(DecodingSettings)]
+    assert loop == ["max_new_tokens", "do_sample", "eos_token_id", "stop", "num_return_sequences", "use_cache",
+                    "allow_special", "logits"]
+    assert not set(loop) & {f.name for f in dataclasses.fields(LogitsSettings)}
+    s = DecodingSettings.from_keywords(max_new_tokens=3, top_k=5)
+    assert s.logits == LogitsSettings(top_k=5) and s.max_new_tokens == 3

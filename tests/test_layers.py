@@ -87,15 +87,21 @@ def loaded_after(code: str) -> set[str]:
     return set(out.split())
 
 
-HEAVY = {"anywidget", "transformers", "minigpt.bench", "minigpt.train", "minigpt.fast", "minigpt.explore"}
+HEAVY = {"anywidget", "transformers", "minigpt.bench", "minigpt.train", "minigpt.fast", "minigpt.widget"}
 
 
 def test_import_minigpt_is_light():
     assert HEAVY & loaded_after("import minigpt") == set()
 
 
-def test_explore_is_still_there_when_asked_for():
-    assert "anywidget" in loaded_after("import minigpt; minigpt.explore")
+def test_minigpt_explore_is_the_function_and_the_widget_loads_when_made():
+    import minigpt
+    from minigpt.explore import Trail  # noqa: F401  (the submodule of the same name, imported on its own)
+
+    assert callable(minigpt.explore) and minigpt.explore.__module__ == "minigpt.explore"
+    code = ("import minigpt; from minigpt.model import GPT, GPTConfig\n"
+            "minigpt.explore(GPT(GPTConfig.from_preset('tiny')), 'Hello')")
+    assert "anywidget" in loaded_after(code)
 
 
 def test_the_generate_command_loads_only_what_it_uses():

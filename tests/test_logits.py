@@ -1,5 +1,6 @@
 """minigpt.logits against Hugging Face transformers 4.55, plus the worked numbers the chapters quote."""
 
+import dataclasses
 import functools
 
 import pytest
@@ -10,12 +11,14 @@ from hypothesis import strategies as st
 from transformers.generation import logits_process as hf
 
 from minigpt.logits import (
+    ORDERS,
+    LogitsSettings,
     apply_temperature,
-    check_logits_settings,
     min_p_filter,
     no_repeat_ngram,
     process_logits,
     repetition_penalty,
+    split_settings,
     suppress_eos,
     top_k_filter,
     top_p_filter,
@@ -268,14 +271,14 @@ def test_nine_word_vocabulary_thousand_draws():
         ("min_new_tokens", 1.0, TypeError, "min_new_tokens must be an integer >= 0, got 1.0"),
     ],
 )
-def test_check_logits_settings_rejects(setting, value, error, message):
+def test_logits_settings_rejects(setting, value, error, message):
     with pytest.raises(error, match=f"^{message}$"):
-        check_logits_settings(**{setting: value})
+        LogitsSettings(**{setting: value})
 
 
-def test_check_logits_settings_accepts_greedy_and_off_values():
-    check_logits_settings(temperature=0)  # greedy
-    check_logits_settings(
+def test_logits_settings_accepts_greedy_and_off_values():
+    LogitsSettings(temperature=0)  # greedy
+    LogitsSettings(
         temperature=0.7,
         top_k=50,
         top_p=1.0,
@@ -333,3 +336,79 @@ IDS = torch.tensor([[0, 1]])
 def test_transforms_reject_bad_arguments(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+# --- the settings and their chain ------------------------------------------------------------------------------
+
+
+def test_the_chain_prints_its_steps_in_transformers_order_and_llama_cpps():
+    settings = LogitsSettings(temperature=0.7, top_k=50, top_p=0.9, repetition_penalty=1.3, min_new_tokens=2)
+    assert repr(settings.chain(sample=True, eos_token_ids=[50256])) == (
+        "Chain, transformers order:\n"
+        "  1. repetition_penalty    _repetition_penalty(logits, input_ids, 1.3)\n"
+        "  2. min_new_tokens        _suppress_eos_before(logits, new_tokens, (2, (50256,)))\n"
+        "  3. temperature           _apply_temperature(logits, 0.7)\n"
+        "  4. top_k                 _top_k_filter(logits, 50, min_tokens_to_keep=1)\n"
+        "  5. top_p                 _top_p_filter(logits, 0.9, min_tokens_to_keep=1)"
+    )
+    llama = dataclasses.replace(settings, order="llama.cpp").chain(sample=True)  # no EOS: nothing for min_new_tokens
+    assert [step.name for step in llama.steps] == ["repetition_penalty", "top_k", "top_p", "temperature"]
+    assert [step.name for step in settings.chain(sample=False).steps] == ["repetition_penalty"]
+    assert repr(LogitsSettings().chain(sample=True)) == (
+        "Chain, transformers order:\n  (no step: the logits pass unchanged)"
+    )
+
+
+def test_every_order_names_every_transform_once():
+    settings = {f.name for f in dataclasses.fields(LogitsSettings)} - {"order"}
+    for order in ORDERS.values():
+        assert sorted(order) == sorted(settings)
+    assert ORDERS["llama.cpp"][-1] == "temperature"
+
+
+def test_the_orders_differ_where_temperature_meets_a_cut():
+    # p = softmax([2, 1, 0]) = 0.665, 0.245, 0.090: top-p 0.8 keeps two tokens; at temperature 3 the
+    # distribution flattens (0.448, 0.321, 0.230) and top-p 0.8 needs all three. llama.cpp cuts first: two
+    logits, ids = torch.tensor([[2.0, 1.0, 0.0]]), torch.tensor([[0]])
+    kept = {}
+    for order in ORDERS:
+        chain = LogitsSettings(temperature=3.0, top_p=0.8, order=order).chain(sample=True)
+        kept[order] = int(torch.isfinite(chain(logits, ids, new_tokens=0)).sum())
+    assert kept == {"transformers": 3, "llama.cpp": 2}
+
+
+def test_the_chain_does_not_check_its_arguments_again(monkeypatch):
+    import minigpt.logits as L
+
+    chain = LogitsSettings(temperature=0.7, top_k=2, top_p=0.9, min_p=0.1).chain(sample=True)
+    monkeypatch.setattr(L, "check_real", lambda *a, **kw: pytest.fail("checked again"))
+    monkeypatch.setattr(L, "check_int", lambda *a, **kw: pytest.fail("checked again"))
+    chain(torch.tensor([[2.0, 1.0, 0.0]]), torch.tensor([[0]]), new_tokens=0)
+
+
+def test_settings_refuse_an_unknown_order_and_temperature_0_when_sampling():
+    with pytest.raises(ValueError, match=r"^order must be one of transformers, llama.cpp, got 'vllm'$"):
+        LogitsSettings(order="vllm")
+    with pytest.raises(ValueError, match=r"^temperature must be a finite number > 0, got 0$"):
+        LogitsSettings(temperature=0).chain(sample=True)
+    assert LogitsSettings(temperature=0).chain(sample=False).steps == ()  # greedy
+
+
+def test_split_settings_takes_the_fields_or_the_object_not_both():
+    assert split_settings({"top_k": 5, "max_new_tokens": 3}) == (LogitsSettings(top_k=5), {"max_new_tokens": 3})
+    with pytest.raises(TypeError, match="not both"):
+        split_settings({"top_k": 5}, LogitsSettings(top_p=0.9))
+
+
+def test_the_decoders_take_the_settings_object_or_its_fields(tiny_model):
+    from minigpt.generate import generate
+    from minigpt.search import beam_search
+
+    settings = LogitsSettings(temperature=0.7, top_k=20, repetition_penalty=1.3)
+    by_object = generate(tiny_model, "Hi", max_new_tokens=6, do_sample=True, seed=2, logits=settings)
+    by_fields = generate(tiny_model, "Hi", max_new_tokens=6, do_sample=True, seed=2, temperature=0.7, top_k=20,
+                         repetition_penalty=1.3)
+    assert by_object.new_tokens == by_fields.new_tokens
+    beams = beam_search(tiny_model, "Hi", num_beams=3, max_new_tokens=4, logits=LogitsSettings(repetition_penalty=1.3))
+    assert beams.new_tokens == beam_search(tiny_model, "Hi", num_beams=3, max_new_tokens=4,
+                                           repetition_penalty=1.3).new_tokens

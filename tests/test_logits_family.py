@@ -23,12 +23,12 @@ from test_logits import (
 from transformers.generation import logits_process as hf
 
 from minigpt.logits import (
+    LogitsSettings,
     allowed_tokens_filter,
     apply_frequency_penalty,
     apply_presence_penalty,
     apply_sequence_bias,
     ban_bad_words,
-    check_logits_settings,
     epsilon_filter,
     eta_filter,
     process_logits,
@@ -352,15 +352,15 @@ BIAS = (f"a non-empty dict {{(token ids, …): bias}} or list of (token ids, bia
         ),
     ],
 )
-def test_check_logits_settings_rejects_the_family(setting, value, error, message):
+def test_logits_settings_rejects_the_family(setting, value, error, message):
     with pytest.raises(error) as raised:
-        check_logits_settings(**{setting: value})
+        LogitsSettings(**{setting: value})
     assert str(raised.value) == message
 
 
-def test_check_logits_settings_accepts_the_family_and_its_off_values():
-    check_logits_settings(typical_p=1.0, frequency_penalty=0.0, presence_penalty=-2.0)
-    check_logits_settings(
+def test_logits_settings_accepts_the_family_and_its_off_values():
+    LogitsSettings(typical_p=1.0, frequency_penalty=0.0, presence_penalty=-2.0)
+    LogitsSettings(
         typical_p=0.9, epsilon_cutoff=3e-4, eta_cutoff=2e-3, sequence_bias=[([1, 2], -1), ([3], 0.5)],
         bad_words_ids=[(1,), [2, 3]], suppress_tokens=(50256,), prefix_allowed_tokens_fn=lambda b, ids: [0],
         frequency_penalty=2, presence_penalty=0.5,

@@ -5,8 +5,7 @@ import shutil
 import pytest
 import torch
 
-from minigpt.fast import native
-from minigpt.fast import FastDecoder, choose_matmul
+from minigpt.fast import FastDecoder, choose_matmul, layout, native
 from minigpt.generate import PAD_TOKEN_ID, generate
 from minigpt.model import GPT, GPTConfig
 from minigpt.quantize import has_vnni, int8_kernels_here
@@ -86,8 +85,8 @@ def test_auto_decodes_in_c_and_gives_the_readable_loops_tokens(model):
     decoder = FastDecoder(model, max_batch_size=2, max_len=64)
     assert decoder.matmul == "native" and decoder.native_step is not None
     expected = generate(model, ids, attention_mask=mask, max_new_tokens=50).ids
-    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=50), expected)
-    sampled = [decoder.generate(ids, mask, max_new_tokens=20, do_sample=True, seed=7) for _ in range(2)]
+    assert torch.equal(decoder.generate(ids, mask, max_new_tokens=50).ids, expected)
+    sampled = [decoder.generate(ids, mask, max_new_tokens=20, do_sample=True, seed=7).ids for _ in range(2)]
     assert torch.equal(*sampled)
     assert torch.equal(sampled[0], generate(model, ids, attention_mask=mask, max_new_tokens=20, do_sample=True,
                                             seed=7).ids)
@@ -143,9 +142,66 @@ def test_native_step_refuses_tensors_it_cannot_read():
     w = torch.zeros(4, 4)
     message = "contiguous float32, int8 or int32 CPU tensors, got"
     with pytest.raises(ValueError, match=rf"{message} torch.float32 on cpu with strides \(1, 4\)"):
-        native.NativeStep([[w.t()] * native.PER_LAYER], w, w, (w[0], w[0]), w, None, None, 1, 1, 4)
+        native.NativeStep([a_layer(w.t())], w, w, (w[0], w[0]), w, None, None, 1, 1, 4)
     with pytest.raises(ValueError, match=rf"{message} torch.float64 on cpu"):
-        native.NativeStep([[w] * native.PER_LAYER], w, w, (w[0], w[0]), w.double(), None, None, 1, 1, 4)
+        native.NativeStep([a_layer(w)], w, w, (w[0], w[0]), w.double(), None, None, 1, 1, 4)
+
+
+def a_layer(t):
+    """Every pointer of one layer set to ``t``, by layout.LAYER's names."""
+    return {name: [t] * n for name, n in layout.LAYER}
+
+
+def test_a_layer_is_read_by_the_declared_names_in_the_declared_order():
+    t = torch.zeros(2)
+    assert len(native.layer_pointers(a_layer(t))) == layout.PER_LAYER == 21
+    swapped = dict(reversed(a_layer(t).items()))
+    with pytest.raises(ValueError, match="a layer must hold ln_1, c_attn, attn_proj, ln_2, c_fc, mlp_proj, cache "
+                                         "in this order, got cache, "):
+        native.layer_pointers(swapped)
+    with pytest.raises(ValueError, match=r"a layer's c_attn is 4 tensors \(or None\), got 3"):
+        native.layer_pointers({**a_layer(t), "c_attn": [t] * 3})
+
+
+def test_the_decoders_blocks_are_the_layout_c_reads():
+    """The decoder's per-block weights and the C step's per-layer entries are the same names, in order."""
+    decoder = FastDecoder(GPT(GPTConfig.from_preset("tiny")), max_batch_size=1, max_len=8, matmul="blas")
+    assert [*vars(decoder.blocks[0]), "cache"] == [name for name, _ in layout.LAYER]
+
+
+def test_the_header_is_the_one_declaration():
+    text = layout.header()
+    assert "enum { LN_1 = 0, C_ATTN = 2, ATTN_PROJ = 6, LN_2 = 10, C_FC = 12, MLP_PROJ = 16, CACHE = 20, " \
+           "PER_LAYER = 21 };" in text
+    assert all(f"{name};" in text for name, _ in layout.STEP_ARGS)
+    assert "int compiled_layout(int64_t *, int);" in text
+    assert "enum {" not in native.SOURCE.read_text().split("decode_step_layout.h")[0]  # nothing declared before it
+
+
+@needs_native
+def test_the_library_reports_the_layout_python_declares():
+    lib = native.load()
+    expected = layout.expected_layout()
+    compiled = (native.ctypes.c_int64 * len(expected))()
+    assert lib.compiled_layout(compiled, len(expected)) == len(expected)
+    assert list(compiled) == list(expected.values())
+
+
+@needs_native
+@pytest.mark.parametrize("change, message", [
+    (dict(step_args=tuple((n, "int64_t" if n == "n_layer" else c) for n, c in layout.STEP_ARGS)),
+     "StepArgs.n_layer size: C 8, Python 4"),
+    (dict(layer=(*layout.LAYER, ("spare", 1))), "numbers reported: C 54, Python 53; PER_LAYER: C 22, Python 21"),
+])
+def test_a_library_built_from_another_layout_is_refused(monkeypatch, tmp_path, change, message):
+    """C compiled from one declaration, Python reading another: refused on load, before any step runs."""
+    other = layout.header(**change)
+    monkeypatch.setattr(layout, "header", lambda: other)
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path))  # a library of its own: the header is in the build's key
+    with pytest.raises(native.LayoutMismatch, match="was compiled with another layout than minigpt.fast.layout "
+                                                    rf"declares \({message}"):
+        native.available()
+    assert len(list((tmp_path / "native").glob("decode_step-*.so"))) == 1
 
 
 needs_fbgemm = pytest.mark.skipif("dynamic" not in int8_kernels_here(), reason="no fbgemm here: int8 stays in torch")
@@ -165,7 +221,7 @@ def test_int8_decodes_in_c_as_fbgemms_dynamic_kernel(model, monkeypatch, vnni):
     assert c_step.native_step is not None and in_torch.native_step is None
     assert c_step.native_step.kept[2] is c_step.blocks[0].c_attn[0].q  # the C step reads the decoder's int8 copy
     assert c_step.native_step.qmax == (255 if vnni and has_vnni() else 127)
-    out = c_step.generate(ids, max_new_tokens=40)
+    out = c_step.generate(ids, max_new_tokens=40).ids
     with torch.inference_mode():
         logits = stepwise_logits(in_torch, out, 6)  # (4, 40, V): torch's int8 scores for each of the C step's picks
         own = stepwise_logits(c_step, out, 6)  # the C step's, the same way

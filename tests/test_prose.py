@@ -21,7 +21,7 @@ sentence without it, or (for a true constant) add it to the allow-list with its 
 A number matches anywhere in the notebook's outputs, so a stale number that happens to equal another
 printed value slips through; qualitative comparisons ("below the bound", "faster") are not numbers at
 all. Both are covered by the other half of the rule: such a sentence stands next to an ``assert`` in the
-code cell beside it (README, "Contributing").
+code cell beside it (docs/contributing.md).
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def images_without_alt_text(markdown: str) -> list[str]:
 def test_every_image_says_what_it_shows():
     """Alt text: what a screen reader reads, and what shows where the image does not load."""
     root = Path(__file__).resolve().parent.parent
-    pages = {"README.md": (root / "README.md").read_text()}
+    pages = {p.relative_to(root).as_posix(): p.read_text() for p in [root / "README.md", *(root / "docs").glob("*.md")]}
     pages |= {p.name: "\n".join(c.source for c in nbformat.read(p, as_version=4).cells if c.cell_type == "markdown")
               for p in NOTEBOOKS}
     missing = {name: images_without_alt_text(text) for name, text in pages.items()}

@@ -8,7 +8,7 @@ import torch
 import minigpt.quantize
 from minigpt.checkpoint import load_model
 from minigpt.data import load_splits
-from minigpt.fast import FastDecoder
+from minigpt.fast import FastDecoder, native
 from minigpt.generate import generate
 from minigpt.model import GPT, GPTConfig
 from minigpt.quantize import (
@@ -123,9 +123,11 @@ def test_fast_int8_decoder_makes_the_readable_int8_models_tokens(model, kernel):
     ids = torch.randint(0, 50000, (3, 7))  # test_fast's prompts
     expected = generate(quantize_model(model, kernel=kernel), ids, max_new_tokens=30).ids
     decoder = FastDecoder(model, max_batch_size=3, max_len=40, weights="int8", int8_kernel=kernel)
-    assert decoder.int8_kernel == kernel and decoder.matmul == "int8"
+    assert decoder.int8_kernel == kernel
+    # the C step runs the dynamic kernel's arithmetic where it builds; torch's int8 step runs the rest
+    assert decoder.matmul == ("native" if kernel == "dynamic" and native.available() else "int8")
     assert isinstance(decoder.head[0], Int8Linear) and decoder.wte.dtype == torch.float32
-    assert torch.equal(decoder.generate(ids, max_new_tokens=30), expected)
+    assert torch.equal(decoder.generate(ids, max_new_tokens=30).ids, expected)
     assert len(set(expected[:, 7:].flatten().tolist())) > 5  # the model really varies its tokens
 
 

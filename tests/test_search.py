@@ -29,7 +29,7 @@ def hf_beams(hf_model, ids, mask, **kwargs):
 
 
 def assert_same_beams(ours, ref):
-    assert torch.equal(ours.sequences, ref.sequences)
+    assert torch.equal(ours.ids, ref.sequences)
     # rtol for length_penalty < 0, where a score is Σ log p times the length and runs into the hundreds
     torch.testing.assert_close(ours.scores, ref.sequences_scores, atol=1e-5, rtol=1e-6)
 
@@ -104,8 +104,8 @@ def test_beam_sample_seed_and_generator(minigpt_model):
     first = beam_search(minigpt_model, PROMPTS[:2], seed=5, **kwargs)
     again = beam_search(minigpt_model, PROMPTS[:2], generator=torch.Generator().manual_seed(5), **kwargs)
     other = beam_search(minigpt_model, PROMPTS[:2], seed=6, **kwargs)
-    assert torch.equal(first.sequences, again.sequences)
-    assert not torch.equal(first.sequences, other.sequences)
+    assert torch.equal(first.ids, again.ids)
+    assert not torch.equal(first.ids, other.ids)
 
 
 def test_hypotheses_end_with_eos_then_padding_and_scores_are_normalised_log_probs(minigpt_model, eos):
@@ -115,18 +115,31 @@ def test_hypotheses_end_with_eos_then_padding_and_scores_are_normalised_log_prob
     assert any(len(t) < MAX_NEW for t in out.new_tokens)  # some hypotheses did finish early
     P = ids.size(1)
     for row, tokens in enumerate(out.new_tokens):
-        assert out.sequences[row, :P].tolist() == ids[row // 3].tolist()
-        assert out.sequences[row, P : P + len(tokens)].tolist() == tokens
-        assert (out.sequences[row, P + len(tokens) :] == PAD_TOKEN_ID).all()
+        assert out.ids[row, :P].tolist() == ids[row // 3].tolist()
+        assert out.ids[row, P : P + len(tokens)].tolist() == tokens
+        assert (out.ids[row, P + len(tokens) :] == PAD_TOKEN_ID).all()
         assert len(tokens) == MAX_NEW or tokens[-1] == eos
+        assert out.stopped_by[row] == ("eos" if tokens[-1] == eos else None)
+        assert out.attention_mask[row].tolist() == mask[row // 3].tolist() + [1] * len(tokens) + [0] * (
+            out.ids.size(1) - P - len(tokens))
         # the score, recomputed from one plain forward pass over the whole hypothesis
-        seq, seq_mask = out.sequences[row : row + 1, : P + len(tokens)], mask[row // 3 : row // 3 + 1]
+        seq, seq_mask = out.ids[row : row + 1, : P + len(tokens)], mask[row // 3 : row // 3 + 1]
         seq_mask = torch.cat([seq_mask, torch.ones(1, len(tokens), dtype=torch.long)], 1)
         with torch.no_grad():
             logits = minigpt_model(seq, attention_mask=seq_mask, position_ids=(seq_mask.cumsum(1) - 1).clamp(min=0))
         log_probs = torch.log_softmax(logits[0, P - 1 : -1], -1).gather(1, seq[0, P:, None]).sum()
         assert out.scores[row].item() == pytest.approx(log_probs.item() / len(tokens) ** 0.7, abs=1e-4)
     assert out.scores.view(3, 3).diff(dim=1).le(0).all()  # best first within each prompt
+
+
+@pytest.mark.parametrize("settings", [dict(num_beams=3), dict(num_beams=4, num_beam_groups=2, diversity_penalty=0.5)])
+def test_prompt_pass_runs_once_per_prompt(minigpt_model, monkeypatch, settings):
+    """Prefill once: the prompt's pass runs on one row per prompt, its cache rows are then copied to the beams."""
+    ids, mask = left_pad(PROMPTS[:2])
+    shapes, forward = [], GPT.forward
+    monkeypatch.setattr(GPT, "forward", lambda self, idx, **kw: shapes.append(tuple(idx.shape)) or forward(self, idx, **kw))
+    beam_search(minigpt_model, ids, attention_mask=mask, max_new_tokens=3, **settings)
+    assert shapes == [tuple(ids.shape)] + [(2 * settings["num_beams"], 1)] * 2
 
 
 @pytest.mark.parametrize("settings", [
@@ -141,7 +154,7 @@ def test_cache_reordered_by_beam_equals_recomputing(minigpt_model, eos, monkeypa
     monkeypatch.setattr(KVCache, "reorder", lambda self, index: reorders.append(index.tolist()) or reorder(self, index))
     cached = beam_search(minigpt_model, ids, attention_mask=mask, max_new_tokens=MAX_NEW, **settings)
     uncached = beam_search(minigpt_model, ids, attention_mask=mask, max_new_tokens=MAX_NEW, use_cache=False, **settings)
-    assert torch.equal(cached.sequences, uncached.sequences)
+    assert torch.equal(cached.ids, uncached.ids)
     torch.testing.assert_close(cached.scores, uncached.scores, atol=1e-5, rtol=0)  # same sums, other rounding
     rows = 2 * settings["num_beams"]
     assert reorders and all(len(index) == rows for index in reorders)
@@ -155,16 +168,16 @@ def test_one_beam_is_greedy(minigpt_model):
     greedy = generate(minigpt_model, ids, attention_mask=mask, max_new_tokens=MAX_NEW, no_repeat_ngram_size=1)
     beam = beam_search(minigpt_model, ids, attention_mask=mask, max_new_tokens=MAX_NEW, no_repeat_ngram_size=1,
                        num_beams=1)
-    assert torch.equal(beam.sequences, greedy.ids)
+    assert torch.equal(beam.ids, greedy.ids)
 
 
 def test_text_prompts_give_texts(minigpt_model):
     out = beam_search(minigpt_model, ["ROMEO:", "Hi"], num_beams=3, max_new_tokens=4, num_return_sequences=2)
     assert len(out.texts) == 4 and out.texts[0].startswith("ROMEO:") and out.texts[2].startswith("Hi")
-    assert out.best_texts == [out.texts[0], out.texts[2]]
     ids_only = beam_search(minigpt_model, torch.tensor([[1, 2]]), num_beams=2, max_new_tokens=2)
-    with pytest.raises(ValueError, match="best_texts needs a text prompt"):
-        _ = ids_only.best_texts
+    assert ids_only.texts is None
+    with pytest.raises(ValueError, match="text needs a text prompt"):
+        _ = ids_only.text
 
 
 CONTRASTIVE_GRID = [
@@ -210,8 +223,8 @@ def test_sample_and_rank_ranks_generate_samples_by_mean_log_prob(minigpt_model):
         assert {tuple(ranked.new_tokens[r]) for r in rows} == set(means)
         best = ranked.new_tokens[prompt * 4]
         assert means[tuple(best)] == max(means.values())
-    assert ranked.best_texts == [ranked.texts[0], ranked.texts[4]]
-    assert ranked.best_texts[1].startswith("Hi")
+    assert ranked.texts[4].startswith("Hi")
+    assert [sum(lp) / 6 for lp in ranked.token_logprobs] == pytest.approx(ranked.scores.tolist())
 
 
 @pytest.mark.parametrize(

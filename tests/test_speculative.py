@@ -66,7 +66,7 @@ def greedy(target):
 @pytest.mark.parametrize("draft_name", ["near", "other", "same"])
 def test_greedy_equals_target_greedy(target, drafts, greedy, k, draft_name):
     out = speculative_generate(target, drafts[draft_name], PROMPT, k=k, max_new_tokens=60)
-    assert out.new_tokens == greedy.new_tokens[0]
+    assert out.new_tokens == greedy.new_tokens
     assert torch.equal(out.ids, greedy.ids) and out.text == greedy.text
     assert out.num_accepted <= out.num_proposed
     assert out.num_target_passes == 60 - out.num_accepted  # every pass gives its accepted drafts + 1 token
@@ -88,7 +88,7 @@ def test_greedy_stops_at_eos_like_the_target(target, drafts, greedy, draft_name,
     eos = next(t for t in tokens if tokens.index(t) >= 5)  # first emitted at step 5 or later, mid-round
     ref = generate(target, PROMPT, max_new_tokens=60, eos_token_id=eos)
     out = speculative_generate(target, drafts[draft_name], PROMPT, k=k, max_new_tokens=60, eos_token_id=eos)
-    assert out.new_tokens == ref.new_tokens[0] and out.new_tokens[-1] == eos
+    assert out.new_tokens == ref.new_tokens and out.new_tokens[0][-1] == eos and out.stopped_by == ["eos"]
     assert torch.equal(out.ids, ref.ids) and out.text == ref.text
 
 
@@ -132,7 +132,7 @@ def test_caches_hold_only_kept_tokens(target, drafts, monkeypatch):
 
 def test_short_runs(target, drafts):
     nothing = speculative_generate(target, drafts["near"], PROMPT, max_new_tokens=0)
-    assert nothing.new_tokens == [] and nothing.text == PROMPT and nothing.num_target_passes == 0
+    assert nothing.new_tokens == [[]] and nothing.text == PROMPT and nothing.num_target_passes == 0
     one = speculative_generate(target, drafts["near"], PROMPT, k=4, max_new_tokens=1)  # no room to draft
     assert one.num_proposed == 0 and one.acceptance_rate == 0.0 and one.num_target_passes == 1
 
@@ -140,7 +140,7 @@ def test_short_runs(target, drafts):
 def test_id_prompt_has_no_text(target, drafts, greedy):
     ids = greedy.ids[:, :4]
     out = speculative_generate(target, drafts["near"], ids, max_new_tokens=10)
-    assert out.text is None and out.new_tokens == greedy.new_tokens[0][:10]
+    assert out.texts is None and out.new_tokens == [greedy.new_tokens[0][:10]]
 
 
 # ---------------------------------------------------------------- prompt lookup
@@ -159,7 +159,7 @@ def test_lookup_draft_copies_what_followed_the_latest_match():
 def test_prompt_lookup_equals_greedy(target, greedy, ngram_size, num_pred_tokens):
     out = prompt_lookup_generate(target, PROMPT, max_new_tokens=60, ngram_size=ngram_size,
                                  num_pred_tokens=num_pred_tokens)
-    assert out.new_tokens == greedy.new_tokens[0] and out.text == greedy.text
+    assert out.new_tokens == greedy.new_tokens and out.text == greedy.text
     assert 0.0 <= out.acceptance_rate <= 1.0
     assert out.num_target_passes == 60 - out.num_accepted
 
@@ -179,7 +179,7 @@ class CyclingModel(GPT):
 
 def test_prompt_lookup_pays_off_on_repetitive_text():
     out = prompt_lookup_generate(CyclingModel(), torch.tensor([[0, 1, 2, 3, 0, 1]]), max_new_tokens=30)
-    assert out.new_tokens == [(2 + i) % 4 for i in range(30)]
+    assert out.new_tokens == [[(2 + i) % 4 for i in range(30)]]
     # the latest earlier match is one period back, so a pass copies the 4 tokens after it, keeps them all
     # and adds one of its own: 30 tokens in 6 passes instead of 30
     assert (out.num_proposed, out.num_accepted, out.num_target_passes) == (24, 24, 6)
@@ -257,7 +257,7 @@ def chi_square_p_value(counts, probs):
 
 def sample_first_two(run, runs=RUNS):
     g = torch.Generator().manual_seed(1234)
-    return Counter(tuple(run(g).new_tokens[:2]) for _ in range(runs))
+    return Counter(tuple(run(g).new_tokens[0][:2]) for _ in range(runs))
 
 
 def speculative_run(target, draft, prompt, g):
@@ -293,7 +293,7 @@ def test_sampling_follows_the_target_distribution(small, sampler):
         # always keeping the draft token: tokens follow the draft's q, not the target's p
         lambda monkeypatch: monkeypatch.setattr(speculative, "_accepts", lambda p_x, q_x, rng: True),
         # after a rejection, drawing from p instead of max(0, p - q): too much mass where the draft is high
-        lambda monkeypatch: monkeypatch.setattr(speculative, "_residual", lambda p, q: p),
+        lambda monkeypatch: monkeypatch.setattr(speculative, "residual", lambda p, q: p),
     ],
     ids=["always accept", "resample from p"],
 )
@@ -316,7 +316,7 @@ def test_same_seed_same_sample(target, drafts):
 
 def test_temperature_zero_is_greedy(target, drafts, greedy):
     out = speculative_generate(target, drafts["near"], PROMPT, max_new_tokens=20, do_sample=True, temperature=0)
-    assert out.new_tokens == greedy.new_tokens[0][:20]
+    assert out.new_tokens == [greedy.new_tokens[0][:20]]
 
 
 # ---------------------------------------------------------------- bad input, rejected up front
@@ -391,4 +391,4 @@ def test_end_of_text_in_a_prompt_needs_allow_special():
     with pytest.raises(ValueError, match="allow_special=True"):
         speculative_generate(model, model, "a<|endoftext|>b", max_new_tokens=2)
     out = prompt_lookup_generate(model, "a<|endoftext|>b", max_new_tokens=2, allow_special=True)
-    assert len(out.new_tokens) == 2
+    assert len(out.new_tokens[0]) == 2

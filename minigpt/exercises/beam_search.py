@@ -124,4 +124,4 @@ def check_beam_search_by_hand(student: Callable) -> CheckResult:
 
 def _beam_search_by_hand(model: GPT, prompt_ids: torch.Tensor, num_beams: int, steps: int) -> torch.Tensor:
     out = beam_search(model, prompt_ids, num_beams=num_beams, max_new_tokens=steps, num_return_sequences=num_beams)
-    return out.sequences
+    return out.ids

@@ -18,7 +18,7 @@ from minigpt.exercises.checking import Case, CheckResult, check
 from minigpt.exercises.models import toy_model, toy_model_case
 from minigpt.generate import generate
 from minigpt.kv_cache import KVCache
-from minigpt.model import GPT
+from minigpt.model import GPT, causal_mask
 
 
 def check_greedy_with_cache(student: Callable) -> CheckResult:
@@ -81,7 +81,7 @@ def _kv_cache_bytes(n_layer: int, batch_size: int, seq_len: int, n_embd: int, dt
 
 
 def check_causal_mask_with_cache(student: Callable) -> CheckResult:
-    """Check ``causal_mask_with_cache(past_length, new_length)`` against the mask ``minigpt.model.GPT`` builds.
+    """Check ``causal_mask_with_cache(past_length, new_length)`` against ``minigpt.model.causal_mask``.
 
     ``past_length`` tokens are in the cache and ``new_length`` new tokens are fed now. Return a boolean
     (new_length, past_length + new_length) tensor, True where new token i (at position past_length + i)
@@ -103,5 +103,4 @@ def check_causal_mask_with_cache(student: Callable) -> CheckResult:
 
 
 def _causal_mask_with_cache(past_length: int, new_length: int) -> torch.Tensor:
-    mask = GPT._attention_mask(None, 1, new_length, past_length, torch.device("cpu"))  # (1, 1, T, past + T)
-    return mask[0, 0]
+    return causal_mask(new_length, past_length)[0, 0]  # (1, 1, T, past + T) -> (T, past + T)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection
 import torch
 
 from minigpt.exercises.checking import Case, CheckResult, check
-from minigpt.generate import _cut
+from minigpt.generate import cut_at_stop
 from minigpt.logits import no_repeat_ngram, repetition_penalty
 
 
@@ -90,7 +90,7 @@ def _same_tokens(expected: set[int], got: object, atol: float) -> str | None:
 
 
 def check_cut_at_stop(student: Callable) -> CheckResult:
-    """Check ``cut_at_stop(text, stop_strings)`` against the cut ``minigpt.generate`` makes.
+    """Check ``cut_at_stop(text, stop_strings)`` against ``minigpt.generate.cut_at_stop``.
 
     Return ``text`` up to, not including, the earliest place where any of ``stop_strings`` begins; the
     whole ``text`` when none occurs. The earliest in the text wins, whatever the order of ``stop_strings``.
@@ -110,8 +110,4 @@ def check_cut_at_stop(student: Callable) -> CheckResult:
         Case(("Exit, pursued by a bear", ["bear"]), "a stop string at the very end"),
         Case(("Parting is such sweet sorrow", ["sweet sorrow"]), "a stop string of several words"),
     ]
-    return check("cut_at_stop", student, _cut_at_stop, cases)
-
-
-def _cut_at_stop(text: str, stop_strings: list[str]) -> str:
-    return _cut(text, tuple(stop_strings))
+    return check("cut_at_stop", student, cut_at_stop, cases)

@@ -1,9 +1,9 @@
 """Checkers for chapter 12, decoding is memory-bound (``notebooks/exercises/12_memory_bound_exercises.ipynb``).
 
 Four exercises: int8 weights with one scale per row (``minigpt.quantize``) and the way back to floats, then
-the bytes one decode step reads and the tokens/s that memory bandwidth allows (``minigpt.bench``).
+the bytes one decode step reads and the tokens/s that memory bandwidth allows (``minigpt.roofline``).
 
->>> from minigpt.bench import decode_step_bytes
+>>> from minigpt.roofline import bandwidth_bound, decode_step_bytes
 >>> from minigpt.quantize import dequantize, quantize_per_channel
 >>> result = check_quantize_per_channel(quantize_per_channel)
 ✓ quantize_per_channel: all 5 hidden cases pass
@@ -11,7 +11,7 @@ the bytes one decode step reads and the tokens/s that memory bandwidth allows (`
 ✓ dequantize: all 4 hidden cases pass
 >>> result = check_decode_step_bytes(decode_step_bytes)
 ✓ decode_step_bytes: all 6 hidden cases pass
->>> result = check_bandwidth_bound(lambda config, gb_s, b, t: b * gb_s * 1e9 / decode_step_bytes(config, b, t))
+>>> result = check_bandwidth_bound(bandwidth_bound)
 ✓ bandwidth_bound: all 5 hidden cases pass
 """
 
@@ -22,10 +22,10 @@ from collections.abc import Callable
 
 import torch
 
-from minigpt.bench import decode_step_bytes
 from minigpt.exercises.checking import Case, CheckResult, check, compare_values
 from minigpt.model import GPTConfig
 from minigpt.quantize import dequantize, quantize_per_channel
+from minigpt.roofline import bandwidth_bound, decode_step_bytes
 
 # one row of large weights and one of small ones: with a single scale for the whole matrix (1.2 / 127), the
 # small row would round to the integers 1, 3, -2, 0
@@ -122,7 +122,7 @@ def _preset_case(preset: str, batch_size: int, context_len: int, why: str, *more
 
 
 def check_decode_step_bytes(student: Callable) -> CheckResult:
-    """Check ``decode_step_bytes(config, batch_size, context_len)`` against ``minigpt.bench.decode_step_bytes``.
+    """Check ``decode_step_bytes(config, batch_size, context_len)`` against ``minigpt.roofline.decode_step_bytes``.
 
     The bytes one decode step reads, weights and cache in fp32 (4 bytes a number), as an int: every weight
     once (the whole batch shares them), and for each of the ``batch_size`` sequences a key and a value of
@@ -131,7 +131,7 @@ def check_decode_step_bytes(student: Callable) -> CheckResult:
     token table (tied), read whole. The position table is not: a step reads one row of it.
 
     >>> def with_the_position_table(config, batch_size, context_len):
-    ...     from minigpt.bench import decode_step_bytes
+    ...     from minigpt.roofline import decode_step_bytes
     ...     return decode_step_bytes(config, batch_size, context_len) + 4 * config.block_size * config.n_embd
     >>> result = check_decode_step_bytes(with_the_position_table)
     ✗ decode_step_bytes: hidden case 1 of 6 fails (GPT-2 124M, empty cache: every weight once, 4 bytes each; \
@@ -156,14 +156,15 @@ context_len = 0
 
 
 def check_bandwidth_bound(student: Callable) -> CheckResult:
-    """Check ``bandwidth_bound(config, bandwidth_gb_s, batch_size, context_len)``: the most tokens/s memory allows.
+    """Check ``bandwidth_bound(config, bandwidth_gb_s, batch_size, context_len)`` against ``minigpt.roofline``'s.
 
-    A decode step reads ``decode_step_bytes(config, batch_size, context_len)`` bytes (fp32) and makes one
-    token for each of the ``batch_size`` sequences; memory delivers ``bandwidth_gb_s`` GB (1e9 bytes) a
-    second. Return tokens/s, batch_size · bandwidth / bytes per step, as a float (compared to 1e-6 of its size).
+    The most tokens/s memory allows. A decode step reads ``decode_step_bytes(config, batch_size,
+    context_len)`` bytes (fp32) and makes one token for each of the ``batch_size`` sequences; memory
+    delivers ``bandwidth_gb_s`` GB (1e9 bytes) a second. Return tokens/s, batch_size · bandwidth / bytes
+    per step, as a float (compared to 1e-6 of its size).
 
     >>> def one_token_a_step(config, bandwidth_gb_s, batch_size, context_len):
-    ...     from minigpt.bench import decode_step_bytes
+    ...     from minigpt.roofline import decode_step_bytes
     ...     return bandwidth_gb_s * 1e9 / decode_step_bytes(config, batch_size, context_len)
     >>> result = check_bandwidth_bound(one_token_a_step)
     ✗ bandwidth_bound: hidden case 2 of 5 fails (a batch of 8: one step reads the weights once and makes 8 \
@@ -174,7 +175,7 @@ batch_size = 8, context_len = 100
       expected: 361.2743
       got:      45.1593
     """
-    return check("bandwidth_bound", student, _bandwidth_bound, [
+    return check("bandwidth_bound", student, bandwidth_bound, [
         _preset_case("gpt2", 1, 0, "GPT-2 124M at 25 GB/s, a GB being 1e9 bytes: 25e9 bytes/s ÷ 494.6 MB a token",
                      25.0),
         _preset_case("gpt2", 8, 100, "a batch of 8: one step reads the weights once and makes 8 tokens, one "
@@ -183,10 +184,6 @@ batch_size = 8, context_len = 100
         _preset_case("tiny", 8, 100, "the tiny preset: the cache is a bigger share of each step", 25.0),
         _preset_case("gpt2-medium", 8, 100, "GPT-2 medium, a batch of 8 at 3,000 GB/s", 3000.0),
     ], compare=_compare_relative)
-
-
-def _bandwidth_bound(config: GPTConfig, bandwidth_gb_s: float, batch_size: int, context_len: int) -> float:
-    return batch_size * bandwidth_gb_s * 1e9 / decode_step_bytes(config, batch_size, context_len)
 
 
 def _compare_relative(expected: float, got: object, atol: float) -> str | None:

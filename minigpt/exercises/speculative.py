@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 
 from minigpt.exercises.checking import Case, CheckResult, check
-from minigpt.speculative import _residual, _verify_greedy
+from minigpt.speculative import residual, verify_greedy
 
 
 def check_verify_greedy(student: Callable) -> CheckResult:
@@ -51,12 +51,7 @@ def check_verify_greedy(student: Callable) -> CheckResult:
     best = logits.argmax(dim=-1).tolist()
     drafts = best[:2] + [(best[2] + 1) % 8, best[3]]  # the third draft misses
     cases.append(Case((drafts, logits), "random logits: the third draft misses"))
-    return check("verify_greedy", student, _verify_greedy_reference, cases)
-
-
-def _verify_greedy_reference(drafts: list[int], target_logits: torch.Tensor) -> list[int]:
-    # the library names its second argument `scores`; failure messages name arguments as the student does
-    return _verify_greedy(drafts, target_logits)
+    return check("verify_greedy", student, verify_greedy, cases)
 
 
 def _logits_preferring(tokens: list[int]) -> torch.Tensor:
@@ -89,7 +84,7 @@ def check_accept_probability(student: Callable) -> CheckResult:
 
 
 def _accept_probability(p_x: float, q_x: float) -> float:
-    # minigpt.speculative._accepts draws u uniform in [0, 1) and keeps x when u * q_x < p_x: P = min(1, p_x / q_x)
+    # minigpt.speculative draws u uniform in [0, 1) and keeps x when u * q_x < p_x: P = min(1, p_x / q_x)
     return min(1.0, p_x / q_x)
 
 
@@ -122,7 +117,7 @@ def check_residual_distribution(student: Callable) -> CheckResult:
 
 
 def _residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-    leftover = _residual(p, q)  # unnormalised, as torch.multinomial takes it
+    leftover = residual(p, q)  # unnormalised, as torch.multinomial takes it
     return leftover / leftover.sum()
 
 

@@ -1,11 +1,15 @@
 """A whole decode step in C (``csrc/decode_step.c``), compiled on first use for the instructions this CPU has.
 
-Why: a batch-1 decode step on CPU is ~85% weight streaming, which torch's matmuls already do at memory
-speed, and ~15% small ops, each paying torch's per-op toll after a matmul has evicted everything it needs
-(chapter 12). The C step runs every layer in one call, so that toll is paid once per token, not ~300 times.
+Why: a batch-1 decode step on CPU is mostly weight streaming, which torch's matmuls already do at memory
+speed, plus about 25 small ops per layer, each paying torch's per-op toll after a matmul has evicted
+everything it needs (chapter 12). The C step runs every layer in one call, so that toll is paid once per
+token, not once per op.
 
 The library is built with the system's C compiler (``$CC``, else ``cc``, ``gcc`` or ``clang``) and OpenMP,
-once per source, compiler and instruction set, into ``$MINIGPT_CACHE`` (default ``~/.cache/minigpt``).
+once per source, declared layout, compiler and instruction set, into ``$MINIGPT_CACHE`` (default
+``~/.cache/minigpt``). What C and Python must agree on (the pointers per layer, the step's argument struct,
+the exported functions) is declared once in ``minigpt.fast.layout``: the build compiles its ``header()``
+into the library, and loading compares what the library was compiled with against it (``LayoutMismatch``).
 The instruction set is torch's answer to "what does this CPU run?" (``torch.backends.cpu.get_cpu_capability``,
 which honours ``ATEN_CPU_CAPABILITY``), never an assumption. Where no compiler or no OpenMP is found,
 ``unavailable_reason()`` says so and ``minigpt.fast.FastDecoder`` keeps its torch step.
@@ -23,19 +27,23 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from minigpt.fast import layout
 from minigpt.quantize import has_vnni
 
 SOURCE = Path(__file__).parent / "csrc" / "decode_step.c"
+HEADER = "decode_step_layout.h"  # layout.header()'s text, written beside the source at build time
 # torch's name for the widest vector instructions it found on this CPU -> the compiler flags that allow them
 ISA_FLAGS = {"AVX512": ["-mavx512f", "-mfma"], "AVX2": ["-mavx2", "-mfma"]}
-# per layer, in decode_step.c's order: ln_1 (weight, bias), c_attn and attn c_proj (each: weights, then for int8
-# its scales and its rows' sums of weights, else None and None, then its bias), ln_2, c_fc and mlp c_proj
-# likewise, then the layer's KV cache
-PER_LAYER = 21
+
+
+class LayoutMismatch(RuntimeError):
+    """The library was compiled with another layout than ``minigpt.fast.layout`` declares: passing it
+    pointers would read the wrong tensors, so it is refused on load."""
 
 
 def compiler() -> str | None:
@@ -67,20 +75,21 @@ def _cache_dir() -> Path:
 
 
 @functools.cache
-def _build(cc: str | None, flags: tuple[str, ...]) -> ctypes.CDLL | str:
-    """The loaded library, or why it could not be built (a string). Built once per compiler and flags."""
+def _build(cc: str | None, flags: tuple[str, ...], header: str) -> ctypes.CDLL | str:
+    """The loaded library, or why it could not be built (a string). Built once per source, header, compiler
+    and flags; a library that reports another layout than ``layout`` declares raises ``LayoutMismatch``."""
     if cc is None:
         return "no C compiler found (set $CC, or install cc, gcc or clang)"
-    source = SOURCE.read_bytes()
-    key = hashlib.sha256(source + cc.encode() + " ".join(flags).encode()).hexdigest()[:16]
-    target = _cache_dir() / f"decode_step-{key}.so"
+    key = hashlib.sha256(SOURCE.read_bytes() + header.encode() + cc.encode() + " ".join(flags).encode())
+    target = _cache_dir() / f"decode_step-{key.hexdigest()[:16]}.so"
     if not target.exists():
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, then moved in whole
                 built = Path(tmp) / target.name
-                run = subprocess.run([cc, *flags, str(SOURCE), "-o", str(built), "-lm"], capture_output=True,
-                                     text=True)
+                (Path(tmp) / HEADER).write_text(header)
+                run = subprocess.run([cc, *flags, f"-I{tmp}", str(SOURCE), "-o", str(built), "-lm"],
+                                     capture_output=True, text=True)
                 if run.returncode != 0:
                     last = (run.stderr.strip().splitlines() or ["no message"])[-1]
                     return f"{cc} {' '.join(flags)} failed: {last}"
@@ -91,19 +100,32 @@ def _build(cc: str | None, flags: tuple[str, ...]) -> ctypes.CDLL | str:
         lib = ctypes.CDLL(str(target))
     except OSError as e:  # built, but not loadable here (a missing OpenMP runtime, say)
         return f"cannot load {target}: {e}"
-    ptr, int_ = ctypes.c_void_p, ctypes.c_int  # decode_step's signature, argument by argument
-    lib.decode_step.argtypes = [ptr, int_, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, ptr, int_, int_, int_, int_,
-                                int_, int_, int_, ptr, ptr, int_]
-    lib.decode_step.restype = None
-    lib.matvec_f32.argtypes = [ptr, int_, int_, ptr, ptr, int_]
-    lib.matvec_f32.restype = None
-    lib.work_floats.argtypes = [int_] * 5
-    lib.work_floats.restype = ctypes.c_int64
+    for name, (ret, args) in layout.FUNCTIONS.items():  # the signatures the header declared
+        function = getattr(lib, name)
+        function.argtypes, function.restype = [*map(layout.ctype, args)], layout.ctype(ret)
+    check_layout(lib)
     return lib
 
 
+def check_layout(lib: ctypes.CDLL) -> None:
+    """Raise ``LayoutMismatch`` unless ``lib`` was compiled with the layout ``minigpt.fast.layout`` declares.
+
+    >>> available() is False or check_layout(load()) is None
+    True
+    """
+    expected = layout.expected_layout()
+    compiled = (ctypes.c_int64 * len(expected))()
+    count = lib.compiled_layout(compiled, len(expected))  # how many numbers it has; it writes at most len(expected)
+    wrong = [f"{name}: C {c}, Python {p}" for (name, p), c in zip(expected.items(), compiled) if c != p]
+    if count != len(expected):
+        wrong.insert(0, f"numbers reported: C {count}, Python {len(expected)}")
+    if wrong:
+        raise LayoutMismatch(f"{lib._name} was compiled with another layout than minigpt.fast.layout declares "
+                             f"({'; '.join(wrong)}); rebuild it from this source")
+
+
 def _library() -> ctypes.CDLL | str:
-    return _build(compiler(), tuple(build_flags()))
+    return _build(compiler(), tuple(build_flags()), layout.header())
 
 
 def available() -> bool:
@@ -125,8 +147,12 @@ def unavailable_reason() -> str | None:
     return lib if isinstance(lib, str) else None
 
 
-def _loaded() -> ctypes.CDLL:
-    """The library, for a caller that needs it: a RuntimeError that says why where it cannot run."""
+def load() -> ctypes.CDLL:
+    """The library, built on first use: a RuntimeError that says why where it cannot run here.
+
+    >>> available() is False or load().compiled_layout(None, 0) == len(layout.expected_layout())
+    True
+    """
     lib = _library()
     if isinstance(lib, str):
         raise RuntimeError(f"the C decode step cannot run here: {lib}")
@@ -144,7 +170,7 @@ def matvec(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     >>> available() is False or torch.allclose(matvec(w, x), w @ x, atol=1e-5)
     True
     """
-    lib = _loaded()
+    lib = load()
     for name, t, ndim in (("w", w, 2), ("x", x, 1)):
         if t.dtype != torch.float32 or t.device.type != "cpu" or not t.is_contiguous() or t.ndim != ndim:
             raise ValueError(f"{name} must be a contiguous {ndim}-D float32 CPU tensor, got {tuple(t.shape)} "
@@ -177,17 +203,37 @@ def _address(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
+def layer_pointers(layer: dict[str, Sequence[torch.Tensor | None]]) -> list[torch.Tensor | None]:
+    """One layer's tensors in the order ``decode_step.c`` reads them (``minigpt.fast.layout.LAYER``).
+
+    ``layer`` maps each of ``LAYER``'s names to its tensors: a norm's (weight, bias), a matrix as
+    ``matrix_for_c`` gives it, the cache as a 1-tuple.
+
+    >>> w = torch.zeros(2)
+    >>> len(layer_pointers({name: [w] * n for name, n in layout.LAYER})) == layout.PER_LAYER
+    True
+    """
+    if list(layer) != [name for name, _ in layout.LAYER]:
+        raise ValueError(f"a layer must hold {', '.join(name for name, _ in layout.LAYER)} in this order, "
+                         f"got {', '.join(layer)}")
+    for name, n in layout.LAYER:
+        if len(layer[name]) != n:
+            raise ValueError(f"a layer's {name} is {n} tensors (or None), got {len(layer[name])}")
+    return [t for tensors in layer.values() for t in tensors]
+
+
 class NativeStep:
     """``decode_step.c`` bound to one decoder's tensors: call it with (B, 1) tokens to get (B, V) logits.
 
-    ``layers`` holds, per layer, the ``PER_LAYER`` tensors in ``decode_step.c``'s order: a matrix is its
-    (out, in) weights, float32 or int8, then for int8 its per-row float32 scales and int32 sums of weights
-    (``matrix_for_c``), for float32 None and None, then its bias; ``cache`` tensors are (max_batch,
-    max_len, 2C). ``head`` (V, C) is the output layer: the token table, or its int8 copy with
-    ``head_scale`` and ``head_row_sum``. All contiguous, on CPU. int8 matrices quantize their input as
-    fbgemm's dynamic kernel does, over [0, ``qmax``]: 255, or 127 where fbgemm reduces the range
-    (``Int8Linear.reduce_range``), so the C step and ``minigpt.quantize``'s "dynamic" kernel agree. The
-    tensors must stay where they are for the life of this object: their addresses are read once, here.
+    ``layers`` holds, per layer, a dict of its tensors by ``minigpt.fast.layout.LAYER``'s names
+    (``layer_pointers``): a matrix is its (out, in) weights, float32 or int8, then for int8 its per-row
+    float32 scales and int32 sums of weights (``matrix_for_c``), for float32 None and None, then its bias;
+    the ``cache`` is (max_batch, max_len, 2C). ``head`` (V, C) is the output layer: the token table, or
+    its int8 copy with ``head_scale`` and ``head_row_sum``. All contiguous, on CPU. int8 matrices quantize
+    their input as fbgemm's dynamic kernel does, over [0, ``qmax``]: 255, or 127 where fbgemm reduces the
+    range (``Int8Linear.reduce_range``), so the C step and ``minigpt.quantize``'s "dynamic" kernel agree.
+    The tensors must stay where they are for the life of this object: their addresses are read once, here,
+    into the ``StepArgs`` every call passes.
 
     >>> from minigpt.fast import FastDecoder
     >>> from minigpt.model import GPT, GPTConfig
@@ -196,12 +242,12 @@ class NativeStep:
     True
     """
 
-    def __init__(self, layers: list[list[torch.Tensor | None]], wte: torch.Tensor, wpe: torch.Tensor,
-                 ln_f: tuple[torch.Tensor, torch.Tensor], head: torch.Tensor, head_scale: torch.Tensor | None,
-                 head_row_sum: torch.Tensor | None, n_head: int, max_batch_size: int, max_len: int,
-                 qmax: int = 255) -> None:
-        lib = _loaded()
-        per_layer = [t for layer in layers for t in layer]
+    def __init__(self, layers: list[dict[str, Sequence[torch.Tensor | None]]], wte: torch.Tensor,
+                 wpe: torch.Tensor, ln_f: tuple[torch.Tensor, torch.Tensor], head: torch.Tensor,
+                 head_scale: torch.Tensor | None, head_row_sum: torch.Tensor | None, n_head: int,
+                 max_batch_size: int, max_len: int, qmax: int = 255) -> None:
+        lib = load()
+        per_layer = [t for layer in layers for t in layer_pointers(layer)]
         tables = [wte, wpe, *ln_f, head, head_scale, head_row_sum]
         for t in per_layer + tables:
             if t is not None and (t.dtype not in (torch.float32, torch.int8, torch.int32) or t.device.type != "cpu"
@@ -210,11 +256,16 @@ class NativeStep:
                                  f"{t.dtype} on {t.device} with strides {t.stride()}")
         self.lib, self.kept = lib, per_layer + tables  # the C side holds their addresses
         self.pointers = (ctypes.c_void_p * len(per_layer))(*map(_address, per_layer))
-        self.tables = [*map(_address, tables)]
         self.n_layer, self.n_head, self.max_len, self.qmax = len(layers), n_head, max_len, qmax
         self.C, self.vocab = wte.shape[1], head.shape[0]
         self.threads = torch.get_num_threads()
         self.work = torch.empty(lib.work_floats(max_batch_size, self.C, n_head, max_len, self.threads))  # scratch
+        self.args = layout.StepArgs(  # what stays the same from step to step; __call__ fills in the rest
+            layers=ctypes.addressof(self.pointers), n_layer=self.n_layer, wte=wte.data_ptr(), wpe=wpe.data_ptr(),
+            ln_f_w=ln_f[0].data_ptr(), ln_f_b=ln_f[1].data_ptr(), head=head.data_ptr(),
+            head_scale=_address(head_scale), head_row_sum=_address(head_row_sum), C=self.C, n_head=n_head,
+            vocab=self.vocab, max_len=max_len, qmax=qmax, work=self.work.data_ptr(),
+        )
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, pos: int,
                  key_ok: torch.Tensor | None) -> torch.Tensor:
@@ -225,9 +276,9 @@ class NativeStep:
         B = tokens.shape[0]
         tokens, positions = tokens.contiguous(), positions.contiguous()
         logits = torch.empty(B, self.vocab)
-        self.lib.decode_step(
-            self.pointers, self.n_layer, *self.tables, tokens.data_ptr(), positions.data_ptr(),
-            None if key_ok is None else key_ok.data_ptr(), B, self.C, self.n_head, self.vocab, self.max_len, pos,
-            self.qmax, self.work.data_ptr(), logits.data_ptr(), min(torch.get_num_threads(), self.threads),
-        )
+        a = self.args
+        a.tokens, a.positions, a.key_ok = tokens.data_ptr(), positions.data_ptr(), _address(key_ok)
+        a.B, a.pos, a.logits = B, pos, logits.data_ptr()
+        a.n_threads = min(torch.get_num_threads(), self.threads)
+        self.lib.decode_step(ctypes.addressof(a))
         return logits

@@ -54,7 +54,7 @@ print("torch", torch.__version__)
 # ## Before you start: predict, then run
 #
 # GPT-2 124M has about as many parameters as its name says, each a float32 of four bytes. The next cell asks
-# `minigpt.bench` how many bytes one decode step reads, and what that allows on a memory that delivers
+# `minigpt.roofline` how many bytes one decode step reads, and what that allows on a memory that delivers
 # 25 GB/s (an example figure, about what one CPU reads per second; `minigpt.bench.measure_bandwidth()`
 # measures yours).
 #
@@ -68,8 +68,8 @@ print("torch", torch.__version__)
 # The cell prints its answers under the same numbers.
 
 # %%
-from minigpt.bench import decode_step_bytes as library_step_bytes
-from minigpt.bench import weight_count
+from minigpt.roofline import decode_step_bytes as library_step_bytes
+from minigpt.roofline import weight_count
 
 config = GPTConfig.from_preset("gpt2")  # GPT-2 124M: 12 layers, width 768, 50,257 tokens
 bandwidth_gb_s = 25  # an example figure, not a measurement: the same numbers on every machine

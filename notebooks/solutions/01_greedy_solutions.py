@@ -148,7 +148,7 @@ check_greedy_generate(greedy_generate)
 # "forward" fell only from 0.572 to 0.464.
 #
 # So before trusting a greedy output I would look along it: how likely the winner was at each step, and by how
-# much it beat the runner-up (a near tie is a coin toss the model did not mean to make; the README asks every
+# much it beat the runner-up (a near tie is a coin toss the model did not mean to make; docs/contributing.md asks every
 # greedy example in the chapters to win each step by a clear margin because another CPU can flip a closer one),
 # and whether an n-gram repeats (chapter 1's `first_repeat`). If the text loops, chapter 5's repetition
 # penalty or no-repeat n-gram rule, or beam search (chapter 6), keep the output deterministic; if variety is

@@ -54,7 +54,7 @@ print("torch", torch.__version__)
 # ## Before you start: predict, then run
 #
 # GPT-2 124M has about as many parameters as its name says, each a float32 of four bytes. The next cell asks
-# `minigpt.bench` how many bytes one decode step reads, and what that allows on a memory that delivers
+# `minigpt.roofline` how many bytes one decode step reads, and what that allows on a memory that delivers
 # 25 GB/s (an example figure, about what one CPU reads per second; `minigpt.bench.measure_bandwidth()`
 # measures yours).
 #
@@ -68,8 +68,8 @@ print("torch", torch.__version__)
 # The cell prints its answers under the same numbers.
 
 # %%
-from minigpt.bench import decode_step_bytes as library_step_bytes
-from minigpt.bench import weight_count
+from minigpt.roofline import decode_step_bytes as library_step_bytes
+from minigpt.roofline import weight_count
 
 config = GPTConfig.from_preset("gpt2")  # GPT-2 124M: 12 layers, width 768, 50,257 tokens
 bandwidth_gb_s = 25  # an example figure, not a measurement: the same numbers on every machine
@@ -234,7 +234,7 @@ check_bandwidth_bound(bandwidth_bound)
 # also has to *use* those bytes. An int8 weight must be turned back into a number the multiply can use,
 # either widened to float as it is read (weight-only int8) or multiplied in integers after the activations are
 # rounded to 8 bits too (dynamic int8). Either costs instructions per weight, and how many depends on the
-# kernel torch has for the CPU at hand: `minigpt.quantize` notes that torch's weight-only kernel ran *slower*
+# kernel torch has for the CPU at hand: `docs/performance.md` notes that torch's weight-only kernel ran *slower*
 # than fp32 at batch 1, on an AVX2 machine and on an AVX-512 Xeon alike. And not everything
 # shrinks: the biases, norms and one scale per row stay float32, and so does the KV cache, which grows with
 # the batch and the context (Exercise 3) and is untouched by int8 weights.

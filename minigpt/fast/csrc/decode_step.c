@@ -14,12 +14,15 @@
  *     inputs are quantized as torch's int8 kernel (fbgemm's dynamic linear) quantizes them;
  *   - each layer's cache is (max_batch, max_len, 2C): per position its key, then its value.
  * Every output is computed by one thread in a fixed order, so the numbers do not depend on how many
- * threads run. The vector width is the widest the build was told the CPU has (minigpt/native.py asks
+ * threads run. The vector width is the widest the build was told the CPU has (minigpt/fast/native.py asks
  * torch which instructions this CPU runs and passes the matching compiler flags).
  */
 #include <math.h>
 #include <stdint.h>
 #include <omp.h>
+/* LAYER's entries (LN_1, C_ATTN, ... CACHE, PER_LAYER), the StepArgs struct and the exported functions'
+ * prototypes: generated from minigpt/fast/layout.py at build time, so Python and C read one declaration */
+#include "decode_step_layout.h"
 #if defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -38,10 +41,6 @@ typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
 /* lane by lane, a where mask (a vector comparison's result) is set, else b */
 static inline vf pick(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
 
-/* each layer's pointers in `layers`, in this order: a matrix is its weights, then (int8 only, else NULL) its
- * scales and its rows' sums of weights, then its bias */
-enum { LN_1, LN_1B, ATTN, ATTN_PROJ = ATTN + 4, LN_2 = ATTN_PROJ + 4, LN_2B, FC, MLP_PROJ = FC + 4, CACHE = MLP_PROJ + 4,
-       PER_LAYER };
 enum { STORE, ADD };  /* what a matvec does with each output r: y = r, or y += r */
 
 static inline float hsum(vf v) {
@@ -62,8 +61,8 @@ static void layer_norm(const float *x, const float *w, const float *b, float *y,
     }
 }
 
-/* a . b over n floats, VL at a time: attention's query-key products (a plain loop of dependent adds
- * cost ~4 cycles per number, and at a context of a few hundred that was most of a step) */
+/* a . b over n floats, VL at a time: attention's query-key products, one per cached position and head
+ * (VL independent sums instead of one chain of dependent adds) */
 static inline float dot(const float *a, const float *b, int n) {
     vf acc = {0};
     int i = 0;
@@ -134,9 +133,8 @@ static inline __attribute__((always_inline)) void dots_f32(const float *W, const
  * (B, n) is stored as unsigned integers xq = round(x / s) + zp, one scale s and zero point zp for all of
  * it (quantize_input), so a dot product is a sum of integer products, which the CPU does 64 (AVX-512
  * VNNI) or 32 (AVX2) at a time (QSTEP below), and zp * (the row's sum of weights) comes off afterwards.
- * Widening each weight to float instead (weight-only int8) took as long as the float32 step: three
- * instructions per 16 weights kept the cores busier than the memory. The integer sums are exact on every
- * CPU. */
+ * The integer sums are exact on every CPU. Widening each int8 weight to float instead (weight-only int8)
+ * costs three instructions per VL weights, which keeps the cores busier than the memory. */
 #if defined(__AVX512VNNI__)
 #define QSTEP 64
 typedef __m512i vacc;
@@ -285,10 +283,10 @@ static void dots(const Matrix *m, int o, const float *x, const uint8_t *xq, floa
 }
 
 /* rows [lo, hi) of y (B, ldy) = x (B, n_in) @ W^T + bias, each output stored, GELU'd or added per `mode`;
- * an int8 matrix reads x quantized (quantize_input, into xq). Batch 1 streams 16 rows at once (16 streams
- * kept memory busiest; 4, 8, 12, 24 and 32 were measured); a larger batch streams 4 rows at once and
- * uses each for up to 4 rows of the batch at a time, reading them again from the L1 cache, never from
- * memory, for the next 4. */
+ * an int8 matrix reads x quantized (quantize_input, into xq). Batch 1 streams 16 rows at once: that many
+ * concurrent streams keep the memory busiest (the count was chosen by timing; docs/performance.md). A
+ * larger batch streams 4 rows at once and uses each for up to 4 rows of the batch at a time, reading them
+ * again from the L1 cache, never from memory, for the next 4. */
 static void matvec(const Matrix *m, const float *x, uint8_t *xq, int qmax, int B, int n_in, int lo, int hi,
                    float *y, int ldy, int mode) {
     float d[16], xs = 0.f;
@@ -318,8 +316,8 @@ static inline void share(int n, int *lo, int *hi) {
  * all heads, and the threads share the pieces. A piece's keys and values are one contiguous block of
  * memory (a position's keys and values for every head side by side, then the next position's), so its
  * reads stream, as a matrix's rows do. Split by heads, a head's keys of one position lie 2C floats past
- * those of the position before: reads that jump that far wait on memory every time, and at a context of
- * 800 that was a third of the step. Each piece makes a partial softmax (as flash-decoding does); every
+ * those of the position before: reads that jump that far wait on memory every time, which at long
+ * contexts costs a large share of the step. Each piece makes a partial softmax (as flash-decoding does); every
  * thread then combines a row's pieces in order (attend_combine), so the result depends on neither the
  * thread count nor the batch. */
 enum { PIECE = 32 };
@@ -399,15 +397,30 @@ int64_t work_floats(int B, int C, int n_head, int max_len, int n_threads) {
     return shared_floats(B, C, n_head, max_len) + n_threads * thread_floats(B, C, n_head);
 }
 
+/* the layout this library was compiled with (LAYOUT_NUMBERS: PER_LAYER, each entry's start, the size of
+ * StepArgs and each field's offset and size), for minigpt.fast.native to compare with its own before the
+ * first step: the first n of them into out, and how many there are */
+int compiled_layout(int64_t *out, int n) {
+    const int64_t numbers[LAYOUT_COUNT] = {LAYOUT_NUMBERS};
+    for (int i = 0; i < LAYOUT_COUNT && i < n; i++) out[i] = numbers[i];
+    return LAYOUT_COUNT;
+}
+
 /* One step: tokens (B,) at positions (B,) are written to cache position `pos`, every row attends over
  * [0, pos] (key_ok (B, max_len): which positions hold real tokens, NULL for all), logits (B, vocab) out.
  * `layers` holds PER_LAYER pointers per layer, `head` (vocab, C) float32, or int8 with `head_scale` and
  * `head_row_sum`; `work` holds work_floats(B, C, n_head, max_len, n_threads) floats; int8 matrices quantize
- * their input over [0, qmax] (255, or 127: quantize_input). */
-void decode_step(const void *const *layers, int n_layer, const float *wte, const float *wpe,
-                 const float *ln_f_w, const float *ln_f_b, const void *head, const float *head_scale,
-                 const int32_t *head_row_sum, const int64_t *tokens, const int64_t *positions, const uint8_t *key_ok, int B, int C, int n_head,
-                 int vocab, int max_len, int pos, int qmax, float *work, float *logits, int n_threads) {
+ * their input over [0, qmax] (255, or 127: quantize_input). Every argument comes in one StepArgs. */
+void decode_step(const StepArgs *a) {
+    const void *const *layers = a->layers;
+    const float *wte = a->wte, *wpe = a->wpe, *ln_f_w = a->ln_f_w, *ln_f_b = a->ln_f_b, *head_scale = a->head_scale;
+    const void *head = a->head;
+    const int32_t *head_row_sum = a->head_row_sum;
+    const int64_t *tokens = a->tokens, *positions = a->positions;
+    const uint8_t *key_ok = a->key_ok;
+    int n_layer = a->n_layer, B = a->B, C = a->C, n_head = a->n_head, vocab = a->vocab, max_len = a->max_len,
+        pos = a->pos, qmax = a->qmax, n_threads = a->n_threads;
+    float *work = a->work, *logits = a->logits;
     int64_t max_pieces = pieces_for(max_len), pieces = pieces_for(pos + 1);
     float *x = work, *qkv = x + B * C, *mlp = qkv + 3 * B * C, *parts = mlp + 4 * B * C;  /* (work_floats) */
 #pragma omp parallel num_threads(n_threads)
@@ -423,10 +436,10 @@ void decode_step(const void *const *layers, int n_layer, const float *wte, const
         for (int l = 0; l < n_layer; l++) {
             const void *const *w = layers + l * PER_LAYER;
             float *cache = (float *)w[CACHE];
-            Matrix attn = matrix(w + ATTN), attn_proj = matrix(w + ATTN_PROJ), fc = matrix(w + FC),
+            Matrix attn = matrix(w + C_ATTN), attn_proj = matrix(w + ATTN_PROJ), fc = matrix(w + C_FC),
                    mlp_proj = matrix(w + MLP_PROJ);
             /* every thread normalizes the whole (small) input itself: no barrier between norm and matvec */
-            layer_norm(x, w[LN_1], w[LN_1B], h, B, C);
+            layer_norm(x, w[LN_1], w[LN_1 + 1], h, B, C);
             share(3 * C, &lo, &hi);
             matvec(&attn, h, xq, qmax, B, C, lo, hi, qkv, 3 * C, STORE);
             for (int r = 0; r < B; r++)  /* this thread's keys and values into the cache at `pos` */
@@ -446,7 +459,7 @@ void decode_step(const void *const *layers, int n_layer, const float *wte, const
             share(C, &lo, &hi);
             matvec(&attn_proj, att, xq, qmax, B, C, lo, hi, x, C, ADD);
 #pragma omp barrier
-            layer_norm(x, w[LN_2], w[LN_2B], h, B, C);
+            layer_norm(x, w[LN_2], w[LN_2 + 1], h, B, C);
             share(4 * C, &lo, &hi);
             matvec(&fc, h, xq, qmax, B, C, lo, hi, mlp, 4 * C, STORE);
             for (int r = 0; r < B; r++) gelu(mlp + r * 4 * C + lo, hi - lo);  /* this thread's outputs */
@@ -464,7 +477,7 @@ void decode_step(const void *const *layers, int n_layer, const float *wte, const
 
 /* y (rows,) = W (rows, cols) @ x (cols,), float32, on n_threads threads: the step's own weight stream,
  * alone. minigpt.bench reads memory with it too, so the bandwidth it measures is one the step can reach
- * whatever kernels torch has (torch's portable ones read at about half the memory's speed). */
+ * whatever kernels torch has (torch's portable kernels read more slowly). */
 void matvec_f32(const float *W, int rows, int cols, const float *x, float *y, int n_threads) {
     Matrix m = {W, 0, 0, 0};
 #pragma omp parallel num_threads(n_threads)

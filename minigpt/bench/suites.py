@@ -1,0 +1,378 @@
+"""What ``minigpt bench`` measures: the decode suite, int8's quality, speculative decoding and beam search.
+
+Each suite turns a ``BenchConfig`` into rows (dicts) for the report. Every run is greedy or seeded, with
+EOS off, so each method makes exactly the tokens asked for, and methods that must agree are checked to.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import sys
+from typing import TYPE_CHECKING, NamedTuple
+
+import torch
+from tqdm import tqdm
+
+from minigpt.bench.measuring import Runner, bf16_supported, measure, take_turns
+from minigpt.bench.peers import (
+    LogitsOnly,
+    quantize_dynamic,
+    to_transformers,
+    transformers_generate,
+    transformers_version,
+)
+from minigpt.checkpoint import load_model
+from minigpt.data import load_splits
+from minigpt.fast import FastDecoder
+from minigpt.fast.native import unavailable_reason
+from minigpt.generate import Generation, generate
+from minigpt.model import GPT
+from minigpt.quantize import quantize_model
+from minigpt.roofline import bandwidth_bound
+from minigpt.search import beam_search
+from minigpt.speculative import prompt_lookup_generate, speculative_generate
+from minigpt.tokenizer import encode
+from minigpt.train import heldout_loss
+
+if TYPE_CHECKING:  # the command line's settings; it imports this module, so not at run time
+    from minigpt.bench.command import BenchConfig
+
+METHODS = ("no-cache", "cache", "fast", "transformers")
+SUITES = ("decode", "speculative", "beam")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}  # int8: fp32 model, int8 matrices
+# prompts for the speculative suite and int8's quality: Shakespeare, the text the shipped models learned
+SPECULATIVE_PROMPTS = (
+    "ROMEO:\nBut soft, what light",
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n",
+    "To be, or not to be, that is the question:",
+)
+QUALITY_WINDOWS = 16  # int8 quality: held-out windows scored (of the model's context each)
+QUALITY_NEW_TOKENS = 64  # int8 quality: greedy tokens per prompt compared with fp32's
+
+
+# --- decode: every method, dtype and batch size -------------------------------------------------------
+
+def plan(config: BenchConfig, has_transformers: bool) -> tuple[list[tuple[str, int, str]], list[str]]:
+    """The (dtype, batch size, method) measurements to make, and a note for each one skipped.
+
+    >>> from minigpt.bench.command import BenchConfig
+    >>> plan(BenchConfig(batch_sizes=(1,), dtypes=("fp32",), methods=("cache",)), has_transformers=False)[0]
+    [('fp32', 1, 'cache')]
+    """
+    notes, dtypes = [], []
+    for d in config.dtypes:
+        if d == "bf16" and not bf16_supported(config.device):
+            notes.append(f"bf16 skipped: {config.device} has no native bf16 matmul")
+        elif d == "int8" and torch.device(config.device).type != "cpu":
+            notes.append(f"int8 skipped: its kernels run on CPU only, not on {config.device}")
+        else:
+            dtypes.append(d)
+    methods = list(config.methods)
+    if "transformers" in methods and not has_transformers:
+        methods.remove("transformers")
+        notes.append("transformers skipped: not installed (pip install 'minigpt[dev]')")
+    big = [b for b in config.batch_sizes if b > config.no_cache_max_batch]
+    if "no-cache" in methods and big:
+        notes.append(f"no-cache skipped at batch sizes {big}: above no_cache_max_batch={config.no_cache_max_batch}")
+    if "fast" in methods and torch.device(config.device).type == "cpu":
+        why_not = unavailable_reason()
+        notes.append("fast decodes with the C step (minigpt.fast.native), compiled for this CPU's "
+                     f"{torch.backends.cpu.get_cpu_capability()}" if why_not is None
+                     else f"fast decodes with torch's step: the C step cannot run here ({why_not})")
+    if "fast" in methods:
+        notes.append("peak MB is what a run allocates above what was in use before it; the fast path's KV "
+                     "cache is allocated once, when its decoder is built, so its figure leaves the cache out")
+    if "int8" in dtypes:
+        notes.append("int8: fast is FastDecoder(weights='int8'), minigpt's own per-channel int8; cache, no-cache and "
+                     "transformers are torch's quantize_dynamic on the same fp32 weights (transformers' GPT-2 "
+                     "blocks are Conv1D, which it leaves alone: only its head is int8); int8 bounds count 1 byte "
+                     "per matrix weight")
+    measurements = [(d, b, m) for d in dtypes for b in config.batch_sizes for m in methods
+                    if not (m == "no-cache" and b > config.no_cache_max_batch)]
+    return measurements, notes
+
+
+def decode_suite(config: BenchConfig, base: GPT, progress: bool) -> tuple[list[dict], list[str]]:
+    """Every method × dtype × batch size of the ``plan``: the rows of ``results``, and the notes.
+
+    Everything measured at one batch size, every method in every dtype, takes turns (``measure``): a slow
+    spell of the machine then slows fp32 and int8 alike, so int8 ÷ fp32 compares runs made side by side.
+    So every dtype's models stay alive for the whole suite.
+    """
+    device = torch.device(config.device)
+    measurements, notes = plan(config, transformers_version() is not None)
+    groups: dict[int, list[tuple[str, str]]] = {}
+    for dtype, batch, method in measurements:
+        groups.setdefault(batch, []).append((dtype, method))
+    dtypes = dict.fromkeys(dtype for dtype, _, _ in measurements)  # in the plan's order
+    models = {dtype: _models(base, dtype, "transformers" in config.methods) for dtype in dtypes}
+    rows = {}
+    bar = tqdm(groups.items(), desc="bench decode", file=sys.stderr, disable=not progress, unit="batch size")
+    for batch, group in bar:
+        bar.set_postfix_str(f"batch {batch}: {len(group)} methods × dtypes")
+        ids = prompt_ids(batch, config, device)
+        names = {f"{method} {dtype}": (dtype, method) for dtype, method in group}
+        runs = {name: _runner(method, base if dtype == "int8" else models[dtype][0], models[dtype][1], ids, config,
+                              dtype) for name, (dtype, method) in names.items()}
+        measured = measure(runs, batch, config.new_tokens, config.repeats, device)
+        del runs  # the fast paths' copies of the weights
+        rows |= {(dtype, batch, method): measured[name] for name, (dtype, method) in names.items()}
+    results = [dict(method=method, dtype=dtype, batch_size=batch, **rows[dtype, batch, method])
+               for dtype, batch, method in measurements]
+    _mark_identical(results)
+    return results, notes
+
+
+def add_bounds(results: list[dict], config: BenchConfig, bandwidth_gb_s: float) -> None:
+    """Set each row's ``bound_tokens_per_s`` (``minigpt.roofline.bandwidth_bound``) and ``bound_fraction``.
+
+    The bound is taken in the row's weight format, at the average context of the decode steps,
+    prompt_len + new_tokens / 2.
+    """
+    context = config.prompt_len + config.new_tokens // 2
+    for r in results:
+        bound = bandwidth_bound(config.model_config(), bandwidth_gb_s, r["batch_size"], context, weights=r["dtype"])
+        r.update(bound_tokens_per_s=bound, bound_fraction=r["decode_tokens_per_s"] / bound)
+
+
+def _runner(method: str, model: GPT, hf_model, ids: torch.Tensor, config: BenchConfig, dtype: str = "fp32") -> Runner:
+    """A function that generates n new tokens for the prompt ``ids`` with ``method``; EOS off, greedy.
+
+    With ``dtype="int8"``, ``model`` is the fp32 model for the fast path (it quantizes its own copy) and
+    the ``quantize_dynamic`` one for the readable loop.
+    """
+    mask = torch.ones_like(ids)
+    if method in ("no-cache", "cache"):
+        use_cache = method == "cache"
+        return lambda n: generate(model, ids, attention_mask=mask, max_new_tokens=n, use_cache=use_cache).ids
+    if method == "fast":
+        device = torch.device(config.device)
+        compile = device.type == "cuda" if config.compile is None and dtype != "int8" else bool(config.compile)
+        weights = "int8" if dtype == "int8" else "float"
+        decoder = FastDecoder(model, ids.size(0), ids.size(1) + config.new_tokens, compile=compile, weights=weights)
+        return lambda n: decoder.generate(ids, mask, max_new_tokens=n).ids
+    return lambda n: transformers_generate(hf_model, ids, n)
+
+
+def _models(base: GPT, dtype: str, with_transformers: bool) -> tuple:
+    """The readable model and transformers' (or None) for ``dtype``; int8: both through ``quantize_dynamic``."""
+    if dtype == "int8":
+        hf = to_transformers(base) if with_transformers else None
+        return quantize_dynamic(base), None if hf is None else quantize_dynamic(hf)
+    model = base if dtype == "fp32" else copy.deepcopy(base).to(DTYPES[dtype])
+    return model, to_transformers(model) if with_transformers else None
+
+
+def prompt_ids(batch: int, config: BenchConfig, device: torch.device) -> torch.Tensor:
+    """Random (batch, prompt_len) prompt ids, the same for every method at a batch size, so tokens compare.
+
+    >>> from minigpt.bench.command import BenchConfig
+    >>> prompt_ids(2, BenchConfig(prompt_len=3), torch.device("cpu")).shape
+    torch.Size([2, 3])
+    """
+    rng = torch.Generator().manual_seed(config.seed + batch)
+    return torch.randint(0, config.model_config().vocab_size, (batch, config.prompt_len), generator=rng).to(device)
+
+
+def _mark_identical(results: list[dict]) -> None:
+    """Set ``same_tokens_as_cache`` on each row (None where the cache row is missing); drop the ids."""
+    # int8 rows are two different quantizations: their agreement with fp32 is int8_quality's job
+    cache = {(r["dtype"], r["batch_size"]): r["ids"] for r in results
+             if r["method"] == "cache" and r["dtype"] != "int8"}
+    for r in results:
+        ref = cache.get((r["dtype"], r["batch_size"]))
+        r["same_tokens_as_cache"] = None if ref is None else torch.equal(r["ids"].cpu(), ref.cpu())
+    for r in results:
+        del r["ids"]
+
+
+# --- int8 quality -------------------------------------------------------------------------------------
+
+def int8_quality(config: BenchConfig) -> list[dict]:
+    """What int8 weights cost on a trained model (``config.target``), for minigpt's int8 and torch's peer.
+
+    For each int8 method (``fast``: ``FastDecoder(weights="int8")``; ``cache``: ``quantize_dynamic`` on
+    the readable model; ``transformers``: ``quantize_dynamic`` on transformers' GPT-2, when installed and
+    asked for): the held-out loss (nats/token, ``QUALITY_WINDOWS`` windows of the held-out plays) with
+    fp32 and with int8 weights; the share of greedy tokens that equal fp32's (``QUALITY_NEW_TOKENS`` after
+    each ``SPECULATIVE_PROMPTS`` prompt, position by position, each run free: once the two part ways, the
+    contexts differ and so do most later tokens); and the share of those steps where, given fp32's tokens
+    so far, int8 picks fp32's token (same context: how often int8 alone changes a pick). The fast path's
+    loss and same-context picks are those of ``quantize_model`` with the decoder's kernel: the same
+    arithmetic, as its tests check.
+    """
+    model = load_model(config.target).eval()
+    _, heldout = load_splits()
+    n = _room_after_prompts(QUALITY_NEW_TOKENS, model.config.block_size)
+    fp32_fast = FastDecoder(model, 1, model.config.block_size)
+    int8_fast = FastDecoder(model, 1, model.config.block_size, weights="int8")
+    variants = {"fast": (model, quantize_model(model, kernel=int8_fast.int8_kernel),
+                         lambda ids: fp32_fast.generate(ids, max_new_tokens=n).ids,
+                         lambda ids: int8_fast.generate(ids, max_new_tokens=n).ids),
+                "cache": _readable_pair(model, n)}
+    if "transformers" in config.methods and transformers_version() is not None:
+        variants["transformers"] = _transformers_pair(model, n)
+    rows = []
+    for method, (fp32, int8, decode_fp32, decode_int8) in variants.items():
+        losses = [heldout_loss(m, heldout, model.config.block_size, max_windows=QUALITY_WINDOWS) for m in (fp32, int8)]
+        matches = same_context = total = 0
+        for prompt in SPECULATIVE_PROMPTS:
+            ids = torch.tensor([encode(prompt)])
+            T = ids.size(1)
+            reference, free = decode_fp32(ids), decode_int8(ids)  # (1, T + n) each
+            with torch.inference_mode():
+                picks = int8(reference[:, :-1])[0, T - 1 :].argmax(dim=-1)  # int8's pick after fp32's tokens
+            matches += int((reference[0, T:] == free[0, T:]).sum())
+            same_context += int((reference[0, T:] == picks).sum())
+            total += n
+        kernel = f"int8 {int8_fast.int8_kernel}" if method == "fast" else "quantize_dynamic"
+        rows.append(dict(method=method, scheme=kernel, heldout_loss_fp32=losses[0], heldout_loss_int8=losses[1],
+                         loss_change=losses[1] - losses[0], greedy_match=matches / total,
+                         same_context_match=same_context / total))
+    return rows
+
+
+def _room_after_prompts(wanted: int, context: int) -> int:
+    """New tokens to make after each of ``SPECULATIVE_PROMPTS``: ``wanted``, or what the context leaves."""
+    return min(wanted, context - max(len(encode(p)) for p in SPECULATIVE_PROMPTS))
+
+
+def _readable_pair(model: GPT, n: int) -> tuple:
+    """(fp32 model, its quantize_dynamic copy, and greedy decoders of n tokens for each)."""
+    int8 = quantize_dynamic(model)
+    return (model, int8, lambda ids: generate(model, ids, max_new_tokens=n).ids,
+            lambda ids: generate(int8, ids, max_new_tokens=n).ids)
+
+
+def _transformers_pair(model: GPT, n: int) -> tuple:
+    """The same for transformers' GPT-2 holding ``model``'s weights; the models return plain logits."""
+    hf = to_transformers(model)
+    int8 = quantize_dynamic(hf)
+    return (LogitsOnly(hf), LogitsOnly(int8), lambda ids: transformers_generate(hf, ids, n),
+            lambda ids: transformers_generate(int8, ids, n))
+
+
+# --- speculative decoding and beam search -------------------------------------------------------------
+
+def _median_run(run: Runner, n: int, config: BenchConfig) -> tuple[float, object]:
+    """The median seconds of ``run(n)`` over ``config.repeats`` calls (``take_turns``), and its last output."""
+    turns = take_turns({"run": run}, (n,), config.repeats, torch.device(config.device))["run"]
+    return statistics.median(turns.seconds[n]), turns.output
+
+
+def speculative_suite(config: BenchConfig, progress: bool) -> list[dict]:
+    """The target alone, speculative decoding at each k, and prompt lookup, greedy then sampled.
+
+    Each measurement decodes every prompt of ``SPECULATIVE_PROMPTS`` in turn, EOS off, sampling seeded
+    with ``config.seed``; the speed-up is against the target alone in the same mode. With transformers
+    (installed, and named in ``methods``), greedy also runs transformers' target alone and its assisted
+    generation (its speculative decoding) with a constant k, on the same weights; their speed-up is
+    against transformers' target alone.
+    """
+    device = torch.device(config.device)
+    target, draft = load_model(config.target, device=device), load_model(config.draft, device=device)
+    context = min(target.config.block_size, draft.config.block_size)
+    n = _room_after_prompts(config.new_tokens, context)
+    methods = [("target alone", None), *(("speculative", k) for k in config.speculative_k), ("prompt lookup", None)]
+    measurements = [(mode, method, k) for mode in ("greedy", "sample") for method, k in methods]
+    hf = (to_transformers(target), to_transformers(draft)) if "transformers" in config.methods else (None, None)
+    if hf[0] is not None:
+        measurements += [("greedy", "transformers alone", None),
+                         *(("greedy", "transformers assisted", k) for k in config.speculative_k)]
+    rows, baseline, reference = [], {}, None
+    for mode, method, k in tqdm(measurements, desc="bench speculative", file=sys.stderr, disable=not progress,
+                                unit="run"):
+        sampling = dict(do_sample=True, seed=config.seed) if mode == "sample" else {}
+        seconds, outputs = _median_run(_speculative_runner(method, target, draft, hf, k, sampling), n, config)
+        library = "transformers" if method.startswith("transformers") else "minigpt"
+        if method.endswith("alone"):
+            baseline[mode, library] = seconds
+        tokens = [out.new_tokens for out in outputs]
+        if (mode, method) == ("greedy", "target alone"):
+            reference = tokens  # what every greedy method must reproduce
+        proposed, accepted, passes = (_total(outputs, field) for field in _Decoded._fields[1:])
+        rows.append(dict(method=method, mode=mode, k=k, new_tokens=n, tokens_per_s=len(outputs) * n / seconds,
+                         speedup=baseline[mode, library] / seconds,
+                         acceptance_rate=None if proposed is None else accepted / max(proposed, 1),
+                         target_passes_per_token=None if passes is None else passes / (len(outputs) * n),
+                         same_tokens_as_target=tokens == reference if mode == "greedy" else None))
+    return rows
+
+
+class _Decoded(NamedTuple):
+    """One prompt's continuation and its draft-and-verify counts (None where a method has no such count)."""
+
+    new_tokens: list[int]
+    num_proposed: int | None = None
+    num_accepted: int | None = None
+    num_target_passes: int | None = None
+
+
+def _total(outputs: list[_Decoded], field: str) -> int | None:
+    counts = [getattr(out, field) for out in outputs]
+    return None if None in counts else sum(counts)
+
+
+def _speculative_runner(method: str, target: GPT, draft: GPT, hf: tuple, k: int | None, sampling: dict) -> Runner:
+    """A function that decodes n new tokens for each of ``SPECULATIVE_PROMPTS`` with ``method``: a list of them."""
+    def counted(out: Generation) -> _Decoded:
+        return _Decoded(out.new_tokens[0], out.num_proposed, out.num_accepted, out.num_target_passes)
+
+    if method == "target alone":  # one pass of the target per token
+        return lambda n: [_Decoded(generate(target, p, max_new_tokens=n, **sampling).new_tokens[0], None, None, n)
+                          for p in SPECULATIVE_PROMPTS]
+    if method == "speculative":
+        return lambda n: [counted(speculative_generate(target, draft, p, k=k, max_new_tokens=n, **sampling))
+                          for p in SPECULATIVE_PROMPTS]
+    if method == "prompt lookup":
+        return lambda n: [counted(prompt_lookup_generate(target, p, max_new_tokens=n, **sampling))
+                          for p in SPECULATIVE_PROMPTS]
+    hf_target, hf_draft = hf
+    if method == "transformers assisted":
+        hf_draft.generation_config.num_assistant_tokens = k
+        hf_draft.generation_config.num_assistant_tokens_schedule = "constant"  # k every round, as ours
+    assistant = dict(assistant_model=hf_draft) if method == "transformers assisted" else {}
+    prompts = [torch.tensor([encode(p)], device=target.transformer.wte.weight.device) for p in SPECULATIVE_PROMPTS]
+    return lambda n: [_Decoded(transformers_generate(hf_target, ids, n, **assistant)[0, ids.size(1):].tolist())
+                      for ids in prompts]
+
+
+def beam_suite(config: BenchConfig, model: GPT, progress: bool) -> list[dict]:
+    """Greedy and beam search at each width on the benchmark model, and transformers' on the same weights.
+
+    Batch 1, fp32, EOS off. With no EOS every beam runs to ``new_tokens``, so each step costs one forward
+    pass over ``num_beams`` rows; the cost per beam, (beam time / greedy time) / num_beams, shows how much
+    batching the beams saves. transformers runs when it is installed and ``methods`` names it.
+    """
+    ids, n = prompt_ids(1, config, torch.device(config.device)), config.new_tokens
+    hf = to_transformers(model) if "transformers" in config.methods else None
+    widths = (1, *config.num_beams)
+    bar = tqdm(total=len(widths) * (1 + (hf is not None)), desc="bench beam", file=sys.stderr,
+               disable=not progress, unit="run")
+
+    def timed(run: Runner) -> tuple[float, torch.Tensor]:
+        bar.update()
+        return _median_run(run, n, config)
+
+    measured = []  # (beams, seconds, best ids, transformers' seconds, transformers' best ids)
+    for b in widths:
+        seconds, best = timed(lambda new, b=b: _best_sequence(model, ids, b, new))
+        hf_seconds, hf_best = (None, None) if hf is None else timed(
+            lambda new, b=b: transformers_generate(hf, ids, new, num_beams=b))
+        measured.append((b, seconds, best, hf_seconds, hf_best))
+    greedy_s = measured[0][1]
+    rows = [dict(method="greedy" if b == 1 else "beam", num_beams=b, new_tokens=n, tokens_per_s=n / seconds,
+                 relative_to_greedy=greedy_s / seconds, cost_per_beam=seconds / greedy_s / b,
+                 transformers_tokens_per_s=None if hf_seconds is None else n / hf_seconds,
+                 same_tokens_as_transformers=None if hf_best is None else torch.equal(best.cpu(), hf_best.cpu()))
+            for b, seconds, best, hf_seconds, hf_best in measured]
+    bar.close()
+    return rows
+
+
+def _best_sequence(model: GPT, ids: torch.Tensor, num_beams: int, n: int) -> torch.Tensor:
+    """Greedy decoding (one beam) or the best beam: the (1, T + n) ids."""
+    if num_beams == 1:
+        return generate(model, ids, max_new_tokens=n).ids
+    return beam_search(model, ids, num_beams=num_beams, max_new_tokens=n).ids[:1]

@@ -1,0 +1,129 @@
+"""The C decode step's interface, declared once: what each layer hands it, its arguments, its functions.
+
+``csrc/decode_step.c`` and ``minigpt.fast.native`` must agree on three things: the order of the pointers
+each layer hands the step (``LAYER``), the fields of the one struct every step receives (``STEP_ARGS``),
+and the signatures of the functions the library exports (``FUNCTIONS``). They are written here only.
+``native`` builds its ctypes types from them, and ``header()`` writes them as C: the build compiles that
+text into the library (``#include "decode_step_layout.h"``), and the library reports back the numbers it
+was compiled with (``compiled_layout``), which ``native`` compares with ``expected_layout()`` on load.
+
+>>> PER_LAYER
+21
+>>> print(header().splitlines()[3])
+enum { LN_1 = 0, C_ATTN = 2, ATTN_PROJ = 6, LN_2 = 10, C_FC = 12, MLP_PROJ = 16, CACHE = 20, PER_LAYER = 21 };
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+# Per layer, in this order, the pointers the step reads (name, how many). A layer norm is its weight and
+# bias; a matrix is its (out, in) weights, then for int8 its per-row scales and rows' sums of weights (else
+# NULL, NULL), then its bias (or NULL); the cache is the layer's (max_batch, max_len, 2C) keys and values.
+# The names are those of the decoder's block weights (``minigpt.fast.decoder``), upper-cased in C.
+LAYER = (("ln_1", 2), ("c_attn", 4), ("attn_proj", 4), ("ln_2", 2), ("c_fc", 4), ("mlp_proj", 4), ("cache", 1))
+MATRIX = ("weight", "scale", "row_sum", "bias")  # a matrix's four pointers, in order
+PER_LAYER = sum(n for _, n in LAYER)
+
+# decode_step's one argument, a struct of these fields (name, C type), in this order
+STEP_ARGS = (
+    ("layers", "const void *const *"),  # n_layer * PER_LAYER pointers, as LAYER orders them
+    ("n_layer", "int"),
+    ("wte", "const float *"),  # (vocab, C) token table
+    ("wpe", "const float *"),  # (block_size, C) position table
+    ("ln_f_w", "const float *"),
+    ("ln_f_b", "const float *"),
+    ("head", "const void *"),  # (vocab, C): the token table, or its int8 copy
+    ("head_scale", "const float *"),  # int8 head only, else NULL
+    ("head_row_sum", "const int32_t *"),  # int8 head only, else NULL
+    ("tokens", "const int64_t *"),  # (B,)
+    ("positions", "const int64_t *"),  # (B,)
+    ("key_ok", "const uint8_t *"),  # (B, max_len): cache positions that hold real tokens; NULL: all
+    ("B", "int"),
+    ("C", "int"),
+    ("n_head", "int"),
+    ("vocab", "int"),
+    ("max_len", "int"),
+    ("pos", "int"),  # the cache position this step writes
+    ("qmax", "int"),  # int8 inputs are quantized over [0, qmax]: 255, or 127 (fbgemm's reduced range)
+    ("work", "float *"),  # scratch of work_floats(B, C, n_head, max_len, n_threads) floats
+    ("logits", "float *"),  # (B, vocab) out
+    ("n_threads", "int"),
+)
+
+# the library's exported functions: name -> (return type, argument types)
+FUNCTIONS = {
+    "decode_step": ("void", ("const StepArgs *",)),
+    "matvec_f32": ("void", ("const float *", "int", "int", "const float *", "float *", "int")),
+    "work_floats": ("int64_t", ("int", "int", "int", "int", "int")),
+    "compiled_layout": ("int", ("int64_t *", "int")),
+}
+
+
+def ctype(c: str) -> type | None:
+    """The ctypes type that passes a value of C type ``c``: every pointer as an address.
+
+    >>> ctype("const float *"), ctype("int"), ctype("void")
+    (<class 'ctypes.c_void_p'>, <class 'ctypes.c_int'>, None)
+    """
+    if c.endswith("*"):
+        return ctypes.c_void_p
+    return {"int": ctypes.c_int, "int64_t": ctypes.c_int64, "void": None}[c]
+
+
+class StepArgs(ctypes.Structure):
+    """``decode_step``'s argument, field for field as ``STEP_ARGS`` declares it.
+
+    >>> StepArgs(B=2).B, len(StepArgs._fields_)
+    (2, 22)
+    """
+
+    _fields_ = [(name, ctype(c)) for name, c in STEP_ARGS]
+
+
+def offsets(layer: tuple[tuple[str, int], ...] = LAYER) -> dict[str, int]:
+    """Where each of ``layer``'s entries starts among a layer's pointers.
+
+    >>> offsets()["c_fc"]
+    12
+    """
+    starts, at = {}, 0
+    for name, n in layer:
+        starts[name], at = at, at + n
+    return starts
+
+
+def header(layer: tuple[tuple[str, int], ...] = LAYER, step_args: tuple[tuple[str, str], ...] = STEP_ARGS) -> str:
+    """The C text of the declarations above, which the build compiles into the library.
+
+    ``LAYOUT_NUMBERS`` lists what ``compiled_layout`` reports, in ``expected_layout()``'s order, as the
+    compiler computes them; the prototypes make it check each exported function's definition against
+    ``FUNCTIONS``.
+
+    >>> "typedef struct {" in header() and "void decode_step(const StepArgs *);" in header()
+    True
+    """
+    enum = ", ".join([*(f"{name.upper()} = {at}" for name, at in offsets(layer).items()),
+                      f"PER_LAYER = {sum(n for _, n in layer)}"])
+    fields = "\n".join(f"    {c}{'' if c.endswith('*') else ' '}{name};" for name, c in step_args)
+    field_numbers = [(f"offsetof(StepArgs, {name})", f"sizeof(((StepArgs *)0)->{name})") for name, _ in step_args]
+    numbers = ["PER_LAYER", *(name.upper() for name, _ in layer), "sizeof(StepArgs)", *sum(field_numbers, ())]
+    prototypes = "\n".join(f"{ret} {name}({', '.join(args)});" for name, (ret, args) in FUNCTIONS.items())
+    return (f"/* generated by minigpt/fast/layout.py: edit it there */\n#include <stddef.h>\n#include <stdint.h>\n"
+            f"enum {{ {enum} }};\ntypedef struct {{\n{fields}\n}} StepArgs;\n"
+            f"#define LAYOUT_COUNT {len(numbers)}\n#define LAYOUT_NUMBERS {', '.join(numbers)}\n{prototypes}\n")
+
+
+def expected_layout() -> dict[str, int]:
+    """What a library built from ``header()`` must report, by name: PER_LAYER, where each of a layer's
+    entries starts, the struct's size, and each field's offset and size.
+
+    >>> list(expected_layout().items())[:3]
+    [('PER_LAYER', 21), ('ln_1 start', 0), ('c_attn start', 2)]
+    """
+    fields = {}
+    for name, _ in STEP_ARGS:
+        field = getattr(StepArgs, name)
+        fields[f"StepArgs.{name} offset"], fields[f"StepArgs.{name} size"] = field.offset, field.size
+    return {"PER_LAYER": PER_LAYER, **{f"{name} start": at for name, at in offsets().items()},
+            "sizeof(StepArgs)": ctypes.sizeof(StepArgs), **fields}
