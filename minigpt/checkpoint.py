@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import stat
 import warnings
 from importlib import resources
 from pathlib import Path
@@ -24,7 +26,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from minigpt.checks import check_device
+from minigpt.checks import check_device, check_type
 from minigpt.model import GPT, GPTConfig
 
 WEIGHTS_NAME = "model.safetensors"
@@ -40,6 +42,9 @@ IGNORED_KEYS = ("training_step",)
 HF_KEYS = {"vocab_size": "vocab_size", "block_size": "n_positions", "n_layer": "n_layer", "n_head": "n_head",
            "n_embd": "n_embd"}
 HUB_REPOS = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
+# what os.stat says a path is, for the files that are not regular: none of them is read as a checkpoint
+_NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
 
 def save_checkpoint(model: GPT, path: str | Path, *, dtype: torch.dtype | None = None) -> Path:
@@ -80,6 +85,7 @@ def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu") 
     >>> load_model(save_checkpoint(GPT(GPTConfig.from_preset("tiny")), tempfile.mkdtemp())).config.n_layer
     2
     """
+    check_type("name_or_path", name_or_path, (str, os.PathLike), "a model name or a path (a str or a pathlib.Path)")
     device = check_device("device", device)
     if isinstance(name_or_path, str) and name_or_path in shipped_models():
         _warn_if_shadowed(name_or_path)
@@ -123,6 +129,7 @@ def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> 
     >>> load_checkpoint(save_checkpoint(GPT(GPTConfig.from_preset("tiny")), tempfile.mkdtemp())).config.n_head
     4
     """
+    check_type("path", path, (str, os.PathLike), "a checkpoint path (a str or a pathlib.Path)")
     device = check_device("device", device)
     weights, config_path = _locate(Path(path))
     config = _read_config(config_path, weights)
@@ -145,7 +152,26 @@ def _locate(path: Path) -> tuple[Path, Path]:
             f"no checkpoint at {weights}: expected a directory holding {WEIGHTS_NAME} and {CONFIG_NAME}, "
             f"or a {WEIGHTS_NAME} file"
         )
+    check_regular_file(weights)
     return weights, weights.parent / CONFIG_NAME
+
+
+def check_regular_file(path: Path) -> None:
+    """Raise a ``ValueError`` unless ``path`` is a regular file (or a link to one), before anything opens it.
+
+    Opening a FIFO for reading blocks until some other process writes to it, forever if none does, and a
+    device (``/dev/zero``) reads without end; a directory cannot be read at all. ``os.stat`` tells them
+    apart without opening the path.
+
+    >>> check_regular_file(Path("/dev/null"))
+    Traceback (most recent call last):
+        ...
+    ValueError: /dev/null is a character device, not a regular file: a checkpoint is read only from regular files
+    """
+    mode = path.stat().st_mode
+    for is_kind, kind in _NOT_REGULAR:
+        if is_kind(mode):
+            raise ValueError(f"{path} is {kind}, not a regular file: a checkpoint is read only from regular files")
 
 
 def _read_config(config_path: Path, weights: Path) -> dict | None:
@@ -157,6 +183,7 @@ def _read_config(config_path: Path, weights: Path) -> dict | None:
                 f"\"format\": \"{FORMAT}\") and needs the {CONFIG_NAME} that save_checkpoint wrote beside it"
             )
         return None  # Hugging Face weights alone: the shape is read from the tensors
+    check_regular_file(config_path)
     try:
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -17,6 +17,9 @@ TypeError: top_p must be in (0, 1], got '0.9'
 from __future__ import annotations
 
 import numbers
+import re
+import secrets
+import shutil
 import tempfile
 from collections.abc import Callable, Collection
 from pathlib import Path
@@ -136,3 +139,81 @@ def check_writable_dir(name: str, path: str | Path) -> Path:
     except OSError as e:
         raise ValueError(f"{name}={str(path)!r} is not a writable directory ({e.strerror})") from e
     return out
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """``value``'s repr, clipped to ``limit`` characters, and its type where the repr may not say it."""
+    text = repr(value)
+    text = text if len(text) <= limit else text[: limit - 3] + "..."
+    return text if value is None else f"{text} ({type(value).__name__})"
+
+
+def check_type(name: str, value: object, types: type | tuple[type, ...], allowed: str) -> None:
+    """Raise a ``TypeError`` unless ``value`` is an instance of ``types``; ``allowed`` says so in words.
+
+    The message shows the value (clipped: a prompt can be long) and its type, since ``b'Hi'`` and ``'Hi'``
+    look alike at a glance.
+
+    >>> check_type("prompt", b"Hi", str, "a str")
+    Traceback (most recent call last):
+        ...
+    TypeError: prompt must be a str, got b'Hi' (bytes)
+    """
+    if not isinstance(value, types):
+        raise TypeError(f"{name} must be {allowed}, got {_shown(value)}")
+
+
+def check_model(name: str, value: object) -> None:
+    """Raise a ``TypeError`` unless ``value`` is a minigpt ``GPT``: every decoder calls this first.
+
+    Any other module (an ``nn.Linear``, a transformers model) or a model's name would otherwise fail deep
+    inside the decoder with an ``AttributeError`` about ``config`` or ``transformer``.
+
+    >>> check_model("model", "gpt2")
+    Traceback (most recent call last):
+        ...
+    TypeError: model must be a minigpt GPT (minigpt.model.GPT; load one by name or path with ...), got 'gpt2' (str)
+    """
+    from minigpt.model import GPT  # here, not at the top: model's own imports (kv_cache) may use these checks
+
+    check_type(name, value, GPT, "a minigpt GPT (minigpt.model.GPT; load one by name or path with minigpt.load_model)")
+
+
+# Temporary names beside a file or directory that minigpt builds and then renames into place in one step
+# (the explorer page, the exports): beside it, not in /tmp, since a rename is atomic only within one file system.
+
+
+def temp_beside(path: Path, kind: str) -> Path:
+    """A fresh hidden name beside ``path`` to build it under before one rename: ``.NAME.RANDOM.KIND``.
+
+    >>> temp_beside(Path("out/page.html"), "partial").name.startswith(".page.html.")
+    True
+    """
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.{kind}")
+
+
+def remove_leftovers(path: Path, *kinds: str) -> list[Path]:
+    """Delete what killed runs left beside ``path`` under ``temp_beside``'s names; return what was deleted.
+
+    Only names of exactly that shape go (eight characters in the middle, as ``temp_beside`` and ``mkstemp``
+    make them), so another file's temporaries (``.page.html.v2.…`` beside ``page.html``) are left alone.
+    """
+    shape = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.({'|'.join(map(re.escape, kinds))})")
+    removed = [p for p in path.parent.iterdir() if shape.fullmatch(p.name)] if path.parent.is_dir() else []
+    for leftover in removed:
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+    return removed
+
+
+def write_failure(what: str, error: BaseException) -> str:
+    """Why writing ``what`` failed, in words: an ``OSError``'s reason, or the one inside safetensors' error.
+
+    >>> write_failure("out_dir='x'", OSError(28, "No space left on device"))
+    "could not write out_dir='x' (No space left on device); nothing was left behind"
+    """
+    reason = getattr(error, "strerror", None) or str(error)
+    found = re.search(r'message: "([^"]+)"', reason)  # safetensors: IoError(Os { code: 28, …, message: "…" })
+    return f"could not write {what} ({found.group(1) if found else reason}); nothing was left behind"

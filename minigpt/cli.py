@@ -249,9 +249,13 @@ def _run_explore(args: argparse.Namespace) -> int:
     check_page_path(args.out)
     _check_default_model(args.model)
     model = load_model(args.model, device=args.device)
-    path = export_page(
-        model, args.prompt, args.out, steps=args.steps, seed=args.seed, model_name=args.model, **settings
-    )
+    try:
+        path = export_page(
+            model, args.prompt, args.out, steps=args.steps, seed=args.seed, model_name=args.model, **settings
+        )
+    except OSError as e:  # a full disk: export_page's one sentence, the old page (if any) left whole
+        print(f"minigpt explore: error: {e}", file=sys.stderr)
+        return 1
     print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB): {args.steps} steps after {args.prompt!r}")
     return 0
 
@@ -294,14 +298,23 @@ def _run_export(args: argparse.Namespace) -> int:
             raise ValueError(f"--dtype applies to --to gguf only (--to hf writes the model's float32), "
                              f"got --dtype {args.dtype}")
         check_out_dir(args.out, overwrite=args.overwrite)
-        out = export_hf(load_model(args.model), args.out, overwrite=args.overwrite)
+        model = load_model(args.model)
+        try:
+            out = export_hf(model, args.out, overwrite=args.overwrite)
+        except OSError as e:  # a full disk: export_hf's one sentence, nothing left behind
+            print(f"minigpt export: error: {e}", file=sys.stderr)
+            return 1
         print(f"wrote {out}: load it with transformers.GPT2LMHeadModel.from_pretrained({str(out)!r}) "
               f"and AutoTokenizer.from_pretrained({str(out)!r})")
         return 0
     check_out_file(args.out, overwrite=args.overwrite)
     name = Path(args.model).stem if Path(args.model).exists() else args.model
-    out = export_gguf(load_model(args.model), args.out, dtype=args.dtype or "f32", name=name,
-                      overwrite=args.overwrite)
+    model = load_model(args.model)
+    try:
+        out = export_gguf(model, args.out, dtype=args.dtype or "f32", name=name, overwrite=args.overwrite)
+    except OSError as e:  # a full disk: export_gguf's one sentence, no partial file left
+        print(f"minigpt export: error: {e}", file=sys.stderr)
+        return 1
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): run it with llama.cpp, "
           f"llama-cli -m {out} -p \"ROMEO:\" -no-cnv (llama-completion in newer builds)")
     return 0

@@ -27,12 +27,13 @@ import base64
 import html
 import json
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from minigpt.checks import check_choice, check_int, check_real
+from minigpt.checks import check_choice, check_int, check_real, remove_leftovers, temp_beside, write_failure
 from minigpt.generate import encode_prompt, eval_mode, make_generator
 from minigpt.logits import OFF as LOGITS_OFF
 from minigpt.logits import LogitsSettings
@@ -349,6 +350,10 @@ def check_page_path(path: str | Path) -> Path:
 def export_page(model: GPT, prompt: str, path: str | Path, **options) -> Path:
     """Write the replay page of ``page_data(model, prompt, **options)`` to ``path``; return the path.
 
+    The page is written beside ``path`` under a temporary name and renamed over it, so ``path`` holds the
+    old page or the whole new one, never a truncated one (a full disk is an ``OSError`` of one sentence).
+    Where ``path`` is a symlink, the link is replaced and the file it points to is left untouched.
+
     >>> import tempfile
     >>> from minigpt.model import GPT, GPTConfig
     >>> with tempfile.TemporaryDirectory() as folder:
@@ -357,5 +362,16 @@ def export_page(model: GPT, prompt: str, path: str | Path, **options) -> Path:
     2
     """
     path = check_page_path(path)
-    path.write_text(page_html(page_data(model, prompt, **options)), encoding="utf-8")
+    page = page_html(page_data(model, prompt, **options))
+    remove_leftovers(path, "partial")
+    staging = temp_beside(path, "partial")
+    try:
+        with staging.open("x", encoding="utf-8") as f:  # "x": a new file, never one planted at that name
+            f.write(page)
+        os.replace(staging, path)  # replaces a symlink itself; the file it pointed to stays as it was
+    except BaseException as e:
+        staging.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(write_failure(f"path={str(path)!r}", e)) from e
+        raise
     return path

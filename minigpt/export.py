@@ -12,8 +12,8 @@ and the tokenizer files, generated from the shipped tiktoken ranks rather than d
 >>> from minigpt.model import GPT, GPTConfig
 >>> out = export_hf(GPT(GPTConfig.from_preset("tiny")), tempfile.mkdtemp())
 >>> sorted(p.name for p in out.iterdir())  # doctest: +NORMALIZE_WHITESPACE
-['config.json', 'merges.txt', 'model.safetensors', 'special_tokens_map.json', 'tokenizer.json',
- 'tokenizer_config.json', 'vocab.json']
+['config.json', 'merges.txt', 'minigpt-export.json', 'model.safetensors', 'special_tokens_map.json',
+ 'tokenizer.json', 'tokenizer_config.json', 'vocab.json']
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import save_file
 
 from minigpt.checkpoint import CONFIG_NAME, CONV1D_SUFFIXES, HF_KEYS, WEIGHTS_NAME
-from minigpt.checks import check_writable_dir
+from minigpt.checks import remove_leftovers, temp_beside, write_failure
 from minigpt.model import GPT
 from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, VOCAB_SIZE, gpt2_encoding
 
@@ -44,17 +45,22 @@ GGUF_NAMES = {
 }
 GGUF_BLOCK_NAMES = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output",
                     "ln_2": "ffn_norm", "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"}
+# the marker every hf export writes: --overwrite replaces a directory only where it finds one naming all its files
+MARKER_NAME = "minigpt-export.json"
+MARKER_WRITER = "minigpt export --to hf"
 HF_FILES = (CONFIG_NAME, WEIGHTS_NAME, "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
-            "special_tokens_map.json")
+            "special_tokens_map.json", MARKER_NAME)
 
 
 def export_hf(model: GPT, out_dir: str | Path, *, overwrite: bool = False) -> Path:
     """Write ``model`` to ``out_dir`` as a transformers GPT-2 directory with its tokenizer; return the path.
 
     ``out_dir`` is checked first (``check_out_dir``): it may be new or empty, or, with ``overwrite=True``,
-    hold an earlier export, whose files are replaced (other files in it are left alone). The files are
-    written to a temporary directory inside it and moved into place at the end, so a failure leaves no
-    half-written file behind.
+    hold an earlier minigpt export and nothing else. The whole directory is built under a hidden name beside
+    ``out_dir`` and appears with one rename (an earlier export is moved aside just before and deleted just
+    after), so no reader ever sees a partial set: a kill leaves the old export, the new one, or, between
+    those two renames, none. Each run first deletes what killed runs left beside ``out_dir``. A failure (a
+    full disk) is an ``OSError`` of one sentence, with the earlier export back in place.
 
     >>> import tempfile
     >>> from minigpt.model import GPT, GPTConfig
@@ -64,34 +70,80 @@ def export_hf(model: GPT, out_dir: str | Path, *, overwrite: bool = False) -> Pa
     """
     _check_exportable(model)
     out = check_out_dir(out_dir, overwrite=overwrite)
-    staging = Path(tempfile.mkdtemp(dir=out, prefix=".export-"))
+    real = out.resolve()  # a symlink to a directory: the export goes where it points
+    remove_leftovers(real, "export", "old")
+    staging, aside = temp_beside(real, "export"), None
     try:
+        staging.mkdir()
         save_file(minigpt_to_hf(model.state_dict()), staging / WEIGHTS_NAME, metadata={"format": "pt"})
         _write_json(staging / CONFIG_NAME, hf_config(model))
         _write_tokenizer(staging, model.config.block_size)
-        for name in HF_FILES:
-            os.replace(staging / name, out / name)
-    finally:
+        _write_json(staging / MARKER_NAME, {"written_by": MARKER_WRITER, "files": sorted(HF_FILES)})
+        if real.exists() and any(real.iterdir()):  # an earlier export: check_out_dir made sure
+            aside = temp_beside(real, "old")
+            os.replace(real, aside)
+        os.replace(staging, real)  # replaces an empty directory too
+    except BaseException as e:
         shutil.rmtree(staging, ignore_errors=True)
+        if aside is not None and not real.exists():
+            os.replace(aside, real)
+        if isinstance(e, (OSError, SafetensorError)):
+            raise OSError(write_failure(f"the export to out_dir={str(out_dir)!r}", e)) from e
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)  # what a failure here leaves, the next run deletes
     return out
 
 
 def check_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> Path:
-    """Make sure ``out_dir`` is a writable directory (created if needed) that is empty unless ``overwrite``.
+    """Make sure ``out_dir`` can become the export: new or empty, or with ``overwrite`` an earlier export.
 
-    The command line calls it before loading the model, so a bad path fails before any work.
+    An earlier export is a directory holding a ``minigpt-export.json`` that minigpt wrote and only the files
+    it names; anything else is refused with what was found, so ``--overwrite`` never deletes a user's files.
+    The export is built beside ``out_dir``, so its parent (created if needed) must be writable. The command
+    line calls this before loading the model, so a bad path fails before any work.
 
     >>> import tempfile
     >>> check_out_dir(tempfile.mkdtemp()).is_dir()
     True
     """
-    out = check_writable_dir("out_dir", out_dir)
-    held = sorted(p.name for p in out.iterdir())
-    if held and not overwrite:
-        shown = ", ".join(held[:3]) + (", …" if len(held) > 3 else "")
-        raise ValueError(f"out_dir={str(out_dir)!r} is not empty (it holds {shown}): pass --overwrite "
-                         "(overwrite=True) to replace an earlier export there, or choose another directory")
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out_dir={str(out_dir)!r} is a file, not a directory")
+    real = out.resolve()
+    nearest = next(p for p in real.parents if p.exists())  # the deepest part of the path there now
+    if not nearest.is_dir():
+        raise ValueError(f"out_dir={str(out_dir)!r} is not in a writable directory ({nearest} is a file)")
+    try:
+        real.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryDirectory(dir=real.parent).cleanup()
+    except OSError as e:
+        raise ValueError(f"out_dir={str(out_dir)!r} is not in a writable directory ({e.strerror}); the export is "
+                         "built beside it and renamed into place") from e
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if not held:
+        return out
+    foreign = _not_exported(out, held)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
+        raise ValueError(f"out_dir={str(out_dir)!r} holds files no minigpt export wrote ({shown}; no "
+                         f"{MARKER_NAME} naming them): --overwrite (overwrite=True) replaces only an earlier "
+                         "minigpt export, so choose a new or empty directory")
+    if not overwrite:
+        raise ValueError(f"out_dir={str(out_dir)!r} holds an earlier minigpt export: pass --overwrite "
+                         "(overwrite=True) to replace it, or choose another directory")
     return out
+
+
+def _not_exported(out: Path, held: list[str]) -> list[str]:
+    """The names in ``held`` (``out``'s entries) that its marker does not list: all of them without a marker."""
+    try:
+        marker = json.loads((out / MARKER_NAME).read_text(encoding="utf-8"))
+        written = marker["files"] if marker["written_by"] == MARKER_WRITER else []
+    except (OSError, ValueError, TypeError, KeyError):  # no marker, not JSON, not minigpt's shape
+        written = []
+    ours = {name for name in written if isinstance(name, str)} & set(HF_FILES)
+    return [name for name in held if name not in ours or not (out / name).is_file()]
 
 
 def minigpt_to_hf(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -269,7 +321,8 @@ def export_gguf(model: GPT, out_file: str | Path, *, dtype: str = "f32", name: s
     ``dtype`` is ``"f32"`` or ``"f16"``; with ``"f16"`` the matrices are stored in half precision and the
     norms and biases stay f32, as llama.cpp's own converter does (they are tiny, and ggml adds them in
     f32). ``out_file`` is checked first (``check_out_file``). The file is written under a temporary name
-    next to it and renamed at the end, so a failure never leaves a partial file behind.
+    next to it and renamed at the end, so a failure never leaves a partial file behind (a full disk is an
+    ``OSError`` of one sentence); each run first deletes the temporaries that killed runs left there.
 
     >>> import tempfile
     >>> from minigpt.model import GPT, GPTConfig
@@ -283,8 +336,8 @@ def export_gguf(model: GPT, out_file: str | Path, *, dtype: str = "f32", name: s
     if dtype not in GGUF_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(GGUF_DTYPES)}, got {dtype!r}")
     out = check_out_file(out_file, overwrite=overwrite)
-    fd, staging = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial")
-    os.close(fd)
+    remove_leftovers(out, "partial")
+    staging = temp_beside(out, "partial")
     try:
         writer = gguf.GGUFWriter(staging, "gpt2")
         _add_gguf_metadata(writer, model, dtype, name)
@@ -295,8 +348,11 @@ def export_gguf(model: GPT, out_file: str | Path, *, dtype: str = "f32", name: s
         writer.write_tensors_to_file()
         writer.close()
         os.replace(staging, out)
-    finally:
-        Path(staging).unlink(missing_ok=True)
+    except BaseException as e:
+        staging.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OSError(write_failure(f"out_file={str(out_file)!r}", e)) from e
+        raise
     return out
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from minigpt import logits as L
-from minigpt.checks import check_int
+from minigpt.checks import check_int, check_model, check_type
 from minigpt.healing import (
     back_up_rows,
     consistent_tokens,
@@ -32,11 +32,13 @@ from minigpt.healing import (
     healing_tokens,
     still_to_write,
 )
-from minigpt.kv_cache import KVCache, check_cache_fits
+from minigpt.kv_cache import KVCache, check_memory_fits
 from minigpt.model import GPT, position_ids_from_mask
 from minigpt.tokenizer import EOT_TOKEN_ID, VOCAB_SIZE, decode, decode_bytes, encode
 
 PAD_TOKEN_ID = EOT_TOKEN_ID  # GPT-2 has no padding token; <|endoftext|> fills the gaps (masked out)
+PROMPT_KINDS = "a str, a list of str, or a (B, T) tensor of token ids"  # what generate and the searches take
+SEED_MAX = 2**64 - 1  # torch.Generator.manual_seed takes 64 bits; a larger seed would overflow inside torch
 
 
 @dataclass
@@ -218,6 +220,7 @@ def generate(
     >>> out.ids[0, 0].item(), decode(out.new_tokens[0]).startswith("\\n\\n"), out.text.startswith("Hi\\n\\n")
     (17250, True, True)
     """
+    check_model("model", model)
     s = DecodingSettings.from_keywords(logits, **settings)
     n = check_token_healing(token_healing, s)
     ids, mask, texts = prepare_prompt(model, prompt, attention_mask, s)
@@ -255,8 +258,8 @@ def stream(
     >>> len(pieces)
     4
     """
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a str for streaming, got {type(prompt).__name__}")
+    check_model("model", model)
+    check_type("prompt", prompt, str, "a str when streaming")
     s = DecodingSettings.from_keywords(logits, **settings)
     if s.num_return_sequences != 1:
         raise ValueError(f"num_return_sequences must be 1 when streaming, got {s.num_return_sequences}")
@@ -341,7 +344,7 @@ def make_generator(
         raise ValueError("pass either seed or generator, not both")
     if seed is None:
         return generator  # None: draw from torch's global generator
-    check_int("seed", seed, 0)
+    check_int("seed", seed, 0, high=SEED_MAX)
     return torch.Generator(device=device).manual_seed(seed)
 
 
@@ -352,9 +355,9 @@ def prepare_prompt(
     """Prompt → left-padded ids (B, T), their mask, and the prompt texts (None for id input).
 
     A string, a list of strings (left-padded to the longest), or (B, T) ids with an optional mask; each
-    is checked, and cropped to fit the model's context with room for ``s.max_new_tokens``. With
-    ``s.use_cache``, a KV cache for every row that would not fit in memory is refused here, before the
-    rows are repeated for ``s.num_return_sequences``.
+    is checked, and cropped to fit the model's context with room for ``s.max_new_tokens``. A run whose peak
+    memory (KV cache, logits and activations for every row: ``minigpt.kv_cache.peak_bytes``) would not fit
+    is refused here, before the rows are repeated for ``s.num_return_sequences``.
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> ids, mask, texts = prepare_prompt(GPT(GPTConfig.from_preset("tiny")), ["Hi", "Good day"], None,
@@ -362,6 +365,7 @@ def prepare_prompt(
     >>> mask.tolist(), texts
     ([[0, 1], [1, 1]], ['Hi', 'Good day'])
     """
+    check_prompt(prompt)
     texts = None
     if isinstance(prompt, torch.Tensor):
         ids, mask = check_id_prompt(prompt, attention_mask, model.config.vocab_size)
@@ -374,9 +378,9 @@ def prepare_prompt(
     device = model.transformer.wte.weight.device
     # several samples per prompt: repeat each row (row i becomes rows i*n … i*n + n-1)
     n = s.num_return_sequences
-    if s.use_cache:  # before the rows are repeated: a huge n would fail there already
-        rows = f"batch size {ids.size(0)}" if n == 1 else f"num_return_sequences={n} × batch size {ids.size(0)}"
-        check_cache_fits(model, ids.size(0) * n, ids.size(1) + s.max_new_tokens, rows)
+    B, P = ids.shape  # before the rows are repeated: a huge n would fail there already
+    what = (f"batch size {B}" if n == 1 else f"num_return_sequences={n} × batch size {B}") + f" = {B * n} rows"
+    check_memory_fits(model, B * n, P + s.max_new_tokens, what, prompt_rows=B, prompt_len=P, use_cache=s.use_cache)
     ids, mask = ids.repeat_interleave(n, 0).to(device), mask.repeat_interleave(n, 0).to(device)
     return ids, mask, None if texts is None else [t for t in texts for _ in range(n)]
 
@@ -433,6 +437,24 @@ def heal_prompt(
     return ids, mask, removed
 
 
+def check_prompt(prompt: object) -> None:
+    """Raise a ``TypeError`` unless ``prompt`` is one of ``PROMPT_KINDS``, naming the first wrong item of a list.
+
+    >>> check_prompt(b"Hi")
+    Traceback (most recent call last):
+        ...
+    TypeError: prompt must be a str, a list of str, or a (B, T) tensor of token ids, got b'Hi' (bytes)
+    >>> check_prompt(["Hi", 42])
+    Traceback (most recent call last):
+        ...
+    TypeError: prompt[1] must be a str (prompt is a list of str), got 42 (int)
+    """
+    check_type("prompt", prompt, (str, list, tuple, torch.Tensor), PROMPT_KINDS)
+    if isinstance(prompt, (list, tuple)):
+        for i, text in enumerate(prompt):
+            check_type(f"prompt[{i}]", text, str, "a str (prompt is a list of str)")
+
+
 def encode_prompt(text: object, *, allow_special: bool = False) -> list[int]:
     """The ids of one text prompt; anything but a non-empty str is refused with a clear error.
 
@@ -441,8 +463,7 @@ def encode_prompt(text: object, *, allow_special: bool = False) -> list[int]:
     >>> encode_prompt("Every effort moves you")
     [6109, 3626, 6100, 345]
     """
-    if not isinstance(text, str):
-        raise TypeError(f"prompt must be a str, a list of str or a (B, T) id tensor, got {type(text).__name__}")
+    check_type("prompt", text, str, PROMPT_KINDS)
     ids = encode(text, allow_special=allow_special)
     if not ids:
         raise ValueError("prompt must contain at least one token, got an empty string")
@@ -457,6 +478,7 @@ def check_id_prompt(
     >>> check_id_prompt(torch.tensor([[5, 6]]), None, vocab_size=10)
     (tensor([[5, 6]]), tensor([[1, 1]]))
     """
+    check_type("prompt ids", ids, torch.Tensor, "a (B, T) tensor of token ids")
     if ids.dim() != 2 or ids.size(0) == 0 or ids.size(1) == 0 or ids.dtype not in (torch.int64, torch.int32):
         raise ValueError(f"prompt ids must be a non-empty (B, T) integer tensor, got {ids.dtype} {tuple(ids.shape)}")
     if ids.min() < 0 or ids.max() >= vocab_size:

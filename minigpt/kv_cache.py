@@ -100,28 +100,100 @@ class KVCache:
         return 2 * n_layer * batch_size * max_len * n_embd * bytes_per_number
 
 
-def check_cache_fits(model: torch.nn.Module, batch_size: int, max_len: int, rows: str) -> None:
-    """Refuse, before allocating anything, a cache for ``model`` bigger than its device's free memory.
+# Numbers alive per position and per unit of width at the busiest moment of a pass through a block: the
+# residual stream and its layer norm (2), the MLP's hidden layer before and after GELU (4 + 4); attention's
+# moment (q, k, v and their per-head copies, 6, plus the output) is smaller. Attention's scores and their
+# softmax add 2 numbers per head and key on top (``peak_bytes``).
+ACTIVATION_FACTOR = 10
+# fp32 copies of the (rows, V) next-token logits alive in one decoding step, besides the model's own output:
+# the transformed scores, the probabilities and the log-probabilities (beam search: the log-probs, the
+# beams' running totals added to them, and the candidates' scores).
+LOGIT_COPIES = 3
 
-    ``rows`` says where the ``batch_size`` rows come from (``"num_beams=4 × batch size 2"``), for the
-    message. Without this check a huge beam count fails deep inside torch, or makes the machine swap
-    for minutes first. Only the cache is counted: for real models it dwarfs the rest of decoding; where
-    the free memory cannot be told (``available_memory`` gives None) nothing is refused.
+
+def peak_bytes(
+    model: torch.nn.Module,
+    rows: int,
+    max_len: int,
+    *,
+    prompt_rows: int,
+    prompt_len: int,
+    use_cache: bool = True,
+    all_positions: bool = False,
+    dtype: torch.dtype | None = None,
+) -> dict[str, int]:
+    """Bytes a decoding run allocates at its peak: ``{"cache": …, "logits": …, "activations": …}``.
+
+    ``rows`` sequences of up to ``max_len`` positions are decoded from ``prompt_rows`` prompts of
+    ``prompt_len`` tokens (the prompt's pass runs once per prompt, then its rows are copied). Two moments
+    compete, each on top of the KV cache (``use_cache``; all rows, ``max_len`` positions, in ``dtype``,
+    the model's by default):
+
+    - the prompt's pass: activations of every prompt position (``ACTIVATION_FACTOR`` · width, plus
+      attention's scores), and its logits over the vocabulary (every position's with ``all_positions``,
+      as when the model is not asked for the last one only; else one per row);
+    - a decoding step: the (rows, V) logits and their ``LOGIT_COPIES`` fp32 copies, and one position's
+      activations per row (without a cache, each step is a prompt's pass over all rows and ``max_len``).
+
+    The larger moment counts; small tensors (token ids, masks, per-row scores) are left out.
 
     >>> from minigpt.model import GPT, GPTConfig
-    >>> check_cache_fits(GPT(GPTConfig.from_preset("tiny")), 10**9, 128, "num_beams=10**9 × batch size 1")
-    Traceback (most recent call last):
-        ...
-    ValueError: num_beams=10**9 × batch size 1 = 1000000000 rows need a KV cache of 131072.0 GB ...
+    >>> peak = peak_bytes(GPT(GPTConfig.from_preset("tiny")), 10**6, 4, prompt_rows=1, prompt_len=1)
+    >>> peak["logits"] / 1e9  # 10**6 rows × 50257 tokens × (4 bytes + 3 fp32 copies)
+    804.112
     """
     c, p = model.config, model.transformer.wte.weight
-    needed = KVCache.bytes_needed(c.n_layer, batch_size, max_len, c.n_embd, p.dtype)
-    available = available_memory(p.device)
+    dtype = p.dtype if dtype is None else dtype
+    size = torch.tensor([], dtype=dtype).element_size()
+    V = c.vocab_size
+    cache = KVCache.bytes_needed(c.n_layer, rows, max_len, c.n_embd, dtype) if use_cache else 0
+
+    def activations(n_rows: int, positions: int, keys: int) -> int:
+        return n_rows * positions * (ACTIVATION_FACTOR * c.n_embd + 2 * c.n_head * keys) * size
+
+    pass_rows, pass_len = (prompt_rows, prompt_len) if use_cache else (rows, max_len)
+    prompt = dict(activations=activations(pass_rows, pass_len, pass_len),
+                  logits=pass_rows * (pass_len if all_positions else 1) * V * size)
+    step = dict(activations=activations(rows, 1, max_len) if use_cache else prompt["activations"],
+                logits=rows * V * (size + LOGIT_COPIES * 4))
+    busiest = max(prompt, step, key=lambda moment: moment["activations"] + moment["logits"])
+    return dict(cache=cache, **busiest)
+
+
+def check_memory_fits(
+    model: torch.nn.Module,
+    rows: int,
+    max_len: int,
+    what: str,
+    *,
+    lower: str = "one of them, or max_new_tokens",
+    **moments: object,
+) -> None:
+    """Refuse, before allocating anything, a run whose peak (``peak_bytes``) exceeds the free memory.
+
+    ``what`` names the setting the rows come from (``"num_beams=4 × batch size 2 = 8 rows"``) and
+    ``lower`` what to lower, for the message; ``moments`` are ``peak_bytes``' keywords. Without this check
+    a huge beam count or batch fails deep inside torch a minute later, or makes the machine swap first.
+    Where the free memory cannot be told (``available_memory`` gives None) nothing is refused.
+
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> check_memory_fits(GPT(GPTConfig.from_preset("tiny")), 10**9, 128,
+    ...                   "num_beams=10**9 × batch size 1 = 10**9 rows", prompt_rows=1, prompt_len=1)
+    Traceback (most recent call last):
+        ...
+    ValueError: num_beams=10**9 × batch size 1 = 10**9 rows need 941840.0 GB at the peak of decoding (KV cache ...
+    """
+    p = model.transformer.wte.weight
+    peak = peak_bytes(model, rows, max_len, **moments)
+    needed, available = sum(peak.values()), available_memory(p.device)
     if available is not None and needed > available:
+        cache = (f"KV cache {peak['cache'] / 1e9:.1f} GB for {max_len} positions each" if peak["cache"]
+                 else "no KV cache")
         raise ValueError(
-            f"{rows} = {batch_size} rows need a KV cache of {needed / 1e9:.1f} GB ({max_len} positions each), "
-            f"more than the {available / 1e9:.1f} GB of memory available on {p.device}; lower one of them, "
-            f"or max_new_tokens"
+            f"{what} need {needed / 1e9:.1f} GB at the peak of decoding ({cache}, logits over the "
+            f"{model.config.vocab_size}-token vocabulary {peak['logits'] / 1e9:.1f} GB, "
+            f"activations {peak['activations'] / 1e9:.1f} GB), more than the "
+            f"{available / 1e9:.1f} GB of memory available on {p.device}; lower {lower}"
         )
 
 

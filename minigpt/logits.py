@@ -55,7 +55,7 @@ import torch
 
 from minigpt.arguments import option
 from minigpt.checks import check_choice, check_int, check_real
-from minigpt.tokenizer import VOCAB_SIZE, encode
+from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, VOCAB_SIZE, encode
 
 # {(token ids…): bias} or [(token ids, bias), …]: a single id is biased at every step, a longer sequence's
 # last id when the rest of it just occurred
@@ -140,7 +140,26 @@ def _ban_flag(value: str) -> list[int]:
     """``--ban TEXT``: TEXT's token ids, a sequence generation must never produce."""
     if not value:
         raise argparse.ArgumentTypeError("must be a non-empty text, got ''")
-    return encode(value)
+    return _flag_text_ids(value, value)
+
+
+def _flag_text_ids(text: str, value: str) -> list[int]:
+    """The ids of a flag's TEXT, refused with the reason (for argparse to print) where it holds ``<|endoftext|>``.
+
+    A ValueError from a ``type=`` function would print as "invalid _ban_flag value", without the reason.
+
+    >>> _flag_text_ids("Hi<|endoftext|>", "Hi<|endoftext|>")
+    Traceback (most recent call last):
+        ...
+    argparse.ArgumentTypeError: TEXT must be plain text without the special token '<|endoftext|>' (it is the ...
+    """
+    if EOT_TOKEN in text:
+        raise argparse.ArgumentTypeError(
+            f"TEXT must be plain text without the special token {EOT_TOKEN!r} (it is the end-of-text token "
+            f"{EOT_TOKEN_ID}, not text: to keep it from being generated, use --suppress-tokens {EOT_TOKEN_ID}), "
+            f"got {value!r}"
+        )
+    return encode(text)
 
 
 def _bias_flag(value: str) -> tuple[tuple[int, ...], float]:
@@ -152,7 +171,7 @@ def _bias_flag(value: str) -> tuple[tuple[int, ...], float]:
         bias = None
     if not sep or not text or bias is None:
         raise argparse.ArgumentTypeError(f"must be TEXT=VALUE with VALUE a number, e.g. ' love=2', got {value!r}")
-    return tuple(encode(text)), bias
+    return tuple(_flag_text_ids(text, value)), bias
 
 
 # The chain's orders. The settings that describe the sequence come first in both; they differ in where
@@ -166,6 +185,10 @@ ORDERS = {
 }
 SAMPLING = ("temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")  # only when sampling
 # the value that switches a setting off, besides None (a temperature of 1 changes nothing, nor does a penalty of 0)
+# the smallest temperature above 0: below it a draw is greedy decoding in all but exact ties (two logits 0.01
+# apart differ by a factor e^100 in probability, past what float32 holds), and logits / temperature overflows
+# float32 (1e-45 turns every logit into ±inf, and the softmax into NaN); temperature=0 is greedy decoding itself
+MIN_TEMPERATURE = 1e-4
 OFF = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0,
        "eta_cutoff": 0.0, "repetition_penalty": 1.0, "frequency_penalty": 0.0, "presence_penalty": 0.0,
        "no_repeat_ngram_size": 0, "min_new_tokens": 0}
@@ -176,7 +199,10 @@ class LogitsSettings:
     """Every setting of the logits transforms, checked once when built; None switches a setting off.
 
     Raises ValueError (or TypeError for a wrong type) naming the setting, the value and what is allowed.
-    Temperature 0 is allowed: it means greedy decoding, which the loops handle. Token ids are checked
+    Temperature 0 is allowed: it means greedy decoding, which the loops handle. A temperature above 0 must
+    be at least ``MIN_TEMPERATURE`` (1e-4): a floor, rather than a division done some exact way, since below
+    it logits / temperature can overflow float32 (``--temperature 1e-45`` made every logit infinite and the
+    softmax NaN) and the draw is greedy decoding anyway in all but exact ties. Token ids are checked
     against GPT-2's vocabulary. ``chain`` turns the settings into the transforms to run at every step.
 
     >>> LogitsSettings(temperature=0.7, top_k=50)
@@ -215,6 +241,7 @@ class LogitsSettings:
 
     def __post_init__(self) -> None:
         check_real("temperature", self.temperature, "a finite number >= 0", lambda v: 0 <= v < math.inf)
+        _check_temperature_floor(self.temperature)
         if self.top_k is not None:
             check_int("top_k", self.top_k, 1)
         for name in ("top_p", "min_p", "typical_p"):
@@ -356,7 +383,21 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     tensor([[ 2., -4.]])
     """
     check_real("temperature", temperature, "a finite number > 0", lambda v: 0 < v < math.inf)
+    _check_temperature_floor(temperature)
     return _apply_temperature(logits, temperature)
+
+
+def _check_temperature_floor(temperature: float) -> None:
+    """Refuse a temperature in (0, ``MIN_TEMPERATURE``), after the checks for its type, sign and finiteness.
+
+    >>> _check_temperature_floor(1e-45)
+    Traceback (most recent call last):
+        ...
+    ValueError: temperature must be 0 (greedy decoding) or at least 0.0001 (below it, logits / temperature can ...
+    """
+    check_real("temperature", temperature, f"0 (greedy decoding) or at least {MIN_TEMPERATURE} (below it, logits / "
+               "temperature can overflow float32, and sampling is greedy decoding anyway)",
+               lambda v: v == 0 or v >= MIN_TEMPERATURE)
 
 
 def _apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:

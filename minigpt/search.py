@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from minigpt import logits as L
-from minigpt.checks import check_int, check_real
+from minigpt.checks import check_int, check_model, check_real
 from minigpt.generate import (
     PAD_TOKEN_ID,
     DecodingSettings,
@@ -44,7 +44,7 @@ from minigpt.generate import (
     prepare_prompt,
     row_finished,
 )
-from minigpt.kv_cache import KVCache, check_cache_fits
+from minigpt.kv_cache import KVCache, check_memory_fits
 from minigpt.model import GPT, position_ids_from_mask
 from minigpt.tokenizer import decode
 
@@ -151,7 +151,8 @@ def beam_search(
     ** length_penalty. The prompt's pass runs once per prompt, its cache rows then copied to every beam.
 
     As in ``generate``, a model in train mode decodes in eval mode and gets its mode back afterwards, and
-    a KV cache (B * num_beams rows) too big for the device's memory is refused before any work.
+    a run whose peak memory (KV cache, logits and activations of B * num_beams rows) is more than the
+    device's is refused before any work.
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> out = beam_search(GPT(GPTConfig.from_preset("tiny")), ["Hi", "Good day"], num_beams=4,
@@ -159,11 +160,12 @@ def beam_search(
     >>> out.ids.shape, len(out.texts)
     (torch.Size([4, 5]), 4)
     """
+    check_model("model", model)
     s = BeamSettings.from_keywords(logits, **settings)
     ids, mask, texts = prepare_prompt(model, prompt, attention_mask, s.decoding)
-    if s.use_cache:
-        B, width = ids.size(0), ids.size(1) + s.max_new_tokens
-        check_cache_fits(model, B * s.num_beams, width, f"num_beams={s.num_beams} × batch size {B}")
+    (B, P), nb = ids.shape, s.num_beams
+    check_memory_fits(model, B * nb, P + s.max_new_tokens, f"num_beams={nb} × batch size {B} = {B * nb} rows",
+                      prompt_rows=B, prompt_len=P, use_cache=s.use_cache)
     rng = make_generator(seed, generator, ids.device)
     with eval_mode(model):
         if s.num_beam_groups > 1:
@@ -444,13 +446,15 @@ def sample_and_rank(
     temperature and filters), as ``generate(return_scores=True)`` reports it; the EOS that ended a sample
     counts as a token. ``settings`` go to ``generate`` (``top_k``, ``top_p``, ``eos_token_id``, …). The
     result has beam search's layout: every sample of each prompt, best first, ``scores`` the means (and
-    ``token_logprobs`` the log-probs they are the means of).
+    ``token_logprobs`` the log-probs they are the means of). The samples are ``generate``'s
+    ``num_return_sequences``: a count whose run would not fit in memory is refused under that name, at once.
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> out = sample_and_rank(GPT(GPTConfig.from_preset("tiny")), "Hi", num_samples=4, max_new_tokens=5, seed=0)
     >>> len(out.texts), bool(out.scores[0] >= out.scores[-1])
     (4, True)
     """
+    check_model("model", model)
     check_int("num_samples", num_samples, 1)
     check_int("max_new_tokens", max_new_tokens, 1)
     check_real("temperature", temperature, "a finite number > 0", lambda v: 0 < v < math.inf)
@@ -500,8 +504,8 @@ def contrastive_search(
     vocabulary size (it is the candidate count, not the top-k filter). ``logits`` (a
     ``minigpt.logits.LogitsSettings``, or its fields as keywords) are applied as in greedy decoding: the
     penalties, bans and ``min_new_tokens``, not the sampling filters. As in ``generate``, a model in train
-    mode decodes in eval mode and gets its mode back, and a KV cache (B * top_k rows) too big for the
-    device's memory is refused before any work.
+    mode decodes in eval mode and gets its mode back, and a run whose peak memory (KV cache, logits and
+    activations of B * top_k rows) is more than the device's is refused before any work.
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> out = contrastive_search(GPT(GPTConfig.from_preset("tiny")), "Hi", penalty_alpha=0.6, top_k=4,
@@ -509,6 +513,7 @@ def contrastive_search(
     >>> len(out.new_tokens[0])
     5
     """
+    check_model("model", model)
     check_real("penalty_alpha", penalty_alpha, "a number in [0, 1]", lambda v: 0 <= v <= 1)
     check_int("top_k", top_k, 1, high=model.config.vocab_size)  # candidates are distinct tokens
     s = DecodingSettings.from_keywords(  # greedy: only the settings that describe the sequence apply
@@ -516,7 +521,9 @@ def contrastive_search(
     )
     ids, mask, texts = prepare_prompt(model, prompt, attention_mask, s)
     state = LoopState(ids, mask, s.max_new_tokens, scores=False, dists=False)
-    check_cache_fits(model, ids.size(0) * top_k, state.ids.size(1), f"top_k={top_k} × batch size {ids.size(0)}")
+    (B, P), width = ids.shape, state.ids.size(1)  # the prompt's pass returns every position's logits
+    check_memory_fits(model, B * top_k, width, f"top_k={top_k} × batch size {B} = {B * top_k} rows",
+                      prompt_rows=B, prompt_len=P, all_positions=True)
     with eval_mode(model):
         cache = KVCache.for_model(model, ids.size(0), state.ids.size(1))
         positions = position_ids_from_mask(mask)

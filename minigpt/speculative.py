@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from minigpt import logits as L
-from minigpt.checks import check_int
+from minigpt.checks import check_int, check_model
 from minigpt.generate import DecodingSettings, Generation, check_id_prompt, encode_prompt, eval_mode, make_generator
 from minigpt.kv_cache import KVCache
 from minigpt.model import GPT
@@ -79,6 +79,8 @@ def speculative_generate(
     >>> out.acceptance_rate, out.num_target_passes  # a draft that is the target: 5 tokens per pass
     (1.0, 2)
     """
+    check_model("target", target)
+    check_model("draft", draft)
     check_int("k", k, 1)
     if draft.config.vocab_size != target.config.vocab_size:
         raise ValueError(
@@ -126,6 +128,7 @@ def prompt_lookup_generate(
     >>> out.new_tokens == generate(model, "a b a b a b", max_new_tokens=8).new_tokens
     True
     """
+    check_model("model", model)
     check_int("ngram_size", ngram_size, 1)
     check_int("num_pred_tokens", num_pred_tokens, 1)
     s = _settings(max_new_tokens, do_sample, eos_token_id, allow_special, logits, settings)

@@ -36,12 +36,13 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from safetensors import SafetensorError
 from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from minigpt.arguments import add_dataclass_arguments, dataclass_from_args, option
 from minigpt.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_checkpoint, save_checkpoint
-from minigpt.checks import check_int, check_real, check_writable_dir
+from minigpt.checks import check_device, check_int, check_real, check_writable_dir
 from minigpt.data import get_batch, heldout_windows, load_splits
 from minigpt.model import GPT, GPTConfig
 
@@ -384,6 +385,11 @@ def train(config: TrainConfig, train_tokens: torch.Tensor | None = None,
     (the environment variable WORLD_SIZE > 1) every process runs this function; they train one model with
     DistributedDataParallel, each on its own batches. ``progress`` shows a tqdm bar with loss and tokens/s.
 
+    A device this machine lacks, a DDP environment without its ranks and an unusable out_dir are refused
+    before any work. Ctrl-C raises :class:`TrainingInterrupted`, whose message says which checkpoint stands
+    (during the final evaluation the trained steps are saved first); a save that fails, e.g. on a full disk,
+    raises :class:`SaveFailed` and leaves the last good checkpoint as it was.
+
     >>> import tempfile
     >>> out = tempfile.mkdtemp()
     >>> config = TrainConfig(n_layer=1, n_head=2, n_embd=32, block_size=8, batch_size=2, max_steps=2,
@@ -393,20 +399,29 @@ def train(config: TrainConfig, train_tokens: torch.Tensor | None = None,
     ['config.json', 'loss.png', 'model.safetensors', 'train_state.pt']
     """
     started = time.perf_counter()
-    _prepare_out_dir(config, is_main=int(os.environ.get("RANK", "0")) == 0)  # before any slow work
-    if train_tokens is None or heldout_tokens is None:
-        train_tokens, heldout_tokens = load_splits()
-    proc = _start_process(config.device)
+    world_size, rank, local_rank = _distributed_env()  # before any slow work: bad settings fail at once
+    if config.device != "auto":
+        check_device("device", config.device)  # "cuda" on a CPU-only machine, "cuda:3" with one GPU …
+    proc = None
     try:
+        _prepare_out_dir(config, is_main=rank == 0)
+        if train_tokens is None or heldout_tokens is None:
+            train_tokens, heldout_tokens = load_splits()
+        proc = _start_process(config.device, world_size, rank, local_rank)
         return _train(config, train_tokens, heldout_tokens, proc, progress, started)
+    except KeyboardInterrupt:  # during start-up: _train turns one in any later phase into TrainingInterrupted
+        raise TrainingInterrupted(_interrupted_at_start(config)) from None
     finally:
-        if proc.world_size > 1:
+        if proc is not None and proc.world_size > 1:
             dist.destroy_process_group()
 
 
 def _train(config: TrainConfig, train_tokens: torch.Tensor, heldout_tokens: torch.Tensor,
            proc: _Process, progress: bool, started: float) -> TrainResult:
-    """The loop itself, for one process; `train` sets up and tears down the process group around it."""
+    """The loop itself, for one process; `train` sets up and tears down the process group around it.
+
+    A Ctrl-C from here on becomes a TrainingInterrupted that names what was kept; one during the set-up
+    below reaches `train`, which reports it as before the first step."""
     vocab_size = config.model_config().vocab_size
     seen = SeenVocab.of(train_tokens, vocab_size) if config.seen_vocab_head else SeenVocab.everything(vocab_size)
     model, optimizer, generator, state = _setup(config, proc, seen)  # model: the compact one
@@ -420,18 +435,26 @@ def _train(config: TrainConfig, train_tokens: torch.Tensor, heldout_tokens: torc
     try:
         _loop(config, seen, model, ddp_model, optimizer, generator, state, train_ids, heldout_tokens, proc,
               clock, bar)
+        full_model = seen.expand(model, config.model_config())  # the plain GPT-2-shaped model
     except KeyboardInterrupt:
         bar.close()
         raise TrainingInterrupted(_interrupted_message(config, state)) from None
     bar.close()
-    full_model = seen.expand(model, config.model_config())  # the plain GPT-2-shaped model
-    final = _evaluate(full_model, heldout_tokens, config, state, proc, final=True)
-    state["elapsed"] = clock.read()
-    checkpoint = _save(config, seen, full_model, optimizer, generator, state, proc)
+    try:
+        final = _evaluate(full_model, heldout_tokens, config, state, proc, final=True)
+    except KeyboardInterrupt:  # the steps since the last save are done: keep them before stopping
+        state["elapsed"] = clock.read()
+        raise TrainingInterrupted(_save_on_interrupt(config, seen, full_model, optimizer, generator, state,
+                                                     proc)) from None
     figure = None
-    if proc.is_main:
-        figure = plot_losses(state["train_losses"], state["heldout_losses"], config.figure_path,
-                             title=f"{Path(config.out_dir).name}: training and held-out loss")
+    try:
+        state["elapsed"] = clock.read()
+        checkpoint = _save(config, seen, full_model, optimizer, generator, state, proc)
+        if proc.is_main:
+            figure = plot_losses(state["train_losses"], state["heldout_losses"], config.figure_path,
+                                 title=f"{Path(config.out_dir).name}: training and held-out loss")
+    except KeyboardInterrupt:  # the save is atomic as a set: the message says which set stands
+        raise TrainingInterrupted(_interrupted_message(config, state)) from None
     return TrainResult(
         steps=state["step"], final_heldout_loss=final, num_parameters=full_model.num_parameters(),
         tokens_per_second=state["tokens_per_second"], wall_time=time.perf_counter() - started,
@@ -465,17 +488,39 @@ def _loop(config: TrainConfig, seen: SeenVocab, model: GPT, ddp_model: torch.nn.
             _evaluate(full_model, heldout_tokens, config, state, proc)
             state["elapsed"] = clock.read()
             _save(config, seen, full_model, optimizer, generator, state, proc)
-            state["saved_step"] = done
 
 
 def _interrupted_message(config: TrainConfig, state: dict) -> str:
     """One line for Ctrl-C: where the last checkpoint is, and how to go on from it."""
     saved = state.get("saved_step")
     if saved is None:
-        return (f"interrupted at step {state['step']}, before the first checkpoint (step {config.eval_interval}):"
-                " nothing was saved")
+        return f"interrupted at step {state['step']}, before the first checkpoint: nothing was saved"
     return (f"interrupted at step {state['step']}; the last checkpoint is {config.out_dir} (step {saved}): "
             "run the same command with --resume to continue from it")
+
+
+def _interrupted_at_start(config: TrainConfig) -> str:
+    """One line for Ctrl-C before the first step: nothing was trained, and what out_dir still holds."""
+    if config.resume:
+        return (f"interrupted while starting up, before the first step: nothing new was trained, and the "
+                f"checkpoint in {config.out_dir} is kept: run the same command to resume from it")
+    return "interrupted while starting up, before the first step: nothing was trained or saved"
+
+
+def _save_on_interrupt(config: TrainConfig, seen: SeenVocab, full_model: GPT, optimizer: torch.optim.Optimizer,
+                       generator: torch.Generator, state: dict, proc: _Process) -> str:
+    """Ctrl-C during the final held-out evaluation: save the trained steps without that score, and say so.
+
+    The evaluation is the slowest part of the end of a run (every held-out window), and the steps since the
+    last save would be lost with it; a save takes a moment. A second Ctrl-C during it stops the save too,
+    and the message then names the checkpoint that stands.
+    """
+    try:
+        _save(config, seen, full_model, optimizer, generator, state, proc)
+    except KeyboardInterrupt:
+        return _interrupted_message(config, state)
+    return (f"interrupted during the final held-out evaluation; the weights of step {state['step']} were saved to "
+            f"{config.out_dir} without it: run the same command with --resume to score them")
 
 
 def _setup(config: TrainConfig, proc: _Process, seen: SeenVocab
@@ -565,10 +610,29 @@ def _evaluate(model: GPT, tokens: torch.Tensor, config: TrainConfig, state: dict
 # and its hashes of the other two), and resume refuses a set that disagrees.
 
 WRITING, WRITTEN = ".saving", ".saved"  # out_dir's subdirectories while a save is under way
+SAVED_SET = (WEIGHTS_NAME, CONFIG_NAME, STATE_NAME)  # the files of one checkpoint
 
 
 class TrainingInterrupted(Exception):
     """Ctrl-C stopped a run; the message says where its last checkpoint is and how to resume."""
+
+
+class SaveFailed(OSError):
+    """Writing a checkpoint failed (a full disk, most often); the message says which and what was kept.
+
+    A save writes into out_dir/.saving and commits with one rename, so a failed one leaves the last good
+    checkpoint exactly as it was; the unfinished set is deleted to give its space back.
+    """
+
+
+def _save_failed_message(config: TrainConfig, state: dict, error: Exception) -> str:
+    """One sentence: which save failed, where, why, and which checkpoint out_dir still holds."""
+    why = os.strerror(error.errno) if isinstance(error, OSError) and error.errno else f"{error}"
+    saved = state.get("saved_step")
+    kept = (f"the last good checkpoint (step {saved}) is kept there: once the cause is fixed, run the same "
+            "command with --resume to continue from it" if saved is not None else
+            "no checkpoint of this run had been saved yet")
+    return f"saving the checkpoint of step {state['step']} to {config.out_dir} failed ({why}); {kept}"
 
 
 def _fresh_state() -> dict:
@@ -596,32 +660,65 @@ def _save(config: TrainConfig, seen: SeenVocab, full_model: GPT, optimizer: torc
     out_dir = Path(config.out_dir)
     _finish_interrupted_save(out_dir)
     writing = out_dir / WRITING
-    # fp32, so that a resumed run continues bit for bit
-    save_checkpoint(full_model, writing)
-    config_path = writing / CONFIG_NAME
-    config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "training_step": state["step"]},
-                                      indent=2) + "\n")
-    hashes = {name: _sha256(writing / name) for name in (WEIGHTS_NAME, CONFIG_NAME)}
-    torch.save({**state, "optimizer": optimizer.state_dict(), "rng": rng, "config": vars(config),
-                "seen_ids": len(seen.ids), "sha256": hashes}, writing / STATE_NAME)
-    for path in writing.iterdir():
-        _fsync(path)
-    _fsync(writing)
+    try:
+        save_checkpoint(full_model, writing)  # fp32, so that a resumed run continues bit for bit
+        config_path = writing / CONFIG_NAME
+        config_path.write_text(json.dumps({**json.loads(config_path.read_text()), "training_step": state["step"]},
+                                          indent=2) + "\n")
+        hashes = {name: _sha256(writing / name) for name in (WEIGHTS_NAME, CONFIG_NAME)}
+        torch.save({**state, "optimizer": optimizer.state_dict(), "rng": rng, "config": vars(config),
+                    "seen_ids": len(seen.ids), "sha256": hashes}, writing / STATE_NAME)
+        for path in writing.iterdir():
+            _fsync(path)
+        _fsync(writing)
+    except (OSError, RuntimeError, SafetensorError) as e:  # a full disk: torch.save says so as a RuntimeError
+        shutil.rmtree(writing, ignore_errors=True)  # give back the space the unfinished set took
+        raise SaveFailed(_save_failed_message(config, state, e)) from e
     os.replace(writing, out_dir / WRITTEN)  # the commit point: the new set is complete
+    state["saved_step"] = state["step"]  # from here on a resume continues from this step
     _fsync(out_dir)
-    _finish_interrupted_save(out_dir)
+    _finish_interrupted_save(out_dir, check=False)  # the set just written and synced: no need to re-read it
     return out_dir
 
 
-def _finish_interrupted_save(out_dir: Path) -> None:
-    """Complete a save that was killed after its commit point; throw away one killed before it."""
+def _finish_interrupted_save(out_dir: Path, *, check: bool = True) -> None:
+    """Complete a save that was killed after its commit point; throw away one killed before it.
+
+    With ``check`` the set the moves would leave is verified first, every file as train_state.pt recorded it
+    (see :func:`_check_interrupted_save`), so a damaged .saved never replaces a good checkpoint. ``_save``
+    skips it only for the set it has just written and synced itself.
+    """
     shutil.rmtree(out_dir / WRITING, ignore_errors=True)
     written = out_dir / WRITTEN
     if written.is_dir():
+        if check:
+            _check_interrupted_save(out_dir)
         for path in written.iterdir():
             os.replace(path, out_dir / path.name)
         _fsync(out_dir)
         written.rmdir()
+
+
+def _check_interrupted_save(out_dir: Path) -> None:
+    """Refuse, before a single file moves, a .saved set that would not leave one complete checkpoint.
+
+    The set checked is what the moves would leave: each file from .saved, or from out_dir where a killed
+    move already put it there. A file damaged in .saved (truncated, changed, from another save) is named,
+    and the message says whether out_dir's own checkpoint is still untouched.
+    """
+    written = out_dir / WRITTEN
+    files = {name: written / name if (written / name).exists() else out_dir / name for name in SAVED_SET}
+    state, problem = _read_state(files[STATE_NAME])
+    problem = problem or _set_problem(files, state)
+    if problem is None:
+        return
+    moved = [name for name in SAVED_SET if files[name].parent == out_dir]
+    kept = (f"nothing was moved, so the checkpoint in {out_dir} is as it was: delete {written} to resume "
+            "from it" if not moved else
+            f"{', '.join(moved)} had already been moved into {out_dir}, so it holds no complete checkpoint "
+            "either: restore a complete copy, or start afresh with --overwrite (this deletes it)")
+    raise ValueError(f"cannot resume from {out_dir}: {written} holds an interrupted save that is damaged "
+                     f"({problem}); {kept}")
 
 
 def _fsync(path: Path) -> None:
@@ -647,11 +744,11 @@ def _load_run(config: TrainConfig, seen: SeenVocab, proc: _Process) -> dict:
     path = out_dir / STATE_NAME
     if not path.is_file():
         raise FileNotFoundError(f"resume=True but {path} does not exist: nothing to resume")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # plain dicts, lists, numbers, tensors
-    except Exception as e:  # a truncated or foreign file: torch raises several kinds
-        raise _refuse(out_dir, f"{path} cannot be read ({type(e).__name__}: {e})") from e
-    _check_set(out_dir, state)
+    state, problem = _read_state(path)
+    problem = problem or _set_problem({name: out_dir / name for name in SAVED_SET}, state)
+    if problem is not None:
+        raise ValueError(f"cannot resume from {out_dir}: {problem}. The files are not one complete checkpoint; "
+                         f"restore a complete copy, or start afresh with --overwrite (this deletes it)")
     model = load_checkpoint(out_dir)
     for name in ("n_layer", "n_head", "n_embd", "block_size"):  # dropout may change between runs, shape not
         if getattr(model.config, name) != getattr(config, name):
@@ -668,24 +765,36 @@ def _load_run(config: TrainConfig, seen: SeenVocab, proc: _Process) -> dict:
     return {**state, "model": model}
 
 
-def _check_set(out_dir: Path, state: dict) -> None:
-    """Refuse a checkpoint whose files do not all belong to train_state.pt's step."""
+def _read_state(path: Path) -> tuple[dict | None, str | None]:
+    """train_state.pt's contents, or None and why it cannot serve as one (missing, unreadable, foreign)."""
+    if not path.is_file():
+        return None, f"{path} is missing"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # plain dicts, lists, numbers, tensors
+    except Exception as e:  # a truncated or foreign file: torch raises several kinds
+        return None, f"{path} cannot be read ({type(e).__name__}: {e})"
+    hashes = state.get("sha256") if isinstance(state, dict) else None
+    if not isinstance(hashes, dict) or set(hashes) != {WEIGHTS_NAME, CONFIG_NAME} or "step" not in state:
+        return None, f"{path} is not a minigpt training state (no step and hashes of its files in it)"
+    return state, None
+
+
+def _set_problem(files: dict[str, Path], state: dict) -> str | None:
+    """Why ``files`` (name -> path) are not all the files saved with ``state`` at its step; None if they are."""
     for name, expected in state["sha256"].items():
-        path = out_dir / name
+        path = files[name]
         if not path.is_file():
-            raise _refuse(out_dir, f"{path} is missing")
+            return f"{path} is missing"
         if _sha256(path) != expected:
-            raise _refuse(out_dir, f"{path} is not the file saved with {STATE_NAME} at step {state['step']} "
-                                   f"(it was changed, truncated or comes from another save)")
-    config_step = json.loads((out_dir / CONFIG_NAME).read_text()).get("training_step")
+            return (f"{path} is not the file saved with {STATE_NAME} at step {state['step']} "
+                    f"(it was changed, truncated or comes from another save)")
+    try:
+        config_step = json.loads(files[CONFIG_NAME].read_text()).get("training_step")
+    except (ValueError, AttributeError) as e:  # not JSON, or JSON but not an object
+        return f"{files[CONFIG_NAME]} is not a minigpt config ({e})"
     if config_step != state["step"]:
-        raise _refuse(out_dir, f"{out_dir / CONFIG_NAME} belongs to step {config_step}, "
-                               f"{STATE_NAME} to step {state['step']}")
-
-
-def _refuse(out_dir: Path, problem: str) -> ValueError:
-    return ValueError(f"cannot resume from {out_dir}: {problem}. The files are not one complete checkpoint; "
-                      f"restore a complete copy, or start afresh with --overwrite (this deletes it)")
+        return f"{files[CONFIG_NAME]} belongs to step {config_step}, {STATE_NAME} to step {state['step']}"
+    return None
 
 
 def _restore(saved: dict, optimizer: torch.optim.Optimizer, generator: torch.Generator, proc: _Process) -> dict:
@@ -715,14 +824,38 @@ def _prepare_out_dir(config: TrainConfig, is_main: bool = True) -> None:
 
 # --- processes and devices -----------------------------------------------------------------------------
 
-def _start_process(device: str) -> _Process:
+def _distributed_env() -> tuple[int, int, int]:
+    """WORLD_SIZE, RANK and LOCAL_RANK from the environment (torchrun sets all three); (1, 0, 0) without DDP.
+
+    A launcher that sets WORLD_SIZE > 1 but not the ranks, or a value that is no integer in range, is named
+    here, before any work, rather than failing as a KeyError inside the process group's set-up.
+    """
+    values = {}
+    for name, low in (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0)):
+        text = os.environ.get(name)
+        if text is not None:
+            values[name] = int(text) if text.strip().isdecimal() else -1
+            if values[name] < low:
+                raise ValueError(f"the environment variable {name} must be an integer >= {low}, got {text!r}")
+    world_size = values.get("WORLD_SIZE", 1)
+    if world_size == 1:
+        return 1, 0, 0
+    for name in ("RANK", "LOCAL_RANK"):
+        if name not in values:
+            raise ValueError(f"WORLD_SIZE={world_size} but the environment variable {name} is not set: start "
+                             "DDP runs with torchrun, which sets WORLD_SIZE, RANK and LOCAL_RANK, or unset WORLD_SIZE")
+    if values["RANK"] >= world_size:
+        raise ValueError(f"the environment variable RANK must be below WORLD_SIZE={world_size}, "
+                         f"got {values['RANK']}")
+    return world_size, values["RANK"], values["LOCAL_RANK"]
+
+
+def _start_process(device: str, world_size: int, rank: int, local_rank: int) -> _Process:
     """This process's rank and device; under torchrun (WORLD_SIZE > 1) also join the process group."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if world_size == 1:
         return _Process(rank=0, world_size=1, device=torch.device(device))
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     if torch.device(device).type == "cuda":
         dev = torch.device("cuda", local_rank)  # one GPU per process on each machine
         torch.cuda.set_device(dev)
@@ -801,6 +934,9 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as e:
         print(e, file=sys.stderr)
         return 130  # the shell's code for "stopped by Ctrl-C"
+    except SaveFailed as e:
+        print(f"minigpt train: error: {e}", file=sys.stderr)
+        return 1
     if result.checkpoint is not None:  # rank 0 only, so torchrun prints it once
         print(f"parameters: {result.num_parameters / 1e6:.1f}M")
         print(f"steps: {result.steps}, {result.tokens_per_second:,.0f} tokens/s")

@@ -1,5 +1,6 @@
 import json
 import re
+import subprocess
 import sys
 import warnings
 from pathlib import Path
@@ -251,3 +252,60 @@ def test_a_local_directory_that_is_no_checkpoint_is_not_warned_about(tmp_path, m
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_model("shakespeare")
+
+
+# ---- what load_model accepts: names and paths of regular files only (issue 29) ----
+
+
+@pytest.mark.parametrize("bad", [None, 5, b"ckpt"])
+def test_load_model_refuses_what_is_neither_a_name_nor_a_path(bad):
+    message = rf"^name_or_path must be a model name or a path \(a str or a pathlib.Path\), got {re.escape(repr(bad))}"
+    with pytest.raises(TypeError, match=message):
+        load_model(bad)
+    with pytest.raises(TypeError, match=r"^path must be a checkpoint path \(a str or a pathlib.Path\), got "):
+        load_checkpoint(bad)
+
+
+def _load_in_a_child(*paths):
+    """The error each load_model(path) ends in, from a child process with a 60 s guard (a hang fails the test).
+
+    A child, not a thread: opening a FIFO blocks inside safetensors with the GIL held, so a thread with a
+    timeout could not even notice (nor could SIGALRM).
+    """
+    code = ("import sys\nfrom minigpt.checkpoint import load_model\nfor path in sys.argv[1:]:\n"
+            "    try:\n        load_model(path)\n        print('loaded', path)\n"
+            "    except Exception as e:\n        print(type(e).__name__, e, sep=': ')\n")
+    try:
+        run = subprocess.run([sys.executable, "-c", code, *map(str, paths)], capture_output=True, text=True,
+                             timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"load_model hung on one of {paths}")
+    assert run.returncode == 0, run.stderr
+    return run.stdout.splitlines()
+
+
+def test_fifos_are_refused_before_they_are_opened(tiny_model, tmp_path):
+    import os
+
+    fifo = tmp_path / "x.safetensors"
+    os.mkfifo(fifo)
+    path = save_checkpoint(tiny_model, tmp_path / "ckpt")  # good weights, and a FIFO for their config.json
+    (path / "config.json").unlink()
+    os.mkfifo(path / "config.json")
+    assert _load_in_a_child(fifo, path) == [
+        f"ValueError: {fifo} is a FIFO (named pipe), not a regular file: a checkpoint is read only from regular files",
+        f"ValueError: {path / 'config.json'} is a FIFO (named pipe), not a regular file: a checkpoint is read only "
+        "from regular files",
+    ]
+
+
+@pytest.mark.skipif(not Path("/dev/null").exists(), reason="needs /dev/null")
+def test_a_device_is_refused():
+    with pytest.raises(ValueError, match=r"^/dev/null is a character device, not a regular file: a checkpoint is read"):
+        load_model("/dev/null")
+
+
+def test_a_directory_where_the_weights_file_belongs_is_refused(tmp_path):
+    (tmp_path / "ckpt" / "model.safetensors").mkdir(parents=True)
+    with pytest.raises(ValueError, match=r"model.safetensors is a directory, not a regular file"):
+        load_model(tmp_path / "ckpt")

@@ -206,3 +206,27 @@ def test_generate_imports_only_what_it_uses(checkpoint_dir):
     loaded = out.splitlines()[-1]
     for module in ("minigpt.bench", "minigpt.train", "minigpt.export", "minigpt.quantize"):
         assert f"'{module}'" not in loaded
+
+
+# ---- bad flag values end in one sentence with the reason (issue 29) ----
+
+
+def test_a_temperature_below_the_floor_is_refused(checkpoint_dir, capsys):
+    assert main(["generate", "Hi", "--model", str(checkpoint_dir), "--temperature", "1e-45"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("minigpt generate: error: temperature must be 0 (greedy decoding) or at least 0.0001 (below it, "
+                   "logits / temperature can overflow float32, and sampling is greedy decoding anyway), got 1e-45\n")
+    args = ["generate", "Hi", "--model", str(checkpoint_dir), "--temperature", "0.0001", "--max-new-tokens", "2"]
+    assert main(args) == 0  # the floor itself samples
+
+
+@pytest.mark.parametrize("flag, value", [("--ban", "<|endoftext|>"), ("--bias", "<|endoftext|>=2"),
+                                         ("--ban", "Hi<|endoftext|>")])
+def test_endoftext_in_a_ban_or_bias_says_why(flag, value, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "Hi", flag, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == (f"minigpt generate: error: argument {flag}: TEXT must be plain text without the special token "
+                   "'<|endoftext|>' (it is the end-of-text token 50256, not text: to keep it from being generated, "
+                   f"use --suppress-tokens 50256), got {value!r}")

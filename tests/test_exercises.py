@@ -197,15 +197,19 @@ def test_a_slow_function_within_the_limit_passes(monkeypatch):
     assert ch1.check_greedy_next_token(slow_argmax)
 
 
-def test_the_time_limit_works_outside_the_main_thread(monkeypatch):
-    """Signal handlers run only in the main thread: elsewhere the function runs in a worker that is stopped."""
+def test_the_time_limit_works_outside_the_main_thread(monkeypatch, tmp_path):
+    """A check started from a thread answers at the limit too, and the abandoned loop is stopped."""
     monkeypatch.setattr(checking, "TIME_LIMIT_S", 0.2)
-    steps = []
+    log = tmp_path / "steps"  # the function may run in another process: it counts its steps in a file
 
     def loops_in_small_steps(logits):
         while True:
-            steps.append(None)
+            with log.open("a") as file:
+                file.write(".")
             time.sleep(0.01)
+
+    def steps():
+        return len(log.read_text()) if log.exists() else 0
 
     results = []
     thread = threading.Thread(target=lambda: results.append(ch1.check_greedy_next_token(loops_in_small_steps)))
@@ -213,9 +217,9 @@ def test_the_time_limit_works_outside_the_main_thread(monkeypatch):
     thread.join(10)
     assert "did not return within 0.2 s" in results[0].message
     time.sleep(0.1)
-    count = len(steps)
+    count = steps()
     time.sleep(0.1)
-    assert len(steps) == count > 0  # the abandoned loop was stopped, not left running in the background
+    assert steps() == count > 0  # the abandoned loop was stopped, not left running in the background
 
 
 @pytest.mark.skipif(not hasattr(signal, "setitimer"), reason="SIGALRM is Unix-only")
@@ -324,3 +328,87 @@ def test_an_input_the_library_itself_changes_may_change():
     assert check("append", append, append, [Case(([1, 2], 3))])
     assert not check("append", lambda items, x: append(list(items), x) and append(items, x) - 1,
                      lambda items, x: len(items) + 1, [Case(([1, 2], 3))])
+
+
+# ---- nothing a student's function does takes the checker down: it runs in a child that is killed at the limit ----
+
+needs_fork = pytest.mark.skipif(checking._FORK is None, reason="no fork here: the function runs in this process")
+
+
+def swallows_everything(*args):
+    while True:
+        try:
+            time.sleep(0.01)
+        except:  # noqa: E722 - the student's bare except, which catches the time limit itself
+            pass
+
+
+def exits(*args):
+    import sys
+
+    sys.exit(0)
+
+
+def exits_at_once(*args):
+    import os
+
+    os._exit(3)
+
+
+def kills_itself(*args):
+    import os
+
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@needs_fork
+@pytest.mark.parametrize("student, reason", [
+    (swallows_everything, "did not return within 0.3 s: is there a loop that never ends?"),
+    (exits, "called sys.exit(0), which ends the program: return the answer instead"),
+    (exits_at_once, "ended the process with exit code 3 (os._exit?) before it returned an answer: "
+                    "return the answer instead"),
+    (kills_itself, "crashed: the process was killed by SIGKILL before it returned an answer"),
+], ids=lambda x: getattr(x, "__name__", ""))
+def test_a_function_that_would_end_the_checker_gets_a_verdict(student, reason, monkeypatch):
+    monkeypatch.setattr(checking, "TIME_LIMIT_S", 0.3)
+    start = time.perf_counter()
+    result = ch3.check_top_k_filter(student)
+    assert time.perf_counter() - start < 5
+    assert result.message.splitlines() == [
+        "✗ top_k_filter: hidden case 1 of 8 fails (k = 3: keep 'forward', 'toward' and 'closer', the 3rd largest "
+        "included)",
+        "  logits = tensor([[4.51, 0.89, -1.9, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]]), k = 3",
+        f"  {reason}",
+    ]
+
+
+@needs_fork
+def test_the_verdict_names_the_case_the_function_stopped_on(monkeypatch):
+    monkeypatch.setattr(checking, "TIME_LIMIT_S", 0.3)
+    from minigpt.logits import top_k_filter
+
+    def hangs_on_the_tie(logits, k):
+        if logits.size(-1) == 4:  # case 3, the tie
+            swallows_everything()
+        return top_k_filter(logits, k)
+
+    result = ch3.check_top_k_filter(hangs_on_the_tie)
+    assert result.message.splitlines()[0].startswith("✗ top_k_filter: hidden case 3 of 8 fails (a tie")
+    assert result.message.splitlines()[-1] == "  did not return within 0.3 s: is there a loop that never ends?"
+
+
+def test_without_fork_the_function_runs_here_under_the_time_limit(monkeypatch):
+    """Windows has no fork: the function runs in the checker's process, a loop still fails at the limit."""
+    monkeypatch.setattr(checking, "_FORK", None)
+    monkeypatch.setattr(checking, "TIME_LIMIT_S", 0.2)
+    calls = []
+
+    def counts_then_loops(logits):
+        calls.append(None)
+        loops_forever()
+
+    result = ch1.check_greedy_next_token(counts_then_loops)
+    assert "did not return within 0.2 s" in result.message
+    assert calls == [None]  # it ran in this process
+    assert ch4.check_min_p_filter(lambda logits, min_p: _min_p_in_place(logits.clone(), min_p))
+    assert "changed its input `logits` in place" in ch4.check_min_p_filter(_min_p_in_place).message

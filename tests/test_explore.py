@@ -2,6 +2,7 @@
 
 import base64
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -279,3 +280,40 @@ def test_explore_command_refuses_too_many_steps(tiny_checkpoint, tmp_path, capsy
 def test_page_html_escapes_its_data():
     page = page_html({"prompt": "</script><b>", "texts": {"1": "</"}})
     assert "</script><b>" not in page and "<b>" not in page.split("<script")[0]
+
+
+def test_the_page_replaces_a_symlink_and_a_full_disk_leaves_the_old_page(tiny_model, tiny_checkpoint, tmp_path,
+                                                                          monkeypatch, capsys):
+    import errno
+
+    from minigpt.explore import export_page
+
+    tmp_path = tmp_path / "pages"  # beside the checkpoint's folder, alone
+    tmp_path.mkdir()
+    target, link = tmp_path / "theirs.html", tmp_path / "link.html"
+    target.write_text("not minigpt's")
+    link.symlink_to(target)
+    (tmp_path / ".link.html.abcd1234.partial").write_text("a killed run's")
+    export_page(tiny_model, "Hi", link, steps=1)
+    assert target.read_text() == "not minigpt's" and not link.is_symlink()  # the link went, not its target
+    page = link.read_text()
+    assert page.endswith("</html>\n") and sorted(p.name for p in tmp_path.iterdir()) == ["link.html", "theirs.html"]
+    real_open = Path.open
+
+    def full_disk(self, mode="r", *args, **kwargs):  # half the page goes out, then the disk is full
+        f = real_open(self, mode, *args, **kwargs)
+        if "x" in mode:
+            def write(text):
+                f.buffer.write(text[: len(text) // 2].encode())
+                raise OSError(errno.ENOSPC, "No space left on device")
+            f.write = write
+        return f
+
+    monkeypatch.setattr(Path, "open", full_disk)
+    with pytest.raises(OSError) as info:
+        export_page(tiny_model, "Hello", link, steps=1)
+    assert str(info.value) == f"could not write path={str(link)!r} (No space left on device); nothing was left behind"
+    assert link.read_text() == page and sorted(p.name for p in tmp_path.iterdir()) == ["link.html", "theirs.html"]
+    assert main(["explore", "Hi", "--out", str(link), "--model", str(tiny_checkpoint), "--steps", "1"]) == 1
+    assert capsys.readouterr().err == f"minigpt explore: error: {info.value}\n"
+    assert link.read_text() == page and sorted(p.name for p in tmp_path.iterdir()) == ["link.html", "theirs.html"]

@@ -1,14 +1,19 @@
 """`minigpt export --to hf`: transformers must load the directory offline and compute what minigpt computes."""
 
+import errno
 import json
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from minigpt import cli
+from minigpt import cli, export
 from minigpt.checkpoint import load_model
-from minigpt.export import HF_FILES, byte_to_unicode, export_hf
+from minigpt.export import HF_FILES, MARKER_NAME, byte_to_unicode, export_gguf, export_hf
 from minigpt.generate import generate
 from minigpt.model import GPT, GPTConfig
 from minigpt.tokenizer import EOT_TOKEN_ID, decode, encode, gpt2_encoding
@@ -164,8 +169,8 @@ def test_cli_exports_and_refuses_to_overwrite(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(cli, "load_model", no_loading)
     assert cli.main(["export", "shakespeare-draft", "--to", "hf", str(out)]) == 2
-    assert "is not empty (it holds config.json, merges.txt, model.safetensors, …): pass --overwrite" in (
-        capsys.readouterr().err)
+    assert f"out_dir={str(out)!r} holds an earlier minigpt export: pass --overwrite (overwrite=True) to replace " \
+        "it, or choose another directory" in capsys.readouterr().err
     assert (out / "model.safetensors").stat().st_mtime_ns == before
     monkeypatch.undo()
     assert cli.main(["export", "shakespeare-draft", "--to", "hf", str(out), "--overwrite"]) == 0
@@ -184,7 +189,7 @@ def test_cli_bad_input_fails_before_any_work(tmp_path, capsys, monkeypatch):
     assert cli.main(["export", "shakespeare", "--to", "hf", str(tmp_path / "file")]) == 2
     assert f"out_dir={str(tmp_path / 'file')!r} is a file, not a directory" in capsys.readouterr().err
     assert cli.main(["export", "shakespeare", "--to", "hf", str(tmp_path / "file" / "out")]) == 2
-    assert "is not a writable directory (Not a directory)" in capsys.readouterr().err
+    assert f"is not in a writable directory ({tmp_path / 'file'} is a file)" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["export", "shakespeare", "--to", "onnx", str(tmp_path / "b")])
     assert exit_info.value.code == 2 and "invalid choice: 'onnx' (choose from 'hf', 'gguf')" in capsys.readouterr().err
@@ -202,4 +207,141 @@ def test_cli_unwritable_directory(tmp_path, capsys):
         assert cli.main(["export", "shakespeare", "--to", "hf", str(locked / "out")]) == 2
     finally:
         locked.chmod(0o700)
-    assert "is not a writable directory (Permission denied)" in capsys.readouterr().err
+    assert "is not in a writable directory (Permission denied); the export is built beside it" in (
+        capsys.readouterr().err)
+
+
+def tiny_model(seed):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig.from_preset("tiny"))
+
+
+def beside(path):
+    """What lies next to ``path`` in its folder: the leftovers of killed runs, if any."""
+    return sorted(p.name for p in path.parent.iterdir() if p.name != path.name)
+
+
+def test_overwrite_replaces_only_an_earlier_export(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.json").write_text("{}")
+    (mine / "notes.txt").write_text("keep me")
+    for overwrite in (False, True):
+        with pytest.raises(ValueError) as info:
+            export_hf(tiny_model(0), mine, overwrite=overwrite)
+        assert str(info.value) == (
+            f"out_dir={str(mine)!r} holds files no minigpt export wrote (config.json, notes.txt; no "
+            "minigpt-export.json naming them): --overwrite (overwrite=True) replaces only an earlier minigpt "
+            "export, so choose a new or empty directory")
+    assert (mine / "notes.txt").read_text() == "keep me" and (mine / "config.json").read_text() == "{}"
+    out = export_hf(tiny_model(0), tmp_path / "out")
+    assert json.loads((out / MARKER_NAME).read_text()) == {"written_by": "minigpt export --to hf",
+                                                           "files": sorted(HF_FILES)}
+    (out / "README.md").write_text("a user's file")  # no longer only an export: refused, named
+    with pytest.raises(ValueError, match=r"holds files no minigpt export wrote \(README.md; no minigpt-export"):
+        export_hf(tiny_model(1), out, overwrite=True)
+    (out / "README.md").unlink()
+    (out / MARKER_NAME).write_text('{"written_by": "me", "files": ["config.json"]}')  # not ours
+    with pytest.raises(ValueError, match=r"no minigpt export wrote \(config.json, merges.txt, minigpt-export"):
+        export_hf(tiny_model(1), out, overwrite=True)
+    assert beside(out) == ["mine"]
+
+
+def small_tokenizer(out, max_length):
+    """Stands in for ``_write_tokenizer`` (slow): the renames are under test here, not the tokenizer."""
+    for name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (out / name).write_text("{}")
+
+
+KILLED_EXPORT = """
+import os, shutil, signal, sys
+import torch
+from minigpt import export
+from minigpt.model import GPT, GPTConfig
+
+where, calls = sys.argv[2], []
+real_replace, real_rmtree = os.replace, shutil.rmtree
+
+def replace(src, dst):  # kill before the first rename (aside) or the second (into place)
+    calls.append(src)
+    if where == f"replace{len(calls)}":
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(src, dst)
+
+def rmtree(path, *args, **kwargs):  # kill after the rename, before the old export is deleted
+    if where == "rmtree" and str(path).endswith(".old"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_rmtree(path, *args, **kwargs)
+
+def small_tokenizer(out, max_length):  # the renames are under test, not the tokenizer (slow to build)
+    for name in ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (out / name).write_text("{}")
+
+os.replace, shutil.rmtree, export._write_tokenizer = replace, rmtree, small_tokenizer
+torch.manual_seed(1)
+export.export_hf(GPT(GPTConfig.from_preset("tiny")), sys.argv[1], overwrite=True)
+"""
+
+
+def test_a_killed_export_leaves_the_old_or_the_new_never_a_part_and_the_next_run_cleans_up(tmp_path, monkeypatch):
+    monkeypatch.setattr(export, "_write_tokenizer", small_tokenizer)
+    points = {"replace1": ("old", ["export"]), "replace2": (None, ["export", "old"]), "rmtree": ("new", ["old"])}
+    outs = {where: export_hf(tiny_model(0), tmp_path / where / "hf") for where in points}
+    old = (outs["rmtree"] / "model.safetensors").read_bytes()
+    children = {where: subprocess.Popen([sys.executable, "-c", KILLED_EXPORT, str(out), where],
+                                        cwd=Path(__file__).resolve().parents[1], stderr=subprocess.PIPE,
+                                        env=os.environ | {"OMP_NUM_THREADS": "1"})
+                for where, out in outs.items()}
+    for where, child in children.items():
+        assert child.wait() == -signal.SIGKILL, child.stderr.read().decode()
+        out, (expected, leftovers) = outs[where], points[where]
+        if expected is None:
+            assert not out.exists()
+        else:
+            assert sorted(p.name for p in out.iterdir()) == sorted(HF_FILES)  # complete, never a part
+            assert ((out / "model.safetensors").read_bytes() == old) == (expected == "old")
+        assert sorted(name.rsplit(".", 1)[1] for name in beside(out)) == leftovers, where
+        export_hf(tiny_model(2), out, overwrite=True)  # the next run deletes what the killed one left
+        assert beside(out) == [] and sorted(p.name for p in out.iterdir()) == sorted(HF_FILES)
+
+
+@pytest.mark.parametrize("where", ["save_file", "_write_tokenizer"])
+def test_a_full_disk_is_one_sentence_and_leaves_the_earlier_export(tmp_path, monkeypatch, capsys, where):
+    from safetensors import SafetensorError
+
+    out = tmp_path / "hf"
+    assert cli.main(["export", "shakespeare-draft", "--to", "hf", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    errors = {"save_file": SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                                           'message: "No space left on device" })'),
+              "_write_tokenizer": OSError(errno.ENOSPC, "No space left on device")}
+
+    def full(*args, **kwargs):
+        raise errors[where]
+
+    monkeypatch.setattr(export, where, full)
+    assert cli.main(["export", "shakespeare-draft", "--to", "hf", str(out), "--overwrite"]) == 1
+    assert capsys.readouterr().err == (f"minigpt export: error: could not write the export to out_dir={str(out)!r} "
+                                       "(No space left on device); nothing was left behind\n")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before and beside(out) == []
+    with pytest.raises(OSError, match=r"^could not write the export to out_dir=.*\(No space left on device\)"):
+        export_hf(tiny_model(0), tmp_path / "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+def test_gguf_full_disk_and_leftovers(tmp_path, monkeypatch, capsys):
+    gguf = pytest.importorskip("gguf")
+    out = tmp_path / "m.gguf"
+    (tmp_path / ".m.gguf.abcd1234.partial").write_bytes(b"killed")  # what a killed run left
+    (tmp_path / ".m.gguf.v2.abcd1234.partial").write_bytes(b"not ours")  # another file's: left alone
+    export_gguf(tiny_model(0), out)
+    assert beside(out) == [".m.gguf.v2.abcd1234.partial"]
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", full)
+    assert cli.main(["export", "shakespeare-draft", "--to", "gguf", str(out), "--overwrite"]) == 1
+    assert capsys.readouterr().err == (f"minigpt export: error: could not write out_file={str(out)!r} "
+                                       "(No space left on device); nothing was left behind\n")
+    assert out.read_bytes()[:4] == b"GGUF" and beside(out) == [".m.gguf.v2.abcd1234.partial"]

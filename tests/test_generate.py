@@ -298,7 +298,7 @@ def test_bad_prompts(tiny_model, prompt, mask, message):
 
 
 def test_prompt_of_wrong_type(tiny_model):
-    with pytest.raises(TypeError, match="prompt must be a str, a list of str or a \\(B, T\\) id tensor, got int"):
+    with pytest.raises(TypeError, match=r"^prompt\[0\] must be a str \(prompt is a list of str\), got 1 \(int\)$"):
         generate(tiny_model, [1, 2])
 
 
@@ -352,9 +352,81 @@ def test_train_mode_model_decodes_in_eval_mode_and_gets_its_modes_back():
 def test_kv_cache_too_big_for_memory_is_refused_before_any_work(tiny_model, monkeypatch):
     monkeypatch.setattr("minigpt.kv_cache.available_memory", lambda device: 10**9)
     monkeypatch.setattr(GPT, "forward", lambda *args, **kw: pytest.fail("the model ran before the check"))
-    # 200,000 rows × 6 positions × 2 layers × (K and V) × 64 wide × 4 bytes = 1.23 GB
+    # 200,000 rows × 6 positions × 2 layers × (K and V) × 64 wide × 4 bytes = 1.23 GB of cache, and 160.8 GB
+    # of logits: 200,000 rows × 50257 × (4 bytes + 3 fp32 copies)
     with pytest.raises(ValueError, match=(
-        r"num_return_sequences=200000 × batch size 1 = 200000 rows need a KV cache of 1.2 GB \(6 positions each\), "
-        r"more than the 1.0 GB of memory available on cpu; lower one of them, or max_new_tokens"
+        r"num_return_sequences=200000 × batch size 1 = 200000 rows need [0-9.]+ GB at the peak of decoding "
+        r"\(KV cache 1.2 GB for 6 positions each, logits over the 50257-token vocabulary 160.8 GB, "
+        r"activations [0-9.]+ GB\), more than the 1.0 GB of memory available on cpu; "
+        r"lower one of them, or max_new_tokens"
     )):
         generate(tiny_model, "Hi", max_new_tokens=5, do_sample=True, num_return_sequences=200_000)
+
+
+# ---- wrong types at the API end in one named error, before any work (issue 29) ----
+
+_PROMPT_KINDS = r"a str, a list of str, or a \(B, T\) tensor of token ids"
+
+
+@pytest.mark.parametrize("prompt, shown", [(None, "None"), (42, r"42 \(int\)"), (b"Hi", r"b'Hi' \(bytes\)"),
+                                           ({"Hi"}, r"\{'Hi'\} \(set\)")])
+def test_a_prompt_of_the_wrong_type_names_what_was_given(tiny_model, prompt, shown):
+    with pytest.raises(TypeError, match=rf"^prompt must be {_PROMPT_KINDS}, got {shown}$"):
+        generate(tiny_model, prompt)
+
+
+def test_a_list_prompt_names_its_wrong_item(tiny_model):
+    with pytest.raises(TypeError, match=r"^prompt\[1\] must be a str \(prompt is a list of str\), got b'x' \(bytes\)$"):
+        generate(tiny_model, ["Hi", b"x"])
+
+
+def test_stream_wants_a_str(tiny_model):
+    with pytest.raises(TypeError, match=r"^prompt must be a str when streaming, got \['Hi'\] \(list\)$"):
+        stream(tiny_model, ["Hi"])
+
+
+def test_a_seed_must_fit_torch_generators_64_bits(tiny_model):
+    with pytest.raises(ValueError, match=rf"^seed must be an integer between 0 and {2**64 - 1}, got {2**70}$"):
+        generate(tiny_model, "Hi", do_sample=True, seed=2**70)
+    a = generate(tiny_model, "Hi", max_new_tokens=3, do_sample=True, seed=2**64 - 1)
+    assert a.new_tokens == generate(tiny_model, "Hi", max_new_tokens=3, do_sample=True, seed=2**64 - 1).new_tokens
+
+
+def _decoders():
+    from minigpt.search import beam_search, contrastive_search, sample_and_rank
+    from minigpt.speculative import prompt_lookup_generate
+
+    return {
+        "generate": lambda m: generate(m, "Hi", max_new_tokens=2),
+        "stream": lambda m: stream(m, "Hi", max_new_tokens=2),
+        "beam_search": lambda m: beam_search(m, "Hi", num_beams=2, max_new_tokens=2),
+        "sample_and_rank": lambda m: sample_and_rank(m, "Hi", num_samples=2, max_new_tokens=2),
+        "contrastive_search": lambda m: contrastive_search(m, "Hi", penalty_alpha=0.5, top_k=2, max_new_tokens=2),
+        "prompt_lookup_generate": lambda m: prompt_lookup_generate(m, "Hi", max_new_tokens=2),
+    }
+
+
+@pytest.mark.parametrize("decoder", list(_decoders()))
+@pytest.mark.parametrize("model, shown", [(torch.nn.Linear(2, 2), r"Linear\(.*\) \(Linear\)"), ("gpt2", r"'gpt2' \(str\)")])
+def test_every_decoder_wants_a_minigpt_model(decoder, model, shown):
+    message = rf"^model must be a minigpt GPT \(minigpt.model.GPT; load one by name or path with minigpt.load_model\), got {shown}$"
+    with pytest.raises(TypeError, match=message):
+        _decoders()[decoder](model)
+
+
+def test_speculative_generate_names_the_wrong_model(tiny_model):
+    from minigpt.speculative import speculative_generate
+
+    with pytest.raises(TypeError, match=r"^target must be a minigpt GPT .*, got 'gpt2' \(str\)$"):
+        speculative_generate("gpt2", tiny_model, "Hi", max_new_tokens=2)
+    with pytest.raises(TypeError, match=r"^draft must be a minigpt GPT .*, got None$"):
+        speculative_generate(tiny_model, None, "Hi", max_new_tokens=2)
+
+
+def test_fast_decoder_wants_ids_not_text(tiny_model):
+    from minigpt.fast.decoder import FastDecoder
+
+    decoder = FastDecoder(tiny_model, max_batch_size=1, max_len=8)
+    with pytest.raises(TypeError, match=r"^ids must be a \(B, T\) tensor of token ids \(for text, use "
+                                        r"minigpt.generate.generate\), got 'Hello' \(str\)$"):
+        decoder.generate("Hello", max_new_tokens=2)

@@ -412,3 +412,42 @@ def test_the_decoders_take_the_settings_object_or_its_fields(tiny_model):
     beams = beam_search(tiny_model, "Hi", num_beams=3, max_new_tokens=4, logits=LogitsSettings(repetition_penalty=1.3))
     assert beams.new_tokens == beam_search(tiny_model, "Hi", num_beams=3, max_new_tokens=4,
                                            repetition_penalty=1.3).new_tokens
+
+
+# ---- the temperature floor (issue 29): logits / temperature must stay finite ----
+
+
+@pytest.mark.parametrize("temperature", [1e-45, 5e-324, 9.99e-5])
+def test_a_temperature_below_the_floor_is_refused(temperature):
+    from minigpt.logits import MIN_TEMPERATURE, apply_temperature
+
+    message = (r"^temperature must be 0 \(greedy decoding\) or at least 0.0001 \(below it, logits / temperature can "
+               rf"overflow float32, and sampling is greedy decoding anyway\), got {temperature!r}$")
+    assert MIN_TEMPERATURE == 1e-4
+    with pytest.raises(ValueError, match=message):
+        LogitsSettings(temperature=temperature)
+    with pytest.raises(ValueError, match=message):
+        apply_temperature(torch.zeros(1, 3), temperature)
+
+
+def test_at_the_floor_large_logits_stay_finite_and_sampling_works(tiny_model):
+    from minigpt.generate import generate
+    from minigpt.logits import MIN_TEMPERATURE, apply_temperature
+
+    logits = torch.tensor([[1e4, -1e4, float("-inf")]])
+    assert torch.isfinite(apply_temperature(logits, MIN_TEMPERATURE)[:, :2]).all()
+    out = generate(tiny_model, "Hi", max_new_tokens=3, do_sample=True, temperature=MIN_TEMPERATURE, seed=0)
+    assert out.new_tokens == generate(tiny_model, "Hi", max_new_tokens=3).new_tokens  # as sharp as greedy
+
+
+def test_ban_and_bias_flags_refuse_endoftext_with_the_reason():
+    import argparse
+
+    from minigpt.logits import _ban_flag, _bias_flag
+
+    reason = r"^TEXT must be plain text without the special token '<\|endoftext\|>' \(it is the end-of-text token 50256"
+    with pytest.raises(argparse.ArgumentTypeError, match=reason + r".*, got '<\|endoftext\|>'$"):
+        _ban_flag("<|endoftext|>")
+    with pytest.raises(argparse.ArgumentTypeError, match=reason + r".*, got ' x<\|endoftext\|>=2'$"):
+        _bias_flag(" x<|endoftext|>=2")
+    assert _ban_flag(" thou") == [14210] and _bias_flag(" a=b=2") == ((257, 28, 65), 2.0)

@@ -1,6 +1,9 @@
 """The C decode step (minigpt.fast.native) computes what the torch step computes, and is chosen only where it runs."""
 
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -92,11 +95,16 @@ def test_auto_decodes_in_c_and_gives_the_readable_loops_tokens(model):
                                             seed=7).ids)
 
 
-def test_without_a_compiler_auto_keeps_the_torch_step(model, monkeypatch, tmp_path):
-    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+@pytest.mark.parametrize("exists", [False, True])  # True: a file that is not executable
+def test_without_a_compiler_auto_keeps_the_torch_step(model, monkeypatch, tmp_path, exists):
+    cc = tmp_path / "no-such-cc"
+    if exists:
+        cc.write_text("not a program")
+    monkeypatch.setenv("CC", str(cc))
     monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path))
     reason = native.unavailable_reason()
-    assert reason.startswith(f"cannot build in {tmp_path / 'native'}: ") and "no-such-cc" in reason
+    why = "Permission denied" if exists else "No such file or directory"
+    assert reason == f"the C compiler {cc} cannot run ({why}); set $CC to a C compiler, or install cc, gcc or clang"
     assert not native.available()
     assert choose_matmul("auto", CPU) == ("tuned" if torch.backends.mkldnn.is_available() else "blas-in-out")
     with pytest.raises(ValueError) as e:
@@ -267,18 +275,141 @@ def test_matvec_is_the_steps_weight_stream_alone():
         native.matvec(w, x[:47])
 
 
-def test_a_library_that_will_not_load_is_a_reason_too(monkeypatch, tmp_path):
-    cc = native.compiler()
-    if cc is None or shutil.which(cc) is None:
-        pytest.skip("no C compiler here")
-    (tmp_path / "cc").symlink_to(shutil.which(cc))  # another compiler path: a build of its own
-    monkeypatch.setenv("CC", str(tmp_path / "cc"))
-    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path))
+@needs_native
+def test_a_library_that_will_not_load_is_a_reason_too(monkeypatch, tmp_path, built_here):
+    target = copying_compiler(tmp_path, built_here, monkeypatch)
 
     def refuse(path):
         raise OSError("libgomp.so.1: cannot open shared object file")
 
     monkeypatch.setattr(native.ctypes, "CDLL", refuse)
+    assert native.unavailable_reason() == f"cannot load {target}: libgomp.so.1: cannot open shared object file"
+
+
+# A library at the cache path is loaded only when it is provably the one built here. Each test below gets
+# a cache of its own (MINIGPT_CACHE) and a "compiler" that copies a library built once for this module,
+# so that a rebuild costs a copy rather than seconds of compiling.
+
+@pytest.fixture(scope="module")
+def built_here(tmp_path_factory):
+    """A C step library built by minigpt on this machine (a file of its own, in a temporary directory)."""
+    lib = native.load()
+    here = tmp_path_factory.mktemp("built") / "decode_step.so"
+    if os.path.exists(lib._name):
+        shutil.copyfile(lib._name, here)
+    else:  # the shared cache was not ours: it was built in a private directory, removed once loaded
+        directory = here.parent / "cache"
+        native._build(native.compiler(), tuple(native.build_flags()), layout.header(), directory)
+        shutil.copyfile(directory / native.library_name(native.compiler(), native.build_flags(), layout.header()), here)
+    return here
+
+
+def copying_compiler(tmp_path, built, monkeypatch):
+    """Point $CC at a script that "builds" by copying ``built`` (appending to tmp_path/builds.log), and
+    $MINIGPT_CACHE at tmp_path/cache; the path the library will be cached at."""
+    cc = tmp_path / "cc"
+    cc.write_text(f'#!/bin/sh\nwhile [ "$1" != -o ]; do shift; done\ncp {built} "$2" && echo built >> {tmp_path}/builds.log\n')
+    cc.chmod(0o755)
+    monkeypatch.setenv("CC", str(cc))
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "native" / native.library_name(str(cc), native.build_flags(), layout.header())
+
+
+def builds(tmp_path):
+    log = tmp_path / "builds.log"
+    return len(log.read_text().splitlines()) if log.exists() else 0
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    """Two libraries that are not the C step: one whose constructor writes the file ``ran`` beside it as
+    soon as it is opened, one with no constructor and no function of the step's."""
+    cc = native.compiler()
+    if cc is None or shutil.which(cc) is None:
+        pytest.skip("no C compiler here")
+    where = tmp_path_factory.mktemp("planted")
+    (where / "constructor.c").write_text(
+        '#include <stdio.h>\n__attribute__((constructor)) static void planted(void) '
+        f'{{ FILE *f = fopen("{where / "ran"}", "w"); if (f) fclose(f); }}\n')
+    (where / "empty.c").write_text("int not_the_step = 1;\n")
+    for name in ("constructor", "empty"):
+        subprocess.run([cc, "-shared", "-fPIC", str(where / f"{name}.c"), "-o", str(where / f"{name}.so")], check=True)
+    # the planted constructor does run when the library is opened (in another process): the tests can fail
+    subprocess.run([sys.executable, "-c", f"import ctypes; ctypes.CDLL({str(where / 'constructor.so')!r})"], check=True)
+    assert (where / "ran").exists()
+    (where / "ran").unlink()
+    return where
+
+
+def record_for(library):
+    """What a build writes beside ``library``: its sha256 and size (a forged record, when planted)."""
+    data = library.read_bytes()
+    native._record(library).write_text(f"{native.hashlib.sha256(data).hexdigest()} {len(data)}\n")
+
+
+def assert_right_tokens(native_step):
+    """FastDecoder's greedy tokens (on the tiny preset) are the readable loop's, in C or in torch's step."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny")).eval()
+    ids = torch.randint(0, model.config.vocab_size, (1, 5))
+    decoder = FastDecoder(model, max_batch_size=1, max_len=32)
+    assert (decoder.native_step is not None) == native_step
+    assert torch.equal(decoder.generate(ids, max_new_tokens=12).ids, generate(model, ids, max_new_tokens=12).ids)
+
+
+@needs_native
+@pytest.mark.parametrize("plant", ["constructor", "truncated", "empty"])
+def test_a_library_that_is_not_the_builds_is_rebuilt_before_it_is_opened(monkeypatch, tmp_path, built_here,
+                                                                         planted, plant):
+    target = copying_compiler(tmp_path, built_here, monkeypatch)
+    assert native.available() and builds(tmp_path) == 1 and native.untrusted(target) is None
+    native._build.cache_clear()  # a new process, as far as loading goes
+    # a new file in its place (this process has the old one mapped: cutting that short would SIGBUS here)
+    target.unlink()
+    if plant == "truncated":  # the build's own library, cut short (its record kept): opening it would SIGBUS
+        target.write_bytes(built_here.read_bytes()[:4096])
+    else:  # a library someone put at the (computable) cache path, with no record of a build
+        shutil.copyfile(planted / f"{plant}.so", target)
+        native._record(target).unlink()
+    record = native._record(target)
+    assert native.untrusted(target) == (f"{target} is not the library built here (its sha256 or size is not the "
+                                        f"one in {record.name})" if plant == "truncated" else
+                                        f"no {record} (the record of a build) beside it")
+    assert native.unavailable_reason() is None and builds(tmp_path) == 2  # rebuilt, then opened
+    assert target.read_bytes() == built_here.read_bytes() and native.untrusted(target) is None
+    assert_right_tokens(native_step=True)
+    assert not (planted / "ran").exists()
+
+
+@needs_native
+@pytest.mark.parametrize("shared", ["world-writable", "another user's"])
+def test_a_cache_others_can_write_is_not_read_the_build_is_private(monkeypatch, tmp_path, built_here, planted,
+                                                                   shared):
+    target = copying_compiler(tmp_path, built_here, monkeypatch)
+    target.parent.mkdir(parents=True)
+    shutil.copyfile(planted / "constructor.so", target)
+    record_for(target)  # whoever can write the directory can write a matching record too
+    if shared == "world-writable":
+        target.parent.chmod(0o777)
+    else:
+        monkeypatch.setattr(native.os, "geteuid", lambda: os.stat(target.parent).st_uid + 1)
+    assert (native.untrusted(target) is None) == (shared == "world-writable")  # the file alone looks ours, or not
+    assert native.unavailable_reason() is None and builds(tmp_path) == 1  # built and opened elsewhere
+    assert target.read_bytes() == (planted / "constructor.so").read_bytes()  # the shared directory left alone
+    assert_right_tokens(native_step=True)
+    assert not (planted / "ran").exists()
+
+
+@needs_native
+def test_a_recorded_library_without_the_step_is_a_reason_and_torch_decodes(model, monkeypatch, tmp_path,
+                                                                           built_here, planted):
+    target = copying_compiler(tmp_path, built_here, monkeypatch)
+    target.parent.mkdir(parents=True, mode=0o700)
+    shutil.copyfile(planted / "empty.so", target)
+    record_for(target)  # recorded as this user's build (say, by hand): opened, and found lacking
     reason = native.unavailable_reason()
-    assert reason.startswith(f"cannot load {tmp_path / 'native'}/decode_step-")
-    assert reason.endswith(".so: libgomp.so.1: cannot open shared object file")
+    assert reason == f"cannot load {target}: it has no function decode_step (minigpt.fast.layout.FUNCTIONS)"
+    assert builds(tmp_path) == 0 and not native.available()
+    with pytest.raises(ValueError, match="matmul='native' cannot run here: cannot load "):
+        FastDecoder(model, max_batch_size=1, max_len=8, matmul="native")
+    assert_right_tokens(native_step=False)

@@ -254,10 +254,13 @@ def test_sample_and_rank_ranks_generate_samples_by_mean_log_prob(minigpt_model):
         (dict(num_beams=2, do_sample=True, top_p=1.5), ValueError, r"top_p must be in \(0, 1\], got 1.5"),
         (dict(num_beams=2, eos_token_id=-3), ValueError, r"eos_token_id must be token ids in \[0, 50257\), got -3"),
         (dict(num_beams=2, min_new_tokens=4), ValueError, r"min_new_tokens must be <= max_new_tokens=3, got 4"),
-        # 10**9 rows × 4 positions (1 prompt token + 3 new) × 2 layers × (K and V) × 64 wide × 4 bytes: no machine has it
+        # 10**9 rows × 4 positions (1 prompt token + 3 new) × 2 layers × (K and V) × 64 wide × 4 bytes of cache,
+        # 10**9 rows × 50257 logits × (4 bytes + 3 fp32 copies): no machine has it
         (dict(num_beams=10**9), ValueError,
-         r"num_beams=1000000000 × batch size 1 = 1000000000 rows need a KV cache of 4096.0 GB \(4 positions each\), "
-         r"more than the [0-9.]+ GB of memory available on cpu; lower one of them, or max_new_tokens"),
+         r"num_beams=1000000000 × batch size 1 = 1000000000 rows need [0-9.]+ GB at the peak of decoding "
+         r"\(KV cache 4096.0 GB for 4 positions each, logits over the 50257-token vocabulary 804112.0 GB, "
+         r"activations [0-9.]+ GB\), more than the [0-9.]+ GB of memory available on cpu; "
+         r"lower one of them, or max_new_tokens"),
         (dict(num_beams=2, beam_width=3), TypeError, r"unexpected keyword argument 'beam_width'"),
     ],
 )
@@ -291,9 +294,11 @@ def test_bad_contrastive_and_ranking_settings(tiny_model, monkeypatch, call, mes
 def test_contrastive_cache_too_big_for_memory_is_refused_before_any_work(tiny_model, monkeypatch):
     monkeypatch.setattr("minigpt.kv_cache.available_memory", lambda device: 10**8)
     monkeypatch.setattr(GPT, "forward", lambda *args, **kw: pytest.fail("the model ran before the check"))
-    # 100,000 rows × 5 positions × 2 layers × (K and V) × 64 wide × 4 bytes = 0.51 GB
+    # 100,000 rows × 5 positions × 2 layers × (K and V) × 64 wide × 4 bytes = 0.51 GB of cache, and 80.4 GB
+    # of logits: 100,000 rows × 50257 × (4 bytes + 3 fp32 copies)
     with pytest.raises(ValueError, match=(
-        r"top_k=50000 × batch size 2 = 100000 rows need a KV cache of 0.5 GB \(5 positions each\), "
+        r"top_k=50000 × batch size 2 = 100000 rows need [0-9.]+ GB at the peak of decoding \(KV cache 0.5 GB "
+        r"for 5 positions each, logits over the 50257-token vocabulary 80.4 GB, activations [0-9.]+ GB\), "
         r"more than the 0.1 GB of memory available on cpu"
     )):
         contrastive_search(tiny_model, ["Hi", "Yo"], penalty_alpha=0.5, top_k=50_000, max_new_tokens=4)

@@ -8,10 +8,12 @@ steps; the vocabulary stays GPT-2's 50,257 tokens.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -470,3 +472,200 @@ def test_ctrl_c_says_where_the_last_checkpoint_is(tmp_path, monkeypatch, capsys)
     err = capsys.readouterr().err.strip()
     assert err == (f"interrupted at step 4; the last checkpoint is {config.out_dir} (step 3): run the same "
                    "command with --resume to continue from it")
+
+
+# --- settings refused before any work: the device, the DDP environment ------------------------------------
+
+def cli_train(tmp_path: Path, *flags: str) -> list[str]:
+    """Arguments of ``minigpt train`` for the tiny run of :func:`tiny_config`, then ``flags``."""
+    config = tiny_config(tmp_path)
+    return ["train", *[f"--{k.replace('_', '-')}={v}" for k, v in vars(config).items()
+                       if v is not None and not isinstance(v, bool)], "--no-progress", *flags]
+
+
+def test_a_device_this_machine_lacks_is_named_before_any_work(tmp_path, monkeypatch, capsys):
+    from minigpt import cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # a CPU-only machine, whatever this one is
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    monkeypatch.setattr(train_module, "load_splits", lambda: pytest.fail("started work on a missing device"))
+    assert cli.main(cli_train(tmp_path, "--device", "cuda")) == 2
+    assert capsys.readouterr().err.strip() == ("minigpt train: error: device must be a device this machine has "
+                                               "(available: cpu; CUDA is not available), got 'cuda'")
+    assert not (tmp_path / "out").exists()  # not even out_dir was created
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"WORLD_SIZE": "2"}, "WORLD_SIZE=2 but the environment variable RANK is not set: start DDP runs with "
+                          "torchrun, which sets WORLD_SIZE, RANK and LOCAL_RANK, or unset WORLD_SIZE"),
+    ({"WORLD_SIZE": "2", "RANK": "1"}, "WORLD_SIZE=2 but the environment variable LOCAL_RANK is not set"),
+    ({"WORLD_SIZE": "two"}, "the environment variable WORLD_SIZE must be an integer >= 1, got 'two'"),
+    ({"WORLD_SIZE": "2", "RANK": "2", "LOCAL_RANK": "0"},
+     "the environment variable RANK must be below WORLD_SIZE=2, got 2"),
+])
+def test_a_ddp_environment_without_its_ranks_is_named(tmp_path, monkeypatch, capsys, env, message):
+    from minigpt import cli
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(train_module, "load_splits", lambda: pytest.fail("started work without the ranks"))
+    assert cli.main(cli_train(tmp_path)) == 2
+    assert capsys.readouterr().err.strip().startswith(f"minigpt train: error: {message}")
+
+
+# --- an interrupted save is checked before it replaces anything --------------------------------------------
+
+def interrupted_after_commit(tmp_path: Path) -> Path:
+    """out_dir with its step-3 checkpoint and, in .saved, the complete step-6 set of a save killed right
+    after its commit point (as the SIGKILL test leaves it, without the subprocess, which finishes it)."""
+    tiny_train(tiny_config(tmp_path / "three", max_steps=3, eval_interval=3))
+    tiny_train(tiny_config(tmp_path / "six", max_steps=6, eval_interval=3))
+    out = tmp_path / "three" / "out"
+    (tmp_path / "six" / "out").rename(out / ".saved")
+    return out
+
+
+@pytest.mark.parametrize("damage, problem", [
+    ("model.safetensors", r"model.safetensors is not the file saved with train_state.pt at step 6 \(it was "
+                          r"changed, truncated or comes from another save\)"),
+    ("train_state.pt", r"train_state.pt cannot be read"),
+])
+def test_resume_refuses_a_damaged_interrupted_save_and_keeps_the_good_checkpoint(tmp_path, damage, problem):
+    out = interrupted_after_commit(tmp_path)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    (out / ".saved" / damage).write_bytes((out / ".saved" / damage).read_bytes()[:1000])  # truncated
+    with pytest.raises(ValueError, match=rf"cannot resume from .*three/out: .*three/out/.saved holds an "
+                                         rf"interrupted save that is damaged \(.*three/out/.saved/{problem}.*\); "
+                                         rf"nothing was moved, so the checkpoint in .*three/out is as it was: "
+                                         rf"delete .*three/out/.saved to resume from it"):
+        tiny_train(tiny_config(tmp_path / "three", max_steps=6, eval_interval=3, resume=True))
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before  # the step-3 set, untouched
+    assert sorted(p.name for p in (out / ".saved").iterdir()) == ["config.json", "model.safetensors",
+                                                                  "train_state.pt"]
+    shutil.rmtree(out / ".saved")  # as the message says: then the step-3 checkpoint resumes
+    assert tiny_train(tiny_config(tmp_path / "three", max_steps=4, eval_interval=3, resume=True)).steps == 4
+
+
+def test_resume_says_when_a_damaged_interrupted_save_was_partly_moved(tmp_path):
+    out = interrupted_after_commit(tmp_path)
+    os.replace(out / ".saved" / "train_state.pt", out / "train_state.pt")  # a kill after the first move
+    (out / ".saved" / "config.json").write_text("{}")
+    with pytest.raises(ValueError, match=r"damaged \(.*config.json is not the file saved with train_state.pt at step 6 .*\)"
+                                         r"; train_state.pt had already been moved into .*out, so it holds no "
+                                         r"complete checkpoint either"):
+        tiny_train(tiny_config(tmp_path / "three", max_steps=6, eval_interval=3, resume=True))
+
+
+# --- a full disk during a save ---------------------------------------------------------------------------
+
+def test_a_full_disk_during_a_save_names_it_and_keeps_the_last_checkpoint(tmp_path, monkeypatch, capsys):
+    from minigpt import cli
+
+    monkeypatch.setattr(train_module, "load_splits", lambda: (TRAIN_TOKENS, HELDOUT_TOKENS))
+    real_save, saves = torch.save, []
+
+    def disk_full_on_the_second_save(obj, path, *args, **kwargs):
+        saves.append(path)
+        if len(saves) == 2:  # the final save, at step 6; the one at step 3 went through
+            Path(path).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_full_on_the_second_save)
+    out = tmp_path / "out"
+    assert cli.main(cli_train(tmp_path)) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"minigpt train: error: saving the checkpoint of step 6 to {out} failed (No space left on device); the "
+        "last good checkpoint (step 3) is kept there: once the cause is fixed, run the same command with --resume "
+        "to continue from it")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "train_state.pt"]
+    assert torch.load(out / STATE_NAME, weights_only=True)["step"] == 3  # whole, and still step 3
+
+
+def test_a_safetensors_error_in_the_first_save_says_nothing_was_saved(tmp_path, monkeypatch):
+    from safetensors import SafetensorError
+
+    def disk_full(model, path, **kwargs):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(train_module, "save_checkpoint", disk_full)
+    config = tiny_config(tmp_path)
+    with pytest.raises(train_module.SaveFailed) as caught:
+        tiny_train(config)
+    assert str(caught.value) == (f"saving the checkpoint of step 3 to {config.out_dir} failed (Error while "
+                                 "serializing: I/O error: No space left on device (os error 28)); no checkpoint "
+                                 "of this run had been saved yet")
+    assert list(Path(config.out_dir).iterdir()) == []  # the unfinished .saving was removed
+
+
+# --- Ctrl-C at every phase -------------------------------------------------------------------------------
+
+def interrupt(*args, **kwargs):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_ctrl_c_while_starting_up_says_nothing_was_trained(tmp_path, monkeypatch, capsys, resume):
+    from minigpt import cli
+
+    if resume:
+        tiny_train(tiny_config(tmp_path, max_steps=3))
+        monkeypatch.setattr(train_module, "load_checkpoint", interrupt)  # while reading the saved run
+    else:
+        monkeypatch.setattr(train_module, "load_splits", interrupt)  # while reading the corpus
+    assert cli.main(cli_train(tmp_path, *(["--resume"] if resume else []))) == 130
+    kept = (f"nothing new was trained, and the checkpoint in {tmp_path / 'out'} is kept: run the same command "
+            "to resume from it" if resume else "nothing was trained or saved")
+    assert capsys.readouterr().err.strip() == f"interrupted while starting up, before the first step: {kept}"
+
+
+def interrupt_the_final_evaluation(monkeypatch) -> None:
+    """Make heldout_loss raise KeyboardInterrupt when it scores every window (the final evaluation only)."""
+    real_heldout_loss = train_module.heldout_loss
+
+    def interrupted_when_final(model, tokens, block_size, max_windows=None, **kwargs):
+        if max_windows is None:
+            raise KeyboardInterrupt
+        return real_heldout_loss(model, tokens, block_size, max_windows, **kwargs)
+
+    monkeypatch.setattr(train_module, "heldout_loss", interrupted_when_final)
+    monkeypatch.setattr(train_module, "load_splits", lambda: (TRAIN_TOKENS, HELDOUT_TOKENS))
+
+
+def test_ctrl_c_in_the_final_evaluation_saves_the_steps_first(tmp_path, monkeypatch, capsys):
+    from minigpt import cli
+
+    interrupt_the_final_evaluation(monkeypatch)
+    out = tmp_path / "out"
+    assert cli.main(cli_train(tmp_path)) == 130
+    assert capsys.readouterr().err.strip() == (
+        f"interrupted during the final held-out evaluation; the weights of step 6 were saved to {out} without it: "
+        "run the same command with --resume to score them")
+    assert torch.load(out / STATE_NAME, weights_only=True)["step"] == 6
+    monkeypatch.undo()
+    resumed = tiny_train(tiny_config(tmp_path, resume=True))  # trains nothing more, scores and saves
+    assert resumed.steps == 6 and len(resumed.train_losses) == 6 and resumed.final_heldout_loss is not None
+    assert resumed.heldout_losses[-1] == (6, resumed.final_heldout_loss)
+
+
+def test_a_second_ctrl_c_during_that_save_names_the_checkpoint_that_stands(tmp_path, monkeypatch, capsys):
+    from minigpt import cli
+
+    interrupt_the_final_evaluation(monkeypatch)
+    real_save, saves = torch.save, []
+
+    def interrupted_on_the_second_save(*args, **kwargs):
+        saves.append(1)
+        if len(saves) == 2:  # the save after the final evaluation's Ctrl-C; the step-3 one went through
+            raise KeyboardInterrupt
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", interrupted_on_the_second_save)
+    assert cli.main(cli_train(tmp_path)) == 130
+    assert capsys.readouterr().err.strip() == (
+        f"interrupted at step 6; the last checkpoint is {tmp_path / 'out'} (step 3): run the same command with "
+        "--resume to continue from it")
+    assert torch.load(tmp_path / "out" / STATE_NAME, weights_only=True)["step"] == 3

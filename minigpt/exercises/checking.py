@@ -5,9 +5,11 @@ input that failed next to what was expected and what came back, and returns it a
 stub that still raises ``NotImplementedError`` is reported as "not implemented yet", so an exercise
 notebook runs top to bottom before any exercise is solved. The student's function works on deep copies of
 each input (the model too), so changing them cannot change what later cases expect, and each call has
-``TIME_LIMIT_S`` seconds to return. A function that returns the right answer but changes one of its inputs
-in place (``logits[...] = -inf`` on the caller's tensor) fails too, with a message that says so, unless the
-library's own function changes that input as well: the caller's tensor would change under them.
+``TIME_LIMIT_S`` seconds to return. It runs in a forked child process, killed at the limit, so that
+neither a bare ``except:`` around a loop nor ``sys.exit()`` nor ``os._exit()`` can hang or end the caller.
+A function that returns the right answer but changes one of its inputs in place (``logits[...] = -inf`` on
+the caller's tensor) fails too, with a message that says so, unless the library's own function changes that
+input as well: the caller's tensor would change under them.
 
 >>> import torch
 >>> double = lambda x: 2 * x
@@ -26,8 +28,13 @@ True
 from __future__ import annotations
 
 import copy
+import gc
 import inspect
 import math
+import multiprocessing
+import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -39,9 +46,16 @@ NOT_IMPLEMENTED = "not implemented yet: replace `raise NotImplementedError` with
 
 # Seconds one hidden case may take. The cases are toy-sized (a few milliseconds, a second at most on a slow
 # laptop), so only a loop that never ends gets near it, and the student hears about it after 10 s rather than
-# staring at a cell that never finishes. Read at each check, so a test can shorten it. How a call is stopped,
-# in a Jupyter kernel, a script or a thread: minigpt/exercises/time_limit.py.
+# staring at a cell that never finishes. Read at each check, so a test can shorten it.
 TIME_LIMIT_S = 10.0
+
+# Where fork exists (Linux, macOS) each check forks one child that runs the student's function on every case,
+# and kills it at the time limit: nothing the function does (a bare ``except:`` around a loop, ``sys.exit()``,
+# ``os._exit()``, a crash) can hang or end the student's kernel, and the fork costs a few milliseconds per
+# check. Without fork (Windows), or inside a daemonic process (which may not start one), the function runs in
+# this process under ``call_with_time_limit`` (minigpt/exercises/time_limit.py): a loop still fails at the
+# limit, but a bare ``except:`` can swallow it and ``sys.exit()`` ends the caller's process.
+_FORK = multiprocessing.get_context("fork") if "fork" in multiprocessing.get_all_start_methods() else None
 
 
 @dataclass
@@ -126,33 +140,158 @@ def _run_cases(
     pristine: list[Case] = copy.deepcopy(list(cases))
     reference_inputs = [(copy.deepcopy(case.args), copy.deepcopy(case.kwargs)) for case in pristine]
     expected = [reference(*args, **kwargs) for args, kwargs in reference_inputs]
-    limit = TIME_LIMIT_S
-    for number, (case, answer) in enumerate(zip(pristine, expected), 1):
-        args, kwargs = copy.deepcopy(case.args), copy.deepcopy(case.kwargs)
+    judge = _judge_in_child if _FORK is not None and not multiprocessing.current_process().daemon else _judge_in_process
+    failure = judge(student, reference, pristine, expected, reference_inputs, atol, compare, TIME_LIMIT_S)
+    if failure is None:
+        return CheckResult(exercise, True, f"✓ {exercise}: all {len(cases)} hidden cases pass")
+    number, reason = failure
+    if reason == NOT_IMPLEMENTED:
+        return CheckResult(exercise, False, f"✗ {exercise}: {NOT_IMPLEMENTED}")
+    return _failure(exercise, number, len(cases), pristine[number - 1], reference, reason)
+
+
+def _judge_in_child(
+    student: Callable,
+    reference: Callable,
+    cases: list[Case],
+    expected: list,
+    reference_inputs: list,
+    atol: float,
+    compare: Callable[[object, object, float], str | None],
+    limit: float,
+) -> tuple[int, str] | None:
+    """The first case that fails and why (or None), judged in one forked child that is killed at the limit.
+
+    The child is forked after every input and expected answer exists, so it inherits them (nothing is
+    pickled on the way in, and a function defined in a notebook needs no pickling either); it runs the cases
+    one after the other and sends back one verdict (a short string, or None) per case through a pipe. The
+    parent waits at most ``limit`` seconds for each, so neither a loop that never ends, nor an ``except:``
+    that swallows everything, nor ``sys.exit()``/``os._exit()``/a crash can keep it from answering.
+    """
+    reader, writer = _FORK.Pipe(duplex=False)
+
+    def work() -> None:
+        reader.close()
+        gc.freeze()  # a collection in the child skips every inherited object, so it does not copy their pages
+        for number, (case, answer, inputs) in enumerate(zip(cases, expected, reference_inputs), 1):
+            try:
+                reason = _judge_case(student, reference, case, answer, inputs, atol, compare, _call)
+            except SystemExit as exit:  # the checker's own process would have ended: a verdict instead
+                reason = f"called sys.exit({exit.code!r}), which ends the program: return the answer instead"
+            except BaseException as error:  # KeyboardInterrupt, GeneratorExit, a student's own BaseException
+                reason = f"raised {type(error).__name__}: {error}"
+            sys.stdout.flush()  # what the function printed comes out before the child is gone
+            sys.stderr.flush()
+            writer.send((number, reason))
+            if reason is not None:
+                break
+        os._exit(0)  # at once: no thread the student started keeps it alive, and nobody waits for it
+
+    worker = _FORK.Process(target=work, name="student function", daemon=True)  # daemon: never outlives us
+    worker.start()
+    writer.close()  # only the child writes: its end closing (however it ends) makes recv raise EOFError
+    answered = False  # True once the child has sent its last verdict and ends itself
+    try:
+        for number in range(1, len(cases) + 1):
+            if not reader.poll(limit):
+                return number, f"did not return within {limit:g} s: is there a loop that never ends?"
+            try:
+                _, reason = reader.recv()
+            except EOFError:  # the child ended without a verdict: os._exit, a crash, a signal
+                worker.join(limit)  # it has ended or is ending; if it has not (it closed the pipe), it is killed
+                return number, _how_it_ended(worker.exitcode)
+            answered = reason is not None or number == len(cases)
+            if reason is not None:
+                return number, reason
+        return None
+    finally:
+        reader.close()
+        if not answered:  # stuck, or interrupted (Ctrl-C here); one that answered ends itself, and the next
+            worker.kill()  # fork, or the interpreter's exit, collects it
+            worker.join()
+
+
+def _how_it_ended(exitcode: int | None) -> str:
+    """Why a child ended without a verdict, from its exit code (negative: the signal that killed it)."""
+    if exitcode is None:  # still running, its end of the pipe closed by the student's code
+        return "closed the checker's connection to it (os.close?) before it returned an answer"
+    if exitcode is not None and exitcode < 0:
         try:
-            got = call_with_time_limit(student, args, kwargs, seconds=limit)
-        except NotImplementedError:
-            return CheckResult(exercise, False, f"✗ {exercise}: {NOT_IMPLEMENTED}")
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        return f"crashed: the process was killed by {name} before it returned an answer"
+    return (f"ended the process with exit code {exitcode} (os._exit?) before it returned an answer: "
+            "return the answer instead")
+
+
+def _judge_in_process(
+    student: Callable,
+    reference: Callable,
+    cases: list[Case],
+    expected: list,
+    reference_inputs: list,
+    atol: float,
+    compare: Callable[[object, object, float], str | None],
+    limit: float,
+) -> tuple[int, str] | None:
+    """The first case that fails and why (or None), judged in this process under ``call_with_time_limit``.
+
+    Where there is no fork (Windows) or no child may be started (inside a daemonic process): a loop that
+    never ends still fails at the limit, but an ``except:`` that swallows the time limit, ``sys.exit()`` or
+    ``os._exit()`` reach the caller's own process.
+    """
+    for number, (case, answer, inputs) in enumerate(zip(cases, expected, reference_inputs), 1):
+        def call(function: Callable, args: tuple, kwargs: dict) -> object:
+            return call_with_time_limit(function, args, kwargs, seconds=limit)
+
+        try:
+            reason = _judge_case(student, reference, case, answer, inputs, atol, compare, call)
         except TimedOut:
             reason = f"did not return within {limit:g} s: is there a loop that never ends?"
-            return _failure(exercise, number, len(cases), case, reference, reason)
-        except Exception as error:  # the student's bug, reported with the input that triggered it
-            reason = f"raised {type(error).__name__}: {error}"
-            return _failure(exercise, number, len(cases), case, reference, reason)
-        try:
-            problem = compare(answer, got, atol)
-        except Exception as error:  # an answer of a kind no comparison foresaw (a set of lists, say)
-            problem = f"returned something that cannot be compared with the answer ({type(error).__name__}: {error})"
-        if problem is not None:
-            reason = f"{problem}\n  expected: {show(answer)}\n  got:      {show(got)}"
-            return _failure(exercise, number, len(cases), case, reference, reason)
-        changed = _changed_in_place(reference, case, (args, kwargs), reference_inputs[number - 1])
-        if changed is not None:
-            name, value = changed
-            reason = (f"returned the right answer but changed its input `{name}` in place: the caller's "
-                      f"`{name}` is different after the call. {_how_to_leave_alone(name, value)}")
-            return _failure(exercise, number, len(cases), case, reference, reason)
-    return CheckResult(exercise, True, f"✓ {exercise}: all {len(cases)} hidden cases pass")
+        if reason is not None:
+            return number, reason
+    return None
+
+
+def _call(function: Callable, args: tuple, kwargs: dict) -> object:
+    return function(*args, **kwargs)
+
+
+def _judge_case(
+    student: Callable,
+    reference: Callable,
+    case: Case,
+    answer: object,
+    reference_inputs: tuple,
+    atol: float,
+    compare: Callable[[object, object, float], str | None],
+    call: Callable[[Callable, tuple, dict], object],
+) -> str | None:
+    """None when ``student`` passes ``case``, ``NOT_IMPLEMENTED`` for a stub, else the reason it fails.
+
+    ``call(student, args, kwargs)`` runs the function; ``answer`` and ``reference_inputs`` are the
+    reference's answer and its inputs after its own call, to tell which in-place changes are allowed.
+    """
+    args, kwargs = copy.deepcopy(case.args), copy.deepcopy(case.kwargs)
+    try:
+        got = call(student, args, kwargs)
+    except NotImplementedError:
+        return NOT_IMPLEMENTED
+    except Exception as error:  # the student's bug, reported with the input that triggered it
+        return f"raised {type(error).__name__}: {error}"
+    try:
+        problem = compare(answer, got, atol)
+    except Exception as error:  # an answer of a kind no comparison foresaw (a set of lists, say)
+        problem = f"returned something that cannot be compared with the answer ({type(error).__name__}: {error})"
+    if problem is not None:
+        return f"{problem}\n  expected: {show(answer)}\n  got:      {show(got)}"
+    changed = _changed_in_place(reference, case, (args, kwargs), reference_inputs)
+    if changed is not None:
+        name, value = changed
+        return (f"returned the right answer but changed its input `{name}` in place: the caller's "
+                f"`{name}` is different after the call. {_how_to_leave_alone(name, value)}")
+    return None
 
 
 def _changed_in_place(

@@ -11,8 +11,10 @@ How to stop a function that does not return, from the same process, in a Jupyter
   runs in a worker thread and the caller waits at most the limit. Python cannot kill a thread, but
   CPython can raise an exception in it at its next bytecode, which stops a pure-Python loop; a call stuck
   inside C code runs on in the background, on copies of the inputs, while the check reports the timeout.
-- A subprocess could be killed for sure, but it cannot receive a function defined in a notebook (a closure
-  cannot be pickled), so it is not an option for student code.
+- A subprocess can be killed for sure, and a forked one inherits a function defined in a notebook with no
+  pickling: where fork exists, the checkers (``minigpt.exercises.checking``) run the student's function in
+  one, killed at the limit, and use this module only where they cannot (Windows, a daemonic process): a bare
+  ``except:`` can swallow ``TimedOut`` and ``sys.exit()`` ends the process that called.
 
 >>> call_with_time_limit(sum, ([1, 2, 3],), seconds=1.0)
 6

@@ -62,11 +62,13 @@ import torch
 import torch.nn.functional as F
 
 from minigpt import logits as L
+from minigpt.checks import check_type
 from minigpt.fast import kernels
 from minigpt.fast.kernels import IN_OUT, in_out_layout
 from minigpt.fast.native import NativeStep, matrix_for_c
 from minigpt.fast.options import check_bool, check_dtype, choose_matmul
 from minigpt.generate import PAD_TOKEN_ID, Generation, as_eos_ids, check_id_prompt, make_generator
+from minigpt.kv_cache import check_memory_fits
 from minigpt.model import GPT, causal_mask, position_ids_from_mask
 from minigpt.quantize import Int8Linear, choose_int8_kernel
 
@@ -187,6 +189,10 @@ class FastDecoder:
                 raise ValueError(f"{name} must be {allowed}, got {value!r}")
         check_dtype(dtype, none_ok=True)
         check_bool("static", static, none_ok=True)
+        # the cache and a full batch's prompt pass, refused at once rather than after copying the weights
+        check_memory_fits(model, max_batch_size, max_len, f"max_batch_size={max_batch_size} rows",
+                          lower="max_batch_size or max_len", prompt_rows=max_batch_size, prompt_len=max_len,
+                          dtype=dtype)
         wte = model.transformer.wte.weight.detach()
         self.config, self.device = c, wte.device
         self.dtype = wte.dtype if dtype is None else dtype
@@ -351,6 +357,7 @@ class FastDecoder:
         >>> out.ids.shape, out.attention_mask[0].tolist(), len(out.new_tokens[1])
         (torch.Size([2, 6]), [0, 1, 1, 1, 1, 1], 4)
         """
+        check_type("ids", ids, torch.Tensor, "a (B, T) tensor of token ids (for text, use minigpt.generate.generate)")
         ids, mask = check_id_prompt(ids, attention_mask, self.config.vocab_size)
         B, T = ids.shape
         self._check_call(B, T, max_new_tokens)

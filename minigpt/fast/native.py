@@ -14,6 +14,14 @@ The instruction set is torch's answer to "what does this CPU run?" (``torch.back
 which honours ``ATEN_CPU_CAPABILITY``), never an assumption. Where no compiler or no OpenMP is found,
 ``unavailable_reason()`` says so and ``minigpt.fast.FastDecoder`` keeps its torch step.
 
+The library's name is computable by anyone, so what sits at it is loaded only when it is provably the one
+built here: the build records the library's sha256 and size beside it (``<name>.so.sha256``), and before
+``ctypes`` opens it (which runs its constructors) the library and its record must be regular files of this
+user's that no one else may write, in a directory of this user's that no one else may write, and the
+library's digest and size must be those recorded. A library that fails this (truncated, foreign, never
+recorded) is rebuilt in its place; where the directory itself is writable by others, the build goes to a
+private temporary directory instead and the shared one is left alone.
+
 >>> isinstance(available(), bool)
 True
 """
@@ -25,6 +33,7 @@ import functools
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
 from collections.abc import Sequence
@@ -74,34 +83,110 @@ def _cache_dir() -> Path:
     return Path(os.environ.get("MINIGPT_CACHE") or Path.home() / ".cache" / "minigpt") / "native"
 
 
+def library_name(cc: str, flags: Sequence[str], header: str) -> str:
+    """The cached library's file name: a digest of the source, the declared layout, the compiler and flags.
+
+    >>> library_name("cc", ["-O3"], "") == library_name("cc", ["-O3"], "") != library_name("gcc", ["-O3"], "")
+    True
+    """
+    key = hashlib.sha256(SOURCE.read_bytes() + header.encode() + cc.encode() + " ".join(flags).encode())
+    return f"decode_step-{key.hexdigest()[:16]}.so"
+
+
+def _record(library: Path) -> Path:
+    """Where the build writes ``library``'s sha256 and size: beside it, as ``<name>.so.sha256``."""
+    return library.with_name(library.name + ".sha256")
+
+
+def _only_ours(st: os.stat_result) -> bool:
+    """Is this (file or directory) owned by this user, with no write permission for group or others?"""
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def untrusted(library: Path) -> str | None:
+    """Why ``library`` is not provably the one built here, or None when it is and may be loaded.
+
+    It is, when it and its record (``<name>.so.sha256``, "<sha256> <size>") are regular files (not links)
+    of this user's that no one else may write, and the library's sha256 and size are those recorded. It
+    reads the file and never opens it as a library: opening one runs its constructors.
+
+    >>> untrusted(Path("/nonexistent/decode_step.so"))
+    'no /nonexistent/decode_step.so.sha256 (the record of a build) beside it'
+    """
+    record = _record(library)
+    try:
+        for path in (record, library):
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or not _only_ours(st):
+                return f"{path} is not a regular file of this user's that only this user may write"
+        digest, size = record.read_text().split()
+        data = library.read_bytes()
+    except FileNotFoundError as e:
+        return f"no {e.filename} (the record of a build) beside it" if str(e.filename) == str(record) else str(e)
+    except (OSError, ValueError) as e:  # unreadable, or a record that is not "<sha256> <size>"
+        return f"cannot read {record} as '<sha256> <size>': {e}"
+    if str(len(data)) != size or hashlib.sha256(data).hexdigest() != digest:
+        return f"{library} is not the library built here (its sha256 or size is not the one in {record.name})"
+    return None
+
+
+def _compile(cc: str, flags: Sequence[str], header: str, out: Path) -> str | None:
+    """Compile the source with ``header`` into ``out`` (in a directory only we write); None, or why not."""
+    (out.parent / HEADER).write_text(header)
+    try:
+        run = subprocess.run([cc, *flags, f"-I{out.parent}", str(SOURCE), "-o", str(out), "-lm"],
+                             capture_output=True, text=True)
+    except OSError as e:  # not there, not executable, not a program
+        return f"the C compiler {cc} cannot run ({e.strerror}); set $CC to a C compiler, or install cc, gcc or clang"
+    if run.returncode != 0:
+        last = (run.stderr.strip().splitlines() or ["no message"])[-1]
+        return f"{cc} {' '.join(flags)} failed: {last}"
+    return None
+
+
 @functools.cache
-def _build(cc: str | None, flags: tuple[str, ...], header: str) -> ctypes.CDLL | str:
-    """The loaded library, or why it could not be built (a string). Built once per source, header, compiler
-    and flags; a library that reports another layout than ``layout`` declares raises ``LayoutMismatch``."""
+def _build(cc: str | None, flags: tuple[str, ...], header: str, directory: Path) -> ctypes.CDLL | str:
+    """The loaded library, or why it cannot run here (a string). Built once per source, header, compiler and
+    flags into ``directory``, whose copy is loaded only if ``untrusted`` finds nothing wrong with it (else it
+    is rebuilt); where ``directory`` is writable by others, built and loaded from a private temporary
+    directory instead. A library that reports another layout than ``layout`` declares raises ``LayoutMismatch``."""
     if cc is None:
         return "no C compiler found (set $CC, or install cc, gcc or clang)"
-    key = hashlib.sha256(SOURCE.read_bytes() + header.encode() + cc.encode() + " ".join(flags).encode())
-    target = _cache_dir() / f"decode_step-{key.hexdigest()[:16]}.so"
-    if not target.exists():
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:  # built aside, then moved in whole
-                built = Path(tmp) / target.name
-                (Path(tmp) / HEADER).write_text(header)
-                run = subprocess.run([cc, *flags, f"-I{tmp}", str(SOURCE), "-o", str(built), "-lm"],
-                                     capture_output=True, text=True)
-                if run.returncode != 0:
-                    last = (run.stderr.strip().splitlines() or ["no message"])[-1]
-                    return f"{cc} {' '.join(flags)} failed: {last}"
-                os.replace(built, target)
-        except OSError as e:
-            return f"cannot build in {target.parent}: {e}"
+    target = directory / library_name(cc, flags, header)
     try:
-        lib = ctypes.CDLL(str(target))
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        shared = not _only_ours(os.stat(directory))
+    except OSError as e:
+        return f"cannot build in {directory}: {e}"
+    if shared:  # anyone could swap what we check for what we load: build where only we can write
+        with tempfile.TemporaryDirectory(prefix="minigpt-native-") as private:
+            built = Path(private) / target.name
+            return _compile(cc, flags, header, built) or _open(built)  # removed once loaded: the mapping stays
+    if untrusted(target) is not None:  # not built yet, or not provably the build's output: (re)build it
+        try:
+            with tempfile.TemporaryDirectory(dir=directory) as tmp:  # built aside, then moved in whole
+                built = Path(tmp) / target.name
+                if why_not := _compile(cc, flags, header, built):
+                    return why_not
+                data = built.read_bytes()
+                (Path(tmp) / "record").write_text(f"{hashlib.sha256(data).hexdigest()} {len(data)}\n")
+                os.replace(built, target)
+                os.replace(Path(tmp) / "record", _record(target))
+        except OSError as e:
+            return f"cannot build in {directory}: {e}"
+    return _open(target)
+
+
+def _open(path: Path) -> ctypes.CDLL | str:
+    """Load the library at ``path`` (checked already) and declare its functions; the library, or why not."""
+    try:
+        lib = ctypes.CDLL(str(path))
     except OSError as e:  # built, but not loadable here (a missing OpenMP runtime, say)
-        return f"cannot load {target}: {e}"
+        return f"cannot load {path}: {e}"
     for name, (ret, args) in layout.FUNCTIONS.items():  # the signatures the header declared
-        function = getattr(lib, name)
+        function = getattr(lib, name, None)
+        if function is None:
+            return f"cannot load {path}: it has no function {name} (minigpt.fast.layout.FUNCTIONS)"
         function.argtypes, function.restype = [*map(layout.ctype, args)], layout.ctype(ret)
     check_layout(lib)
     return lib
@@ -125,7 +210,7 @@ def check_layout(lib: ctypes.CDLL) -> None:
 
 
 def _library() -> ctypes.CDLL | str:
-    return _build(compiler(), tuple(build_flags()), layout.header())
+    return _build(compiler(), tuple(build_flags()), layout.header(), _cache_dir())
 
 
 def available() -> bool:
