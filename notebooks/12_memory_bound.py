@@ -569,8 +569,9 @@ read_flops()
 # %% [markdown]
 # Now measure the fast path at each batch size (random 4-token prompts, `sweep_new` new tokens each,
 # timed as in Step 3). All the batch sizes take turns, `rounds` rounds, each turn right after a bandwidth
-# reading and a flop-rate reading, and the roofline takes the best of each: a best case, so that no
-# measured point can sit above it.
+# reading and a flop-rate reading, and the roofline takes the best of each: a best case. No measured point
+# can read its bytes faster than the best bandwidth reading (asserted); the arithmetic side is the rate of
+# torch's matrix product, which the C step's own kernel can beat where torch runs its portable kernels.
 
 # %%
 batched = FastDecoder(model, max_batch_size=max(batches), max_len=sweep_prompt + sweep_new)
@@ -593,6 +594,11 @@ def predicted(b):
     return b / max(step[b] / (bandwidth * 1e9), flops[b] / flop_rate)
 
 
+def memory_roof(b):
+    """Tokens/s at batch b if the step took only the time to read its bytes at the best bandwidth reading."""
+    return b * bandwidth * 1e9 / step[b]
+
+
 # the crossover: bytes(B) / bandwidth = 2 · weights · B / flop rate, with bytes(B) = bytes(0) + B · cache bytes
 cache_per_row = step[2] - step[1]
 bytes_per_s = bandwidth * 1e9
@@ -611,7 +617,9 @@ for b in batches:
     m = measured[b]
     print(f"{b:>5} {m.high:10.1f} {predicted(b):9.1f} {m.high / predicted(b):15.0%}   "
           f"{m.mean:13.1f} ± {m.stderr:5.1f} ({m.low:.1f}-{m.high:.1f})")
-assert all(measured[b].high <= predicted(b) for b in batches)  # no batch's fastest round above the roofline
+# no batch's fastest round reads faster than the memory allows; the arithmetic roof is torch's matrix product's
+# best rate, which the C step's own kernel can beat where torch runs its portable kernels
+assert all(measured[b].high <= memory_roof(b) for b in batches)
 assert measured[64].high > measured[1].high  # batching pays: the fastest round of batch 64 beats batch 1's
 
 # %%
@@ -677,10 +685,11 @@ display(Markdown(
     + (f"; the C step streams {rows_at_once['batch 1']} rows of a matrix at once at batch 1 but "
        f"{rows_at_once['larger batches']} at larger batches (the cell above printed it), so its reads are "
        "slower there." if sweep_c_step else ".")
-    + f"\n- Every batch size's fastest round sits at or below the roofline; the largest measured fraction of it "
-    f"is {max(measured[b].high / predicted(b) for b in batches):.0%}."))
+    + f"\n- Every batch size's fastest round sits at or below the memory roof (its bytes at the best bandwidth "
+    f"reading); the largest measured fraction of the roofline is "
+    f"{max(measured[b].high / predicted(b) for b in batches):.0%}."))
 assert gain[8] < 8  # batching is not free: eight sequences cost more than one step's time
-assert all(measured[b].high <= predicted(b) for b in batches)
+assert all(measured[b].high <= memory_roof(b) for b in batches)
 
 # %% [markdown]
 # So batching pays, but not for free: each step does B times the arithmetic, with kernels that reach
