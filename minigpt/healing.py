@@ -179,13 +179,14 @@ def continuation_bytes(removed: bytes, new_tokens: Sequence[int]) -> bytes:
 def training_tokens() -> torch.Tensor:
     """The shipped training split as one 1-D tensor of token ids (``minigpt.data.load_splits()[0]``).
 
-    Loaded once per process; ``load_splits`` keeps the encoded corpus in ``data/cache/``, so only the first
-    call after a change to the corpus encodes it (about a second).
+    Loaded once per process; ``load_splits`` keeps the encoded corpus in a cache
+    (``minigpt.data.default_cache_dir``), so only the first call after a change to the corpus encodes it
+    (about a second).
 
     >>> training_tokens().ndim
     1
     """
-    from minigpt.data import load_splits  # the corpus ships with the checkout only: import it when needed
+    from minigpt.data import load_splits  # read on first use only: healing's other functions need no corpus
 
     return load_splits()[0]
 

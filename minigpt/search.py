@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from minigpt import logits as L
-from minigpt.checks import check_int, check_model, check_real
+from minigpt.checks import check_int, check_keywords, check_model, check_real
 from minigpt.generate import (
     PAD_TOKEN_ID,
     DecodingSettings,
@@ -100,6 +100,7 @@ class BeamSettings:
     def from_keywords(cls, logits: L.LogitsSettings | None = None, **keywords: object) -> BeamSettings:
         """The settings from keywords: ``LogitsSettings`` fields (or ``logits`` itself) and this class's own."""
         logits, rest = L.split_settings(keywords, logits)
+        check_keywords(cls, rest, also=" and LogitsSettings' fields")
         return cls(**rest, logits=logits)
 
     def _check_groups(self) -> None:

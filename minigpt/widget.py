@@ -30,11 +30,11 @@ class Explorer(anywidget.AnyWidget):
     """
 
     _esm = SCRIPT
-    repetition_penalty = traitlets.Any(1.0).tag(sync=True)
-    temperature = traitlets.Any(1.0).tag(sync=True)
-    top_k = traitlets.Any(0).tag(sync=True)
-    top_p = traitlets.Any(1.0).tag(sync=True)
-    min_p = traitlets.Any(0.0).tag(sync=True)
+    repetition_penalty = traitlets.Any(DEFAULTS["repetition_penalty"]).tag(sync=True)
+    temperature = traitlets.Any(DEFAULTS["temperature"]).tag(sync=True)
+    top_k = traitlets.Any(DEFAULTS["top_k"]).tag(sync=True)
+    top_p = traitlets.Any(DEFAULTS["top_p"]).tag(sync=True)
+    min_p = traitlets.Any(DEFAULTS["min_p"]).tag(sync=True)
     seed = traitlets.Any(0).tag(sync=True)
     error = traitlets.Unicode("").tag(sync=True)
     view = traitlets.Dict().tag(sync=True)
@@ -46,6 +46,7 @@ class Explorer(anywidget.AnyWidget):
         self._trail, self._rows = Trail(model, prompt, seed=seed), rows
         start = {name: OFF[name] if settings.get(name, 0) is None else settings.get(name, DEFAULTS[name])
                  for name in SETTINGS}  # None shows on its slider as the off position
+        self._started = start  # the front end says where the sliders started, and whether that is generate's
         super().__init__(seed=seed, **start)
         self.on_msg(self._on_message)
         self._refresh()
@@ -94,6 +95,8 @@ class Explorer(anywidget.AnyWidget):
             "tokens": list(trail.steps),  # a new list, so traitlets sees the change
             "seed": trail.seed,
             "draws": trail.draws,
+            "started": self._started,
+            "defaults": DEFAULTS,
         }
 
     def _step(self, how: str, token: int | None = None) -> None:
@@ -106,7 +109,7 @@ class Explorer(anywidget.AnyWidget):
         self._step("greedy")
 
     def sample(self) -> None:
-        """Append a token drawn from the processed distribution with the seeded generator."""
+        """Append a token drawn from the processed distribution with the seeded generator (greedy at temperature 0)."""
         self._step("sampled")
 
     def choose(self, token: int) -> None:

@@ -276,7 +276,8 @@ print("hand-built temperature == minigpt.logits.apply_temperature")
 # %%
 # NBVAL_IGNORE_OUTPUT
 # why: a live widget: its output is the id Jupyter gives it, new on every run
-minigpt.explore(model, decode(text.ids[0, : n_prompt + flat].tolist()), temperature=1.5)
+# top_k=0: the explorer starts where `minigpt generate` samples (top-k 50); here temperature acts alone
+minigpt.explore(model, decode(text.ids[0, : n_prompt + flat].tolist()), temperature=1.5, top_k=0)
 
 # %% [markdown]
 # ## Sources

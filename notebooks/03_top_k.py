@@ -296,7 +296,8 @@ print("hand-built top-k == minigpt.logits.top_k_filter")
 # %%
 # NBVAL_IGNORE_OUTPUT
 # why: a live widget: its output is the id Jupyter gives it, new on every run
-minigpt.explore(model, decode(text.ids[0, : n_prompt + flat].tolist()), top_k=k)
+# temperature=1: the explorer starts where `minigpt generate` samples (T = 0.8); here top-k acts alone
+minigpt.explore(model, decode(text.ids[0, : n_prompt + flat].tolist()), temperature=1, top_k=k)
 
 # %% [markdown]
 # ## Sources

@@ -355,7 +355,9 @@ print("hand-built top-p, least likely first == minigpt.logits.top_p_filter at al
 # %%
 # NBVAL_IGNORE_OUTPUT
 # why: a live widget: its output is the id Jupyter gives it, new on every run
-minigpt.explore(model, decode(text.ids[0, : n_prompt + flat].tolist()), top_p=0.9)
+# temperature=1, top_k=0: the explorer starts where `minigpt generate` samples (T = 0.8, top-k 50); here
+# top-p acts alone, so the count of tokens kept is the nucleus size
+minigpt.explore(model, decode(text.ids[0, : n_prompt + flat].tolist()), temperature=1, top_k=0, top_p=0.9)
 
 # %% [markdown]
 # ## Sources

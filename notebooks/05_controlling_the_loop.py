@@ -495,7 +495,10 @@ if default_run:
 # %%
 # NBVAL_IGNORE_OUTPUT
 # why: a live widget: its output is the id Jupyter gives it, new on every run
-minigpt.explore(model, "ROMEO:\nAnd, as I am a man, and a man, and a man,", repetition_penalty=1.5)
+# temperature=1, top_k=0: the explorer starts where `minigpt generate` samples (T = 0.8, top-k 50); here the
+# penalty acts alone
+minigpt.explore(model, "ROMEO:\nAnd, as I am a man, and a man, and a man,", temperature=1, top_k=0,
+                repetition_penalty=1.5)
 
 # %% [markdown]
 # ## Sources

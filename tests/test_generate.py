@@ -271,7 +271,7 @@ def test_stream_equals_generate(minigpt_model):
         (dict(stop=""), ValueError, r"stop must be a non-empty string or a list of them, got ''"),
         (dict(do_sample="yes"), TypeError, r"do_sample must be True or False, got 'yes'"),
         (dict(seed=1, generator=torch.Generator()), ValueError, r"pass either seed or generator, not both"),
-        (dict(beam_width=3), TypeError, r"unexpected keyword argument 'beam_width'"),
+        (dict(beam_width=3), TypeError, r"unknown setting 'beam_width': the settings are allow_special, do_sample"),
     ],
 )
 def test_bad_settings(tiny_model, kwargs, error, message):

@@ -261,7 +261,7 @@ def test_sample_and_rank_ranks_generate_samples_by_mean_log_prob(minigpt_model):
          r"\(KV cache 4096.0 GB for 4 positions each, logits over the 50257-token vocabulary 804112.0 GB, "
          r"activations [0-9.]+ GB\), more than the [0-9.]+ GB of memory available on cpu; "
          r"lower one of them, or max_new_tokens"),
-        (dict(num_beams=2, beam_width=3), TypeError, r"unexpected keyword argument 'beam_width'"),
+        (dict(num_beams=2, beam_width=3), TypeError, r"unknown setting 'beam_width': the settings are allow_special, diversity_penalty"),
     ],
 )
 def test_bad_beam_settings_fail_before_any_work(tiny_model, monkeypatch, kwargs, error, message):

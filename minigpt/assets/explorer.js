@@ -8,21 +8,28 @@
 //   stored raw logits: repetition penalty -> temperature -> top-k -> top-p -> min-p (transformers' order).
 
 const ROWS = 20; // tokens drawn as bars, as minigpt.explore.ROWS
-const HOVER_ROWS = 8; // tokens listed when hovering a generated token
+const HOVER_ROWS = 8; // tokens listed in the details of a generated token
+const MIN_TEMPERATURE = 1e-4; // minigpt.logits.MIN_TEMPERATURE: the smallest temperature above 0
 
-// In pipeline order. `off` is the value that switches a transform off, as in process_logits.
+// In pipeline order. `off` is the value that switches a transform off, as in process_logits. `allowed` is
+// what a value must be, in minigpt.explore.ALLOWED's words (temperature: minigpt.logits'): the hint shows it and
+// a bad value's message says it, so the two never disagree. `ok` tests a number against it.
 const CONTROLS = [
   { name: "repetition_penalty", label: "repetition penalty", min: 0.5, max: 3, step: 0.01, off: 1,
-    hint: "> 1 makes tokens already in the text less likely; 1 = off" },
-  { name: "temperature", label: "temperature", min: 0.05, max: 2, step: 0.01, off: null,
-    hint: "divides the logits: < 1 sharpens, > 1 flattens" },
+    what: "> 1 makes tokens already in the text less likely, < 1 more likely", allowed: "> 0 (1 = off)",
+    ok: (v) => v > 0 },
+  { name: "temperature", label: "temperature", min: 0, max: 2, step: 0.01, off: null,
+    what: "divides the logits: < 1 sharpens, > 1 flattens, 0 = greedy (all on the most likely token)",
+    allowed: "a finite number >= 0", ok: (v) => v >= 0 && v < Infinity },
   { name: "top_k", label: "top-k", min: 0, max: 200, step: 1, off: 0,
-    hint: "keep the k most likely tokens; 0 = off" },
+    what: "keep the k most likely tokens", allowed: "0 (off) or an integer >= 1", ok: (v) => Number.isInteger(v) && v >= 0 },
   { name: "top_p", label: "top-p", min: 0.01, max: 1, step: 0.01, off: 1,
-    hint: "keep the most likely tokens until their mass reaches p; 1 = off" },
+    what: "keep the most likely tokens until their mass reaches p", allowed: "in (0, 1] (1 = off)", ok: (v) => v > 0 && v <= 1 },
   { name: "min_p", label: "min-p", min: 0, max: 1, step: 0.01, off: 0,
-    hint: "drop tokens below min-p \u00d7 the top probability; 0 = off" },
+    what: "drop tokens below min-p \u00d7 the top probability", allowed: "in [0, 1] (0 = off)", ok: (v) => v >= 0 && v <= 1 },
 ];
+// Okabe-Ito colours (minigpt.viz.OKABE_ITO), the grey of minigpt.viz.DROPPED; each also differs by position or text
+const COLOURS = { raw: "#56B4E9", kept: "#0072B2", removed: "#C8C8C8", mark: "#D55E00", shade: "0, 114, 178" };
 
 const STYLE = `
 .mgx { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; background: #fff;
@@ -34,7 +41,8 @@ const STYLE = `
 .mgx .mgx-prompt { font-weight: 600; }
 .mgx .mgx-tok { border-radius: 3px; cursor: default; }
 .mgx .mgx-future { opacity: 0.35; }
-.mgx .mgx-current { outline: 2px solid #d62728; outline-offset: 1px; }
+.mgx .mgx-tok:focus-visible, .mgx .mgx-label:focus-visible { outline: 2px dashed #000; outline-offset: 1px; }
+.mgx .mgx-current { outline: 2px solid ${COLOURS.mark}; outline-offset: 1px; }
 .mgx .mgx-nav { display: flex; flex-wrap: wrap; gap: 6px; align-items: center; margin-bottom: 8px; }
 .mgx button { font: inherit; padding: 3px 10px; border: 1px solid #999; border-radius: 4px; background: #f4f4f4; cursor: pointer; }
 .mgx button:hover:not(:disabled) { background: #e6eef7; }
@@ -48,6 +56,9 @@ const STYLE = `
 .mgx .mgx-error:empty { display: none; }
 .mgx .mgx-stale { opacity: 0.4; }
 .mgx .mgx-stats { margin: 6px 0; }
+.mgx .mgx-start, .mgx .mgx-scale { color: #444; font-size: 12px; margin: 2px 0; }
+.mgx .mgx-details { font: 12px/1.4 ui-monospace, Menlo, Consolas, monospace; white-space: pre-wrap; background: #f6f6f6;
+  border: 1px solid #e4e4e4; border-radius: 4px; padding: 4px 8px; margin: 6px 0; min-height: 2.8em; }
 .mgx .mgx-bars { display: grid; grid-template-columns: minmax(7em, max-content) 1fr 1fr; gap: 2px 10px; align-items: center; }
 .mgx .mgx-colhead { font-size: 12px; color: #555; font-weight: 600; }
 .mgx .mgx-label { font: 13px ui-monospace, Menlo, Consolas, monospace; white-space: pre; text-align: right; }
@@ -57,26 +68,35 @@ const STYLE = `
 .mgx .mgx-cell { display: flex; align-items: center; height: 18px; }
 .mgx .mgx-bar { height: 100%; min-width: 1px; border-radius: 2px; }
 .mgx .mgx-num { margin-left: 4px; font-size: 12px; color: #111; font-variant-numeric: tabular-nums; }
-.mgx .mgx-raw .mgx-bar { background: #9ecae1; }
-.mgx .mgx-kept .mgx-bar { background: #1f77b4; }
-.mgx .mgx-removed .mgx-bar { background: #c7c7c7; }
+.mgx .mgx-raw .mgx-bar { background: ${COLOURS.raw}; }
+.mgx .mgx-kept .mgx-bar { background: ${COLOURS.kept}; }
+.mgx .mgx-removed .mgx-bar { background: ${COLOURS.removed}; }
 .mgx .mgx-removed .mgx-num { color: #777; }
 .mgx .mgx-restrow .mgx-label { font-style: italic; font-family: inherit; }
-.mgx .mgx-chosen .mgx-label { color: #d62728; font-weight: 700; }
+.mgx .mgx-chosen .mgx-label { color: ${COLOURS.mark}; font-weight: 700; }
 .mgx .mgx-legend { font-size: 12px; color: #444; margin-top: 8px; }
+.mgx .mgx-legend div { margin-top: 2px; }
 .mgx .mgx-key { display: inline-block; width: 12px; height: 12px; border-radius: 2px; vertical-align: -2px; margin: 0 4px 0 10px; }
 .mgx .mgx-note { font-size: 11px; color: #666; margin-top: 8px; }
 `;
 
-/** A token as a label that shows what it is, as minigpt.viz.token_label: spaces as ␣, newlines escaped. */
+/**
+ * A token as a label that shows what it is, as minigpt.viz.token_label: spaces as ␣, tabs and control characters
+ * escaped; but a newline as ↵, as in the text above the bars, so one legend line explains both.
+ */
 function tokenLabel(text) {
   return text
     .replace(/\\/g, "\\\\")
     .replace(/ /g, "\u2423")
-    .replace(/\n/g, "\\n")
+    .replace(/\n/g, "\u21b5")
     .replace(/\t/g, "\\t")
     .replace(/\r/g, "\\r")
     .replace(/[\u0000-\u001f\u007f]/g, (c) => "\\x" + c.charCodeAt(0).toString(16).padStart(2, "0"));
+}
+
+/** `text` into `node`, its `quoted` parts as code. */
+function withCode(node, text) {
+  node.replaceChildren(...text.split("`").map((part, i) => (i % 2 ? el("code", "", part) : part)));
 }
 
 function el(tag, className, text) {
@@ -92,23 +112,24 @@ function isOff(name, value) {
 }
 
 function shown(value) {
-  // a value as Python's messages show it: numbers plain, anything else quoted
-  return typeof value === "number" ? String(value) : `'${value}'`;
+  // a value as Python's repr shows it once it crossed JSON (a whole number arrives as an int): 5e-05, not 0.00005
+  if (typeof value !== "number") return `'${value}'`;
+  if (Number.isInteger(value)) return BigInt(value).toString();
+  if (Math.abs(value) < 1e-4) return value.toExponential().replace(/e([+-])(\d)$/, "e$10$2");
+  return String(value);
 }
 
-/** The page's copy of minigpt.explore.decoding_settings: "" when fine, else the library's message. */
+/** The page's copy of minigpt.explore.decoding_settings: "" when fine, else its message, in the same words. */
 function checkSettings(s) {
-  const real = (v) => typeof v === "number" && !Number.isNaN(v);
-  const t = s.temperature;
-  if (!(real(t) && t > 0 && t < Infinity)) return `temperature must be a finite number > 0, got ${shown(t)}`;
-  const k = s.top_k;
-  if (!isOff("top_k", k) && !(Number.isInteger(k) && k >= 1)) return `top_k must be an integer >= 1, got ${shown(k)}`;
-  for (const name of ["top_p", "min_p"]) {
-    const v = s[name];
-    if (!isOff(name, v) && !(real(v) && v > 0 && v <= 1)) return `${name} must be in (0, 1], got ${shown(v)}`;
+  for (const c of CONTROLS) { // in pipeline order, as decoding_settings checks them
+    const v = s[c.name];
+    if (v === null && c.off !== null) continue; // None: off
+    if (!(typeof v === "number" && !Number.isNaN(v) && c.ok(v))) return `${c.name} must be ${c.allowed}, got ${shown(v)}`;
+    if (c.name === "temperature" && v > 0 && v < MIN_TEMPERATURE) {
+      return `temperature must be 0 (greedy decoding) or at least ${MIN_TEMPERATURE} (below it, logits / temperature ` +
+        `can overflow float32, and sampling is greedy decoding anyway), got ${shown(v)}`;
+    }
   }
-  const r = s.repetition_penalty;
-  if (!isOff("repetition_penalty", r) && !(real(r) && r > 0)) return `repetition_penalty must be > 0, got ${shown(r)}`;
   return "";
 }
 
@@ -144,29 +165,11 @@ function softmaxTokens(z, count) {
 }
 
 /**
- * The page's process_logits: the view of one step under settings `s` (which checkSettings accepted).
- * Items are the exactly stored tokens and the tail's bins (all tokens of a bin share its logit); each
- * transform keeps a number of tokens per item. `context` is the text's ids before this step.
+ * The cuts, top-k -> top-p -> min-p, on the tempered logits `z` of items that stand for `count` tokens each (the
+ * first `H` one token each): lowers `keep`, how many tokens of each item stay in.
  */
-function processStep(step, context, s, nRows = ROWS) {
-  const H = step.ids.length, n = H + step.values.length;
-  const z = new Float64Array(n), count = new Float64Array(n);
-  for (let i = 0; i < H; i++) { z[i] = step.logits[i]; count[i] = 1; }
-  for (let j = 0; j < step.values.length; j++) { z[H + j] = step.values[j]; count[H + j] = step.counts[j]; }
-  const raw = softmaxTokens(z, count);
-
-  // 1. repetition penalty: positive logits divided, negative multiplied (every token of the text is stored exactly)
-  if (!isOff("repetition_penalty", s.repetition_penalty)) {
-    const r = s.repetition_penalty, seen = new Set(context);
-    for (let i = 0; i < H; i++) if (seen.has(step.ids[i])) z[i] = z[i] < 0 ? z[i] * r : z[i] / r;
-  }
-  const penalised = Float64Array.from(z);
-  // 2. temperature
-  for (let i = 0; i < n; i++) z[i] /= s.temperature;
-  const before = softmaxTokens(z, count); // what the cuts below start from
+function cut(z, count, keep, H, s) {
   const desc = Array.from(z.keys()).sort((a, b) => z[b] - z[a] || a - b);
-  const keep = Float64Array.from(count); // how many tokens of each item are still in
-
   // 3. top-k: the k largest logits, every token tied with the k-th included
   if (!isOff("top_k", s.top_k)) {
     let before = 0, kth = -Infinity;
@@ -200,7 +203,44 @@ function processStep(step, context, s, nRows = ROWS) {
   // 5. min-p: drop tokens less likely than min_p times the most likely one
   if (!isOff("min_p", s.min_p)) {
     const top = desc[0];
-    for (let i = 0; i < n; i++) if (i !== top && keep[i] > 0 && Math.exp(z[i] - z[top]) < s.min_p) keep[i] = 0;
+    for (let i = 0; i < z.length; i++) if (i !== top && keep[i] > 0 && Math.exp(z[i] - z[top]) < s.min_p) keep[i] = 0;
+  }
+}
+
+/**
+ * The page's process_logits: the view of one step under settings `s` (which checkSettings accepted).
+ * Items are the exactly stored tokens and the tail's bins (all tokens of a bin share its logit); each
+ * transform keeps a number of tokens per item. `context` is the text's ids before this step.
+ */
+function processStep(step, context, s, nRows = ROWS) {
+  const H = step.ids.length, n = H + step.values.length;
+  const z = new Float64Array(n), count = new Float64Array(n);
+  for (let i = 0; i < H; i++) { z[i] = step.logits[i]; count[i] = 1; }
+  for (let j = 0; j < step.values.length; j++) { z[H + j] = step.values[j]; count[H + j] = step.counts[j]; }
+  const raw = softmaxTokens(z, count);
+
+  // 1. repetition penalty: positive logits divided, negative multiplied (every token of the text is stored exactly)
+  if (!isOff("repetition_penalty", s.repetition_penalty)) {
+    const r = s.repetition_penalty, seen = new Set(context);
+    for (let i = 0; i < H; i++) if (seen.has(step.ids[i])) z[i] = z[i] < 0 ? z[i] * r : z[i] / r;
+  }
+  const penalised = Float64Array.from(z);
+  const keep = Float64Array.from(count); // how many tokens of each item are still in
+  let before; // what the cuts start from
+  if (s.temperature === 0) {
+    // greedy, as generate: the argmax of the penalised logits, the lowest id on a tie (ids are stored in
+    // ascending order). It is a stored token: the bins hold only tokens below the stored head, which the
+    // penalty never touches.
+    let top = 0;
+    for (let i = 1; i < H; i++) if (z[i] > z[top]) top = i;
+    keep.fill(0);
+    keep[top] = 1;
+    before = softmaxTokens(z, keep); // the limit of ever lower temperatures: all on the greedy token
+  } else {
+    // 2. temperature
+    for (let i = 0; i < n; i++) z[i] /= s.temperature;
+    before = softmaxTokens(z, count);
+    cut(z, count, keep, H, s);
   }
 
   const p = softmaxTokens(z, keep);
@@ -209,7 +249,8 @@ function processStep(step, context, s, nRows = ROWS) {
   const rest = { raw: 0, p: 0, count: 0 };
   let entropy = 0, kept = 0, binsIn = 0, binsCut = 0;
   for (let i = 0; i < n; i++) {
-    if (keep[i] > 0) { entropy -= keep[i] * p[i] * Math.log(p[i]); kept += keep[i]; }
+    if (keep[i] > 0) kept += keep[i];
+    if (keep[i] > 0 && p[i] > 0) entropy -= keep[i] * p[i] * Math.log(p[i]); // p underflows to 0 at low temperatures
     if (i >= H) { binsIn += keep[i] > 0; binsCut += keep[i] < count[i]; }
     if (!inRows.has(i)) { rest.raw += count[i] * raw[i]; rest.p += keep[i] * p[i]; rest.count += count[i]; }
   }
@@ -248,15 +289,44 @@ function controlsFor(root, ctrl) {
       // a number goes as a number; anything else as typed, so the check can name it
       ctrl.set(c.name, text !== "" && Number.isFinite(value) ? value : text);
     });
-    grid.append(label, range, number, el("div", "mgx-hint", c.hint));
+    grid.append(label, range, number, el("div", "mgx-hint", `${c.what}; ${c.allowed}`));
     inputs[c.name] = { range, number };
   });
   root.append(grid);
   return inputs;
 }
 
+/** The settings that do something, in words: "temperature 0.8, top-k 50". */
+function describe(settings) {
+  return CONTROLS.filter((c) => !isOff(c.name, settings[c.name])).map((c) => `${c.label} ${settings[c.name]}`).join(", ");
+}
+
+/** Where the sliders started, and whether that is where `minigpt generate` samples (`defaults`). */
+function startLine(started, defaults) {
+  const same = CONTROLS.every((c) => started[c.name] === defaults[c.name]);
+  const rest = CONTROLS.some((c) => isOff(c.name, started[c.name])) ? " (the others off)" : "";
+  return `The sliders started at ${describe(started)}${rest}` +
+    (same ? ", as `minigpt generate` samples." : `; \`minigpt generate\` samples at ${describe(defaults)}.`);
+}
+
+/** A row's details: its probability at each stage of the pipeline. */
+function rowDetails(r, view) {
+  const processed = r.kept ? fmt(r.p)
+    : view.greedyMode ? "0 (temperature 0 is greedy: only the most likely token stays)"
+      : "0 (removed by top-k, top-p or min-p)";
+  return `${tokenLabel(r.text)} (token ${r.id}): raw ${fmt(r.raw)} \u2192 after the penalty and temperature ` +
+    `${fmt(r.before)} \u2192 processed ${processed}`;
+}
+
+/** A generated token's details: its probability when chosen and the distribution it was chosen from. */
+function tokenDetails(t, i) {
+  const drawn = t.dist.map(([s, q]) => `${tokenLabel(s)} ${fmt(q)}`).join(" \u00b7 ");
+  return `${tokenLabel(t.text)} (new token ${i + 1}): p = ${fmt(t.p)} when chosen (${t.how})\ndrawn from: ${drawn}`;
+}
+
 /** Build the explorer's DOM in `root`; `ctrl` is the widget's or the page's side. Returns `update`. */
 function buildUI(root, ctrl) {
+  const widget = ctrl.mode === "widget";
   const box = el("div", "mgx");
   box.append(el("style", "", STYLE));
   box.append(el("h2", "", "Next-token distribution: raw and after the decoding transforms"));
@@ -265,22 +335,39 @@ function buildUI(root, ctrl) {
   const nav = el("div", "mgx-nav");
   box.append(sub, text, nav);
   const inputs = controlsFor(box, ctrl);
+  const start = el("div", "mgx-start");
   const error = el("div", "mgx-error");
   error.setAttribute("role", "alert");
   const stats = el("div", "mgx-stats");
+  const details = el("div", "mgx-details");
+  details.setAttribute("aria-live", "polite");
+  const intro = "Details: hover over, tap or Tab to a token of the text or a bar to see its numbers here." +
+    (widget ? " A click on a bar (or Enter) appends that token." : "");
+  const scaleNote = el("div", "mgx-scale");
   const bars = el("div", "mgx-bars");
   const legend = el("div", "mgx-legend");
-  legend.innerHTML =
-    '<span class="mgx-key" style="background:#9ecae1;margin-left:0"></span>raw: the model\'s probabilities' +
-    '<span class="mgx-key" style="background:#1f77b4"></span>processed, kept' +
-    '<span class="mgx-key" style="background:#c7c7c7"></span>removed (probability 0; the bar shows what it had before the cut)' +
-    '<span class="mgx-key" style="background:rgba(31,119,180,0.6)"></span>text: shaded by the probability each token had when chosen';
-  box.append(error, stats, bars, legend);
+  const keys = el("div");
+  const key = (colour, words, first) => {
+    const swatch = el("span", "mgx-key");
+    swatch.style.background = colour;
+    if (first) swatch.style.marginLeft = "0";
+    keys.append(swatch, words);
+  };
+  key(COLOURS.raw, "raw: the model's probabilities (middle column)", true);
+  key(COLOURS.kept, "processed, kept (right column)");
+  key(COLOURS.removed, "removed: probability 0, the bar shows what it had before the cut");
+  key(`rgba(${COLOURS.shade}, 0.6)`, "text: the darker, the likelier the token was when chosen");
+  legend.append(keys);
+  if (!widget) legend.append(el("div", "", "\u25b6 marks the token the replay drew at this step; the outlined token of the text is the one this step chose."));
+  legend.append(el("div", "mgx-symbols",
+    "\u2423 is a space and \u21b5 a newline (GPT-2's tokens carry their leading space). Entropy is in nats " +
+    "(natural-log units; ln 2 \u2248 0.69 nats = 1 bit): 0 when one token has all the probability, higher the more it is spread."));
+  box.append(start, error, stats, details, scaleNote, bars, legend);
   if (ctrl.note) box.append(el("div", "mgx-note", ctrl.note));
   root.append(box);
 
   const buttons = {};
-  if (ctrl.mode === "widget") {
+  if (widget) {
     for (const [action, title] of [["greedy", "take the most likely token"], ["sample", "draw a token with the seeded generator"], ["back", "remove the last token"]]) {
       const b = el("button", `mgx-${action}`);
       b.title = title;
@@ -301,6 +388,8 @@ function buildUI(root, ctrl) {
     Object.assign(slider, { type: "range", min: 0, max: ctrl.steps - 1, step: 1, name: "step", value: 0 });
     slider.setAttribute("aria-label", "step");
     const prev = el("button", "mgx-prev", "\u25c0"), next = el("button", "mgx-next", "\u25b6");
+    prev.setAttribute("aria-label", "previous step");
+    next.setAttribute("aria-label", "next step");
     const where = el("span", "mgx-where");
     slider.addEventListener("input", () => ctrl.setStep(Number(slider.value)));
     prev.addEventListener("click", () => ctrl.setStep(ctrl.step() - 1));
@@ -312,19 +401,68 @@ function buildUI(root, ctrl) {
     Object.assign(buttons, { slider, prev, next, where });
   }
 
-  function drawText(view) {
+  // Details follow the pointer, a tap and keyboard focus alike: each token of the text and each bar's label has a
+  // data-key; the details line shows the last one pointed at, tapped or focused, redrawn with every view.
+  let view = null, detailKey = null, restoring = false;
+  const detailsFor = (k) => {
+    if (k === null || view === null) return null;
+    if (k.startsWith("tok-")) {
+      const i = Number(k.slice(4));
+      return i < view.tokens.length ? tokenDetails(view.tokens[i], i) : null;
+    }
+    if (k === "rest") {
+      return `the other ${view.rest.count.toLocaleString("en-US")} tokens together: raw ${fmt(view.rest.raw)}, ` +
+        `processed ${fmt(view.rest.p)}`;
+    }
+    const r = view.rows.find((row) => `row-${row.id}` === k);
+    return r ? rowDetails(r, view) : null;
+  };
+  const show = (k) => {
+    detailKey = k;
+    details.textContent = detailsFor(k) ?? intro;
+  };
+  const activate = (k) => { // a click, a tap, Enter or Space on a token or a bar
+    if (k.startsWith("tok-") && !widget) {
+      show(k);
+      ctrl.setStep(Number(k.slice(4)));
+    } else if (k.startsWith("row-") && widget) {
+      show(`tok-${view.tokens.length}`); // the token about to be appended, once Python has appended it
+      ctrl.act("choose", Number(k.slice(4)));
+    } else {
+      show(k);
+    }
+  };
+  const keyOf = (event) => event.target.closest && event.target.closest("[data-key]")?.dataset.key;
+  for (const area of [text, bars]) {
+    area.addEventListener("mouseover", (event) => { const k = keyOf(event); if (k) show(k); });
+    area.addEventListener("focusin", (event) => { const k = keyOf(event); if (k && !restoring) show(k); });
+    area.addEventListener("click", (event) => { const k = keyOf(event); if (k) activate(k); });
+    area.addEventListener("keydown", (event) => {
+      const k = keyOf(event);
+      if (k && (event.key === "Enter" || event.key === " ")) {
+        event.preventDefault(); // Space would scroll the page
+        activate(k);
+      }
+    });
+  }
+  const focusable = (node, k, label, acts) => {
+    node.tabIndex = 0;
+    node.dataset.key = k;
+    node.setAttribute("role", acts ? "button" : "note");
+    node.setAttribute("aria-label", label);
+  };
+
+  function drawText() {
     text.replaceChildren(el("span", "mgx-prompt", view.prompt));
     view.tokens.forEach((t, i) => {
       const span = el("span", "mgx-tok", t.text.replace(/\n/g, "\u21b5\n"));
       const alpha = Math.max(0.06, t.p);
-      span.style.background = `rgba(31, 119, 180, ${alpha.toFixed(3)})`;
+      span.style.background = `rgba(${COLOURS.shade}, ${alpha.toFixed(3)})`;
       if (alpha > 0.55) span.style.color = "#fff";
-      const lines = t.dist.map(([s, q]) => `  ${tokenLabel(s).padEnd(12)} ${fmt(q)}`);
-      span.title = `${tokenLabel(t.text)}: p = ${fmt(t.p)} when chosen (${t.how})\ndrawn from:\n${lines.join("\n")}`;
       span.dataset.p = String(t.p);
-      if (ctrl.mode === "page") {
+      focusable(span, `tok-${i}`, tokenDetails(t, i).split("\n")[0] + (widget ? "" : "; press Enter to go to this step"), !widget);
+      if (!widget) {
         span.style.cursor = "pointer";
-        span.addEventListener("click", () => ctrl.setStep(i));
         if (i > view.current) span.classList.add("mgx-future");
         if (i === view.current) span.classList.add("mgx-current");
       }
@@ -336,43 +474,43 @@ function buildUI(root, ctrl) {
     const cell = el("div", `mgx-cell ${kind}`);
     const fill = el("div", "mgx-bar");
     fill.style.width = `calc((100% - 7em) * ${Math.min(1, value / scale).toFixed(4)})`; // room for the number
+    fill.dataset.value = String(value);
     cell.append(fill, el("span", "mgx-num", label));
     return cell;
   }
 
-  function drawBars(view) {
-    // one scale for both columns, so raw and processed bars compare; the rest gets 0 to 1 (it can dwarf them)
-    const scale = Math.max(1e-12, ...view.rows.map((r) => Math.max(r.raw, r.p, r.before)));
+  function drawBars() {
+    // one scale for every bar, the rest of the vocabulary's too, so any two bars compare by their lengths
+    const scale = Math.max(1e-12, view.rest.raw, view.rest.p, ...view.rows.map((r) => Math.max(r.raw, r.p, r.before)));
+    scaleNote.textContent = `Every bar is drawn on one scale: a full-width bar is ${fmt(scale)}, the largest probability shown.`;
+    scaleNote.dataset.scale = String(scale);
     const children = [el("div", "mgx-colhead", "token"), el("div", "mgx-colhead", "raw probability"),
       el("div", "mgx-colhead", "processed probability")];
     for (const r of view.rows) {
-      const row = el("div", "mgx-row mgx-token" + (ctrl.mode === "widget" ? " mgx-click" : ""));
+      const row = el("div", "mgx-row mgx-token" + (widget ? " mgx-click" : ""));
       Object.assign(row.dataset, { id: r.id, raw: String(r.raw), before: String(r.before), p: String(r.p), kept: String(r.kept) });
       const label = el("div", "mgx-label", tokenLabel(r.text));
       if (r.id === view.chosen) {
         row.classList.add("mgx-chosen");
         label.textContent = "\u25b6 " + label.textContent;
-        label.title = "the token the replay drew at this step";
       }
+      focusable(label, `row-${r.id}`, rowDetails(r, view) + (widget ? "; press Enter to append it" : ""), widget);
       // a removed token's grey bar shows what it had before the cuts (top-k, top-p, min-p) took it out
       const processed = r.kept ? bar("mgx-kept", r.p, scale) : bar("mgx-removed", r.before, scale, `0 (was ${fmt(r.before)})`);
-      processed.title = r.kept ? "" : `removed by top-k, top-p or min-p; before them it had ${fmt(r.before)}`;
       row.append(label, bar("mgx-raw", r.raw, scale), processed);
-      if (ctrl.mode === "widget") {
-        row.title = `click to append ${tokenLabel(r.text)}`;
-        row.addEventListener("click", () => ctrl.act("choose", r.id));
-      }
       children.push(row);
     }
     const rest = el("div", "mgx-row mgx-restrow");
     Object.assign(rest.dataset, { raw: String(view.rest.raw), p: String(view.rest.p) });
-    rest.append(el("div", "mgx-label", `rest of the vocabulary (${view.rest.count.toLocaleString("en-US")} tokens)`),
-      bar("mgx-raw", view.rest.raw, 1), bar("mgx-kept", view.rest.p, 1));
+    const label = el("div", "mgx-label", `rest of the vocabulary (${view.rest.count.toLocaleString("en-US")} tokens)`);
+    focusable(label, "rest", detailsFor("rest"), false);
+    rest.append(label, bar("mgx-raw", view.rest.raw, scale), bar("mgx-kept", view.rest.p, scale));
     children.push(rest);
     bars.replaceChildren(...children);
   }
 
-  function update(view, message) {
+  function update(next, message) {
+    view = { ...next, greedyMode: ctrl.get("temperature") === 0 && !message };
     for (const [name, { range, number }] of Object.entries(inputs)) {
       const value = ctrl.get(name);
       if (document.activeElement !== number) number.value = value === null ? "" : String(value);
@@ -381,10 +519,11 @@ function buildUI(root, ctrl) {
     error.textContent = message;
     bars.classList.toggle("mgx-stale", Boolean(message));
     stats.classList.toggle("mgx-stale", Boolean(message));
-    if (ctrl.mode === "widget") {
+    withCode(start, startLine(view.started, view.defaults));
+    if (widget) {
       const first = view.rows.find((r) => r.id === view.greedy);
       buttons.greedy.textContent = `Greedy${first ? ": " + tokenLabel(first.text) : ""}`;
-      buttons.sample.textContent = `Sample (draw ${view.draws + 1})`;
+      buttons.sample.textContent = view.greedyMode ? "Sample (temperature 0: greedy)" : `Sample (draw ${view.draws + 1})`;
       buttons.back.textContent = "Back";
       buttons.back.disabled = view.tokens.length === 0;
     } else {
@@ -394,16 +533,23 @@ function buildUI(root, ctrl) {
       buttons.next.disabled = i === ctrl.steps - 1;
       buttons.where.textContent = `step ${i + 1} of ${ctrl.steps}: the distribution the outlined token was drawn from`;
     }
-    drawText(view);
-    drawBars(view);
+    const focused = box.contains(document.activeElement) ? document.activeElement.dataset.key : undefined;
+    drawText();
+    drawBars();
+    if (focused) { // the redrawn token or bar takes the focus back, so Tab and the arrow keys go on from there
+      restoring = true;
+      box.querySelector(`[data-key="${focused}"]`)?.focus();
+      restoring = false;
+    }
+    show(detailKey);
     stats.replaceChildren();
     const kept = Math.round(view.kept).toLocaleString("en-US");
     const entropy = el("span", "mgx-entropy", `entropy ${fmt(view.entropy)} nats`);
     entropy.dataset.value = String(view.entropy);
     const count = el("span", "mgx-kept-count", `${view.approx ? "\u2248 " : ""}${kept} of ${view.vocab.toLocaleString("en-US")} tokens kept`);
     count.dataset.value = String(view.kept);
-    if (view.approx) count.title = "the cut falls among the tokens the page stores as a histogram: placed to within a bin";
     stats.append(entropy, " \u00b7 ", count);
+    if (view.greedyMode) stats.append(" \u00b7 temperature 0 is greedy decoding: all the probability on the most likely token");
   }
   return update;
 }
@@ -412,7 +558,7 @@ function buildUI(root, ctrl) {
 function render({ model, el: root }) {
   const ctrl = {
     mode: "widget",
-    subtitle: "Move a slider to change a transform; click a bar to append that token. Hover a token of the text to see the distribution it came from.",
+    subtitle: "Move a slider to change a transform; click a bar (or Tab to it and press Enter) to append that token.",
     get: (name) => model.get(name),
     set: (name, value) => { model.set(name, value); model.save_changes(); },
     act: (action, id) => model.send(id === undefined ? { action } : { action, id }),
@@ -432,37 +578,39 @@ function mountPage(root, data) {
   const steps = data.steps.map(decodeStep);
   const generation = { ...data.settings };
   const settings = { ...data.settings };
+  const greedy = generation.temperature === 0; // the replay took the greedy tokens: nothing was drawn
   let current = 0;
   const contextAt = (i) => data.prompt_ids.concat(data.tokens.slice(0, i).map((t) => t.id));
   const withTexts = (view) => ({ ...view, rows: view.rows.map((r) => ({ ...r, text: data.texts[r.id] })) });
   const tokens = data.tokens.map((t, i) => ({
     text: data.texts[t.id],
     p: t.p,
-    how: `sampled, seed ${data.seed}, draw ${i + 1}`,
+    how: greedy ? "greedy, temperature 0" : `sampled, seed ${data.seed}, draw ${i + 1}`,
     dist: withTexts(processStep(steps[i], contextAt(i), generation, HOVER_ROWS)).rows
       .filter((r) => r.p > 0).map((r) => [r.text, r.p]),
   }));
-  const described = CONTROLS.filter((c) => !isOff(c.name, generation[c.name]))
-    .map((c) => `${c.label} ${generation[c.name]}`).join(", ");
+  const binned = data.vocab - steps[0].ids.length;
   let update = null, last = null;
   const redraw = () => {
     const message = checkSettings(settings);
     if (!message) {
       last = { ...withTexts(processStep(steps[current], contextAt(current), settings)), prompt: data.prompt, tokens,
-        current, chosen: data.tokens[current].id };
+        current, chosen: data.tokens[current].id, started: generation, defaults: data.defaults };
     }
     update(last, message);
   };
   const ctrl = {
     mode: "page",
-    subtitle: `${data.model ? `Model ${data.model}: a` : "A"} replay of ${steps.length} tokens sampled with ${described}, ` +
-      `seed ${data.seed}. Scrub through the steps (or click a token) and move the sliders: ` +
-      "this page recomputes each distribution from the step's stored logits.",
-    note: `How the page stores a step: the raw logits of its ${data.head} most likely tokens and of every token ` +
-      `of the text exactly; the other tokens as a histogram (bins ${data.bin_width} wide, each with its count and ` +
-      "the log-mean-exp of its logits). The rest-of-vocabulary mass is exact at temperature 1 and very nearly so " +
-      "elsewhere; a cut that falls among the binned tokens is placed to within a bin, and the count of kept " +
-      "tokens is then marked \u2248.",
+    subtitle: `${data.model ? `Model ${data.model}: a` : "A"} replay of ${steps.length} tokens ` +
+      (greedy ? "taken greedily (temperature 0)" : `sampled with ${describe(generation)}, seed ${data.seed}`) +
+      ". Go through the steps with the step slider, \u25c0 \u25b6, the \u2190 \u2192 keys or a click on a token, and " +
+      "move the sliders: this page recomputes each distribution from the step's stored logits.",
+    note: `What is approximate here: to keep the file small, the page stores for each step the exact scores (logits) ` +
+      `of the ${data.head.toLocaleString("en-US")} most likely tokens and of every token of the text; the other ` +
+      `~${binned.toLocaleString("en-US")} tokens are grouped by score, each group stored as its size and one shared ` +
+      `score. So a probability shown here is within ${data.max_error.probability} of the exact one and the ` +
+      `entropy within ${data.max_error.entropy} nats (the raw probabilities are exact). When top-k, top-p or ` +
+      "min-p cuts through a group, the number of kept tokens is approximate, and shown with \u2248.",
     steps: steps.length,
     get: (name) => settings[name],
     set: (name, value) => { settings[name] = value; redraw(); },
@@ -471,5 +619,15 @@ function mountPage(root, data) {
     reset: () => { Object.assign(settings, generation); redraw(); },
   };
   update = buildUI(root, ctrl);
+  // the arrow keys move through the steps from anywhere on the page, but not inside a field or on a slider,
+  // where they move the caret or that slider (the step slider moves the steps itself)
+  document.addEventListener("keydown", (event) => {
+    if (event.key !== "ArrowLeft" && event.key !== "ArrowRight") return;
+    if (event.defaultPrevented || event.altKey || event.ctrlKey || event.metaKey || event.shiftKey) return;
+    const target = event.target;
+    if (target.closest && target.closest("input, textarea, select, [contenteditable]")) return;
+    event.preventDefault();
+    ctrl.setStep(current + (event.key === "ArrowRight" ? 1 : -1));
+  });
   redraw();
 }
