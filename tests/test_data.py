@@ -81,17 +81,17 @@ def test_corpus_dir_missing_says_what_to_do(monkeypatch, tmp_path):
 
 
 def test_the_default_cache_is_outside_the_package(monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "minigpt"
-    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "mine"))
+    assert default_cache_dir() == tmp_path / "mine"
+    monkeypatch.delenv("MINIGPT_CACHE")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == tmp_path / "home" / ".cache" / "minigpt"
 
 
 def test_load_splits_caches_under_the_default_cache_dir(tiny_corpus, monkeypatch, tmp_path):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("MINIGPT_CACHE", str(tmp_path / "mine"))
     load_splits(corpus=tiny_corpus)
-    assert [p.parent for p in (tmp_path / "xdg").rglob("*.pt")] == [tmp_path / "xdg" / "minigpt"]
+    assert [p.parent for p in (tmp_path / "mine").rglob("*.pt")] == [tmp_path / "mine"]
 
 
 # --- the split and its token counts -------------------------------------------------------------------

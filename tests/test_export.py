@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from minigpt import cli, export
-from minigpt.checkpoint import load_model
-from minigpt.export import HF_FILES, MARKER_NAME, byte_to_unicode, export_gguf, export_hf
+from minigpt.checkpoint import load_model, save_checkpoint
+from minigpt.export import HF_FILES, MARKER_NAME, byte_to_unicode, export_gguf, export_hf, recorded_heldout_loss
 from minigpt.generate import generate
 from minigpt.model import GPT, GPTConfig
 from minigpt.tokenizer import EOT_TOKEN_ID, decode, encode, gpt2_encoding
@@ -75,6 +75,52 @@ def test_files_and_config(tiny_dir):
     assert config["resid_pdrop"] == config["embd_pdrop"] == config["attn_pdrop"] == 0.1
     hf_config = transformers.AutoConfig.from_pretrained(out)
     assert hf_config.tie_word_embeddings and hf_config.activation_function == "gelu_new"
+    # minigpt generate's sampling, stopping at the 128-token context; GPT-2's one special token everywhere
+    assert json.loads((out / "generation_config.json").read_text()) == {
+        "do_sample": True, "temperature": 0.8, "top_k": 50, "max_length": 128,
+        "bos_token_id": 50256, "eos_token_id": 50256, "pad_token_id": 50256}
+    tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+    assert tokenizer.pad_token == "<|endoftext|>" and tokenizer.pad_token_id == 50256
+    assert tokenizer.padding_side == "left"
+
+
+def test_the_generation_config_is_minigpt_generates_defaults():
+    args = cli.build_parser("generate").parse_args(["generate", "ROMEO:"])
+    assert export.GENERATION_DEFAULTS == {"do_sample": True, "temperature": args.temperature, "top_k": args.top_k}
+
+
+def test_the_model_card_takes_its_numbers_from_the_model(tmp_path, capsys):
+    out = tmp_path / "draft"
+    assert cli.main(["export", "shakespeare-draft", "--to", "hf", str(out)]) == 0
+    assert capsys.readouterr().out == (
+        f"wrote {out}: run it with transformers.pipeline(\"text-generation\", model={str(out)!r})(\"ROMEO:\"), "
+        f"or load it with AutoModelForCausalLM.from_pretrained({str(out)!r})\n")
+    card = (out / "README.md").read_text()
+    assert card.startswith("---\nlicense: mit\nlibrary_name: transformers\npipeline_tag: text-generation\n")
+    assert "\n# shakespeare-draft\n" in card and "Licence: MIT, minigpt's." in card
+    assert ("Architecture: GPT-2 (`GPT2LMHeadModel`), 2 layers, 2 heads, width 32, a 256-token context, GPT-2's "
+            "50,257-token tokenizer, 1,641,888 parameters.\n") in card  # data/README.md's count for the draft
+    assert "# samples at temperature 0.8, top-k 50 (generation_config.json)\n" in card
+    assert "three whole works held out (*Twelfth Night*, *The Two Gentlemen of Verona*, *The Winter's Tale*)" in card
+    assert "Held-out loss: not recorded with these weights." in card  # the shipped files record none
+    assert 'AutoModelForCausalLM.from_pretrained("DIR")' in card and 'pipeline("text-generation", model="DIR")' in card
+    assert "GPT-2 weights" in export.model_card(tiny_model(0), name="gpt2")  # not the Shakespeare corpus
+
+
+def test_a_trained_runs_heldout_loss_goes_into_the_card(tmp_path, capsys):
+    run = tmp_path / "run"
+    save_checkpoint(tiny_model(0), run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(config | {"training_step": 20}))
+    torch.save({"step": 20, "heldout_losses": [(10, 4.5), (20, 4.25)]}, run / "train_state.pt")
+    assert recorded_heldout_loss(run) == 4.25
+    assert cli.main(["export", str(run), "--to", "hf", str(tmp_path / "hf")]) == 0
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert "\n# run\n" in card and "Held-out loss: 4.250 nats/token (mean cross-entropy over the held-out works)." in card
+    (run / "config.json").write_text(json.dumps(config | {"training_step": 30}))  # weights saved after that loss
+    assert recorded_heldout_loss(run) is None
+    (run / "train_state.pt").write_bytes(b"not a torch file")
+    assert recorded_heldout_loss(run) is None
 
 
 @pytest.mark.parametrize("which", ["tiny_dir", "shakespeare_dir"])
@@ -116,7 +162,8 @@ def test_transformers_greedy_generate_equals_minigpts(shakespeare_dir):
     hf = transformers.GPT2LMHeadModel.from_pretrained(out).eval()
     ours = generate(model, PROMPTS, max_new_tokens=32, eos_token_id=EOT_TOKEN_ID)
     ids, mask = left_pad(PROMPTS)
-    ref = hf.generate(ids, attention_mask=mask, do_sample=False, max_new_tokens=32, pad_token_id=EOT_TOKEN_ID)
+    ref = hf.generate(ids, attention_mask=mask, do_sample=False, temperature=None, max_new_tokens=32,
+                      pad_token_id=EOT_TOKEN_ID)
     assert torch.equal(ours.ids, ref)
 
 
@@ -237,14 +284,71 @@ def test_overwrite_replaces_only_an_earlier_export(tmp_path):
     out = export_hf(tiny_model(0), tmp_path / "out")
     assert json.loads((out / MARKER_NAME).read_text()) == {"written_by": "minigpt export --to hf",
                                                            "files": sorted(HF_FILES)}
-    (out / "README.md").write_text("a user's file")  # no longer only an export: refused, named
-    with pytest.raises(ValueError, match=r"holds files no minigpt export wrote \(README.md; no minigpt-export"):
+    (out / "notes.md").write_text("a user's file")  # no longer only an export: refused, named
+    with pytest.raises(ValueError, match=r"holds files no minigpt export wrote \(notes.md; no minigpt-export"):
         export_hf(tiny_model(1), out, overwrite=True)
-    (out / "README.md").unlink()
+    (out / "notes.md").unlink()
     (out / MARKER_NAME).write_text('{"written_by": "me", "files": ["config.json"]}')  # not ours
-    with pytest.raises(ValueError, match=r"no minigpt export wrote \(config.json, merges.txt, minigpt-export"):
+    with pytest.raises(ValueError, match=r"no minigpt export wrote \(README.md, config.json, generation_config"):
         export_hf(tiny_model(1), out, overwrite=True)
     assert beside(out) == ["mine"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_every_exported_file_gets_the_umasks_mode(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        hf = export_hf(tiny_model(0), tmp_path / "hf")
+        gguf_file = export_gguf(tiny_model(0), tmp_path / "m.gguf")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [*hf.iterdir(), gguf_file]}
+    assert modes == dict.fromkeys([*HF_FILES, "m.gguf"], 0o666 & ~umask)  # safetensors alone made 0o600
+
+
+PIPELINE = """
+import json, sys, warnings
+import transformers
+from transformers import pipeline
+
+transformers.logging.set_verbosity_warning()  # its default, made explicit: every warning reaches stderr
+warnings.simplefilter("always")  # and every Python warning, each time it is raised
+tiny = pipeline("text-generation", model=sys.argv[1])
+made, generate = [], tiny.model.generate
+
+
+def counted(*args, **kwargs):  # keeps the ids the bare call made: its text need not re-tokenize to them
+    ids = generate(*args, **kwargs)
+    made.append(ids[0].tolist())
+    return ids
+
+
+tiny.model.generate = counted
+bare = tiny("ROMEO:")[0]["generated_text"]
+generator = pipeline("text-generation", model=sys.argv[2])
+greedy = generator("ROMEO:", do_sample=False, temperature=None, max_new_tokens=40)[0]["generated_text"]
+batch = generator(["ROMEO:", "JULIET:\\nO Romeo, Romeo, wherefore art"], do_sample=False, temperature=None,
+                  max_new_tokens=8)
+print(json.dumps({"bare": [bare[:6], made[0]], "greedy": greedy, "batch": [r[0]["generated_text"] for r in batch]}))
+"""
+
+
+def test_a_bare_a_batched_and_a_greedy_pipeline_call_work_without_warnings(tiny_dir, shakespeare_dir):
+    model, out = shakespeare_dir
+    # a fresh process: transformers warns once per process, so an earlier test could hide a warning here
+    run = subprocess.run([sys.executable, "-c", PIPELINE, str(tiny_dir[1]), str(out)], capture_output=True,
+                         text=True, timeout=300, env=os.environ | {"OMP_NUM_THREADS": "2"})
+    assert run.returncode == 0, run.stderr
+    assert run.stderr == "Device set to use cpu\n" * 2  # transformers logs it for every pipeline: nothing else
+    result = json.loads(run.stdout)
+    # the bare call (tiny: quicker) samples until its 128-token context is full, not past it (an IndexError)
+    text, ids = result["bare"]
+    assert text == "ROMEO:" and len(ids) == 128 and ids[:3] == encode("ROMEO:")
+    ours = generate(model, "ROMEO:", max_new_tokens=40, temperature=0)  # = minigpt generate --temperature 0
+    assert len(ours.new_tokens[0]) == 40 and result["greedy"] == "ROMEO:" + decode(ours.new_tokens[0])
+    # a batch of two lengths, the shorter padded on the left: each row continues its own prompt as alone
+    ours = generate(model, PROMPTS, max_new_tokens=8, temperature=0)
+    assert result["batch"] == [prompt + decode(new) for prompt, new in zip(PROMPTS, ours.new_tokens)]
 
 
 def small_tokenizer(out, max_length):

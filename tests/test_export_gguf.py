@@ -1,5 +1,12 @@
 """`minigpt export --to gguf`: the file must hold every tensor and key, and llama.cpp must compute what minigpt does."""
 
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -115,7 +122,9 @@ def test_a_failed_write_leaves_no_partial_file(tiny, tmp_path, monkeypatch):
 def test_cli_exports_gguf_and_checks_before_loading(tmp_path, capsys, monkeypatch):
     out = tmp_path / "sub" / "draft.gguf"
     assert cli.main(["export", "shakespeare-draft", "--to", "gguf", str(out), "--dtype", "f16"]) == 0
-    assert f'llama-cli -m {out} -p "ROMEO:"' in capsys.readouterr().out
+    assert capsys.readouterr().out == (
+        f'wrote {out} (5.1 MB): run it with llama.cpp, llama-completion -m {out} -p "ROMEO:" -n 100 -c 256, or in '
+        f'Python llama_cpp.Llama({str(out)!r}, n_ctx=256)("ROMEO:", max_tokens=100)\n')
     _, fields = read_fields(out)
     assert fields["general.name"] == "shakespeare-draft" and fields["general.file_type"] == 1
 
@@ -203,3 +212,50 @@ def test_llama_cpp_greedy_equals_minigpts(llama, shakespeare):
             if len(theirs) == 32:
                 break
         assert theirs == ours, prompt
+
+
+# The documented commands, run as a user would, each in its own process: past the context llama.cpp aborts
+# with a GGML_ASSERT, which here must fail the test, not end pytest.
+BINDING = """
+import json, sys
+import llama_cpp
+
+llm = eval(sys.argv[1])  # the call the export's message gives, word for word
+out = llm("ROMEO:", max_tokens=400)  # more than the context holds
+print(json.dumps({"n_ctx": llm.n_ctx(), "context_length": llm.metadata["gpt2.context_length"],
+                  "finish_reason": out["choices"][0]["finish_reason"], "usage": out["usage"]}))
+"""
+
+
+def documented(tmp_path, capsys):
+    """The shakespeare-draft model exported by the CLI, and the message that says how to run it."""
+    out = tmp_path / "draft.gguf"
+    assert cli.main(["export", "shakespeare-draft", "--to", "gguf", str(out)]) == 0
+    return out, capsys.readouterr().out
+
+
+def test_the_documented_binding_call_stops_cleanly_at_the_context(llama_cpp, tmp_path, capsys):
+    out, message = documented(tmp_path, capsys)
+    call = re.search(r"(llama_cpp\.Llama\(.*\))\(\"ROMEO:\", max_tokens=100\)$", message.strip()).group(1)
+    assert call == f"llama_cpp.Llama({str(out)!r}, n_ctx=256)"  # its default, 512, runs past the 256 positions
+    run = subprocess.run([sys.executable, "-c", BINDING, call], capture_output=True, text=True, timeout=300,
+                         env=os.environ | {"OMP_NUM_THREADS": "2"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    # llama.cpp read the context from the file (gpt2.context_length) and stopped there: 3 + 253 tokens
+    assert json.loads(run.stdout.splitlines()[-1]) == {
+        "n_ctx": 256, "context_length": "256", "finish_reason": "length",
+        "usage": {"prompt_tokens": 3, "completion_tokens": 253, "total_tokens": 256}}
+
+
+def test_the_documented_llama_completion_command_prints_text(tmp_path, capsys):
+    binary = shutil.which("llama-completion")
+    if binary is None:
+        pytest.skip("llama-completion is not on PATH: build it from llama-cpp-python's vendored llama.cpp "
+                    "(docs/training.md, Exporting a model)")
+    out, message = documented(tmp_path, capsys)
+    command = re.search(r"llama-completion (.*), or in Python", message).group(1)
+    assert command == f'-m {out} -p "ROMEO:" -n 100 -c 256'
+    run = subprocess.run([binary, "-m", str(out), "-p", "ROMEO:", "-n", "400", "-c", "256", "-t", "2"], capture_output=True,
+                         text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.startswith("ROMEO:") and len(run.stdout) > 200  # the prompt, then 253 tokens of text

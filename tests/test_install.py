@@ -73,7 +73,7 @@ def installed(wheel, tmp_path_factory) -> tuple[Path, dict[str, str], Path]:
     (site_packages / "dependencies.pth").write_text(f"{deps}\n", encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["PATH"] = f"{scripts}{os.pathsep}{env.get('PATH', '')}"
-    env["XDG_CACHE_HOME"] = str(root / "cache")  # a user's first run: no token cache yet
+    env["MINIGPT_CACHE"] = str(root / "cache")  # a user's first run: no token cache yet
     env["MPLBACKEND"] = "Agg"
     # pip from here, run by the new interpreter: it installs into the new environment
     _run([python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index", "--ignore-installed", wheel],
@@ -127,7 +127,7 @@ def test_train_from_the_wheel_reads_the_shipped_corpus(installed):
                     "--out-dir", "run", "--figure-path", "run/loss.png"], work, env)
     assert "final held-out loss:" in printed
     assert {"config.json", "model.safetensors"} <= {p.name for p in (work / "run").iterdir()}
-    assert list((Path(env["XDG_CACHE_HOME"]) / "minigpt").glob("shakespeare-*.pt"))  # the token cache, outside
+    assert list(Path(env["MINIGPT_CACHE"]).glob("shakespeare-*.pt"))  # the token cache, outside the package
 
 
 def test_bench_from_the_wheel(installed):
