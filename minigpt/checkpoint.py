@@ -36,8 +36,9 @@ FORMAT = "minigpt"
 CONV1D_SUFFIXES = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # a minigpt config.json must name these (they decide the tensor shapes); the other fields have defaults
 REQUIRED_KEYS = ("vocab_size", "block_size", "n_layer", "n_head", "n_embd")
-# keys the training loop writes beside the config; they describe the run, not the model, so loading skips them
-IGNORED_KEYS = ("training_step",)
+# keys that describe the run, not the model, so loading skips them: the training loop's step, and the held-out
+# loss measured on the weights (the shipped models record theirs; an export's model card quotes it)
+IGNORED_KEYS = ("training_step", "heldout_loss")
 # GPTConfig field → the name of the same setting in a Hugging Face GPT-2 config.json
 HF_KEYS = {"vocab_size": "vocab_size", "block_size": "n_positions", "n_layer": "n_layer", "n_head": "n_head",
            "n_embd": "n_embd"}

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import tempfile
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from minigpt.checkpoint import CONFIG_NAME, CONV1D_SUFFIXES, HF_KEYS, HUB_REPOS, WEIGHTS_NAME
+from minigpt.checkpoint import CONFIG_NAME, CONV1D_SUFFIXES, HF_KEYS, HUB_REPOS, WEIGHTS_NAME, shipped_models
 from minigpt.checks import remove_leftovers, temp_beside, write_failure
 from minigpt.model import GPT
 from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, VOCAB_SIZE, gpt2_encoding
@@ -307,18 +308,25 @@ top-k {sampling['top_k']} (generation_config.json)
 
 
 def recorded_heldout_loss(checkpoint: str | Path) -> float | None:
-    """The held-out loss ``minigpt train`` measured for the weights in the directory ``checkpoint``, or None.
+    """The held-out loss measured for the weights in ``checkpoint`` (a directory or a shipped name), or None.
 
-    It is the last entry of the run's ``train_state.pt``, used only when its step is the one ``config.json``
-    records (the same save); shipped models, single files and GPT-2 names have none.
+    A shipped model records it in its ``config.json`` (``heldout_loss``, over all the held-out windows). A
+    training run's is the last entry of its ``train_state.pt``, used only when its step is the one
+    ``config.json`` records (the same save). Single files and GPT-2 names have none.
 
+    >>> recorded_heldout_loss("shakespeare")
+    4.146101
     >>> import tempfile
     >>> recorded_heldout_loss(tempfile.mkdtemp()) is None
     True
     """
     from minigpt.train import STATE_NAME  # here: the trainer is loaded only when there is a run to read
 
-    state_path, config_path = Path(checkpoint) / STATE_NAME, Path(checkpoint) / CONFIG_NAME
+    shipped = checkpoint in shipped_models()
+    folder = Path(str(resources.files("minigpt") / "models" / checkpoint)) if shipped else Path(checkpoint)
+    state_path, config_path = folder / STATE_NAME, folder / CONFIG_NAME
+    if shipped:
+        return json.loads(config_path.read_text(encoding="utf-8"))["heldout_loss"]
     if not state_path.is_file() or not config_path.is_file():
         return None
     try:

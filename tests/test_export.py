@@ -102,7 +102,8 @@ def test_the_model_card_takes_its_numbers_from_the_model(tmp_path, capsys):
             "50,257-token tokenizer, 1,641,888 parameters.\n") in card  # data/README.md's count for the draft
     assert "# samples at temperature 0.8, top-k 50 (generation_config.json)\n" in card
     assert "three whole works held out (*Twelfth Night*, *The Two Gentlemen of Verona*, *The Winter's Tale*)" in card
-    assert "Held-out loss: not recorded with these weights." in card  # the shipped files record none
+    # the shipped config.json records the loss over all 474 held-out windows, data/README.md's 4.687
+    assert "Held-out loss: 4.687 nats/token (mean cross-entropy over the held-out works)." in card
     assert 'AutoModelForCausalLM.from_pretrained("DIR")' in card and 'pipeline("text-generation", model="DIR")' in card
     assert "GPT-2 weights" in export.model_card(tiny_model(0), name="gpt2")  # not the Shakespeare corpus
 
@@ -121,6 +122,13 @@ def test_a_trained_runs_heldout_loss_goes_into_the_card(tmp_path, capsys):
     assert recorded_heldout_loss(run) is None
     (run / "train_state.pt").write_bytes(b"not a torch file")
     assert recorded_heldout_loss(run) is None
+    assert "Held-out loss: not recorded with these weights." in export.model_card(tiny_model(0), name="x")
+
+
+def test_the_shipped_models_record_the_heldout_loss_data_readme_states():
+    readme = (Path(__file__).resolve().parent.parent / "data" / "README.md").read_text(encoding="utf-8")
+    assert f"**{recorded_heldout_loss('shakespeare'):.3f}** nats/token" in readme
+    assert f"| {recorded_heldout_loss('shakespeare-draft'):.3f} nats/token |" in readme
 
 
 @pytest.mark.parametrize("which", ["tiny_dir", "shakespeare_dir"])
