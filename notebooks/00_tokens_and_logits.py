@@ -139,6 +139,63 @@ print(repr(decode(out.new_tokens[0])))
 assert out.new_tokens[0] == [top.indices[0].item()]
 
 # %% [markdown]
+# ## Recap
+#
+# **What we built.** We followed one prompt through the whole pipe by hand: `encode` turned text into token
+# ids, the model turned the ids into logits of shape (B, T, V), we kept the last position's row, and softmax
+# turned it into the next-token distribution. The most likely token of that distribution is exactly what
+# `minigpt.generate(model, prompt, max_new_tokens=1)` returns, and the two tokenizer steps are
+# `minigpt.tokenizer.encode` and `minigpt.tokenizer.decode`.
+#
+# **Check yourself.**
+#
+# 1. `'ROMEO'` becomes two tokens but `' Romeo'` only one. How can the same name cost a different number of
+#    tokens?
+#
+# <details><summary>Answer</summary>
+#
+# Tokens are pieces of text, and a leading space belongs to the token. `' Romeo'` (space included) is one
+# piece in GPT-2's vocabulary; `'ROMEO'` in capitals is not, so byte-pair encoding splits it into `'ROM'` and
+# `'EO'`.
+#
+# </details>
+#
+# 2. Predict the shape of the logits for a batch of two prompts, each of 13 tokens.
+#
+# <details><summary>Answer</summary>
+#
+# `(2, 13, 50257)`: one score per vocabulary entry (V) for every position (T) of every prompt (B).
+#
+# </details>
+#
+# 3. The logits hold a row for every position of the prompt. Why does generation read only the last one?
+#
+# <details><summary>Answer</summary>
+#
+# Position t's scores predict token t + 1. Every earlier row predicts a token that is already in the prompt;
+# only the last row predicts the token that comes next. That is why `last_only=True` can skip the other rows.
+#
+# </details>
+#
+# 4. After the Romeo prompt, the ten most likely tokens hold 0.644 of the probability. How much do the other
+#    50,247 tokens hold together?
+#
+# <details><summary>Answer</summary>
+#
+# The probabilities add up to 1, so the rest hold $1 - 0.644 = 0.356$: the grey bar in the plot.
+#
+# </details>
+#
+# 5. Which token does greedy decoding add after the Romeo prompt, and why that one?
+#
+# <details><summary>Answer</summary>
+#
+# `'?'`: it has the highest probability, 0.191, and greedy takes the most likely token. The library's
+# `minigpt.generate` printed the same `'?'`.
+#
+# </details>
+
+# %% [markdown]
 # ## Sources
 #
 # - The prompt *"Every effort moves you"* is the start context of Raschka, S. (2024). *Build a Large Language Model

@@ -268,6 +268,68 @@ assert library.ids[0].tolist() == ids[0].tolist()
 print("hand-built greedy == minigpt.generate (greedy):", library.new_tokens[0][:10], "...")
 
 # %% [markdown]
+# ## Recap
+#
+# **What we built.** A greedy decoder by hand: run the model on the sequence so far, take the argmax of the
+# last position's logits, append it, repeat. We also multiplied the step probabilities into the probability
+# of a whole line (the chain rule), once from the loop and once from a single pass. The library's match is
+# `minigpt.generate(model, prompt, max_new_tokens=40)`: with its defaults it is greedy decoding, and it gave
+# the same tokens as our loop (it also keeps a KV cache, chapter 7, so it does not recompute the whole
+# sequence each step).
+#
+# **Check yourself.**
+#
+# 1. After `'ROMEO:'` greedy writes "And I am a man, and a man," again and again. Why can greedy not get out
+#    of such a loop once it starts?
+#
+# <details><summary>Answer</summary>
+#
+# Greedy is deterministic: it has no randomness, so when the recent context looks the same as before, it
+# picks the same tokens as before, which makes the context look the same again.
+#
+# </details>
+#
+# 2. The pick had less than half the probability at 37 of 40 steps, and the median pick had 0.135. What does
+#    that tell you about the text greedy writes?
+#
+# <details><summary>Answer</summary>
+#
+# The model was far from sure at most steps: many other tokens were possible. Greedy keeps only the top one
+# each time and writes as if it were sure, so it always writes the same, most "average" continuation.
+#
+# </details>
+#
+# 3. On the toy tree, greedy goes "The nice woman" with probability 0.20. Compute the probability of
+#    "The dog has" and say why greedy never finds it.
+#
+# <details><summary>Answer</summary>
+#
+# $0.4 \times 0.9 = 0.36$, higher than 0.20. Greedy compares only the first step, where "dog" ($0.4$) loses
+# to "nice" ($0.5$), so it never looks at the better second step behind "dog".
+#
+# </details>
+#
+# 4. The first line greedy wrote (9 tokens) has probability 1.09e-08. Why do decoders add log-probs instead
+#    of multiplying probabilities?
+#
+# <details><summary>Answer</summary>
+#
+# A product of many probabilities below 1 gets tiny very fast and, for long texts, underflows to 0 in
+# floating point. The sum of the log-probs (here -18.3) stays a normal-sized number and orders sequences
+# the same way.
+#
+# </details>
+#
+# 5. Why does one pass over the finished sequence give the same step probabilities as running the loop?
+#
+# <details><summary>Answer</summary>
+#
+# The model is causal: position t sees only the tokens up to t. So its output at t is the same distribution
+# the loop saw when t was the last position, and one pass gives all the factors at once.
+#
+# </details>
+
+# %% [markdown]
 # ## Sources
 #
 # - **The "nice woman" / "dog has" tree** (Step 5): von Platen, P. (2020). *How to generate text: using different

@@ -280,6 +280,64 @@ print("hand-built temperature == minigpt.logits.apply_temperature")
 minigpt.explore(model, decode(text.ids[0, : n_prompt + flat].tolist()), temperature=1.5, top_k=0)
 
 # %% [markdown]
+# ## Recap
+#
+# **What we built.** Temperature by hand: divide the logits by T, then softmax. We watched it on four scores,
+# on a nine-word vocabulary, in many seeded draws and on the model's real distribution over all 50,257 tokens.
+# The library's match is `minigpt.logits.apply_temperature`, which agreed with our hand-built version; when
+# generating, `minigpt.generate(model, prompt, do_sample=True, temperature=T)` applies it before it samples.
+#
+# **Check yourself.**
+#
+# 1. Predict: you lower the temperature from 1 to 0.5. Does the most likely token's probability go up or
+#    down? Check your answer against Step 1.
+#
+# <details><summary>Answer</summary>
+#
+# Up. Dividing by a number below 1 stretches the gaps between the scores, so the largest one takes more of
+# the mass: 0.515 at T = 1, 0.730 at T = 0.5 (and only 0.382 at T = 2).
+#
+# </details>
+#
+# 2. Two tokens have logits 1 and 0. How many times more likely is the first one at T = 1, and at T = 0.5?
+#
+# <details><summary>Answer</summary>
+#
+# Softmax makes the ratio $e^{1 - 0} = e \approx 2.7$ at T = 1. At T = 0.5 the logits become 2 and 0, so the
+# ratio is $e^{2} \approx 7.4$. Halving T doubles the gap between the logits.
+#
+# </details>
+#
+# 3. What happens to the distribution as T → 0, and as T → ∞? Name the decoding method each limit is.
+#
+# <details><summary>Answer</summary>
+#
+# As T → 0 all the mass goes to the argmax: greedy decoding. As T → ∞ every token gets the same probability:
+# uniform sampling, whose entropy for nine words is `log 9`, the 2.197 nats Step 4 printed.
+#
+# </details>
+#
+# 4. At T = 1.5 the model wrote odd words ("furnace Tarquin bleed"). Use Step 7's flat step to explain why.
+#
+# <details><summary>Answer</summary>
+#
+# At the flat step the tokens outside the top few (the other 50,242) hold 0.926 of the mass at T = 1.5,
+# against 0.126 at T = 0.5. Each of them is unlikely, but there are so many that a draw lands among them most
+# of the time.
+#
+# </details>
+#
+# 5. At the peaked step, greedy's token still holds 0.973 at T = 1.5. Why does temperature change so little
+#    there?
+#
+# <details><summary>Answer</summary>
+#
+# Its logit is far above all the others. Dividing every logit by 1.5 shrinks that gap a little, but it stays
+# large, so the top token keeps almost all the mass.
+#
+# </details>
+
+# %% [markdown]
 # ## Sources
 #
 # - **The nine-word vocabulary and its logits** after *"every effort moves you"*, the seed 123, the 1,000 draws and

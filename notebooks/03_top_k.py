@@ -300,6 +300,64 @@ print("hand-built top-k == minigpt.logits.top_k_filter")
 minigpt.explore(model, decode(text.ids[0, : n_prompt + flat].tolist()), temperature=1, top_k=k)
 
 # %% [markdown]
+# ## Recap
+#
+# **What we built.** Top-k by hand: find the k largest logits, set every logit below the k-th largest to −∞,
+# and let softmax renormalise the survivors. The library's match is `minigpt.logits.top_k_filter`, which
+# gave the same logits as ours (on the toy, with ties, after temperature and at the real steps); when
+# generating, `minigpt.generate(model, prompt, do_sample=True, top_k=k)` applies it before it samples.
+#
+# **Check yourself.**
+#
+# 1. At T = 2, top-3 removes 0.108 of the nine-word mass, and "forward" had 0.421. What does "forward"
+#    have after the cut?
+#
+# <details><summary>Answer</summary>
+#
+# Renormalising divides each survivor by the mass the survivors held: $0.421 / (1 - 0.108) = 0.421 / 0.892
+# \approx 0.472$, the number Step 3 printed.
+#
+# </details>
+#
+# 2. Predict what top-k with `k = 2` keeps from the logits `[3.0, 2.0, 2.0, 1.0]`, and why.
+#
+# <details><summary>Answer</summary>
+#
+# Three tokens: `[3.0, 2.0, 2.0, -inf]`. The test is `logits < kth_largest`, and the k-th largest is 2.0,
+# so a token *equal* to it survives too. Ties at the boundary can keep more than k tokens.
+#
+# </details>
+#
+# 3. You apply temperature and then top-k. Can changing the temperature change *which* tokens top-k keeps?
+#
+# <details><summary>Answer</summary>
+#
+# No. Dividing every logit by the same positive T keeps their order, so the k largest stay the same tokens;
+# only their shares change (Step 5).
+#
+# </details>
+#
+# 4. The same top-10 keeps 0.235 of the mass at the flat step and 1.000 at the peaked step. What does that
+#    say about a fixed k?
+#
+# <details><summary>Answer</summary>
+#
+# A fixed k ignores the shape of the distribution. At the flat step it throws away most of the mass,
+# including tokens almost as likely as the last one kept (the first dropped was 0.976 x as likely). At the
+# peaked step nine of its ten tokens hold almost nothing, so the cut changes nothing there.
+#
+# </details>
+#
+# 5. What decoding method is top-k sampling with `top_k = 1`?
+#
+# <details><summary>Answer</summary>
+#
+# Greedy decoding: only the argmax survives, so it gets probability 1 and every draw picks it (but for a
+# tie at the top).
+#
+# </details>
+
+# %% [markdown]
 # ## Sources
 #
 # - **The nine-word vocabulary and its logits** after *"every effort moves you"*, and k = 3: Raschka, S. (2024).

@@ -360,6 +360,67 @@ print("hand-built top-p, least likely first == minigpt.logits.top_p_filter at al
 minigpt.explore(model, decode(text.ids[0, : n_prompt + flat].tolist()), temperature=1, top_k=0, top_p=0.9)
 
 # %% [markdown]
+# ## Recap
+#
+# **What we built.** Top-p by hand: sort the probabilities, add them up, and keep the smallest set of most
+# likely tokens whose total reaches p; then min-p, which keeps every token with at least `min_p` × the top
+# token's probability. We found that the order of the sum matters in float32 and rebuilt top-p the
+# library's way, from the least likely up. The library's matches are `minigpt.logits.top_p_filter` and
+# `minigpt.logits.min_p_filter`; when generating, `minigpt.generate(model, prompt, do_sample=True, top_p=p)`
+# (or `min_p=m`) applies them before it samples.
+#
+# **Check yourself.**
+#
+# 1. The nine words' cumulative probabilities start 0.572, 0.930, 0.991. Predict which tokens top-p keeps at
+#    p = 0.99.
+#
+# <details><summary>Answer</summary>
+#
+# Three: forward, toward and closer. The running total is still below 0.99 after toward (0.930) and crosses
+# it at closer (0.991), and the token that crosses is kept.
+#
+# </details>
+#
+# 2. Why does top-p keep the token that *crosses* the threshold, instead of stopping just before it?
+#
+# <details><summary>Answer</summary>
+#
+# Without it the kept tokens would hold less than p of the mass. Top-p promises at least p.
+#
+# </details>
+#
+# 3. At T = 1 "forward" has 0.572 and "closer" 0.061. Does min-p 0.1 keep "closer"? Show the computation.
+#
+# <details><summary>Answer</summary>
+#
+# Yes. The bar is $0.1 \times 0.572 = 0.0572$, and "closer" has 0.061, above it. Top-p 0.9 drops "closer",
+# because forward and toward already reach 0.9, so the two rules keep different sets.
+#
+# </details>
+#
+# 4. Top-p 0.9 keeps 2,103 tokens at the flat step and one token at the peaked step. What can it do that a
+#    fixed top-k cannot?
+#
+# <details><summary>Answer</summary>
+#
+# It adapts to how sure the model is: few tokens where the distribution is peaked, many where it is flat.
+# Step 4 showed the nucleus size follows the entropy (r = 0.965), while top-k keeps the same count
+# everywhere.
+#
+# </details>
+#
+# 5. Our first top-p and the library's sometimes disagree by a token at the edge of the nucleus. Why, and
+#    why does adding from the least likely up fix it?
+#
+# <details><summary>Answer</summary>
+#
+# Float32 keeps about 7 digits. Adding thousands of tiny probabilities to a running total already near 0.9
+# loses their last digits. Adding from the least likely up adds small numbers to a small total first, which
+# loses almost nothing.
+#
+# </details>
+
+# %% [markdown]
 # ## Sources
 #
 # - **The nine-word vocabulary and its logits** after *"every effort moves you"*: Raschka, S. (2024). *Build a Large

@@ -501,6 +501,72 @@ minigpt.explore(model, "ROMEO:\nAnd, as I am a man, and a man, and a man,", temp
                 repetition_penalty=1.5)
 
 # %% [markdown]
+# ## Recap
+#
+# **What we built.** The loop around a step, by hand: the repetition, frequency and presence penalties, the
+# no-repeat n-gram ban, a minimum length, a batch of prompts with left padding and an attention mask, rows
+# that end on end-of-text or on a stop string (also while streaming), and several samples per prompt. The
+# library's matches are `minigpt.logits.repetition_penalty`, `minigpt.logits.apply_frequency_penalty`,
+# `minigpt.logits.apply_presence_penalty`, `minigpt.logits.no_repeat_ngram` and
+# `minigpt.logits.suppress_eos`, and for the loop `minigpt.generate(model, prompts, attention_mask=...,
+# eos_token_id=..., stop=..., num_return_sequences=n)` and `minigpt.stream(model, prompt, stop=...)`, which
+# gave the same tokens and text as ours.
+#
+# **Check yourself.**
+#
+# 1. "forward" (logit 6.75) and "moves" (logit −1.62) are already in the text. What does a repetition
+#    penalty of 1.5 make of each, and why is one divided and the other multiplied?
+#
+# <details><summary>Answer</summary>
+#
+# $6.75 / 1.5 = 4.5$ and $-1.62 \times 1.5 = -2.43$. Dividing a negative logit would move it *up*, towards
+# zero, so it is multiplied instead: either way the token becomes less likely.
+#
+# </details>
+#
+# 2. Why are the prompts of a batch padded on the left, and why does it not matter which id fills the
+#    padding?
+#
+# <details><summary>Answer</summary>
+#
+# On the left, every prompt's last token sits in the same column, where generation continues. The attention
+# mask hides the padded places from every real token, so their id never reaches a real token's logits:
+# padding with `'!'` or with `<|endoftext|>` gave identical logits.
+#
+# </details>
+#
+# 3. The model writes the blank line `"\n\n"` as two `'\n'` tokens. Why does checking each new token for
+#    the stop string never stop the row, and what does the library check instead?
+#
+# <details><summary>Answer</summary>
+#
+# No single token holds the stop string, so no token on its own matches it. The library decodes the tail of
+# the row's new tokens (the last n + 1 for a stop string of n bytes) and searches that text.
+#
+# </details>
+#
+# 4. While streaming with the stop string `"\n\n"`, a `'\n'` token shows nothing at first. Why?
+#
+# <details><summary>Answer</summary>
+#
+# A single `'\n'` could be the start of the stop string, and text once shown cannot be taken back. It is
+# held back until the next token: if that completes the stop string it is never shown, otherwise it is
+# released with what follows.
+#
+# </details>
+#
+# 5. With temperature 1.5 and top-p 0.9, transformers' order kept 6796 tokens and llama.cpp's kept 146.
+#    Explain the difference.
+#
+# <details><summary>Answer</summary>
+#
+# Transformers divides by the temperature first: heat flattens the distribution, so the nucleus needs many
+# more tokens to reach 0.9. llama.cpp cuts the model's own distribution first and only then heats the few
+# survivors. Same settings, different text.
+#
+# </details>
+
+# %% [markdown]
 # ## Sources
 #
 # - **The nine-word vocabulary and its logits** after *"every effort moves you"* (Step 1): Raschka, S. (2024). *Build

@@ -595,6 +595,69 @@ torch.testing.assert_close(library.scores, scores / 12, atol=1e-4, rtol=0)
 print("hand-built beam search == minigpt.search.beam_search")
 
 # %% [markdown]
+# ## Recap
+#
+# **What we built.** Beam search by hand, first on the toy tree and then on the model: keep the `num_beams`
+# best partial sentences by total log-probability, let every beam propose every token, and pick the best at
+# the end. Then its relatives: length penalty, n-gram blocking, diverse beams, sample-and-rank and
+# contrastive search. The library's matches are `minigpt.search.beam_search` (with
+# `num_beam_groups=...` and `diversity_penalty=...` for diverse beams), `minigpt.search.sample_and_rank` and
+# `minigpt.search.contrastive_search`, each of which gave the same output as our hand-built version.
+#
+# **Check yourself.**
+#
+# 1. On the toy tree, why do two beams find "The dog has" (0.36) when greedy finds only "The nice woman"
+#    (0.20)?
+#
+# <details><summary>Answer</summary>
+#
+# With two beams, "dog" ($0.4$) is kept next to "nice" ($0.5$) after the first step instead of being thrown
+# away. At the second step "dog has" ($0.4 \times 0.9 = 0.36$) beats "nice woman" ($0.5 \times 0.4 = 0.20$).
+#
+# </details>
+#
+# 2. In "Inside one step", the beam `', that'` keeps 0 children while `', I'` keeps 2. How can one beam have
+#    two children and another none?
+#
+# <details><summary>Answer</summary>
+#
+# All 3 × 50,257 candidates compete together, whichever beam proposed them. The best candidate of
+# `', that'` (-6.13) scores below the third one kept (-5.40), so that beam dies, while two of `', I'`'s
+# candidates are in the top 3.
+#
+# </details>
+#
+# 3. With `length_penalty` 0, beam search picked a 7-token text; with 1 it picked a 20-token one. Why does
+#    ranking by total log-probability favour short texts?
+#
+# <details><summary>Answer</summary>
+#
+# Every token adds a negative log-probability, so each extra token lowers the total. Dividing by the length
+# (`length_penalty` 1) ranks by the average per token instead, which does not punish length.
+#
+# </details>
+#
+# 4. Does Step 4 show that top-p sampling is more varied than beam search with 2-gram blocking?
+#
+# <details><summary>Answer</summary>
+#
+# Not by the means: their spreads overlap, and the cell calls it a tie. Most single samples were more varied
+# (7 of 8), but one unlucky seed repeated itself. What it does show is that plain beams are less varied
+# than both.
+#
+# </details>
+#
+# 5. In contrastive search, ' thee' (p 0.126) was chosen over the more likely ' a' (p 0.138). Why?
+#
+# <details><summary>Answer</summary>
+#
+# The score subtracts a penalty for being like something already said. ' a''s hidden state is very close
+# to an earlier ' a' (max cos 0.881, against 0.442 for ' thee'), and that penalty outweighs its small lead
+# in probability.
+#
+# </details>
+
+# %% [markdown]
 # ## Sources
 #
 # - **The toy tree, and two beams finding "The dog has"** (Step 1): von Platen, P. (2020). *How to generate text:

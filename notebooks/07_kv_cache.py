@@ -506,6 +506,69 @@ print("hand-built padded batch == minigpt.generate on the same two prompts")
 #   columns stay masked at every step.
 
 # %% [markdown]
+# ## Recap
+#
+# **What we built.** A KV cache by hand: a key and a value tensor per layer that grow by one position per
+# step, a cached attention step for one new token, the greedy loop that prefills the prompt once and then
+# feeds one token at a time, and the attention mask for a padded batch with a cache. The library's matches
+# are `minigpt.kv_cache.KVCache` (same interface, buffers allocated once) and `minigpt.generate`, which uses
+# its cache by default and gave our tokens exactly, with it and with `use_cache=False`.
+#
+# **Check yourself.**
+#
+# 1. Count the positions the model processes for a three-token prompt and three new tokens, without a cache
+#    and with one.
+#
+# <details><summary>Answer</summary>
+#
+# Without a cache each step feeds the whole sequence: $3 + 4 + 5 = 12$ positions. With a cache the prefill
+# feeds the prompt and each later step one token: $3 + 1 + 1 = 5$. The first grows with the square of the
+# length, the second with the length (Step 1: 32,520 against 255).
+#
+# </details>
+#
+# 2. Why is it safe to keep the keys and values of earlier tokens, instead of recomputing them each step?
+#
+# <details><summary>Answer</summary>
+#
+# Attention is causal: everything computed at position i depends only on tokens 0 … i. Tokens added later
+# cannot change it, so the stored keys and values are the ones a full pass would compute (Step 2 checked it
+# in every layer).
+#
+# </details>
+#
+# 3. Use the formula of Step 6 to compute the cache of the shakespeare model (6 layers, width 192) for one
+#    row of 256 tokens in fp32.
+#
+# <details><summary>Answer</summary>
+#
+# $2 \times 6 \times 1 \times 256 \times 192 \times 4 = 2{,}359{,}296$ bytes, and
+# $2{,}359{,}296 / 1024^2 = 2.25$ MiB, what `KVCache.nbytes` printed.
+#
+# </details>
+#
+# 4. In the prefill mask of a left-padded row, each padding query may see itself. Why not hide everything
+#    from it?
+#
+# <details><summary>Answer</summary>
+#
+# A query that sees no key at all has a score row of only -inf, and softmax of that is 0/0 = NaN, which
+# would spread through the layers. Seeing itself keeps the row finite; the padding rows' outputs are never
+# used, and the real tokens still cannot see the padding.
+#
+# </details>
+#
+# 5. A GPT-2 124M-shaped model with 4 KV heads instead of 12 needs 192 MiB instead of 576 MiB for the same
+#    batch. Where does the factor come from?
+#
+# <details><summary>Answer</summary>
+#
+# With grouped-query attention the cache stores n_kv_heads × head_size numbers per token instead of
+# n_head × head_size, so it shrinks by n_head / n_kv_heads $= 12 / 4 = 3$.
+#
+# </details>
+
+# %% [markdown]
 # ## Sources
 #
 # - **Inference with a KV cache, and what its memory costs at scale**: Pope, R., Douglas, S., Chowdhery, A., Devlin,

@@ -606,7 +606,75 @@ if default_run:  # the next paragraph: no quote of the witches, yet fewer passes
 # learnt to copy a passage it has seen). But it repeats its own new line, as greedy decoding does
 # (chapter 1), and each repetition is copied and accepted in a single pass. A larger model that does copy
 # from its prompt gains the same way on the quoted text.
+
+# %% [markdown]
+# ## Recap
 #
+# **What we built.** Speculative decoding by hand: a small draft model guesses k tokens, the target checks
+# them all in one pass, keeps the guesses it agrees with and puts its own token at the first one it does not,
+# so the output is exactly the target's greedy output. Then the sampling rule (accept with min(1, p / q),
+# else draw from the leftover max(0, p − q)), checked on the shipped models, and prompt lookup, which copies
+# its guesses from the text itself. The library's matches are
+# `minigpt.speculative.speculative_generate(target, draft, prompt_ids, k=k)` (with `do_sample=True` for the
+# sampling rule), `minigpt.speculative.lookup_draft` and `minigpt.speculative.prompt_lookup_generate`.
+#
+# **Check yourself.**
+#
+# 1. In Step 4 the acceptance rate falls from k = 1 on, yet the number of target passes keeps falling up to
+#    k = 6. Are longer drafts worse guesses?
+#
+# <details><summary>Answer</summary>
+#
+# Not necessarily. A round stops judging at the first rejected guess, but the guesses after it still count
+# as proposed, so longer drafts lower the rate even when each guess is as good. The acceptance rate mixes
+# how good the draft is with how long its guesses are.
+#
+# </details>
+#
+# 2. Each guess is accepted with chance α, independently. Compute the expected tokens per target pass for
+#    α = 0.5 and k = 2, and the most any k could give.
+#
+# <details><summary>Answer</summary>
+#
+# $1 + 0.5 + 0.5^2 = 1.75$ tokens per pass (the target always adds one token of its own). As k grows it
+# approaches $1 / (1 - \alpha) = 2$.
+#
+# </details>
+#
+# 3. With k = 6 the target needed 16 passes for 60 tokens. Why did that not make decoding on this CPU
+#    nearly four times faster?
+#
+# <details><summary>Answer</summary>
+#
+# Here a pass over several positions costs more than a pass over one (Step 6), and each round also pays k
+# steps of the draft. So the time saved is much smaller than the passes saved; on a GPU with a big target,
+# where a pass costs about the same for a few positions, it comes closer.
+#
+# </details>
+#
+# 4. At the real step of Step 8, the target gives `'ll` 0.10 and the draft 0.18. How often is a drafted
+#    `'ll` accepted, and what about `␣am` (0.13 against 0.10)?
+#
+# <details><summary>Answer</summary>
+#
+# `'ll` is accepted with $\min(1, 0.10 / 0.18) \approx 0.56$: the draft proposes it too often, so some of
+# those proposals are turned down. `␣am` has $p \ge q$, so it is always accepted (1.00), and the residual
+# gives it more after rejections, because the draft proposes it too rarely.
+#
+# </details>
+#
+# 5. A common bug draws from p after a rejection, instead of from the residual. Why is that no longer the
+#    target's distribution?
+#
+# <details><summary>Answer</summary>
+#
+# Rejections happen when the draft over-proposed a token. Drawing from p then can hand that same token out
+# once more, on top of its accepted drafts, so it comes out too often. The residual hands out only what the
+# draft neglected; the chi-square test rejected the bug and accepted the correct sampler.
+#
+# </details>
+
+# %% [markdown]
 # ## Sources
 #
 # - **Speculative decoding, the sampling rule of Step 8 and the tokens-per-pass formula of Step 5**: Leviathan,

@@ -235,6 +235,67 @@ assert a.new_tokens == b.new_tokens
 print("same seed, same tokens:", a.new_tokens[0][:8], "...")
 
 # %% [markdown]
+# ## Recap
+#
+# **What we built.** Evidence, by hand, of where non-determinism comes from: float sums that depend on their
+# order, a row whose logits change in their low bits between batch 1 and batch 8, a float32 near-tie that
+# flips the argmax, and a measurement of how far the closest call of a real generation is from flipping.
+# The library's matches are `minigpt.generate(model, prompt, do_sample=True, temperature=0)`, which is
+# greedy decoding by definition, and `minigpt.generate(model, prompt, do_sample=True, seed=seed)`, which
+# draws from a seeded generator and so gives the same tokens for the same seed.
+#
+# **Check yourself.**
+#
+# 1. softmax(z / T) is not defined at T = 0. What does minigpt do with `temperature=0`, and what does
+#    transformers do?
+#
+# <details><summary>Answer</summary>
+#
+# minigpt treats it as a switch to greedy decoding (the argmax, no random draw), even with
+# `do_sample=True`; vLLM does the same. transformers refuses it with a `ValueError` and points to
+# `do_sample=False`.
+#
+# </details>
+#
+# 2. Why did `(0.1 + 0.2) + 0.3` and `0.1 + (0.2 + 0.3)` print different numbers?
+#
+# <details><summary>Answer</summary>
+#
+# A float keeps a fixed number of significant digits, so every sum is rounded. A different order rounds
+# different intermediate sums, so the last digits of the result can differ.
+#
+# </details>
+#
+# 3. The same row, computed alone and inside a batch of 8, gives logits that differ in their low bits. Where
+#    does the difference come from?
+#
+# <details><summary>Answer</summary>
+#
+# Not from the model: the matrix products are blocked differently for different shapes, so the same
+# numbers are added in a different order, and (question 2) a different order rounds differently.
+#
+# </details>
+#
+# 4. The closest call of the greedy generation had a gap of 0.0438 between the two leading logits. If every
+#    logit may move by at most d, how large must d be before the token could flip?
+#
+# <details><summary>Answer</summary>
+#
+# The two leading logits can move towards each other by at most $2d$, so a flip needs
+# $2d \ge 0.0438$, that is $d \ge 0.0219$: far more than the rounding noise Step 5 measured.
+#
+# </details>
+#
+# 5. So when *can* the batch size change the text greedy writes?
+#
+# <details><summary>Answer</summary>
+#
+# Only at a step where the top two logits are nearly tied, closer than about twice the rounding noise.
+# Step 4 built such a tie on purpose: nudging one logit up by two float steps flipped the argmax.
+#
+# </details>
+
+# %% [markdown]
 # ## Sources
 #
 # - **Floating-point rounding, and why the order of a sum matters** (Steps 2–5): Goldberg, D. (1991). *What Every

@@ -739,7 +739,78 @@ if default_run:
 # pattern's first token had to begin without one, and the model's favourite next token after a bare space
 # is another space. The comparison above has every prompt end where the corpus would put a boundary, so
 # what is left is the shape itself, not the tokenization.
+
+# %% [markdown]
+# ## Recap
 #
+# **What we built.** Two constraints by hand: a choice between options, scored as the sum of each option's
+# token log-probs, and a regular expression compiled into a small machine (a DFA) whose state decides which
+# tokens may come next, used as a `prefix_allowed_tokens_fn` to generate numbers, dates, lines of a play and
+# JSON. Along the way, token healing for a prompt that ends on an odd token boundary, and a precomputed index
+# that turns each step's mask into a lookup. The library's matches are
+# `minigpt.constrained.choice_logprobs`, `minigpt.constrained.compile_regex`,
+# `minigpt.constrained.regex_allowed_tokens_fn` and `minigpt.constrained.TokenIndex`, used through
+# `minigpt.generate(model, prompt, prefix_allowed_tokens_fn=..., eos_token_id=...)`; token healing is
+# `minigpt.generate(..., token_healing=True)`, and `minigpt.healing.boundary_warning` warns about such a
+# prompt.
+#
+# **Check yourself.**
+#
+# 1. "Friar Laurence." ranks second by its first token (log p -2.19) but last by the whole name (-39.1).
+#    Explain why, and what the option should have been.
+#
+# <details><summary>Answer</summary>
+#
+# "Friar" is a likely start, but the corpus spells him "Friar Lawrence" and names him "Friar." above his
+# speeches, so the later tokens of "Laurence." are very unlikely. An option must be spelled as the corpus
+# spells it, and it must be scored as a whole, not by its first token.
+#
+# </details>
+#
+# 2. The prompt that ends in the blank line as one token (628) ranks `Nurse.` first, not `Romeo.`. Why does
+#    where the prompt stops change the answer?
+#
+# <details><summary>Answer</summary>
+#
+# Before a name the corpus writes a blank line as two `'\n'` tokens (198, 198); 628 appears mostly where
+# more whitespace follows. After 628 the model expects another `'\n'` (0.892), so every name becomes
+# unlikely and their order is distorted. The text is the same, the tokens are not.
+#
+# </details>
+#
+# 3. What does token healing do to such a prompt?
+#
+# <details><summary>Answer</summary>
+#
+# It removes the prompt's last token and makes the first new tokens write its text again, allowing only
+# tokens consistent with that text. The model then writes the blank line in the tokens it prefers (198, 198)
+# and goes on as the corpus would.
+#
+# </details>
+#
+# 4. For the pattern ` [0-9]+(\.[0-9]+)?`, is `' 3.'` a match, and may the next token be `' 7'`? Is
+#    `'7'` (no space) allowed at the start?
+#
+# <details><summary>Answer</summary>
+#
+# `' 3.'` is not a match: the machine is alive but in a state that needs a digit. `' 7'` is not allowed
+# there (a space cannot follow the point), only digits. `'7'` is not allowed at the start either, because
+# the pattern begins with a space; `' 7'` is.
+#
+# </details>
+#
+# 5. Step 9 measured how much probability the model put on the allowed tokens at each step. What does a
+#    median near 1 (the play lines, 0.949) mean, against a tiny one (the dates, 3.08e-05)?
+#
+# <details><summary>Answer</summary>
+#
+# Near 1 the constraint agrees with what the model would have written anyway. Near 0 it forces the model far
+# from its own choices: the corpus spells its numbers out, so digits get almost nothing, and the mask
+# overrules the model at every step.
+#
+# </details>
+
+# %% [markdown]
 # ## Sources
 #
 # - **Token healing** (Steps 2 and 3): Lundberg, S. (2023). *The Art of Prompt Design: Prompt Boundaries and

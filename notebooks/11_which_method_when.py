@@ -462,6 +462,72 @@ if default_run:  # what the lines say for the default prompts and seed
 # variety and likelihood, and put the human text on the same axes.
 
 # %% [markdown]
+# ## Recap
+#
+# **What we built.** A small, fair comparison by hand: three measures (repeated 4-gram rate, distinct-2 and
+# mean log-probability), prompts cut from three plays the model never read, eleven methods run on the same
+# prompts with the same random numbers, each mean with its standard error, and a "which method when" table
+# that names a method only where its interval is clear of the others'. The measures match
+# `minigpt.metrics.repeated_ngram_rate`, `minigpt.metrics.distinct_n` and `minigpt.metrics.mean_logprob`;
+# the methods are `minigpt.generate` (greedy, and with `do_sample=True` and `temperature`, `top_k`,
+# `top_p`, `min_p` or `typical_p`), `minigpt.beam_search` and `minigpt.contrastive_search`.
+#
+# **Check yourself.**
+#
+# 1. Compute the repeated 4-gram rate and distinct-2 of the tokens `[5, 6, 5, 6, 5, 6]`.
+#
+# <details><summary>Answer</summary>
+#
+# Its 4-grams are (5, 6, 5, 6), (6, 5, 6, 5), (5, 6, 5, 6): the third repeats the first, so the rate is
+# $1 / 3 \approx 0.33$. Its five pairs are only (5, 6) and (6, 5), so distinct-2 is $2 / 5 = 0.4$. A loop
+# drives the first up and the second down.
+#
+# </details>
+#
+# 2. The human continuation has a mean log p of -5.10, far below greedy's -1.17. What does that say about
+#    decoding by maximising likelihood?
+#
+# <details><summary>Answer</summary>
+#
+# Human text is not the text the model finds most likely: it is less likely than what every method but
+# T 1.3 wrote, and still varied and rarely repetitive. Maximising likelihood (greedy, beam) gives text that
+# repeats itself instead of text that reads like the source.
+#
+# </details>
+#
+# 3. T 1.3 has the highest distinct-2 (1.00), even above the human 0.98. Why does the table still say "not on
+#    its own"?
+#
+# <details><summary>Answer</summary>
+#
+# Its log p, -6.23, is below even the human text's: the variety comes from words that do not belong
+# together, drawn from the long tail. Cutting the tail with top-p or min-p keeps the variety without the odd
+# words.
+#
+# </details>
+#
+# 4. Typical 0.9 and top-p 0.9 wrote 10 of 12 continuations token for token alike. Why not just "nearly
+#    alike"?
+#
+# <details><summary>Answer</summary>
+#
+# Both drew from the same seeded generator, and `torch.multinomial` picks the token with the largest p / E
+# for random times E. With the same context both see the same p and the same E, so if each filter keeps the
+# other's pick they pick the same token. They part only at a step where one filter dropped the other's pick.
+#
+# </details>
+#
+# 5. For "varied text that should read like the source", can you name the best sampler from this chapter?
+#
+# <details><summary>Answer</summary>
+#
+# No. Seven settings tie: each interval overlaps T 1.0's, the closest to the human text. With 6 prompts and
+# 2 samples each the intervals are wide; telling them apart needs more prompts, longer continuations and more
+# samples.
+#
+# </details>
+
+# %% [markdown]
 # ## Sources
 #
 # - **Human text is not the most likely text** (Steps 4, 5), **top-p sampling**: Holtzman, A., Buys, J., Du, L.,

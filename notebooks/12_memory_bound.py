@@ -947,6 +947,74 @@ assert max(best.values()) <= bound and gain[64] > 1
 # step and the bound yourself.
 
 # %% [markdown]
+# ## Recap
+#
+# **What we built.** The bytes of one decode step, counted by hand; the machine's read bandwidth, measured;
+# the bound they give (tokens/s ≤ batch × bandwidth / bytes per step), held against four decoders; a look
+# at where the rest of a step's time goes; the roofline that says where batching stops paying; and int8
+# weights with one scale per row. The library's matches are `minigpt.roofline.weight_count`,
+# `minigpt.roofline.decode_step_bytes` and `minigpt.roofline.bandwidth_bound` for the arithmetic,
+# `minigpt.quantize.quantize_per_channel`, `minigpt.quantize.dequantize` and
+# `minigpt.quantize.quantize_model` for int8, and the decoders `minigpt.generate.generate` (the readable
+# loop) and `minigpt.fast.FastDecoder` (the fast path, with `weights="int8"` for int8), timed the way
+# `minigpt.bench.measure` does it.
+#
+# **Check yourself.**
+#
+# 1. At batch 1 each weight is read once and used for one multiply and one add. Why does that make the
+#    step's time a matter of bytes, not arithmetic?
+#
+# <details><summary>Answer</summary>
+#
+# Two flops per 4-byte fp32 weight is 0.5 flops per byte read (Step 4's first row). A processor computes far
+# more flops per second than that while memory delivers the bytes, so the arithmetic waits for the reading.
+#
+# </details>
+#
+# 2. A batch-1 step reads 494.6 MB in fp32 at a short context. What is the most tokens/s a machine whose
+#    memory reads $50$ GB/s could reach?
+#
+# <details><summary>Answer</summary>
+#
+# $50 \times 10^9 / (494.6 \times 10^6) \approx 101$ tokens/s. No decoder can beat it, because every token
+# must read all those bytes; a decoder above it would only mean the bandwidth reading was low.
+#
+# </details>
+#
+# 3. Flops per byte grow with the batch: about $B / 2$ (Step 4 printed 3.97 at batch 8). If a machine can
+#    do $10$ flops per byte it reads, about where is the crossover B\*?
+#
+# <details><summary>Answer</summary>
+#
+# Where the step's flops per byte reach the machine's: $B / 2 = 10$, so $B^* \approx 20$. Below it tokens/s
+# grow with B (the weights are read once for the whole batch); above it the arithmetic sets the time and
+# tokens/s stop growing.
+#
+# </details>
+#
+# 4. Why does int8 keep one scale per *row* instead of one for the whole matrix?
+#
+# <details><summary>Answer</summary>
+#
+# With one scale set by the largest weight of the matrix, a row of small weights uses only part of the
+# integer levels (the median row reached only ±84 of ±127) and rounds more coarsely. Its own scale lets
+# every row use all the levels: the rms error was 1.5x smaller.
+#
+# </details>
+#
+# 5. int8 weights cut the bytes of a step to about a quarter. Why can int8 still be *slower* than fp32 on
+#    some CPUs?
+#
+# <details><summary>Answer</summary>
+#
+# The integers cannot be multiplied as stored: a kernel must widen each weight to float, or round the
+# activations to 8 bits and multiply in integers, which costs instructions per weight. Without a fast int8
+# kernel that work costs more than the bytes saved; fewer bytes raise the ceiling, only a good kernel
+# reaches it.
+#
+# </details>
+
+# %% [markdown]
 # ## Sources
 #
 # - **Decoding is memory-bound, and batching trades memory time for arithmetic**: Pope, R., Douglas, S.,
