@@ -428,9 +428,14 @@ for name, t in parts.items():
           f"(max {t.high * 1e3:.1f}, {t.n} turns)")
 print(f"the matmuls are {matmul_share:.0%} of a step (fastest against fastest); everything else, "
       f"{1 - matmul_share:.0%}")
-assert 0 < matmul_share < 1  # the matmuls are part of the step, and not all of it
-display(Markdown(f"Here the matmuls are {'most' if matmul_share > 0.5 else 'less than half'} of a step "
-                 f"({matmul_share:.0%}, each one's fastest turn against the other's)."))
+assert matmul_share > 0
+if matmul_share < 1:  # the matmuls are part of the step, and not all of it: what a quiet machine shows
+    display(Markdown(f"Here the matmuls are {'most' if matmul_share > 0.5 else 'less than half'} of a step "
+                     f"({matmul_share:.0%}, each one's fastest turn against the other's)."))
+else:  # other programs slowed the matmuls' turns more than the steps': the readings cannot tell them apart
+    display(Markdown(f"Here the readings are inside the noise: the matmuls alone timed at {matmul_share:.0%} of "
+                     "a whole step, which they are part of. The machine was busy; run this chapter again on "
+                     "a quiet one."))
 
 # %% [markdown]
 # The rest is about two dozen small operations per layer (two layer norms, splitting the heads, writing
