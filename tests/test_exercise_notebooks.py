@@ -1,14 +1,19 @@
-"""The exercise and solution notebooks: one pair per chapter 1–8, the same cells apart from the filled-in stubs.
+"""The exercise notebooks: one per chapter, an nbgrader source in solutions/ and the student version it generates.
 
-An exercise notebook leaves each stub unimplemented, marked with ``STUB``; its check cell then prints the
-checker's "not implemented yet". The solutions notebook is the same notebook with the stubs filled in, and
-every check there passes. nbval compares the outputs themselves; this file keeps the pairs from drifting, and
-test_chapters.py keeps each notebook equal to its script. Run as a plain script, a notebook prints the same
-verdicts its check cells show.
+Each solutions notebook is the one source (docs/teaching.md): the code a student writes sits between
+``### BEGIN SOLUTION`` and ``### END SOLUTION`` in a solution cell, each ``check_…`` cell is an autograded
+test cell with a point, and the last cell, a worked answer to the open question, is a manually graded answer
+cell. The exercise notebook is what ``nbgrader generate_assignment`` makes of it, through
+``python docs/exercises.py generate``: each solution replaced by the stub ``STUB``, the worked answer by
+nbgrader's "YOUR ANSWER HERE", the outputs cleared. tests/test_exercise_generation.py keeps the committed
+exercise notebooks equal to what the command generates; this file checks the source's markers and what both
+notebooks teach. In the solutions every check passes (nbval compares those outputs); in the exercises, which
+keep no outputs, each check cell runs and prints the checker's "not implemented yet". Run as a plain script,
+a notebook prints the same verdicts.
 
 Each exercise notebook also asks the student to think: it opens with a prediction (a question to answer before
-running the cell that shows the answer) and ends with an open question; the solutions notebook repeats both
-and adds one more cell, a worked answer to the open question.
+running the cell that shows the answer) and ends with an open question, followed by the cell for the answer;
+in the solutions notebook that cell holds a worked answer.
 """
 
 import runpy
@@ -24,11 +29,13 @@ NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 CHAPTERS = ["01_greedy", "02_temperature", "03_top_k", "04_top_p", "05_controlling_the_loop", "06_beam_search",
             "07_kv_cache", "08_speculative_decoding", "10_constrained_decoding",
             "11_which_method_when", "12_memory_bound"]
-STUB = "raise NotImplementedError  # EXERCISE: write this function"
+STUB = "raise NotImplementedError  # EXERCISE: write this function"  # docs/exercises.py's CODE_STUB
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+ANSWER_STUB = "YOUR ANSWER HERE"  # docs/exercises.py's TEXT_STUB
 VERDICT = ("✓ ", "✗ ")
 PREDICT = "## Before you start: predict, then run"  # the first markdown cell after the title
-OPEN_QUESTION = "## To think about: an open question"  # an exercise notebook's last cell
-WORKED_ANSWER = "## Worked answer"  # a solutions notebook's last cell, after the open question
+OPEN_QUESTION = "## To think about: an open question"  # the last cell but one
+WORKED_ANSWER = "## Worked answer"  # a solutions notebook's last cell, the open question's answer cell
 
 
 def read(chapter: str, kind: str):
@@ -43,6 +50,10 @@ def check_cells(notebook) -> list:
     return [c for c in notebook.cells if c.cell_type == "code" and c.source.strip().splitlines()[-1].startswith("check_")]
 
 
+def grading(cell) -> dict:
+    return cell.metadata.get("nbgrader", {})
+
+
 def verdicts(text: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(VERDICT)]
 
@@ -54,43 +65,66 @@ def test_one_exercise_and_one_solution_notebook_per_chapter():
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_solutions_are_the_exercises_with_the_stubs_filled_in(chapter):
-    exercise, solution = read(chapter, "exercise").cells, read(chapter, "solution").cells
-    assert len(solution) == len(exercise) + 1  # the solutions add a worked answer at the end
-    stubs = 0
-    for ex, sol in zip(exercise, solution):
-        assert STUB not in sol.source
-        if STUB in ex.source:
-            stubs += 1
-            # the same function: signature and docstring, everything above the stub line
-            head = ex.source.split(STUB)[0].rstrip()
-            assert sol.source.startswith(head) and sol.source.strip() != head
-        else:  # the title says which of the pair it is; everything else is the same
-            assert ex.source == sol.source.replace(" (solutions)", "", 1)
-    assert stubs >= 2, "each chapter's exercise notebook has at least two exercises"
+def test_the_source_marks_what_nbgrader_grades(chapter):
+    """Solution cells hold one marked region each, check cells are graded, the worked answer is graded by hand."""
+    cells = read(chapter, "solution").cells
+    solutions = [c for c in cells if grading(c).get("solution") and c.cell_type == "code"]
+    assert len(solutions) >= 2, "each chapter's notebook has at least two exercises"
+    for cell in solutions:
+        lines = cell.source.splitlines()
+        assert [line.strip() for line in lines if "SOLUTION" in line] == [BEGIN, END], cell.source
+        assert lines[0].startswith("def ")  # one function per exercise, its signature and docstring left to see
+        assert lines[-1].strip() == END and not grading(cell)["grade"]
+        assert grading(cell)["grade_id"] == lines[0].removeprefix("def ").split("(")[0]  # the function's name
+    checks = check_cells(read(chapter, "solution"))
+    assert [grading(c)["grade_id"] for c in checks] == [f"check_{grading(c)['grade_id']}" for c in solutions]
+    for cell in checks:
+        assert grading(cell) | {"points": 1} == {"grade": True, "grade_id": grading(cell)["grade_id"], "locked": True,
+                                                 "points": 1, "schema_version": 3, "solution": False, "task": False}
+        assert grading(cell)["points"] > 0
+    answer = cells[-1]
+    assert answer.cell_type == "markdown" and grading(answer)["solution"] and grading(answer)["grade"]
+    assert grading(answer)["points"] > 0 and BEGIN not in answer.source  # the whole cell is the solution
+    marked = [c for c in cells if "nbgrader" in c.metadata]
+    assert len(marked) == len(solutions) + len(checks) + 1
+    assert len({grading(c)["grade_id"] for c in marked}) == len(marked)  # nbgrader needs them unique
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_checks_say_not_implemented_in_exercises_and_pass_in_solutions(chapter):
-    for kind, verdict in (("exercise", NOT_IMPLEMENTED), ("solution", "✓")):
-        checks = check_cells(read(chapter, kind))
-        assert len(checks) >= 2
-        for cell in checks:
-            assert verdict in outputs(cell), f"{kind}: {cell.source!r} printed {outputs(cell)!r}"
-            assert len(verdicts(outputs(cell))) == 1, f"{kind}: {cell.source!r} showed its verdict more than once"
-            if kind == "solution":
-                assert "✗" not in outputs(cell)
+def test_the_exercises_show_stubs_where_the_solutions_have_code(chapter):
+    exercise = read(chapter, "exercise").cells
+    stubs = [c for c in exercise if grading(c).get("solution") and c.cell_type == "code"]
+    assert len(stubs) >= 2 and all(c.source.strip().endswith(STUB) and c.source.count(STUB) == 1 for c in stubs)
+    assert not any(BEGIN in c.source or END in c.source for c in exercise)
+    assert all(STUB not in c.source for c in read(chapter, "solution").cells)
+    assert all(not c.get("outputs") and c.execution_count is None for c in exercise if c.cell_type == "code")
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS)
+def test_checks_pass_in_the_solutions(chapter):
+    checks = check_cells(read(chapter, "solution"))
+    assert len(checks) >= 2
+    for cell in checks:
+        assert "✓" in outputs(cell) and "✗" not in outputs(cell), f"{cell.source!r} printed {outputs(cell)!r}"
+        assert len(verdicts(outputs(cell))) == 1, f"{cell.source!r} showed its verdict more than once"
 
 
 @pytest.mark.parametrize("kind", ["exercise", "solution"])
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_run_as_a_script_it_prints_the_verdicts_the_notebook_shows(chapter, kind, capsys):
-    """`python notebooks/exercises/01_greedy_exercises.py` prints every check's verdict, once, as Jupyter does."""
+    """`python notebooks/exercises/01_greedy_exercises.py` prints every check's verdict, once, as Jupyter does.
+
+    An exercise notebook keeps no outputs: each of its checks says "not implemented yet", and none raises.
+    """
     with torch.random.fork_rng(devices=[]):  # the script seeds torch's global generator: give it back
         runpy.run_path(str(NOTEBOOKS / f"{kind}s" / f"{chapter}_{kind}s.py"), run_name="__main__")
-    shown = [line for cell in check_cells(read(chapter, kind)) for line in verdicts(outputs(cell))]
-    assert verdicts(capsys.readouterr().out) == shown
-    assert len(shown) == len(check_cells(read(chapter, kind)))
+    printed = verdicts(capsys.readouterr().out)
+    checks = check_cells(read(chapter, kind))
+    if kind == "solution":
+        assert printed == [line for cell in checks for line in verdicts(outputs(cell))]
+    else:
+        assert all(line.startswith("✗ ") and NOT_IMPLEMENTED in line for line in printed), printed
+    assert len(printed) == len(checks)
 
 
 def paragraphs(markdown: str) -> list[str]:
@@ -102,26 +136,30 @@ def test_exercises_open_with_a_prediction_and_end_with_an_open_question(chapter)
     for kind in ("exercise", "solution"):
         cells = read(chapter, kind).cells
         assert cells[0].cell_type == "markdown" and cells[0].source.startswith("# Chapter")  # the title
+        assert ("(solutions)" in cells[0].source.splitlines()[0]) == (kind == "solution")
         first = next(i for i, c in enumerate(cells) if i > 0 and c.cell_type == "markdown")
         predict, run = cells[first], cells[first + 1]
         assert predict.source.startswith(PREDICT), f"{kind}: the first cell after the title asks for a prediction"
         asked = predict.source.partition("write down your answers:")[2]  # "Before you run …, write down …:"
         assert "Before you run" in predict.source and "\n1. " in asked and "?" in asked
-        # the cell after it runs and shows the answer, before the first exercise
+        # the cell after it runs and shows the answer (in the solutions, which keep outputs), before exercise 1
         assert run.cell_type == "code" and not run.source.strip().splitlines()[-1].startswith("check_")
-        assert outputs(run).strip() and STUB not in run.source
+        assert STUB not in run.source and "nbgrader" not in run.metadata
+        assert bool(outputs(run).strip()) == (kind == "solution")
         assert first < next(i for i, c in enumerate(cells) if c.source.startswith("## Exercise 1"))
-        last = cells[-1] if kind == "exercise" else cells[-2]
-        assert last.cell_type == "markdown" and last.source.startswith(OPEN_QUESTION), f"{kind}: ends with it"
-        assert "?" in paragraphs(last.source)[1]  # the question itself, under the heading
-        assert "no single right answer" in last.source
+        question = cells[-2]
+        assert question.cell_type == "markdown" and question.source.startswith(OPEN_QUESTION), f"{kind}: ends with it"
+        assert "?" in paragraphs(question.source)[1]  # the question itself, under the heading
+        assert "no single right answer" in question.source
+        assert grading(cells[-1])["grade_id"] == "open_question"  # then the cell for the answer
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS)
-def test_solutions_end_with_a_worked_answer(chapter):
+def test_only_the_solutions_hold_the_worked_answer(chapter):
     exercise, solution = read(chapter, "exercise").cells, read(chapter, "solution").cells
-    assert solution[-2].source == exercise[-1].source  # the open question, then its answer
+    assert solution[-2].source == exercise[-2].source  # the open question, then its answer cell
     answer = solution[-1]
     assert answer.cell_type == "markdown" and answer.source.startswith(WORKED_ANSWER)
-    assert WORKED_ANSWER not in "".join(c.source for c in exercise)
     assert len(paragraphs(answer.source)) >= 3  # the heading and a few paragraphs, not a one-liner
+    assert exercise[-1].source == ANSWER_STUB and exercise[-1].cell_type == "markdown"
+    assert WORKED_ANSWER not in "".join(c.source for c in exercise)

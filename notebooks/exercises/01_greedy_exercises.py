@@ -77,13 +77,13 @@ assert picks.tolist() == [3, 7] and probs[0, 3] > 0.5 > probs[1, 7]
 #
 # *Hint:* `torch.argmax` takes a `dim`. Which dimension is the vocabulary?
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "089c10b6af9f1a93fb974503109aef54", "grade": false, "grade_id": "greedy_next_token", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def greedy_next_token(logits: torch.Tensor) -> torch.Tensor:
     """The (B,) ids of the largest logit in each row of the (B, V) ``logits``."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "777c710d390eb03ad89c110cde0214d1", "grade": true, "grade_id": "check_greedy_next_token", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_greedy_next_token(greedy_next_token)
 
 # %% [markdown]
@@ -101,13 +101,13 @@ check_greedy_next_token(greedy_next_token)
 # appends a column; a (B,) tensor becomes a (B, 1) column with `.unsqueeze(1)`. Wrap the model call in
 # `with torch.no_grad():`, since nothing here needs gradients.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "e647425d4c8ff0cd7c8fb2219cce0210", "grade": false, "grade_id": "greedy_generate", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def greedy_generate(model: torch.nn.Module, ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
     """Append ``max_new_tokens`` greedy tokens to every row of ``ids`` (B, T); return (B, T + max_new_tokens)."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "832265d048bb15e09ff157e7248ec521", "grade": true, "grade_id": "check_greedy_generate", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_greedy_generate(greedy_generate)
 
 # %% [markdown]
@@ -121,3 +121,6 @@ check_greedy_generate(greedy_generate)
 # There is no single right answer: write yours in a few sentences, from what this notebook and
 # [chapter 1](../01_greedy.ipynb) showed. The [solutions notebook](../solutions/01_greedy_solutions.ipynb)
 # ends with one worked answer.
+
+# %% [markdown] deletable=false nbgrader={"cell_type": "markdown", "checksum": "40eeadb33a92d373dc04eb84b0b95861", "grade": true, "grade_id": "open_question", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# YOUR ANSWER HERE

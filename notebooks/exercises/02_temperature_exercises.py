@@ -81,13 +81,13 @@ assert tops[0] > tops[1] > tops[2]  # colder: the top word gains; hotter: it los
 # *Hints:* `logits.max(dim=-1, keepdim=True).values` is each row's largest logit, as a (B, 1) column that
 # broadcasts against the (B, V) logits; `.sum(dim=-1, keepdim=True)` likewise.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "db4ee8f81cd6d87911c5a8d3cd291d76", "grade": false, "grade_id": "softmax_with_temperature", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def softmax_with_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """The (B, V) probabilities softmax(logits / temperature), one distribution per row."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "64436c485285a672f5cd72a0e5beabf0", "grade": true, "grade_id": "check_softmax_with_temperature", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_softmax_with_temperature(softmax_with_temperature)
 
 # %% [markdown]
@@ -102,13 +102,13 @@ check_softmax_with_temperature(softmax_with_temperature)
 #
 # *Hint:* `torch.where(condition, a, b)` picks `a` where the condition holds and `b` elsewhere.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "c93bab8db225b92babb0cf65ae1195fd", "grade": false, "grade_id": "entropy", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def entropy(probs: torch.Tensor) -> torch.Tensor:
     """The (B,) entropies, in nats, of the rows of the (B, V) ``probs``."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "72f66b93a4eade1851ae9aa9f7904023", "grade": true, "grade_id": "check_entropy", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_entropy(entropy)
 
 # %% [markdown]
@@ -121,3 +121,6 @@ check_entropy(entropy)
 # There is no single right answer: write yours in a few sentences, from what this notebook and
 # [chapter 2](../02_temperature.ipynb) showed. The
 # [solutions notebook](../solutions/02_temperature_solutions.ipynb) ends with one worked answer.
+
+# %% [markdown] deletable=false nbgrader={"cell_type": "markdown", "checksum": "40eeadb33a92d373dc04eb84b0b95861", "grade": true, "grade_id": "open_question", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# YOUR ANSWER HERE

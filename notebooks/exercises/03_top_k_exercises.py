@@ -78,13 +78,13 @@ for T in (1.0, 5.0):
 # *Hints:* `torch.topk(logits, k, dim=-1).values` holds each row's k largest logits, largest first.
 # `logits.masked_fill(mask, float("-inf"))` replaces the entries where `mask` is True.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "2f166b58badc0ba5d0c4d21aa1470598", "grade": false, "grade_id": "top_k_filter", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     """The (B, V) ``logits`` with every logit below the k-th largest of its row set to -inf."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "90aa280ddcdf2197dcb3fd532d96f33b", "grade": true, "grade_id": "check_top_k_filter", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_top_k_filter(top_k_filter)
 
 # %% [markdown]
@@ -98,13 +98,13 @@ check_top_k_filter(top_k_filter)
 # chapter 2). Setting probabilities to 0 after the softmax is not the same: the survivors would not sum
 # to 1.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "bdafee4ee68c61fd8000f6d2b146ec95", "grade": false, "grade_id": "top_k_probs", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def top_k_probs(logits: torch.Tensor, k: int, temperature: float) -> torch.Tensor:
     """The (B, V) probabilities softmax(top-k(logits / temperature)), one distribution per row."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "4a337f9f508132b95f5fc66914d3fbbb", "grade": true, "grade_id": "check_top_k_probs", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_top_k_probs(top_k_probs)
 
 # %% [markdown]
@@ -116,3 +116,6 @@ check_top_k_probs(top_k_probs)
 # There is no single right answer: write yours in a few sentences, from what this notebook and
 # [chapter 3](../03_top_k.ipynb) showed. The [solutions notebook](../solutions/03_top_k_solutions.ipynb) ends
 # with one worked answer.
+
+# %% [markdown] deletable=false nbgrader={"cell_type": "markdown", "checksum": "40eeadb33a92d373dc04eb84b0b95861", "grade": true, "grade_id": "open_question", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# YOUR ANSWER HERE

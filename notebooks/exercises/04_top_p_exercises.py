@@ -80,13 +80,13 @@ for T in (0.5, 1.0, 2.0, 5.0):
 # dropped when the tokens *before* it already reach p. To put a mask computed in sorted order back into
 # vocabulary order, `torch.zeros_like(sorted_mask).scatter(-1, order, sorted_mask)`.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "537c012b0f1177543f5636a186daf722", "grade": false, "grade_id": "top_p_filter", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     """The (B, V) ``logits`` with every token outside its row's nucleus of mass ``p`` set to -inf."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "897f5b43e1f20acc46739813b29b82af", "grade": true, "grade_id": "check_top_p_filter", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_top_p_filter(top_p_filter)
 
 # %% [markdown]
@@ -99,13 +99,13 @@ check_top_p_filter(top_p_filter)
 # *Hint:* compare probabilities (a softmax of each row), not logits: logits can be negative, and their
 # ratios mean nothing.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "7dc39713062606631215d97897664e2a", "grade": false, "grade_id": "min_p_filter", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
     """The (B, V) ``logits`` with every token less likely than ``min_p`` × its row's top probability at -inf."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "f2273941a0314505335d225d3b0aa8f9", "grade": true, "grade_id": "check_min_p_filter", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_min_p_filter(min_p_filter)
 
 # %% [markdown]
@@ -116,3 +116,6 @@ check_min_p_filter(min_p_filter)
 # There is no single right answer: write yours in a few sentences, from what this notebook and
 # [chapter 4](../04_top_p.ipynb) showed. The [solutions notebook](../solutions/04_top_p_solutions.ipynb) ends
 # with one worked answer.
+
+# %% [markdown] deletable=false nbgrader={"cell_type": "markdown", "checksum": "40eeadb33a92d373dc04eb84b0b95861", "grade": true, "grade_id": "open_question", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# YOUR ANSWER HERE

@@ -83,13 +83,13 @@ print(f"without a penalty, 'forward' and 'toward' hold {held:.3f} of the probabi
 #
 # *Hint:* start from `logits.clone()`, loop over the rows and over `set(...)` of each row's ids.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "20ac0e3709c1e82f620ab27f3cd4b4de", "grade": false, "grade_id": "apply_repetition_penalty", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, penalty: float) -> torch.Tensor:
     """Penalise every token of each row's context, once: positive logits / penalty, negative ones * penalty."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "b054acfde788d484810853da16ed1124", "grade": true, "grade_id": "check_apply_repetition_penalty", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_apply_repetition_penalty(apply_repetition_penalty)
 
 # %% [markdown]
@@ -104,13 +104,13 @@ check_apply_repetition_penalty(apply_repetition_penalty)
 # *Hint:* look at every window `ids[i : i + n - 1]`, for each `i` whose window has a token after it. Check
 # n = 1 (an empty prefix) and a sequence shorter than n.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "18d5b230e1c6ffd30ff2edb6397afcac", "grade": false, "grade_id": "banned_ngram_tokens", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def banned_ngram_tokens(ids: list[int], n: int) -> set[int]:
     """The tokens that would complete an n-gram already in ``ids``."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "0788c0e5201d75c3eadf6a4e489eac62", "grade": true, "grade_id": "check_banned_ngram_tokens", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_banned_ngram_tokens(banned_ngram_tokens)
 
 # %% [markdown]
@@ -124,13 +124,13 @@ check_banned_ngram_tokens(banned_ngram_tokens)
 #
 # *Hint:* `text.find(s)` gives where `s` begins, or −1.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "44567d014712e8eccc28b01e1c595234", "grade": false, "grade_id": "cut_at_stop", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def cut_at_stop(text: str, stop_strings: list[str]) -> str:
     """``text`` cut just before the first stop string it contains."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "a4ca8478bafb108534574dbd46fc3f72", "grade": true, "grade_id": "check_cut_at_stop", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_cut_at_stop(cut_at_stop)
 
 # %% [markdown]
@@ -143,3 +143,6 @@ check_cut_at_stop(cut_at_stop)
 # There is no single right answer: write yours in a few sentences, from what this notebook and
 # [chapter 5](../05_controlling_the_loop.ipynb) showed. The
 # [solutions notebook](../solutions/05_controlling_the_loop_solutions.ipynb) ends with one worked answer.
+
+# %% [markdown] deletable=false nbgrader={"cell_type": "markdown", "checksum": "40eeadb33a92d373dc04eb84b0b95861", "grade": true, "grade_id": "open_question", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# YOUR ANSWER HERE

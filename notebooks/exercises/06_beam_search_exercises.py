@@ -89,13 +89,13 @@ for k in (1, 2, 3):
 #
 # *Hint:* which tokens did the model actually choose? Try `length_penalty` 0, 1 and 2 by hand.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "01d7ba214bf93afe4f687e0fdd578b93", "grade": false, "grade_id": "beam_score", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def beam_score(sum_logprobs: float, sequence_length: int, prompt_length: int, length_penalty: float) -> float:
     """The length-penalised score beam search ranks finished hypotheses by."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "d062bb35a3686aa5950b8b58ee473e80", "grade": true, "grade_id": "check_beam_score", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_beam_score(beam_score)
 
 # %% [markdown]
@@ -112,7 +112,7 @@ check_beam_score(beam_score)
 # *Hint:* all candidates compete at once: flatten the (nb, V) totals, take `topk`, and turn each flat index
 # back into a beam (`//`) and a token (`%`).
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "aee0b5b02daae4b4b979543da2ec557b", "grade": false, "grade_id": "beam_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def beam_step(
     beam_scores: torch.Tensor, log_probs: torch.Tensor, num_beams: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -120,7 +120,7 @@ def beam_step(
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "00e206695760891c90ef346d16764d61", "grade": true, "grade_id": "check_beam_step", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_beam_step(beam_step)
 
 # %% [markdown]
@@ -134,7 +134,7 @@ check_beam_step(beam_step)
 # *Hint:* at the first step the beams are identical, so only beam 0 may propose: start the others' scores
 # at `-1e9`. After each step, each new beam is its *parent* beam plus its token. Reuse your `beam_step`.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "96bfae487ec26641f19de3d6fde43c57", "grade": false, "grade_id": "beam_search_by_hand", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def beam_search_by_hand(
     model: torch.nn.Module, prompt_ids: torch.Tensor, num_beams: int, steps: int
 ) -> torch.Tensor:
@@ -142,7 +142,7 @@ def beam_search_by_hand(
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "f4e749265f0ae5e0b2205dffcc48aac2", "grade": true, "grade_id": "check_beam_search_by_hand", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_beam_search_by_hand(beam_search_by_hand)
 
 # %% [markdown]
@@ -190,3 +190,6 @@ assert times["greedy"].mean < times["4 beams"].mean < times["4 greedy runs"].mea
 # There is no single right answer: write yours in a few sentences, from what this notebook and
 # [chapter 6](../06_beam_search.ipynb) showed. The
 # [solutions notebook](../solutions/06_beam_search_solutions.ipynb) ends with one worked answer.
+
+# %% [markdown] deletable=false nbgrader={"cell_type": "markdown", "checksum": "40eeadb33a92d373dc04eb84b0b95861", "grade": true, "grade_id": "open_question", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# YOUR ANSWER HERE

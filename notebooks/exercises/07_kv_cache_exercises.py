@@ -87,13 +87,13 @@ print(f"twice the length: {work[8, False] / work[4, False]:.1f} times the work w
 # *Hint:* `KVCache.for_model(model, batch_size=B)` makes the cache, `model(ids, kv_cache=cache,
 # position_ids=...)` reads and fills it, and `cache.length` says how many positions it holds.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "4e3dd91d84bde373f9f6f486d63f50e0", "grade": false, "grade_id": "greedy_with_cache", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def greedy_with_cache(model: torch.nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
     """Greedy decoding that feeds each token through the model once, keeping keys and values in a cache."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "bcccf5b11967f033e0d21187ea12891f", "grade": true, "grade_id": "check_greedy_with_cache", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_greedy_with_cache(greedy_with_cache)
 
 # %% [markdown]
@@ -108,13 +108,13 @@ check_greedy_with_cache(greedy_with_cache)
 #
 # *Hint:* `dtype.itemsize` is the size of one number in bytes.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "5a777b2e93817e080c21101079eb3da4", "grade": false, "grade_id": "kv_cache_bytes", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def kv_cache_bytes(n_layer: int, batch_size: int, seq_len: int, n_embd: int, dtype: torch.dtype) -> int:
     """Bytes for the keys and values of every layer, sequence and position."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "3ba89d45a302e91cf80e106f3c576865", "grade": true, "grade_id": "check_kv_cache_bytes", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_kv_cache_bytes(kv_cache_bytes)
 
 # %% [markdown]
@@ -129,13 +129,13 @@ check_kv_cache_bytes(kv_cache_bytes)
 #
 # *Hint:* compare the positions of the queries with the positions of the keys.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "ed349a135509bd2a319843a9e1bd6170", "grade": false, "grade_id": "causal_mask_with_cache", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def causal_mask_with_cache(past_length: int, new_length: int) -> torch.Tensor:
     """True where a new token may look at a key: at its own position or earlier."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "422b9dd01dd506cd10f2cd34ca3c2dbf", "grade": true, "grade_id": "check_causal_mask_with_cache", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_causal_mask_with_cache(causal_mask_with_cache)
 
 # %% [markdown]
@@ -146,3 +146,6 @@ check_causal_mask_with_cache(causal_mask_with_cache)
 # There is no single right answer: write yours in a few sentences, from what this notebook and
 # [chapter 7](../07_kv_cache.ipynb) showed. The [solutions notebook](../solutions/07_kv_cache_solutions.ipynb)
 # ends with one worked answer.
+
+# %% [markdown] deletable=false nbgrader={"cell_type": "markdown", "checksum": "40eeadb33a92d373dc04eb84b0b95861", "grade": true, "grade_id": "open_question", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# YOUR ANSWER HERE

@@ -84,13 +84,13 @@ print("after a rejection, draw from:", [round(x, 3) for x in (leftover / leftove
 #
 # *Hint:* every round yields at least one token and at most m + 1.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "247d907a330eed89a8e177da84567223", "grade": false, "grade_id": "verify_greedy", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def verify_greedy(drafts: list[int], target_logits: torch.Tensor) -> list[int]:
     """The drafts the target agrees with, then one token of the target's own."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "725f365563b1e2b7c6a7989171fe47fa", "grade": true, "grade_id": "check_verify_greedy", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_verify_greedy(verify_greedy)
 
 # %% [markdown]
@@ -103,13 +103,13 @@ check_verify_greedy(verify_greedy)
 #
 # *Hint:* which of the two may the draft over-propose?
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "0aef56c6266c6cf89c2434666799beb2", "grade": false, "grade_id": "accept_probability", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def accept_probability(p_x: float, q_x: float) -> float:
     """How likely the target keeps a drafted token: min(1, p / q)."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "eadecffeb03d6618f04275611c93525a", "grade": true, "grade_id": "check_accept_probability", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_accept_probability(accept_probability)
 
 # %% [markdown]
@@ -123,13 +123,13 @@ check_accept_probability(accept_probability)
 #
 # *Hint:* `tensor.clamp(min=0)`.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "324e3efb48b4bc8aebe959f607bbf448", "grade": false, "grade_id": "residual_distribution", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """The target's leftover probability, max(p - q, 0), normalised."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "358c7b19b563d6d8c1ea1b44b40e5544", "grade": true, "grade_id": "check_residual_distribution", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_residual_distribution(residual_distribution)
 
 # %% [markdown]
@@ -158,3 +158,6 @@ print(f"a = {a}: " + ", ".join(f"{(1 - a ** (k + 1)) / (1 - a):.1f} tokens per p
 # There is no single right answer: write yours in a few sentences, from what this notebook and
 # [chapter 8](../08_speculative_decoding.ipynb) showed. The
 # [solutions notebook](../solutions/08_speculative_decoding_solutions.ipynb) ends with one worked answer.
+
+# %% [markdown] deletable=false nbgrader={"cell_type": "markdown", "checksum": "40eeadb33a92d373dc04eb84b0b95861", "grade": true, "grade_id": "open_question", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# YOUR ANSWER HERE

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -63,13 +65,13 @@ for pattern in ["(yes|no)", "(yes|no|maybe)", "[0-9]+", "[0-9][0-9]?", r" [0-9]+
 # state; a character missing from it kills the machine. (States outside `dfa.live` can never reach a match:
 # treat them as dead too.)
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "1575fa187d1f100d4fe19b591ebdff62", "grade": false, "grade_id": "walk", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def walk(dfa, text, state):
     """The state after reading ``text`` from ``state``, or None once no match is possible."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "e4000628dd896570e660d21422f821e7", "grade": true, "grade_id": "check_walk", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_walk(walk)
 
 
@@ -83,13 +85,13 @@ check_walk(walk)
 #
 # *Hint:* your `walk` does most of the work.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "10df500f9ef821e2ddbfa6b5ab381d52", "grade": false, "grade_id": "allowed_tokens", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def allowed_tokens(dfa, state, strings):
     """The sorted ids of the token strings that keep ``dfa`` alive from ``state``."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "8781d5ec4229609567808d7a9ef770fe", "grade": true, "grade_id": "check_allowed_tokens", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_allowed_tokens(allowed_tokens)
 
 # %% [markdown]
@@ -101,3 +103,6 @@ check_allowed_tokens(allowed_tokens)
 # There is no single right answer: write yours in a few sentences, from what this notebook and
 # [chapter 10](../10_constrained_decoding.ipynb) showed. The
 # [solutions notebook](../solutions/10_constrained_decoding_solutions.ipynb) ends with one worked answer.
+
+# %% [markdown] deletable=false nbgrader={"cell_type": "markdown", "checksum": "40eeadb33a92d373dc04eb84b0b95861", "grade": true, "grade_id": "open_question", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# YOUR ANSWER HERE

@@ -80,13 +80,13 @@ for mass in (0.3, 0.9):
 # *Hints:* `torch.log_softmax` gives log p directly (−inf for removed tokens); `torch.nansum` skips the NaN
 # that −inf · 0 makes.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "c0b98f687ce5d78be1910f470d87462b", "grade": false, "grade_id": "surprise_gap", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def surprise_gap(logits: torch.Tensor) -> torch.Tensor:
     """|-log p - H| for every token of each row of the (B, V) ``logits`` (H: the row's entropy, in nats)."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "f199f5c81e269f3fda433fd7f7aafcf8", "grade": true, "grade_id": "check_surprise_gap", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_surprise_gap(surprise_gap)
 
 # %% [markdown]
@@ -103,13 +103,13 @@ check_surprise_gap(surprise_gap)
 # then drop every token whose gap is larger. `torch.zeros_like(mask).scatter(-1, order, mask)` puts a mask
 # back into vocabulary order.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "3c18cc1eb14542c861acaa66a11ca2fd", "grade": false, "grade_id": "typical_filter", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def typical_filter(logits: torch.Tensor, mass: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """The (B, V) ``logits`` with every token outside its row's typical set of mass ``mass`` at -inf."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "76e2e017744f5c2daff9ba504c5ae27b", "grade": true, "grade_id": "check_typical_filter", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_typical_filter(typical_filter)
 
 # %% [markdown]
@@ -121,3 +121,6 @@ check_typical_filter(typical_filter)
 # There is no single right answer: write yours in a few sentences, from what this notebook and
 # [chapter 11](../11_which_method_when.ipynb) showed. The
 # [solutions notebook](../solutions/11_which_method_when_solutions.ipynb) ends with one worked answer.
+
+# %% [markdown] deletable=false nbgrader={"cell_type": "markdown", "checksum": "40eeadb33a92d373dc04eb84b0b95861", "grade": true, "grade_id": "open_question", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# YOUR ANSWER HERE

@@ -103,13 +103,13 @@ for batch_size in (1, 8):
 # divides each row by its own scale; `torch.where` picks 1 for the rows of zeros; `torch.round` rounds
 # halves to the even integer, as Python's `round` does; `.to(torch.int8)` stores one byte a number.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "47a2917d644eb7d2be947ae1bc724fa8", "grade": false, "grade_id": "quantize_per_channel", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def quantize_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The (out, in) matrix ``w`` as int8 ``q`` and one float scale per row: ``w ≈ q * scale[:, None]``."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "b19cb9deb65d0846a8068dddc7002e0e", "grade": true, "grade_id": "check_quantize_per_channel", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_quantize_per_channel(quantize_per_channel)
 
 # %% [markdown]
@@ -120,13 +120,13 @@ check_quantize_per_channel(quantize_per_channel)
 #
 # *Hint:* `q.float()`, then the same `scale[:, None]` as in Exercise 1.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "13f41bb13669c939ad0de188dc012d83", "grade": false, "grade_id": "dequantize", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """The float32 (out, in) matrix that int8 ``q`` and its per-row ``scale`` stand for."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "24b1df9b7f235901d97ca9fda07f52cd", "grade": true, "grade_id": "check_dequantize", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_dequantize(dequantize)
 
 # %% [markdown]
@@ -174,13 +174,13 @@ assert error_one_scale[1] / w[1].abs().max() > 0.1  # one scale for all: the sma
 # medium, which takes seconds to build. To see what a block holds, print the names and shapes in
 # `GPT(GPTConfig.from_preset("tiny")).named_parameters()` (`from minigpt.model import GPT`).
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "208bf97bcff01d253d784eb874987be2", "grade": false, "grade_id": "decode_step_bytes", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def decode_step_bytes(config: GPTConfig, batch_size: int, context_len: int) -> int:
     """Bytes one decode step reads in float32: every weight once, plus the KV cache of every sequence."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "ae05822339097ffef8aff119c69d9c58", "grade": true, "grade_id": "check_decode_step_bytes", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_decode_step_bytes(decode_step_bytes)
 
 # %% [markdown]
@@ -197,13 +197,13 @@ check_decode_step_bytes(decode_step_bytes)
 # `bandwidth_bound(GPTConfig.from_preset("gpt2"), 25, 1, 0)` is `25e9 / 494_613_504`, the 50.5 tokens/s
 # printed there.
 
-# %%
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "d502fadc6597ea67c7786c255755bee5", "grade": false, "grade_id": "bandwidth_bound", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def bandwidth_bound(config: GPTConfig, bandwidth_gb_s: float, batch_size: int, context_len: int) -> float:
     """The most tokens/s a memory of ``bandwidth_gb_s`` GB/s allows: the batch's tokens over a step's bytes."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %%
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "a0690c67e2075d761e40e20cfa165bda", "grade": true, "grade_id": "check_bandwidth_bound", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_bandwidth_bound(bandwidth_bound)
 
 # %% [markdown]
@@ -216,3 +216,6 @@ check_bandwidth_bound(bandwidth_bound)
 # There is no single right answer: write yours in a few sentences, from what this notebook and
 # [chapter 12](../12_memory_bound.ipynb) showed. The
 # [solutions notebook](../solutions/12_memory_bound_solutions.ipynb) ends with one worked answer.
+
+# %% [markdown] deletable=false nbgrader={"cell_type": "markdown", "checksum": "40eeadb33a92d373dc04eb84b0b95861", "grade": true, "grade_id": "open_question", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# YOUR ANSWER HERE

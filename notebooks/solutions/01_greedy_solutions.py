@@ -77,14 +77,16 @@ assert picks.tolist() == [3, 7] and probs[0, 3] > 0.5 > probs[1, 7]
 #
 # *Hint:* `torch.argmax` takes a `dim`. Which dimension is the vocabulary?
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "greedy_next_token", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def greedy_next_token(logits: torch.Tensor) -> torch.Tensor:
     """The (B,) ids of the largest logit in each row of the (B, V) ``logits``."""
+    ### BEGIN SOLUTION
     # the vocabulary is the last dimension: argmax along it gives one index per row, (B,)
     return logits.argmax(dim=-1)
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_greedy_next_token", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_greedy_next_token(greedy_next_token)
 
 # %% [markdown]
@@ -102,18 +104,20 @@ check_greedy_next_token(greedy_next_token)
 # appends a column; a (B,) tensor becomes a (B, 1) column with `.unsqueeze(1)`. Wrap the model call in
 # `with torch.no_grad():`, since nothing here needs gradients.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "greedy_generate", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def greedy_generate(model: torch.nn.Module, ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
     """Append ``max_new_tokens`` greedy tokens to every row of ``ids`` (B, T); return (B, T + max_new_tokens)."""
+    ### BEGIN SOLUTION
     for _ in range(max_new_tokens):
         with torch.no_grad():  # generating, not training: no gradients to keep track of
             logits = model(ids)  # (B, T, V): the whole sequence again, every step (no cache)
         next_ids = greedy_next_token(logits[:, -1])  # (B,): only the last position predicts what comes next
         ids = torch.cat([ids, next_ids.unsqueeze(1)], dim=1)  # (B, T + 1): the new token is part of the input
     return ids
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_greedy_generate", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_greedy_generate(greedy_generate)
 
 # %% [markdown]
@@ -128,7 +132,7 @@ check_greedy_generate(greedy_generate)
 # [chapter 1](../01_greedy.ipynb) showed. The [solutions notebook](../solutions/01_greedy_solutions.ipynb)
 # ends with one worked answer.
 
-# %% [markdown]
+# %% [markdown] nbgrader={"grade": true, "grade_id": "open_question", "locked": false, "schema_version": 3, "solution": true, "task": false, "points": 1}
 # ## Worked answer
 #
 # Greedy decoding is the right tool when there is one answer you want, and you want the same one every time: a

@@ -81,18 +81,20 @@ assert tops[0] > tops[1] > tops[2]  # colder: the top word gains; hotter: it los
 # *Hints:* `logits.max(dim=-1, keepdim=True).values` is each row's largest logit, as a (B, 1) column that
 # broadcasts against the (B, V) logits; `.sum(dim=-1, keepdim=True)` likewise.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "softmax_with_temperature", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def softmax_with_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """The (B, V) probabilities softmax(logits / temperature), one distribution per row."""
+    ### BEGIN SOLUTION
     scaled = logits / temperature  # temperature reshapes the scores, before they become probabilities
     # subtracting each row's largest score leaves the softmax unchanged but keeps exp() finite: the
     # largest becomes exp(0) = 1 and nothing can overflow, whatever T and the scale of the logits
     scaled = scaled - scaled.max(dim=-1, keepdim=True).values  # (B, V) - (B, 1), broadcast along the row
     weights = torch.exp(scaled)  # a logit of -inf gets weight exactly 0
     return weights / weights.sum(dim=-1, keepdim=True)  # each row divided by its own total: sums to 1
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_softmax_with_temperature", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_softmax_with_temperature(softmax_with_temperature)
 
 # %% [markdown]
@@ -107,15 +109,17 @@ check_softmax_with_temperature(softmax_with_temperature)
 #
 # *Hint:* `torch.where(condition, a, b)` picks `a` where the condition holds and `b` elsewhere.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "entropy", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def entropy(probs: torch.Tensor) -> torch.Tensor:
     """The (B,) entropies, in nats, of the rows of the (B, V) ``probs``."""
+    ### BEGIN SOLUTION
     # p log p tends to 0 as p -> 0, but 0 * log(0) computes as 0 * -inf = nan: count those terms as 0
     p_log_p = torch.where(probs > 0, probs * torch.log(probs), 0.0)
     return -p_log_p.sum(dim=-1)  # natural log, so nats; one value per row, (B,)
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_entropy", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_entropy(entropy)
 
 # %% [markdown]
@@ -129,7 +133,7 @@ check_entropy(entropy)
 # [chapter 2](../02_temperature.ipynb) showed. The
 # [solutions notebook](../solutions/02_temperature_solutions.ipynb) ends with one worked answer.
 
-# %% [markdown]
+# %% [markdown] nbgrader={"grade": true, "grade_id": "open_question", "locked": false, "schema_version": 3, "solution": true, "task": false, "points": 1}
 # ## Worked answer
 #
 # Not the same one. Temperature never changes which word is the most likely (the prediction above: "forward"

@@ -78,16 +78,18 @@ for T in (1.0, 5.0):
 # *Hints:* `torch.topk(logits, k, dim=-1).values` holds each row's k largest logits, largest first.
 # `logits.masked_fill(mask, float("-inf"))` replaces the entries where `mask` is True.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "top_k_filter", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     """The (B, V) ``logits`` with every logit below the k-th largest of its row set to -inf."""
+    ### BEGIN SOLUTION
     k = min(k, logits.size(-1))  # more tokens than the vocabulary holds means all of them (topk would fail)
     kth_largest = torch.topk(logits, k, dim=-1).values[:, -1:]  # (B, 1): each row's k-th largest logit
     # strictly below the k-th goes: a logit tied with it stays, so a row can keep more than k tokens
     return logits.masked_fill(logits < kth_largest, float("-inf"))
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_top_k_filter", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_top_k_filter(top_k_filter)
 
 # %% [markdown]
@@ -101,14 +103,16 @@ check_top_k_filter(top_k_filter)
 # chapter 2). Setting probabilities to 0 after the softmax is not the same: the survivors would not sum
 # to 1.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "top_k_probs", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def top_k_probs(logits: torch.Tensor, k: int, temperature: float) -> torch.Tensor:
     """The (B, V) probabilities softmax(top-k(logits / temperature)), one distribution per row."""
+    ### BEGIN SOLUTION
     filtered = top_k_filter(logits / temperature, k)  # temperature first, then top-k, as minigpt does
     return torch.softmax(filtered, dim=-1)  # exp(-inf) = 0, so the survivors share all the mass
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_top_k_probs", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_top_k_probs(top_k_probs)
 
 # %% [markdown]
@@ -121,7 +125,7 @@ check_top_k_probs(top_k_probs)
 # [chapter 3](../03_top_k.ipynb) showed. The [solutions notebook](../solutions/03_top_k_solutions.ipynb) ends
 # with one worked answer.
 
-# %% [markdown]
+# %% [markdown] nbgrader={"grade": true, "grade_id": "open_question", "locked": false, "schema_version": 3, "solution": true, "task": false, "points": 1}
 # ## Worked answer
 #
 # No single k fits every prompt, because the number of tokens worth considering changes from one step to the

@@ -80,9 +80,10 @@ for T in (0.5, 1.0, 2.0, 5.0):
 # dropped when the tokens *before* it already reach p. To put a mask computed in sorted order back into
 # vocabulary order, `torch.zeros_like(sorted_mask).scatter(-1, order, sorted_mask)`.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "top_p_filter", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     """The (B, V) ``logits`` with every token outside its row's nucleus of mass ``p`` set to -inf."""
+    ### BEGIN SOLUTION
     probs = torch.softmax(logits, dim=-1)
     sorted_probs, order = torch.sort(probs, descending=True, dim=-1)  # most likely first; order[:, j] = its id
     mass_before = torch.cumsum(sorted_probs, dim=-1) - sorted_probs  # mass of the more likely tokens
@@ -90,9 +91,10 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     drop_sorted = mass_before >= p
     drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
     return logits.masked_fill(drop, float("-inf"))
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_top_p_filter", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_top_p_filter(top_p_filter)
 
 # %% [markdown]
@@ -105,16 +107,18 @@ check_top_p_filter(top_p_filter)
 # *Hint:* compare probabilities (a softmax of each row), not logits: logits can be negative, and their
 # ratios mean nothing.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "min_p_filter", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
     """The (B, V) ``logits`` with every token less likely than ``min_p`` × its row's top probability at -inf."""
+    ### BEGIN SOLUTION
     probs = torch.softmax(logits, dim=-1)
     # the cut-off follows each row's confidence: min_p times the probability of its most likely token
     threshold = min_p * probs.max(dim=-1, keepdim=True).values  # (B, 1)
     return logits.masked_fill(probs < threshold, float("-inf"))
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_min_p_filter", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_min_p_filter(min_p_filter)
 
 # %% [markdown]
@@ -126,7 +130,7 @@ check_min_p_filter(min_p_filter)
 # [chapter 4](../04_top_p.ipynb) showed. The [solutions notebook](../solutions/04_top_p_solutions.ipynb) ends
 # with one worked answer.
 
-# %% [markdown]
+# %% [markdown] nbgrader={"grade": true, "grade_id": "open_question", "locked": false, "schema_version": 3, "solution": true, "task": false, "points": 1}
 # ## Worked answer
 #
 # Both rules keep fewer tokens when the model is sure and more when it is not; they differ in what they look

@@ -83,9 +83,10 @@ print(f"without a penalty, 'forward' and 'toward' hold {held:.3f} of the probabi
 #
 # *Hint:* start from `logits.clone()`, loop over the rows and over `set(...)` of each row's ids.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "apply_repetition_penalty", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, penalty: float) -> torch.Tensor:
     """Penalise every token of each row's context, once: positive logits / penalty, negative ones * penalty."""
+    ### BEGIN SOLUTION
     out = logits.clone()  # the caller's logits stay as they were
     for row, context in enumerate(input_ids.tolist()):
         for token in set(context):  # a set: a token seen three times is penalised once
@@ -93,9 +94,10 @@ def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, pena
             # dividing a negative logit would move it towards 0, making the token MORE likely
             out[row, token] = logit * penalty if logit < 0 else logit / penalty
     return out
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_apply_repetition_penalty", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_apply_repetition_penalty(apply_repetition_penalty)
 
 # %% [markdown]
@@ -110,18 +112,20 @@ check_apply_repetition_penalty(apply_repetition_penalty)
 # *Hint:* look at every window `ids[i : i + n - 1]`, for each `i` whose window has a token after it. Check
 # n = 1 (an empty prefix) and a sequence shorter than n.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "banned_ngram_tokens", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def banned_ngram_tokens(ids: list[int], n: int) -> set[int]:
     """The tokens that would complete an n-gram already in ``ids``."""
+    ### BEGIN SOLUTION
     prefix = ids[len(ids) - n + 1 :]  # the last n - 1 tokens; empty when n == 1, so every token matches
     banned = set()
     for start in range(len(ids) - n + 1):  # every complete n-gram, the one ending at the last token included
         if ids[start : start + n - 1] == prefix:
             banned.add(ids[start + n - 1])  # the token that completed the n-gram last time
     return banned
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_banned_ngram_tokens", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_banned_ngram_tokens(banned_ngram_tokens)
 
 # %% [markdown]
@@ -135,14 +139,16 @@ check_banned_ngram_tokens(banned_ngram_tokens)
 #
 # *Hint:* `text.find(s)` gives where `s` begins, or −1.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "cut_at_stop", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def cut_at_stop(text: str, stop_strings: list[str]) -> str:
     """``text`` cut just before the first stop string it contains."""
+    ### BEGIN SOLUTION
     starts = [text.find(stop) for stop in stop_strings if stop in text]  # where each present one begins
     return text[: min(starts)] if starts else text  # the earliest in the text wins, not the first listed
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_cut_at_stop", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_cut_at_stop(cut_at_stop)
 
 # %% [markdown]
@@ -156,7 +162,7 @@ check_cut_at_stop(cut_at_stop)
 # [chapter 5](../05_controlling_the_loop.ipynb) showed. The
 # [solutions notebook](../solutions/05_controlling_the_loop_solutions.ipynb) ends with one worked answer.
 
-# %% [markdown]
+# %% [markdown] nbgrader={"grade": true, "grade_id": "open_question", "locked": false, "schema_version": 3, "solution": true, "task": false, "points": 1}
 # ## Worked answer
 #
 # For a story: a mild repetition penalty, or a no-repeat n-gram rule with n of three or four, together with

@@ -89,15 +89,17 @@ for k in (1, 2, 3):
 #
 # *Hint:* which tokens did the model actually choose? Try `length_penalty` 0, 1 and 2 by hand.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "beam_score", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def beam_score(sum_logprobs: float, sequence_length: int, prompt_length: int, length_penalty: float) -> float:
     """The length-penalised score beam search ranks finished hypotheses by."""
+    ### BEGIN SOLUTION
     new_tokens = sequence_length - prompt_length  # the prompt was given, not chosen: it does not count
     # 0 keeps the plain sum (short wins), 1 is the mean log-prob per token, above 1 favours long hypotheses
     return sum_logprobs / new_tokens**length_penalty
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_beam_score", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_beam_score(beam_score)
 
 # %% [markdown]
@@ -114,20 +116,22 @@ check_beam_score(beam_score)
 # *Hint:* all candidates compete at once: flatten the (nb, V) totals, take `topk`, and turn each flat index
 # back into a beam (`//`) and a token (`%`).
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "beam_step", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def beam_step(
     beam_scores: torch.Tensor, log_probs: torch.Tensor, num_beams: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The ``num_beams`` best (score, beam, token) candidates over all beams, best first."""
+    ### BEGIN SOLUTION
     totals = beam_scores[:, None] + log_probs  # (nb, V): a candidate's score includes its beam's past
     scores, flat = totals.flatten().topk(num_beams)  # one ranking over all beams, not the best per beam
     vocab_size = log_probs.size(1)
     beams = flat // vocab_size  # row of the flattened index: the beam this candidate extends
     tokens = flat % vocab_size  # column: the token within that beam's row
     return scores, beams, tokens
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_beam_step", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_beam_step(beam_step)
 
 # %% [markdown]
@@ -141,11 +145,12 @@ check_beam_step(beam_step)
 # *Hint:* at the first step the beams are identical, so only beam 0 may propose: start the others' scores
 # at `-1e9`. After each step, each new beam is its *parent* beam plus its token. Reuse your `beam_step`.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "beam_search_by_hand", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def beam_search_by_hand(
     model: torch.nn.Module, prompt_ids: torch.Tensor, num_beams: int, steps: int
 ) -> torch.Tensor:
     """Beam search without end-of-text; the final beams, best first."""
+    ### BEGIN SOLUTION
     beams = prompt_ids.repeat(num_beams, 1)  # (num_beams, T): every beam starts as the prompt
     # the beams start identical: if all of them proposed, we would keep the same token num_beams times,
     # so only beam 0 is live at the first step (the others' -1e9 puts their candidates last)
@@ -157,9 +162,10 @@ def beam_search_by_hand(
         scores, parents, tokens = beam_step(scores, log_probs, num_beams)
         beams = torch.cat([beams[parents], tokens[:, None]], dim=1)  # each new beam continues its parent
     return beams  # topk sorts, so the best beam is row 0
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_beam_search_by_hand", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_beam_search_by_hand(beam_search_by_hand)
 
 # %% [markdown]
@@ -208,7 +214,7 @@ assert times["greedy"].mean < times["4 beams"].mean < times["4 greedy runs"].mea
 # [chapter 6](../06_beam_search.ipynb) showed. The
 # [solutions notebook](../solutions/06_beam_search_solutions.ipynb) ends with one worked answer.
 
-# %% [markdown]
+# %% [markdown] nbgrader={"grade": true, "grade_id": "open_question", "locked": false, "schema_version": 3, "solution": true, "task": false, "points": 1}
 # ## Worked answer
 #
 # More probable is what you want when the input pins the output down: translation, summarising, speech

@@ -87,9 +87,10 @@ print(f"twice the length: {work[8, False] / work[4, False]:.1f} times the work w
 # *Hint:* `KVCache.for_model(model, batch_size=B)` makes the cache, `model(ids, kv_cache=cache,
 # position_ids=...)` reads and fills it, and `cache.length` says how many positions it holds.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "greedy_with_cache", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def greedy_with_cache(model: torch.nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
     """Greedy decoding that feeds each token through the model once, keeping keys and values in a cache."""
+    ### BEGIN SOLUTION
     cache = KVCache.for_model(model, batch_size=prompt_ids.size(0))  # one cache row per prompt
     ids = prompt_ids
     fresh = prompt_ids  # the tokens the cache has not seen: the whole prompt at first
@@ -103,9 +104,10 @@ def greedy_with_cache(model: torch.nn.Module, prompt_ids: torch.Tensor, max_new_
         ids = torch.cat([ids, next_id], dim=1)
         fresh = next_id  # the cache holds everything else: feed only the new token next time
     return ids
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_greedy_with_cache", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_greedy_with_cache(greedy_with_cache)
 
 # %% [markdown]
@@ -120,15 +122,17 @@ check_greedy_with_cache(greedy_with_cache)
 #
 # *Hint:* `dtype.itemsize` is the size of one number in bytes.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "kv_cache_bytes", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def kv_cache_bytes(n_layer: int, batch_size: int, seq_len: int, n_embd: int, dtype: torch.dtype) -> int:
     """Bytes for the keys and values of every layer, sequence and position."""
+    ### BEGIN SOLUTION
     bytes_per_number = dtype.itemsize  # 4 for float32, 2 for float16 and bfloat16
     # the 2: a key AND a value; n_embd = n_head * head_size counts every head already
     return 2 * n_layer * batch_size * seq_len * n_embd * bytes_per_number
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_kv_cache_bytes", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_kv_cache_bytes(kv_cache_bytes)
 
 # %% [markdown]
@@ -143,15 +147,17 @@ check_kv_cache_bytes(kv_cache_bytes)
 #
 # *Hint:* compare the positions of the queries with the positions of the keys.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "causal_mask_with_cache", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def causal_mask_with_cache(past_length: int, new_length: int) -> torch.Tensor:
     """True where a new token may look at a key: at its own position or earlier."""
+    ### BEGIN SOLUTION
     query_positions = torch.arange(past_length, past_length + new_length).unsqueeze(1)  # (T, 1): after the cache
     key_positions = torch.arange(past_length + new_length).unsqueeze(0)  # (1, past + T): cached keys, then new
     return key_positions <= query_positions  # (T, past + T); a plain tril(T, T) would forget the cached keys
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_causal_mask_with_cache", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_causal_mask_with_cache(causal_mask_with_cache)
 
 # %% [markdown]
@@ -163,7 +169,7 @@ check_causal_mask_with_cache(causal_mask_with_cache)
 # [chapter 7](../07_kv_cache.ipynb) showed. The [solutions notebook](../solutions/07_kv_cache_solutions.ipynb)
 # ends with one worked answer.
 
-# %% [markdown]
+# %% [markdown] nbgrader={"grade": true, "grade_id": "open_question", "locked": false, "schema_version": 3, "solution": true, "task": false, "points": 1}
 # ## Worked answer
 #
 # The prediction shows what the cache buys. For a 4-token prompt and 12 new tokens the model processed 114

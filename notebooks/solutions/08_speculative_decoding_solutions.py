@@ -84,18 +84,20 @@ print("after a rejection, draw from:", [round(x, 3) for x in (leftover / leftove
 #
 # *Hint:* every round yields at least one token and at most m + 1.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "verify_greedy", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def verify_greedy(drafts: list[int], target_logits: torch.Tensor) -> list[int]:
     """The drafts the target agrees with, then one token of the target's own."""
+    ### BEGIN SOLUTION
     best = target_logits.argmax(dim=-1).tolist()  # (m + 1,) the target's choice at each position
     kept = 0
     while kept < len(drafts) and drafts[kept] == best[kept]:  # stop at the first miss: later drafts
         kept += 1  # were drafted after a wrong token, so they are dropped even if they match
     # the target's token at the first miss replaces it; after m hits it is a bonus token
     return drafts[:kept] + [best[kept]]
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_verify_greedy", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_verify_greedy(verify_greedy)
 
 # %% [markdown]
@@ -108,15 +110,17 @@ check_verify_greedy(verify_greedy)
 #
 # *Hint:* which of the two may the draft over-propose?
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "accept_probability", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def accept_probability(p_x: float, q_x: float) -> float:
     """How likely the target keeps a drafted token: min(1, p / q)."""
+    ### BEGIN SOLUTION
     # the draft proposed x too often when q_x > p_x: keep it only in that share of cases; when the target
     # likes x at least as much as the draft, always keep it (a probability cannot exceed 1)
     return min(1.0, p_x / q_x)
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_accept_probability", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_accept_probability(accept_probability)
 
 # %% [markdown]
@@ -130,17 +134,19 @@ check_accept_probability(accept_probability)
 #
 # *Hint:* `tensor.clamp(min=0)`.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "residual_distribution", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     """The target's leftover probability, max(p - q, 0), normalised."""
+    ### BEGIN SOLUTION
     leftover = (p - q).clamp(min=0)  # where the draft over-proposed, p - q < 0: nothing is left there
     total = leftover.sum()
     if total == 0:  # p == q: a rejection never happens, and p is the right distribution anyway
         return p
     return leftover / total  # so the draw is from a distribution that sums to 1
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_residual_distribution", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_residual_distribution(residual_distribution)
 
 # %% [markdown]
@@ -170,7 +176,7 @@ print(f"a = {a}: " + ", ".join(f"{(1 - a ** (k + 1)) / (1 - a):.1f} tokens per p
 # [chapter 8](../08_speculative_decoding.ipynb) showed. The
 # [solutions notebook](../solutions/08_speculative_decoding_solutions.ipynb) ends with one worked answer.
 
-# %% [markdown]
+# %% [markdown] nbgrader={"grade": true, "grade_id": "open_question", "locked": false, "schema_version": 3, "solution": true, "task": false, "points": 1}
 # ## Worked answer
 #
 # The draft has two jobs that pull against each other: it must agree with the target often, and it must cost

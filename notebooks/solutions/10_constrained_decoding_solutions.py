@@ -65,17 +65,19 @@ for pattern in ["(yes|no)", "(yes|no|maybe)", "[0-9]+", "[0-9][0-9]?", r" [0-9]+
 # state; a character missing from it kills the machine. (States outside `dfa.live` can never reach a match:
 # treat them as dead too.)
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "walk", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def walk(dfa, text, state):
     """The state after reading ``text`` from ``state``, or None once no match is possible."""
+    ### BEGIN SOLUTION
     for ch in text:
         state = dfa.transitions[state].get(ch)  # a missing character: the dead state
         if state is None or state not in dfa.live:
             return None  # no continuation can match any more
     return state
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_walk", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_walk(walk)
 
 
@@ -89,14 +91,16 @@ check_walk(walk)
 #
 # *Hint:* your `walk` does most of the work.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "allowed_tokens", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def allowed_tokens(dfa, state, strings):
     """The sorted ids of the token strings that keep ``dfa`` alive from ``state``."""
+    ### BEGIN SOLUTION
     # every character of the token must be readable; None strings have no characters to read
     return [i for i, s in enumerate(strings) if s and walk(dfa, s, state) is not None]
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_allowed_tokens", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_allowed_tokens(allowed_tokens)
 
 # %% [markdown]
@@ -109,7 +113,7 @@ check_allowed_tokens(allowed_tokens)
 # [chapter 10](../10_constrained_decoding.ipynb) showed. The
 # [solutions notebook](../solutions/10_constrained_decoding_solutions.ipynb) ends with one worked answer.
 
-# %% [markdown]
+# %% [markdown] nbgrader={"grade": true, "grade_id": "open_question", "locked": false, "schema_version": 3, "solution": true, "task": false, "points": 1}
 # ## Worked answer
 #
 # Constraining is right when the shape is the whole point and a wrong shape is useless: a value a program

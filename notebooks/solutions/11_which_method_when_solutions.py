@@ -80,16 +80,18 @@ for mass in (0.3, 0.9):
 # *Hints:* `torch.log_softmax` gives log p directly (−inf for removed tokens); `torch.nansum` skips the NaN
 # that −inf · 0 makes.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "surprise_gap", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def surprise_gap(logits: torch.Tensor) -> torch.Tensor:
     """|-log p - H| for every token of each row of the (B, V) ``logits`` (H: the row's entropy, in nats)."""
+    ### BEGIN SOLUTION
     log_probs = torch.log_softmax(logits, dim=-1)  # -inf for removed tokens
     # a removed token gives -inf * 0 = nan: nansum skips it, as 0 * log 0 = 0
     entropy = -torch.nansum(log_probs * log_probs.exp(), dim=-1, keepdim=True)  # (B, 1)
     return (-log_probs - entropy).abs()
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_surprise_gap", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_surprise_gap(surprise_gap)
 
 # %% [markdown]
@@ -106,9 +108,10 @@ check_surprise_gap(surprise_gap)
 # then drop every token whose gap is larger. `torch.zeros_like(mask).scatter(-1, order, mask)` puts a mask
 # back into vocabulary order.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "typical_filter", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def typical_filter(logits: torch.Tensor, mass: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
     """The (B, V) ``logits`` with every token outside its row's typical set of mass ``mass`` at -inf."""
+    ### BEGIN SOLUTION
     gap = surprise_gap(logits)
     sorted_gap, order = torch.sort(gap, dim=-1)  # most typical first
     sorted_probs = torch.softmax(logits, dim=-1).gather(-1, order)
@@ -117,9 +120,10 @@ def typical_filter(logits: torch.Tensor, mass: float, min_tokens_to_keep: int = 
     drop = sorted_gap > sorted_gap.gather(-1, crossing)  # ties with the crossing token stay
     drop[..., :min_tokens_to_keep] = False  # the most typical few always stay
     return logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_typical_filter", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_typical_filter(typical_filter)
 
 # %% [markdown]
@@ -132,7 +136,7 @@ check_typical_filter(typical_filter)
 # [chapter 11](../11_which_method_when.ipynb) showed. The
 # [solutions notebook](../solutions/11_which_method_when_solutions.ipynb) ends with one worked answer.
 
-# %% [markdown]
+# %% [markdown] nbgrader={"grade": true, "grade_id": "open_question", "locked": false, "schema_version": 3, "solution": true, "task": false, "points": 1}
 # ## Worked answer
 #
 # The two rules agree whenever the most likely tokens are also the most typical ones, and that is the usual

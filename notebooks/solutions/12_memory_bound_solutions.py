@@ -103,16 +103,18 @@ for batch_size in (1, 8):
 # divides each row by its own scale; `torch.where` picks 1 for the rows of zeros; `torch.round` rounds
 # halves to the even integer, as Python's `round` does; `.to(torch.int8)` stores one byte a number.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "quantize_per_channel", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def quantize_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The (out, in) matrix ``w`` as int8 ``q`` and one float scale per row: ``w ≈ q * scale[:, None]``."""
+    ### BEGIN SOLUTION
     absmax = w.abs().amax(dim=1)  # (out,): the largest |weight| of each row
     scale = torch.where(absmax > 0, absmax / 127, torch.ones_like(absmax))  # a row of zeros: 1, never 0 / 0
     q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)  # (out, in); each row by its own scale
     return q, scale
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_quantize_per_channel", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_quantize_per_channel(quantize_per_channel)
 
 # %% [markdown]
@@ -123,13 +125,15 @@ check_quantize_per_channel(quantize_per_channel)
 #
 # *Hint:* `q.float()`, then the same `scale[:, None]` as in Exercise 1.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "dequantize", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """The float32 (out, in) matrix that int8 ``q`` and its per-row ``scale`` stand for."""
+    ### BEGIN SOLUTION
     return q.float() * scale[:, None]  # (out, in) * (out, 1): row o times scale[o]
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_dequantize", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_dequantize(dequantize)
 
 # %% [markdown]
@@ -177,9 +181,10 @@ assert error_one_scale[1] / w[1].abs().max() > 0.1  # one scale for all: the sma
 # medium, which takes seconds to build. To see what a block holds, print the names and shapes in
 # `GPT(GPTConfig.from_preset("tiny")).named_parameters()` (`from minigpt.model import GPT`).
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "decode_step_bytes", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def decode_step_bytes(config: GPTConfig, batch_size: int, context_len: int) -> int:
     """Bytes one decode step reads in float32: every weight once, plus the KV cache of every sequence."""
+    ### BEGIN SOLUTION
     C, L, V = config.n_embd, config.n_layer, config.vocab_size
     attention = (3 * C * C + 3 * C) + (C * C + C)  # query-key-value and output, weights and biases
     mlp = (4 * C * C + 4 * C) + (C * 4 * C + C)  # up and down
@@ -187,9 +192,10 @@ def decode_step_bytes(config: GPTConfig, batch_size: int, context_len: int) -> i
     weights = L * block + 2 * C + V * C  # the final norm and the head (the token table); no position table
     cache = 2 * L * batch_size * context_len * C  # a key and a value per layer, sequence and cached position
     return 4 * (weights + cache)  # float32: 4 bytes a number
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_decode_step_bytes", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_decode_step_bytes(decode_step_bytes)
 
 # %% [markdown]
@@ -206,14 +212,16 @@ check_decode_step_bytes(decode_step_bytes)
 # `bandwidth_bound(GPTConfig.from_preset("gpt2"), 25, 1, 0)` is `25e9 / 494_613_504`, the 50.5 tokens/s
 # printed there.
 
-# %%
+# %% nbgrader={"grade": false, "grade_id": "bandwidth_bound", "locked": false, "schema_version": 3, "solution": true, "task": false}
 def bandwidth_bound(config: GPTConfig, bandwidth_gb_s: float, batch_size: int, context_len: int) -> float:
     """The most tokens/s a memory of ``bandwidth_gb_s`` GB/s allows: the batch's tokens over a step's bytes."""
+    ### BEGIN SOLUTION
     seconds_per_step = decode_step_bytes(config, batch_size, context_len) / (bandwidth_gb_s * 1e9)
     return batch_size / seconds_per_step  # one token per sequence each step
+    ### END SOLUTION
 
 
-# %%
+# %% nbgrader={"grade": true, "grade_id": "check_bandwidth_bound", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_bandwidth_bound(bandwidth_bound)
 
 # %% [markdown]
@@ -227,7 +235,7 @@ check_bandwidth_bound(bandwidth_bound)
 # [chapter 12](../12_memory_bound.ipynb) showed. The
 # [solutions notebook](../solutions/12_memory_bound_solutions.ipynb) ends with one worked answer.
 
-# %% [markdown]
+# %% [markdown] nbgrader={"grade": true, "grade_id": "open_question", "locked": false, "schema_version": 3, "solution": true, "task": false, "points": 1}
 # ## Worked answer
 #
 # Not four times, most likely. The bound is a floor on the time of a step, set by the bytes alone; a step
