@@ -43,6 +43,8 @@ IGNORED_KEYS = ("training_step", "heldout_loss")
 HF_KEYS = {"vocab_size": "vocab_size", "block_size": "n_positions", "n_layer": "n_layer", "n_head": "n_head",
            "n_embd": "n_embd"}
 HUB_REPOS = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
+# the trained models inside the package, one folder each (a config.json and a model.safetensors)
+SHIPPED_DIR = resources.files("minigpt") / "models"
 # what os.stat says a path is, for the files that are not regular: none of them is read as a checkpoint
 _NOT_REGULAR = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
                 (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
@@ -90,7 +92,7 @@ def load_model(name_or_path: str | Path, *, device: str | torch.device = "cpu") 
     device = check_device("device", device)
     if isinstance(name_or_path, str) and name_or_path in shipped_models():
         _warn_if_shadowed(name_or_path)
-        return load_checkpoint(resources.files("minigpt") / "models" / name_or_path, device=device)
+        return load_checkpoint(SHIPPED_DIR / name_or_path, device=device)
     name = str(name_or_path)
     if not Path(name).exists() and name in HUB_REPOS:
         return from_pretrained(name, device=device)
@@ -114,8 +116,7 @@ def shipped_models() -> list[str]:
     >>> isinstance(shipped_models(), list)
     True
     """
-    models = resources.files("minigpt") / "models"
-    return sorted(p.name for p in models.iterdir() if (p / WEIGHTS_NAME).is_file()) if models.is_dir() else []
+    return sorted(p.name for p in SHIPPED_DIR.iterdir() if (p / WEIGHTS_NAME).is_file()) if SHIPPED_DIR.is_dir() else []
 
 
 def load_checkpoint(path: str | Path, *, device: str | torch.device = "cpu") -> GPT:

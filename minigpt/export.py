@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import tempfile
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +32,15 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
-from minigpt.checkpoint import CONFIG_NAME, CONV1D_SUFFIXES, HF_KEYS, HUB_REPOS, WEIGHTS_NAME, shipped_models
+from minigpt.checkpoint import (
+    CONFIG_NAME,
+    CONV1D_SUFFIXES,
+    HF_KEYS,
+    HUB_REPOS,
+    SHIPPED_DIR,
+    WEIGHTS_NAME,
+    shipped_models,
+)
 from minigpt.checks import remove_leftovers, temp_beside, write_failure
 from minigpt.model import GPT
 from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, VOCAB_SIZE, gpt2_encoding
@@ -323,7 +330,7 @@ def recorded_heldout_loss(checkpoint: str | Path) -> float | None:
     from minigpt.train import STATE_NAME  # here: the trainer is loaded only when there is a run to read
 
     shipped = checkpoint in shipped_models()
-    folder = Path(str(resources.files("minigpt") / "models" / checkpoint)) if shipped else Path(checkpoint)
+    folder = Path(str(SHIPPED_DIR / checkpoint)) if shipped else Path(checkpoint)
     state_path, config_path = folder / STATE_NAME, folder / CONFIG_NAME
     if shipped:
         return json.loads(config_path.read_text(encoding="utf-8"))["heldout_loss"]

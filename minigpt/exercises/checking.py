@@ -194,7 +194,7 @@ def _judge_in_child(
     try:
         for number in range(1, len(cases) + 1):
             if not reader.poll(limit):
-                return number, f"did not return within {limit:g} s: is there a loop that never ends?"
+                return number, _too_slow(limit)
             try:
                 _, reason = reader.recv()
             except EOFError:  # the child ended without a verdict: os._exit, a crash, a signal
@@ -215,7 +215,7 @@ def _how_it_ended(exitcode: int | None) -> str:
     """Why a child ended without a verdict, from its exit code (negative: the signal that killed it)."""
     if exitcode is None:  # still running, its end of the pipe closed by the student's code
         return "closed the checker's connection to it (os.close?) before it returned an answer"
-    if exitcode is not None and exitcode < 0:
+    if exitcode < 0:
         try:
             name = signal.Signals(-exitcode).name
         except ValueError:
@@ -241,17 +241,22 @@ def _judge_in_process(
     never ends still fails at the limit, but an ``except:`` that swallows the time limit, ``sys.exit()`` or
     ``os._exit()`` reach the caller's own process.
     """
-    for number, (case, answer, inputs) in enumerate(zip(cases, expected, reference_inputs), 1):
-        def call(function: Callable, args: tuple, kwargs: dict) -> object:
-            return call_with_time_limit(function, args, kwargs, seconds=limit)
+    def call(function: Callable, args: tuple, kwargs: dict) -> object:
+        return call_with_time_limit(function, args, kwargs, seconds=limit)
 
+    for number, (case, answer, inputs) in enumerate(zip(cases, expected, reference_inputs), 1):
         try:
             reason = _judge_case(student, reference, case, answer, inputs, atol, compare, call)
         except TimedOut:
-            reason = f"did not return within {limit:g} s: is there a loop that never ends?"
+            reason = _too_slow(limit)
         if reason is not None:
             return number, reason
     return None
+
+
+def _too_slow(limit: float) -> str:
+    """The verdict on a function still running at the time limit, whichever way the limit was kept."""
+    return f"did not return within {limit:g} s: is there a loop that never ends?"
 
 
 def _call(function: Callable, args: tuple, kwargs: dict) -> object:
