@@ -1,65 +1,102 @@
-"""Answers to the exercises of chapter 11 (typical sampling) for tests/test_exercises.py.
+"""Answers to the exercises of chapter 11 (measuring decoders) for tests/test_exercises.py.
 
 ``CORRECT`` pairs each checker with solutions it must accept; ``WRONG`` names the typical mistakes it must
 reject, each with a piece of the message the student should see.
 """
 
+import math
+from collections import Counter
 from functools import partial
 
 import torch
 
-from minigpt import logits as L
-from minigpt.exercises import typical as ch11
-
-NEG_INF = float("-inf")
+from minigpt import metrics
+from minigpt.exercises import which_method as ch11
 
 
-def surprise_gap(logits, *, skip_removed=True, log=torch.log, absolute=True):
-    probs = torch.softmax(logits, dim=-1)
-    surprise = -log(probs)  # inf where p = 0
-    plogp = torch.where(probs > 0, probs * log(probs), 0.0) if skip_removed else probs * log(probs)
-    gap = surprise + plogp.sum(dim=-1, keepdim=True)  # -log p - H
-    return gap.abs() if absolute else gap
+def repeated_ngram_rate(tokens, n, *, first_copy_repeats=False, kinds=False, per_token=False, windows=0,
+                        fixed_n=None, distinct=False, share=True):
+    n = fixed_n or n
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1 + windows)]
+    counts = Counter(grams)
+    if first_copy_repeats:  # every copy of an n-gram that comes more than once
+        repeats = sum(counts[gram] > 1 for gram in grams)
+    elif kinds:  # the n-grams that come back, each counted once
+        repeats = sum(count > 1 for count in counts.values())
+    else:
+        repeats = len(grams) - len(counts)
+    if distinct:  # distinct-n, the other side of the same count
+        return len(counts) / len(grams)
+    if not share:
+        return repeats
+    return repeats / (len(tokens) if per_token else len(grams))
 
 
-def typical_filter(logits, mass, min_tokens_to_keep=1, *, keep_crossing=True, ties=True, keep_min=True,
-                   most_typical=True):
-    gap = surprise_gap(logits)
-    sorted_gap, order = torch.sort(gap, dim=-1, descending=not most_typical)
-    sorted_probs = torch.softmax(logits, dim=-1).gather(-1, order)
-    before = sorted_probs.cumsum(dim=-1) - sorted_probs  # mass of the more typical tokens
-    drop = before >= mass if keep_crossing else before + sorted_probs > mass
-    if ties:  # a token tied with the last kept one stays too
-        last = (~drop).sum(dim=-1, keepdim=True) - 1
-        drop = sorted_gap > sorted_gap.gather(-1, last)
-    if keep_min:
-        drop[..., :min_tokens_to_keep] = False
-    return logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), NEG_INF)
+def rate_in_a_loop(tokens, n):
+    """A different correct way: walk the n-grams and remember the ones seen."""
+    seen, repeats = set(), 0
+    for start in range(len(tokens) - n + 1):
+        gram = tuple(tokens[start : start + n])
+        repeats += gram in seen
+        seen.add(gram)
+    return repeats / (len(tokens) - n + 1)
+
+
+def paired_difference(scores_a, scores_b, *, paired=True, divide_by_n=False, stderr=True, sign=1, absolute=False):
+    if not paired:  # two independent means: their standard errors add in squares
+        a, b = metrics.spread(scores_a), metrics.spread(scores_b)
+        return a.mean - b.mean, math.sqrt(a.stderr**2 + b.stderr**2)
+    differences = [sign * (a - b) for a, b in zip(scores_a, scores_b)]
+    if absolute:
+        differences = [abs(d) for d in differences]
+    n = len(differences)
+    mean = sum(differences) / n
+    std = math.sqrt(sum((d - mean) ** 2 for d in differences) / (n if divide_by_n else n - 1))
+    return mean, std / math.sqrt(n) if stderr else std
+
+
+def paired_difference_in_float32(scores_a, scores_b):
+    """A different correct way: torch in float32 (std divides by n - 1 by default)."""
+    differences = torch.tensor(scores_a) - torch.tensor(scores_b)
+    return differences.mean().item(), (differences.std() / len(differences) ** 0.5).item()
 
 
 CORRECT = [
-    (ch11.check_surprise_gap, surprise_gap),
-    (ch11.check_surprise_gap, ch11.surprise_gap),
-    (ch11.check_typical_filter, typical_filter),
-    (ch11.check_typical_filter, L.typical_filter),
+    (ch11.check_repeated_ngram_rate, repeated_ngram_rate),
+    (ch11.check_repeated_ngram_rate, rate_in_a_loop),
+    (ch11.check_repeated_ngram_rate, metrics.repeated_ngram_rate),
+    (ch11.check_repeated_ngram_rate, lambda tokens, n: 1 - metrics.distinct_n(tokens, n)),
+    (ch11.check_paired_difference, paired_difference),
+    (ch11.check_paired_difference, paired_difference_in_float32),
+    (ch11.check_paired_difference, ch11.paired_difference),
 ]
 
 # (checker, a typical wrong answer, text its message must contain)
 WRONG = {
-    "surprise gap without the absolute value": (
-        ch11.check_surprise_gap, partial(surprise_gap, absolute=False), "'forward' is less surprising than average"),
-    "surprise gap in bits": (
-        ch11.check_surprise_gap, partial(surprise_gap, log=torch.log2), "wrong value at position [0, 0]"),
-    "entropy counts removed tokens (nan)": (
-        ch11.check_surprise_gap, partial(surprise_gap, skip_removed=False), "they add nothing to H (not nan)"),
-    "typical filter ranks by probability (top-p)": (
-        ch11.check_typical_filter, lambda x, m, k=1: L.top_p_filter(x, m, k), "'forward' goes"),
-    "typical filter drops the crossing token": (
-        ch11.check_typical_filter, partial(typical_filter, keep_crossing=False), "crosses it alone"),
-    "typical filter breaks ties": (
-        ch11.check_typical_filter, partial(typical_filter, ties=False), "every token tied with it is kept too"),
-    "typical filter ignores min_tokens_to_keep": (
-        ch11.check_typical_filter, partial(typical_filter, keep_min=False), "min_tokens_to_keep = 3"),
-    "typical filter keeps the least typical": (
-        ch11.check_typical_filter, partial(typical_filter, most_typical=False), "expected: tensor("),
+    "repeated n-gram rate counts the first copy too": (
+        ch11.check_repeated_ngram_rate, partial(repeated_ngram_rate, first_copy_repeats=True), "a way out; 2 of 7 4-grams repeat"),
+    "repeated n-gram rate counts each repeated n-gram once": (
+        ch11.check_repeated_ngram_rate, partial(repeated_ngram_rate, kinds=True),
+        "every copy after the first repeats, 4 of 5"),
+    "repeated n-gram rate divides by the number of tokens": (
+        ch11.check_repeated_ngram_rate, partial(repeated_ngram_rate, per_token=True), "a way out; 2 of 7 4-grams repeat"),
+    "repeated n-gram rate misses the last n-gram": (
+        ch11.check_repeated_ngram_rate, partial(repeated_ngram_rate, windows=-1), "a way out; 2 of 7 4-grams repeat"),
+    "repeated n-gram rate always uses 4-grams": (
+        ch11.check_repeated_ngram_rate, partial(repeated_ngram_rate, fixed_n=4), "one token five times"),
+    "repeated n-gram rate returns distinct-n": (
+        ch11.check_repeated_ngram_rate, partial(repeated_ngram_rate, distinct=True), "expected: 0.2857"),
+    "repeated n-gram rate returns a count": (
+        ch11.check_repeated_ngram_rate, partial(repeated_ngram_rate, share=False), "expected: 0.2857"),
+    "paired difference adds the two standard errors (unpaired)": (
+        ch11.check_paired_difference, partial(paired_difference, paired=False),
+        "their standard errors do not add"),
+    "paired difference divides the variance by n": (
+        ch11.check_paired_difference, partial(paired_difference, divide_by_n=True), "item 1: wrong value"),
+    "paired difference returns the standard deviation": (
+        ch11.check_paired_difference, partial(paired_difference, stderr=False), "item 1: wrong value"),
+    "paired difference subtracts a from b": (
+        ch11.check_paired_difference, partial(paired_difference, sign=-1), "item 0: wrong value"),
+    "paired difference averages |a - b|": (
+        ch11.check_paired_difference, partial(paired_difference, absolute=True), "item 0: wrong value"),
 }

@@ -126,6 +126,9 @@ WRONG = {
         ch1.check_greedy_generate, partial(greedy_generate, position=0), "the argmax of the logits at the last position"),
     "loop forgets to append": (
         ch1.check_greedy_generate, partial(greedy_generate, append=False), "wrong shape: expected (1, 5), got (1, 1)"),
+    "loop hard-codes the visible prompt's length": (
+        ch1.check_greedy_generate, partial(greedy_generate, position=3),
+        "eight new tokens: each one is appended and the longer sequence fed back in"),
     "loop gives every row the first row's token": (
         ch1.check_greedy_generate, greedy_generate_first_row_only, "each row continues with its own argmax"),
     "temperature after softmax, divided": (
@@ -135,6 +138,8 @@ WRONG = {
         "T = 0.5 sharpens: divide the logits by T before the softmax"),
     "temperature multiplies": (
         ch2.check_softmax_with_temperature, lambda x, t: torch.softmax(x * t, dim=-1), "expected: tensor([[0.0081,"),
+    "softmax along the batch dimension": (
+        ch2.check_softmax_with_temperature, lambda x, t: torch.softmax(x / t, dim=0), "row 0 sums to 9.0"),
     "softmax without the max subtracted": (
         ch2.check_softmax_with_temperature, lambda x, t: (x / t).exp() / (x / t).exp().sum(-1, keepdim=True),
         "exp(675) overflows to inf"),

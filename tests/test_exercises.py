@@ -3,21 +3,19 @@ message that says what went wrong, and reports a stub that still raises NotImple
 A student's function cannot hang a check (time limit) or change later cases (it works on copies), and every
 check prints its verdict once, in a script as in Jupyter.
 
-The answers, right and wrong, live in exercise_answers_sampling.py (chapters 1-4),
-exercise_answers_search.py (chapters 5-8), exercise_answers_constrained.py (10), exercise_answers_measured.py (11)
-and exercise_answers_memory.py (12).
+The answers, right and wrong, live in the tests/exercise_answers_*.py files, a few chapters each: every one
+defines ``CORRECT`` and ``WRONG``. Each checker also draws cases from a seed (the hidden tests grade with
+them): a correct answer passes every drawn set, and each typical wrong answer fails every one.
 """
 
+import importlib
 import signal
 import threading
 import time
 from functools import partial
+from pathlib import Path
 
-import exercise_answers_constrained as constrained
-import exercise_answers_measured as measured
-import exercise_answers_memory as memory
 import exercise_answers_sampling as sampling
-import exercise_answers_search as search
 import pytest
 import torch
 from exercise_answers_sampling import greedy_generate, top_k_by_indices
@@ -35,8 +33,10 @@ from minigpt.exercises.models import toy_model
 from minigpt.exercises.time_limit import TimedOut, call_with_time_limit
 from minigpt.search import beam_search
 
-CORRECT = sampling.CORRECT + search.CORRECT + measured.CORRECT + constrained.CORRECT + memory.CORRECT
-WRONG = {**sampling.WRONG, **search.WRONG, **measured.WRONG, **constrained.WRONG, **memory.WRONG}
+ANSWERS = [importlib.import_module(path.stem) for path in sorted(Path(__file__).parent.glob("exercise_answers_*.py"))]
+CORRECT = [pair for answers in ANSWERS for pair in answers.CORRECT]
+WRONG = {name: wrong for answers in ANSWERS for name, wrong in answers.WRONG.items()}
+DRAWN_SEEDS = range(3)  # the generic tests; each checker's drawn cases were tried on 100 seeds when written
 CHECKERS = sorted({checker for checker, _ in CORRECT}, key=lambda c: c.__module__ + c.__name__)
 
 
@@ -68,6 +68,38 @@ def test_checker_rejects_a_typical_wrong_answer(checker, answer, reason):
     assert result.message.startswith("✗ ")
     assert reason in result.message
     assert "expected" in result.message or "raised" in result.message
+
+
+@pytest.mark.parametrize("checker, solution", CORRECT, ids=lambda x: getattr(x, "__name__", ""))
+def test_drawn_cases_accept_a_correct_solution(checker, solution):
+    for seed in DRAWN_SEEDS:
+        result = checker(solution, seed=seed)
+        assert result, f"seed {seed}: {result.message}"
+        assert result.message.startswith("✓ ") and " drawn cases pass" in result.message
+
+
+@pytest.mark.parametrize("checker, answer, reason", WRONG.values(), ids=WRONG.keys())
+def test_drawn_cases_reject_every_typical_wrong_answer(checker, answer, reason):
+    for seed in DRAWN_SEEDS:
+        result = checker(answer, seed=seed)
+        assert not result, f"seed {seed} let a wrong answer pass"
+        assert result.message.startswith(f"✗ {checker.__name__.removeprefix('check_')}: drawn case ")
+        assert "expected" in result.message or "raised" in result.message
+
+
+def test_the_same_seed_draws_the_same_cases_and_another_seed_others(capsys):
+    seen = []
+    answer = sampling.WRONG[next(name for name, wrong in sampling.WRONG.items() if wrong[0] is ch3.check_top_k_filter)]
+    for seed in (1, 1, 2):
+        ch3.check_top_k_filter(answer[1], seed=seed)
+        seen.append(capsys.readouterr().out)
+    assert seen[0] == seen[1] != seen[2]
+
+
+@pytest.mark.parametrize("seed, error", [(-1, ValueError), (2**63, ValueError), (1.5, TypeError), (True, TypeError)])
+def test_a_bad_seed_is_refused_with_what_is_allowed(seed, error):
+    with pytest.raises(error, match=f"seed must be None \\(the visible cases\\) or an int.*got .*{seed}"):
+        ch3.check_top_k_filter(ch3.top_k_filter, seed=seed)
 
 
 @pytest.mark.parametrize("checker", CHECKERS, ids=lambda c: c.__name__)

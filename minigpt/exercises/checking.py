@@ -49,6 +49,14 @@ NOT_IMPLEMENTED = "not implemented yet: replace `raise NotImplementedError` with
 # staring at a cell that never finishes. Read at each check, so a test can shorten it.
 TIME_LIMIT_S = 10.0
 
+# What the student's function may print, in characters, before the rest is dropped: enough for any debugging
+# print, and a function that prints in a loop cannot flood the notebook or the grader with output.
+OUTPUT_LIMIT = 20_000
+
+# The environment variable that holds an instructor's grading secret (minigpt.exercises.grading). The child
+# that runs a student's function removes it before the first call, so the function cannot read it there.
+SECRET_VARIABLE = "MINIGPT_GRADING_SECRET"
+
 # Where fork exists (Linux, macOS) each check forks one child that runs the student's function on every case,
 # and kills it at the time limit: nothing the function does (a bare ``except:`` around a loop, ``sys.exit()``,
 # ``os._exit()``, a crash) can hang or end the student's kernel, and the fork costs a few milliseconds per
@@ -69,6 +77,10 @@ class Case:
     why: str = ""
     shown: str | None = None
     kwargs: dict = field(default_factory=dict)
+
+
+class DrawnCases(list):
+    """The cases a seed drew (``cases_for``): verdicts call them "drawn cases", not "hidden cases"."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,36 @@ class CheckResult:
         Jupyter shows a cell's last value but a plain script does not, so the verdict is printed, which
         both show; without this, Jupyter would show it a second time.
         """
+
+
+def cases_for(
+    seed: int | None, visible: Callable[[], list[Case]], drawn: Callable[[torch.Generator], list[Case]]
+) -> list[Case]:
+    """A checker's cases: the ``visible`` ones when ``seed`` is None, else ``drawn`` from a generator seeded with it.
+
+    The visible cases are the ones a student practises on (and can read in the package); a seed draws a fresh
+    set of the same kinds (random ties, batches, lengths), which is how the hidden tests grade
+    (``minigpt.exercises.grading``). The same seed draws the same cases.
+
+    >>> drawn = lambda g: [Case((torch.randint(0, 10, (3,), generator=g),), "random ids")]
+    >>> result = check("double", lambda x: 2 * x, lambda x: x + x, cases_for(7, list, drawn))
+    ✓ double: all 1 drawn cases pass
+    >>> cases_for(None, lambda: [Case((1,), "one")], drawn)[0].args
+    (1,)
+    >>> torch.equal(cases_for(7, list, drawn)[0].args[0], cases_for(7, list, drawn)[0].args[0])
+    True
+    >>> cases_for(-1, list, drawn)
+    Traceback (most recent call last):
+    ...
+    ValueError: seed must be None (the visible cases) or an int from 0 to 2**63 - 1, got -1
+    """
+    if seed is None:
+        return visible()
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be None (the visible cases) or an int, got {type(seed).__name__} {seed!r}")
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed must be None (the visible cases) or an int from 0 to 2**63 - 1, got {seed}")
+    return DrawnCases(drawn(torch.Generator().manual_seed(seed)))
 
 
 def check(
@@ -142,12 +184,13 @@ def _run_cases(
     expected = [reference(*args, **kwargs) for args, kwargs in reference_inputs]
     judge = _judge_in_child if _FORK is not None and not multiprocessing.current_process().daemon else _judge_in_process
     failure = judge(student, reference, pristine, expected, reference_inputs, atol, compare, TIME_LIMIT_S)
+    kind = "drawn" if isinstance(cases, DrawnCases) else "hidden"
     if failure is None:
-        return CheckResult(exercise, True, f"✓ {exercise}: all {len(cases)} hidden cases pass")
+        return CheckResult(exercise, True, f"✓ {exercise}: all {len(cases)} {kind} cases pass")
     number, reason = failure
     if reason == NOT_IMPLEMENTED:
         return CheckResult(exercise, False, f"✗ {exercise}: {NOT_IMPLEMENTED}")
-    return _failure(exercise, number, len(cases), pristine[number - 1], reference, reason)
+    return _failure(exercise, f"{kind} case {number} of {len(cases)}", pristine[number - 1], reference, reason)
 
 
 def _judge_in_child(
@@ -172,6 +215,11 @@ def _judge_in_child(
 
     def work() -> None:
         reader.close()
+        os.environ.pop(SECRET_VARIABLE, None)  # the instructor's secret is not the student's to read
+        sys.stdout, sys.stderr = _Bounded(sys.stdout), _Bounded(sys.stderr)
+        # one thread: a thread pool the parent started (OpenMP's, for any torch op on more than a few
+        # numbers) does not survive the fork, and the child's first parallel op would wait for it forever
+        torch.set_num_threads(1)
         gc.freeze()  # a collection in the child skips every inherited object, so it does not copy their pages
         for number, (case, answer, inputs) in enumerate(zip(cases, expected, reference_inputs), 1):
             try:
@@ -209,6 +257,37 @@ def _judge_in_child(
         if not answered:  # stuck, or interrupted (Ctrl-C here); one that answered ends itself, and the next
             worker.kill()  # fork, or the interpreter's exit, collects it
             worker.join()
+
+
+class _Bounded:
+    """A text stream that passes on the first ``OUTPUT_LIMIT`` characters written to it, then one note, then nothing.
+
+    >>> import io
+    >>> stream = _Bounded(io.StringIO(), limit=5)
+    >>> for _ in range(3):
+    ...     _ = stream.write("abc")
+    >>> print(stream.stream.getvalue(), end="")
+    abcab
+    [output cut: the function printed more than 5 characters]
+    """
+
+    def __init__(self, stream, limit: int | None = None) -> None:
+        self.stream = stream
+        self.limit = self.left = OUTPUT_LIMIT if limit is None else limit
+
+    def write(self, text: str) -> int:
+        if self.left > 0:
+            self.stream.write(text[: self.left])
+            self.left -= len(text)
+            if self.left < 0:
+                self.stream.write(f"\n[output cut: the function printed more than {self.limit} characters]\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> object:  # fileno, isatty, encoding: whatever else a caller asks for
+        return getattr(self.stream, name)
 
 
 def _how_it_ended(exitcode: int | None) -> str:
@@ -345,10 +424,10 @@ def _same(a: object, b: object) -> bool:
     return True  # a generator, a function: nothing a student's function could have changed by value
 
 
-def _failure(exercise: str, number: int, total: int, case: Case, reference: Callable, reason: str) -> CheckResult:
+def _failure(exercise: str, which: str, case: Case, reference: Callable, reason: str) -> CheckResult:
     why = f" ({case.why})" if case.why else ""
     inputs = case.shown if case.shown is not None else _show_args(reference, case)
-    lines = [f"✗ {exercise}: hidden case {number} of {total} fails{why}", f"  {inputs}"]
+    lines = [f"✗ {exercise}: {which} fails{why}", f"  {inputs}"]
     lines += [f"  {line.strip()}" for line in reason.splitlines() if line.strip()]
     return CheckResult(exercise, False, "\n".join(lines))
 

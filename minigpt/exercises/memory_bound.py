@@ -1,7 +1,9 @@
 """Checkers for chapter 12, decoding is memory-bound (``notebooks/exercises/12_memory_bound_exercises.ipynb``).
 
 Four exercises: int8 weights with one scale per row (``minigpt.quantize``) and the way back to floats, then
-the bytes one decode step reads and the tokens/s that memory bandwidth allows (``minigpt.roofline``).
+the bytes one decode step reads and the tokens/s that memory bandwidth allows (``minigpt.roofline``). A
+``seed`` checks on cases of the same kinds drawn from it (``minigpt.exercises.grading``): random weights,
+halves, configurations and bandwidths.
 
 >>> from minigpt.roofline import bandwidth_bound, decode_step_bytes
 >>> from minigpt.quantize import dequantize, quantize_per_channel
@@ -13,6 +15,8 @@ the bytes one decode step reads and the tokens/s that memory bandwidth allows (`
 ✓ decode_step_bytes: all 6 hidden cases pass
 >>> result = check_bandwidth_bound(bandwidth_bound)
 ✓ bandwidth_bound: all 5 hidden cases pass
+>>> result = check_decode_step_bytes(decode_step_bytes, seed=1)
+✓ decode_step_bytes: all 6 drawn cases pass
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from collections.abc import Callable
 
 import torch
 
-from minigpt.exercises.checking import Case, CheckResult, check, compare_values
+from minigpt.exercises.checking import Case, CheckResult, cases_for, check, compare_values
 from minigpt.model import GPTConfig
 from minigpt.quantize import dequantize, quantize_per_channel
 from minigpt.roofline import bandwidth_bound, decode_step_bytes
@@ -40,12 +44,13 @@ SEEDED = torch.randn(8, 16, generator=torch.Generator().manual_seed(6))
 REL_TOL = 1e-6  # tokens/s are compared relative to their size: 50 tokens/s and 500,000 alike
 
 
-def check_quantize_per_channel(student: Callable) -> CheckResult:
+def check_quantize_per_channel(student: Callable, *, seed: int | None = None) -> CheckResult:
     """Check ``quantize_per_channel(w)`` against ``minigpt.quantize.quantize_per_channel``.
 
     ``w`` is an (out, in) float matrix. Each row gets its own scale, its largest |weight| divided by 127 (a
     row of zeros gets scale 1), and its weights become ``torch.round(w / scale)`` as int8, in [-127, 127].
-    Return ``(q, scale)``: q (out, in) of dtype torch.int8, scale (out,) of float32.
+    Return ``(q, scale)``: q (out, in) of dtype torch.int8, scale (out,) of float32. A ``seed`` checks on
+    cases drawn from it.
 
     >>> def one_scale_for_all(w):  # per tensor: the small row is crushed to a few levels
     ...     scale = w.abs().max() / 127
@@ -58,7 +63,12 @@ needs its own scale, or the small row rounds to a few integers near 0)
       expected: (tensor([[85, 127, -32, 5], [51, 127, -89, 17]]), tensor([0.0094, 0.0002]))
       got:      (tensor([[85, 127, -32, 5], [1, 3, -2, 0]]), tensor([0.0094, 0.0094]))
     """
-    return check("quantize_per_channel", student, quantize_per_channel, [
+    cases = cases_for(seed, _quantize_cases, _drawn_quantize_cases)
+    return check("quantize_per_channel", student, quantize_per_channel, cases, compare=_compare_quantized)
+
+
+def _quantize_cases() -> list[Case]:
+    return [
         Case((BIG_AND_SMALL,), "a row of large weights and a row of small ones: each row needs its own scale, or "
              "the small row rounds to a few integers near 0"),
         Case((ZERO_ROW,), "a row of zeros gets scale 1, not 0: dividing by 0 makes nan"),
@@ -67,7 +77,88 @@ needs its own scale, or the small row rounds to a few integers near 0)
         Case((NEGATIVE_MAX,), "the largest weights are negative: the scale comes from the largest |w|, not the "
              "largest w"),
         Case((SEEDED,), "random weights, 8 rows of 16", shown="w = torch.randn(8, 16) (seeded)"),
-    ], compare=_compare_quantized)
+    ]
+
+
+def _randint(g: torch.Generator, low: int, high: int) -> int:
+    """An int from ``low`` to ``high``, both included, drawn from ``g``."""
+    return int(torch.randint(low, high + 1, (1,), generator=g))
+
+
+def _weights(g: torch.Generator, rows: int, cols: int, size: float, decimals: int = 2) -> torch.Tensor:
+    """(rows, cols) random weights of about ``size``, rounded to ``decimals`` so that a failure message shows them."""
+    return (size * torch.randn(rows, cols, generator=g)).round(decimals=decimals)
+
+
+def _rounds_clearly(w: torch.Tensor) -> bool:
+    """Whether every w / scale is at least 1e-3 away from a .5, so that no way of computing it rounds differently."""
+    absmax = w.abs().amax(dim=1, keepdim=True)
+    levels = (w / torch.where(absmax > 0, absmax / 127, 1.0)).abs()
+    return bool(((levels - levels.floor() - 0.5).abs() >= 1e-3).all())
+
+
+def _drawn_quantize_cases(g: torch.Generator) -> list[Case]:
+    cols = _randint(g, 4, 6)
+
+    def clear(make: Callable[[], torch.Tensor]) -> torch.Tensor:
+        while True:  # redraw until no weight lies near a rounding boundary
+            w = make()
+            if _rounds_clearly(w):
+                return w
+
+    def big_and_small() -> torch.Tensor:  # the small row is at least 10 times smaller, and not all zeros
+        while True:
+            big, small = _weights(g, 1, cols, 1.0), _weights(g, 1, cols, 0.02, decimals=3)
+            if 0 < 10 * small.abs().max() <= big.abs().max():
+                return torch.cat([big, small])
+
+    def zero_row() -> torch.Tensor:
+        w = _weights(g, 2, cols, 1.5)
+        w[_randint(g, 0, 1)] = 0.0
+        return w
+
+    def negative_max() -> torch.Tensor:  # in each row the largest |w| is negative, and some w is positive
+        w = _weights(g, 2, cols, 1.0)
+        for row in w:
+            row[row.abs().argmax()] = -(row.abs().max() + 0.5)  # the largest |w|, now negative and 0.5 clear
+            if row.max() <= 0:
+                row[row.argmax()] = 0.25
+        return w
+
+    rows, wide = _randint(g, 3, 4), _randint(g, 6, 8)
+    return [
+        Case((clear(big_and_small),), "a row of large weights and a row of small ones: each row needs its own "
+             "scale, or the small row rounds to a few integers near 0"),
+        Case((clear(zero_row),), "a row of zeros gets scale 1, not 0: dividing by 0 makes nan"),
+        Case((_halves(g, 2, cols),), "halves: torch.round sends 0.5 to 0, 1.5 to 2, 2.5 to 2, to the even integer "
+             "as Python's round does"),
+        Case((clear(negative_max),), "the largest weights are negative: the scale comes from the largest |w|, not "
+             "the largest w"),
+        Case((clear(lambda: _weights(g, rows, wide, 1.0)),), f"random weights, {rows} rows of {wide}"),
+    ]
+
+
+def _sign(g: torch.Generator) -> int:
+    """1 or -1, drawn from ``g``."""
+    return 1 - 2 * _randint(g, 0, 1)
+
+
+def _halves(g: torch.Generator, rows: int, cols: int) -> torch.Tensor:
+    """Weights that land exactly on halves: each row's scale is a power of 2 (1 to 1/8), exact in float32.
+
+    Each row holds ±127 scales (its largest |w|), a half with an even integer part (0.5 or 2.5 ..., which
+    rounding to even sends down and rounding away from zero up), one with an odd part (1.5 ..., which
+    truncation sends down) and random halves up to ±10.5, in a random order.
+    """
+    out = []
+    for _ in range(rows):
+        scale = 2.0 ** -_randint(g, 0, 3)
+        even = _sign(g) * (2 * _randint(g, 0, 5) + 0.5)
+        odd = _sign(g) * (2 * _randint(g, 0, 4) + 1.5)
+        random_halves = (torch.randint(-11, 11, (cols - 3,), generator=g) + 0.5).tolist()  # -10.5 to 10.5
+        row = torch.tensor([_sign(g) * 127.0, even, odd, *random_halves]) * scale
+        out.append(row[torch.randperm(cols, generator=g)])
+    return torch.stack(out)
 
 
 def _compare_quantized(expected: tuple, got: object, atol: float) -> str | None:
@@ -83,11 +174,11 @@ def _compare_quantized(expected: tuple, got: object, atol: float) -> str | None:
     return None
 
 
-def check_dequantize(student: Callable) -> CheckResult:
+def check_dequantize(student: Callable, *, seed: int | None = None) -> CheckResult:
     """Check ``dequantize(q, scale)`` against ``minigpt.quantize.dequantize``.
 
     ``q`` is an (out, in) int8 matrix and ``scale`` its (out,) float scales, one per row. Return the float
-    matrix they stand for: row o of q times scale[o].
+    matrix they stand for: row o of q times scale[o]. A ``seed`` checks on cases drawn from it.
 
     >>> def scale_per_column(q, scale):  # scale (out,) lines up with the LAST dimension of q
     ...     return q.float() * scale
@@ -99,16 +190,48 @@ plain scale (out,) would multiply the columns)
       expected: tensor([[32.0, -63.5], [1.27, 0.32]])
       got:      tensor([[32.0, -1.27], [63.5, 0.32]])
     """
+    return check("dequantize", student, dequantize, cases_for(seed, _dequantize_cases, _drawn_dequantize_cases))
+
+
+def _dequantize_cases() -> list[Case]:
     square = torch.tensor([[64, -127], [127, 32]], dtype=torch.int8)
     extremes = torch.tensor([[-127, 127, 0, 1, -1], [5, -5, 127, -127, 0], [0, 0, 0, 0, 0]], dtype=torch.int8)
-    return check("dequantize", student, dequantize, [
+    return [
         Case((square, torch.tensor([0.5, 0.01])), "scale[o] multiplies ROW o: scale[:, None] has shape (out, 1); "
              "a plain scale (out,) would multiply the columns"),
         Case(quantize_per_channel(ZERO_ROW), "a row of zeros (scale 1) comes back as zeros"),
         Case((extremes, torch.tensor([0.02, 3.0, 1.0])), "3 rows of 5: -127 and 127, the ends of the range"),
         Case(quantize_per_channel(SEEDED), "the round trip of random weights, 8 rows of 16",
              shown="q, scale = quantize_per_channel(torch.randn(8, 16)) (seeded)"),
-    ])
+    ]
+
+
+def _scales(g: torch.Generator, rows: int) -> torch.Tensor:
+    """(rows,) different scales from 0.001 to 1, 3 decimals: readable in a failure message, none of them 1."""
+    while True:
+        scale = (0.001 + 0.998 * torch.rand(rows, generator=g)).round(decimals=3)
+        if len(set(scale.tolist())) == rows:
+            return scale
+
+
+def _drawn_dequantize_cases(g: torch.Generator) -> list[Case]:
+    n, cols = _randint(g, 2, 4), _randint(g, 4, 6)
+    # no zeros, so that every entry tells multiplying from dividing, rows from columns
+    square = (torch.randint(1, 128, (n, n), generator=g) * (1 - 2 * torch.randint(0, 2, (n, n), generator=g)))
+    square = square.to(torch.int8)
+    with_zero_row = _weights(g, 2, cols, 1.5)
+    with_zero_row[_randint(g, 0, 1)] = 0.0
+    ends = torch.tensor([-127, 127, 0, 1, -1], dtype=torch.int8)
+    extremes = torch.stack([ends[torch.randperm(5, generator=g)] for _ in range(3)])
+    rows, wide = _randint(g, 3, 4), _randint(g, 6, 8)
+    return [
+        Case((square, _scales(g, n)), f"scale[o] multiplies ROW o: scale[:, None] has shape ({n}, 1); a plain scale "
+             f"({n},) would multiply the columns"),
+        Case(quantize_per_channel(with_zero_row), "a row of zeros (scale 1) comes back as zeros"),
+        Case((extremes, _scales(g, 3) * 4), "3 rows of 5: -127 and 127, the ends of the range"),
+        Case(quantize_per_channel(_weights(g, rows, wide, 1.0)), f"the round trip of random weights, {rows} rows "
+             f"of {wide}"),
+    ]
 
 
 def _preset_case(preset: str, batch_size: int, context_len: int, why: str, *more: float) -> Case:
@@ -121,14 +244,15 @@ def _preset_case(preset: str, batch_size: int, context_len: int, why: str, *more
     return Case((config, *more, batch_size, context_len), why, shown=shown)
 
 
-def check_decode_step_bytes(student: Callable) -> CheckResult:
+def check_decode_step_bytes(student: Callable, *, seed: int | None = None) -> CheckResult:
     """Check ``decode_step_bytes(config, batch_size, context_len)`` against ``minigpt.roofline.decode_step_bytes``.
 
     The bytes one decode step reads, weights and cache in fp32 (4 bytes a number), as an int: every weight
     once (the whole batch shares them), and for each of the ``batch_size`` sequences a key and a value of
     ``n_embd`` numbers per layer for each of the ``context_len`` cached positions. The weights are every
     block's (four matrices, their biases, two layer norms), the final layer norm and the head, which is the
-    token table (tied), read whole. The position table is not: a step reads one row of it.
+    token table (tied), read whole. The position table is not: a step reads one row of it. A ``seed``
+    checks on cases drawn from it, on configurations drawn too.
 
     >>> def with_the_position_table(config, batch_size, context_len):
     ...     from minigpt.roofline import decode_step_bytes
@@ -142,7 +266,12 @@ context_len = 0
       expected: 494613504
       got:      497759232
     """
-    return check("decode_step_bytes", student, decode_step_bytes, [
+    cases = cases_for(seed, _decode_cases, _drawn_decode_cases)
+    return check("decode_step_bytes", student, decode_step_bytes, cases)
+
+
+def _decode_cases() -> list[Case]:
+    return [
         _preset_case("gpt2", 1, 0, "GPT-2 124M, empty cache: every weight once, 4 bytes each; the head is the tied "
                      "token table, read whole; the position table is not: a step reads one row of it"),
         _preset_case("gpt2", 1, 100, "100 cached positions: every layer reads a key AND a value of n_embd "
@@ -152,16 +281,53 @@ context_len = 0
         _preset_case("tiny", 8, 0, "the tiny preset: the head (vocab_size × n_embd) is most of its weights"),
         _preset_case("gpt2-medium", 1, 100, "GPT-2 medium: 24 layers of width 1024"),
         _preset_case("small", 8, 100, "the small preset, a batch of 8 with 100 cached positions each"),
-    ])
+    ]
 
 
-def check_bandwidth_bound(student: Callable) -> CheckResult:
+def _drawn_config(g: torch.Generator) -> GPTConfig:
+    """A GPT's shape: 1 to 48 layers, 1 to 16 heads of 16 to 128 numbers, 256 to 100,000 tokens, 64 to 4,096
+    positions. Every count is an int, so the bytes are exact."""
+    n_head = _randint(g, 1, 16)
+    head_size = 2 ** _randint(g, 4, 7)
+    return GPTConfig(vocab_size=_randint(g, 256, 100_000), block_size=2 ** _randint(g, 6, 12),
+                     n_layer=_randint(g, 1, 48), n_head=n_head, n_embd=n_head * head_size)
+
+
+def _config_case(config: GPTConfig, batch_size: int, context_len: int, why: str, *more: float) -> Case:
+    """A case on a drawn ``config``, shown by its five sizes rather than as a dataclass of 7 fields."""
+    sizes = ", ".join(f"{name}={getattr(config, name)}" for name in ("vocab_size", "block_size", "n_layer", "n_head",
+                                                                      "n_embd"))
+    extra = f", bandwidth_gb_s = {more[0]:g}" if more else ""
+    shown = f"config = GPTConfig({sizes}){extra}, batch_size = {batch_size}, context_len = {context_len}"
+    return Case((config, *more, batch_size, context_len), why, shown=shown)
+
+
+def _drawn_decode_cases(g: torch.Generator) -> list[Case]:
+    config, other = _drawn_config(g), _drawn_config(g)
+    context = _randint(g, 1, config.block_size)
+    batch = _randint(g, 2, 16)
+    other_context = _randint(g, 1, other.block_size)
+    return [
+        _config_case(config, 1, 0, "empty cache: every weight once, 4 bytes each; the head is the tied token table, "
+                     "read whole; the position table is not: a step reads one row of it"),
+        _config_case(config, 1, context, f"{context} cached positions: every layer reads a key AND a value of n_embd "
+                     "numbers for each"),
+        _config_case(config, batch, context, f"a batch of {batch}: the weights are read once for all {batch}, the "
+                     "cache once per sequence"),
+        _config_case(other, batch, 0, "another shape, empty caches: the weights alone"),
+        _config_case(other, 1, other_context, f"another shape, {other_context} cached positions"),
+        _config_case(other, batch, other_context, f"another shape, a batch of {batch} with {other_context} cached "
+                     "positions each"),
+    ]
+
+
+def check_bandwidth_bound(student: Callable, *, seed: int | None = None) -> CheckResult:
     """Check ``bandwidth_bound(config, bandwidth_gb_s, batch_size, context_len)`` against ``minigpt.roofline``'s.
 
     The most tokens/s memory allows. A decode step reads ``decode_step_bytes(config, batch_size,
     context_len)`` bytes (fp32) and makes one token for each of the ``batch_size`` sequences; memory
     delivers ``bandwidth_gb_s`` GB (1e9 bytes) a second. Return tokens/s, batch_size · bandwidth / bytes
-    per step, as a float (compared to 1e-6 of its size).
+    per step, as a float (compared to 1e-6 of its size). A ``seed`` checks on cases drawn from it.
 
     >>> def one_token_a_step(config, bandwidth_gb_s, batch_size, context_len):
     ...     from minigpt.roofline import decode_step_bytes
@@ -175,7 +341,12 @@ batch_size = 8, context_len = 100
       expected: 361.2743
       got:      45.1593
     """
-    return check("bandwidth_bound", student, bandwidth_bound, [
+    cases = cases_for(seed, _bandwidth_cases, _drawn_bandwidth_cases)
+    return check("bandwidth_bound", student, bandwidth_bound, cases, compare=_compare_relative)
+
+
+def _bandwidth_cases() -> list[Case]:
+    return [
         _preset_case("gpt2", 1, 0, "GPT-2 124M at 25 GB/s, a GB being 1e9 bytes: 25e9 bytes/s ÷ 494.6 MB a token",
                      25.0),
         _preset_case("gpt2", 8, 100, "a batch of 8: one step reads the weights once and makes 8 tokens, one "
@@ -183,7 +354,24 @@ batch_size = 8, context_len = 100
         _preset_case("gpt2", 1, 100, "3,000 GB/s, a GPU's memory: 120 times the bound", 3000.0),
         _preset_case("tiny", 8, 100, "the tiny preset: the cache is a bigger share of each step", 25.0),
         _preset_case("gpt2-medium", 8, 100, "GPT-2 medium, a batch of 8 at 3,000 GB/s", 3000.0),
-    ], compare=_compare_relative)
+    ]
+
+
+def _drawn_bandwidth_cases(g: torch.Generator) -> list[Case]:
+    config, other = _drawn_config(g), _drawn_config(g)
+    laptop, gpu = float(_randint(g, 10, 120)), float(_randint(g, 500, 4000))  # GB/s
+    context, batch = _randint(g, 1, config.block_size), _randint(g, 2, 16)
+    return [
+        _config_case(config, 1, 0, f"{laptop:g} GB/s, a GB being 1e9 bytes: {laptop:g}e9 bytes/s ÷ the bytes of a "
+                     "step", laptop),
+        _config_case(config, batch, context, f"a batch of {batch}: one step reads the weights once and makes "
+                     f"{batch} tokens, one per sequence", laptop),
+        _config_case(config, 1, context, f"{gpu:g} GB/s, a GPU's memory", gpu),
+        _config_case(other, batch, _randint(g, 1, other.block_size), "another shape, a batch at a laptop's "
+                     "bandwidth", laptop),
+        _config_case(other, batch, _randint(g, 1, other.block_size), "another shape, a batch at a GPU's bandwidth",
+                     gpu),
+    ]
 
 
 def _compare_relative(expected: float, got: object, atol: float) -> str | None:

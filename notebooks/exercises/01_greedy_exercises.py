@@ -86,6 +86,7 @@ def greedy_next_token(logits: torch.Tensor) -> torch.Tensor:
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "777c710d390eb03ad89c110cde0214d1", "grade": true, "grade_id": "check_greedy_next_token", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_greedy_next_token(greedy_next_token)
 
+
 # %% [markdown]
 # ## Exercise 2: the greedy loop
 #

@@ -90,6 +90,7 @@ def softmax_with_temperature(logits: torch.Tensor, temperature: float) -> torch.
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "64436c485285a672f5cd72a0e5beabf0", "grade": true, "grade_id": "check_softmax_with_temperature", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_softmax_with_temperature(softmax_with_temperature)
 
+
 # %% [markdown]
 # ## Exercise 2: entropy
 #

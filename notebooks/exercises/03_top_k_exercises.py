@@ -87,6 +87,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "90aa280ddcdf2197dcb3fd532d96f33b", "grade": true, "grade_id": "check_top_k_filter", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_top_k_filter(top_k_filter)
 
+
 # %% [markdown]
 # ## Exercise 2: the distribution to sample from
 #

@@ -89,6 +89,7 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "897f5b43e1f20acc46739813b29b82af", "grade": true, "grade_id": "check_top_p_filter", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_top_p_filter(top_p_filter)
 
+
 # %% [markdown]
 # ## Exercise 2: the min-p filter
 #

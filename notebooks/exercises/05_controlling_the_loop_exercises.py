@@ -92,6 +92,7 @@ def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, pena
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "b054acfde788d484810853da16ed1124", "grade": true, "grade_id": "check_apply_repetition_penalty", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_apply_repetition_penalty(apply_repetition_penalty)
 
+
 # %% [markdown]
 # ## Exercise 2: the tokens a no-repeat n-gram rule bans
 #
@@ -112,6 +113,7 @@ def banned_ngram_tokens(ids: list[int], n: int) -> set[int]:
 
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "0788c0e5201d75c3eadf6a4e489eac62", "grade": true, "grade_id": "check_banned_ngram_tokens", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_banned_ngram_tokens(banned_ngram_tokens)
+
 
 # %% [markdown]
 # ## Exercise 3: cut at a stop string

@@ -98,6 +98,7 @@ def beam_score(sum_logprobs: float, sequence_length: int, prompt_length: int, le
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "d062bb35a3686aa5950b8b58ee473e80", "grade": true, "grade_id": "check_beam_score", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_beam_score(beam_score)
 
+
 # %% [markdown]
 # ## Exercise 2: one step of beam search
 #
@@ -122,6 +123,7 @@ def beam_step(
 
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "00e206695760891c90ef346d16764d61", "grade": true, "grade_id": "check_beam_step", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_beam_step(beam_step)
+
 
 # %% [markdown]
 # ## Exercise 3: beam search by hand

@@ -16,8 +16,9 @@
 # %% [markdown]
 # # Chapter 7 exercises — the KV cache
 #
-# Three exercises on [chapter 7](../07_kv_cache.ipynb): greedy decoding with a cache, the memory a cache
-# takes, and the causal mask when new tokens follow cached ones. Each exercise asks for one function; the
+# Four exercises on [chapter 7](../07_kv_cache.ipynb): greedy decoding with a cache, the memory a cache
+# takes, the causal mask when new tokens follow cached ones, and a whole sampler with a cache that draws what
+# `minigpt.generate` draws. Each exercise asks for one function; the
 # cell after it checks your function on hidden cases against minigpt's own and, when one fails, shows that
 # input with the expected and the actual answer.
 # In the [exercise notebook](../exercises/07_kv_cache_exercises.ipynb) each function is a stub for you to
@@ -30,8 +31,14 @@
 # %%
 import torch
 
-from minigpt.exercises.kv_cache import check_causal_mask_with_cache, check_greedy_with_cache, check_kv_cache_bytes
+from minigpt.exercises.kv_cache import (
+    check_causal_mask_with_cache,
+    check_greedy_with_cache,
+    check_kv_cache_bytes,
+    check_sample,
+)
 from minigpt.kv_cache import KVCache
+from minigpt.logits import LogitsSettings, apply_temperature, min_p_filter, repetition_penalty, top_k_filter, top_p_filter
 
 torch.manual_seed(0)
 torch.set_num_threads(1)
@@ -96,6 +103,7 @@ def greedy_with_cache(model: torch.nn.Module, prompt_ids: torch.Tensor, max_new_
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "bcccf5b11967f033e0d21187ea12891f", "grade": true, "grade_id": "check_greedy_with_cache", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_greedy_with_cache(greedy_with_cache)
 
+
 # %% [markdown]
 # ## Exercise 2: the memory a cache needs
 #
@@ -117,6 +125,7 @@ def kv_cache_bytes(n_layer: int, batch_size: int, seq_len: int, n_embd: int, dty
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "3ba89d45a302e91cf80e106f3c576865", "grade": true, "grade_id": "check_kv_cache_bytes", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_kv_cache_bytes(kv_cache_bytes)
 
+
 # %% [markdown]
 # ## Exercise 3: the causal mask with a cache
 #
@@ -137,6 +146,76 @@ def causal_mask_with_cache(past_length: int, new_length: int) -> torch.Tensor:
 
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "422b9dd01dd506cd10f2cd34ca3c2dbf", "grade": true, "grade_id": "check_causal_mask_with_cache", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_causal_mask_with_cache(causal_mask_with_cache)
+
+# %% [markdown]
+# ## Exercise 4: a whole sampler
+#
+# Put the pieces of chapters 2–5 and this chapter together. Write `sample(model, prompt_ids,
+# max_new_tokens, settings, generator)`: sample `max_new_tokens` tokens after each of the (B, T) prompts and
+# return the prompt and the new tokens, (B, T + max_new_tokens). `settings` is a
+# `minigpt.logits.LogitsSettings`; any of `repetition_penalty`, `top_k`, `top_p` and `min_p` may be None (off),
+# and `temperature` is a number > 0. At every step:
+#
+# 1. run the model with a `KVCache`: the whole prompt at the first step, then only the token just drawn;
+# 1. take the logits of the last position, (B, V), and transform them in the library's order: the repetition
+#    penalty over every token so far, prompt included (`repetition_penalty`), then the temperature
+#    (`apply_temperature`), top-k (`top_k_filter`), top-p (`top_p_filter`) and min-p (`min_p_filter`);
+# 1. draw the next token of every row at once, `torch.multinomial(probs, 1, generator=generator)` on the (B, V)
+#    softmax.
+#
+# The check runs `minigpt.generate(model, prompt_ids, do_sample=True, logits=settings, generator=...)` with a
+# generator seeded the same, and compares the tokens one for one, on a small random model. It also counts
+# the positions your function feeds the model (a cache feeds each one once) and notices a draw from torch's
+# global generator.
+#
+# *Hint:* you may use the library's filters, imported above; the exercise is putting them together.
+# `model(ids, kv_cache=cache)` places `ids` after the positions the cache holds.
+
+# %% [markdown]
+# ### Predict, then run
+#
+# Before you run the next cell, write down your answer:
+#
+# 1. On the small random model's first step, `top_p=0.6` keeps some tokens. Does it keep more or fewer when
+#    `temperature=1.5` is applied before it, as the library does, than when it is applied after it?
+# 1. Two runs of `minigpt.generate` with generators seeded with the same number: the same tokens? And a run
+#    with another seed?
+
+# %%
+prompt = torch.tensor([[1, 2, 3, 4]])
+with torch.no_grad():
+    logits = model(prompt)[:, -1]  # (1, 64): the first step's logits
+kept_before = int(torch.isfinite(top_p_filter(apply_temperature(logits, 1.5), 0.6)).sum())
+kept_after = int(torch.isfinite(top_p_filter(logits, 0.6)).sum())  # dividing afterwards brings no token back
+print(f"top_p=0.6 keeps {kept_before} tokens when temperature 1.5 comes first, {kept_after} when it comes after")
+for seed in (0, 0, 1):
+    out = minigpt.generate(model, prompt, max_new_tokens=8, do_sample=True, temperature=1.5, top_p=0.6,
+                           generator=torch.Generator().manual_seed(seed))
+    print(f"generator seeded with {seed}: {out.new_tokens[0]}")
+
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "203c648aba20e21f65f451771c4bc966", "grade": false, "grade_id": "sample", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def sample(
+    model: torch.nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int, settings: LogitsSettings,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Sample after each prompt with the settings' transforms, in the library's order, with a KV cache."""
+    raise NotImplementedError  # EXERCISE: write this function
+
+
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "63951630826b05fd3f08562117e5cd8a", "grade": true, "grade_id": "check_sample", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check_sample(sample)
+
+# %% [markdown]
+# ### To think about: the order of the transforms
+#
+# Your sampler follows transformers' order, temperature before the filters; llama.cpp's sampler applies
+# temperature last. Which would you rather have, and for what kind of text?
+#
+# There is no single right answer: write yours in a few sentences, from what this exercise and
+# [chapter 5](../05_controlling_the_loop.ipynb) showed.
+
+# %% [markdown] deletable=false nbgrader={"cell_type": "markdown", "checksum": "52501c113942617cd068a4badccfecfb", "grade": true, "grade_id": "open_question_sample", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# YOUR ANSWER HERE
 
 # %% [markdown]
 # ## To think about: an open question

@@ -16,9 +16,9 @@
 # %% [markdown]
 # # Chapter 8 exercises — speculative decoding
 #
-# Three exercises on [chapter 8](../08_speculative_decoding.ipynb): verifying a round of drafts greedily,
-# then the two pieces of speculative sampling: the chance of keeping a draft token and what to draw after a
-# rejection. Each exercise asks for one function; the cell after it checks your function on hidden cases
+# Four exercises on [chapter 8](../08_speculative_decoding.ipynb): verifying a round of drafts greedily,
+# the two pieces of speculative sampling (the chance of keeping a draft token and what to draw after a
+# rejection), then the whole speculative sampling loop. Each exercise asks for one function; the cell after it checks your function on hidden cases
 # against minigpt's own and, when one fails, shows that input with the expected and the actual answer.
 # In the [exercise notebook](../exercises/08_speculative_decoding_exercises.ipynb) each function is a stub
 # for you to fill in (replace `raise NotImplementedError` with your code); the [solutions
@@ -31,9 +31,11 @@
 import torch
 
 import minigpt
+from minigpt.exercises.models import toy_model
 from minigpt.exercises.speculative import (
     check_accept_probability,
     check_residual_distribution,
+    check_speculative_sample,
     check_verify_greedy,
 )
 from minigpt.speculative import speculative_generate
@@ -93,6 +95,7 @@ def verify_greedy(drafts: list[int], target_logits: torch.Tensor) -> list[int]:
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "725f365563b1e2b7c6a7989171fe47fa", "grade": true, "grade_id": "check_verify_greedy", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_verify_greedy(verify_greedy)
 
+
 # %% [markdown]
 # ## Exercise 2: the probability of keeping a draft token
 #
@@ -111,6 +114,7 @@ def accept_probability(p_x: float, q_x: float) -> float:
 
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "eadecffeb03d6618f04275611c93525a", "grade": true, "grade_id": "check_accept_probability", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_accept_probability(accept_probability)
+
 
 # %% [markdown]
 # ## Exercise 3: what to draw after a rejection
@@ -131,6 +135,70 @@ def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "358c7b19b563d6d8c1ea1b44b40e5544", "grade": true, "grade_id": "check_residual_distribution", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_residual_distribution(residual_distribution)
+
+# %% [markdown]
+# ## Exercise 4: the speculative sampling loop
+#
+# Put exercises 2 and 3 to work. Write `speculative_sample(target, draft, prompt_ids, max_new_tokens, k,
+# generator)`: continue the (1, T) `prompt_ids` by speculative sampling until `max_new_tokens` new tokens, and
+# return the (1, T + max_new_tokens) ids. Each round:
+#
+# 1. draft m = min(k, tokens still to make − 1) tokens with the draft model, one at a time: q_i is the softmax
+#    of the draft's last logits, and x_i = `torch.multinomial(q_i, 1, generator=generator)` (the − 1: a round
+#    can add one token more than it drafts);
+# 1. run the target once over the sequence and the m drafts; the softmax of its last m + 1 positions is p
+#    (m + 1, V): row i scores draft i, the last row the token after all of them;
+# 1. for each draft in turn, draw u = `torch.rand((), generator=generator)` and keep x_i when
+#    u · q_i(x_i) < p_i(x_i), which happens with probability min(1, p/q); at the first rejection draw a
+#    replacement from max(p_i − q_i, 0) (your `residual_distribution`) with `torch.multinomial` and end the round;
+# 1. when all m drafts were kept, draw a bonus token from the last row of p.
+#
+# The check counts the first new token of many runs and tests, as chapter 8's Step 9 does, that it follows the
+# target's p (Pearson's chi-square, on two tiny models); then it compares single runs with
+# `minigpt.speculative.speculative_generate(..., do_sample=True, generator=...)` token for token, so draw
+# every random number from `generator`, in the order above. No cache is needed: the toy models are small.
+
+# %% [markdown]
+# ### Predict, then run
+#
+# Before you run the next cell, write down your answer:
+#
+# 1. With a draft that is the target itself, `k=4` and 12 new tokens, what share of the drafts does the target
+#    keep, and how many target passes does it take?
+# 1. With a draft that is another random model, does the share go up or down, and the passes?
+
+# %%
+toy_target, toy_other = toy_model(seed=7), toy_model(seed=8)  # the check's small random GPTs, 64 tokens
+toy_prompt = torch.tensor([[1, 2, 3, 4]])
+for name, toy_draft in (("the target itself", toy_target), ("another random model", toy_other)):
+    r = speculative_generate(toy_target, toy_draft, toy_prompt, k=4, max_new_tokens=12, do_sample=True, seed=0)
+    print(f"draft = {name}: {r.num_accepted} of {r.num_proposed} drafts kept ({r.acceptance_rate:.2f}), "
+          f"{r.num_target_passes} target passes for 12 tokens")
+
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "eae9db33cfafcedd44353abd8f52ce9c", "grade": false, "grade_id": "speculative_sample", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def speculative_sample(
+    target: torch.nn.Module, draft: torch.nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int, k: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Speculative sampling: the draft proposes, the target keeps what it would have drawn itself."""
+    raise NotImplementedError  # EXERCISE: write this function
+
+
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "b868f8f0112cdc49b657b0cb5d2c369c", "grade": true, "grade_id": "check_speculative_sample", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check_speculative_sample(speculative_sample)
+
+# %% [markdown]
+# ### To think about: two checks of one sampler
+#
+# The check ran two tests: the chi-square test on the first token of many runs, and token-for-token equality
+# with the library on single runs. Which would still pass if you drew the random numbers in another order, and
+# what does each one tell you that the other cannot?
+#
+# There is no single right answer: write yours in a few sentences, from what this exercise and
+# [chapter 8](../08_speculative_decoding.ipynb) showed.
+
+# %% [markdown] deletable=false nbgrader={"cell_type": "markdown", "checksum": "537d403c35673d5337ab0e40af467f87", "grade": true, "grade_id": "open_question_speculative_sample", "locked": false, "points": 1, "schema_version": 3, "solution": true, "task": false}
+# YOUR ANSWER HERE
 
 # %% [markdown]
 # ## Numbers to think with

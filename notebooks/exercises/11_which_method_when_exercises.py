@@ -14,23 +14,26 @@
 # ---
 
 # %% [markdown]
-# # Chapter 11 exercises — typical sampling
+# # Chapter 11 exercises — measuring decoders
 #
-# Two exercises on [chapter 11](../11_which_method_when.ipynb), where typical sampling (`typical_p`) was one
-# of the eleven methods measured: first how far each token's surprise is from the row's average, then the
-# typical filter built on it. Each exercise asks for one function; the cell after it checks your function on
-# hidden cases against minigpt's own and, when one fails, shows that input with the expected and the actual
-# answer. In the [exercise notebook](../exercises/11_which_method_when_exercises.ipynb) each function is a stub
-# for you to fill in (replace `raise NotImplementedError` with your code); the
+# Two exercises on [chapter 11](../11_which_method_when.ipynb), on how it measures decoding methods: first one
+# of its three measures, the repeated n-gram rate, then the paired comparison of two settings that drew with
+# the same random numbers ("common random numbers", the chapter's Step 6). Each exercise asks for one
+# function; the cell after it checks your function on hidden cases against minigpt's own and, when one fails,
+# shows that input with the expected and the actual answer. In the
+# [exercise notebook](../exercises/11_which_method_when_exercises.ipynb) each function is a stub for you to
+# fill in (replace `raise NotImplementedError` with your code); the
 # [solutions notebook](../solutions/11_which_method_when_solutions.ipynb) has them filled in.
 #
 # First, a prediction: write down what you expect before you run the cell that shows it. Last, an open
 # question with no single right answer; the solutions notebook ends with a worked answer to it.
 
 # %%
+import math
+
 import torch
 
-from minigpt.exercises.typical import check_surprise_gap, check_typical_filter
+from minigpt.exercises.which_method import check_paired_difference, check_repeated_ngram_rate
 
 torch.manual_seed(0)
 torch.set_num_threads(1)
@@ -43,80 +46,119 @@ print("torch", torch.__version__)
 # ## Before you start: predict, then run
 #
 # Take the toy logits after *"every effort moves you"* (closer 4.51, every 0.89, effort −1.90, forward 6.75,
-# inches 1.63, moves −1.62, pizza −1.89, toward 6.28, you 1.79). "forward" is the most likely word (0.57),
-# "toward" next (0.36). Typical sampling ranks words not by probability but by how close their surprise,
-# −log p, is to the average surprise of the row (its entropy, here 0.91 nats), and keeps words in that order
-# until they hold `typical_p` of the mass.
+# inches 1.63, moves −1.62, pizza −1.89, toward 6.28, you 1.79) and sample one word from them many times at
+# two temperatures, 0.7 and 1.0. Score each word as chapter 11 scores text: by its log-probability under the
+# raw distribution (temperature 1, no filter), how likely the model finds it. Draw i of each temperature uses
+# a generator seeded with i: the *same* random numbers for both, as chapter 11 ran its sampled methods. For
+# comparison, the cell also draws T 1.0 again with numbers of its own (seeds that T 0.7 never used).
 #
 # Before you run the next cell, write down your answers:
 #
-# 1. Which word is the most *typical*: "forward" (surprise 0.56 nats) or "toward" (1.03 nats)?
-# 2. Top-p 0.3 keeps only "forward". What does typical 0.3 keep?
-# 3. At 0.9, do top-p and typical keep the same words?
+# 1. Which temperature picks words the model finds more likely on average, and by a lot or a little?
+# 2. With the same random numbers, in how many of the draws do the two temperatures pick the same word: about
+#    half, or most of them?
+# 3. The difference of the two mean scores has a standard error. Is it smaller with the same numbers or with
+#    numbers of their own? With which can the difference be told apart from 0 (its interval, mean ± 2 standard
+#    errors, clear of 0)?
 
 # %%
-from minigpt.logits import top_p_filter, typical_filter
+from minigpt.metrics import spread
 
 vocab = ["closer", "every", "effort", "forward", "inches", "moves", "pizza", "toward", "you"]
 logits = torch.tensor([[4.51, 0.89, -1.90, 6.75, 1.63, -1.62, -1.89, 6.28, 1.79]])  # (1, 9)
-log_probs = logits.log_softmax(dim=-1)
-entropy = -(log_probs * log_probs.exp()).sum().item()
-print(f"p(forward) {log_probs[0, 3].exp():.2f}, p(toward) {log_probs[0, 7].exp():.2f}")
-print(f"entropy {entropy:.2f} nats; surprise of forward {-log_probs[0, 3]:.2f}, toward {-log_probs[0, 7]:.2f}")
-for mass in (0.3, 0.9):
-    for name, f in (("top-p", top_p_filter), ("typical", typical_filter)):
-        kept = [w for w, z in zip(vocab, f(logits, mass)[0].tolist()) if z > float("-inf")]
-        print(f"{name:>8} {mass}: {kept}")
+log_p = logits.log_softmax(dim=-1)[0]  # (9,) the score: how likely the model finds each word, at T = 1
+DRAWS = 200
 
+
+def draw(temperature, seed):
+    """One word from softmax(logits / temperature), drawn with a generator seeded with ``seed``."""
+    probs = torch.softmax(logits / temperature, dim=-1)
+    return torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed)).item()
+
+
+def clear_of_zero(s):
+    low, high = s.interval()  # mean ± 2 standard errors
+    return low > 0 or high < 0
+
+
+cold = [draw(0.7, i) for i in range(DRAWS)]
+warm_same = [draw(1.0, i) for i in range(DRAWS)]  # the same numbers as T 0.7: seed i for draw i
+warm_own = [draw(1.0, DRAWS + i) for i in range(DRAWS)]  # numbers of its own
+alike = sum(a == b for a, b in zip(cold, warm_same))
+print(f"the same word in {alike} of {DRAWS} draws with the same numbers, "
+      f"in {sum(a == b for a, b in zip(cold, warm_own))} with numbers of its own")
+scores = {"T 0.7": [log_p[t].item() for t in cold], "T 1.0": [log_p[t].item() for t in warm_own]}
+print("mean log p, each with its own standard error:", ", ".join(f"{T} {spread(v)}" for T, v in scores.items()))
+differences = {}
+for numbers, warm in (("the same numbers", warm_same), ("numbers of its own", warm_own)):
+    differences[numbers] = spread([log_p[a].item() - log_p[b].item() for a, b in zip(cold, warm)])  # pair i
+    d = differences[numbers]
+    print(f"T 0.7 - T 1.0 with {numbers:>18}: {d.mean:+.3f} ± {d.stderr:.3f}, interval clear of 0: {clear_of_zero(d)}")
+same, own = differences["the same numbers"], differences["numbers of its own"]
+# what the answers below say: most draws alike, a standard error under half as large, and only the paired one clear
+assert alike > DRAWS * 3 // 4 and same.stderr < own.stderr / 2
+assert clear_of_zero(same) and not clear_of_zero(own)
 
 # %% [markdown]
-# ## Exercise 1: the surprise gap
-#
-# Write `surprise_gap(logits)`: for each row of the (B, V) logits, the entropy H = −Σ p log p (in nats, the
-# row's average surprise), and for each token |−log p − H|, how far its surprise is from that average. A token
-# already removed by an earlier filter has logit −inf and p = 0: it adds nothing to H (0 · log 0 counts as 0,
-# not NaN) and its gap is inf.
-#
-# *Hints:* `torch.log_softmax` gives log p directly (−inf for removed tokens); `torch.nansum` skips the NaN
-# that −inf · 0 makes.
+# With the same numbers the two temperatures pick the same word in most draws (the exponential race of
+# chapter 11's Step 6: the same random times, and a temperature that moves every p a little), and in those
+# pairs the difference is exactly 0. So the differences vary much less than two independent readings would,
+# and the paired standard error comes out under half as large. With it, T 0.7's small advantage is clear of 0;
+# with numbers of its own, the same comparison ends inside the noise, and no winner can be named. Exercise 2
+# writes that paired comparison.
 
-# %% deletable=false nbgrader={"cell_type": "code", "checksum": "c0b98f687ce5d78be1910f470d87462b", "grade": false, "grade_id": "surprise_gap", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def surprise_gap(logits: torch.Tensor) -> torch.Tensor:
-    """|-log p - H| for every token of each row of the (B, V) ``logits`` (H: the row's entropy, in nats)."""
+# %% [markdown]
+# ## Exercise 1: the repeated n-gram rate
+#
+# Write `repeated_ngram_rate(tokens, n)`: of the n-grams of the list `tokens` (runs of n tokens, one starting
+# at each position that leaves room for n), the share that repeat an n-gram seen *earlier* in it. The first
+# copy of an n-gram is not a repeat; every later copy is. A loop such as "I will, I will, I will" drives it up,
+# a text with no repeated phrase scores 0. Chapter 11 reads it on runs of four tokens; yours takes any n from
+# 1 to the length of `tokens`.
+#
+# *Hints:* `tuple(tokens[i : i + n])` is an n-gram you can put in a `set`; a text of length L has L − n + 1
+# of them.
+
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "4d3aa45877c861ad9967ba62358e1362", "grade": false, "grade_id": "repeated_ngram_rate", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def repeated_ngram_rate(tokens: list[int], n: int) -> float:
+    """The share of the n-grams of ``tokens`` that repeat an n-gram seen earlier in it (0.0: none repeats)."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "f199f5c81e269f3fda433fd7f7aafcf8", "grade": true, "grade_id": "check_surprise_gap", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-check_surprise_gap(surprise_gap)
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "2bdfe49db7b3e2598b0562c9a44b642a", "grade": true, "grade_id": "check_repeated_ngram_rate", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check_repeated_ngram_rate(repeated_ngram_rate)
+
 
 # %% [markdown]
-# ## Exercise 2: the typical filter
+# ## Exercise 2: the paired comparison
 #
-# Write `typical_filter(logits, mass, min_tokens_to_keep=1)`: in each row, sort the tokens by their surprise
-# gap, most typical (smallest gap) first, and keep them in that order until their probabilities add up to
-# `mass`. As in top-p, the token that *crosses* `mass` is kept; so is every token whose gap equals its (ties),
-# and the `min_tokens_to_keep` most typical tokens are always kept. Every other logit becomes `-inf`, and the
-# answer keeps the vocabulary's order.
+# Write `paired_difference(scores_a, scores_b)`: two settings' scores, pair i from the same prompt and the same
+# random numbers, as in the prediction above. Return the mean of the differences `scores_a[i] - scores_b[i]`
+# and its standard error, as a tuple of two floats. The standard error is the differences' sample standard
+# deviation (the squared deviations summed, divided by n − 1, square-rooted) divided by √n, the same as
+# `minigpt.metrics.spread` computes for any list of readings.
 #
-# *Hints:* your `surprise_gap` from Exercise 1; `torch.sort` returns the order; the probabilities in that
-# order are `torch.softmax(logits, dim=-1).gather(-1, order)`. Find the gap of the token that crosses `mass`,
-# then drop every token whose gap is larger. `torch.zeros_like(mask).scatter(-1, order, mask)` puts a mask
-# back into vocabulary order.
+# The point of pairing: do *not* work out each setting's own standard error and combine them, which treats
+# the two lists as independent. Paired scores move together, and only the differences show how much.
+#
+# *Hint:* `math.sqrt` (math is imported at the top); there are at least two pairs.
 
-# %% deletable=false nbgrader={"cell_type": "code", "checksum": "3c18cc1eb14542c861acaa66a11ca2fd", "grade": false, "grade_id": "typical_filter", "locked": false, "schema_version": 3, "solution": true, "task": false}
-def typical_filter(logits: torch.Tensor, mass: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
-    """The (B, V) ``logits`` with every token outside its row's typical set of mass ``mass`` at -inf."""
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "76bdcbadadf33ca7a18c1d18ab144b21", "grade": false, "grade_id": "paired_difference", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def paired_difference(scores_a: list[float], scores_b: list[float]) -> tuple[float, float]:
+    """The mean of ``scores_a[i] - scores_b[i]`` over the pairs, and its standard error."""
     raise NotImplementedError  # EXERCISE: write this function
 
 
-# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "76e2e017744f5c2daff9ba504c5ae27b", "grade": true, "grade_id": "check_typical_filter", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
-check_typical_filter(typical_filter)
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "b32ede071c1845a4b663c4aaf261e687", "grade": true, "grade_id": "check_paired_difference", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check_paired_difference(paired_difference)
 
 # %% [markdown]
 # ## To think about: an open question
 #
-# In chapter 11, typical 0.9 and top-p 0.9 wrote most of their continuations token for token alike. When would
-# you expect typical sampling to behave clearly differently from top-p, and would you want it to?
+# Chapter 11 gives each method its own standard error and names a method only where the intervals are clear
+# of each other, although its sampled methods all drew with the same seed and ran on the same prompts. Where
+# in its comparisons would a paired comparison, like your `paired_difference` over the same prompts and
+# draws, help most, and where would it hardly help?
 #
 # There is no single right answer: write yours in a few sentences, from what this notebook and
 # [chapter 11](../11_which_method_when.ipynb) showed. The

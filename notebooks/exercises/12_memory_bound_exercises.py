@@ -112,6 +112,7 @@ def quantize_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "b19cb9deb65d0846a8068dddc7002e0e", "grade": true, "grade_id": "check_quantize_per_channel", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_quantize_per_channel(quantize_per_channel)
 
+
 # %% [markdown]
 # ## Exercise 2: back to floats
 #
@@ -182,6 +183,7 @@ def decode_step_bytes(config: GPTConfig, batch_size: int, context_len: int) -> i
 
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "ae05822339097ffef8aff119c69d9c58", "grade": true, "grade_id": "check_decode_step_bytes", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_decode_step_bytes(decode_step_bytes)
+
 
 # %% [markdown]
 # ## Exercise 4: the tokens per second memory allows

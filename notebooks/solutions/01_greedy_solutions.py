@@ -88,6 +88,11 @@ def greedy_next_token(logits: torch.Tensor) -> torch.Tensor:
 
 # %% nbgrader={"grade": true, "grade_id": "check_greedy_next_token", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_greedy_next_token(greedy_next_token)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_greedy_next_token, greedy_next_token)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Exercise 2: the greedy loop
@@ -119,6 +124,11 @@ def greedy_generate(model: torch.nn.Module, ids: torch.Tensor, max_new_tokens: i
 
 # %% nbgrader={"grade": true, "grade_id": "check_greedy_generate", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_greedy_generate(greedy_generate)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_greedy_generate, greedy_generate)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## To think about: an open question
@@ -157,3 +167,9 @@ check_greedy_generate(greedy_generate)
 # and whether an n-gram repeats (chapter 1's `first_repeat`). If the text loops, chapter 5's repetition
 # penalty or no-repeat n-gram rule, or beam search (chapter 6), keep the output deterministic; if variety is
 # wanted, sample (chapters 2–4).
+#
+# #### Rubric (1 point)
+#
+# - **1 point**: names a use where one repeatable answer is wanted (a label, a fact, a short completion of code, a test that compares tokens) and something to check before trusting the output (an n-gram that repeats, a short-sighted first step, a near tie between the winner and the runner-up), supported by what this notebook or chapter 1 showed (the "and a man," loop, "The dog has" missed for "The nice woman", or "forward" taken at 0.572 as firmly as "toward" at 0.479).
+# - **½ point**: a sensible use of greedy decoding or a sensible check, but not both, or neither supported by what the notebooks showed.
+# - **0 points**: "always greedy" or "never greedy" without a reason, or no answer to when.

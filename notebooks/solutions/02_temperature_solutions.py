@@ -96,6 +96,11 @@ def softmax_with_temperature(logits: torch.Tensor, temperature: float) -> torch.
 
 # %% nbgrader={"grade": true, "grade_id": "check_softmax_with_temperature", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_softmax_with_temperature(softmax_with_temperature)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_softmax_with_temperature, softmax_with_temperature)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Exercise 2: entropy
@@ -121,6 +126,11 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
 
 # %% nbgrader={"grade": true, "grade_id": "check_entropy", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_entropy(entropy)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_entropy, entropy)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## To think about: an open question
@@ -159,3 +169,9 @@ check_entropy(entropy)
 # sampled stays in a band you found readable; some samplers go further and adapt the temperature at every step
 # to hit a target entropy. On the toy logits the whole range is visible: from 0 at T → 0 to $\log 9$ as
 # T → ∞ (chapter 2, step 4).
+#
+# #### Rubric (1 point)
+#
+# - **1 point**: gives the two jobs different temperatures (low, or greedy, for arithmetic; nearer 1 for sonnets), says how to choose each (samples at several temperatures with fixed seeds, read and compared), and uses entropy as a measure of how unsure the model is (flag high-entropy steps in the arithmetic, or keep the entropy of the sampled distributions in a readable band), supported by a number from this notebook or chapter 2 (such as "forward" going from 0.572 to 0.713 at a low temperature and falling to 0.421 at a high one).
+# - **½ point**: different temperatures with a reason, but entropy unused or named without saying what it would decide; or no number from the notebooks.
+# - **0 points**: the same temperature for both jobs without a reason, or no answer.

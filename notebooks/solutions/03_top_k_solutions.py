@@ -91,6 +91,11 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
 # %% nbgrader={"grade": true, "grade_id": "check_top_k_filter", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_top_k_filter(top_k_filter)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_top_k_filter, top_k_filter)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Exercise 2: the distribution to sample from
@@ -114,6 +119,11 @@ def top_k_probs(logits: torch.Tensor, k: int, temperature: float) -> torch.Tenso
 
 # %% nbgrader={"grade": true, "grade_id": "check_top_k_probs", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_top_k_probs(top_k_probs)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_top_k_probs, top_k_probs)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## To think about: an open question
@@ -151,3 +161,9 @@ check_top_k_probs(top_k_probs)
 # with top-p or min-p (chapter 4), which follow the model's confidence. If I had to pick one k, I would look at
 # how many tokens the model needs at its confident and at its open steps on prompts like mine, choose k near
 # the upper end, and let temperature and top-p do the rest.
+#
+# #### Rubric (1 point)
+#
+# - **1 point**: says no single k fits every prompt, because the number of plausible tokens changes from step to step while k does not; names when k = 50 lets in too few tokens (an open step, where thousands are plausible) and when too many (a confident step), supported by a number from this notebook or chapter 3 (top-2 threw away 0.070 of the probability at T = 1 but 0.538 at T = 5, or chapter 3's top-10 at its unsure and its sure step).
+# - **½ point**: only one side (too few or too many), or both without any number from the notebooks.
+# - **0 points**: one k for every prompt without a reason, or no answer.

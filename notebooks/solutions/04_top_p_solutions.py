@@ -96,6 +96,11 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 # %% nbgrader={"grade": true, "grade_id": "check_top_p_filter", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_top_p_filter(top_p_filter)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_top_p_filter, top_p_filter)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Exercise 2: the min-p filter
@@ -120,6 +125,11 @@ def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
 
 # %% nbgrader={"grade": true, "grade_id": "check_min_p_filter", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_min_p_filter(min_p_filter)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_min_p_filter, min_p_filter)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## To think about: an open question
@@ -156,3 +166,9 @@ check_min_p_filter(min_p_filter)
 # much probability is given up
 # (never more than 1 − p), or when I must match a reference setting (top-p is what most APIs and papers
 # report). Nothing stops you from using both: min-p for the floor, a loose top-p or top-k as a cap.
+#
+# #### Rubric (1 point)
+#
+# - **1 point**: names when to prefer min-p (a long, flat tail, as at a raised temperature or with a large vocabulary) and why: top-p counts mass and must take in many unlikely tokens to reach p, while min-p keeps only the tokens at least `min_p` times as likely as the best; supported by a number from this notebook or chapter 4 (top-p 0.9 keeping thousands of tokens at the flattest step where min-p 0.1 kept twenty, or the prediction's table, where at T = 2 top-p kept 4 words and min-p 3).
+# - **½ point**: the difference between the two rules right but no situation named, or a situation with no support from what the notebooks showed.
+# - **0 points**: treats the two rules as the same, or no answer.

@@ -99,6 +99,11 @@ def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, pena
 
 # %% nbgrader={"grade": true, "grade_id": "check_apply_repetition_penalty", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_apply_repetition_penalty(apply_repetition_penalty)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_apply_repetition_penalty, apply_repetition_penalty)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Exercise 2: the tokens a no-repeat n-gram rule bans
@@ -127,6 +132,11 @@ def banned_ngram_tokens(ids: list[int], n: int) -> set[int]:
 
 # %% nbgrader={"grade": true, "grade_id": "check_banned_ngram_tokens", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_banned_ngram_tokens(banned_ngram_tokens)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_banned_ngram_tokens, banned_ngram_tokens)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Exercise 3: cut at a stop string
@@ -150,6 +160,11 @@ def cut_at_stop(text: str, stop_strings: list[str]) -> str:
 
 # %% nbgrader={"grade": true, "grade_id": "check_cut_at_stop", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_cut_at_stop(cut_at_stop)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_cut_at_stop, cut_at_stop)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## To think about: an open question
@@ -189,3 +204,9 @@ check_cut_at_stop(cut_at_stop)
 # `for i in range(`. The penalty would push the model to rename things, and the n-gram ban forbids the repeat
 # outright (its logit is −∞; there are no degrees). Code wants a low temperature or greedy decoding, stop
 # strings that end the snippet (`"\ndef "`, a closing fence), and, if it stops too early, `min_new_tokens`.
+#
+# #### Rubric (1 point)
+#
+# - **1 point**: makes a choice for each of the story, the summary and the code, and names what could go wrong with each (for instance that the penalty also pushes down the prompt's names and terms, which a summary must copy, and that code repeats itself legitimately); supports at least one claim with a number from this notebook or chapter 5 (such as "forward" falling from 6.750 to 4.500, below "closer", only because it was said before, or the greedy loop after "ROMEO:" that a penalty or the trigram rule broke).
+# - **½ point**: sensible choices for some of the three uses, or choices for all three with no risk named and nothing from the notebook or the chapter to support them.
+# - **0 points**: no choice made, or reasoning that contradicts what the notebook showed (that the penalty only touches generated tokens, or that a penalised token always becomes less likely).

@@ -101,6 +101,11 @@ def beam_score(sum_logprobs: float, sequence_length: int, prompt_length: int, le
 
 # %% nbgrader={"grade": true, "grade_id": "check_beam_score", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_beam_score(beam_score)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_beam_score, beam_score)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Exercise 2: one step of beam search
@@ -133,6 +138,11 @@ def beam_step(
 
 # %% nbgrader={"grade": true, "grade_id": "check_beam_step", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_beam_step(beam_step)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_beam_step, beam_step)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Exercise 3: beam search by hand
@@ -167,6 +177,11 @@ def beam_search_by_hand(
 
 # %% nbgrader={"grade": true, "grade_id": "check_beam_search_by_hand", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_beam_search_by_hand(beam_search_by_hand)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_beam_search_by_hand, beam_search_by_hand)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## What beams cost, measured
@@ -248,3 +263,9 @@ assert times["greedy"].mean < times["4 beams"].mean < times["4 greedy runs"].mea
 #
 # - Koehn, P., & Knowles, R. (2017). *Six Challenges for Neural Machine Translation*. Proceedings of the First
 #   Workshop on Neural Machine Translation, 28–39. arXiv:1706.03872.
+#
+# #### Rubric (1 point)
+#
+# - **1 point**: names tasks where the input pins the output down (translation, a summary, a short factual answer) as the ones where "more probable" is wanted, and open-ended text as one where it is not, supported by what the notebook or chapter 6 showed (the beams after "HAMLET:\nO" repeating "my lord", with fewer distinct tokens than a top-p sample, or the toy tree where three beams found "The sun rose", 0.190 against 0.180); and chooses `num_beams` by weighing what another beam finds against what it costs (a batch row and a KV cache each, more time), for instance by trying a few values on real inputs.
+# - **½ point**: one of the two parts done well (the tasks, or how to choose `num_beams`), or both without support from the notebook or the chapter.
+# - **0 points**: "more beams are always better", or no task named.

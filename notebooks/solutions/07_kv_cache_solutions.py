@@ -16,8 +16,9 @@
 # %% [markdown]
 # # Chapter 7 exercises — the KV cache (solutions)
 #
-# Three exercises on [chapter 7](../07_kv_cache.ipynb): greedy decoding with a cache, the memory a cache
-# takes, and the causal mask when new tokens follow cached ones. Each exercise asks for one function; the
+# Four exercises on [chapter 7](../07_kv_cache.ipynb): greedy decoding with a cache, the memory a cache
+# takes, the causal mask when new tokens follow cached ones, and a whole sampler with a cache that draws what
+# `minigpt.generate` draws. Each exercise asks for one function; the
 # cell after it checks your function on hidden cases against minigpt's own and, when one fails, shows that
 # input with the expected and the actual answer.
 # In the [exercise notebook](../exercises/07_kv_cache_exercises.ipynb) each function is a stub for you to
@@ -30,8 +31,14 @@
 # %%
 import torch
 
-from minigpt.exercises.kv_cache import check_causal_mask_with_cache, check_greedy_with_cache, check_kv_cache_bytes
+from minigpt.exercises.kv_cache import (
+    check_causal_mask_with_cache,
+    check_greedy_with_cache,
+    check_kv_cache_bytes,
+    check_sample,
+)
 from minigpt.kv_cache import KVCache
+from minigpt.logits import LogitsSettings, apply_temperature, min_p_filter, repetition_penalty, top_k_filter, top_p_filter
 
 torch.manual_seed(0)
 torch.set_num_threads(1)
@@ -109,6 +116,11 @@ def greedy_with_cache(model: torch.nn.Module, prompt_ids: torch.Tensor, max_new_
 
 # %% nbgrader={"grade": true, "grade_id": "check_greedy_with_cache", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_greedy_with_cache(greedy_with_cache)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_greedy_with_cache, greedy_with_cache)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Exercise 2: the memory a cache needs
@@ -134,6 +146,11 @@ def kv_cache_bytes(n_layer: int, batch_size: int, seq_len: int, n_embd: int, dty
 
 # %% nbgrader={"grade": true, "grade_id": "check_kv_cache_bytes", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_kv_cache_bytes(kv_cache_bytes)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_kv_cache_bytes, kv_cache_bytes)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Exercise 3: the causal mask with a cache
@@ -159,6 +176,132 @@ def causal_mask_with_cache(past_length: int, new_length: int) -> torch.Tensor:
 
 # %% nbgrader={"grade": true, "grade_id": "check_causal_mask_with_cache", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_causal_mask_with_cache(causal_mask_with_cache)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_causal_mask_with_cache, causal_mask_with_cache)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Exercise 4: a whole sampler
+#
+# Put the pieces of chapters 2–5 and this chapter together. Write `sample(model, prompt_ids,
+# max_new_tokens, settings, generator)`: sample `max_new_tokens` tokens after each of the (B, T) prompts and
+# return the prompt and the new tokens, (B, T + max_new_tokens). `settings` is a
+# `minigpt.logits.LogitsSettings`; any of `repetition_penalty`, `top_k`, `top_p` and `min_p` may be None (off),
+# and `temperature` is a number > 0. At every step:
+#
+# 1. run the model with a `KVCache`: the whole prompt at the first step, then only the token just drawn;
+# 1. take the logits of the last position, (B, V), and transform them in the library's order: the repetition
+#    penalty over every token so far, prompt included (`repetition_penalty`), then the temperature
+#    (`apply_temperature`), top-k (`top_k_filter`), top-p (`top_p_filter`) and min-p (`min_p_filter`);
+# 1. draw the next token of every row at once, `torch.multinomial(probs, 1, generator=generator)` on the (B, V)
+#    softmax.
+#
+# The check runs `minigpt.generate(model, prompt_ids, do_sample=True, logits=settings, generator=...)` with a
+# generator seeded the same, and compares the tokens one for one, on a small random model. It also counts
+# the positions your function feeds the model (a cache feeds each one once) and notices a draw from torch's
+# global generator.
+#
+# *Hint:* you may use the library's filters, imported above; the exercise is putting them together.
+# `model(ids, kv_cache=cache)` places `ids` after the positions the cache holds.
+
+# %% [markdown]
+# ### Predict, then run
+#
+# Before you run the next cell, write down your answer:
+#
+# 1. On the small random model's first step, `top_p=0.6` keeps some tokens. Does it keep more or fewer when
+#    `temperature=1.5` is applied before it, as the library does, than when it is applied after it?
+# 1. Two runs of `minigpt.generate` with generators seeded with the same number: the same tokens? And a run
+#    with another seed?
+
+# %%
+prompt = torch.tensor([[1, 2, 3, 4]])
+with torch.no_grad():
+    logits = model(prompt)[:, -1]  # (1, 64): the first step's logits
+kept_before = int(torch.isfinite(top_p_filter(apply_temperature(logits, 1.5), 0.6)).sum())
+kept_after = int(torch.isfinite(top_p_filter(logits, 0.6)).sum())  # dividing afterwards brings no token back
+print(f"top_p=0.6 keeps {kept_before} tokens when temperature 1.5 comes first, {kept_after} when it comes after")
+for seed in (0, 0, 1):
+    out = minigpt.generate(model, prompt, max_new_tokens=8, do_sample=True, temperature=1.5, top_p=0.6,
+                           generator=torch.Generator().manual_seed(seed))
+    print(f"generator seeded with {seed}: {out.new_tokens[0]}")
+
+# %% nbgrader={"grade": false, "grade_id": "sample", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def sample(
+    model: torch.nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int, settings: LogitsSettings,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Sample after each prompt with the settings' transforms, in the library's order, with a KV cache."""
+    ### BEGIN SOLUTION
+    cache = KVCache.for_model(model, batch_size=prompt_ids.size(0))  # one cache row per prompt
+    ids = prompt_ids
+    fresh = prompt_ids  # the tokens the cache has not seen: the whole prompt at first
+    for _ in range(max_new_tokens):
+        with torch.no_grad():
+            logits = model(fresh, kv_cache=cache)[:, -1]  # (B, V): positions continue after the cached ones
+        # the library's order: the penalty describes the text, then temperature, so that the filters cut the
+        # distribution that is really sampled; top-k before top-p, which measures the mass of the k survivors
+        if settings.repetition_penalty is not None:
+            logits = repetition_penalty(logits, ids, settings.repetition_penalty)  # the prompt counts as seen
+        logits = apply_temperature(logits, settings.temperature)
+        if settings.top_k is not None:
+            logits = top_k_filter(logits, settings.top_k)
+        if settings.top_p is not None:
+            logits = top_p_filter(logits, settings.top_p)
+        if settings.min_p is not None:
+            logits = min_p_filter(logits, settings.min_p)
+        # one draw for the whole (B, V) batch, from the generator: the same seed gives the same tokens
+        next_ids = torch.multinomial(logits.softmax(dim=-1), 1, generator=generator)  # (B, 1)
+        ids = torch.cat([ids, next_ids], dim=1)
+        fresh = next_ids
+    return ids
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_sample", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
+check_sample(sample)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_sample, sample)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### To think about: the order of the transforms
+#
+# Your sampler follows transformers' order, temperature before the filters; llama.cpp's sampler applies
+# temperature last. Which would you rather have, and for what kind of text?
+#
+# There is no single right answer: write yours in a few sentences, from what this exercise and
+# [chapter 5](../05_controlling_the_loop.ipynb) showed.
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "open_question_sample", "locked": false, "schema_version": 3, "solution": true, "task": false, "points": 1}
+# #### Worked answer
+#
+# Temperature before the filters means the filters cut the distribution that is really sampled; temperature
+# last means they cut the model's own distribution, and temperature only reshapes what survives. The prediction
+# shows the difference on the small model's first step: with temperature 1.5 first, `top_p=0.6` kept 15 tokens;
+# applied after the filter, the same temperature could only spread the probability over the 9 tokens the
+# model's own distribution had put in the nucleus, since dividing a -inf logit brings no token back. Top-k is the
+# one filter the order leaves alone (dividing by a temperature keeps the ranking), so the choice matters for
+# top-p, min-p and the other filters that read probabilities. The repetition penalty comes first in both,
+# because it describes the text rather than the draw.
+#
+# In transformers' order the temperature is one dial over both how many tokens can appear and how likely each
+# is: a hot sample reaches further into the tail. In llama.cpp's order the filters are a fixed guard, set by the
+# model's own confidence, and temperature only mixes the survivors. For creative text at a high temperature I
+# would rather have llama.cpp's order: the sample is varied, but a token the model itself thought implausible
+# stays out however hot it gets. For reproducing a published setting, or comparing with transformers and vLLM,
+# I would keep the library's order, because the same numbers then mean the same thing; and since the order
+# changes what a given `top_p` means, I would never tune settings in one order and use them in the other.
+#
+# #### Rubric (1 point)
+#
+# - **1 point**: says what the order changes (with temperature first, top-p and min-p see the flattened or sharpened distribution and keep a different number of tokens; with temperature last, it cannot bring back a token a filter cut), supports it with this exercise's count (15 against 9 tokens kept), and picks an order for a named kind of text with a reason.
+# - **½ point**: a preference with a reason, but without what the order does to the filters, or without a number.
+# - **0 points**: says the order makes no difference, or gives no reason.
 
 # %% [markdown]
 # ## To think about: an open question
@@ -193,3 +336,9 @@ check_causal_mask_with_cache(causal_mask_with_cache)
 # the model rather than to decoding); or keep only the last W positions, a sliding window, which changes the output
 # unless the model was trained with that window. When it is the batch that does not fit, a smaller batch with a
 # cache is usually still faster than a big one without.
+#
+# #### Rubric (1 point)
+#
+# - **1 point**: names a case for decoding without a cache (one scoring pass, one or two new tokens, a reference to test a cached loop against) and a way to keep only part of it when memory is the limit (fewer bits, pages, a sliding window, keys and values shared among heads), and supports them with a number from the prediction (114 against 15 positions, or the cache doubling from 8,192 to 16,384 bytes) or chapter 7.
+# - **½ point**: one of the two cases with a reason, or both without a number.
+# - **0 points**: "always use a cache" with no reason, or a claim the notebook contradicts (such as a cache that grows with the square of the length).

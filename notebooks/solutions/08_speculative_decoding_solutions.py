@@ -16,9 +16,9 @@
 # %% [markdown]
 # # Chapter 8 exercises — speculative decoding (solutions)
 #
-# Three exercises on [chapter 8](../08_speculative_decoding.ipynb): verifying a round of drafts greedily,
-# then the two pieces of speculative sampling: the chance of keeping a draft token and what to draw after a
-# rejection. Each exercise asks for one function; the cell after it checks your function on hidden cases
+# Four exercises on [chapter 8](../08_speculative_decoding.ipynb): verifying a round of drafts greedily,
+# the two pieces of speculative sampling (the chance of keeping a draft token and what to draw after a
+# rejection), then the whole speculative sampling loop. Each exercise asks for one function; the cell after it checks your function on hidden cases
 # against minigpt's own and, when one fails, shows that input with the expected and the actual answer.
 # In the [exercise notebook](../exercises/08_speculative_decoding_exercises.ipynb) each function is a stub
 # for you to fill in (replace `raise NotImplementedError` with your code); the [solutions
@@ -31,9 +31,11 @@
 import torch
 
 import minigpt
+from minigpt.exercises.models import toy_model
 from minigpt.exercises.speculative import (
     check_accept_probability,
     check_residual_distribution,
+    check_speculative_sample,
     check_verify_greedy,
 )
 from minigpt.speculative import speculative_generate
@@ -99,6 +101,11 @@ def verify_greedy(drafts: list[int], target_logits: torch.Tensor) -> list[int]:
 
 # %% nbgrader={"grade": true, "grade_id": "check_verify_greedy", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_verify_greedy(verify_greedy)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_verify_greedy, verify_greedy)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Exercise 2: the probability of keeping a draft token
@@ -122,6 +129,11 @@ def accept_probability(p_x: float, q_x: float) -> float:
 
 # %% nbgrader={"grade": true, "grade_id": "check_accept_probability", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_accept_probability(accept_probability)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_accept_probability, accept_probability)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Exercise 3: what to draw after a rejection
@@ -148,6 +160,127 @@ def residual_distribution(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 # %% nbgrader={"grade": true, "grade_id": "check_residual_distribution", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_residual_distribution(residual_distribution)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_residual_distribution, residual_distribution)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ## Exercise 4: the speculative sampling loop
+#
+# Put exercises 2 and 3 to work. Write `speculative_sample(target, draft, prompt_ids, max_new_tokens, k,
+# generator)`: continue the (1, T) `prompt_ids` by speculative sampling until `max_new_tokens` new tokens, and
+# return the (1, T + max_new_tokens) ids. Each round:
+#
+# 1. draft m = min(k, tokens still to make − 1) tokens with the draft model, one at a time: q_i is the softmax
+#    of the draft's last logits, and x_i = `torch.multinomial(q_i, 1, generator=generator)` (the − 1: a round
+#    can add one token more than it drafts);
+# 1. run the target once over the sequence and the m drafts; the softmax of its last m + 1 positions is p
+#    (m + 1, V): row i scores draft i, the last row the token after all of them;
+# 1. for each draft in turn, draw u = `torch.rand((), generator=generator)` and keep x_i when
+#    u · q_i(x_i) < p_i(x_i), which happens with probability min(1, p/q); at the first rejection draw a
+#    replacement from max(p_i − q_i, 0) (your `residual_distribution`) with `torch.multinomial` and end the round;
+# 1. when all m drafts were kept, draw a bonus token from the last row of p.
+#
+# The check counts the first new token of many runs and tests, as chapter 8's Step 9 does, that it follows the
+# target's p (Pearson's chi-square, on two tiny models); then it compares single runs with
+# `minigpt.speculative.speculative_generate(..., do_sample=True, generator=...)` token for token, so draw
+# every random number from `generator`, in the order above. No cache is needed: the toy models are small.
+
+# %% [markdown]
+# ### Predict, then run
+#
+# Before you run the next cell, write down your answer:
+#
+# 1. With a draft that is the target itself, `k=4` and 12 new tokens, what share of the drafts does the target
+#    keep, and how many target passes does it take?
+# 1. With a draft that is another random model, does the share go up or down, and the passes?
+
+# %%
+toy_target, toy_other = toy_model(seed=7), toy_model(seed=8)  # the check's small random GPTs, 64 tokens
+toy_prompt = torch.tensor([[1, 2, 3, 4]])
+for name, toy_draft in (("the target itself", toy_target), ("another random model", toy_other)):
+    r = speculative_generate(toy_target, toy_draft, toy_prompt, k=4, max_new_tokens=12, do_sample=True, seed=0)
+    print(f"draft = {name}: {r.num_accepted} of {r.num_proposed} drafts kept ({r.acceptance_rate:.2f}), "
+          f"{r.num_target_passes} target passes for 12 tokens")
+
+# %% nbgrader={"grade": false, "grade_id": "speculative_sample", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def speculative_sample(
+    target: torch.nn.Module, draft: torch.nn.Module, prompt_ids: torch.Tensor, max_new_tokens: int, k: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Speculative sampling: the draft proposes, the target keeps what it would have drawn itself."""
+    ### BEGIN SOLUTION
+    ids, prompt_length = prompt_ids, prompt_ids.size(1)
+    while ids.size(1) - prompt_length < max_new_tokens:
+        left = max_new_tokens - (ids.size(1) - prompt_length)  # new tokens still to make
+        drafts, q, seq = [], [], ids
+        with torch.no_grad():
+            for _ in range(min(k, left - 1)):  # a round yields up to one token more than it drafts
+                q_i = draft(seq)[0, -1].softmax(dim=-1)  # (V,) the draft's distribution
+                x = torch.multinomial(q_i, 1, generator=generator).item()
+                drafts.append(x)
+                q.append(q_i)
+                seq = torch.cat([seq, torch.tensor([[x]])], dim=1)
+            p = target(seq)[0, -(len(drafts) + 1) :].softmax(dim=-1)  # (m + 1, V): one pass scores every draft
+        kept = []
+        for i, x in enumerate(drafts):
+            if torch.rand((), generator=generator) * q[i][x] < p[i, x]:  # kept with probability min(1, p/q)
+                kept.append(x)
+                continue
+            kept.append(torch.multinomial(residual_distribution(p[i], q[i]), 1, generator=generator).item())
+            break  # the later drafts followed a rejected token: drop them
+        else:  # every draft kept: the target's last row gives one more token for free
+            kept.append(torch.multinomial(p[-1], 1, generator=generator).item())
+        ids = torch.cat([ids, torch.tensor([kept])], dim=1)
+    return ids
+    ### END SOLUTION
+
+
+# %% nbgrader={"grade": true, "grade_id": "check_speculative_sample", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
+check_speculative_sample(speculative_sample)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_speculative_sample, speculative_sample)
+### END HIDDEN TESTS
+
+# %% [markdown]
+# ### To think about: two checks of one sampler
+#
+# The check ran two tests: the chi-square test on the first token of many runs, and token-for-token equality
+# with the library on single runs. Which would still pass if you drew the random numbers in another order, and
+# what does each one tell you that the other cannot?
+#
+# There is no single right answer: write yours in a few sentences, from what this exercise and
+# [chapter 8](../08_speculative_decoding.ipynb) showed.
+
+# %% [markdown] nbgrader={"grade": true, "grade_id": "open_question_speculative_sample", "locked": false, "schema_version": 3, "solution": true, "task": false, "points": 1}
+# #### Worked answer
+#
+# The chi-square test would still pass: it looks only at what comes out, how often each token comes first
+# over many runs, and drawing the same random numbers in another order changes which token a given run gives,
+# not how often each token comes. Token equality would fail, since it holds only when every draw takes the same
+# number from the generator that the library's draw takes.
+#
+# So they answer different questions. The chi-square test checks the algorithm: that keeping a draft with
+# probability min(1, p/q) and drawing from the residual after a rejection make the output follow the target,
+# whatever the draft. It is the test that would accept a correct sampler written in another way, and it is the
+# one chapter 8 runs on the library itself. But it sees only what a few hundred runs can show at one step: a bug
+# that moves the distribution a little passes it, and a bug that leaves the distribution right passes it
+# always. Forgetting the bonus token is such a bug: every token still follows p, the round just wastes the
+# target's last row. Token equality catches any difference on every run, however small its effect on the
+# distribution, but it ties the solution to one order of draws. The prediction shows what neither test looks
+# at, the speed: with the target as its own draft, 9 of 9 drafts were kept and 12 tokens took 3 target passes;
+# with another random model as the draft, 1 of 34 was kept and they took 11. The output is the target's either
+# way.
+#
+# #### Rubric (1 point)
+#
+# - **1 point**: says that the chi-square test passes with another order of draws and token equality fails, and what each one sees: the distribution (the algorithm is right, however it is written) against every single draw (bugs too small to show in a few hundred runs, or that leave the distribution right, such as a forgotten bonus token); supports it with a number from this notebook (the kept drafts or target passes of the prediction) or chapter 8.
+# - **½ point**: one of the two tests explained correctly, or both without an example.
+# - **0 points**: says that the two tests check the same thing, or that equal tokens on a few seeds prove the distribution.
 
 # %% [markdown]
 # ## Numbers to think with
@@ -205,3 +338,9 @@ print(f"a = {a}: " + ", ".join(f"{(1 - a ** (k + 1)) / (1 - a):.1f} tokens per p
 # loses when the draft is not much cheaper than the target (on a CPU, per-pass overhead shrinks the gap
 # between 1.6M and 12.4M parameters), when acceptance is low (text unlike the draft's training data, or a high
 # sampling temperature that spreads p and q apart), and for short outputs, with few rounds to save.
+#
+# #### Rubric (1 point)
+#
+# - **1 point**: says what makes a good draft (it agrees with the target, sharing its tokenizer and data, and costs much less) and how to choose k (the acceptance falls as k grows: measure, and stop where the target passes stop falling), and names when it does not pay off (a compute-bound target, a large batch, a draft not much cheaper, a low acceptance), with a number from the notebook (the acceptance falling from 0.77 to 0.31, the passes from 23 to 12, or the 0.700 the prediction's p and q share).
+# - **½ point**: the draft or k chosen with reasons but no number, or no case where it does not pay off.
+# - **0 points**: "the larger k the faster", or no reasoning.

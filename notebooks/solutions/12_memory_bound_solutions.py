@@ -116,6 +116,11 @@ def quantize_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 # %% nbgrader={"grade": true, "grade_id": "check_quantize_per_channel", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_quantize_per_channel(quantize_per_channel)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_quantize_per_channel, quantize_per_channel)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Exercise 2: back to floats
@@ -135,6 +140,11 @@ def dequantize(q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
 
 # %% nbgrader={"grade": true, "grade_id": "check_dequantize", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_dequantize(dequantize)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_dequantize, dequantize)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ### What the rounding costs
@@ -197,6 +207,11 @@ def decode_step_bytes(config: GPTConfig, batch_size: int, context_len: int) -> i
 
 # %% nbgrader={"grade": true, "grade_id": "check_decode_step_bytes", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_decode_step_bytes(decode_step_bytes)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_decode_step_bytes, decode_step_bytes)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## Exercise 4: the tokens per second memory allows
@@ -223,6 +238,11 @@ def bandwidth_bound(config: GPTConfig, bandwidth_gb_s: float, batch_size: int, c
 
 # %% nbgrader={"grade": true, "grade_id": "check_bandwidth_bound", "locked": true, "schema_version": 3, "solution": false, "task": false, "points": 1}
 check_bandwidth_bound(bandwidth_bound)
+### BEGIN HIDDEN TESTS
+from minigpt.exercises.grading import grade
+
+grade(check_bandwidth_bound, bandwidth_bound)
+### END HIDDEN TESTS
 
 # %% [markdown]
 # ## To think about: an open question
@@ -258,3 +278,9 @@ check_bandwidth_bound(bandwidth_bound)
 # enough that its weights dwarf the per-token overhead, and a kernel that reads int8 at the memory's speed.
 # The way to know on a given machine is the one of chapter 12: measure the tokens/s and compare them with
 # the bound.
+#
+# #### Rubric (1 point)
+#
+# - **1 point**: answers no, or not in general, and names at least two things that keep int8 from a fourfold speed-up or make the bound stop mattering, from the notebook or chapter 12: turning int8 back into numbers costs instructions (torch's weight-only kernel ran slower than fp32 at batch 1, `docs/performance.md`), the KV cache, biases, norms and scales stay float32, a fixed cost per token (Python, launching small operations) dominates small models, and with a large batch the arithmetic, not the memory, limits a step.
+# - **½ point**: answers no with one reason, or names reasons without saying when the bound stops being the limit.
+# - **0 points**: "yes, four times faster, since it reads a quarter of the bytes", with nothing more.
