@@ -20,7 +20,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 
 from minigpt.exercises import grading
 from minigpt.exercises.checking import SECRET_VARIABLE
@@ -208,7 +207,6 @@ def test_a_forked_check_works_with_torch_threads_the_caller_started():
               "check_top_k_probs(_top_k_probs)\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.stdout == "✓ top_k_probs: all 6 hidden cases pass\n", done.stdout + done.stderr
-    assert torch.get_num_threads() >= 1
 
 
 def test_a_function_that_prints_forever_is_cut_and_stopped():
