@@ -3,6 +3,8 @@
     minigpt generate "ROMEO:"                      # sample a continuation from the default model
     minigpt generate "ROMEO:" --temperature 0      # greedy
     minigpt generate "ROMEO:" --weights int8       # int8 weights: a quarter of the bytes per token
+    minigpt generate "ROMEO:" --watermark          # watermarked text (chapter 14): a green list gets δ = 2
+    minigpt detect "ROMEO: ..." --z-threshold 3    # is TEXT watermarked? its green tokens, z-score and verdict
     minigpt generate "Hello" --model gpt2          # OpenAI's GPT-2 (needs the hub extra and a network)
     minigpt train --max-steps 2000                 # train on the Shakespeare corpus
     minigpt bench                                  # decoding speed, side by side
@@ -21,11 +23,11 @@ from pathlib import Path
 import torch
 
 from minigpt import __version__
-from minigpt.arguments import add_dataclass_arguments
+from minigpt.arguments import add_dataclass_arguments, dataclass_from_args
 from minigpt.checkpoint import HUB_REPOS, load_model, shipped_models
 from minigpt.checks import check_device, check_int
 from minigpt.generate import DecodingSettings, stream
-from minigpt.logits import LogitsSettings
+from minigpt.logits import LogitsSettings, WatermarkSettings
 from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, encode
 
 # The other commands' modules (train, bench, explore, export, quantize) are imported inside them: a command
@@ -102,19 +104,48 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     # one flag per LogitsSettings field, its help the field's doc: a new sampler needs no line here
     add_dataclass_arguments(p.add_argument_group("logits settings (minigpt.logits.LogitsSettings)"), LogitsSettings,
                             defaults={"temperature": 0.8, "top_k": 50})
+    p.add_argument("--watermark", action="store_true",
+                   help="watermark the text: add δ to a green list of tokens seeded by the context (chapter 14); "
+                   "minigpt detect finds it. The flags below change its settings")
+    _add_watermark_options(p, "watermark settings, with --watermark (minigpt.logits.WatermarkSettings)")
     p.set_defaults(run=_run_generate)
+
+
+def _add_watermark_options(p: argparse.ArgumentParser, title: str) -> None:
+    """One flag per ``WatermarkSettings`` field; a flag not given stays out of the namespace (its default applies)."""
+    add_dataclass_arguments(p.add_argument_group(title), WatermarkSettings, suppress=True)
+
+
+def watermark_settings(args: argparse.Namespace) -> WatermarkSettings:
+    """The ``WatermarkSettings`` of parsed flags, the defaults for those not given.
+
+    >>> watermark_settings(argparse.Namespace(greenlist_ratio=0.5, seed=1)).greenlist_ratio
+    0.5
+    """
+    return dataclass_from_args(WatermarkSettings, args)
+
+
+def _check_watermark_flags(args: argparse.Namespace) -> None:
+    """Refuse a watermark setting given without ``--watermark``: it would silently do nothing."""
+    lone = [f.metadata["name"] or "--" + f.name.replace("_", "-") for f in dataclasses.fields(WatermarkSettings)
+            if f.name in vars(args)]
+    if lone and not args.watermark:
+        raise ValueError(f"{', '.join(lone)} set(s) the watermark, which is off: pass --watermark too")
 
 
 def logits_settings(args: argparse.Namespace) -> LogitsSettings:
     """The ``LogitsSettings`` of parsed flags; an off value (``minigpt.logits.OFF``, e.g. ``--top-k 0``) is None.
 
+    ``--watermark`` brings the watermark flags' ``WatermarkSettings``.
+
     >>> logits_settings(argparse.Namespace(temperature=0.8, top_k=0, top_p=0.9, seed=1))
     LogitsSettings(temperature=0.8, top_p=0.9)
     """
     given = vars(args)
-    return LogitsSettings.with_off_values(
-        **{f.name: given[f.name] for f in dataclasses.fields(LogitsSettings) if f.name in given}
-    )
+    values = {f.name: given[f.name] for f in dataclasses.fields(LogitsSettings) if f.name in given}
+    if values.get("watermark"):
+        values["watermark"] = watermark_settings(args)
+    return LogitsSettings.with_off_values(**values)
 
 
 def _add_model_option(p: argparse.ArgumentParser) -> None:
@@ -175,6 +206,7 @@ def _run_generate(args: argparse.Namespace) -> int:
             f"(id {EOT_TOKEN_ID}), or remove it from the prompt"
         )
     _check_default_model(args.model)
+    _check_watermark_flags(args)
     logits = logits_settings(args)  # a bad option fails here, before the model is loaded
     settings = dict(
         max_new_tokens=args.max_new_tokens,
@@ -227,7 +259,8 @@ def _add_explore(p: argparse.ArgumentParser) -> None:
         "replays them: scrub through the steps and move the sliders (repetition penalty, temperature, top-k, "
         "top-p, min-p); the page recomputes each next-token distribution. The settings below are those the "
         "replay samples with and where the sliders start; by default minigpt generate's, temperature 0.8 and "
-        "top-k 50. --temperature 0 replays greedy decoding."
+        "top-k 50. --temperature 0 replays greedy decoding. --watermark samples with the watermark of minigpt "
+        "generate --watermark (lefthash) and tints the green tokens."
     )
     p.add_argument("prompt", help="the text to continue")
     p.add_argument("--out", required=True, help="the HTML file to write, e.g. explore.html")
@@ -237,16 +270,22 @@ def _add_explore(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda, cuda:1 or mps (default cpu)")
     add_dataclass_arguments(p.add_argument_group("the sliders (minigpt.logits.LogitsSettings)"), LogitsSettings,
                             only=SETTINGS, defaults={name: DEFAULTS[name] for name in ("temperature", "top_k")})
+    p.add_argument("--watermark", action="store_true",
+                   help="sample with the watermark, as minigpt generate --watermark, and tint the green tokens "
+                   "(the page recomputes it; lefthash only)")
+    _add_watermark_options(p, "watermark settings, with --watermark (minigpt.logits.WatermarkSettings)")
     p.set_defaults(run=_run_explore)
 
 
 def _run_explore(args: argparse.Namespace) -> int:
-    from minigpt.explore import SETTINGS, check_page_path, decoding_settings, export_page
+    from minigpt.explore import SETTINGS, check_page_path, check_page_watermark, decoding_settings, export_page
 
     if EOT_TOKEN in args.prompt:
         raise ValueError(f"the prompt contains {EOT_TOKEN}; remove it from the prompt")
     settings = {name: getattr(args, name) for name in SETTINGS}
     decoding_settings(settings)  # bad options fail here, before the model is loaded
+    _check_watermark_flags(args)
+    watermark = check_page_watermark(watermark_settings(args) if args.watermark else None)
     check_int("steps", args.steps, 1)
     check_int("seed", args.seed, 0)
     check_page_path(args.out)
@@ -254,12 +293,57 @@ def _run_explore(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=args.device)
     try:
         path = export_page(
-            model, args.prompt, args.out, steps=args.steps, seed=args.seed, model_name=args.model, **settings
+            model, args.prompt, args.out, steps=args.steps, seed=args.seed, model_name=args.model,
+            watermark=watermark, **settings,
         )
     except OSError as e:  # a full disk: export_page's one sentence, the old page (if any) left whole
         print(f"minigpt explore: error: {e}", file=sys.stderr)
         return 1
     print(f"wrote {path} ({path.stat().st_size / 1e3:.0f} kB): {args.steps} steps after {args.prompt!r}")
+    return 0
+
+
+def _add_detect(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Score TEXT for the watermark of minigpt generate --watermark, without the model: rebuild each token's "
+        "green list from the tokens before it and the key, count the green tokens and test the count (z-score, "
+        "p-value) against the fraction γ that chance gives. Pass the settings the text was generated with, and "
+        "leave the prompt out of TEXT (it was not watermarked). Exit status 0 whatever the verdict."
+    )
+    p.add_argument("text", metavar="TEXT", help="the text to score")
+    p.add_argument("--z-threshold", type=float, default=3.0,
+                   help="call TEXT watermarked when its z-score is above this (default 3.0)")
+    p.add_argument("--ignore-repeated-ngrams", action="store_true",
+                   help="score each distinct (context, token) once, so a repeated phrase cannot pile up green tokens")
+    _add_watermark_options(p, "watermark settings, those of the generation (minigpt.logits.WatermarkSettings)")
+    p.set_defaults(run=_run_detect)
+
+
+def _run_detect(args: argparse.Namespace) -> int:
+    from minigpt.tokenizer import decode
+    from minigpt.watermark import detect
+
+    if EOT_TOKEN in args.text:
+        raise ValueError(f"TEXT contains {EOT_TOKEN}; remove it (it is a special token, not text)")
+    settings = watermark_settings(args)
+    ids = encode(args.text)
+    if len(ids) <= settings.context_width:  # the library's message would name its parameter, not TEXT
+        raise ValueError(f"TEXT must hold more than --context-width={settings.context_width} tokens, to score at "
+                         f"least one; got {len(ids)}")
+    found = detect(ids, settings, z_threshold=args.z_threshold, ignore_repeated_ngrams=args.ignore_repeated_ngrams)
+    seeding = len(ids) - len(found.green)  # the first tokens only seed the first green list
+    pieces = [decode([i]) for i in ids]
+    marked = pieces[:seeding] + [f"[{p}]" if g else p for p, g in zip(pieces[seeding:], found.green)]
+    verdict = (f"watermarked (z > {args.z_threshold:g})" if found.prediction
+               else f"not watermarked (z <= {args.z_threshold:g})")
+    print(f"tokens, green ones in [brackets] (the first {seeding} only seed the green list):")
+    print("".join(marked))
+    print(f"scored tokens: {found.num_tokens_scored}")
+    chance = f"{settings.greenlist_ratio:g} by chance"
+    print(f"green tokens:  {found.num_green_tokens} ({found.green_fraction:.3f}; {chance})")
+    print(f"z-score:       {found.z_score:.3f}")
+    print(f"p-value:       {found.p_value:.3g}")
+    print(f"verdict:       {verdict}")
     return 0
 
 
@@ -333,6 +417,7 @@ COMMANDS = {
     "train": ("train a GPT on the Shakespeare corpus", _add_train),
     "bench": ("measure decoding speed: no cache, KV cache, fast path, transformers", _add_bench),
     "explore": ("write a page that replays a generation, with the decoding sliders", _add_explore),
+    "detect": ("score a text for the watermark of generate --watermark: green tokens, z-score, verdict", _add_detect),
     "export": ("write a model in another tool's format: --to hf (transformers) or --to gguf (llama.cpp)", _add_export),
 }
 

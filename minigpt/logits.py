@@ -27,6 +27,8 @@ transformers' order (``_get_logits_processor``) is the default:
 13. typical sampling (``typical_filter``), only when sampling
 14. epsilon sampling (``epsilon_filter``), only when sampling
 15. eta sampling (``eta_filter``), only when sampling
+16. the watermark: δ added to a green list seeded by the context (``watermark_logits``), last, as in
+    transformers, in greedy decoding too (in the llama.cpp order it comes just before temperature)
 
 Penalties, bans and biases come first because they describe the sequence, whatever the decoding; the
 sampling filters come last, temperature before them, so that they see the probabilities that will really
@@ -46,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -174,14 +177,64 @@ def _bias_flag(value: str) -> tuple[tuple[int, ...], float]:
     return tuple(_flag_text_ids(text, value)), bias
 
 
+SEEDING_SCHEMES = ("lefthash", "selfhash")
+# transformers' fixed table for selfhash: a permutation of 0 … 1,000,002 (a prime) seeded with the hashing key
+TABLE_SIZE = 1_000_003
+SELFHASH_CANDIDATES = 40  # selfhash looks for green tokens among this many most likely ones (transformers' choice)
+
+
+@dataclasses.dataclass(frozen=True)
+class WatermarkSettings:
+    """The watermark of Kirchenbauer et al. (2023), with the settings and defaults of transformers 4.55.
+
+    At every step a seeded permutation of the vocabulary chooses a "green list", its first
+    ``int(V * greenlist_ratio)`` ids, and ``bias`` is added to their logits, so that watermarked text holds
+    more green tokens than the fraction ``greenlist_ratio`` that chance gives (``minigpt.watermark.detect``).
+    The seed comes from the context and ``hashing_key``: "lefthash" hashes the previous token (only the
+    last one, whatever ``context_width``, as in transformers: a wider context only leaves the first
+    ``context_width`` tokens of a text unscored by the detector), "selfhash" the last ``context_width``
+    tokens counting the candidate token itself, which must then be green in its own list. Checked when
+    built: ValueError or TypeError naming the setting.
+
+    >>> WatermarkSettings(bias=1.0)
+    WatermarkSettings(greenlist_ratio=0.25, bias=1.0, hashing_key=15485863, seeding_scheme='lefthash', context_width=1)
+    >>> WatermarkSettings(greenlist_ratio=1.0)
+    Traceback (most recent call last):
+    ValueError: greenlist_ratio must be in (0, 1), got 1.0
+    """
+
+    greenlist_ratio: float = option(0.25, "γ: the fraction of the vocabulary that is green at each step")
+    bias: float = option(2.0, "δ: added to the green tokens' logits", name="--watermark-bias")
+    hashing_key: int = option(15485863, "the key that seeds the green lists (keep your own secret)")
+    seeding_scheme: str = option("lefthash", "lefthash (the previous token seeds the green list) or selfhash "
+                                 "(the candidate token too)", choices=SEEDING_SCHEMES)
+    context_width: int = option(1, "the seed's window of tokens (lefthash hashes only the last, as transformers)")
+
+    def __post_init__(self) -> None:
+        check_real("greenlist_ratio", self.greenlist_ratio, "in (0, 1)", lambda v: 0 < v < 1)
+        check_real("bias", self.bias, "a finite number", math.isfinite)
+        # selfhash multiplies the key in int64 tensors, and torch seeds take at most 64 bits
+        check_int("hashing_key", self.hashing_key, 0, high=2**63 - 1)
+        check_choice("seeding_scheme", self.seeding_scheme, SEEDING_SCHEMES)
+        check_int("context_width", self.context_width, 1)
+
+
+DEFAULT_WATERMARK = WatermarkSettings()  # transformers' WatermarkingConfig() (a frozen, shareable default)
+
+
 # The chain's orders. The settings that describe the sequence come first in both; they differ in where
 # temperature goes: before the sampling filters (transformers), or after them (llama.cpp's default chain,
-# top-k, typical, top-p, min-p, then temperature; epsilon and eta, which llama.cpp lacks, join the filters)
+# top-k, typical, top-p, min-p, then temperature; epsilon and eta, which llama.cpp lacks, join the filters).
+# The watermark comes after every other transform in transformers (its #34630): δ is added to the logits that
+# are sampled, after temperature. llama.cpp has none; its order keeps temperature last, so the watermark biases
+# what the filters kept and temperature then scales it with the rest: δ counts as δ / temperature there
 _SEQUENCE = ("sequence_bias", "repetition_penalty", "frequency_penalty", "presence_penalty", "no_repeat_ngram_size",
              "bad_words_ids", "min_new_tokens", "prefix_allowed_tokens_fn", "suppress_tokens")
 ORDERS = {
-    "transformers": (*_SEQUENCE, "temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff"),
-    "llama.cpp": (*_SEQUENCE, "top_k", "typical_p", "top_p", "min_p", "epsilon_cutoff", "eta_cutoff", "temperature"),
+    "transformers": (*_SEQUENCE, "temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff",
+                     "watermark"),
+    "llama.cpp": (*_SEQUENCE, "top_k", "typical_p", "top_p", "min_p", "epsilon_cutoff", "eta_cutoff", "watermark",
+                  "temperature"),
 }
 SAMPLING = ("temperature", "top_k", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff")  # only when sampling
 # the value that switches a setting off, besides None (a temperature of 1 changes nothing, nor does a penalty of 0)
@@ -236,6 +289,8 @@ class LogitsSettings:
         None, "token ids never to generate", metavar="ID", nargs="+", type=int)
     prefix_allowed_tokens_fn: AllowedTokensFn | None = option(
         None, "(batch row, ids so far) -> the token ids allowed next", name=None)
+    watermark: WatermarkSettings | None = option(
+        None, "add δ to a green list of tokens seeded by the context (True: the default WatermarkSettings)", name=None)
     order: str = option("transformers", "the chain's order: transformers (temperature before the filters) or "
                         "llama.cpp (temperature last)", choices=tuple(ORDERS))
 
@@ -270,6 +325,11 @@ class LogitsSettings:
             if getattr(self, name) is not None:
                 _check_openai_penalty(name, getattr(self, name))
         check_choice("order", self.order, ORDERS)
+        if isinstance(self.watermark, bool):  # True: the defaults; False: none (frozen, hence object.__setattr__)
+            object.__setattr__(self, "watermark", WatermarkSettings() if self.watermark else None)
+        if self.watermark is not None and not isinstance(self.watermark, WatermarkSettings):
+            raise TypeError(f"watermark must be a minigpt.logits.WatermarkSettings, True, False or None, "
+                            f"got {self.watermark!r}")
 
     def __repr__(self) -> str:  # only what differs from the defaults: the settings that do something
         changed = [f"{f.name}={getattr(self, f.name)!r}" for f in dataclasses.fields(self)
@@ -758,6 +818,128 @@ def _allowed_tokens_filter(
     return logits + mask
 
 
+def greenlist(
+    ids: Sequence[int] | torch.Tensor, settings: WatermarkSettings = DEFAULT_WATERMARK, vocab_size: int = VOCAB_SIZE
+) -> torch.Tensor:
+    """The green token ids that the context ``ids`` (a list or a 1-D tensor) seeds: transformers' green list.
+
+    The first ``int(vocab_size * greenlist_ratio)`` ids of a permutation of the vocabulary drawn by a
+    generator seeded from the last ``context_width`` ids (``watermark_seed``), in the permutation's order
+    (int64). With "selfhash" the last id is the candidate token itself: it is green when it is in this list.
+
+    >>> greenlist([3], WatermarkSettings(greenlist_ratio=0.5), vocab_size=8)
+    tensor([2, 3, 1, 5])
+    """
+    if not isinstance(settings, WatermarkSettings):
+        raise TypeError(f"settings must be a minigpt.logits.WatermarkSettings, got {settings!r}")
+    check_int("vocab_size", vocab_size, 1)
+    window = _context_ids(ids, settings.context_width)
+    if not bool(((window >= 0) & (window < vocab_size)).all()):
+        raise ValueError(f"ids must be token ids in [0, {vocab_size}), got {ids!r}")
+    return _greenlist(window, settings, vocab_size)
+
+
+def _context_ids(ids: object, context_width: int) -> torch.Tensor:
+    """``ids`` as a 1-D int64 CPU tensor of at least ``context_width`` ids, or an error naming ``ids``."""
+    allowed = f"a list or 1-D tensor of at least context_width={context_width} token ids"
+    if isinstance(ids, torch.Tensor):
+        if ids.dim() != 1 or ids.is_floating_point() or ids.dtype == torch.bool:
+            raise TypeError(f"ids must be {allowed}, got a tensor of shape {tuple(ids.shape)} and dtype {ids.dtype}")
+        tensor = ids.detach().to("cpu", torch.long)
+    else:
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Sequence) or any(
+                isinstance(i, bool) or not isinstance(i, numbers.Integral) for i in ids):
+            raise TypeError(f"ids must be {allowed}, got {ids!r}")
+        tensor = torch.tensor([int(i) for i in ids], dtype=torch.long)
+    if len(tensor) < context_width:
+        raise ValueError(f"ids must be {allowed}, got {len(tensor)} ids")
+    return tensor
+
+
+def watermark_seed(ids: torch.Tensor, settings: WatermarkSettings) -> int:
+    """The seed of the green list after the 1-D int64 ``ids``: transformers' ``set_seed``, bit for bit.
+
+    lefthash: ``hashing_key * last id``. selfhash: the smallest ``hashing_key * a * b`` over the last
+    ``context_width`` ids, where a is each id's entry in a fixed seeded table (plus one) and b the last id's;
+    the products wrap around in int64, as transformers' tensors do. Either is taken modulo 2**64 - 1.
+
+    >>> watermark_seed(torch.tensor([5, 464]), WatermarkSettings())
+    7185440432
+    """
+    window = ids[-settings.context_width :]
+    if settings.seeding_scheme == "selfhash":
+        table = _fixed_table(settings.hashing_key)
+        a = table[window % TABLE_SIZE] + 1  # (context_width,)
+        b = table[window[-1] % TABLE_SIZE] + 1
+        seed = int((settings.hashing_key * a * b).min())
+    else:
+        seed = settings.hashing_key * int(window[-1])
+    return seed % (2**64 - 1)
+
+
+@functools.lru_cache(maxsize=4)
+def _fixed_table(hashing_key: int) -> torch.Tensor:
+    """selfhash's table: a permutation of ``TABLE_SIZE`` ids drawn once per key (1M draws: built once, kept)."""
+    generator = torch.Generator().manual_seed(hashing_key)
+    return torch.randperm(TABLE_SIZE, generator=generator)
+
+
+def _greenlist(window: torch.Tensor, settings: WatermarkSettings, vocab_size: int) -> torch.Tensor:
+    # drawn on the CPU, whatever the model's device: the same text gets the same green lists everywhere
+    generator = torch.Generator().manual_seed(watermark_seed(window, settings))
+    return torch.randperm(vocab_size, generator=generator)[: int(vocab_size * settings.greenlist_ratio)]
+
+
+def watermark_logits(logits: torch.Tensor, input_ids: torch.Tensor, settings: WatermarkSettings) -> torch.Tensor:
+    """Add ``settings.bias`` (δ) to the logits (B, V) of each row's green tokens after its ``input_ids`` (B, T).
+
+    transformers' ``WatermarkLogitsProcessor``: lefthash biases the green list seeded by the row's last
+    token. selfhash tries the row's 40 most likely tokens in turn, each with the green list it seeds
+    itself, and biases those that are green in their own list (none may be: transformers then fails, this
+    leaves the row as it is). While T < ``context_width`` the logits pass unchanged, as in transformers.
+    The green lists are drawn on the CPU, so a text watermarked on a GPU is detected on a laptop
+    (transformers draws them on the model's device, which differs from the CPU on CUDA).
+
+    >>> settings = WatermarkSettings(greenlist_ratio=0.5)
+    >>> watermark_logits(torch.zeros(1, 4), torch.tensor([[0, 3]]), settings)
+    tensor([[0., 0., 2., 2.]])
+    >>> greenlist([0, 3], settings, vocab_size=4)
+    tensor([2, 3])
+    """
+    if not isinstance(settings, WatermarkSettings):
+        raise TypeError(f"settings must be a minigpt.logits.WatermarkSettings, got {settings!r}")
+    if logits.dim() != 2 or input_ids.dim() != 2 or logits.size(0) != input_ids.size(0):
+        raise ValueError(f"logits must be (B, V) and input_ids (B, T) with the same B, got shapes "
+                         f"{tuple(logits.shape)} and {tuple(input_ids.shape)}")
+    return _watermark_logits(logits, input_ids, settings)
+
+
+def _watermark_logits(logits: torch.Tensor, input_ids: torch.Tensor, settings: WatermarkSettings) -> torch.Tensor:
+    if input_ids.size(1) < settings.context_width:  # too short to seed: transformers skips the step too
+        return logits
+    V = logits.size(-1)
+    out = logits.clone()
+    for row, ids in enumerate(input_ids.cpu()):
+        if settings.seeding_scheme == "selfhash":
+            green = _selfhash_green(ids, logits[row], settings)
+        else:
+            green = _greenlist(ids, settings, V)
+        green = green.to(logits.device)
+        out[row, green] = out[row, green] + settings.bias
+    return out
+
+
+def _selfhash_green(ids: torch.Tensor, scores: torch.Tensor, settings: WatermarkSettings) -> torch.Tensor:
+    """The most likely candidates that are green in the list they seed themselves: transformers' rejection loop."""
+    _, candidates = scores.sort(dim=-1, descending=True)  # the same sort as transformers', ties and all
+    green = []
+    for token in candidates[:SELFHASH_CANDIDATES].tolist():
+        window = torch.cat([ids, ids.new_tensor([token])])
+        if token in _greenlist(window, settings, scores.size(-1)):
+            green.append(token)
+    return torch.tensor(green, dtype=torch.long)
+
+
 # setting -> (the transform it switches on, what that reads from the step besides the logits, in order)
 _TRANSFORMS: dict[str, tuple[Callable[..., torch.Tensor], tuple[str, ...]]] = {
     "sequence_bias": (_apply_sequence_bias, ("input_ids",)),
@@ -776,6 +958,7 @@ _TRANSFORMS: dict[str, tuple[Callable[..., torch.Tensor], tuple[str, ...]]] = {
     "typical_p": (_typical_filter, ()),
     "epsilon_cutoff": (_epsilon_filter, ()),
     "eta_cutoff": (_eta_filter, ()),
+    "watermark": (_watermark_logits, ("input_ids",)),
 }
 # setting -> its value as its transform takes it (None: nothing to do), given the EOS ids; the rest as they are
 _ARGUMENTS: dict[str, Callable[[object, tuple[int, ...]], object]] = {

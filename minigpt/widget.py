@@ -16,6 +16,7 @@ import traitlets
 
 from minigpt.checks import check_int
 from minigpt.explore import DEFAULTS, OFF, ROWS, SCRIPT, SETTINGS, Trail, decoding_settings
+from minigpt.logits import WatermarkSettings
 from minigpt.model import GPT
 
 
@@ -26,7 +27,9 @@ class Explorer(anywidget.AnyWidget):
     that the sliders set and Python code may set too; each change recomputes ``view``, the data the front
     end draws. A bad value is not raised but shown: ``error`` holds the library's message and ``view``
     keeps the last good distribution until the value is fixed. The buttons call ``greedy``, ``sample``,
-    ``choose`` (a clicked bar) and ``back`` through widget messages. Use ``explore`` to make one.
+    ``choose`` (a clicked bar) and ``back`` through widget messages. With a ``watermark`` the view's tokens
+    and rows say which are ``green`` and ``view["watermark"]`` holds ``watermark_summary``'s numbers. Use
+    ``explore`` to make one.
     """
 
     _esm = SCRIPT
@@ -39,11 +42,14 @@ class Explorer(anywidget.AnyWidget):
     error = traitlets.Unicode("").tag(sync=True)
     view = traitlets.Dict().tag(sync=True)
 
-    def __init__(self, model: GPT, prompt: str, *, seed: int = 0, rows: int = ROWS, **settings) -> None:
+    def __init__(
+        self, model: GPT, prompt: str, *, seed: int = 0, rows: int = ROWS,
+        watermark: WatermarkSettings | bool | None = None, **settings,
+    ) -> None:
         decoding_settings(settings)  # a bad argument raises here, like any library call
         check_int("seed", seed, 0)
         check_int("rows", rows, 1)
-        self._trail, self._rows = Trail(model, prompt, seed=seed), rows
+        self._trail, self._rows = Trail(model, prompt, seed=seed, watermark=watermark), rows
         start = {name: OFF[name] if settings.get(name, 0) is None else settings.get(name, DEFAULTS[name])
                  for name in SETTINGS}  # None shows on its slider as the off position
         self._started = start  # the front end says where the sliders started, and whether that is generate's
@@ -89,14 +95,19 @@ class Explorer(anywidget.AnyWidget):
             return  # still in __init__, or a bad value: keep the last good view, error says what is wrong
         self.error = ""
         trail = self._trail
+        tokens, marks = list(trail.steps), {}  # a new list, so traitlets sees the change
+        if (summary := trail.summary()) is not None:  # the watermark: each token green or not, detect's numbers
+            tokens = [{**token, "green": green} for token, green in zip(tokens, summary.pop("green"))]
+            marks["watermark"] = summary
         self.view = {
             **trail.view(settings, self._rows),
             "prompt": trail.prompt,
-            "tokens": list(trail.steps),  # a new list, so traitlets sees the change
+            "tokens": tokens,
             "seed": trail.seed,
             "draws": trail.draws,
             "started": self._started,
             "defaults": DEFAULTS,
+            **marks,
         }
 
     def _step(self, how: str, token: int | None = None) -> None:

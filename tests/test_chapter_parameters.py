@@ -40,6 +40,8 @@ SECOND_RUN: dict[str, dict] = {
                     "batch_prompts": ["QUEEN:", "JULIET:\nO Romeo, Romeo"]},
     "09_determinism": {"prompt": "JULIET:\nO Romeo", "noise_prompt": "HAMLET:\nTo be, or not to be", "seed": 7},
     "12_memory_bound": {"seed": 1, "prompt_len": 8, "new_tokens": 12, "rounds": 3},
+    "13_serving_many_users": {"seed": 1, "num_requests": 6, "max_batch_size": 3, "block_size": 8, "rounds": 2},
+    "14_watermarks": {"prompt": "JULIET:\nO Romeo", "seed": 1},
     "10_constrained_decoding": {"speech": "Romeo.\nSee how she leans her cheek upon her hand!\nO that I were a glove "
                                           "upon that hand,\nThat I might touch that cheek!",
                                 "options": ["Juliet.", "Mercutio.", "Nurse.", "Benvolio."],

@@ -29,7 +29,7 @@ from minigpt.exercises.checking import NOT_IMPLEMENTED
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 CHAPTERS = ["00_tokens_and_logits", "01_greedy", "02_temperature", "03_top_k", "04_top_p", "05_controlling_the_loop", "06_beam_search",
             "07_kv_cache", "08_speculative_decoding", "09_determinism", "10_constrained_decoding",
-            "11_which_method_when", "12_memory_bound"]
+            "11_which_method_when", "12_memory_bound", "13_serving_many_users", "14_watermarks"]
 STUB = "raise NotImplementedError  # EXERCISE: write this function"  # docs/exercises.py's CODE_STUB
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 ANSWER_STUB = "YOUR ANSWER HERE"  # docs/exercises.py's TEXT_STUB

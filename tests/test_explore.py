@@ -16,6 +16,7 @@ from minigpt.explore import (
     DEFAULTS,
     SCRIPT,
     Trail,
+    check_page_watermark,
     decoding_settings,
     explore,
     next_token_view,
@@ -23,8 +24,9 @@ from minigpt.explore import (
     page_html,
 )
 from minigpt.generate import generate
-from minigpt.logits import process_logits
+from minigpt.logits import WatermarkSettings, greenlist, process_logits
 from minigpt.tokenizer import decode, encode
+from minigpt.watermark import detect
 from minigpt.widget import Explorer
 
 PROMPT = "ROMEO:"
@@ -319,6 +321,141 @@ def test_page_data_stores_each_step_exactly_enough(shakespeare):
         assert all(decode([int(j)]) == data["texts"][int(j)] for j in ids[:50])
 
 
+WATERMARK = WatermarkSettings(bias=2.5, greenlist_ratio=0.3, hashing_key=7)
+SELFHASH_REFUSED = (
+    "watermark must use seeding_scheme='lefthash' on the exported page, got 'selfhash': selfhash's green tokens are "
+    "the candidates among the 40 most likely that each seed a green list holding themselves, which the page would "
+    "have to recompute at every slider position; the notebook widget (explore) shows selfhash exactly"
+)
+
+
+def _green(ids: list[int], watermark: WatermarkSettings = WATERMARK) -> set[int]:
+    return set(greenlist(ids, watermark).tolist())
+
+
+def test_the_widget_tints_exactly_the_green_tokens(shakespeare):
+    widget = explore(shakespeare, PROMPT, seed=3, watermark=WATERMARK, top_p=0.95)
+    prompt = encode(PROMPT)
+    for _ in range(5):
+        widget.sample()
+    ids = prompt + [t["id"] for t in widget.view["tokens"]]
+    green = _green(ids)  # the next step's green list
+    assert [row["green"] for row in widget.view["rows"]] == [row["id"] in green for row in widget.view["rows"]]
+    assert any(row["green"] for row in widget.view["rows"]) and not all(row["green"] for row in widget.view["rows"])
+    flags = [ids[len(prompt) + i] in _green(ids[: len(prompt) + i]) for i in range(5)]
+    assert [t["green"] for t in widget.view["tokens"]] == flags
+    found = detect(ids[len(prompt) - 1 :], WATERMARK)  # the generated tokens, after the token that seeds the first
+    assert found.green == tuple(flags) and found.num_tokens_scored == 5
+    summary = widget.view["watermark"]
+    assert (summary["num_green"], summary["num_scored"], summary["z_score"], summary["p_value"]) == (
+        found.num_green_tokens, 5, found.z_score, found.p_value)
+    assert (summary["bias"], summary["greenlist_ratio"], summary["seeding_scheme"]) == (2.5, 0.3, "lefthash")
+
+
+def test_no_watermark_no_green_marks(shakespeare):
+    view = explore(shakespeare, PROMPT, watermark=False).view
+    assert "watermark" not in view and all("green" not in row for row in view["rows"])
+
+
+@pytest.mark.parametrize("watermark", [WATERMARK, WatermarkSettings(seeding_scheme="selfhash", context_width=2)])
+def test_watermarked_probabilities_are_the_library_chains(shakespeare, watermark):
+    """Every row's processed probability, the rest and the kept count: process_logits with the watermark, to 1e-6."""
+    trail = Trail(shakespeare.double(), PROMPT, watermark=watermark)  # float64: no near-tie can flip on another CPU
+    try:
+        for token in (11, 198, 40):
+            trail.step(decoding_settings({}), "clicked", token)
+        for values in [{}, {"temperature": 1.3, "top_k": 0, "repetition_penalty": 1.4}, {"top_p": 0.6, "min_p": 0.05}]:
+            settings = decoding_settings(values)
+            view = trail.view(settings)
+            context = torch.tensor([trail.ids])
+            logits = trail.logits[-1].float()[None]
+            p = process_logits(logits, context, new_tokens=3, do_sample=True, watermark=watermark, **settings)
+            p = p.softmax(-1)[0]
+            plain = process_logits(logits, context, new_tokens=3, do_sample=True, **settings).softmax(-1)[0]
+            assert not torch.allclose(p, plain, atol=1e-3)  # the watermark changes the distribution
+            for row in view["rows"]:
+                assert row["p"] == pytest.approx(p[row["id"]].item(), abs=1e-6), (values, row)
+                assert row["green"] == (row["id"] in _green([*trail.ids, row["id"]] if watermark.seeding_scheme ==
+                                                           "selfhash" else trail.ids, watermark))
+            shown = torch.ones_like(p, dtype=torch.bool)
+            shown[[row["id"] for row in view["rows"]]] = False
+            assert view["rest"]["p"] == pytest.approx(p[shown].sum().item(), abs=1e-6)
+            assert view["kept"] == int((p > 0).sum())
+    finally:
+        shakespeare.float()
+
+
+def test_watermarked_tokens_are_generates(shakespeare):
+    """The replay, the Sample button and greedy decoding with a watermark: generate(..., watermark=...)'s tokens."""
+    data = page_data(shakespeare, PROMPT, steps=6, seed=2, watermark=WATERMARK, repetition_penalty=1.2)
+    sampled = generate(shakespeare, PROMPT, max_new_tokens=6, do_sample=True, seed=2, temperature=0.8, top_k=50,
+                       repetition_penalty=1.2, watermark=WATERMARK)
+    assert [t["id"] for t in data["tokens"]] == sampled.new_tokens[0]
+    plain = generate(shakespeare, PROMPT, max_new_tokens=6, do_sample=True, seed=2, temperature=0.8, top_k=50,
+                     repetition_penalty=1.2)
+    assert plain.new_tokens[0] != sampled.new_tokens[0]  # the watermark changed the draws
+    selfhash = WatermarkSettings(seeding_scheme="selfhash", bias=4.0)
+    for watermark in (WATERMARK, selfhash):
+        widget = explore(shakespeare, PROMPT, seed=5, watermark=watermark, top_p=0.9)
+        for _ in range(4):
+            widget.sample()
+        drawn = generate(shakespeare, PROMPT, max_new_tokens=4, do_sample=True, seed=5, temperature=0.8, top_k=50,
+                         top_p=0.9, watermark=watermark)
+        assert [t["id"] for t in widget.view["tokens"]] == drawn.new_tokens[0]
+        greedy = explore(shakespeare, PROMPT, watermark=watermark, temperature=0)
+        for _ in range(4):
+            greedy.greedy()
+        expected = generate(shakespeare, PROMPT, max_new_tokens=4, temperature=0, watermark=watermark).new_tokens[0]
+        assert [t["id"] for t in greedy.view["tokens"]] == expected
+        assert greedy.view["greedy"] == generate(shakespeare, PROMPT + decode(expected), max_new_tokens=1,
+                                                 temperature=0, watermark=watermark).new_tokens[0][0]
+
+
+def test_the_page_stores_the_green_lists(shakespeare):
+    data = page_data(shakespeare, PROMPT, steps=3, seed=0, watermark=WATERMARK)
+    ids = data["prompt_ids"] + [t["id"] for t in data["tokens"]]
+    trail = Trail(shakespeare, PROMPT)
+    for token in data["tokens"]:
+        trail.step(decoding_settings({}), "clicked", token["id"])
+    for i, step in enumerate(data["steps"]):
+        green = _green(ids[: len(data["prompt_ids"]) + i])
+        stored = np.frombuffer(base64.b64decode(step["ids"]), "<i4")
+        logits = np.frombuffer(base64.b64decode(step["logits"]), "<f4").astype(np.float64)
+        values = np.frombuffer(base64.b64decode(step["values"]), "<f4").astype(np.float64)
+        counts = np.frombuffer(base64.b64decode(step["counts"]), "<i4")
+        flags = np.frombuffer(base64.b64decode(step["green"]), "u1")
+        assert len(flags) == len(stored) + len(values)
+        assert flags[: len(stored)].tolist() == [int(j in green) for j in stored.tolist()]
+        full = trail.logits[i].double()
+        mask = torch.zeros(len(full), dtype=torch.bool)
+        mask[list(green)] = True
+        for colour, tokens in [(1, mask), (0, ~mask)]:  # each colour's mass is exact: the bins never mix them
+            lse = np.logaddexp.reduce(np.concatenate([logits[flags[: len(stored)] == colour],
+                                                      (values + np.log(counts))[flags[len(stored) :] == colour]]))
+            assert lse == pytest.approx(torch.logsumexp(full[tokens], 0).item(), abs=1e-6)
+        best = torch.topk(full + WATERMARK.bias * mask, 1000).indices.tolist()  # greedy's token after δ is stored
+        assert set(best) <= set(stored.tolist())
+    assert [t["green"] for t in data["tokens"]] == list(detect(ids[len(data["prompt_ids"]) - 1 :], WATERMARK).green)
+    assert data["watermark"]["num_green"] == sum(t["green"] for t in data["tokens"])
+    assert "watermark" not in page_data(shakespeare, PROMPT, steps=1) and "green" not in page_data(
+        shakespeare, PROMPT, steps=1)["steps"][0]
+
+
+def test_the_page_refuses_selfhash(tiny_model):
+    with pytest.raises(ValueError) as refused:
+        page_data(tiny_model, PROMPT, steps=1, watermark=WatermarkSettings(seeding_scheme="selfhash"))
+    assert str(refused.value) == SELFHASH_REFUSED
+    assert check_page_watermark(True) == WatermarkSettings() and check_page_watermark(None) is None
+
+
+def test_explore_command_watermarks_the_page(tiny_checkpoint, tmp_path):
+    out = tmp_path / "explore.html"
+    assert main(["explore", "ROMEO:", "--out", str(out), "--model", str(tiny_checkpoint), "--steps", "2",
+                 "--watermark", "--watermark-bias", "3", "--greenlist-ratio", "0.5"]) == 0
+    page = out.read_text()
+    assert '"watermark":{"greenlist_ratio":0.5,"bias":3.0,"seeding_scheme":"lefthash"' in page
+
+
 @pytest.fixture
 def tiny_checkpoint(tiny_model, tmp_path):
     return save_checkpoint(tiny_model, tmp_path / "tiny")
@@ -341,6 +478,8 @@ def test_explore_command_writes_the_page(tiny_checkpoint, tmp_path, capsys):
         (["--steps", "0"], "steps must be an integer >= 1, got 0"),
         (["--seed", "-2"], "seed must be an integer >= 0, got -2"),
         (["--out", "no/such/folder/x.html"], "path must be a file in an existing folder, got 'no/such/folder/x.html'"),
+        (["--watermark-bias", "3"], "--watermark-bias set(s) the watermark, which is off: pass --watermark too"),
+        (["--watermark", "--seeding-scheme", "selfhash"], SELFHASH_REFUSED),
     ],
 )
 def test_explore_command_refuses_bad_options_before_loading(tiny_checkpoint, tmp_path, capsys, monkeypatch, args,

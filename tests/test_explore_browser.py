@@ -25,7 +25,7 @@ import torch
 from minigpt.checkpoint import load_model
 from minigpt.explore import DEFAULTS, PAGE_ERROR, SCRIPT, Trail, decoding_settings, explore, page_data, page_html
 from minigpt.generate import generate
-from minigpt.logits import process_logits
+from minigpt.logits import WatermarkSettings, greenlist, process_logits
 
 pytest.importorskip("selenium", reason="the browser tests drive Chromium with selenium (the dev extra installs it)")
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
@@ -338,13 +338,8 @@ def test_the_page_shows_where_the_sliders_started(page):
                       "min_p": "0"}
 
 
-def test_widget_front_end_draws_what_python_sent(page, shakespeare):
-    """explorer.js's anywidget `render`, mounted with a stand-in model holding the widget's real traits."""
-    browser, _, _ = page
-    widget = explore(shakespeare, PROMPT, temperature=0.7, top_p=0.9)
-    widget.greedy()
-    traits = {name: getattr(widget, name) for name in ("view", "error", "seed", *decoding_settings({}))}
-    mount = """
+# explorer.js' anywidget `render`, mounted in the page with a stand-in model holding `traits`; returns each bar's id and p
+MOUNT_WIDGET = """
     const [source, traits] = arguments;
     const done = new Promise((resolve) => { window.__mounted = resolve; });
     const script = document.createElement("script");
@@ -360,8 +355,20 @@ def test_widget_front_end_draws_what_python_sent(page, shakespeare):
     document.body.prepend(root);
     render({model, el: root});
     return [...root.querySelectorAll(".mgx-token")].map((r) => [Number(r.dataset.id), Number(r.dataset.p)]);
-    """
-    drawn = browser.execute_script(f"return (async () => {{ {mount} }})();", SCRIPT.read_text(), traits)
+"""
+
+
+def _mount_widget(browser, widget) -> list:
+    traits = {name: getattr(widget, name) for name in ("view", "error", "seed", *decoding_settings({}))}
+    return browser.execute_script(f"return (async () => {{ {MOUNT_WIDGET} }})();", SCRIPT.read_text(), traits)
+
+
+def test_widget_front_end_draws_what_python_sent(page, shakespeare):
+    """explorer.js's anywidget `render`, mounted with a stand-in model holding the widget's real traits."""
+    browser, _, _ = page
+    widget = explore(shakespeare, PROMPT, temperature=0.7, top_p=0.9)
+    widget.greedy()
+    drawn = _mount_widget(browser, widget)
     assert drawn == [[row["id"], row["p"]] for row in widget.view["rows"]]
     assert browser.find_element("css selector", "#widget .mgx-start").text == (
         "The sliders started at temperature 0.7, top-k 50, top-p 0.9 (the others off); minigpt generate samples at "
@@ -389,6 +396,29 @@ def test_widget_front_end_draws_what_python_sent(page, shakespeare):
     browser.execute_script("document.getElementById('widget').remove();")
 
 
+def test_widget_front_end_tints_what_python_found_green(page, shakespeare):
+    browser, _, _ = page
+    widget = explore(shakespeare, PROMPT, seed=2, watermark=WatermarkSettings(seeding_scheme="selfhash"))
+    for _ in range(4):
+        widget.sample()
+    try:
+        drawn = _mount_widget(browser, widget)
+        assert drawn == [[row["id"], row["p"]] for row in widget.view["rows"]]
+        rows = browser.execute_script("return [...document.querySelectorAll('#widget .mgx-token')].map((r) => "
+                                      "[r.dataset.green === 'true', r.classList.contains('mgx-green')]);")
+        assert rows == [[row["green"], row["green"]] for row in widget.view["rows"]]
+        assert {green for green, _ in rows} == {True, False}
+        text = browser.execute_script("return [...document.querySelectorAll('#widget .mgx-tok')].map((t) => "
+                                      "t.classList.contains('mgx-green'));")
+        assert text == [t["green"] for t in widget.view["tokens"]]
+        legend = browser.find_element("css selector", "#widget .mgx-watermark").text
+        w = widget.view["watermark"]
+        assert legend.startswith("watermark (\u03b4 = 2 added last, \u03b3 = 0.25, selfhash): ")
+        assert f"Text: {w['num_green']} of 4 generated tokens green (1 expected by chance), z-score {w['z_score']:.3f}" in legend
+    finally:
+        browser.execute_script("document.getElementById('widget')?.remove();")
+
+
 def test_screenshot(page, tmp_path):
     """The page at the replay's second step with top-p 0.9 added, a bar focused, saved as a test artifact."""
     browser, _, _ = page
@@ -399,3 +429,63 @@ def test_screenshot(page, tmp_path):
     out = Path(os.environ.get("MINIGPT_TEST_ARTIFACTS") or tmp_path) / "explorer.png"
     assert browser.find_element("css selector", ".mgx").screenshot(str(out))
     print(f"screenshot: {out}")
+
+
+def test_the_watermarked_page_adds_delta_last_and_tints_the_green_tokens(page, shakespeare, tmp_path):
+    """A watermarked replay in the same browser: the page's chain (δ on the green tokens, last) is process_logits'."""
+    browser, _, _ = page
+    unwatermarked = browser.current_url
+    watermark = WatermarkSettings(bias=2.5, greenlist_ratio=0.3, hashing_key=7)
+    data = page_data(shakespeare, PROMPT, steps=STEPS, seed=1, watermark=watermark)
+    path = tmp_path / "watermarked.html"
+    path.write_text(page_html(data), encoding="utf-8")
+    trail = Trail(shakespeare, PROMPT)
+    for token in data["tokens"]:
+        trail.step(decoding_settings({}), "clicked", token["id"])
+    rng, colours = random.Random(1), set()
+    try:
+        browser.get(path.as_uri())
+        for step in range(STEPS):
+            ids = trail.ids[: len(data["prompt_ids"]) + step]
+            green = set(greenlist(ids, watermark).tolist())
+            logits = trail.logits[step].double()[None]
+            for values in [{}, {"temperature": 0}, {"temperature": 0, "repetition_penalty": 1.3},
+                           *(_random_settings(rng) for _ in range(5))]:
+                shown = browser.execute_script(SET_AND_READ, step, {**DEFAULTS, **values})  # every slider moved
+                used = shown.pop("used")
+                assert used.pop("step") == step and shown["error"] == ""
+                settings = decoding_settings(used)
+                sample = settings["temperature"] > 0
+                p = process_logits(logits, torch.tensor([ids]), new_tokens=step, do_sample=sample, watermark=watermark,
+                                   **settings)
+                if not sample:  # greedy decoding: all on the argmax after the penalty and δ
+                    p = torch.zeros_like(p).scatter(-1, p.argmax(-1, keepdim=True), 1.0)
+                p = p.softmax(-1)[0] if sample else p[0]
+                for row in shown["rows"]:
+                    assert row["p"] == pytest.approx(p[row["id"]].item(), abs=1e-5), (used, row)
+                rest = torch.ones_like(p, dtype=torch.bool)
+                rest[[row["id"] for row in shown["rows"]]] = False
+                assert shown["rest"]["p"] == pytest.approx(p[rest].sum().item(), abs=1e-5), used
+                nonzero = p[p > 0]
+                assert shown["entropy"] == pytest.approx(-(nonzero * nonzero.log()).sum().item(), abs=5e-4), used
+                tinted = browser.execute_script(
+                    "return [...document.querySelectorAll('.mgx-token')].map((r) => [Number(r.dataset.id), "
+                    "r.dataset.green === 'true', r.classList.contains('mgx-green')]);")
+                assert tinted == [[i, i in green, i in green] for i, _, _ in tinted]
+                colours.update(tint for _, tint, _ in tinted)
+        assert colours == {True, False}  # green rows and others were shown
+        text = browser.execute_script(
+            "return [...document.querySelectorAll('.mgx-tok')].map((t) => [t.dataset.green, "
+            "t.classList.contains('mgx-green'), getComputedStyle(t).boxShadow]);")
+        assert [[flag, tint] for flag, tint, _ in text] == [[str(t["green"]).lower(), t["green"]] for t in data["tokens"]]
+        assert all(("0, 158, 115" in shadow) == tint for _, tint, shadow in text)  # the Okabe-Ito green underline
+        legend = browser.find_element("css selector", ".mgx-watermark").text
+        w = data["watermark"]
+        words, p_value = legend.rsplit(", p-value ", 1)
+        assert words == (
+            f"watermark (\u03b4 = 2.5 added last, \u03b3 = 0.3, lefthash): a token underlined or tinted green is on its "
+            f"step's green list. Text: {w['num_green']} of {STEPS} generated tokens green (0.9 expected by chance), "
+            f"z-score {w['z_score']:.3f}")
+        assert float(p_value.rstrip(".")) == pytest.approx(w["p_value"], rel=5e-3)
+    finally:
+        browser.get(unwatermarked)

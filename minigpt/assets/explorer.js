@@ -6,6 +6,8 @@
 // - `minigpt explore PROMPT --out page.html` inlines this file into a self-contained page (`mountPage`).
 //   No Python runs there, so `processStep` applies the same transforms, in the same order, to each step's
 //   stored raw logits: repetition penalty -> temperature -> top-k -> top-p -> min-p (transformers' order).
+// - With a watermark (minigpt.logits.WatermarkSettings) the chain ends with it, as in minigpt.logits: delta is added
+//   to the green tokens' logits after the cuts (in greedy decoding too). Green tokens are tinted, text and bars.
 
 const ROWS = 20; // tokens drawn as bars, as minigpt.explore.ROWS
 const HOVER_ROWS = 8; // tokens listed in the details of a generated token
@@ -29,7 +31,8 @@ const CONTROLS = [
     what: "drop tokens below min-p \u00d7 the top probability", allowed: "in [0, 1] (0 = off)", ok: (v) => v >= 0 && v <= 1 },
 ];
 // Okabe-Ito colours (minigpt.viz.OKABE_ITO), the grey of minigpt.viz.DROPPED; each also differs by position or text
-const COLOURS = { raw: "#56B4E9", kept: "#0072B2", removed: "#C8C8C8", mark: "#D55E00", shade: "0, 114, 178" };
+const COLOURS = { raw: "#56B4E9", kept: "#0072B2", removed: "#C8C8C8", mark: "#D55E00", shade: "0, 114, 178",
+  green: "#009E73", greenShade: "0, 158, 115" };
 
 const STYLE = `
 .mgx { font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; background: #fff;
@@ -78,6 +81,10 @@ const STYLE = `
 .mgx .mgx-legend div { margin-top: 2px; }
 .mgx .mgx-key { display: inline-block; width: 12px; height: 12px; border-radius: 2px; vertical-align: -2px; margin: 0 4px 0 10px; }
 .mgx .mgx-note { font-size: 11px; color: #666; margin-top: 8px; }
+.mgx .mgx-tok.mgx-green { box-shadow: inset 0 -3px 0 ${COLOURS.green}; }
+.mgx .mgx-row.mgx-green .mgx-label { background: rgba(${COLOURS.greenShade}, 0.22); box-shadow: inset -3px 0 0 ${COLOURS.green};
+  padding-right: 5px; }
+.mgx .mgx-watermark:empty { display: none; }
 `;
 
 /**
@@ -145,6 +152,8 @@ function decodeStep(step) {
     logits: typedArray(step.logits, Float32Array), // ... with their raw logits
     values: typedArray(step.values, Float32Array), // the other tokens as bins: log-mean-exp of each bin
     counts: typedArray(step.counts, Int32Array), // and how many tokens it holds
+    // with a watermark: 1 for a green stored token, then for a green bin (green and other tokens are binned apart)
+    green: step.green ? typedArray(step.green, Uint8Array) : null,
   };
 }
 
@@ -210,9 +219,10 @@ function cut(z, count, keep, H, s) {
 /**
  * The page's process_logits: the view of one step under settings `s` (which checkSettings accepted).
  * Items are the exactly stored tokens and the tail's bins (all tokens of a bin share its logit); each
- * transform keeps a number of tokens per item. `context` is the text's ids before this step.
+ * transform keeps a number of tokens per item. `context` is the text's ids before this step. With a watermark
+ * (`step.green`), `bias` (delta) is added to the green items last, after the cuts, as minigpt.logits does.
  */
-function processStep(step, context, s, nRows = ROWS) {
+function processStep(step, context, s, nRows = ROWS, bias = 0) {
   const H = step.ids.length, n = H + step.values.length;
   const z = new Float64Array(n), count = new Float64Array(n);
   for (let i = 0; i < H; i++) { z[i] = step.logits[i]; count[i] = 1; }
@@ -226,13 +236,14 @@ function processStep(step, context, s, nRows = ROWS) {
   }
   const penalised = Float64Array.from(z);
   const keep = Float64Array.from(count); // how many tokens of each item are still in
+  const delta = (i) => (step.green && step.green[i] ? bias : 0); // the watermark's delta: green items only
   let before; // what the cuts start from
   if (s.temperature === 0) {
-    // greedy, as generate: the argmax of the penalised logits, the lowest id on a tie (ids are stored in
-    // ascending order). It is a stored token: the bins hold only tokens below the stored head, which the
-    // penalty never touches.
+    // greedy, as generate: the argmax of the penalised logits (+ delta on green ones), the lowest id on a tie
+    // (ids are stored in ascending order). It is a stored token: the bins hold only tokens below the stored head
+    // (with a watermark, below the head after delta too), which the penalty never touches.
     let top = 0;
-    for (let i = 1; i < H; i++) if (z[i] > z[top]) top = i;
+    for (let i = 1; i < H; i++) if (z[i] + delta(i) > z[top] + delta(top)) top = i;
     keep.fill(0);
     keep[top] = 1;
     before = softmaxTokens(z, keep); // the limit of ever lower temperatures: all on the greedy token
@@ -241,6 +252,7 @@ function processStep(step, context, s, nRows = ROWS) {
     for (let i = 0; i < n; i++) z[i] /= s.temperature;
     before = softmaxTokens(z, count);
     cut(z, count, keep, H, s);
+    for (let i = 0; i < n; i++) z[i] += delta(i); // 6. the watermark, last (transformers' order)
   }
 
   const p = softmaxTokens(z, keep);
@@ -255,8 +267,8 @@ function processStep(step, context, s, nRows = ROWS) {
     if (!inRows.has(i)) { rest.raw += count[i] * raw[i]; rest.p += keep[i] * p[i]; rest.count += count[i]; }
   }
   return {
-    rows: head.slice(0, nRows).map((i) =>
-      ({ id: step.ids[i], raw: raw[i], before: before[i], p: keep[i] > 0 ? p[i] : 0, kept: keep[i] > 0 })),
+    rows: head.slice(0, nRows).map((i) => ({ id: step.ids[i], raw: raw[i], before: before[i], p: keep[i] > 0 ? p[i] : 0,
+      kept: keep[i] > 0, ...(step.green ? { green: step.green[i] === 1 } : {}) })),
     rest,
     entropy,
     kept,
@@ -314,14 +326,30 @@ function rowDetails(r, view) {
   const processed = r.kept ? fmt(r.p)
     : view.greedyMode ? "0 (temperature 0 is greedy: only the most likely token stays)"
       : "0 (removed by top-k, top-p or min-p)";
+  const green = r.green === undefined ? "" : r.green ? "; green: the watermark added \u03b4 last" : "; not green";
   return `${tokenLabel(r.text)} (token ${r.id}): raw ${fmt(r.raw)} \u2192 after the penalty and temperature ` +
-    `${fmt(r.before)} \u2192 processed ${processed}`;
+    `${fmt(r.before)} \u2192 processed ${processed}${green}`;
 }
 
 /** A generated token's details: its probability when chosen and the distribution it was chosen from. */
 function tokenDetails(t, i) {
   const drawn = t.dist.map(([s, q]) => `${tokenLabel(s)} ${fmt(q)}`).join(" \u00b7 ");
-  return `${tokenLabel(t.text)} (new token ${i + 1}): p = ${fmt(t.p)} when chosen (${t.how})\ndrawn from: ${drawn}`;
+  const green = t.green === undefined ? "" : t.green === null ? ", not scored" : t.green ? ", green" : ", not green";
+  return `${tokenLabel(t.text)} (new token ${i + 1}): p = ${fmt(t.p)} when chosen (${t.how}${green})\ndrawn from: ${drawn}`;
+}
+
+/** The legend's watermark line: its settings, the swatch, and minigpt.watermark.detect's numbers for the text. */
+function watermarkLegend(w) {
+  const swatch = el("span", "mgx-key");
+  swatch.style.background = COLOURS.green;
+  swatch.style.marginLeft = "0";
+  const found = w.num_scored === 0 ? "no generated token scored yet"
+    : `${w.num_green} of ${w.num_scored} generated tokens green (${Number((w.greenlist_ratio * w.num_scored).toFixed(2))} ` +
+      "expected by chance), " +
+      `z-score ${fmt(w.z_score)}, p-value ${w.p_value.toPrecision(3)}`;
+  const words = el("span", "", `watermark (\u03b4 = ${w.bias} added last, \u03b3 = ${w.greenlist_ratio}, ` +
+    `${w.seeding_scheme}): a token underlined or tinted green is on its step's green list. Text: ${found}.`);
+  return [swatch, words];
 }
 
 /** Build the explorer's DOM in `root`; `ctrl` is the widget's or the page's side. Returns `update`. */
@@ -358,6 +386,8 @@ function buildUI(root, ctrl) {
   key(COLOURS.removed, "removed: probability 0, the bar shows what it had before the cut");
   key(`rgba(${COLOURS.shade}, 0.6)`, "text: the darker, the likelier the token was when chosen");
   legend.append(keys);
+  const watermarkLine = el("div", "mgx-watermark");
+  legend.append(watermarkLine);
   if (!widget) legend.append(el("div", "", "\u25b6 marks the token the replay drew at this step; the outlined token of the text is the one this step chose."));
   legend.append(el("div", "mgx-symbols",
     "\u2423 is a space and \u21b5 a newline (GPT-2's tokens carry their leading space). Entropy is in nats " +
@@ -457,9 +487,13 @@ function buildUI(root, ctrl) {
     view.tokens.forEach((t, i) => {
       const span = el("span", "mgx-tok", t.text.replace(/\n/g, "\u21b5\n"));
       const alpha = Math.max(0.06, t.p);
-      span.style.background = `rgba(${COLOURS.shade}, ${alpha.toFixed(3)})`;
+      span.style.background = `rgba(${t.green ? COLOURS.greenShade : COLOURS.shade}, ${alpha.toFixed(3)})`;
       if (alpha > 0.55) span.style.color = "#fff";
       span.dataset.p = String(t.p);
+      if (t.green !== undefined) {
+        span.dataset.green = String(t.green);
+        span.classList.toggle("mgx-green", t.green === true);
+      }
       focusable(span, `tok-${i}`, tokenDetails(t, i).split("\n")[0] + (widget ? "" : "; press Enter to go to this step"), !widget);
       if (!widget) {
         span.style.cursor = "pointer";
@@ -489,6 +523,10 @@ function buildUI(root, ctrl) {
     for (const r of view.rows) {
       const row = el("div", "mgx-row mgx-token" + (widget ? " mgx-click" : ""));
       Object.assign(row.dataset, { id: r.id, raw: String(r.raw), before: String(r.before), p: String(r.p), kept: String(r.kept) });
+      if (r.green !== undefined) {
+        row.dataset.green = String(r.green);
+        row.classList.toggle("mgx-green", r.green);
+      }
       const label = el("div", "mgx-label", tokenLabel(r.text));
       if (r.id === view.chosen) {
         row.classList.add("mgx-chosen");
@@ -542,6 +580,7 @@ function buildUI(root, ctrl) {
       restoring = false;
     }
     show(detailKey);
+    watermarkLine.replaceChildren(...(view.watermark ? watermarkLegend(view.watermark) : []));
     stats.replaceChildren();
     const kept = Math.round(view.kept).toLocaleString("en-US");
     const entropy = el("span", "mgx-entropy", `entropy ${fmt(view.entropy)} nats`);
@@ -579,6 +618,7 @@ function mountPage(root, data) {
   const generation = { ...data.settings };
   const settings = { ...data.settings };
   const greedy = generation.temperature === 0; // the replay took the greedy tokens: nothing was drawn
+  const bias = data.watermark ? data.watermark.bias : 0;
   let current = 0;
   const contextAt = (i) => data.prompt_ids.concat(data.tokens.slice(0, i).map((t) => t.id));
   const withTexts = (view) => ({ ...view, rows: view.rows.map((r) => ({ ...r, text: data.texts[r.id] })) });
@@ -586,7 +626,8 @@ function mountPage(root, data) {
     text: data.texts[t.id],
     p: t.p,
     how: greedy ? "greedy, temperature 0" : `sampled, seed ${data.seed}, draw ${i + 1}`,
-    dist: withTexts(processStep(steps[i], contextAt(i), generation, HOVER_ROWS)).rows
+    ...("green" in t ? { green: t.green } : {}),
+    dist: withTexts(processStep(steps[i], contextAt(i), generation, HOVER_ROWS, bias)).rows
       .filter((r) => r.p > 0).map((r) => [r.text, r.p]),
   }));
   const binned = data.vocab - steps[0].ids.length;
@@ -594,8 +635,9 @@ function mountPage(root, data) {
   const redraw = () => {
     const message = checkSettings(settings);
     if (!message) {
-      last = { ...withTexts(processStep(steps[current], contextAt(current), settings)), prompt: data.prompt, tokens,
-        current, chosen: data.tokens[current].id, started: generation, defaults: data.defaults };
+      last = { ...withTexts(processStep(steps[current], contextAt(current), settings, ROWS, bias)), prompt: data.prompt,
+        tokens, current, chosen: data.tokens[current].id, started: generation, defaults: data.defaults,
+        watermark: data.watermark };
     }
     update(last, message);
   };
@@ -603,11 +645,14 @@ function mountPage(root, data) {
     mode: "page",
     subtitle: `${data.model ? `Model ${data.model}: a` : "A"} replay of ${steps.length} tokens ` +
       (greedy ? "taken greedily (temperature 0)" : `sampled with ${describe(generation)}, seed ${data.seed}`) +
+      (data.watermark ? `, watermarked (\u03b4 = ${data.watermark.bias} on a green list, ${data.watermark.seeding_scheme})` : "") +
       ". Go through the steps with the step slider, \u25c0 \u25b6, the \u2190 \u2192 keys or a click on a token, and " +
       "move the sliders: this page recomputes each distribution from the step's stored logits.",
     note: `What is approximate here: to keep the file small, the page stores for each step the exact scores (logits) ` +
-      `of the ${data.head.toLocaleString("en-US")} most likely tokens and of every token of the text; the other ` +
-      `~${binned.toLocaleString("en-US")} tokens are grouped by score, each group stored as its size and one shared ` +
+      `of the ${data.head.toLocaleString("en-US")} most likely tokens${data.watermark ? " (with and without \u03b4)" : ""} ` +
+      "and of every token of the text; the other " +
+      `~${binned.toLocaleString("en-US")} tokens are grouped by score${data.watermark ? " (green and other tokens apart)" : ""}, ` +
+      "each group stored as its size and one shared " +
       `score. So a probability shown here is within ${data.max_error.probability} of the exact one and the ` +
       `entropy within ${data.max_error.entropy} nats (the raw probabilities are exact). When top-k, top-p or ` +
       "min-p cuts through a group, the number of kept tokens is approximate, and shown with \u2248.",
