@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from test_generate import left_pad
 
 from minigpt.generate import PAD_TOKEN_ID, generate
 from minigpt.logits import LogitsSettings, WatermarkSettings, greenlist, watermark_logits
@@ -35,14 +36,6 @@ def ours_and_theirs(scheme, width, ratio, key, bias=2.0):
 
 def processor(config):
     return config.construct_processor(VOCAB_SIZE, "cpu")
-
-
-def left_pad(texts):
-    rows = [encode(t) for t in texts]
-    width = max(map(len, rows))
-    ids = torch.tensor([[PAD_TOKEN_ID] * (width - len(r)) + r for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-    return ids, mask
 
 
 @pytest.mark.parametrize(("scheme", "width", "ratio", "key"), SETTINGS)
