@@ -3,6 +3,8 @@
     minigpt generate "ROMEO:"                      # sample a continuation from the default model
     minigpt generate "ROMEO:" --temperature 0      # greedy
     minigpt generate "ROMEO:" --weights int8       # int8 weights: a quarter of the bytes per token
+    minigpt generate "ROMEO:" --weights q4_0       # llama.cpp's 4-bit blocks: 18 bytes per 32 weights
+    minigpt generate "ROMEO:" --readable -v        # the chapters' loop, not the fast path; -v says which ran
     minigpt generate "ROMEO:" --watermark          # watermarked text (chapter 14): a green list gets δ = 2
     minigpt detect "ROMEO: ..." --z-threshold 3    # is TEXT watermarked? its green tokens, z-score and verdict
     minigpt generate "Hello" --model gpt2          # OpenAI's GPT-2 (needs the hub extra and a network)
@@ -16,9 +18,13 @@
 from __future__ import annotations
 
 import argparse
+import codecs
 import dataclasses
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -26,14 +32,21 @@ from minigpt import __version__
 from minigpt.arguments import add_dataclass_arguments, dataclass_from_args
 from minigpt.checkpoint import HUB_REPOS, load_model, shipped_models
 from minigpt.checks import check_device, check_int
-from minigpt.generate import DecodingSettings, stream
+from minigpt.generate import PAD_TOKEN_ID, DecodingSettings, cut_at_stop, make_generator, prepare_prompt, stream
 from minigpt.logits import LogitsSettings, WatermarkSettings
-from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, encode
+from minigpt.model import GPT
+from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, decode_bytes, encode
 
-# The other commands' modules (train, bench, explore, export, quantize) are imported inside them: a command
-# loads only what it uses, and ``minigpt generate`` starts without the bench, the trainer or the widget.
+if TYPE_CHECKING:  # the fast path is imported when generate uses it
+    from minigpt.fast import FastDecoder
+
+# The other commands' modules (train, bench, explore, export) are imported inside them: a command loads only
+# what it uses, and ``minigpt generate`` starts without the bench, the trainer or the widget. The fast path
+# (minigpt.fast) and the weight formats (minigpt.quantize) are imported when generate uses them.
 
 DEFAULT_MODEL = "shakespeare"
+# --weights: the formats a model's matrices can be rounded through (minigpt.fast.WEIGHTS, minigpt.quantize)
+WEIGHTS = ("float", "int8", "fp16", "bf16", "q8_0", "q4_0")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,16 +89,26 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
     p.description = (
         "Continue PROMPT with a model, streaming the new text to stdout token by token. By default it samples "
         "at temperature 0.8 from the 50 most likely tokens; --temperature 0 gives greedy decoding. A logits "
-        "setting's off value (top-k 0, top-p 1, min-p 0, penalty 1 …) or 'none' switches it off."
+        "setting's off value (top-k 0, top-p 1, min-p 0, penalty 1 …) or 'none' switches it off. It decodes on "
+        "the fast path (minigpt.fast, a decode step in C) wherever this machine runs it, picking each token as the "
+        "chapters' readable loop does from the same logits; --readable runs that loop itself."
     )
     p.add_argument("prompt", help="the text to continue")
     _add_model_option(p)
     p.add_argument("--max-new-tokens", type=int, default=100, help="how many tokens to add (default 100)")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling: same seed, same text")
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda, cuda:1 or mps (default cpu)")
-    p.add_argument("--weights", choices=["float", "int8"], default="float",
-                   help="int8: every matrix in int8, one scale per output channel (CPU; a quarter of the bytes "
-                   "per token, see chapter 12); default float, the checkpoint's own")
+    p.add_argument("--weights", choices=WEIGHTS, default="float",
+                   help="the weights' format (chapter 12): float, the checkpoint's own (default); int8, every matrix "
+                   "in int8 with one scale per output channel (CPU); fp16 or bf16, the block matrices and the token "
+                   "table in 16 bits; q8_0 or q4_0, those in llama.cpp's blocks of 32 numbers with one fp16 scale "
+                   "(minigpt.quantize.round_weights)")
+    p.add_argument("--readable", action="store_true",
+                   help="decode with the chapters' readable loop (minigpt.generate) rather than the fast path "
+                   "(minigpt.fast.FastDecoder, the C decode step), which picks the same tokens faster and runs "
+                   "whenever this CPU can run it")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="say on stderr which loop decodes (and why, for the readable one) and how fast it went")
     p.add_argument("--stop", action="append", default=None, help="stop before this string (repeatable)")
     p.add_argument(
         "--eos", action="store_true", help="stop at <|endoftext|> (by default it is printed like any token)"
@@ -208,29 +231,193 @@ def _run_generate(args: argparse.Namespace) -> int:
     _check_default_model(args.model)
     _check_watermark_flags(args)
     logits = logits_settings(args)  # a bad option fails here, before the model is loaded
-    settings = dict(
+    s = DecodingSettings(  # and so does a contradiction, e.g. min-new-tokens > max-new-tokens
         max_new_tokens=args.max_new_tokens,
         do_sample=logits.temperature > 0,
         eos_token_id=EOT_TOKEN_ID if args.eos else None,
         stop=args.stop,
         allow_special=args.allow_special,
+        logits=logits,
     )
-    DecodingSettings(**settings, logits=logits)  # and so does a contradiction, e.g. min-new-tokens > max-new-tokens
     if args.weights == "int8" and args.device.type != "cpu":
         raise ValueError(f"--weights int8 runs on CPU only (its kernels are CPU kernels), got --device {args.device}")
     model = load_model(args.model, device=args.device)
-    if args.weights == "int8":
-        from minigpt import quantize
-
-        model = quantize.quantize_model(model)  # the fast int8 kernel for this CPU, timed (minigpt.quantize)
-    pieces = stream(model, args.prompt, seed=args.seed, token_healing=args.token_healing, logits=logits, **settings)
+    _check_blocks(args.weights, model)
+    pieces, loop = _pieces(model, args, s)
+    del model  # the fast path decodes its own copy of the weights: the model's are freed (a readable stream keeps them)
+    if args.verbose:
+        print(f"minigpt generate: decoding with {loop}", file=sys.stderr)
     if not args.token_healing:
         _warn_about_the_boundary(args.prompt, args.model, args.allow_special)
     print(args.prompt, end="", flush=True)
+    start, first, n = time.perf_counter(), None, 0
     for _, piece in pieces:
+        first, n = first or time.perf_counter() - start, n + 1
         print(piece, end="", flush=True)
     print()
+    if args.verbose and n:
+        seconds = time.perf_counter() - start
+        print(f"minigpt generate: {n} new tokens in {seconds:.2f} s ({n / seconds:.0f} tokens/s), the first after "
+              f"{first:.3f} s (the prompt's pass)", file=sys.stderr)
     return 0
+
+
+def _pieces(model: GPT, args: argparse.Namespace, s: DecodingSettings) -> tuple[Iterator[tuple[int, str]], str]:
+    """The ``(token, text piece)`` stream of ``minigpt generate``, and which loop makes it (for ``--verbose``).
+
+    On the fast path the decoder holds its own copy of the weights, so nothing here keeps ``model``.
+    """
+    int8_kernel = _int8_kernel(model) if args.weights == "int8" else None
+    why = readable_reason(args, int8_kernel)
+    if why is not None:
+        model = readable_model(model, args.weights, int8_kernel)
+        pieces = stream(model, args.prompt, seed=args.seed, token_healing=args.token_healing, logits=s.logits,
+                        max_new_tokens=s.max_new_tokens, do_sample=s.do_sample, eos_token_id=s.eos_token_id,
+                        stop=s.stop, allow_special=s.allow_special)
+        return pieces, f"the readable loop (minigpt.generate.stream, {args.weights} weights): {why}"
+    from minigpt.fast import FastDecoder
+
+    ids = prepare_prompt(model, args.prompt, None, s)[0]  # encoded and cropped as the readable loop does
+    decoder = FastDecoder(model, 1, ids.size(1) + s.max_new_tokens, weights=args.weights,
+                          int8_kernel=int8_kernel or "auto")
+    tokens = fast_tokens(decoder, ids, s, make_generator(args.seed, None, ids.device))
+    loop = f"the fast path (minigpt.fast.FastDecoder, {args.weights} weights, the C decode step)"
+    return text_pieces(tokens, s), loop
+
+
+def readable_reason(args: argparse.Namespace, int8_kernel: str | None = None) -> str | None:
+    """Why ``minigpt generate`` decodes ``args`` with the readable loop, or None where the fast path decodes them.
+
+    The fast path is ``FastDecoder``'s C decode step: CPU, float32, and a C compiler to build it. It decodes
+    every logits setting (``fast_tokens`` picks with the readable loop's chain), so only the switches the
+    readable loop alone has send a run there, and a machine where the C step cannot run (no compiler, a
+    GPU, a format or int8 kernel the step lacks) decodes there quietly. ``int8_kernel``: with int8 weights,
+    the kernel both loops use (``_int8_kernel``).
+
+    >>> readable_reason(build_parser("generate").parse_args(["generate", "Hi", "--readable"]))
+    '--readable'
+    """
+    if args.readable:
+        return "--readable"
+    if args.token_healing:
+        return "--token-healing re-writes the prompt's end, which only the readable loop does"
+    if args.max_new_tokens == 0:
+        return "--max-new-tokens 0: no token to decode"
+    if args.device.type != "cpu":
+        return f"the C decode step runs on CPU, got --device {args.device}"
+    from minigpt.fast import choose_matmul
+    from minigpt.fast.native import unavailable_reason
+
+    try:  # the fast path's own table of what runs here (minigpt.fast.options)
+        matmul = choose_matmul("auto", args.device, weights=args.weights, int8_kernel=int8_kernel)
+    except ValueError as e:  # UnsupportedOptions, or a format this version of the fast path does not have
+        return f"the fast path cannot decode --weights {args.weights} here: {e}"
+    if matmul == "native":
+        return None
+    reason = unavailable_reason()
+    if reason:
+        return f"the C decode step cannot run here: {reason}"
+    return f"the C decode step does not run {args.weights} weights with the {int8_kernel!r} int8 kernel"
+
+
+def _check_blocks(weights: str, model: GPT) -> None:
+    """Refuse a block format (q8_0, q4_0: blocks of 32 numbers along each row) for a model whose rows do not split
+    into blocks, naming the flag, before either loop rounds anything."""
+    if weights not in ("q8_0", "q4_0"):
+        return
+    from minigpt.quantize import BLOCK_SIZE
+
+    width = model.config.n_embd  # every row is n_embd or 4 n_embd numbers long: the token table's, each matrix's
+    if width % BLOCK_SIZE:
+        raise ValueError(f"--weights {weights} stores blocks of {BLOCK_SIZE} numbers along each matrix row, so it "
+                         f"needs n_embd a multiple of {BLOCK_SIZE}; this model has n_embd={width}: use float, int8, "
+                         "fp16 or bf16")
+
+
+def _int8_kernel(model: GPT) -> str:
+    """The int8 kernel this CPU runs fastest, timed once on an MLP matrix as ``FastDecoder`` times it: both loops
+    then compute with the same kernel (``minigpt.quantize.choose_int8_kernel``)."""
+    from minigpt.quantize import choose_int8_kernel
+
+    return choose_int8_kernel("auto", model.transformer.h[0].mlp.c_fc.weight.detach())
+
+
+def readable_model(model: GPT, weights: str, int8_kernel: str | None = None) -> GPT:
+    """The model the readable loop decodes for ``--weights``: ``model`` itself for float, else a copy whose weights
+    went through the format, as the fast path stores them (``minigpt.quantize``).
+
+    >>> from minigpt.model import GPTConfig
+    >>> model = GPT(GPTConfig.from_preset("tiny"))
+    >>> readable_model(model, "float") is model
+    True
+    """
+    if weights == "float":
+        return model
+    from minigpt import quantize
+
+    if weights == "int8":
+        return quantize.quantize_model(model, int8_kernel or "auto")  # every matrix an Int8Linear, the head too
+    return quantize.round_weights(model, weights)
+
+
+@torch.inference_mode()
+def fast_tokens(
+    decoder: FastDecoder, ids: torch.Tensor, s: DecodingSettings, rng: torch.Generator | None
+) -> Iterator[int]:
+    """The new tokens after the (1, T) prompt ``ids``, one at a time: the logits of ``decoder`` (a
+    ``minigpt.fast.FastDecoder``: the prompt's pass, then one decode step per token), each token picked as the
+    readable loop picks it for a prompt alone (``minigpt.serving.pick_token``: the settings' chain in float32,
+    then the argmax or a draw from ``rng``), so the tokens are those ``minigpt.generate.stream`` picks from the
+    same logits. A step runs only when the caller asks for its token: the text streams, and a run that stops
+    early (EOS, a stop string) computes no more.
+
+    >>> from minigpt.fast import FastDecoder
+    >>> from minigpt.model import GPTConfig
+    >>> model, ids = GPT(GPTConfig.from_preset("tiny")), torch.tensor([[6109, 3626, 6100, 345]])
+    >>> len(list(fast_tokens(FastDecoder(model, 1, 7), ids, DecodingSettings(max_new_tokens=3), None)))
+    3
+    """
+    from minigpt.serving import pick_token
+
+    T, new = ids.size(1), s.max_new_tokens
+    out = torch.cat([ids, ids.new_full((1, new), PAD_TOKEN_ID)], 1)  # (1, T + new): the prompt, then each token
+    logits = decoder.prefill(ids, torch.ones_like(ids), torch.arange(T, device=ids.device).unsqueeze(0))  # (1, V)
+    position = torch.full((1, 1), T, device=ids.device)  # (1, 1): where the token fed next sits
+    for step in range(new):
+        if step:
+            logits = decoder.decode_one_token(out[:, T + step - 1 : T + step], position, T + step - 1)
+            position += 1
+        token = pick_token(logits, out[:, : T + step], step, s, rng)
+        out[:, T + step] = token
+        yield token
+
+
+def text_pieces(tokens: Iterator[int], s: DecodingSettings) -> Iterator[tuple[int, str]]:
+    """``(token, piece)`` for each of ``tokens``, as ``minigpt.generate.stream`` yields them: a piece never splits
+    a UTF-8 character, text that may start a stop string waits until it cannot, and the pieces end at an EOS
+    (not printed), at a stop string (cut before it) or after ``s.max_new_tokens`` tokens.
+
+    >>> from minigpt.tokenizer import encode
+    >>> list(text_pieces(iter(encode("Fair is foul.")), DecodingSettings(max_new_tokens=9, stop=" foul")))
+    [(30099, 'Fair'), (318, ' is'), (15626, '')]
+    """
+    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    text, sent = "", 0  # the continuation decoded so far, and how much of it was already yielded
+    for n, token in enumerate(tokens, 1):
+        last = n == s.max_new_tokens or token in s.eos_token_ids
+        if token not in s.eos_token_ids:
+            text += utf8.decode(decode_bytes([token]), final=last)
+        cut = len(cut_at_stop(text, s.stops))  # where the first stop string begins (len(text): none does)
+        safe = cut if cut < len(text) or last else len(text) - _may_start_a_stop(text, s.stops)
+        yield token, text[sent:safe]
+        sent = safe
+        if last or cut < len(text):
+            return
+
+
+def _may_start_a_stop(text: str, stops: tuple[str, ...]) -> int:
+    """Length of the longest end of ``text`` that a stop string starts with: it waits for the next token."""
+    return max((n for stop in stops for n in range(len(stop) - 1, 0, -1) if text.endswith(stop[:n])), default=0)
 
 
 def _warn_about_the_boundary(prompt: str, model: str, allow_special: bool) -> None:
@@ -354,7 +541,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
         "Write MODEL in the format of another tool. --to hf: a directory OUT that transformers loads offline "
         "with GPT2LMHeadModel.from_pretrained and AutoTokenizer.from_pretrained (config.json, "
         "model.safetensors, and GPT-2's tokenizer files made from minigpt's own copy). --to gguf: one file OUT "
-        "that llama.cpp runs (architecture gpt2, the tokenizer inside), in f32 or f16 (--dtype)."
+        "that llama.cpp runs (architecture gpt2, the tokenizer inside), in f32, f16, q8_0 or q4_0 (--dtype)."
     )
     p.add_argument(
         "model",
@@ -366,7 +553,9 @@ def _add_export(p: argparse.ArgumentParser) -> None:
                    help="the format: hf (Hugging Face transformers) or gguf (llama.cpp)")
     p.add_argument("out", metavar="OUT", help="--to hf: the directory to write, new or empty; --to gguf: the "
                    "file to write, new (either may be replaced with --overwrite)")
-    p.add_argument("--dtype", choices=GGUF_DTYPES, help="--to gguf only: f32 (default) or f16 matrices")
+    p.add_argument("--dtype", choices=GGUF_DTYPES,
+                   help="--to gguf only: f32 (default), or the block matrices and token table in f16, or in "
+                        "llama.cpp's 8- and 4-bit blocks q8_0 and q4_0 (32 weights, one f16 scale); the rest f32")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export at OUT")
     p.set_defaults(run=_run_export)
 

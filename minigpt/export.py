@@ -8,7 +8,8 @@ sampling defaults, the tokenizer files, generated from the shipped tiktoken rank
 and a model card, ``README.md``.
 
 ``export_gguf`` writes one GGUF file of llama.cpp's ``gpt2`` architecture, with the tokenizer inside it
-(the same tokens and merges), through the ``gguf`` package, the format's own writer.
+(the same tokens and merges), through the ``gguf`` package, the format's own writer: in float32, float16,
+or GGUF's own 8- and 4-bit block formats (Q8_0, Q4_0; ``minigpt.quantize``).
 
 >>> import tempfile
 >>> from minigpt.model import GPT, GPTConfig
@@ -26,6 +27,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -43,9 +45,15 @@ from minigpt.checkpoint import (
 )
 from minigpt.checks import remove_leftovers, temp_beside, write_failure
 from minigpt.model import GPT
+from minigpt.quantize import BLOCK_SIZE, gguf_blocks, is_rounded, quantize_q4_0, quantize_q8_0
 from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, VOCAB_SIZE, gpt2_encoding
 
-GGUF_DTYPES = ("f32", "f16")
+if TYPE_CHECKING:
+    import gguf
+
+GGUF_DTYPES = ("f32", "f16", "q8_0", "q4_0")
+# the GGUF block formats, by the name export_gguf takes, with minigpt.quantize's quantizer for each
+GGUF_QUANTIZERS = {"q8_0": quantize_q8_0, "q4_0": quantize_q4_0}
 # minigpt's (= GPT-2's) tensor names → llama.cpp's; lm_head is left out: llama.cpp ties it to token_embd too
 GGUF_NAMES = {
     "transformer.wte.weight": "token_embd.weight",
@@ -474,11 +482,16 @@ def export_gguf(model: GPT, out_file: str | Path, *, dtype: str = "f32", name: s
                 overwrite: bool = False) -> Path:
     """Write ``model`` and GPT-2's tokenizer to the GGUF file ``out_file`` (llama.cpp's ``gpt2``); return its path.
 
-    ``dtype`` is ``"f32"`` or ``"f16"``; with ``"f16"`` the matrices are stored in half precision and the
-    norms and biases stay f32, as llama.cpp's own converter does (they are tiny, and ggml adds them in
-    f32). ``out_file`` is checked first (``check_out_file``). The file is written under a temporary name
-    next to it and renamed at the end, so a failure never leaves a partial file behind (a full disk is an
-    ``OSError`` of one sentence); each run first deletes the temporaries that killed runs left there.
+    ``dtype`` is ``"f32"``, ``"f16"``, ``"q8_0"`` or ``"q4_0"``. Except with ``"f32"``, the tensors that
+    ``minigpt.quantize.round_weights`` rounds (``is_rounded``: the four matrices of each block and the token
+    table, which the head shares) are stored in that format, the Q8_0/Q4_0 blocks bit for bit what the
+    ``gguf`` package's reference quantizers write; the biases, the layer norms and the position table stay
+    f32, as llama.cpp's own converter keeps them (they are tiny, and ggml adds them in f32). So llama.cpp
+    computes with the weights of ``round_weights(model, fmt)`` ("fp16" for "f16"). The block formats need
+    ``n_embd`` a multiple of 32. ``out_file`` is checked first (``check_out_file``). The file is written
+    under a temporary name next to it and renamed at the end, so a failure never leaves a partial file
+    behind (a full disk is an ``OSError`` of one sentence); each run first deletes the temporaries that
+    killed runs left there.
 
     >>> import tempfile
     >>> from minigpt.model import GPT, GPTConfig
@@ -491,14 +504,19 @@ def export_gguf(model: GPT, out_file: str | Path, *, dtype: str = "f32", name: s
     _check_exportable(model)
     if dtype not in GGUF_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(GGUF_DTYPES)}, got {dtype!r}")
+    if dtype in GGUF_QUANTIZERS and model.config.n_embd % BLOCK_SIZE:
+        raise ValueError(f"dtype={dtype!r} stores blocks of {BLOCK_SIZE} weights along each row: it needs "
+                         f"model.config.n_embd a multiple of {BLOCK_SIZE}, got {model.config.n_embd}")
     out = check_out_file(out_file, overwrite=overwrite)
     remove_leftovers(out, "partial")
     staging = temp_beside(out, "partial")
     try:
         writer = gguf.GGUFWriter(staging, "gpt2")
         _add_gguf_metadata(writer, model, dtype, name)
-        for tensor_name, array in gguf_tensors(model, dtype).items():
-            writer.add_tensor(tensor_name, array)
+        for tensor_name, (array, tensor_type) in gguf_tensors(model, dtype).items():
+            # raw_dtype: the writer cannot tell a block format from the bytes; with it, it works out the
+            # (rows, n) shape of the weights from the (rows, bytes) of the array
+            writer.add_tensor(tensor_name, array, raw_dtype=tensor_type)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
@@ -532,26 +550,39 @@ def check_out_file(out_file: str | Path, *, overwrite: bool = False) -> Path:
     return out
 
 
-def gguf_tensors(model: GPT, dtype: str = "f32") -> dict[str, np.ndarray]:
-    """``model``'s tensors under llama.cpp's names, as numpy arrays in the order they are written.
+def gguf_tensors(model: GPT, dtype: str = "f32") -> dict[str, tuple[np.ndarray, gguf.GGMLQuantizationType]]:
+    """``model``'s tensors under llama.cpp's names, in the order they are written: (numpy array, GGML type).
 
     Matrices keep nn.Linear's (out, in) shape: GGUF lists dimensions innermost first, so llama.cpp reads
-    (in, out), the layout its ``ggml_mul_mat`` wants. With ``dtype="f16"`` only the matrices (ndim 2) are
-    halved.
+    (in, out), the layout its ``ggml_mul_mat`` wants, and a block of 32 runs along a row. Tensors that
+    ``dtype`` rounds (``minigpt.quantize.is_rounded``) are float16 for ``"f16"``, and for ``"q8_0"`` and
+    ``"q4_0"`` uint8 (out, bytes): GGUF's blocks (``minigpt.quantize.gguf_blocks``); the others float32.
 
+    >>> import gguf
     >>> from minigpt.model import GPT, GPTConfig
-    >>> tensors = gguf_tensors(GPT(GPTConfig.from_preset("tiny")), "f16")
-    >>> qkv = tensors["blk.0.attn_qkv.weight"]
-    >>> qkv.shape, qkv.dtype, tensors["blk.0.attn_qkv.bias"].dtype
-    ((192, 64), dtype('float16'), dtype('float32'))
+    >>> tensors = gguf_tensors(GPT(GPTConfig.from_preset("tiny")), "q4_0")
+    >>> qkv, qkv_type = tensors["blk.0.attn_qkv.weight"]
+    >>> qkv.shape, qkv.dtype, qkv_type == gguf.GGMLQuantizationType.Q4_0  # 64 weights a row: 2 blocks of 18 bytes
+    ((192, 36), dtype('uint8'), True)
+    >>> [tensors[name][0].dtype for name in ("blk.0.attn_qkv.bias", "position_embd.weight")]
+    [dtype('float32'), dtype('float32')]
     """
-    arrays = {}
+    import gguf
+
+    types = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
+             "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}
+    tensors = {}
     for ours, tensor in model.state_dict().items():
         if ours == "lm_head.weight":
             continue  # tied: llama.cpp falls back to token_embd.weight when output.weight is absent
-        array = tensor.detach().cpu().float().numpy()
-        arrays[gguf_name(ours)] = array.astype(np.float16) if dtype == "f16" and array.ndim == 2 else array
-    return arrays
+        weights = tensor.detach().cpu().float()
+        if dtype == "f32" or not is_rounded(ours):
+            tensors[gguf_name(ours)] = weights.numpy(), types["f32"]
+        elif dtype == "f16":
+            tensors[gguf_name(ours)] = weights.numpy().astype(np.float16), types["f16"]
+        else:  # (out, in // 32 * bytes per block)
+            tensors[gguf_name(ours)] = gguf_blocks(*GGUF_QUANTIZERS[dtype](weights), dtype).numpy(), types[dtype]
+    return tensors
 
 
 def gguf_name(name: str) -> str:
@@ -573,7 +604,9 @@ def _add_gguf_metadata(writer, model: GPT, dtype: str, name: str) -> None:
 
     config = model.config
     writer.add_name(name)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16 if dtype == "f16" else gguf.LlamaFileType.ALL_F32)
+    file_types = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                  "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}
+    writer.add_file_type(file_types[dtype])
     writer.add_context_length(config.block_size)
     writer.add_embedding_length(config.n_embd)
     writer.add_feed_forward_length(4 * config.n_embd)

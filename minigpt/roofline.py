@@ -16,10 +16,16 @@ This module is that arithmetic, nothing measured: ``minigpt bench`` measures the
 
 from __future__ import annotations
 
+import math
+
 from minigpt.checks import check_int, check_real
 from minigpt.model import GPTConfig
+from minigpt.quantize import BYTES_PER_WEIGHT
 
-WEIGHT_FORMATS = {"fp32": 4, "bf16": 2, "int8": 1}  # bytes per number of a weight matrix
+# bytes per number of a weight matrix (minigpt.quantize's table): fp32 4, fp16 and bf16 2, int8 1 (plus one fp32
+# scale per output channel, below), q8_0 34/32 and q4_0 18/32 (GGUF's blocks of 32 numbers: 32 codes of 8 or 4 bits
+# and one fp16 scale, 34 and 18 bytes a block)
+WEIGHT_FORMATS = BYTES_PER_WEIGHT
 
 
 def weight_count(config: GPTConfig) -> int:
@@ -41,8 +47,11 @@ def decode_step_bytes(config: GPTConfig, batch_size: int = 1, context_len: int =
                       cache_bytes_per_number: int | None = None) -> int:
     """Bytes one decode step must read: every weight once (the whole batch shares them) and the KV cache.
 
-    ``weights`` is the weights' format (``WEIGHT_FORMATS``): fp32 4 bytes a number, bf16 2, int8 1 for the
-    matrices plus one fp32 scale per output channel, with biases and norms kept in fp32. The cache holds a
+    ``weights`` is the weights' format (``WEIGHT_FORMATS``): fp32 4 bytes a number and bf16 2, for every
+    weight (a bf16 model is bf16 throughout); fp16 2, q8_0 34/32 and q4_0 18/32 for the matrices (the
+    blocks' fp16 scales included), int8 1 for the matrices plus one fp32 scale per output channel, with
+    biases and norms kept in fp32 (as ``minigpt.quantize.round_weights`` and the GGUF export keep them). The
+    cache holds a
     key and a value of n_embd numbers per layer for each of the ``context_len`` positions of every row, in
     ``cache_bytes_per_number`` (default: bf16's 2 for bf16 weights, else fp32's 4)::
 
@@ -52,6 +61,8 @@ def decode_step_bytes(config: GPTConfig, batch_size: int = 1, context_len: int =
     494.613504
     >>> round(decode_step_bytes(GPTConfig(), weights="int8") / 1e6, 1)  # a quarter, plus the scales
     124.6
+    >>> round(decode_step_bytes(GPTConfig(), weights="q4_0") / 1e6, 1)  # 4.5 bits a matrix weight
+    70.0
     """
     if weights not in WEIGHT_FORMATS:
         raise ValueError(f"weights must be one of {', '.join(WEIGHT_FORMATS)}, got {weights!r}")
@@ -62,8 +73,10 @@ def decode_step_bytes(config: GPTConfig, batch_size: int = 1, context_len: int =
     if weights == "int8":
         scales = L * 9 * C + V  # one per output channel of every matrix, the head's included
         weight_total = matrices + 4 * (scales + weight_count(config) - matrices)
-    else:
+    elif weights in ("fp32", "bf16"):
         weight_total = WEIGHT_FORMATS[weights] * weight_count(config)
+    else:  # the matrices in the format, rounded up to whole bytes; biases and norms in fp32
+        weight_total = math.ceil(WEIGHT_FORMATS[weights] * matrices) + 4 * (weight_count(config) - matrices)
     if cache_bytes_per_number is None:
         cache_bytes_per_number = 2 if weights == "bf16" else 4
     check_int("cache_bytes_per_number", cache_bytes_per_number, 1)

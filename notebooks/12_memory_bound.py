@@ -26,7 +26,9 @@
 #
 # This chapter counts those bytes by hand, measures your machine's bandwidth, and holds four decoders
 # against the bound it gives, then finds where the rest of a step's time goes. Then it finds where the
-# rule stops holding (large batches) and moves the bound itself (int8 weights: a quarter of the bytes).
+# rule stops holding (large batches) and moves the bound itself: int8 weights (a quarter of the bytes), then
+# the 8- and 4-bit formats of llama.cpp's GGUF files, built by hand, their loss and their speed, with llama.cpp
+# itself on the same bytes.
 
 # %% tags=["parameters"]
 # Try your own: change these and run the chapter again.
@@ -38,27 +40,39 @@ rounds = 5  # how many turns every timed thing takes (at least 2, for a spread)
 # %%
 # %matplotlib inline
 import copy
+import math
 import re
 import time
 
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
+from gguf import GGMLQuantizationType
+from gguf.quants import quantize as gguf_quantize
 from IPython.display import Markdown, display
 
 import minigpt
 from minigpt.bench import measure, read_kernels, to_transformers, transformers_generate
+from minigpt.bench.peers import LlamaCppDecoder, llama_cpp_version
 from minigpt.data import load_splits
-from minigpt.fast import FastDecoder, native
+from minigpt.fast import FastDecoder, UnsupportedOptions, native
 from minigpt.generate import generate
 from minigpt.metrics import interleaved_times, separated, spread
 from minigpt.model import GPT, GPTConfig
 from minigpt.quantize import (
     choose_int8_kernel,
     dequantize,
+    dequantize_q4_0,
+    dequantize_q8_0,
+    gguf_blocks,
     int8_kernels_here,
+    is_rounded,
     quantize_model,
     quantize_per_channel,
+    quantize_q4_0,
+    quantize_q8_0,
+    round_matrix,
+    round_weights,
 )
 from minigpt.roofline import bandwidth_bound, decode_step_bytes, weight_count
 from minigpt.train import heldout_loss
@@ -489,7 +503,7 @@ assert cold > 1  # the big read evicted what it needs
 # %%
 c_source = native.SOURCE.read_text()
 rows_at_once = dict(zip(("batch 1", "larger batches"),
-                        re.search(r"int R = B == 1 \? (\d+) : (\d+);", c_source).groups()))
+                        re.search(r"int R = B == 1[^?;]*\? (\d+) : (\d+);", c_source).groups()))
 print(f"decode_step.c streams, per float matrix: {rows_at_once['batch 1']} rows at once at batch 1, "
       f"{rows_at_once['larger batches']} at larger batches")
 print(f"one position's key and value, all heads: {2 * C * 4:,} bytes")
@@ -911,6 +925,290 @@ print("built here with:", " ".join(flags[4:]) or "no vector flags",
       f"-> {products[here]} int8 products at a time" if here else "-> one int8 product at a time")
 
 # %% [markdown]
+# ## Step 6: bits against loss against speed
+#
+# int8 spent a byte per weight and one fp32 scale per row. llama.cpp, the C/C++ engine most people use to run
+# language models on a CPU, keeps its weights in GGUF files, in formats that go further; its two simplest are
+# worth building by hand. Both cut every row into **blocks of 32 numbers** and give each block its own scale
+# d, stored as fp16 (2 bytes):
+#
+#     Q8_0:  d = max |x| / 127                      q = round(x / d), halves away from zero     x ≈ q · d
+#     Q4_0:  d = (the x of largest |x|, sign kept) / -8    q = trunc(x / d + 8.5), clipped to 0 … 15    x ≈ (q - 8) · d
+#
+# Q8_0 is Step 5's int8 with a scale per block instead of per row: 32 bytes of codes and 2 of scale. Q4_0
+# has 16 levels, four bits: the block's extreme lands exactly on code 0 (x / d = -8), and the other side reaches
+# code 15 at most, seven steps of d, so the levels lean the extreme's way. Two codes share a byte: in each block, byte j holds the
+# code of number j in its low four bits and the code of number j + 16 in its high four: 16 bytes of codes and 2
+# of scale.
+#
+# The `gguf` package, llama.cpp's own Python package, is the reference: it computes in float32, multiplies by
+# 1 / d rather than dividing by d, and rounds d to fp16 only to store it. Step 5's matrix, block by block, by
+# hand:
+
+# %%
+x = w.reshape(-1, 32)  # (4608, 32): each row of 192 numbers is 6 blocks of 32, one after the other
+d8 = x.abs().amax(dim=1, keepdim=True) / 127  # (4608, 1), float32
+y = x * torch.where(d8 == 0, 0.0, 1 / d8)  # x / d as gguf computes it (a block of zeros: all 0)
+
+
+def round_half_away(v):
+    """Round to the nearest integer, halves away from zero, as C's roundf (and gguf) do it.
+
+    Written as gguf writes it: floor(|v| + 0.5) would round the largest float32 below 0.5 up to 1.
+    """
+    whole = v.abs().floor()
+    return v.sign() * (whole + (2 * (v.abs() - whole)).floor())
+
+
+q8 = round_half_away(y).to(torch.int8)  # (4608, 32): -127 … 127
+extreme = x.gather(1, x.abs().argmax(dim=1, keepdim=True))  # (4608, 1): the x of largest |x|, its sign kept
+d4 = extreme / -8  # so that the extreme gets code 0
+q4 = torch.trunc(x * torch.where(d4 == 0, 0.0, 1 / d4) + 8.5).clamp(0, 15).to(torch.uint8)  # (4608, 32): 0 … 15
+# the bytes of a GGUF file: each block's d as fp16 (2 bytes), then its codes
+q8_bytes = torch.cat([d8.half().view(torch.uint8), q8.view(torch.uint8)], dim=1)  # (4608, 34)
+q4_bytes = torch.cat([d4.half().view(torch.uint8), q4[:, :16] | q4[:, 16:] << 4], dim=1)  # (4608, 18)
+
+for fmt, by_hand in (("q8_0", q8_bytes), ("q4_0", q4_bytes)):
+    theirs = torch.from_numpy(gguf_quantize(w.numpy(), GGMLQuantizationType[fmt.upper()]))  # (768, 6 blocks' bytes)
+    library = gguf_blocks(*(quantize_q8_0 if fmt == "q8_0" else quantize_q4_0)(w), fmt)
+    assert torch.equal(by_hand.reshape(theirs.shape), theirs) and torch.equal(library, theirs)
+    print(f"{fmt.upper()}: {by_hand.shape[0]:,} blocks of {by_hand.shape[1]} bytes = {by_hand.numel():,} bytes, "
+          f"{8 * by_hand.shape[1] / 32} bits a number (fp32: {4 * w.numel():,} bytes)")
+print("by hand == gguf.quants.quantize == minigpt.quantize's quantize_q8_0 / quantize_q4_0 + gguf_blocks, "
+      "byte for byte")
+divided = round_half_away(x / d8).to(torch.int8)  # the same codes, computed by dividing by d
+print(f"dividing by d instead of multiplying by 1 / d: {int((divided != q8).sum())} of Q8_0's "
+      f"{q8.numel():,} codes would differ")
+
+# %% [markdown]
+# Both ways of computing x / d are correct to the last bit or so, and yet they give different codes: where x / d
+# lies within a rounding error of a half, the last bit decides. A file that llama.cpp reads must hold
+# exactly its bytes, so the hand-built version follows the reference to the operation.
+#
+# What do the formats cost? Dequantize (q · d for Q8_0, (q - 8) · d for Q4_0, with d as stored, in fp16) and
+# compare with the fp32 matrix, next to fp16 and bf16 (one rounded number each), Step 5's int8, and Q4_0's rule
+# with one scale per *row* instead of per block:
+
+# %%
+back8 = (q8.float() * d8.half().float()).reshape(w.shape)  # (768, 192)
+back4 = ((q4.float() - 8) * d4.half().float()).reshape(w.shape)
+assert torch.equal(back8, dequantize_q8_0(*quantize_q8_0(w))) and torch.equal(back4, dequantize_q4_0(*quantize_q4_0(w)))
+row_d = w.gather(1, w.abs().argmax(dim=1, keepdim=True)) / -8  # (768, 1): Q4_0's rule, one scale per row
+back_row4 = (torch.trunc(w * (1 / row_d) + 8.5).clamp(0, 15) - 8) * row_d.half().float()
+bits = {"fp16": 16, "bf16": 16, "int8, a scale per row": 8 + 32 / w.shape[1], "Q8_0": 8.5, "Q4_0": 4.5,
+        "Q4_0's rule, a scale per row": 4 + 16 / w.shape[1]}
+rounded = {"fp16": w.half().float(), "bf16": w.bfloat16().float(), "int8, a scale per row": back, "Q8_0": back8,
+           "Q4_0": back4, "Q4_0's rule, a scale per row": back_row4}
+rms_error = {name: (r - w).pow(2).mean().sqrt().item() for name, r in rounded.items()}
+for name, err in rms_error.items():
+    print(f"{name:>28}: {bits[name]:5.2f} bits a number, rms error {err:.3g}")
+row8, row4 = "int8, a scale per row", "Q4_0's rule, a scale per row"
+assert rms_error[row8] > 1.2 * rms_error["Q8_0"] and rms_error[row4] > 1.2 * rms_error["Q4_0"]  # blocks win
+assert rms_error["Q4_0"] > 10 * rms_error["Q8_0"]  # four bits fewer: 16 times fewer levels
+print(f"a scale per block of 32 instead of per row: {rms_error[row8] / rms_error['Q8_0']:.2f}x less rms error at "
+      f"8 bits, {rms_error[row4] / rms_error['Q4_0']:.2f}x at 4")
+print("fp16 keeps every weight exactly: the shipped model was saved in fp16" if rms_error["fp16"] == 0 else
+      "fp16 rounds some weights")
+
+# %%
+fig, ax = plt.subplots(figsize=(8, 3.8))
+names = [name for name in rounded if rms_error[name] > 0]  # a bar of height 0 has no place on a log scale
+ax.barh(names, [rms_error[name] for name in names], color=[OKABE_ITO["blue"] if "row" not in name else
+                                                           OKABE_ITO["vermillion"] for name in names])
+for i, name in enumerate(names):
+    ax.annotate(f"{bits[name]:.2f} bits", (rms_error[name], i), xytext=(4, 0), textcoords="offset points",
+                va="center", fontsize=8)
+ax.set_xscale("log")
+ax.set_xlim(right=4 * max(rms_error.values()))
+ax.invert_yaxis()
+ax.set_xlabel("rms error against fp32 (log scale)")
+ax.set_title("h[0].mlp.c_fc.weight through each format" + (" (fp16: exact, not shown)" if rms_error["fp16"] == 0
+                                                            else ""))
+fig.tight_layout()
+save_figure(fig, "12_block_formats_error")
+plt.show()
+
+# %% [markdown]
+# A scale per block beats a scale per row for the reason a scale per row beat one per matrix (Step 5): the
+# scale is set by the largest number it covers, and a block of 32 rarely holds a row's largest. The price is a
+# fp16 scale per 32 numbers, half a bit per number. Four bits instead of eight cost far more: sixteen levels
+# instead of `255`, a step of d about sixteen times wider (`127 / 8`). (fp16 costs nothing at all here: the shipped
+# model was saved in fp16, so every weight already is an fp16 number. bf16 keeps eight bits of precision where
+# fp16 keeps eleven.)
+#
+# ### The bytes of a token in each format
+#
+# A format rounds the block matrices and the token table (the head); the biases, norms and the position table
+# stay fp32, in GGUF files as in `minigpt.quantize.round_weights`, which makes "the model in a format" from an
+# fp32 model. Back to GPT-2 124M's shape and Step 3's context, the bytes of a decode step, by hand, and from
+# `minigpt.roofline.decode_step_bytes`:
+
+# %%
+rounded_numbers = n_layer * matrices + head  # what a format rounds: the block matrices and the token table
+fp32_numbers = weights - rounded_numbers  # biases and norms
+cache_bytes = 2 * n_layer * context_len * C * 4  # the KV cache stays fp32
+step_bytes_by_format = {
+    "fp32": 4 * weights + cache_bytes,
+    "fp16": 2 * rounded_numbers + 4 * fp32_numbers + cache_bytes,  # bf16 the same: 2 bytes a number
+    "int8": rounded_numbers + 4 * (scales + fp32_numbers) + cache_bytes,  # Step 5: one fp32 scale per row
+    "q8_0": rounded_numbers // 32 * 34 + 4 * fp32_numbers + cache_bytes,  # 34 bytes a block of 32
+    "q4_0": rounded_numbers // 32 * 18 + 4 * fp32_numbers + cache_bytes,  # 18 bytes a block of 32
+}
+assert rounded_numbers % 32 == 0  # every row is whole blocks
+print(f"GPT-2 124M, batch 1, context {context_len}: bytes per decode step")
+for fmt, nbytes in step_bytes_by_format.items():
+    assert nbytes == decode_step_bytes(config, 1, context_len, weights=fmt)
+    fewer = f", {step_bytes_by_format['fp32'] / nbytes:.2f} times fewer than fp32" if fmt != "fp32" else ""
+    print(f"{fmt:>5}: {nbytes:>11,} bytes ({nbytes / 1e6:5.1f} MB){fewer}")
+print("by hand == minigpt.roofline.decode_step_bytes(config, 1, context_len, weights=...)")
+
+# %% [markdown]
+# Q8_0 reads 3.72 times fewer bytes than fp32 (int8 3.93: one fp32 scale per row of 768 numbers or more costs
+# less than an fp16 one per block of 32), Q4_0 6.92 times fewer: the bound of Step 3 moves up by as much.
+#
+# ### What each format costs: the held-out loss
+#
+# Now the whole shipped model through each format (`minigpt.quantize.round_weights`: a float32 copy whose
+# block matrices and token table are rounded through the format), scored on Step 5's 16 held-out windows:
+
+# %%
+heldout_by_format = {"fp32": fp32_loss, "int8": int8_loss}  # int8: Step 5's weight-only int8
+for fmt in ("fp16", "bf16", "q8_0", "q4_0"):
+    unchanged = all(torch.equal(t, round_matrix(t, fmt)) for name, t in small.state_dict().items() if is_rounded(name))
+    # a format that changes no weight leaves the model, and its loss, as it was (fp16, for a model saved in fp16)
+    heldout_by_format[fmt] = fp32_loss if unchanged else heldout_loss(round_weights(small, fmt), heldout, block,
+                                                                      max_windows=16)
+change = {fmt: loss - fp32_loss for fmt, loss in heldout_by_format.items()}
+bits_by_format = {"fp32": 32, "fp16": 16, "bf16": 16, "int8": 8, "q8_0": 8.5, "q4_0": 4.5}  # per rounded number
+print(f"held-out loss, 16 windows of {block} tokens: fp32 {fp32_loss:.3f} nats/token; against it:")
+for fmt in ("fp16", "bf16", "int8", "q8_0", "q4_0"):
+    print(f"{fmt:>5} ({bits_by_format[fmt]:4} bits a number): {signed(change[fmt])}")
+# the changes measured where this chapter was written, each within 1e-4: every CPU prints the same digits
+for fmt, measured in (("fp16", 0.0), ("bf16", -0.00005), ("q8_0", -0.00077), ("q4_0", 0.0358)):
+    assert abs(change[fmt] - measured) < 1e-4, (fmt, change[fmt])
+assert change["q4_0"] > 40 * max(abs(change[fmt]) for fmt in ("fp16", "bf16", "int8", "q8_0"))
+print(f"Q4_0's perplexity (e to the loss) is {math.expm1(change['q4_0']):.1%} higher than fp32's")
+
+# %% [markdown]
+# What each format costs, from these numbers: **fp16 nothing** (the shipped weights are fp16 numbers already);
+# **bf16 and the two 8-bit formats next to nothing**, a change that rounds to 0.000 or 0.001 nats per token, the
+# size of the noise rounding adds anywhere (Q8_0 even came out a hair *lower*: rounding is not a loss by
+# necessity, only a change); **Q4_0 a visible +0.036** nats per token, over 40 times any of the others, 3.6%
+# more perplexity. About half the bytes of Q8_0 for that: whether it is worth it is the
+# trade-off llama.cpp's users make when they pick a file, and llama.cpp's better 4-bit formats (the k-quants,
+# Q4_K and friends, with a scale and a minimum per block and a second level of scales) exist to make it smaller.
+
+# %% [markdown]
+# ### What each format buys: the speed, and llama.cpp on the same bytes
+#
+# The fast path decodes every format: `FastDecoder(weights=...)` keeps the matrices in the format (fp16 and bf16
+# as 2-byte numbers, Q8_0 and Q4_0 as GGUF's blocks) and turns them into fp32 in the C step as it reads them,
+# computing what `round_weights` computes. llama.cpp reads the same bytes: `minigpt.export.export_gguf` writes
+# the model into a GGUF file (at f32, f16, q8_0 or q4_0) and the `llama_cpp` binding decodes it, greedily, with
+# as many threads as torch has (`minigpt.bench.peers.LlamaCppDecoder` does both; `minigpt bench --methods fast
+# llamacpp` runs the same comparison on GPT-2 124M's shape too). On the shipped model, small enough to be quick,
+# all of them take turns as in Step 3, `rounds` rounds, from a random prompt of `prompt_len` tokens:
+
+# %%
+speed_new = 4 * new_tokens  # new tokens per timed run: the small model is quick
+speed_ids = torch.randint(0, small.config.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(seed))
+speed_context = prompt_len + speed_new // 2  # the average context of a decode step
+speed_runs, llamas, not_here = {}, [], []
+for fmt in ("fp32", "fp16", "bf16", "q8_0", "q4_0"):
+    try:
+        decoder = FastDecoder(small, max_batch_size=1, max_len=prompt_len + speed_new,
+                              weights="float" if fmt == "fp32" else fmt)
+    except UnsupportedOptions as error:  # no C compiler, or the CPU lacks what the format's step needs
+        not_here.append(f"minigpt {fmt}: {error}")
+        continue
+    speed_runs[f"minigpt {fmt}"] = lambda k, d=decoder: d.generate(speed_ids, max_new_tokens=k).ids
+if llama_cpp_version() is not None:
+    for fmt in ("fp32", "fp16", "q8_0", "q4_0"):  # GGUF's f32, f16, q8_0, q4_0: llama.cpp has no bf16 peer here
+        llamas.append(LlamaCppDecoder(small, fmt, context=prompt_len + speed_new))
+        speed_runs[f"llama.cpp {fmt}"] = lambda k, d=llamas[-1]: d.generate(speed_ids, k)
+else:
+    not_here.append("llama.cpp: the llama_cpp binding is not installed (pip install 'minigpt[llama-cpp]')")
+speed = measure(speed_runs, 1, speed_new, rounds, cpu)
+for llama in llamas:
+    llama.close()
+del speed_runs, decoder, llamas
+speed_spreads = {name: spread(r["decode_runs"]) for name, r in speed.items()}
+small_bytes = {fmt: decode_step_bytes(small.config, 1, speed_context, weights="fp16" if fmt == "bf16" else fmt)
+               for fmt in bits_by_format}  # bf16 as fp16: 2 bytes a rounded number, the rest fp32
+for name, r in speed.items():
+    assert r["ids"].shape == (1, prompt_len + speed_new), name
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# why: tokens/s measured on this machine, and which decoders run depends on the CPU and on what is installed
+for line in not_here:
+    print("not timed here:", line)
+print(f"shakespeare, batch 1, {speed_new} new tokens, {rounds} rounds: decode tokens/s, mean ± standard error")
+print(f"{'format':>6} {'bytes/step':>10} {'loss change':>11} {'minigpt':>15} {'llama.cpp':>15}   minigpt / llama.cpp")
+speed_verdicts = []
+for fmt in ("fp32", "fp16", "bf16", "q8_0", "q4_0"):
+    ours, theirs = speed_spreads.get(f"minigpt {fmt}"), speed_spreads.get(f"llama.cpp {fmt}")
+    shown = [f"{s.mean:8.1f} ± {s.stderr:4.1f}" if s else f"{'-':>15}" for s in (ours, theirs)]
+    ratio = ""
+    if ours and theirs:
+        ratio = f"{ours.mean / theirs.mean:.2f}" + ("" if separated(ours, theirs) else " (inside the noise)")
+        speed_verdicts.append((fmt, ours.mean / theirs.mean, separated(ours, theirs)))
+    print(f"{fmt:>6} {small_bytes[fmt] / 1e6:7.2f} MB {signed(change[fmt]):>11} {shown[0]} {shown[1]}   {ratio}")
+assert all(s.mean > 0 for s in speed_spreads.values())
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# why: a plot of the losses above and of the tokens/s measured on this machine
+fig, (loss_ax, speed_ax) = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
+formats_shown = ("fp32", "fp16", "bf16", "q8_0", "q4_0")
+megabytes = [small_bytes[fmt] / 1e6 for fmt in formats_shown]
+loss_ax.plot(megabytes, [heldout_by_format[fmt] for fmt in formats_shown], "o", color=OKABE_ITO["blue"])
+for fmt, mb in zip(formats_shown, megabytes):
+    loss_ax.annotate(fmt, (mb, heldout_by_format[fmt]), xytext=(4, 4), textcoords="offset points", fontsize=8)
+loss_ax.set_ylabel("held-out loss (nats/token, 16 windows)")
+loss_ax.set_title("what a format costs")
+for i, (decoder_name, colour) in enumerate((("minigpt", OKABE_ITO["blue"]), ("llama.cpp", OKABE_ITO["vermillion"]))):
+    shown = [fmt for fmt in formats_shown if f"{decoder_name} {fmt}" in speed_spreads]
+    s = [speed_spreads[f"{decoder_name} {fmt}"] for fmt in shown]
+    speed_ax.errorbar([small_bytes[fmt] / 1e6 for fmt in shown], [x.mean for x in s], yerr=[2 * x.stderr for x in s],
+                      fmt=MARKERS[i], color=colour, capsize=3, label=f"{decoder_name} (mean ± 2 standard errors)")
+    for fmt, x in zip(shown, s):
+        speed_ax.annotate(fmt, (small_bytes[fmt] / 1e6, x.mean), xytext=(4, 4 - 12 * i), textcoords="offset points",
+                          fontsize=8, color=colour)
+speed_ax.set_ylim(bottom=0)
+speed_ax.set_ylabel("decode tokens/s (batch 1)")
+speed_ax.set_title("what a format buys")
+speed_ax.legend(fontsize=8, loc="lower left")
+for ax in (loss_ax, speed_ax):
+    ax.set_xscale("log")
+    ax.set_xlabel("bytes read per decode step (MB, log scale)")
+fig.suptitle("shakespeare in each format: held-out loss and tokens/s against the bytes of a step")
+fig.tight_layout()
+save_figure(fig, "12_bits_loss_speed")
+plt.show()
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# why: built from the tokens/s measured on this machine
+if speed_verdicts:
+    apart = [f"{fmt} ({'minigpt' if r > 1 else 'llama.cpp'} faster, {max(r, 1 / r):.2f}x)"
+             for fmt, r, sep in speed_verdicts if sep]
+    tied = [fmt for fmt, _, sep in speed_verdicts if not sep]
+    noise = f"; {', '.join(tied)} inside the noise (their mean ± 2 standard errors overlap)" if tied else ""
+    display(Markdown("On this machine, against llama.cpp on the same bytes: "
+                     + ("; ".join(apart) if apart else "no format separates") + noise + "."))
+else:
+    display(Markdown("llama.cpp is not installed here: `pip install 'minigpt[llama-cpp]'` adds it, and this section "
+                     "then times it beside the fast path."))
+assert all(r > 0 for _, r, _ in speed_verdicts)
+
+# %% [markdown]
+# Read the right panel against Step 3's lesson: fewer bytes raise the bound, and a decoder gets closer to it only
+# as far as its kernel turns the format back into numbers fast enough (Step 5's lesson, for int8). The comparison
+# with llama.cpp is like for like where it matters: the same bytes in memory, the same threads, the same number of
+# greedy tokens, taking turns. Where two decoders' rounds overlap, the measurement cannot name a faster one.
+
+# %% [markdown]
 # ## What we saw
 #
 # - **A batch-1 decode step reads every weight once**: 123,653,376 numbers for GPT-2 124M (the position
@@ -926,6 +1224,11 @@ print("built here with:", " ".join(flags[4:]) or "no vector flags",
 # - **int8 weights** (one scale per row) cut the bytes to about a quarter; weight-only int8 leaves the
 #   held-out loss where it was, the dynamic kernel moves it a little; how much of the higher bound is
 #   reached depends on the CPU's int8 kernel.
+# - **GGUF's Q8_0 and Q4_0** give every block of 32 numbers its own fp16 scale: 8.5 and 4.5 bits a number,
+#   bit for bit as llama.cpp's `gguf` package computes them (dividing instead of multiplying by 1 / d already
+#   changes codes). Blocks beat rows by the same argument rows beat the whole matrix. fp16, bf16 and the 8-bit
+#   formats left the shipped model's held-out loss within 0.001 nats per token; Q4_0 cost +0.036, for 6.92
+#   times fewer bytes than fp32 at GPT-2 124M's shape.
 #
 # On this machine:
 
@@ -933,6 +1236,9 @@ print("built here with:", " ".join(flags[4:]) or "no vector flags",
 # NBVAL_IGNORE_OUTPUT
 # why: built from what this machine measured
 c_name = "fast (C step)" if "fast (C step)" in best else "fast (torch step)"
+ours = {name.split()[1]: s for name, s in speed_spreads.items() if name.startswith("minigpt")}
+format_speeds_text = ", ".join(f"{s.mean:.0f} tokens/s at {fmt}" for fmt, s in ours.items())
+llama_text = ", ".join(f"{fmt} {r:.2f}x" + ("" if sep else " (inside the noise)") for fmt, r, sep in speed_verdicts)
 dynamic_text = (f"the dynamic kernel {signed(dynamic_change)}" if dynamic_change is not None
                 else "no dynamic kernel on this CPU")
 display(Markdown(
@@ -941,7 +1247,10 @@ display(Markdown(
     f"{c_name} {best[c_name] / bound:.0%};\n"
     f"- batch 8 made {gain[8]:.2f}× the tokens/s of batch 1, batch 64 {gain[64]:.2f}×;\n"
     f"- int8's held-out loss changed by {signed(weight_only_change)} nats/token with the weight-only kernel, "
-    f"{dynamic_text}; FastDecoder picks {int8_kernel_here} here, and {int8_verdict}."))
+    f"{dynamic_text}; FastDecoder picks {int8_kernel_here} here, and {int8_verdict};\n"
+    f"- on the shipped model, the fast path made {format_speeds_text}"
+    + (f"; against llama.cpp on the same bytes, {llama_text}." if speed_verdicts else
+       "; llama.cpp is not installed here.")))
 assert max(best.values()) <= bound and gain[64] > 1
 
 # %% [markdown]
@@ -949,20 +1258,24 @@ assert max(best.values()) <= bound and gain[64] > 1
 # readable loop, the fast path and transformers (with torch's `quantize_dynamic` as int8's peer) side by
 # side, each against its bandwidth bound, and the int8 loss on the shipped model. The
 # [exercises](exercises/12_memory_bound_exercises.ipynb) have you write the quantization, the bytes of a
-# step and the bound yourself.
+# step and the bound yourself, then one block of Q4_0 and the way back, checked against the `gguf` package.
 
 # %% [markdown]
 # ## Recap
 #
 # **What we built.** The bytes of one decode step, counted by hand; the machine's read bandwidth, measured;
 # the bound they give (tokens/s ≤ batch × bandwidth / bytes per step), held against four decoders; a look
-# at where the rest of a step's time goes; the roofline that says where batching stops paying; and int8
-# weights with one scale per row. The library's matches are `minigpt.roofline.weight_count`,
+# at where the rest of a step's time goes; the roofline that says where batching stops paying; int8
+# weights with one scale per row; and GGUF's Q8_0 and Q4_0, one fp16 scale per block of 32, byte for byte as
+# llama.cpp's `gguf` package writes them, with their loss and their speed beside llama.cpp's. The library's
+# matches are `minigpt.roofline.weight_count`,
 # `minigpt.roofline.decode_step_bytes` and `minigpt.roofline.bandwidth_bound` for the arithmetic,
 # `minigpt.quantize.quantize_per_channel`, `minigpt.quantize.dequantize` and
-# `minigpt.quantize.quantize_model` for int8, and the decoders `minigpt.generate.generate` (the readable
-# loop) and `minigpt.fast.FastDecoder` (the fast path, with `weights="int8"` for int8), timed the way
-# `minigpt.bench.measure` does it.
+# `minigpt.quantize.quantize_model` for int8, `minigpt.quantize.quantize_q8_0`, `quantize_q4_0`,
+# `gguf_blocks` and `round_weights` for GGUF's formats (`minigpt.export.export_gguf` writes them to a file),
+# and the decoders `minigpt.generate.generate` (the readable loop) and `minigpt.fast.FastDecoder` (the fast
+# path, with `weights="int8"`, `"fp16"`, `"bf16"`, `"q8_0"` or `"q4_0"`), timed the way
+# `minigpt.bench.measure` does it, beside `minigpt.bench.peers.LlamaCppDecoder`.
 #
 # **Check yourself.**
 #
@@ -1018,6 +1331,19 @@ assert max(best.values()) <= bound and gain[64] > 1
 # reaches it.
 #
 # </details>
+#
+# 6. Q4_0 gives a block of numbers one scale, d = (the number of largest magnitude, its sign kept) / −8. A
+#    block's numbers all lie between $-1$ and $0.5$, and its largest magnitude is $-1$. What is d, which code
+#    does $-1$ get, and which code does $0.5$ get?
+#
+# <details><summary>Answer</summary>
+#
+# $d = -1 / -8 = 0.125$. The code is trunc(x / d + 8.5): for $-1$, $\mathrm{trunc}(-8 + 8.5) = 0$: the extreme
+# always lands on code 0; for $0.5$, $\mathrm{trunc}(4 + 8.5) = 12$, which stands for $(12 - 8) \cdot 0.125 = 0.5$
+# exactly. This block's codes run from $0$ to $12$: the positive side never uses $13$ to $15$, the price of a scale
+# set by a negative extreme (Step 6; `minigpt.quantize`'s docstring computes this very block).
+#
+# </details>
 
 # %% [markdown]
 # ## Sources
@@ -1036,5 +1362,11 @@ assert max(best.values()) <= bound and gain[64] > 1
 # - **int8 weights for large language models, absmax per row** (Step 5): Dettmers, T., Lewis, M., Belkada,
 #   Y., & Zettlemoyer, L. (2022). *LLM.int8(): 8-bit Matrix Multiplication for Transformers at Scale*.
 #   NeurIPS 2022. arXiv:2208.07339.
+# - **GGUF's Q8_0 and Q4_0** (Step 6): Gerganov, G., and the ggml / llama.cpp contributors. *llama.cpp* and
+#   its file format *GGUF* (github.com/ggml-org/llama.cpp: `ggml/src/ggml-quants.c`, the reference quantizers
+#   `quantize_row_q8_0_ref` and `quantize_row_q4_0_ref`; `docs/gguf.md` in github.com/ggml-org/ggml, the format),
+#   and its Python package `gguf` (`gguf/quants.py`, bit-exact numpy versions of the same quantizers).
+# - **The k-quants**, llama.cpp's better 4-bit formats mentioned in Step 6: Kawrakow, I. (2023). *k-quants*.
+#   llama.cpp pull request 1684 (github.com/ggml-org/llama.cpp/pull/1684).
 # - **GPT-2 124M**, the shape measured throughout: Radford, A., Wu, J., Child, R., Luan, D., Amodei, D., &
 #   Sutskever, I. (2019). *Language Models are Unsupervised Multitask Learners*. OpenAI technical report.

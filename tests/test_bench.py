@@ -31,20 +31,23 @@ from minigpt.fast import native
 from minigpt.model import GPT, GPTConfig
 from minigpt.roofline import decode_step_bytes
 
-ROW_KEYS = {"method", "dtype", "batch_size", "ttft_ms", "decode_tokens_per_s", "total_s", "peak_memory_mb",
-            "bound_tokens_per_s", "bound_fraction", "same_tokens_as_cache", "decode_runs"}
+ROW_KEYS = {"model", "method", "dtype", "batch_size", "ttft_ms", "decode_tokens_per_s", "decode_median_tokens_per_s",
+            "total_s", "peak_memory_mb", "bound_tokens_per_s", "bound_fraction", "same_tokens_as_cache",
+            "same_tokens_as_llamacpp", "vs_llamacpp", "decode_runs"}
 
 
 def tiny_flags(tmp_path, *more):
-    return ["--preset", "tiny", "--batch-sizes", "1", "2", "--new-tokens", "4", "--repeats", "1",
+    return ["--preset", "tiny", "--models", "random", "--batch-sizes", "1", "2", "--new-tokens", "4", "--repeats", "1",
             "--out-json", str(tmp_path / "bench.json"), "--figure", str(tmp_path / "figures" / "bench.png"), *more]
 
 
 def test_the_default_is_the_quick_decode_suite():
-    """A newcomer's `minigpt bench`: batch 1 and 8, fp32 and int8, no recomputing method, no search suites."""
+    """A newcomer's `minigpt bench`: both models, batch 1 and 8, fp32 and int8, no recomputing method, no search
+    suites."""
     config = BenchConfig()
     assert (config.batch_sizes, config.dtypes, config.suites) == ((1, 8), ("fp32", "int8"), ("decode",))
     assert config.methods == ("cache", "fast", "transformers") and config.new_tokens == 128
+    assert config.models == ("random", "shakespeare")  # GPT-2 124M's shape, random weights, and a trained model
 
 
 def test_bench_runs_end_to_end(tmp_path, capsys):
@@ -55,11 +58,13 @@ def test_bench_runs_end_to_end(tmp_path, capsys):
     assert run(parser.parse_args(tiny_flags(tmp_path, *every))) == 0
     out, err = capsys.readouterr()
     assert "bench" in err  # the progress bar, on stderr
-    assert out.splitlines()[0].split()[:3] == ["method", "dtype", "batch"]
+    assert out.splitlines()[0] == ("decode on random (tiny shape, random weights): tokens/s of the fastest run, "
+                                   "the median and range of all")
+    assert out.splitlines()[1].split()[:3] == ["method", "dtype", "batch"]
     report = json.loads((tmp_path / "bench.json").read_text())
     assert set(report) == {"config", "machine", "bandwidth_gb_s", "weight_bytes", "results", "int8_quality",
-                           "speculative", "beam", "notes"}
-    assert report["int8_quality"] == []  # no int8 asked for
+                           "quality", "speculative", "beam", "notes"}
+    assert report["int8_quality"] == [] and report["quality"] == []  # fp32 only: nothing to compare it with
     assert report["config"]["preset"] == "tiny" and report["bandwidth_gb_s"] > 0
     rows = report["results"]
     assert all(set(r) == ROW_KEYS for r in rows)
@@ -81,7 +86,8 @@ def test_bench_runs_end_to_end(tmp_path, capsys):
 
 
 def test_speculative_suite_rows(tmp_path):
-    config = BenchConfig(preset="tiny", new_tokens=6, repeats=1, suites=("speculative",), speculative_k=(1, 3),
+    config = BenchConfig(preset="tiny", models=("random",),
+                         new_tokens=6, repeats=1, suites=("speculative",), speculative_k=(1, 3),
                          out_json=str(tmp_path / "b.json"), figure=str(tmp_path / "b.png"))
     report = run_bench(config, progress=False)
     assert report["results"] == [] and report["beam"] == [] and not (tmp_path / "b.png").exists()
@@ -108,7 +114,7 @@ def test_speculative_suite_rows(tmp_path):
 
 
 def test_beam_suite_rows(tmp_path):
-    config = BenchConfig(preset="tiny", new_tokens=5, repeats=1, suites=("beam",), num_beams=(2, 3),
+    config = BenchConfig(preset="tiny", models=("random",), new_tokens=5, repeats=1, suites=("beam",), num_beams=(2, 3),
                          out_json=str(tmp_path / "b.json"), figure=str(tmp_path / "b.png"))
     rows = run_bench(config, progress=False)["beam"]
     assert [(r["method"], r["num_beams"]) for r in rows] == [("greedy", 1), ("beam", 2), ("beam", 3)]
@@ -154,7 +160,7 @@ def test_speculative_and_beam_tables():
 
 def test_missing_transformers_is_a_note_not_an_error(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # `import transformers` now raises ImportError
-    config = BenchConfig(preset="tiny", batch_sizes=(1,), new_tokens=3, dtypes=("fp32",), repeats=1,
+    config = BenchConfig(preset="tiny", models=("random",), batch_sizes=(1,), new_tokens=3, dtypes=("fp32",), repeats=1,
                          methods=("cache", "transformers"), suites=("decode",), out_json=str(tmp_path / "b.json"),
                          figure=str(tmp_path / "b.png"))
     report = run_bench(config, progress=False)
@@ -165,7 +171,7 @@ def test_missing_transformers_is_a_note_not_an_error(tmp_path, monkeypatch):
 
 def test_transformers_method_uses_the_same_weights(tmp_path):
     pytest.importorskip("transformers")
-    config = BenchConfig(preset="tiny", batch_sizes=(2,), new_tokens=5, dtypes=("fp32",), repeats=1,
+    config = BenchConfig(preset="tiny", models=("random",), batch_sizes=(2,), new_tokens=5, dtypes=("fp32",), repeats=1,
                          methods=("cache", "transformers"), suites=("decode",), out_json=str(tmp_path / "b.json"),
                          figure=str(tmp_path / "b.png"))
     rows = run_bench(config, progress=False)["results"]
@@ -275,10 +281,15 @@ def test_step_times_and_cache_speedup():
 
 
 def test_table_marks_differing_tokens_and_missing_memory():
-    row = dict(method="fast", dtype="bf16", batch_size=32, ttft_ms=1.25, decode_tokens_per_s=1234.5,
-               bound_fraction=0.5, peak_memory_mb=None, same_tokens_as_cache=False)
-    table = format_table(dict(results=[row], bandwidth_gb_s=30.0, notes=["bf16 skipped: x"]))
-    assert table.splitlines()[1] == "fast          bf16      32             1.2        1234.5       50%        -  NO"
+    row = dict(model="shakespeare", method="fast", dtype="bf16", batch_size=32, ttft_ms=1.25,
+               decode_tokens_per_s=1234.5, decode_median_tokens_per_s=1200.0, decode_runs=[1234.5, 1100.25, 1200.0],
+               bound_fraction=0.5, vs_llamacpp=None, peak_memory_mb=None, same_tokens_as_cache=False,
+               same_tokens_as_llamacpp=None)
+    table = format_table(dict(results=[row], bandwidth_gb_s=30.0, notes=["bf16 skipped: x"], config={}))
+    assert table.splitlines()[0] == ("decode on shakespeare (trained): tokens/s of the fastest run, the median and "
+                                     "range of all")
+    assert table.splitlines()[2] == ("fast          bf16      32             1.2        1234.5   1200.0 "
+                                     "1100.2-1234.5       50%             -        -  NO           -")
     assert table.splitlines()[-1] == "note: bf16 skipped: x"
 
 
@@ -291,9 +302,12 @@ def test_table_marks_differing_tokens_and_missing_memory():
     (dict(suites=("decode", "sampling")), "suites must be one of decode, speculative, beam, got 'sampling'"),
     (dict(new_tokens=1), "new_tokens must be an integer >= 2, got 1"),
     (dict(prompt_len=0), "prompt_len must be an integer >= 1, got 0"),
-    (dict(dtypes=("fp16",)), "dtypes must be one of fp32, bf16, int8, got 'fp16'"),
-    (dict(dtypes=()), "dtypes must name at least one of fp32, bf16, int8, got ()"),
-    (dict(methods=("cache", "vllm")), "methods must be one of no-cache, cache, fast, transformers, got 'vllm'"),
+    (dict(dtypes=("fp8",)), "dtypes must be one of fp32, bf16, int8, fp16, q8_0, q4_0, got 'fp8'"),
+    (dict(dtypes=()), "dtypes must name at least one of fp32, bf16, int8, fp16, q8_0, q4_0, got ()"),
+    (dict(methods=("cache", "vllm")),
+     "methods must be one of no-cache, cache, fast, transformers, llamacpp, got 'vllm'"),
+    (dict(models=()), "models must name at least one model (random, a shipped name or a path), got ()"),
+    (dict(models=("random", "random")), "models must not repeat a model, got ('random', 'random')"),
     (dict(preset="tiny", prompt_len=100, new_tokens=29), "prompt_len + new_tokens must be <= 128 (the tiny context), got 100 + 29"),
     (dict(device="gpu"), "device must be a torch device such as 'cpu', 'cuda', 'cuda:1'; got 'gpu'"),
     (dict(compile="yes"), "compile must be True, False or None (auto), got 'yes'"),
@@ -317,11 +331,12 @@ def test_cli_flags_cover_every_field():
     assert (args.methods, args.compile, args.no_cache_max_batch) == (["cache", "fast"], False, 8)
     assert (args.suites, args.num_beams, args.draft) == (["decode", "beam"], [2, 4], "d")
     with pytest.raises(SystemExit):
-        parser.parse_args(["--dtypes", "fp16"])
+        parser.parse_args(["--dtypes", "fp8"])
 
 
 def test_int8_rows_and_their_quality(tmp_path):
-    config = BenchConfig(preset="tiny", batch_sizes=(1,), new_tokens=4, repeats=1, dtypes=("fp32", "int8"),
+    config = BenchConfig(preset="tiny", models=("random",),
+                         batch_sizes=(1,), new_tokens=4, repeats=1, dtypes=("fp32", "int8"),
                          target="shakespeare-draft", out_json=str(tmp_path / "b.json"), figure=str(tmp_path / "b.png"))
     report = run_bench(config, progress=False)
     has_transformers = importlib.util.find_spec("transformers") is not None
@@ -331,8 +346,13 @@ def test_int8_rows_and_their_quality(tmp_path):
     assert all(r["same_tokens_as_cache"] is None for r in int8)  # two different quantizations: see int8_quality
     fp32_bound = next(r for r in report["results"] if r["dtype"] == "fp32")["bound_tokens_per_s"]
     assert all(r["bound_tokens_per_s"] > 3 * fp32_bound for r in int8)  # a quarter of the bytes, plus scales
-    assert report["weight_bytes"] == {"fp32": decode_step_bytes(GPTConfig.from_preset("tiny")),
-                                      "int8": decode_step_bytes(GPTConfig.from_preset("tiny"), weights="int8")}
+    assert report["weight_bytes"] == {"random": {"fp32": decode_step_bytes(GPTConfig.from_preset("tiny")),
+                                                 "int8": decode_step_bytes(GPTConfig.from_preset("tiny"), weights="int8")}}
+    # every precision's quality: fp32, then int8 as the fast path's row of int8_quality
+    fast_int8 = report["int8_quality"][0]
+    assert [r["precision"] for r in report["quality"]] == ["fp32", "int8"]
+    assert report["quality"][1]["heldout_loss"] == fast_int8["heldout_loss_int8"]
+    assert report["quality"][0]["heldout_loss"] == pytest.approx(fast_int8["heldout_loss_fp32"], abs=1e-6)
     assert [r["method"] for r in report["int8_quality"]] == ["fast", "cache"] + ["transformers"] * has_transformers
     for r in report["int8_quality"]:
         assert r["loss_change"] == pytest.approx(r["heldout_loss_int8"] - r["heldout_loss_fp32"])
@@ -353,7 +373,8 @@ def test_every_method_and_dtype_of_a_batch_size_take_turns(tmp_path, monkeypatch
         return real(runs, batch_size, *args)
 
     monkeypatch.setattr(minigpt.bench.suites, "measure", recording)
-    config = BenchConfig(preset="tiny", batch_sizes=(1, 2), new_tokens=3, repeats=1, dtypes=("fp32", "int8"),
+    config = BenchConfig(preset="tiny", models=("random",),
+                         batch_sizes=(1, 2), new_tokens=3, repeats=1, dtypes=("fp32", "int8"),
                          methods=("cache", "fast"), target="shakespeare-draft", out_json=str(tmp_path / "b.json"),
                          figure=str(tmp_path / "b.png"))
     report = run_bench(config, progress=False)

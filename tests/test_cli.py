@@ -26,7 +26,9 @@ def test_generate_streams_the_continuation(checkpoint_dir, capsys):
 def test_generate_greedy_matches_the_library(checkpoint_dir, tiny_model, capsys):
     from minigpt.generate import generate
 
-    main(["generate", "Hello", "--model", str(checkpoint_dir), "--max-new-tokens", "6", "--temperature", "0"])
+    # --readable: the library's own loop (the fast path's tokens, checked against it, are tests/test_cli_fast.py's)
+    main(["generate", "Hello", "--model", str(checkpoint_dir), "--max-new-tokens", "6", "--temperature", "0",
+          "--readable"])
     expected = generate(tiny_model, "Hello", max_new_tokens=6).text
     assert capsys.readouterr().out == expected + "\n"
 
@@ -37,15 +39,16 @@ def test_generate_with_int8_weights(capsys, monkeypatch):
 
     quantized = []
 
-    def spy(model):
-        quantized.append(cli_quantize(model))
+    def spy(model, kernel):
+        quantized.append(cli_quantize(model, kernel))
         return quantized[-1]
 
     from minigpt import quantize
 
     cli_quantize = quantize.quantize_model
     monkeypatch.setattr(quantize, "quantize_model", spy)  # the command imports it when it needs it
-    main(["generate", "ROMEO:", "--weights", "int8", "--max-new-tokens", "12", "--temperature", "0"])
+    # the readable loop's int8 model (the fast path's tokens are tests/test_cli_fast.py's)
+    main(["generate", "ROMEO:", "--weights", "int8", "--max-new-tokens", "12", "--temperature", "0", "--readable"])
     (int8,) = quantized
     assert isinstance(int8.lm_head, Int8Linear)
     assert capsys.readouterr().out == generate(int8, "ROMEO:", max_new_tokens=12).text + "\n"
@@ -65,7 +68,8 @@ def test_the_sampling_family_flags_reach_the_library(checkpoint_dir, tiny_model,
 
     flags = ["--typical-p", "0.9", "--epsilon-cutoff", "0.0001", "--frequency-penalty", "0.5", "--presence-penalty",
              "-0.3", "--ban", " the", "--ban", "ab", "--bias", " love=2.5", "--bias", "a=b=-1"]
-    main(["generate", "Hello", "--model", str(checkpoint_dir), "--max-new-tokens", "8", "--seed", "3", *flags])
+    main(["generate", "Hello", "--model", str(checkpoint_dir), "--max-new-tokens", "8", "--seed", "3", "--readable",
+          *flags])
     expected = generate(tiny_model, "Hello", max_new_tokens=8, seed=3, do_sample=True, temperature=0.8, top_k=50,
                         typical_p=0.9, epsilon_cutoff=0.0001, frequency_penalty=0.5, presence_penalty=-0.3,
                         bad_words_ids=[encode(" the"), encode("ab")],
@@ -131,7 +135,7 @@ def test_endoftext_in_the_prompt_names_the_flag(checkpoint_dir, tiny_model, caps
         "end-of-text token (id 50256), or remove it from the prompt\n"
     )
     args = ["generate", prompt, "--model", str(checkpoint_dir), "--allow-special", "--temperature", "0",
-            "--max-new-tokens", "4"]
+            "--max-new-tokens", "4", "--readable"]
     assert main(args) == 0
     expected = generate(tiny_model, prompt, max_new_tokens=4, allow_special=True).text
     assert capsys.readouterr().out == expected + "\n"
@@ -141,7 +145,8 @@ def test_token_healing_flag_reaches_the_library_and_silences_the_warning(checkpo
     from minigpt.generate import generate
 
     prompt = "Juliet.\nO Romeo!\n\n"  # ends in "\n\n" (token 628), where the corpus has "\n", "\n"
-    args = ["generate", prompt, "--model", str(checkpoint_dir), "--max-new-tokens", "4", "--temperature", "0"]
+    args = ["generate", prompt, "--model", str(checkpoint_dir), "--max-new-tokens", "4", "--temperature", "0",
+            "--readable"]
     assert main(args) == 0
     out = capsys.readouterr()
     assert out.out == generate(tiny_model, prompt, max_new_tokens=4).text + "\n"
@@ -204,7 +209,7 @@ def test_generate_imports_only_what_it_uses(checkpoint_dir):
     out = subprocess.run([sys.executable, "-c", code, str(checkpoint_dir)], capture_output=True, text=True,
                          check=True).stdout
     loaded = out.splitlines()[-1]
-    for module in ("minigpt.bench", "minigpt.train", "minigpt.export", "minigpt.quantize"):
+    for module in ("minigpt.bench", "minigpt.train", "minigpt.export", "minigpt.widget", "minigpt.viz", "minigpt.roofline"):
         assert f"'{module}'" not in loaded
 
 

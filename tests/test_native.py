@@ -124,13 +124,16 @@ def test_a_failed_build_says_what_the_compiler_said(monkeypatch, tmp_path):
                                            "cc: error: unrecognized command-line option -fopenmp")
 
 
-@pytest.mark.parametrize("capability, vnni, flags", [
-    ("AVX512", True, ["-mavx512f", "-mfma", "-mavx512vnni"]), ("AVX512", False, ["-mavx512f", "-mfma"]),
-    ("AVX2", True, ["-mavx2", "-mfma"]), ("DEFAULT", False, []),
+@pytest.mark.parametrize("capability, vnni, f16c, flags", [
+    ("AVX512", True, True, ["-mavx512f", "-mfma", "-mavx512vnni", "-mf16c"]),
+    ("AVX512", False, False, ["-mavx512f", "-mfma"]),
+    ("AVX2", True, True, ["-mavx2", "-mfma", "-mf16c"]), ("AVX2", False, False, ["-mavx2", "-mfma"]),
+    ("DEFAULT", False, True, []),
 ])
-def test_the_build_asks_torch_what_the_cpu_runs(monkeypatch, capability, vnni, flags):
+def test_the_build_asks_torch_what_the_cpu_runs(monkeypatch, capability, vnni, f16c, flags):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni)
+    monkeypatch.setattr(native, "has_f16c", lambda cc: f16c)  # the compiler's answer for this CPU
     assert native.build_flags() == ["-O3", "-shared", "-fPIC", "-fopenmp", *flags]
 
 
@@ -148,7 +151,7 @@ def test_native_step_refuses_tensors_it_cannot_read():
     if not native.available():
         pytest.skip(native.unavailable_reason())
     w = torch.zeros(4, 4)
-    message = "contiguous float32, int8 or int32 CPU tensors, got"
+    message = "contiguous torch.float32, torch.float16, torch.bfloat16, torch.int8, torch.uint8 or torch.int32 CPU tensors, got"
     with pytest.raises(ValueError, match=rf"{message} torch.float32 on cpu with strides \(1, 4\)"):
         native.NativeStep([a_layer(w.t())], w, w, (w[0], w[0]), w, None, None, 1, 1, 4)
     with pytest.raises(ValueError, match=rf"{message} torch.float64 on cpu"):
@@ -199,7 +202,7 @@ def test_the_library_reports_the_layout_python_declares():
 @pytest.mark.parametrize("change, message", [
     (dict(step_args=tuple((n, "int64_t" if n == "n_layer" else c) for n, c in layout.STEP_ARGS)),
      "StepArgs.n_layer size: C 8, Python 4"),
-    (dict(layer=(*layout.LAYER, ("spare", 1))), "numbers reported: C 54, Python 53; PER_LAYER: C 22, Python 21"),
+    (dict(layer=(*layout.LAYER, ("spare", 1))), "numbers reported: C 62, Python 61; PER_LAYER: C 22, Python 21"),
 ])
 def test_a_library_built_from_another_layout_is_refused(monkeypatch, tmp_path, change, message):
     """C compiled from one declaration, Python reading another: refused on load, before any step runs."""

@@ -132,7 +132,7 @@ def test_fast_int8_decoder_makes_the_readable_int8_models_tokens(model, kernel):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(weights="int4"), "weights must be one of float, int8, got 'int4'"),
+    (dict(weights="int4"), "weights must be one of float, int8, fp16, bf16, q8_0, q4_0, got 'int4'"),
     (dict(weights="int8", dtype=torch.bfloat16), "weights='int8': int8 weights compute in float32, got dtype=torch.bfloat16"),
     (dict(weights="int8", compile=True), "weights='int8': int8 weights cannot be compiled"),
     (dict(weights="int8", matmul="blas"), "weights='int8': int8 weights bring their own kernel (int8_kernel=), got matmul='blas'"),

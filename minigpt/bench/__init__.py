@@ -4,8 +4,10 @@ Read the core first (``minigpt.generate``, ``minigpt.roofline``); this wing meas
 
 - ``measuring``: the one timer (``take_turns``, and ``measure`` built on it), memory bandwidth, peak
   memory, and the chapters' per-token times;
-- ``peers``: transformers' GPT-2 on the same weights, and torch's int8 (``quantize_dynamic``);
-- ``suites``: what ``minigpt bench`` measures (decode, int8 quality, speculative, beam);
+- ``peers``: transformers' GPT-2 and llama.cpp (``LlamaCppDecoder``) on the same weights, and torch's int8
+  (``quantize_dynamic``);
+- ``suites``: what ``minigpt bench`` measures (decode, int8 quality, every precision's quality, speculative,
+  beam);
 - ``report``: the tables, the JSON and the plot;
 - ``command``: ``BenchConfig`` and the command line (``minigpt bench``, ``python -m minigpt.bench``).
 """
@@ -24,12 +26,18 @@ from minigpt.bench.measuring import (
     take_turns,
     timed,
 )
-from minigpt.bench.peers import quantize_dynamic, to_transformers, transformers_generate
+from minigpt.bench.peers import (
+    LlamaCppDecoder,
+    llama_cpp_version,
+    quantize_dynamic,
+    to_transformers,
+    transformers_generate,
+)
 from minigpt.bench.report import format_table, plot_results
 
 __all__ = [
-    "BANDWIDTH_SECONDS", "BenchConfig", "CacheSpeedup", "PeakMemory", "add_arguments", "cache_speedup",
-    "format_table", "main", "measure", "measure_bandwidth", "plot_results", "quantize_dynamic", "read_kernels",
-    "read_rate", "run", "run_bench", "step_times", "take_turns", "timed", "to_transformers",
-    "transformers_generate",
+    "BANDWIDTH_SECONDS", "BenchConfig", "CacheSpeedup", "LlamaCppDecoder", "PeakMemory", "add_arguments",
+    "cache_speedup", "format_table", "llama_cpp_version", "main", "measure", "measure_bandwidth", "plot_results",
+    "quantize_dynamic", "read_kernels", "read_rate", "run", "run_bench", "step_times", "take_turns", "timed",
+    "to_transformers", "transformers_generate",
 ]

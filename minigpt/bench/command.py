@@ -1,27 +1,42 @@
 """``minigpt bench``: how fast does the model decode, and how close is that to what the memory allows?
 
-One process measures, side by side on the same weights, for each dtype and batch size:
+One process measures, side by side on the same weights, for each model, dtype and batch size:
 
 - ``no-cache``: ``generate(..., use_cache=False)``, which recomputes the whole sequence every step;
 - ``cache``: ``generate(...)``, the readable loop with the KV cache;
 - ``fast``: ``minigpt.fast.FastDecoder``, the fast path;
 - ``transformers``: Hugging Face's ``generate`` on a ``GPT2LMHeadModel`` holding the same weights, when
-  transformers is installed (else skipped, with a note).
+  transformers is installed (else skipped, with a note);
+- ``llamacpp``: llama.cpp (``llama-cpp-python``'s binding) on the GGUF file ``minigpt export --to gguf``
+  writes at the row's precision (fp32 -> f32, fp16 -> f16, q8_0, q4_0; ``minigpt.bench.peers.LlamaCppDecoder``),
+  loaded once before the timing, with torch's number of threads, batch 1 only (the binding decodes one
+  sequence); skipped with a note when llama-cpp-python is not installed, and at int8 and bf16, which have no
+  GGUF twin.
 
-Each dtype is fp32, bf16 or int8. With int8, ``fast`` is ``FastDecoder(weights="int8")`` (minigpt's
-per-channel int8, ``minigpt.quantize``) and the other methods run torch's ``quantize_dynamic`` on the same
-fp32 weights, the peer a user would try first; ``int8_quality`` then measures what int8 costs on a trained
-model (held-out loss, greedy tokens against fp32).
+The models (``--models``) are ``random`` (the ``--preset`` shape, GPT-2 124M's by default, with random
+weights: speed does not depend on them) and/or a trained one, by shipped name or path (``shakespeare``).
+
+Each dtype is fp32, bf16, int8, fp16, q8_0 or q4_0 (the weights). With int8, ``fast`` is
+``FastDecoder(weights="int8")`` (minigpt's per-channel int8, ``minigpt.quantize``) and the other methods
+run torch's ``quantize_dynamic`` on the same fp32 weights, the peer a user would try first; ``int8_quality``
+then measures what int8 costs on a trained model (held-out loss, greedy tokens against fp32). fp16, q8_0 and
+q4_0 (GGUF's blocks of 32 with one fp16 scale) are ``FastDecoder(weights=...)`` and llama.cpp on the same
+bytes; ``cache`` there runs the readable loop on ``round_weights(model, format)``, fp32 arithmetic on the
+rounded weights: its tokens are the reference the others are checked against (its speed is fp32's, and its
+bound too). ``quality`` gives every precision's held-out loss on the trained model.
 
 Every run is greedy with EOS off, so each method makes exactly the tokens asked for. For each it reports
-the time to first token (prefill + one token), decode tokens/s, the peak memory of the run, and the
-decode speed as a fraction of the *bandwidth bound* (``minigpt.roofline.bandwidth_bound``): a decode step
-must read every weight and the KV cache at least once, so it cannot take less than (bytes read) /
-(memory bandwidth). The bandwidth is measured on the spot (``measure_bandwidth``), before and after the
-decode runs, for ``BANDWIDTH_SECONDS`` each, and the faster reading is kept.
+the time to first token (prefill + one token), decode tokens/s (the fastest run, and the median and range
+of the runs), the peak memory of the run, the decode speed as a fraction of the *bandwidth bound*
+(``minigpt.roofline.bandwidth_bound``) and, where llama.cpp ran at that precision, the ratio of the median
+tokens/s to llama.cpp's (``vs_llamacpp``) and whether the tokens equal llama.cpp's. A decode step must read
+every weight and the KV cache at least once, so it cannot take less than (bytes read) / (memory
+bandwidth). The bandwidth is measured on the spot (``measure_bandwidth``), before and after the decode
+runs, for ``BANDWIDTH_SECONDS`` each, and the faster reading is kept.
 
-    minigpt bench                  # GPT-2 124M shape, random weights, CPU: batch 1 and 8, fp32 and int8
-    minigpt bench --batch-sizes 1 --dtypes fp32 --new-tokens 64 --repeats 1   # a quick look
+    minigpt bench                  # GPT-2 124M shape and shakespeare, CPU: batch 1 and 8, fp32 and int8
+    minigpt bench --batch-sizes 1 --dtypes fp32 --new-tokens 64 --repeats 1 --models random   # a quick look
+    minigpt bench --methods fast llamacpp --dtypes fp32 fp16 q8_0 q4_0 --batch-sizes 1 --repeats 3
     minigpt bench --methods no-cache cache fast transformers --dtypes fp32 bf16 int8 --batch-sizes 1 8 32
     minigpt bench --device cuda --no-cache-max-batch 32
     minigpt bench --suites speculative beam --speculative-k 2 4 --num-beams 2 4
@@ -50,7 +65,7 @@ import torch
 
 from minigpt.arguments import add_dataclass_arguments, dataclass_from_args, option
 from minigpt.bench.measuring import BANDWIDTH_SECONDS, machine, measure_bandwidth
-from minigpt.bench.peers import transformers_version
+from minigpt.bench.peers import llama_cpp_version, transformers_version
 from minigpt.bench.report import format_table, plot_results, write_json
 from minigpt.bench.suites import (
     DTYPES,
@@ -60,8 +75,10 @@ from minigpt.bench.suites import (
     beam_suite,
     decode_suite,
     int8_quality,
+    quality,
     speculative_suite,
 )
+from minigpt.checkpoint import load_model
 from minigpt.checks import check_choice, check_int
 from minigpt.model import GPT, PRESETS, GPTConfig
 from minigpt.roofline import decode_step_bytes
@@ -74,18 +91,23 @@ def _bool_or_none(text: str) -> bool | None:
 
 @dataclass
 class BenchConfig:
-    """What to measure. The defaults (GPT-2 124M shape, 16-token prompt, 128 new tokens, batch 1 and 8, fp32
-    and int8, 2 runs each) take a few minutes on a small CPU."""
+    """What to measure. The defaults (GPT-2 124M shape with random weights and the shipped shakespeare,
+    16-token prompt, 128 new tokens, batch 1 and 8, fp32 and int8, 2 runs each) take a few minutes on a
+    small CPU."""
 
     preset: str = option("gpt2", f"model shape, random weights (speed does not depend on them): {', '.join(PRESETS)}")
     batch_sizes: tuple[int, ...] = option((1, 8), "batch sizes to measure; every row is a random prompt of "
                                                    "prompt_len tokens")
     prompt_len: int = option(16, "prompt length in tokens")
     new_tokens: int = option(128, "tokens generated per row (greedy, EOS off); at least 2")
-    dtypes: tuple[str, ...] = option(("fp32", "int8"), "fp32, bf16 and/or int8 (weights; CPU only, with its "
-                                                        "quality measured on the target model); bf16 is skipped "
-                                                        "where the device has no fast bf16 (CPUs without "
-                                                        "AVX512-BF16/AMX)", choices=list(DTYPES), metavar=None)
+    dtypes: tuple[str, ...] = option(("fp32", "int8"), "weights: fp32, bf16, int8, fp16, q8_0 and/or q4_0 (all "
+                                                        "but fp32 and bf16: CPU only); each one's quality is "
+                                                        "measured on the target model; bf16 is skipped where the "
+                                                        "device has no fast bf16 (CPUs without AVX512-BF16/AMX)",
+                                     choices=list(DTYPES), metavar=None)
+    models: tuple[str, ...] = option(("random", "shakespeare"), "decode suite: the models to measure: random "
+                                                                "(the preset's shape, random weights) and/or a "
+                                                                "shipped name or path", metavar="MODEL")
     device: str = option("cpu", "cpu, cuda, cuda:1 …")
     repeats: int = option(2, "runs of each measurement; decode: the methods take turns and each keeps its "
                              "fastest run; speculative and beam: the median")
@@ -109,6 +131,7 @@ class BenchConfig:
 
     def __post_init__(self) -> None:
         self.dtypes, self.methods, self.suites = tuple(self.dtypes), tuple(self.methods), tuple(self.suites)
+        self.models = tuple(self.models)
         check_choice("preset", self.preset, PRESETS)
         for name, low in (("prompt_len", 1), ("new_tokens", 2), ("repeats", 1), ("no_cache_max_batch", 1), ("seed", 0)):
             check_int(name, getattr(self, name), low)
@@ -123,6 +146,11 @@ class BenchConfig:
                 raise ValueError(f"{name} must name at least one of {', '.join(allowed)}, got ()")
             for value in getattr(self, name):
                 check_choice(name, value, allowed)
+        if not self.models or not all(isinstance(m, str) and m for m in self.models):
+            raise ValueError(f"models must name at least one model (random, a shipped name or a path), "
+                             f"got {self.models}")
+        if len(set(self.models)) < len(self.models):
+            raise ValueError(f"models must not repeat a model, got {self.models}")
         if self.compile not in (None, True, False):
             raise ValueError(f"compile must be True, False or None (auto), got {self.compile!r}")
         block_size = self.model_config().block_size
@@ -142,40 +170,65 @@ class BenchConfig:
 def run_bench(config: BenchConfig, *, progress: bool = True) -> dict:
     """Measure everything ``config`` asks for; write the JSON and the PNG; return the report (a dict).
 
-    The report holds ``config``, ``machine`` (device name, torch and transformers versions, threads),
-    ``bandwidth_gb_s``, ``weight_bytes`` (per dtype, ``decode_step_bytes``), ``results`` (the decode suite:
-    one dict per dtype × batch size × method), ``int8_quality`` (with int8: ``int8_quality``'s rows),
-    ``speculative`` and ``beam`` (one dict per measured setting; empty when the suite was not asked for)
-    and ``notes`` (what was skipped and why). The plot shows the decode suite, when it ran.
+    The report holds ``config``, ``machine`` (device name, torch, transformers and llama-cpp-python versions,
+    threads), ``bandwidth_gb_s``, ``weight_bytes`` (per model and dtype, ``decode_step_bytes``), ``results``
+    (the decode suite: one dict per model × dtype × batch size × method), ``int8_quality`` (with int8:
+    ``int8_quality``'s rows), ``quality`` (with any dtype but fp32: each precision's held-out loss,
+    ``quality``), ``speculative`` and ``beam`` (one dict per measured setting; empty when the suite was not
+    asked for) and ``notes`` (what was skipped and why). The plot shows the decode suite, when it ran.
 
     >>> import tempfile
     >>> out = tempfile.mkdtemp()
-    >>> config = BenchConfig(preset="tiny", batch_sizes=(1,), new_tokens=3, dtypes=("fp32",), repeats=1,
-    ...                      methods=("cache", "fast"), suites=("decode",), out_json=f"{out}/b.json",
+    >>> config = BenchConfig(preset="tiny", models=("random",), batch_sizes=(1,), new_tokens=3, dtypes=("fp32",),
+    ...                      repeats=1, methods=("cache", "fast"), suites=("decode",), out_json=f"{out}/b.json",
     ...                      figure=f"{out}/b.png")
     >>> report = run_bench(config, progress=False)
     >>> sorted({r["method"] for r in report["results"]})
     ['cache', 'fast']
     """
     device = torch.device(config.device)
-    torch.manual_seed(config.seed)
-    base = GPT(config.model_config()).eval().to(device)
+    decode = "decode" in config.suites
+    bases = _decode_models(config, device) if decode else {}
     bandwidth = measure_bandwidth(device, repeats=2, seconds=BANDWIDTH_SECONDS)
-    results, notes = decode_suite(config, base, progress) if "decode" in config.suites else ([], [])
+    results, notes = decode_suite(config, bases, progress) if decode else ([], [])
     if results:  # measured again after the decode suite, the faster kept: a slow spell must not lower the bound
         bandwidth = max(bandwidth, measure_bandwidth(device, repeats=2, seconds=BANDWIDTH_SECONDS))
-        add_bounds(results, config, bandwidth)
-    int8 = "decode" in config.suites and "int8" in config.dtypes and device.type == "cpu"
-    report = dict(config=asdict(config), machine=machine(device) | dict(transformers=transformers_version()),
-                  bandwidth_gb_s=bandwidth,
-                  weight_bytes={d: decode_step_bytes(base.config, weights=d) for d in config.dtypes},
-                  results=results, int8_quality=int8_quality(config) if int8 else [],
+        add_bounds(results, {name: m.config for name, m in bases.items()}, config, bandwidth)
+    int8 = decode and "int8" in config.dtypes and device.type == "cpu"
+    int8_rows = int8_quality(config) if int8 else []
+    precisions = quality(config, int8_rows) if decode and set(config.dtypes) - {"fp32"} else []
+    weight_bytes = {name: {d: decode_step_bytes(m.config, weights=d) for d in config.dtypes}
+                    for name, m in bases.items()}
+    report = dict(config=asdict(config), machine=machine(device) | dict(transformers=transformers_version(),
+                                                                        llama_cpp=llama_cpp_version()),
+                  bandwidth_gb_s=bandwidth, weight_bytes=weight_bytes, results=results, int8_quality=int8_rows,
+                  quality=precisions,
                   speculative=speculative_suite(config, progress) if "speculative" in config.suites else [],
-                  beam=beam_suite(config, base, progress) if "beam" in config.suites else [], notes=notes)
+                  beam=beam_suite(config, bases["random"] if "random" in bases else _random_model(config, device),
+                                        progress)
+                  if "beam" in config.suites else [], notes=notes)
     write_json(report, config.out_json)
     if results:
         plot_results(report, config.figure)
     return report
+
+
+def _random_model(config: BenchConfig, device: torch.device) -> GPT:
+    """The ``preset`` shape with random weights, seeded with ``config.seed``."""
+    torch.manual_seed(config.seed)
+    return GPT(config.model_config()).eval().to(device)
+
+
+def _decode_models(config: BenchConfig, device: torch.device) -> dict[str, GPT]:
+    """The decode suite's models by name: ``random`` (``_random_model``) and the trained ones ``models`` names."""
+    bases = {}
+    for name in config.models:
+        model = _random_model(config, device) if name == "random" else load_model(name, device=device)
+        if config.prompt_len + config.new_tokens > model.config.block_size:
+            raise ValueError(f"prompt_len + new_tokens must be <= {model.config.block_size} (the {name} context), "
+                             f"got {config.prompt_len} + {config.new_tokens}")
+        bases[name] = model
+    return bases
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

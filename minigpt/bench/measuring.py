@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import functools
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -116,7 +117,8 @@ def measure(runs: dict[str, Runner], batch_size: int, new_tokens: int, repeats: 
     Each row also holds ``decode_runs``: the decode tokens/s of each round, its N-token run less the
     fastest 1-token run (less the round's own, a slow spell during that short run would make the round
     look faster than it was), so that their spread can be shown (``minigpt.metrics.spread``); the
-    fastest of them is ``decode_tokens_per_s``; ``ids`` is what the last run made.
+    fastest of them is ``decode_tokens_per_s``, their median ``decode_median_tokens_per_s``; ``ids`` is
+    what the last run made.
 
     >>> rows = measure({"zeros": lambda n: torch.zeros(1, 4 + n)}, 1, 3, 2, torch.device("cpu"))
     >>> rows["zeros"]["ids"].shape, len(rows["zeros"]["decode_runs"])
@@ -127,7 +129,8 @@ def measure(runs: dict[str, Runner], batch_size: int, new_tokens: int, repeats: 
     for name, turns in take_turns(runs, (1, new_tokens), repeats, device, between=between).items():
         ttft, full = min(turns.seconds[1]), turns.seconds[new_tokens]
         decode_runs = [batch_size * (new_tokens - 1) / max(s - ttft, 1e-9) for s in full]
-        rows[name] = dict(ttft_ms=1000 * ttft, decode_tokens_per_s=max(decode_runs), total_s=min(full),
+        rows[name] = dict(ttft_ms=1000 * ttft, decode_tokens_per_s=max(decode_runs),
+                          decode_median_tokens_per_s=statistics.median(decode_runs), total_s=min(full),
                           peak_memory_mb=turns.peak_mb, ids=turns.output, decode_runs=decode_runs)
     return rows
 

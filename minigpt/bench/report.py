@@ -8,12 +8,12 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogFormatter, NullLocator
 
-from minigpt.bench.suites import METHODS, QUALITY_NEW_TOKENS, QUALITY_WINDOWS, SPECULATIVE_PROMPTS
+from minigpt.bench.suites import METHODS, QUALITY_NEW_TOKENS, QUALITY_WINDOWS, SPECULATIVE_PROMPTS, bound_format
 
 YES_NO = {True: "yes", False: "NO", None: "-"}
 COLOURS = {m: f"C{i}" for i, m in enumerate(METHODS)}  # a colour per method
-LINE_STYLES = {"fp32": "-", "bf16": "--", "int8": ":"}  # a line style per dtype (bars: a hatch)
-HATCHES = {"fp32": "", "bf16": "//", "int8": ".."}
+LINE_STYLES = {"fp32": "-", "bf16": "--", "int8": ":", "fp16": "-.", "q8_0": (0, (5, 1)), "q4_0": (0, (1, 3))}
+HATCHES = {"fp32": "", "bf16": "//", "int8": "..", "fp16": "\\\\", "q8_0": "xx", "q4_0": "oo"}  # one per dtype
 
 
 def write_json(report: dict, path: str | Path) -> Path:
@@ -30,18 +30,29 @@ def write_json(report: dict, path: str | Path) -> Path:
 
 
 def format_table(report: dict) -> str:
-    """The results as plain-text tables (decode, then speculative and beam when measured), the bandwidth, the notes.
+    """The results as plain-text tables (decode per model, then quality, speculative and beam when measured),
+    the bandwidth, the notes.
 
-    >>> row = dict(method="cache", dtype="fp32", batch_size=1, ttft_ms=12.0, decode_tokens_per_s=20.0,
-    ...            bound_fraction=0.4, peak_memory_mb=3.5, same_tokens_as_cache=True)
-    >>> print(format_table(dict(results=[row], bandwidth_gb_s=24.0, notes=[])))
-    method        dtype  batch  first token ms  decode tok/s  of bound  peak MB  same tokens
-    cache         fp32       1            12.0          20.0       40%      3.5  yes
+    >>> row = dict(model="random", method="cache", dtype="fp32", batch_size=1, ttft_ms=12.0,
+    ...            decode_tokens_per_s=20.0, decode_median_tokens_per_s=19.5, decode_runs=[19.0, 19.5, 20.0],
+    ...            bound_fraction=0.4, vs_llamacpp=1.25, peak_memory_mb=3.5, same_tokens_as_cache=True,
+    ...            same_tokens_as_llamacpp=False)
+    >>> table = format_table(dict(results=[row], bandwidth_gb_s=24.0, notes=[], config=dict(preset="gpt2")))
+    >>> print(table)  # doctest: +NORMALIZE_WHITESPACE
+    decode on random (gpt2 shape, random weights): tokens/s of the fastest run, the median and range of all
+    method        dtype  batch  first token ms  decode tok/s   median    min-max  of bound  vs llama.cpp  peak MB
+        same tokens  as llama.cpp
+    cache         fp32       1            12.0          20.0     19.5  19.0-20.0       40%         1.25x      3.5
+        yes          NO
     memory read bandwidth: 24.0 GB/s
     """
-    lines = _decode_table(report["results"]) if report["results"] else []
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in report["results"]):
+        lines += _decode_table([r for r in report["results"] if r["model"] == model], model, report["config"])
     if report.get("int8_quality"):
         lines += _quality_table(report["int8_quality"], report["config"])
+    if report.get("quality"):
+        lines += _precision_table(report["quality"], report["config"])
     if report.get("speculative"):
         lines += _speculative_table(report["speculative"], report["config"])
     if report.get("beam"):
@@ -50,14 +61,20 @@ def format_table(report: dict) -> str:
     return "\n".join(lines + [f"note: {n}" for n in report["notes"]])
 
 
-def _decode_table(results: list[dict]) -> list[str]:
-    lines = [f"{'method':<13} {'dtype':<5} {'batch':>6} {'first token ms':>15} {'decode tok/s':>13} "
-             f"{'of bound':>9} {'peak MB':>8}  same tokens"]
+def _decode_table(results: list[dict], model: str, config: dict) -> list[str]:
+    """One model's decode rows, under a heading that names it."""
+    what = f"{config['preset']} shape, random weights" if model == "random" else "trained"
+    lines = [f"decode on {model} ({what}): tokens/s of the fastest run, the median and range of all",
+             f"{'method':<13} {'dtype':<5} {'batch':>6} {'first token ms':>15} {'decode tok/s':>13} {'median':>8} "
+             f"{'min-max':>10} {'of bound':>9} {'vs llama.cpp':>13} {'peak MB':>8}  same tokens  as llama.cpp"]
     for r in results:
         peak = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.1f}"
+        vs = "-" if r["vs_llamacpp"] is None else f"{r['vs_llamacpp']:.2f}x"
+        runs = f"{min(r['decode_runs']):.1f}-{max(r['decode_runs']):.1f}"
         lines.append(f"{r['method']:<13} {r['dtype']:<5} {r['batch_size']:>6} {r['ttft_ms']:>15.1f} "
-                     f"{r['decode_tokens_per_s']:>13.1f} {r['bound_fraction']:>9.0%} {peak:>8}  "
-                     f"{YES_NO[r['same_tokens_as_cache']]}")
+                     f"{r['decode_tokens_per_s']:>13.1f} {r['decode_median_tokens_per_s']:>8.1f} {runs:>10} "
+                     f"{r['bound_fraction']:>9.0%} {vs:>13} {peak:>8}  {YES_NO[r['same_tokens_as_cache']]:<11}  "
+                     f"{YES_NO[r['same_tokens_as_llamacpp']]}")
     return lines
 
 
@@ -72,6 +89,18 @@ def _quality_table(rows: list[dict], config: dict) -> list[str]:
         lines.append(f"{r['method']:<13} {r['scheme']:<17} {r['heldout_loss_fp32']:>9.3f} "
                      f"{r['heldout_loss_int8']:>9.3f} {r['loss_change']:>+7.3f} {r['greedy_match']:>13.1%} "
                      f"{r['same_context_match']:>13.1%}")
+    return lines
+
+
+def _precision_table(rows: list[dict], config: dict) -> list[str]:
+    """Rows of ``quality``: each precision's held-out loss and how often its greedy tokens equal fp32's."""
+    lines = ["", f"precision against loss on {config['target']}: held-out loss (nats/token, {QUALITY_WINDOWS} "
+                 f"windows); greedy tokens equal to fp32's ({len(SPECULATIVE_PROMPTS)} prompts, "
+                 f"{QUALITY_NEW_TOKENS} tokens each, run free)",
+             f"{'precision':<9} {'bytes/weight':>12} {'held-out loss':>13} {'change':>7} {'greedy match':>13}"]
+    for r in rows:
+        lines.append(f"{r['precision']:<9} {r['bytes_per_weight']:>12.4g} {r['heldout_loss']:>13.3f} "
+                     f"{r['loss_change']:>+7.3f} {r['greedy_match']:>13.1%}")
     return lines
 
 
@@ -107,25 +136,36 @@ def _beam_table(rows: list[dict]) -> list[str]:
 def plot_results(report: dict, path: str | Path) -> Path:
     """Decode tokens/s and time to first token of every method and dtype, with the bandwidth bounds.
 
-    With several batch sizes: one line per method and dtype against batch size (log axes where the values
-    span more than a factor of 10). With one: bars, and each dtype's bound as a horizontal line. Written as
-    a PNG to ``path``.
+    One row of two panels per model. With several batch sizes: one line per method and dtype against batch
+    size (log axes where the values span more than a factor of 10). With one: bars, and each dtype's bound
+    as a horizontal line. Written as a PNG to ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig = Figure(figsize=(11, 4.5))  # a bare Figure renders with Agg and leaves pyplot's state alone
-    speed, first = fig.subplots(1, 2)
-    rows = report["results"]
-    if len({r["batch_size"] for r in rows}) == 1:
-        _plot_bars(speed, first, rows)
-    else:
-        _plot_lines(speed, first, rows)
+    models = list(dict.fromkeys(r["model"] for r in report["results"]))
+    fig = Figure(figsize=(11, 4.5 * len(models)))  # a bare Figure renders with Agg and leaves pyplot's state alone
     c = report["config"]
-    fig.suptitle(f"{c['preset']} on {report.get('machine', {}).get('name', c['device'])}: "
+    for (speed, first), model in zip(fig.subplots(len(models), 2, squeeze=False), models, strict=True):
+        rows = [r for r in report["results"] if r["model"] == model]
+        if len({r["batch_size"] for r in rows}) == 1:
+            _plot_bars(speed, first, rows)
+        else:
+            _plot_lines(speed, first, rows)
+        first.set_title(f"{c['preset']} shape, random weights" if model == "random" else model, fontsize=10)
+    fig.suptitle(f"{report.get('machine', {}).get('name', c['device'])}: "
                  f"{c['prompt_len']}-token prompt, {c['new_tokens']} new tokens, greedy")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     return path
+
+
+def _bounds(rows: list[dict]) -> dict[str, dict[int, float]]:
+    """Each dtype's bound by batch size, from the rows whose method reads that dtype's format (``bound_format``)."""
+    bounds = {}
+    for r in rows:
+        if bound_format(r["method"], r["dtype"]) == r["dtype"]:
+            bounds.setdefault(r["dtype"], {})[r["batch_size"]] = r["bound_tokens_per_s"]
+    return bounds
 
 
 def _plot_bars(speed, first, rows: list[dict]) -> None:
@@ -138,7 +178,7 @@ def _plot_bars(speed, first, rows: list[dict]) -> None:
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3, axis="y")
         ax.tick_params(axis="x", labelsize=8)
-    bounds = {r["dtype"]: r["bound_tokens_per_s"] for r in rows}
+    bounds = {dtype: by_batch[rows[0]["batch_size"]] for dtype, by_batch in _bounds(rows).items()}
     for dtype, bound in bounds.items():
         speed.axhline(bound, color="k", ls=LINE_STYLES[dtype], lw=1, alpha=0.6,
                       label=f"bandwidth bound {dtype}: {bound:.0f} tokens/s")
@@ -149,10 +189,9 @@ def _plot_bars(speed, first, rows: list[dict]) -> None:
 
 def _plot_lines(speed, first, rows: list[dict]) -> None:
     """Several batch sizes: a line per method and dtype against batch size; the bounds in thin black."""
-    series, bounds = {}, {}
+    series, bounds = {}, _bounds(rows)
     for r in rows:
         series.setdefault((r["method"], r["dtype"]), []).append(r)
-        bounds.setdefault(r["dtype"], {})[r["batch_size"]] = r["bound_tokens_per_s"]
     for (method, dtype), group in series.items():
         batches = [r["batch_size"] for r in group]
         kw = dict(color=COLOURS[method], ls=LINE_STYLES[dtype], marker="o", label=f"{method} {dtype}")

@@ -16,7 +16,10 @@ from tqdm import tqdm
 
 from minigpt.bench.measuring import Runner, bf16_supported, measure, take_turns
 from minigpt.bench.peers import (
+    LLAMACPP_DTYPES,
+    LlamaCppDecoder,
     LogitsOnly,
+    llama_cpp_version,
     quantize_dynamic,
     to_transformers,
     transformers_generate,
@@ -24,12 +27,12 @@ from minigpt.bench.peers import (
 )
 from minigpt.checkpoint import load_model
 from minigpt.data import load_splits
-from minigpt.fast import FastDecoder
+from minigpt.fast import FastDecoder, UnsupportedOptions
 from minigpt.fast.native import unavailable_reason
 from minigpt.generate import Generation, generate
-from minigpt.model import GPT
-from minigpt.quantize import quantize_model
-from minigpt.roofline import bandwidth_bound
+from minigpt.model import GPT, GPTConfig
+from minigpt.quantize import quantize_model, round_weights
+from minigpt.roofline import WEIGHT_FORMATS, bandwidth_bound
 from minigpt.search import beam_search
 from minigpt.speculative import prompt_lookup_generate, speculative_generate
 from minigpt.tokenizer import encode
@@ -38,9 +41,12 @@ from minigpt.train import heldout_loss
 if TYPE_CHECKING:  # the command line's settings; it imports this module, so not at run time
     from minigpt.bench.command import BenchConfig
 
-METHODS = ("no-cache", "cache", "fast", "transformers")
+METHODS = ("no-cache", "cache", "fast", "transformers", "llamacpp")
 SUITES = ("decode", "speculative", "beam")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}  # int8: fp32 model, int8 matrices
+# the model's dtype for each; int8, fp16, q8_0, q4_0: an fp32 model whose matrices the method stores in that format
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32, "fp16": torch.float32,
+          "q8_0": torch.float32, "q4_0": torch.float32}
+ROUNDED = ("fp16", "q8_0", "q4_0")  # formats the readable loop runs as round_weights(model, format)
 # prompts for the speculative suite and int8's quality: Shakespeare, the text the shipped models learned
 SPECULATIVE_PROMPTS = (
     "ROMEO:\nBut soft, what light",
@@ -49,32 +55,73 @@ SPECULATIVE_PROMPTS = (
 )
 QUALITY_WINDOWS = 16  # int8 quality: held-out windows scored (of the model's context each)
 QUALITY_NEW_TOKENS = 64  # int8 quality: greedy tokens per prompt compared with fp32's
+QUALITY_FORMATS = ("fp16", "bf16", "q8_0", "q4_0")  # the precisions quality() measures through round_weights
 
 
 # --- decode: every method, dtype and batch size -------------------------------------------------------
 
-def plan(config: BenchConfig, has_transformers: bool) -> tuple[list[tuple[str, int, str]], list[str]]:
-    """The (dtype, batch size, method) measurements to make, and a note for each one skipped.
+def plan(config: BenchConfig, has_transformers: bool,
+         has_llamacpp: bool = False) -> tuple[list[tuple[str, int, str]], list[str]]:
+    """The (dtype, batch size, method) measurements to make on each model, and a note for each one skipped.
 
     >>> from minigpt.bench.command import BenchConfig
     >>> plan(BenchConfig(batch_sizes=(1,), dtypes=("fp32",), methods=("cache",)), has_transformers=False)[0]
     [('fp32', 1, 'cache')]
+    >>> measurements, notes = plan(BenchConfig(batch_sizes=(1, 8), dtypes=("fp32",), methods=("llamacpp",)),
+    ...                            has_transformers=False, has_llamacpp=True)
+    >>> measurements, notes[0]
+    ([('fp32', 1, 'llamacpp')], "llamacpp skipped at batch sizes [8]: llama.cpp's binding decodes one sequence")
     """
+    device = torch.device(config.device)
     notes, dtypes = [], []
     for d in config.dtypes:
-        if d == "bf16" and not bf16_supported(config.device):
+        if d == "bf16" and not bf16_supported(device):
             notes.append(f"bf16 skipped: {config.device} has no native bf16 matmul")
-        elif d == "int8" and torch.device(config.device).type != "cpu":
-            notes.append(f"int8 skipped: its kernels run on CPU only, not on {config.device}")
+        elif d in ("int8", *ROUNDED) and device.type != "cpu":
+            notes.append(f"{d} skipped: its kernels run on CPU only, not on {config.device}")
         else:
             dtypes.append(d)
     methods = list(config.methods)
     if "transformers" in methods and not has_transformers:
         methods.remove("transformers")
         notes.append("transformers skipped: not installed (pip install 'minigpt[dev]')")
+    if "llamacpp" in methods and not has_llamacpp:
+        methods.remove("llamacpp")
+        notes.append("llamacpp skipped: llama-cpp-python is not installed (pip install 'minigpt[llama-cpp]')")
+    elif "llamacpp" in methods and device.type != "cpu":
+        methods.remove("llamacpp")
+        notes.append(f"llamacpp skipped: the bench runs it on CPU only, not on {config.device}")
+    skipped = {(d, b, m): why for d in dtypes for b in config.batch_sizes for m in methods
+               if (why := _skip_reason(d, b, m, config)) is not None}
+    for why in dict.fromkeys(skipped.values()):  # one note for each reason, naming what it skipped
+        notes.append(why)
+    measurements = [(d, b, m) for d in dtypes for b in config.batch_sizes for m in methods if (d, b, m) not in skipped]
+    notes += _plan_notes(config, dtypes, {m for _, _, m in measurements})
+    return measurements, notes
+
+
+def _skip_reason(dtype: str, batch: int, method: str, config: BenchConfig) -> str | None:
+    """Why ``method`` cannot run at ``dtype`` and ``batch`` (a note, the same for all it skips), or None."""
     big = [b for b in config.batch_sizes if b > config.no_cache_max_batch]
-    if "no-cache" in methods and big:
-        notes.append(f"no-cache skipped at batch sizes {big}: above no_cache_max_batch={config.no_cache_max_batch}")
+    if method == "no-cache" and batch > config.no_cache_max_batch:
+        return f"no-cache skipped at batch sizes {big}: above no_cache_max_batch={config.no_cache_max_batch}"
+    if method == "llamacpp":
+        if dtype not in LLAMACPP_DTYPES:
+            others = [d for d in config.dtypes if d not in LLAMACPP_DTYPES]
+            return (f"llamacpp skipped at {', '.join(others)}: no GGUF twin (the GGUF export writes "
+                    f"{', '.join(LLAMACPP_DTYPES.values())})")
+        if batch > 1:
+            return (f"llamacpp skipped at batch sizes {[b for b in config.batch_sizes if b > 1]}: llama.cpp's "
+                    "binding decodes one sequence")
+    if dtype in ROUNDED and method in ("no-cache", "transformers"):
+        return (f"no-cache and transformers skipped at {', '.join(d for d in config.dtypes if d in ROUNDED)}: "
+                "they have no such weights (cache runs the reference on the rounded weights)")
+    return None
+
+
+def _plan_notes(config: BenchConfig, dtypes: list[str], methods: set[str]) -> list[str]:
+    """What the measured rows mean: which step the fast path runs, what peak MB counts, what each dtype is."""
+    notes = []
     if "fast" in methods and torch.device(config.device).type == "cpu":
         why_not = unavailable_reason()
         notes.append("fast decodes with the C step (minigpt.fast.native), compiled for this CPU's "
@@ -88,78 +135,126 @@ def plan(config: BenchConfig, has_transformers: bool) -> tuple[list[tuple[str, i
                      "transformers are torch's quantize_dynamic on the same fp32 weights (transformers' GPT-2 "
                      "blocks are Conv1D, which it leaves alone: only its head is int8); int8 bounds count 1 byte "
                      "per matrix weight")
-    measurements = [(d, b, m) for d in dtypes for b in config.batch_sizes for m in methods
-                    if not (m == "no-cache" and b > config.no_cache_max_batch)]
-    return measurements, notes
+    rounded = [d for d in dtypes if d in ROUNDED]
+    if rounded and "cache" in methods:
+        notes.append(f"cache at {', '.join(rounded)} is generate() on round_weights(model, format): float32 "
+                     "arithmetic on the rounded weights, the reference the other methods' tokens are checked "
+                     "against; it reads fp32 weights, so its bound is fp32's")
+    if "llamacpp" in methods:
+        notes.append(f"llamacpp: llama.cpp (llama-cpp-python {llama_cpp_version()}) on export_gguf's file at the "
+                     "row's precision (fp32 -> f32, fp16 -> f16, q8_0, q4_0), loaded once before the timing, "
+                     f"{torch.get_num_threads()} threads as torch, float32 keys and values in its cache, greedy "
+                     "(argmax of its logits), EOS off; vs llama.cpp is the median tokens/s over llama.cpp's at "
+                     "the same precision")
+    return notes
 
 
-def decode_suite(config: BenchConfig, base: GPT, progress: bool) -> tuple[list[dict], list[str]]:
-    """Every method × dtype × batch size of the ``plan``: the rows of ``results``, and the notes.
+def bound_format(method: str, dtype: str) -> str:
+    """The weight format (``minigpt.roofline.WEIGHT_FORMATS``) a method reads at a bench dtype.
 
-    Everything measured at one batch size, every method in every dtype, takes turns (``measure``): a slow
-    spell of the machine then slows fp32 and int8 alike, so int8 ÷ fp32 compares runs made side by side.
-    So every dtype's models stay alive for the whole suite.
+    >>> bound_format("fast", "q4_0"), bound_format("cache", "q4_0")  # cache runs the rounded fp32 model
+    ('q4_0', 'fp32')
+    """
+    return "fp32" if dtype in ROUNDED and method in ("cache", "no-cache", "transformers") else dtype
+
+
+def decode_suite(config: BenchConfig, bases: dict[str, GPT], progress: bool) -> tuple[list[dict], list[str]]:
+    """Every method × dtype × batch size of the ``plan`` on each model of ``bases``: the rows of ``results``, notes.
+
+    Everything measured on one model at one batch size, every method in every dtype, takes turns
+    (``measure``): a slow spell of the machine then slows fp32 and int8 alike, so int8 ÷ fp32 compares runs
+    made side by side. So every dtype's models stay alive while a model is measured. llama.cpp loads each
+    precision once per model (``LlamaCppDecoder``), before the timing.
     """
     device = torch.device(config.device)
-    measurements, notes = plan(config, transformers_version() is not None)
+    measurements, notes = plan(config, transformers_version() is not None, llama_cpp_version() is not None)
     groups: dict[int, list[tuple[str, str]]] = {}
     for dtype, batch, method in measurements:
         groups.setdefault(batch, []).append((dtype, method))
     dtypes = dict.fromkeys(dtype for dtype, _, _ in measurements)  # in the plan's order
-    models = {dtype: _models(base, dtype, "transformers" in config.methods) for dtype in dtypes}
+    method_set = {method for _, _, method in measurements}
     rows = {}
-    bar = tqdm(groups.items(), desc="bench decode", file=sys.stderr, disable=not progress, unit="batch size")
-    for batch, group in bar:
-        bar.set_postfix_str(f"batch {batch}: {len(group)} methods × dtypes")
-        ids = prompt_ids(batch, config, device)
-        names = {f"{method} {dtype}": (dtype, method) for dtype, method in group}
-        runs = {name: _runner(method, base if dtype == "int8" else models[dtype][0], models[dtype][1], ids, config,
-                              dtype) for name, (dtype, method) in names.items()}
-        measured = measure(runs, batch, config.new_tokens, config.repeats, device)
-        del runs  # the fast paths' copies of the weights
-        rows |= {(dtype, batch, method): measured[name] for name, (dtype, method) in names.items()}
-    results = [dict(method=method, dtype=dtype, batch_size=batch, **rows[dtype, batch, method])
-               for dtype, batch, method in measurements]
+    bar = tqdm(total=len(bases) * len(groups), desc="bench decode", file=sys.stderr, disable=not progress,
+               unit="batch size")
+    for name, base in bases.items():
+        models = {dtype: _models(base, dtype, method_set) for dtype in dtypes}
+        llama = {dtype: LlamaCppDecoder(base, dtype, config.prompt_len + config.new_tokens)
+                 for dtype in dtypes if (dtype, 1, "llamacpp") in measurements}
+        for batch, group in groups.items():
+            bar.set_postfix_str(f"{name}, batch {batch}: {len(group)} methods × dtypes")
+            ids = prompt_ids(batch, config, device)
+            runs = {}
+            for dtype, method in group:
+                try:
+                    runs[f"{method} {dtype}"] = _runner(method, base, models[dtype], llama.get(dtype), ids, config,
+                                                        dtype)
+                except UnsupportedOptions as e:  # the fast path cannot run this format on this CPU
+                    notes.append(f"fast skipped at {dtype} on {name}: {e}")
+            measured = measure(runs, batch, config.new_tokens, config.repeats, device)
+            del runs  # the fast paths' copies of the weights
+            rows |= {(name, dtype, batch, method): measured[f"{method} {dtype}"] for dtype, method in group
+                     if f"{method} {dtype}" in measured}
+            bar.update()
+        for decoder in llama.values():
+            decoder.close()
+    bar.close()
+    results = [dict(model=name, method=method, dtype=dtype, batch_size=batch, **rows[name, dtype, batch, method])
+               for name in bases for dtype, batch, method in measurements if (name, dtype, batch, method) in rows]
     _mark_identical(results)
-    return results, notes
+    return results, list(dict.fromkeys(notes))
 
 
-def add_bounds(results: list[dict], config: BenchConfig, bandwidth_gb_s: float) -> None:
+def add_bounds(results: list[dict], configs: dict[str, GPTConfig], config: BenchConfig, bandwidth_gb_s: float) -> None:
     """Set each row's ``bound_tokens_per_s`` (``minigpt.roofline.bandwidth_bound``) and ``bound_fraction``.
 
-    The bound is taken in the row's weight format, at the average context of the decode steps,
-    prompt_len + new_tokens / 2.
+    The bound is taken on the row's model (``configs``, by name) in the weight format the row's method reads
+    (``bound_format``), at the average context of the decode steps, prompt_len + new_tokens / 2.
     """
     context = config.prompt_len + config.new_tokens // 2
     for r in results:
-        bound = bandwidth_bound(config.model_config(), bandwidth_gb_s, r["batch_size"], context, weights=r["dtype"])
+        bound = bandwidth_bound(configs[r["model"]], bandwidth_gb_s, r["batch_size"], context,
+                                weights=bound_format(r["method"], r["dtype"]))
         r.update(bound_tokens_per_s=bound, bound_fraction=r["decode_tokens_per_s"] / bound)
 
 
-def _runner(method: str, model: GPT, hf_model, ids: torch.Tensor, config: BenchConfig, dtype: str = "fp32") -> Runner:
+def _runner(method: str, base: GPT, models: tuple, llama: LlamaCppDecoder | None, ids: torch.Tensor,
+            config: BenchConfig, dtype: str = "fp32") -> Runner:
     """A function that generates n new tokens for the prompt ``ids`` with ``method``; EOS off, greedy.
 
-    With ``dtype="int8"``, ``model`` is the fp32 model for the fast path (it quantizes its own copy) and
-    the ``quantize_dynamic`` one for the readable loop.
+    ``models`` is ``_models``' (readable model, transformers' model) for ``dtype``; the fast path builds its
+    decoder from ``base`` (the fp32 model) where it stores the weights in a format of its own (int8, fp16,
+    q8_0, q4_0), and from the readable model otherwise (fp32, bf16).
     """
+    model, hf_model = models
     mask = torch.ones_like(ids)
     if method in ("no-cache", "cache"):
         use_cache = method == "cache"
         return lambda n: generate(model, ids, attention_mask=mask, max_new_tokens=n, use_cache=use_cache).ids
     if method == "fast":
         device = torch.device(config.device)
-        compile = device.type == "cuda" if config.compile is None and dtype != "int8" else bool(config.compile)
-        weights = "int8" if dtype == "int8" else "float"
-        decoder = FastDecoder(model, ids.size(0), ids.size(1) + config.new_tokens, compile=compile, weights=weights)
+        own_format = dtype in ("int8", *ROUNDED)
+        compile = device.type == "cuda" if config.compile is None and not own_format else bool(config.compile)
+        decoder = FastDecoder(base if own_format else model, ids.size(0), ids.size(1) + config.new_tokens,
+                              compile=compile, weights=dtype if own_format else "float")
         return lambda n: decoder.generate(ids, mask, max_new_tokens=n).ids
+    if method == "llamacpp":
+        return lambda n: llama.generate(ids, n)
     return lambda n: transformers_generate(hf_model, ids, n)
 
 
-def _models(base: GPT, dtype: str, with_transformers: bool) -> tuple:
-    """The readable model and transformers' (or None) for ``dtype``; int8: both through ``quantize_dynamic``."""
+def _models(base: GPT, dtype: str, methods: set[str]) -> tuple:
+    """The readable model and transformers' (or None) for ``dtype``, each only where ``methods`` need it.
+
+    int8: both through ``quantize_dynamic``; fp16, q8_0, q4_0: the readable model is
+    ``round_weights(base, dtype)`` (no transformers); fp32 and bf16: ``base`` in that dtype.
+    """
+    readable = bool(methods & {"cache", "no-cache"})
+    with_transformers = "transformers" in methods
+    if dtype in ROUNDED:
+        return round_weights(base, dtype) if readable else None, None
     if dtype == "int8":
         hf = to_transformers(base) if with_transformers else None
-        return quantize_dynamic(base), None if hf is None else quantize_dynamic(hf)
+        return quantize_dynamic(base) if readable else None, None if hf is None else quantize_dynamic(hf)
     model = base if dtype == "fp32" else copy.deepcopy(base).to(DTYPES[dtype])
     return model, to_transformers(model) if with_transformers else None
 
@@ -176,13 +271,20 @@ def prompt_ids(batch: int, config: BenchConfig, device: torch.device) -> torch.T
 
 
 def _mark_identical(results: list[dict]) -> None:
-    """Set ``same_tokens_as_cache`` on each row (None where the cache row is missing); drop the ids."""
+    """Set ``same_tokens_as_cache``, ``same_tokens_as_llamacpp`` and ``vs_llamacpp`` on each row; drop the ids.
+
+    Each compares with the row of that method on the same model, dtype and batch size (None where it is
+    missing); ``vs_llamacpp`` is the ratio of the median decode tokens/s (1 on llama.cpp's own row).
+    """
     # int8 rows are two different quantizations: their agreement with fp32 is int8_quality's job
-    cache = {(r["dtype"], r["batch_size"]): r["ids"] for r in results
-             if r["method"] == "cache" and r["dtype"] != "int8"}
+    by_method = {(r["method"], r["model"], r["dtype"], r["batch_size"]): r for r in results
+                 if not (r["method"] == "cache" and r["dtype"] == "int8")}
     for r in results:
-        ref = cache.get((r["dtype"], r["batch_size"]))
-        r["same_tokens_as_cache"] = None if ref is None else torch.equal(r["ids"].cpu(), ref.cpu())
+        cache, llama = (by_method.get((m, r["model"], r["dtype"], r["batch_size"])) for m in ("cache", "llamacpp"))
+        for key, ref in (("same_tokens_as_cache", cache), ("same_tokens_as_llamacpp", llama)):
+            r[key] = None if ref is None else torch.equal(r["ids"].cpu(), ref["ids"].cpu())
+        median = r["decode_median_tokens_per_s"]
+        r["vs_llamacpp"] = None if llama is None else median / llama["decode_median_tokens_per_s"]
     for r in results:
         del r["ids"]
 
@@ -251,6 +353,42 @@ def _transformers_pair(model: GPT, n: int) -> tuple:
     int8 = quantize_dynamic(hf)
     return (LogitsOnly(hf), LogitsOnly(int8), lambda ids: transformers_generate(hf, ids, n),
             lambda ids: transformers_generate(int8, ids, n))
+
+
+# --- every precision's quality ------------------------------------------------------------------------
+
+def quality(config: BenchConfig, int8_rows: list[dict]) -> list[dict]:
+    """What each precision of ``config.dtypes`` costs on a trained model (``config.target``), a row each.
+
+    fp32 first, then each of ``QUALITY_FORMATS`` asked for, as ``round_weights(model, format)``: the model
+    every method computes at that precision (the matrices and the token table rounded, the rest fp32).
+    Each row holds the held-out loss (nats/token, ``QUALITY_WINDOWS`` windows, as ``int8_quality``), its
+    change from fp32's, the bytes a matrix weight takes (``minigpt.roofline.WEIGHT_FORMATS``) and the
+    share of greedy tokens equal to fp32's (``QUALITY_NEW_TOKENS`` after each ``SPECULATIVE_PROMPTS``
+    prompt, run free). int8 is the fast path's row of ``int8_rows`` (``int8_quality``), where measured.
+    """
+    formats = [d for d in QUALITY_FORMATS if d in config.dtypes]
+    model = load_model(config.target).eval()
+    _, heldout = load_splits()
+    n = _room_after_prompts(QUALITY_NEW_TOKENS, model.config.block_size)
+    prompts = [torch.tensor([encode(p)]) for p in SPECULATIVE_PROMPTS]
+    reference = [generate(model, ids, max_new_tokens=n).ids[0, ids.size(1):] for ids in prompts]
+    rows = []
+    for fmt in ("fp32", *formats):
+        rounded = model if fmt == "fp32" else round_weights(model, fmt)
+        loss = heldout_loss(rounded, heldout, model.config.block_size, max_windows=QUALITY_WINDOWS)
+        same = sum(int((generate(rounded, ids, max_new_tokens=n).ids[0, ids.size(1):] == ref).sum())
+                   for ids, ref in zip(prompts, reference, strict=True))
+        rows.append(dict(precision=fmt, bytes_per_weight=WEIGHT_FORMATS[fmt], heldout_loss=loss,
+                         loss_change=loss - rows[0]["heldout_loss"] if rows else 0.0,
+                         greedy_match=same / (n * len(prompts))))
+    fast = next((r for r in int8_rows if r["method"] == "fast"), None)
+    if fast is not None:
+        rows.append(dict(precision="int8", bytes_per_weight=WEIGHT_FORMATS["int8"],
+                         heldout_loss=fast["heldout_loss_int8"],
+                         loss_change=fast["heldout_loss_int8"] - fast["heldout_loss_fp32"],
+                         greedy_match=fast["greedy_match"]))
+    return rows
 
 
 # --- speculative decoding and beam search -------------------------------------------------------------

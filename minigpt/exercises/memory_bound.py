@@ -1,9 +1,10 @@
 """Checkers for chapter 12, decoding is memory-bound (``notebooks/exercises/12_memory_bound_exercises.ipynb``).
 
-Four exercises: int8 weights with one scale per row (``minigpt.quantize``) and the way back to floats, then
-the bytes one decode step reads and the tokens/s that memory bandwidth allows (``minigpt.roofline``). A
-``seed`` checks on cases of the same kinds drawn from it (``minigpt.exercises.grading``): random weights,
-halves, configurations and bandwidths.
+Six exercises: int8 weights with one scale per row (``minigpt.quantize``) and the way back to floats, then
+the bytes one decode step reads and the tokens/s that memory bandwidth allows (``minigpt.roofline``), then
+one block of GGUF's Q4_0, quantized to its 18 bytes and back, as the ``gguf`` package (llama.cpp's own)
+does it. A ``seed`` checks on cases of the same kinds drawn from it (``minigpt.exercises.grading``): random
+weights, halves, configurations, bandwidths and blocks.
 
 >>> from minigpt.roofline import bandwidth_bound, decode_step_bytes
 >>> from minigpt.quantize import dequantize, quantize_per_channel
@@ -17,6 +18,10 @@ halves, configurations and bandwidths.
 ✓ bandwidth_bound: all 5 hidden cases pass
 >>> result = check_decode_step_bytes(decode_step_bytes, seed=1)
 ✓ decode_step_bytes: all 6 drawn cases pass
+>>> result = check_quantize_q4_0_block(q4_0_block)
+✓ quantize_q4_0_block: all 7 hidden cases pass
+>>> result = check_dequantize_q4_0_block(q4_0_values, seed=1)
+✓ dequantize_q4_0_block: all 5 drawn cases pass
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ import math
 from collections.abc import Callable
 
 import torch
+from gguf import GGMLQuantizationType
+from gguf.quants import dequantize as gguf_dequantize
+from gguf.quants import quantize as gguf_quantize
 
-from minigpt.exercises.checking import Case, CheckResult, cases_for, check, compare_values
+from minigpt.exercises.checking import Case, CheckResult, cases_for, check, compare_values, show
 from minigpt.model import GPTConfig
 from minigpt.quantize import dequantize, quantize_per_channel
 from minigpt.roofline import bandwidth_bound, decode_step_bytes
@@ -381,3 +389,226 @@ def _compare_relative(expected: float, got: object, atol: float) -> str | None:
     if isinstance(got, bool) or not isinstance(got, (int, float)):
         return f"expected a number (tokens/s), got a {type(got).__name__}"
     return None if math.isclose(got, expected, rel_tol=REL_TOL) else "wrong value"
+
+
+# ---- GGUF's Q4_0: one block of 32 numbers in 18 bytes, as the gguf package (llama.cpp's own) makes it ----
+
+Q4_0 = GGMLQuantizationType.Q4_0
+BLOCK = 32  # numbers per block
+BLOCK_BYTES = 18  # d as float16 (2 bytes), then 32 codes of 4 bits (16 bytes)
+MARGIN = 0.02  # a drawn x / d stays this far from a half, with d in float32 or float16: no way of computing it tips
+
+
+def q4_0_block(x: torch.Tensor) -> torch.Tensor:
+    """GGUF's Q4_0 bytes of one block ``x`` of 32 numbers, (18,) uint8, made by ``gguf.quants.quantize``.
+
+    >>> block = q4_0_block(torch.arange(32.0) - 8)  # -8 to 23: the x of largest magnitude is 23, d = 23 / -8
+    >>> block.shape, block.dtype, block[:2].view(torch.float16).item()
+    (torch.Size([18]), torch.uint8, -2.875)
+    """
+    return torch.tensor(gguf_quantize(x.float().numpy().reshape(1, BLOCK), Q4_0).reshape(BLOCK_BYTES))
+
+
+def q4_0_values(block: torch.Tensor) -> torch.Tensor:
+    """The 32 float32 numbers GGUF's Q4_0 ``block`` (18,) uint8 stands for, by ``gguf.quants.dequantize``.
+
+    >>> q4_0_values(q4_0_block(torch.arange(32.0) - 8))[:4].tolist()  # x = -8, -7, -6, -5: codes 11, 10, 10, 10
+    [-8.625, -5.75, -5.75, -5.75]
+    """
+    return torch.tensor(gguf_dequantize(block.numpy().reshape(1, BLOCK_BYTES), Q4_0).reshape(BLOCK))
+
+
+def _scale_of(block: torch.Tensor) -> float:
+    """d, the float16 in a Q4_0 block's first two bytes."""
+    return block[:2].contiguous().view(torch.float16).item()
+
+
+def _codes_of(block: torch.Tensor) -> torch.Tensor:
+    """The 32 codes (0 to 15) of a Q4_0 block in the order of x: byte j holds x[j]'s (low 4 bits) and x[j + 16]'s."""
+    packed = block[2:].long()
+    return torch.cat([packed & 15, packed >> 4])
+
+
+def _pack(d: float, codes: torch.Tensor) -> torch.Tensor:
+    """A Q4_0 block's 18 bytes from its scale ``d`` and 32 ``codes`` (0 to 15)."""
+    codes = codes.to(torch.uint8)
+    return torch.cat([torch.tensor([d], dtype=torch.float16).view(torch.uint8), codes[:16] | codes[16:] << 4])
+
+
+def check_quantize_q4_0_block(student: Callable, *, seed: int | None = None) -> CheckResult:
+    """Check ``quantize_q4_0_block(x)`` against the ``gguf`` package's Q4_0 (``gguf.quants.quantize``).
+
+    ``x`` is one block of 32 float32 numbers. Its scale d is the x of largest magnitude, sign kept, divided by
+    -8 (the first one, if two tie); each x gets the code trunc(x / d + 8.5), clipped to 0 to 15, so that
+    x ≈ (code - 8) · d (a block of zeros: d = 0 and every code 8). Return GGUF's 18 bytes, a (18,) torch.uint8
+    tensor: d as float16 (2 bytes), then byte j = the code of x[j] | the code of x[j + 16] << 4. A ``seed``
+    checks on cases drawn from it.
+
+    >>> def rounds(x):  # torch.round instead of trunc(x / d + 8.5): a half goes to the even integer
+    ...     d = x[x.abs().argmax()] / -8
+    ...     codes = (torch.round(x / d) + 8).clamp(0, 15).to(torch.uint8)
+    ...     return torch.cat([d.reshape(1).half().view(torch.uint8), codes[:16] | codes[16:] << 4])
+    >>> print(check_quantize_q4_0_block(rounds).message.splitlines()[0])  # doctest: +ELLIPSIS
+    ✗ quantize_q4_0_block: hidden case 3 of 7 fails (x / d lands exactly on halves ...
+    """
+    cases = cases_for(seed, lambda: _quantize_q4_0_cases(torch.Generator().manual_seed(0)), _quantize_q4_0_cases)
+    return check("quantize_q4_0_block", student, q4_0_block, cases, compare=_compare_q4_0_bytes)
+
+
+def _largest(x: torch.Tensor) -> torch.Tensor:
+    """The x of largest magnitude, sign kept (the first, if two tie)."""
+    return x[x.abs().argmax()]
+
+
+def _clear_of_halves(x: torch.Tensor) -> bool:
+    """Whether every x / d is at least ``MARGIN`` from a half, with d in float32 and in float16 alike."""
+    d = _largest(x) / -8
+    if d == 0:
+        return True
+    for scale in (d, d.half().float()):
+        shifted = x / scale + 8.5  # a half of x / d is a whole number here, where trunc tips over
+        if ((shifted - shifted.round()).abs() < MARGIN).any():
+            return False
+    return True
+
+
+def _q4_block(g: torch.Generator, sign: int, decimals: int = 2) -> torch.Tensor:
+    """32 numbers whose largest magnitude, 0.5 to 3, has ``sign``; the others within 0.9 of it, clear of halves."""
+    while True:
+        largest = sign * (0.5 + 2.5 * torch.rand((), generator=g)).round(decimals=decimals)
+        x = ((2 * torch.rand(BLOCK, generator=g) - 1) * 0.9 * largest.abs()).round(decimals=decimals)
+        x[_randint(g, 0, BLOCK - 1)] = largest
+        if _clear_of_halves(x):
+            return x
+
+
+def _halves_block(g: torch.Generator) -> torch.Tensor:
+    """A block whose x / d are halves from -7.5 to 6.5, both -0.5 and 0.5 among them, d a power of 2 (exact)."""
+    d = -_sign(g) * 2.0 ** -_randint(g, 1, 4)
+    y = torch.randint(-8, 7, (BLOCK,), generator=g) + 0.5  # -7.5 to 6.5: no code past 15
+    y[:3] = torch.tensor([-8.0, -0.5, 0.5])  # the largest (x / d = -8, so x = -8 d), and the two halves nearest 0
+    return (y * d)[torch.randperm(BLOCK, generator=g)]
+
+
+def _tie_block(g: torch.Generator) -> torch.Tensor:
+    """A block holding m and -m, its largest magnitude twice, in a drawn order; the rest clear of halves."""
+    x = _q4_block(g, 1)
+    m = x.abs().max()
+    first, second = torch.randperm(BLOCK, generator=g)[:2].sort().values
+    x[first], x[second] = (m, -m) if _sign(g) > 0 else (-m, m)
+    return x
+
+
+def _float16_block(g: torch.Generator) -> torch.Tensor:
+    """A block (4 decimals) where d rounded to float16 would tip a few codes: x / d is within 0.004 of a half,
+    on one side with d in float32 and on the other with d in float16, and at least 1e-4 from it."""
+    while True:  # a largest magnitude whose d rounds to float16 by at least 3e-4 of itself
+        m = (1.0 + 2.0 * torch.rand((), generator=g)).round(decimals=4) * _sign(g)
+        d = m / -8
+        if (d.half().float() / d - 1).abs() >= 3e-4:
+            break
+    candidates = ((2 * torch.rand(20_000, generator=g) - 1) * 0.9 * m.abs()).round(decimals=4)
+    y32, y16 = candidates / d + 8.5, candidates / d.half().float() + 8.5
+    tipping = (y32.trunc() != y16.trunc()) & ((y32 - y32.round()).abs() >= 1e-4)
+    clear = ((y32 - y32.round()).abs() >= MARGIN) & ((y16 - y16.round()).abs() >= MARGIN)
+    x = torch.cat([m.reshape(1), candidates[tipping][:3], candidates[clear][: BLOCK - 4]])
+    return x[torch.randperm(BLOCK, generator=g)]
+
+
+def _quantize_q4_0_cases(g: torch.Generator) -> list[Case]:
+    return [
+        Case((_q4_block(g, 1),), "the x of largest magnitude is positive: d = that x / -8 is negative (it gets "
+             "code 0); each code is trunc(x / d + 8.5), and byte j holds the codes of x[j] and x[j + 16]"),
+        Case((_q4_block(g, -1),), "the x of largest magnitude is negative: d = that x / -8 is positive, the sign "
+             "kept; |x|.max() / -8 would be negative"),
+        Case((_halves_block(g),), "x / d lands exactly on halves (d is a power of 2): trunc(x / d + 8.5) takes "
+             "each half up (-0.5 to code 8, 0.5 to 9), where torch.round goes to the even integer and rounding "
+             "away from zero takes -0.5 down"),
+        Case((_tie_block(g),), "the largest magnitude twice, m and -m: the first sets d, and the other lands on "
+             "x / d = 8, code 16, one past 4 bits: clip it to 15"),
+        Case((_float16_block(g),), "the codes come from d in float32; only the stored scale is rounded to "
+             "float16 (here float16's d would move a few x / d across a half)"),
+        Case((torch.zeros(BLOCK),), "a block of zeros: d = 0 / -8, and every code is 8: x / d would divide 0 by "
+             "0 (gguf multiplies by 1 / d, taken as 0 when d is 0)"),
+        Case((_weights(g, 1, BLOCK, 0.5)[0],), "random numbers, as in a weight matrix"),
+    ]
+
+
+def _compare_q4_0_bytes(expected: torch.Tensor, got: object, atol: float) -> str | None:
+    """None when ``got`` holds GGUF's 18 bytes; else which part is wrong: the scale, a code, their order, the dtype."""
+    if not isinstance(got, torch.Tensor):
+        return f"expected a tensor of {BLOCK_BYTES} bytes (torch.uint8), got a {type(got).__name__}"
+    if got.shape != expected.shape:
+        return (f"wrong shape: expected ({BLOCK_BYTES},), 2 bytes of d as float16 then 16 bytes of two 4-bit codes "
+                f"each; got {tuple(got.shape)}")
+    if got.is_floating_point() or got.is_complex() or got.dtype == torch.bool:
+        return f"the bytes must be whole numbers from 0 to 255 (torch.uint8), got dtype {got.dtype}"
+    values = got.long()
+    outside = (values < 0) | (values > 255)
+    if outside.any():
+        i = int(outside.nonzero()[0])
+        return f"byte {i} is {int(values[i])}: a byte holds 0 to 255"
+    as_bytes = values.to(torch.uint8)
+    if not torch.equal(as_bytes[:2], expected[:2]):
+        return (f"scale: the first 2 bytes hold d as float16: expected d = {show(_scale_of(expected))}, "
+                f"got d = {show(_scale_of(as_bytes))}")
+    want, have = _codes_of(expected), _codes_of(as_bytes)
+    if not torch.equal(want, have):
+        if torch.equal(want.sort().values, have.sort().values):
+            return ("the right codes in the wrong places (nibble order): byte j holds the code of x[j] in its low "
+                    "4 bits and the code of x[j + 16] in its high 4 bits")
+        i = int((want != have).nonzero()[0])
+        return f"the code of x[{i}]: expected {int(want[i])}, got {int(have[i])}"
+    if got.dtype != torch.uint8:
+        return f"the bytes are right, but their dtype is {got.dtype}: one byte each is torch.uint8"
+    return None
+
+
+def check_dequantize_q4_0_block(student: Callable, *, seed: int | None = None) -> CheckResult:
+    """Check ``dequantize_q4_0_block(block)`` against the ``gguf`` package's Q4_0 (``gguf.quants.dequantize``).
+
+    ``block`` is GGUF's 18 bytes of one Q4_0 block, a (18,) torch.uint8 tensor: d as float16 (2 bytes), then
+    byte j holding the code of x[j] in its low 4 bits and the code of x[j + 16] in its high 4 bits. Return the
+    32 numbers x = (code - 8) · d, float32. A ``seed`` checks on cases drawn from it.
+
+    >>> def high_nibble_first(block):  # x[j] from the HIGH 4 bits of byte j
+    ...     d = block[:2].view(torch.float16).float()
+    ...     codes = torch.cat([block[2:] >> 4, block[2:] & 15]).long()
+    ...     return (codes - 8) * d
+    >>> result = check_dequantize_q4_0_block(high_nibble_first)  # doctest: +ELLIPSIS
+    ✗ dequantize_q4_0_block: hidden case 3 of 5 fails (byte j holds the code of x[j] in its low 4 bits ...
+    ...
+    """
+    cases = cases_for(seed, lambda: _dequantize_q4_0_cases(torch.Generator().manual_seed(0)), _dequantize_q4_0_cases)
+    return check("dequantize_q4_0_block", student, q4_0_values, cases)
+
+
+def _block_case(block: torch.Tensor, why: str) -> Case:
+    """A case on a Q4_0 ``block``, shown with the scale and the codes it holds."""
+    shown = (f"block = {show(block)}  (d = {show(_scale_of(block))}; the codes of x[0] to x[31]: "
+             f"{_codes_of(block).tolist()})")
+    return Case((block,), why, shown=shown)
+
+
+def _drawn_scale(g: torch.Generator) -> float:
+    """A scale d with 2 decimals, 0.05 to 0.6, either sign."""
+    return _sign(g) * round(0.05 + 0.55 * float(torch.rand((), generator=g)), 2)
+
+
+def _dequantize_q4_0_cases(g: torch.Generator) -> list[Case]:
+    one_code, low_code = _randint(g, 9, 15), _randint(g, 0, 7)
+    low = torch.randperm(16, generator=g)
+    ordered = torch.cat([low, (low + 1 + torch.randperm(15, generator=g)[0]) % 16])  # x[j + 16] unlike x[j]
+    return [
+        _block_case(_pack(_drawn_scale(g), torch.full((BLOCK,), one_code)), f"every code is {one_code}: each x is "
+                    f"({one_code} - 8) · d, with d the first two bytes read as a float16 "
+                    "(block[:2].view(torch.float16))"),
+        _block_case(_pack(_drawn_scale(g), torch.full((BLOCK,), low_code)), f"every code is {low_code}: x = "
+                    f"({low_code} - 8) · d is negative, but in torch.uint8 {low_code} - 8 wraps around to "
+                    f"{low_code + 248}: widen the codes (.long()) before subtracting 8"),
+        _block_case(_pack(_drawn_scale(g), ordered), "byte j holds the code of x[j] in its low 4 bits (byte & 15) "
+                    "and the code of x[j + 16] in its high 4 bits (byte >> 4)"),
+        _block_case(q4_0_block(_weights(g, 1, BLOCK, 0.5)[0]), "the bytes of a block of random numbers, as "
+                    "quantize_q4_0_block makes them"),
+        _block_case(q4_0_block(torch.zeros(BLOCK)), "a block of zeros (d = -0.0, every code 8) stands for zeros"),
+    ]

@@ -24,6 +24,12 @@ why; what it buys on a given machine is measured by ``minigpt bench`` and logged
 - **int8 weights** (``weights="int8"``): a quarter of the bytes per token, one scale per output channel
   (``minigpt.quantize``): decode steps in C (above) where it builds and the int8 kernel is "dynamic";
   the prompt's pass, and every step elsewhere, through torch's int8 kernels.
+- **16-bit and GGUF block weights** (``weights="fp16"``, ``"bf16"``, ``"q8_0"``, ``"q4_0"``): 2, 34/32
+  and 18/32 bytes per weight where float32 reads 4: the matrices and the head stay in the format
+  (the blocks are the very bytes a GGUF file holds, ``minigpt.quantize.gguf_blocks``) and the C step
+  widens them to float32 in registers; activations, cache and logits stay float32, so the model computed
+  is ``minigpt.quantize.round_weights(model, weights)``. These have no torch step: the prompt too runs
+  through the C step, one position at a time (``prefill``).
 - **A KV cache allocated once**, sized for the largest batch and length: no tensor grows while decoding
   and memory is known up front. It holds the same numbers as ``minigpt.kv_cache.KVCache``, laid out the
   way the QKV matmul produces them: per layer one (batch, position, 2·C) tensor, each position's key then
@@ -66,11 +72,11 @@ from minigpt.checks import check_type
 from minigpt.fast import kernels
 from minigpt.fast.kernels import IN_OUT, in_out_layout
 from minigpt.fast.native import NativeStep, matrix_for_c
-from minigpt.fast.options import check_bool, check_dtype, choose_matmul
+from minigpt.fast.options import C_ONLY, check_bool, check_dtype, choose_matmul
 from minigpt.generate import PAD_TOKEN_ID, Generation, as_eos_ids, check_id_prompt, make_generator
 from minigpt.kv_cache import check_memory_fits
 from minigpt.model import GPT, causal_mask, position_ids_from_mask
-from minigpt.quantize import Int8Linear, choose_int8_kernel
+from minigpt.quantize import Int8Linear, choose_int8_kernel, gguf_blocks, quantize_q4_0, quantize_q8_0, round_matrix
 
 EOS_CHECK_EVERY = 16  # with EOS on: steps between the (host-syncing) checks that every row has finished
 
@@ -113,6 +119,21 @@ def _for_c(name: str, part: tuple) -> list[torch.Tensor | None]:
     if isinstance(part[0], Int8Linear):
         return matrix_for_c(part[0].q, part[0].bias, part[0].scale)
     return matrix_for_c(*part)
+
+
+def stored_as(w: torch.Tensor, weights: str) -> torch.Tensor:
+    """An (out, in) matrix as the C step reads it in a ``C_ONLY`` format: float16 or bfloat16 (out, in), or
+    for "q8_0" and "q4_0" GGUF's blocks, uint8 (out, in // 32 * 34 or 18): each block's float16 scale,
+    then its codes (``minigpt.quantize.gguf_blocks``). The C step streams these bytes as they are.
+
+    >>> stored_as(torch.ones(2, 64), "q4_0").shape, stored_as(torch.ones(2, 64), "bf16").dtype
+    (torch.Size([2, 36]), torch.bfloat16)
+    """
+    w = w.detach().float()
+    if weights in ("fp16", "bf16"):
+        return w.to(torch.float16 if weights == "fp16" else torch.bfloat16).contiguous()
+    quantize = quantize_q8_0 if weights == "q8_0" else quantize_q4_0
+    return gguf_blocks(*quantize(w), weights).contiguous()
 
 
 def _int8_linear(x: torch.Tensor, layer: Int8Linear) -> torch.Tensor:
@@ -161,6 +182,14 @@ class FastDecoder:
     the C step available, ``matmul`` is ``"native"``: decode steps run in C, quantizing as fbgemm does;
     otherwise it is ``"int8"``, every step in torch. The token table stays float32 for the lookup, which
     reads one row per token.
+
+    ``weights="fp16"``, ``"bf16"``, ``"q8_0"`` or ``"q4_0"`` (CPU, float32, eager, sliced cache, where the C
+    step builds: ``matmul`` "auto" or "native") stores every block matrix and the head in that format
+    (``stored_as``; Q8_0 and Q4_0 as GGUF's blocks of 32 weights, one float16 scale each) and computes
+    ``minigpt.quantize.round_weights(model, weights)``: activations, cache and logits stay float32, biases,
+    norms and the position table too. The lookup reads a float32 copy of the rounded token table
+    (``round_matrix``: one row per token, so its size costs memory, not time). Every step runs in C, the
+    prompt's too (``prefill``).
 
     >>> from minigpt.model import GPT, GPTConfig
     >>> decoder = FastDecoder(GPT(GPTConfig.from_preset("tiny")), max_batch_size=1, max_len=8)
@@ -213,13 +242,20 @@ class FastDecoder:
         if weights == "int8":
             def matrix(m):
                 return (Int8Linear(m.weight.detach(), m.bias, self.int8_kernel),)
+        elif weights in C_ONLY:
+            def matrix(m):
+                return stored_as(m.weight, weights), _copy(m.bias, self.dtype)
         else:
             def matrix(m):
                 return layout(_copy(m.weight, self.dtype)), _copy(m.bias, self.dtype)
         # the tied matrix, copied once: the embedding lookup and the output head read the same storage
-        # (int8: the head reads its own int8 copy, the lookup the float32 table)
-        self.wte = layout(_copy(wte, self.dtype))
-        self.head = (Int8Linear(wte, None, self.int8_kernel),) if weights == "int8" else (self.wte,)
+        # (int8: the head reads its own int8 copy, the lookup the float32 table; C_ONLY: the head reads the
+        # table in the format, the lookup a float32 copy of the values it stands for)
+        if weights in C_ONLY:
+            self.wte, self.head = round_matrix(wte, weights).contiguous(), (stored_as(wte, weights),)
+        else:
+            self.wte = layout(_copy(wte, self.dtype))
+            self.head = (Int8Linear(wte, None, self.int8_kernel),) if weights == "int8" else (self.wte,)
         self.wpe = _copy(model.transformer.wpe.weight, self.dtype)
         self.blocks = [_block_weights(b, self.dtype, matrix) for b in model.transformer.h]
         self.ln_f = _copy(model.transformer.ln_f.weight, self.dtype), _copy(model.transformer.ln_f.bias, self.dtype)
@@ -243,8 +279,9 @@ class FastDecoder:
                   for b, cache in zip(self.blocks, self.cache)]
         head = _for_c("head", (*self.head, None))[:3]  # the head's matrix, and for int8 its scales and rows' sums
         qmax = 127 if isinstance(self.head[0], Int8Linear) and self.head[0].reduce_range else 255  # as fbgemm
+        format = {"float": "f32"}.get(self.weights, self.weights)  # minigpt.fast.layout.FORMATS' name
         return NativeStep(layers, self.wte, self.wpe, self.ln_f, *head, self.n_head, self.max_batch_size,
-                          self.max_len, qmax)
+                          self.max_len, qmax, format=format)
 
     def _compiled_step(self):
         """``_static_step`` under torch.compile; CUDA graphs need every buffer it touches at a fixed address."""
@@ -305,10 +342,37 @@ class FastDecoder:
     # --- prefill and decode -------------------------------------------------------------------------
 
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Run the (B, T) prompt, fill cache positions [0, T), return the next-token logits (B, V)."""
+        """Run the (B, T) prompt, fill cache positions [0, T), return the next-token logits (B, V).
+
+        ``C_ONLY`` weights have no torch step: their prompt runs through the C step, one position at a time
+        (``_prefill_in_c``); the others run it as one pass in torch.
+        """
+        if self.weights in C_ONLY:
+            return self._prefill_in_c(ids, positions)
         T = ids.size(1)
         attn = causal_mask(T, 0, mask)  # the eager model's mask, pads included
         return self._forward(ids, positions, slice(0, T), T, attn)
+
+    def _prefill_in_c(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """The prompt through the C decode step, one position per call: what a decode step computes, so exact
+        and simple, and no float32 copy of any matrix is made. Its cost is T steps, each streaming every
+        matrix once (a prompt of T tokens takes about T decode steps' time; a matrix-matrix pass would read
+        them once for all T).
+
+        A step's query sees the cache positions ``key_ok`` marks; a left-padded row's padding is no real
+        token, but its own step must see something, or its softmax is over nothing (0 / 0). So step t marks
+        position t as seen for every row: a pad then attends to itself, and its key and value, finite, are
+        masked out (weight exactly 0) for every real token after it.
+        """
+        B, T = ids.shape
+        key_ok = self.key_ok[:B, 0, 0]  # (B, max_len)
+        for t in range(T):
+            seen = None
+            if self.padded:
+                seen = key_ok.clone()
+                seen[:, t] = True
+            logits = self.native_step(ids[:, t : t + 1], positions[:, t : t + 1], t, seen)
+        return logits
 
     def decode_one_token(self, tokens: torch.Tensor, positions: torch.Tensor, length: int) -> torch.Tensor:
         """Logits (B, V) after feeding ``tokens`` (B, 1) at cache position ``length`` (positions filled so far)."""

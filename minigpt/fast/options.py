@@ -25,7 +25,10 @@ from minigpt.checks import check_choice
 from minigpt.fast import kernels, native
 
 MATMULS = ("auto", "native", "tuned", "onednn", "blas-in-out", "blas")  # what a caller may ask for
-WEIGHTS = ("float", "int8")  # float: the decoder's dtype; int8: Int8Linear matrices, float32 activations
+# float: the decoder's dtype; int8: Int8Linear matrices, float32 activations; the rest (C_ONLY): float16,
+# bfloat16 and GGUF's Q8_0 and Q4_0 blocks, float32 activations, multiplied by the C decode step only
+WEIGHTS = ("float", "int8", "fp16", "bf16", "q8_0", "q4_0")
+C_ONLY = WEIGHTS[2:]  # weights that have no torch step: every step (the prompt's too) runs in C
 DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)  # BLAS runs all; oneDNN: onednn_supports
 INT8_KERNELS = ("dynamic", "weight-only")  # minigpt.quantize's kernels, once "auto" is resolved
 
@@ -54,9 +57,10 @@ class Rules(NamedTuple):
 EAGER_C = "the C decode step is eager and reads the sliced cache (compile=False, static=False)"
 
 # matmul -> its rules. "int8" is not asked for by name: int8 weights with matmul="auto" resolve to it
-# (or to "native", the C step quantizing as fbgemm's "dynamic" kernel does).
+# (or to "native", the C step quantizing as fbgemm's "dynamic" kernel does). The C_ONLY weights run on
+# "native" alone.
 TABLE: dict[str, Rules] = {
-    "native": Rules(("cpu",), (torch.float32,), ("float", "int8"), "the C decode step computes in float32",
+    "native": Rules(("cpu",), (torch.float32,), ("float", "int8", *C_ONLY), "the C decode step computes in float32",
                     EAGER_C, EAGER_C, ("dynamic",), lambda dtype: native.unavailable_reason()),
     "tuned": Rules(("cpu",), DTYPES, ("float",), why_not_compiled="it times eager kernels",
                    lacks=lambda dtype: kernels.onednn_lacks(dtype)),
@@ -68,7 +72,8 @@ TABLE: dict[str, Rules] = {
     "blas": Rules(None, DTYPES, ("float",)),
 }
 # what "auto" tries, in order, for each kind of weights: the first the table admits wins
-AUTO = {"float": ("native", "tuned", "blas-in-out", "blas"), "int8": ("native", "int8")}
+AUTO = {"float": ("native", "tuned", "blas-in-out", "blas"), "int8": ("native", "int8"),
+        **{weights: ("native",) for weights in C_ONLY}}
 
 
 def refusal(
@@ -98,14 +103,20 @@ def refusal(
     return ("here", lacks) if lacks else None
 
 
-def _error(asked: str, matmul: str, device: torch.device, what: str, why: str) -> UnsupportedOptions:
+def _error(asked: str, matmul: str, device: torch.device, what: str, why: str,
+           weights: str = "float") -> UnsupportedOptions:
     """The refusal of ``TABLE[matmul]`` (reached by asking for ``asked``) as the error a caller sees."""
-    if asked == "auto":  # int8 weights: their own row refused
+    if asked == "auto":  # int8 or C_ONLY weights: the last row they may run on refused
         if what == "device":
-            return UnsupportedOptions(f"weights='int8': int8 weights run on CPU only, got device {why!r}")
+            return UnsupportedOptions(f"weights={weights!r}: {weights} weights run on CPU only, got device {why!r}")
         if what == "compile":
-            return UnsupportedOptions(f"weights='int8': int8 weights cannot be compiled ({why})")
-        return UnsupportedOptions(f"weights='int8': {why}")
+            return UnsupportedOptions(f"weights={weights!r}: {weights} weights cannot be compiled ({why})")
+        if what == "static":
+            return UnsupportedOptions(f"weights={weights!r}: {weights} weights need the sliced cache ({why})")
+        if what == "here" and weights in C_ONLY:
+            return UnsupportedOptions(f"weights={weights!r}: {weights} weights need the C decode step (they have "
+                                      f"no torch step), which cannot run here: {why}")
+        return UnsupportedOptions(f"weights={weights!r}: {why}")
     if what == "device":
         runs = [repr(m) for m in MATMULS if m == "auto" or TABLE[m].devices is None or why in TABLE[m].devices]
         return UnsupportedOptions(f"matmul must be {' or '.join(runs)} on {why}, got {matmul!r}")
@@ -113,6 +124,9 @@ def _error(asked: str, matmul: str, device: torch.device, what: str, why: str) -
         compiles = [repr(m) for m in MATMULS[1:] if not TABLE[m].why_not_compiled]
         return UnsupportedOptions(f"matmul={matmul!r} cannot be compiled ({why}); use 'auto', "
                                   f"{', '.join(compiles[:-1])} or {compiles[-1]}")
+    if what == "weights" and why in C_ONLY:
+        return UnsupportedOptions(f"weights={why!r}: {why} weights are multiplied by the C decode step only "
+                                  f"(matmul='auto' or 'native'), got matmul={matmul!r}")
     if what == "weights":
         return UnsupportedOptions(f"weights={why!r}: int8 weights bring their own kernel (int8_kernel=), "
                                   f"got matmul={matmul!r}")
@@ -158,6 +172,8 @@ def choose_matmul(
     over the (in, out) layout (under ``compile``, whose CPU backend brings its own matmuls, too). On GPUs
     it is ``"blas"``: cuBLAS reads either layout at full speed. int8 weights take ``"auto"`` only, and
     resolve to ``"native"`` where the C step runs their (``"dynamic"``) ``int8_kernel``, else ``"int8"``.
+    fp16, bf16, q8_0 and q4_0 weights (``C_ONLY``) take ``"auto"`` or ``"native"``, and run only there:
+    on CPU, in float32, eager, over the sliced cache, where the C step builds.
     A matmul asked for by name that cannot run is an ``UnsupportedOptions`` that names what is missing,
     here rather than as a oneDNN or compiler error at the first step.
 
@@ -165,13 +181,17 @@ def choose_matmul(
     'blas-in-out'
     >>> choose_matmul("auto", torch.device("cpu"), weights="int8", int8_kernel="weight-only")
     'int8'
+    >>> choose_matmul("auto", torch.device("cuda"), weights="q4_0")
+    Traceback (most recent call last):
+        ...
+    minigpt.fast.options.UnsupportedOptions: weights='q4_0': q4_0 weights run on CPU only, got device 'cuda'
     """
     check_choice("matmul", matmul, MATMULS)
     check_choice("weights", weights, WEIGHTS)
     check_bool("compile", compile)
     check_bool("static", static)
     check_dtype(dtype)
-    if weights == "int8" and matmul != "auto":
+    if (weights == "int8" and matmul != "auto") or (weights in C_ONLY and matmul not in ("auto", "native")):
         raise _error(matmul, matmul, device, "weights", weights)
     options = (device, dtype, compile, static, weights, int8_kernel)
     if matmul != "auto":
@@ -183,4 +203,4 @@ def choose_matmul(
     for name in tried:
         if not refusal(name, *options):
             return name
-    raise _error("auto", tried[-1], device, *refusal(tried[-1], *options))
+    raise _error("auto", tried[-1], device, *refusal(tried[-1], *options), weights=weights)

@@ -16,11 +16,12 @@
 # %% [markdown]
 # # Chapter 12 exercises — decoding is memory-bound
 #
-# Four exercises on [chapter 12](../12_memory_bound.ipynb). To make one token, a decode step reads every
+# Six exercises on [chapter 12](../12_memory_bound.ipynb). To make one token, a decode step reads every
 # weight of the model once and does only one multiply and one add with each; the processor could compute
 # far faster than memory delivers the weights. So the bytes a step reads, divided by the memory's bandwidth,
 # are a floor on the time per token. Two exercises make those bytes fewer (int8 weights with one scale per row, and
-# the way back to floats), two count them (the bytes of one decode step, and the tokens/s they allow).
+# the way back to floats), two count them (the bytes of one decode step, and the tokens/s they allow), and the
+# last two make them fewer still, the way llama.cpp's files do: one block of GGUF's 4-bit format, Q4_0, and back.
 #
 # Each exercise asks for one function; the cell after it checks your function on hidden cases against
 # minigpt's own and, when one fails, shows that input with the expected and the actual answer. In the
@@ -38,7 +39,9 @@ from minigpt.exercises.memory_bound import (
     check_bandwidth_bound,
     check_decode_step_bytes,
     check_dequantize,
+    check_dequantize_q4_0_block,
     check_quantize_per_channel,
+    check_quantize_q4_0_block,
 )
 from minigpt.model import GPTConfig
 
@@ -207,6 +210,81 @@ def bandwidth_bound(config: GPTConfig, bandwidth_gb_s: float, batch_size: int, c
 
 # %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "a0690c67e2075d761e40e20cfa165bda", "grade": true, "grade_id": "check_bandwidth_bound", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
 check_bandwidth_bound(bandwidth_bound)
+
+# %% [markdown]
+# ## Exercise 5: one block of GGUF's Q4_0
+#
+# int8 (Exercise 1) stores a weight in a byte with one scale per row. llama.cpp's files (GGUF, chapter 12's
+# Step 6) go further: **Q4_0** stores a weight in 4 bits, half a byte, with one scale for every *block* of 32
+# numbers along a row, so that one large weight spoils the rounding of its own block only. The `gguf` package
+# (llama.cpp's own Python package) quantizes a block like this:
+#
+#     d    = (the x of largest magnitude, its sign kept) / -8     # the first one, if two tie
+#     code = trunc(x / d + 8.5), clipped to 0 ... 15             # 16 levels: 4 bits
+#     x   ≈ (code - 8) · d
+#
+# The x of largest magnitude gets x / d = -8, code 0; an x of the same size and the other sign gets +8, code 16,
+# one past what 4 bits hold, so it is clipped to 15. trunc(· + 8.5) rounds a half *up*, unlike `torch.round`.
+# The next cell asks the `gguf` package for the block's size and shows its bytes for an example block.
+
+# %%
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf.quants import quantize as gguf_quantize
+
+numbers, nbytes = GGML_QUANT_SIZES[GGMLQuantizationType.Q4_0]
+print(f"Q4_0: blocks of {numbers} numbers in {nbytes} bytes: 2 for d (a float16), then {nbytes - 2} bytes holding "
+      f"{numbers} codes of 4 bits (0 to 15, x = (code - 8) · d, code = trunc(x / d + 8.5)); "
+      f"{8 * nbytes / numbers} bits a number")
+example = (torch.arange(32.0) - 8) / 4  # (32,): -2, -1.75, ..., 5.75; its largest magnitude, 5.75, is positive
+example_bytes = gguf_quantize(example.numpy()[None], GGMLQuantizationType.Q4_0)[0]  # (18,) uint8, numpy
+print("the gguf package's bytes for the example block:", example_bytes.tolist())
+
+# %% [markdown]
+# Write `quantize_q4_0_block(x)`: for one block `x` of 32 float32 numbers, return GGUF's 18 bytes as a
+# `torch.uint8` tensor of shape (18,):
+#
+# - bytes 0 and 1: d as a float16;
+# - the 16 bytes after them: the 32 codes, two per byte: byte j of these holds the code of x[j] in its low 4 bits
+#   and the code of x[j + 16] in its high 4 bits.
+#
+# A block of zeros has d = 0: gguf multiplies x by 1 / d, taking 1 / d as 0 when d is 0 (every code is then
+# 8), where x / d would divide 0 by 0. The codes come from d in float32; only the stored d is rounded to float16.
+# `quantize_q4_0_block(example)` must give the bytes printed above.
+#
+# *Hints:* `x.abs().argmax()` is the position of the largest magnitude (the first, on a tie); `torch.trunc`
+# drops the fraction; `a | b << 4` is the byte whose low 4 bits are a and high 4 bits b (both `torch.uint8`);
+# `d.reshape(1).half().view(torch.uint8)` is d's two bytes as a float16; `torch.cat` joins tensors.
+
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "d04a00f48541cd2bee69f2800a3d9055", "grade": false, "grade_id": "quantize_q4_0_block", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def quantize_q4_0_block(x: torch.Tensor) -> torch.Tensor:
+    """GGUF's Q4_0 bytes of one block of 32 numbers ``x``: d as float16, then 16 bytes of two 4-bit codes each."""
+    raise NotImplementedError  # EXERCISE: write this function
+
+
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "748026c76e038ff7af902495c798a2ca", "grade": true, "grade_id": "check_quantize_q4_0_block", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check_quantize_q4_0_block(quantize_q4_0_block)
+
+
+# %% [markdown]
+# ## Exercise 6: back from 4 bits
+#
+# Write `dequantize_q4_0_block(block)`: the 32 float32 numbers that one Q4_0 block, its 18 bytes as a
+# `torch.uint8` tensor, stands for: x[j] = (code of x[j] - 8) · d, with d from bytes 0 and 1 (a float16) and
+# the codes unpacked in the order of Exercise 5 (byte j of the 16: x[j] in the low 4 bits, x[j + 16] in the
+# high 4 bits).
+#
+# *Hints:* `block[:2].view(torch.float16)` reads d; `byte & 15` is a byte's low 4 bits and `byte >> 4` its
+# high 4 bits; a `torch.uint8` has no negative numbers (`3 - 8` wraps around to `251`), so widen the codes with
+# `.long()` before subtracting 8.
+
+# %% deletable=false nbgrader={"cell_type": "code", "checksum": "1a5d57a7de4ce0e3e7c7bf3c0f19a106", "grade": false, "grade_id": "dequantize_q4_0_block", "locked": false, "schema_version": 3, "solution": true, "task": false}
+def dequantize_q4_0_block(block: torch.Tensor) -> torch.Tensor:
+    """The 32 float32 numbers that one GGUF Q4_0 ``block`` (18 bytes, torch.uint8) stands for."""
+    raise NotImplementedError  # EXERCISE: write this function
+
+
+# %% deletable=false editable=false nbgrader={"cell_type": "code", "checksum": "48605a3311d11ddaf45df37b67f8908a", "grade": true, "grade_id": "check_dequantize_q4_0_block", "locked": true, "points": 1, "schema_version": 3, "solution": false, "task": false}
+check_dequantize_q4_0_block(dequantize_q4_0_block)
 
 # %% [markdown]
 # ## To think about: an open question

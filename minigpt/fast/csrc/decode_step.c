@@ -11,7 +11,9 @@
  * the greedy tokens), reading the decoder's own tensors in place:
  *   - matrices are nn.Linear's (out, in), row-major: output o is the dot product of row o with the input,
  *     so each thread streams a contiguous block of rows; float32, or int8 with a scale per row, whose
- *     inputs are quantized as torch's int8 kernel (fbgemm's dynamic linear) quantizes them;
+ *     inputs are quantized as torch's int8 kernel (fbgemm's dynamic linear) quantizes them, or float16,
+ *     bfloat16, or GGUF's Q8_0 and Q4_0 blocks, all four widened to float32 in registers and multiplied
+ *     with float32 inputs (the `format` of StepArgs says which, for every matrix and the head);
  *   - each layer's cache is (max_batch, max_len, 2C): per position its key, then its value.
  * Every output is computed by one thread in a fixed order, so the numbers do not depend on how many
  * threads run. The vector width is the widest the build was told the CPU has (minigpt/fast/native.py asks
@@ -23,9 +25,10 @@
 /* LAYER's entries (LN_1, C_ATTN, ... CACHE, PER_LAYER), the StepArgs struct and the exported functions'
  * prototypes: generated from minigpt/fast/layout.py at build time, so Python and C read one declaration */
 #include "decode_step_layout.h"
-#if defined(__AVX2__)
+#if defined(__AVX2__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
+#include <string.h>
 
 #if defined(__AVX512F__)
 #define VL 16
@@ -37,6 +40,10 @@
 /* VL floats in one register; aligned(4) lets a load start at any float. vi: VL int32s */
 typedef float vf __attribute__((vector_size(VL * sizeof(float)), aligned(4)));
 typedef int32_t vi __attribute__((vector_size(VL * sizeof(int32_t))));
+typedef uint32_t vu __attribute__((vector_size(VL * sizeof(uint32_t))));
+/* VL 16-bit numbers (float16 or bfloat16 bits), and VL int8 codes, loadable from any address */
+typedef uint16_t vh __attribute__((vector_size(VL * sizeof(uint16_t)), aligned(1)));
+typedef int8_t vb __attribute__((vector_size(VL), aligned(1)));
 
 /* lane by lane, a where mask (a vector comparison's result) is set, else b */
 static inline vf pick(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
@@ -108,24 +115,206 @@ static inline void put(float *y, float r, int mode) {
     else *y = r;
 }
 
+/* --- 16-bit weights: half the bytes of float32, widened to float32 in registers ------------------------
+ * A float16 (IEEE binary16) has 5 exponent and 10 mantissa bits, a bfloat16 float32's 8 exponent bits and
+ * 7 mantissa bits: a bfloat16 is the top half of a float32, so widening it is a 16-bit shift on any CPU.
+ * A float16 needs its exponent rebiased: F16C (AVX2 CPUs that have it; the build adds -mf16c only where
+ * the CPU says so) and AVX-512 do it in one instruction, 8 or 16 at a time; elsewhere (the portable build)
+ * half_to_float and widen_f16 do it with integer operations. Both are exact: every float16 is a float32. */
+
+static inline vi pick_vi(vi mask, vi a, vi b) { return (a & mask) | (b & ~mask); }
+
+/* VL 16-bit numbers from p, zero-extended to 32 bits; VL int8 numbers from p, sign-extended. By name where
+ * the vector width is known: GCC builds the generic conversion from 8-byte vectors one lane at a time. */
+static inline vi widen_u16(const uint16_t *p) {
+#if defined(__AVX512F__)
+    return (vi)_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p));
+#elif defined(__AVX2__)
+    return (vi)_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+#else
+    return __builtin_convertvector(*(const vh *)p, vi);
+#endif
+}
+static inline vi widen_i8(const int8_t *p) {
+#if defined(__AVX512F__)
+    return (vi)_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p));
+#elif defined(__AVX2__)
+    return (vi)_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p));
+#else
+    return __builtin_convertvector(*(const vb *)p, vi);
+#endif
+}
+
+/* float16 bits to the float32 of the same value, for any bits: the exponent and mantissa move into
+ * float32's places and the exponent is rebiased (15 -> 127); infinities and NaNs get the top exponent, and
+ * a subnormal, whose value is mantissa * 2^-24, is renormalized by one float subtraction (F. Giesen's
+ * method: rebiased as if normal it reads 2^-14 (1 + mantissa 2^-10); take 2^-14 off). */
+static inline float half_to_float(uint16_t bits) {
+#if defined(__F16C__)
+    return _cvtsh_ss(bits);
+#else
+    uint32_t o = (uint32_t)(bits & 0x7fff) << 13, e = o & (0x7c00u << 13);
+    float f;
+    o += (127 - 15) << 23;
+    if (e == 0x7c00u << 13) o += (128 - 16) << 23;  /* infinity, NaN */
+    else if (e == 0) {  /* zero, subnormal */
+        o += 1 << 23;
+        memcpy(&f, &o, sizeof f);
+        f -= 6.103515625e-05f;  /* 2^-14 */
+        memcpy(&o, &f, sizeof f);
+    }
+    o |= (uint32_t)(bits & 0x8000) << 16;
+    memcpy(&f, &o, sizeof f);
+    return f;
+#endif
+}
+
+/* VL float16 numbers from p, as float32: one instruction with F16C or AVX-512, else half_to_float's steps
+ * lane by lane (a vector cast (vf) reinterprets the bits) */
+static inline vf widen_f16(const uint16_t *p) {
+#if defined(__AVX512F__)
+    return (vf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+#elif defined(__F16C__) && VL == 8
+    return (vf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+#else
+    vi h = widen_u16(p), o = (h & 0x7fff) << 13, e = o & (0x7c00 << 13);
+    o += (127 - 15) << 23;
+    o = pick_vi(e == (0x7c00 << 13), o + ((128 - 16) << 23), o);  /* infinity, NaN */
+    vf subnormal = (vf)(o + (1 << 23)) - 6.103515625e-05f;  /* zero, subnormal: minus 2^-14 */
+    o = pick_vi(e == 0, (vi)subnormal, o);
+    return (vf)(o | ((h & 0x8000) << 16));
+#endif
+}
+
+/* VL bfloat16 numbers from p, as float32: each one's bits become the top half of a float32's */
+static inline vf widen_bf16(const uint16_t *p) { return (vf)(widen_u16(p) << 16); }
+
+/* VL weights of a float32, float16 or bfloat16 row from element i on, as float32 (`format` a constant) */
+static inline __attribute__((always_inline)) vf weights_at(const void *W, int64_t i, const int format) {
+    if (format == FP16) return widen_f16((const uint16_t *)W + i);
+    if (format == BF16) return widen_bf16((const uint16_t *)W + i);
+    return *(const vf *)((const float *)W + i);
+}
+
+/* one weight, as weights_at: the tail of a row whose length is not a multiple of VL */
+static inline float weight_at(const void *W, int64_t i, int format) {
+    if (format == FP16) return half_to_float(((const uint16_t *)W)[i]);
+    if (format == BF16) {
+        uint32_t wide = (uint32_t)((const uint16_t *)W)[i] << 16;
+        float f;
+        memcpy(&f, &wide, sizeof f);
+        return f;
+    }
+    return ((const float *)W)[i];
+}
+
 /* out[k * NB + j] = row k of W . row j of x, for R consecutive rows of W (each n_in long) and NB of x:
  * R * NB independent sums, so the loads of one need not wait for another's, and each weight loaded once
  * serves NB rows of the batch. Every sum runs in the same order whatever R and NB are, so a row's result
- * does not depend on the batch around it. */
-static inline __attribute__((always_inline)) void dots_f32(const float *W, const float *x, int n_in, const int R,
-                                                           const int NB, float *out) {
+ * does not depend on the batch around it. W holds float32, float16 or bfloat16 numbers (`format`, a
+ * constant in each call, so each format gets its own loop): a 16-bit weight is widened as it is loaded,
+ * and the sums are then exactly those of float32 weights of the same values. */
+static inline __attribute__((always_inline)) void dots_f32(const void *W, const float *x, int n_in, const int R,
+                                                           const int NB, const int format, float *out) {
     vf acc[16];
     for (int a = 0; a < R * NB; a++) acc[a] = (vf){0};
     int i = 0;
     for (; i + VL <= n_in; i += VL)
         for (int j = 0; j < NB; j++) {
             vf xv = *(const vf *)(x + (int64_t)j * n_in + i);
-            for (int k = 0; k < R; k++) acc[k * NB + j] += *(const vf *)(W + (int64_t)k * n_in + i) * xv;
+            for (int k = 0; k < R; k++) acc[k * NB + j] += weights_at(W, (int64_t)k * n_in + i, format) * xv;
         }
     for (int a = 0; a < R * NB; a++) out[a] = hsum(acc[a]);
     for (; i < n_in; i++)  /* the tail when n_in is not a multiple of VL */
         for (int k = 0; k < R; k++)
-            for (int j = 0; j < NB; j++) out[k * NB + j] += W[(int64_t)k * n_in + i] * x[(int64_t)j * n_in + i];
+            for (int j = 0; j < NB; j++)
+                out[k * NB + j] += weight_at(W, (int64_t)k * n_in + i, format) * x[(int64_t)j * n_in + i];
+}
+
+/* --- GGUF's block formats, Q8_0 and Q4_0: the bytes llama.cpp reads, streamed as they are --------------
+ * A row of n weights is n / 32 blocks; a block is its scale d (float16) and then 32 codes: Q8_0 int8 codes
+ * q (34 bytes, weight = q d), Q4_0 4-bit codes q in 0..15 two per byte (18 bytes, weight = (q - 8) d; byte
+ * i holds code i in its low half and code i + 16 in its high half). A block's scale and codes sit side by
+ * side, so each row is one stream of bytes (16 rows at batch 1 make 16 streams, as for float32) and the
+ * bytes read per weight are 34/32 or 18/32: nothing else is read per weight. The inputs stay float32: per
+ * block and row, s = sum of code * x over its 32 weights in float32, then the row's sum gains s * d. That
+ * is the product with the dequantized weights, summed in another order: equal to it within float32's
+ * rounding (llama.cpp instead rounds the inputs to 8 bits too, which this step does not). */
+enum { QK = 32 };  /* weights per block */
+
+static inline int64_t block_bytes(int format) { return format == Q8_0 ? 2 + QK : 2 + QK / 2; }
+
+/* the float16 scale at the start of a block (any address: blocks are 34 or 18 bytes) */
+static inline float block_scale(const uint8_t *block) {
+    uint16_t bits;
+    memcpy(&bits, block, sizeof bits);
+    return half_to_float(bits);
+}
+
+/* as dots_f32, over Q8_0 rows (n_in / QK blocks each): VL int8 codes at a time widened to float32 */
+static inline __attribute__((always_inline)) void dots_q8_0(const uint8_t *W, const float *x, int n_in, const int R,
+                                                            const int NB, float *out) {
+    vf acc[16];
+    int64_t row = (int64_t)n_in / QK * (2 + QK);
+    for (int a = 0; a < R * NB; a++) acc[a] = (vf){0};
+    for (int i = 0; i < n_in; i += QK)
+        for (int k = 0; k < R; k++) {
+            const uint8_t *block = W + k * row + i / QK * (2 + QK);
+            vf s[4] = {{0}};  /* this block's sums, one per row of the batch */
+            for (int c = 0; c < QK; c += VL) {
+                vf w = __builtin_convertvector(widen_i8((const int8_t *)block + 2 + c), vf);
+                for (int j = 0; j < NB; j++) s[j] += w * *(const vf *)(x + (int64_t)j * n_in + i + c);
+            }
+            float d = block_scale(block);
+            for (int j = 0; j < NB; j++) acc[k * NB + j] += s[j] * d;
+        }
+    for (int a = 0; a < R * NB; a++) out[a] = hsum(acc[a]);
+}
+
+/* Q4_0: 32 codes in 16 bytes, four 32-bit words. Lane j of a register of VL takes word j % 4 shifted right
+ * by 4 (j / 4) bits, masked to 4 bits: every lane one shift and one mask (the four words repeated across the
+ * register, one vector shift with a shift per lane), no byte shuffles, which AVX2 runs on one port only.
+ * The code lane j gets is code (j / 4) / 2 + 16 ((j / 4) % 2) + 4 (j % 4) of the block, whatever VL is; the
+ * input is read in that order (q4_0_order puts each block's 32 inputs so, once per matrix). */
+static inline int q4_0_code(int j) { return j / 4 / 2 + 16 * (j / 4 % 2) + 4 * (j % 4); }
+
+/* x (n numbers, n a multiple of QK) reordered per block for dots_q4_0: out[i + j] = x[i + q4_0_code(j)] */
+static void q4_0_order(const float *x, int64_t n, float *out) {
+    for (int64_t i = 0; i < n; i += QK)
+        for (int j = 0; j < QK; j++) out[i + j] = x[i + q4_0_code(j)];
+}
+
+/* as dots_q8_0, over Q4_0 rows and the input reordered by q4_0_order */
+static inline __attribute__((always_inline)) void dots_q4_0(const uint8_t *W, const float *x, int n_in, const int R,
+                                                            const int NB, float *out) {
+    static const uint32_t shift[QK] = {0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12,
+                                       16, 16, 16, 16, 20, 20, 20, 20, 24, 24, 24, 24, 28, 28, 28, 28};  /* 4 (j / 4) */
+    vf acc[16];
+    int64_t row = (int64_t)n_in / QK * (2 + QK / 2);
+    for (int a = 0; a < R * NB; a++) acc[a] = (vf){0};
+    for (int i = 0; i < n_in; i += QK)
+        for (int k = 0; k < R; k++) {
+            const uint8_t *block = W + k * row + i / QK * (2 + QK / 2);
+            vu words;  /* the block's four words of codes, repeated across the register */
+#if defined(__AVX512F__)
+            words = (vu)_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(block + 2)));
+#elif defined(__AVX2__)
+            words = (vu)_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(block + 2)));
+#else
+            uint32_t four[4];
+            memcpy(four, block + 2, sizeof four);
+            for (int l = 0; l < VL; l++) words[l] = four[l % 4];
+#endif
+            vf s[4] = {{0}};
+            for (int c = 0; c < QK; c += VL) {
+                vi q = (vi)((words >> *(const vu *)(shift + c)) & 15) - 8;
+                vf w = __builtin_convertvector(q, vf);
+                for (int j = 0; j < NB; j++) s[j] += w * *(const vf *)(x + (int64_t)j * n_in + i + c);
+            }
+            float d = block_scale(block);
+            for (int j = 0; j < NB; j++) acc[k * NB + j] += s[j] * d;
+        }
+    for (int a = 0; a < R * NB; a++) out[a] = hsum(acc[a]);
 }
 
 /* int8 weights meet 8-bit activations, as in fbgemm's dynamic linear (torch's quantize_dynamic, and
@@ -250,25 +439,42 @@ static inline __attribute__((always_inline)) void dots_i8(const int8_t *W, const
             for (int j = 0; j < NB; j++) out[k * NB + j] += (int32_t)x[(int64_t)j * n_in + i] * W[(int64_t)k * n_in + i];
 }
 
-/* one weight matrix: (out, in) float32, or int8 with a float32 scale and the sum of its weights per row */
+/* one weight matrix: (out, in) weights stored as `format` says (F32, INT8, FP16, BF16, Q8_0, Q4_0); int8
+ * brings a float32 scale and the sum of its weights per row */
 typedef struct {
     const void *w;
-    const float *scale;  /* NULL: float32 weights */
+    const float *scale;  /* int8 only, else NULL */
     const int32_t *row_sum;
     const float *bias;  /* or NULL */
+    int format;
 } Matrix;
+
+/* bytes of one row of n weights in `format` */
+static inline int64_t row_bytes(int format, int n) {
+    switch (format) {
+    case INT8: return n;
+    case FP16: case BF16: return 2 * (int64_t)n;
+    case Q8_0: case Q4_0: return n / QK * block_bytes(format);
+    default: return 4 * (int64_t)n;
+    }
+}
 
 /* d = R rows of m (from row o) . NB rows of the input (x, or its quantized xq with scale xs, zero zp), finished:
  * scaled and biased. Constant R and NB in each case, so the sums stay in registers. */
 static void dots(const Matrix *m, int o, const float *x, const uint8_t *xq, float xs, int32_t zp, int qmax,
                  int n_in, int R, int NB, float *d) {
     int32_t n[16];
-    const int8_t *q = (const int8_t *)m->w + (int64_t)o * n_in;
+    const void *w = (const uint8_t *)m->w + o * row_bytes(m->format, n_in);  /* row o */
 #define CASE(r, nb)                                                                                   \
     case r * 8 + nb:                                                                                  \
-        if (m->scale && qmax <= 127) dots_i8(q, xq, n_in, r, nb, 1, n);                               \
-        else if (m->scale) dots_i8(q, xq, n_in, r, nb, 0, n);                                         \
-        else dots_f32((const float *)m->w + (int64_t)o * n_in, x, n_in, r, nb, d);                   \
+        switch (m->format) {                                                                          \
+        case INT8: dots_i8(w, xq, n_in, r, nb, qmax <= 127, n); break;                                \
+        case FP16: dots_f32(w, x, n_in, r, nb, FP16, d); break;                                       \
+        case BF16: dots_f32(w, x, n_in, r, nb, BF16, d); break;                                       \
+        case Q8_0: dots_q8_0(w, x, n_in, r, nb, d); break;                                            \
+        case Q4_0: dots_q4_0(w, x, n_in, r, nb, d); break;                                            \
+        default: dots_f32(w, x, n_in, r, nb, F32, d);                                                 \
+        }                                                                                             \
         break;
     switch (R * 8 + NB) {
         CASE(16, 1) CASE(4, 1) CASE(4, 2) CASE(4, 3) CASE(4, 4) CASE(1, 1) CASE(1, 2) CASE(1, 3) CASE(1, 4)
@@ -277,13 +483,14 @@ static void dots(const Matrix *m, int o, const float *x, const uint8_t *xq, floa
     for (int k = 0; k < R; k++)
         for (int j = 0; j < NB; j++) {
             float *y = d + k * NB + j;
-            if (m->scale) *y = (float)(n[k * NB + j] - zp * m->row_sum[o + k]) * xs * m->scale[o + k];
+            if (m->format == INT8) *y = (float)(n[k * NB + j] - zp * m->row_sum[o + k]) * xs * m->scale[o + k];
             if (m->bias) *y += m->bias[o + k];
         }
 }
 
 /* rows [lo, hi) of y (B, ldy) = x (B, n_in) @ W^T + bias, each output stored, GELU'd or added per `mode`;
- * an int8 matrix reads x quantized (quantize_input, into xq). Batch 1 streams 16 rows at once: that many
+ * an int8 matrix reads x quantized (quantize_input, into xq), a Q4_0 one reads it reordered (q4_0_order,
+ * into the same scratch, as floats). Batch 1 streams 16 float32 or int8 rows at once: that many
  * concurrent streams keep the memory busiest (the count was chosen by timing; docs/performance.md). A
  * larger batch streams 4 rows at once and uses each for up to 4 rows of the batch at a time, reading them
  * again from the L1 cache, never from memory, for the next 4. */
@@ -291,8 +498,16 @@ static void matvec(const Matrix *m, const float *x, uint8_t *xq, int qmax, int B
                    float *y, int ldy, int mode) {
     float d[16], xs = 0.f;
     int32_t zp = 0;
-    int R = B == 1 ? 16 : 4;
-    if (m->scale) quantize_input(x, B * n_in, qmax, xq, &xs, &zp);  /* each thread its own copy: no barrier */
+    /* 16 rows at batch 1 for float32 and int8 (memory bound); 4 for the widening formats, which are bound by
+     * their arithmetic (widening, scales) more than by memory on AVX2: 4 rows' sums stay in registers, and
+     * timing found 4 rows faster than 16 for bf16, q8_0 and q4_0 (fp16 the same) */
+    int R = B == 1 && (m->format == F32 || m->format == INT8) ? 16 : 4;
+    /* each thread its own copy of the prepared input: no barrier */
+    if (m->format == INT8) quantize_input(x, B * n_in, qmax, xq, &xs, &zp);
+    if (m->format == Q4_0) {
+        q4_0_order(x, (int64_t)B * n_in, (float *)xq);
+        x = (const float *)xq;
+    }
     for (int o = lo, rows; o < hi; o += rows) {
         rows = hi - o >= R ? R : 1;
         for (int r0 = 0, nb; r0 < B; r0 += nb) {
@@ -304,7 +519,7 @@ static void matvec(const Matrix *m, const float *x, uint8_t *xq, int qmax, int B
     }
 }
 
-static Matrix matrix(const void *const *p) { return (Matrix){p[0], p[1], p[2], p[3]}; }
+static Matrix matrix(const void *const *p, int format) { return (Matrix){p[0], p[1], p[2], p[3], format}; }
 
 /* this thread's share [lo, hi) of n outputs */
 static inline void share(int n, int *lo, int *hi) {
@@ -386,12 +601,12 @@ static void attend_combine(const float *parts, int n, int C, int n_head, float *
 
 /* decode_step's scratch, in floats: x (B, C), qkv (B, 3C), mlp (B, 4C) and the attention pieces
  * (B, pieces_for(max_len), piece_floats), shared by the threads; then for each thread thread_floats: a
- * normalized input (B, C), an attention output (B, C), a piece's scores (n_head, PIECE) and an input
- * quantized (B, 4C) bytes */
+ * normalized input (B, C), an attention output (B, C), a piece's scores (n_head, PIECE) and a matrix's
+ * input prepared for its format (B, 4C) floats: quantized to bytes (int8) or reordered (Q4_0) */
 static inline int64_t shared_floats(int B, int C, int n_head, int max_len) {
     return (int64_t)B * 8 * C + B * pieces_for(max_len) * piece_floats(C, n_head);
 }
-static inline int64_t thread_floats(int B, int C, int n_head) { return (int64_t)3 * B * C + n_head * PIECE; }
+static inline int64_t thread_floats(int B, int C, int n_head) { return (int64_t)6 * B * C + n_head * PIECE; }
 
 int64_t work_floats(int B, int C, int n_head, int max_len, int n_threads) {
     return shared_floats(B, C, n_head, max_len) + n_threads * thread_floats(B, C, n_head);
@@ -408,8 +623,9 @@ int compiled_layout(int64_t *out, int n) {
 
 /* One step: tokens (B,) at positions (B,) are written to cache position `pos`, every row attends over
  * [0, pos] (key_ok (B, max_len): which positions hold real tokens, NULL for all), logits (B, vocab) out.
- * `layers` holds PER_LAYER pointers per layer, `head` (vocab, C) float32, or int8 with `head_scale` and
- * `head_row_sum`; `work` holds work_floats(B, C, n_head, max_len, n_threads) floats; int8 matrices quantize
+ * `layers` holds PER_LAYER pointers per layer, `head` (vocab, C) in the matrices' `format` (FORMATS in
+ * minigpt/fast/layout.py), int8 with `head_scale` and `head_row_sum`; `wte` is float32 whatever the format
+ * (the lookup reads one row per token: the decoder passes the rounded table's values); `work` holds work_floats(B, C, n_head, max_len, n_threads) floats; int8 matrices quantize
  * their input over [0, qmax] (255, or 127: quantize_input). Every argument comes in one StepArgs. */
 void decode_step(const StepArgs *a) {
     const void *const *layers = a->layers;
@@ -419,7 +635,7 @@ void decode_step(const StepArgs *a) {
     const int64_t *tokens = a->tokens, *positions = a->positions;
     const uint8_t *key_ok = a->key_ok;
     int n_layer = a->n_layer, B = a->B, C = a->C, n_head = a->n_head, vocab = a->vocab, max_len = a->max_len,
-        pos = a->pos, qmax = a->qmax, n_threads = a->n_threads;
+        pos = a->pos, qmax = a->qmax, format = a->format, n_threads = a->n_threads;
     float *work = a->work, *logits = a->logits;
     int64_t max_pieces = pieces_for(max_len), pieces = pieces_for(pos + 1);
     float *x = work, *qkv = x + B * C, *mlp = qkv + 3 * B * C, *parts = mlp + 4 * B * C;  /* (work_floats) */
@@ -436,8 +652,8 @@ void decode_step(const StepArgs *a) {
         for (int l = 0; l < n_layer; l++) {
             const void *const *w = layers + l * PER_LAYER;
             float *cache = (float *)w[CACHE];
-            Matrix attn = matrix(w + C_ATTN), attn_proj = matrix(w + ATTN_PROJ), fc = matrix(w + C_FC),
-                   mlp_proj = matrix(w + MLP_PROJ);
+            Matrix attn = matrix(w + C_ATTN, format), attn_proj = matrix(w + ATTN_PROJ, format),
+                   fc = matrix(w + C_FC, format), mlp_proj = matrix(w + MLP_PROJ, format);
             /* every thread normalizes the whole (small) input itself: no barrier between norm and matvec */
             layer_norm(x, w[LN_1], w[LN_1 + 1], h, B, C);
             share(3 * C, &lo, &hi);
@@ -470,7 +686,8 @@ void decode_step(const StepArgs *a) {
         }
         layer_norm(x, ln_f_w, ln_f_b, h, B, C);
         share(vocab, &lo, &hi);
-        Matrix out = {head, head_scale, head_row_sum, 0};  /* the head: the token table, or its int8 copy */
+        /* the head: the token table, or its copy in the matrices' format */
+        Matrix out = {head, head_scale, head_row_sum, 0, format};
         matvec(&out, h, xq, qmax, B, C, lo, hi, logits, vocab, STORE);
     }
 }
@@ -479,7 +696,7 @@ void decode_step(const StepArgs *a) {
  * alone. minigpt.bench reads memory with it too, so the bandwidth it measures is one the step can reach
  * whatever kernels torch has (torch's portable kernels read more slowly). */
 void matvec_f32(const float *W, int rows, int cols, const float *x, float *y, int n_threads) {
-    Matrix m = {W, 0, 0, 0};
+    Matrix m = {W, 0, 0, 0, F32};
 #pragma omp parallel num_threads(n_threads)
     {
         int lo, hi;

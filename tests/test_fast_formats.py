@@ -1,0 +1,193 @@
+"""fp16, bf16, q8_0 and q4_0 weights in the C decode step compute ``minigpt.quantize.round_weights(model, fmt)``.
+
+A format means the model with its block matrices and token table rounded through it (BRIEF: every path is
+checked against ``round_weights``). The C step keeps the weights in the format and widens them in registers;
+activations stay float32, so it differs from the float32 model of the rounded values only by float32's
+rounding (another order of sums). The token tests make that difference unable to flip a token: the
+reference's top-2 margins, computed in float64, are checked to be far above it.
+"""
+
+import pytest
+import torch
+
+from minigpt.fast import WEIGHTS, FastDecoder, UnsupportedOptions, native
+from minigpt.fast.decoder import stored_as
+from minigpt.fast.options import choose_matmul
+from minigpt.generate import PAD_TOKEN_ID, generate
+from minigpt.model import GPT, GPTConfig, position_ids_from_mask
+from minigpt.quantize import dequantize_q4_0, dequantize_q8_0, quantize_q4_0, quantize_q8_0, round_weights
+
+FORMATS = ("fp16", "bf16", "q8_0", "q4_0")
+N_NEW = 12
+needs_native = pytest.mark.skipif(not native.available(), reason=f"no C decode step here: {native.unavailable_reason()}")
+
+
+@pytest.fixture(scope="module")
+def model():
+    """A small random GPT with large weights (peaked, varied next-token distributions) and a vocabulary of 1000."""
+    torch.manual_seed(0)
+    model = GPT(GPTConfig.from_preset("tiny", n_embd=128, n_head=2, vocab_size=1000)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.normal_(1.0, 0.1) if ".ln_" in name or "ln_f" in name else p.normal_(0.0, 0.15)
+    return model
+
+
+def prompts(batch):
+    """``batch`` prompts of 9 tokens; with 3, the second and third left-padded by 4 and 1."""
+    torch.manual_seed(1)
+    ids = torch.randint(0, 1000, (batch, 9))
+    mask = torch.ones_like(ids)
+    if batch == 3:
+        mask[1, :4] = 0
+        mask[2, :1] = 0
+    return ids.masked_fill(mask == 0, PAD_TOKEN_ID % 1000), mask
+
+
+def test_the_formats_are_weights_a_decoder_takes():
+    assert WEIGHTS == ("float", "int8", *FORMATS)
+
+
+@needs_native
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_matrices_are_stored_in_the_format_with_the_rounded_values(model, fmt):
+    """Q8_0 and Q4_0: GGUF's 34- and 18-byte blocks, which stand for round_weights' values."""
+    w = model.transformer.h[0].mlp.c_fc.weight  # (512, 128)
+    stored = stored_as(w, fmt)
+    expected = round_weights(model, fmt).transformer.h[0].mlp.c_fc.weight
+    if fmt in ("fp16", "bf16"):
+        assert stored.dtype == {"fp16": torch.float16, "bf16": torch.bfloat16}[fmt]
+        assert torch.equal(stored.float(), expected)
+        return
+    per_block = {"q8_0": 34, "q4_0": 18}[fmt]
+    assert stored.dtype == torch.uint8 and stored.shape == (512, 128 // 32 * per_block)
+    blocks = stored.view(512, 4, per_block)
+    scale = blocks[:, :, :2].contiguous().view(torch.float16).view(512, 4)
+    if fmt == "q8_0":
+        q = blocks[:, :, 2:].contiguous().view(torch.int8).reshape(512, 128)
+        assert torch.equal(dequantize_q8_0(scale, q), expected)
+        assert torch.equal(quantize_q8_0(w)[1], q)
+    else:
+        packed = blocks[:, :, 2:]  # byte j: code j (low half) and code j + 16 (high half) of its block
+        q = torch.cat([packed & 15, packed >> 4], dim=2).reshape(512, 128)
+        assert torch.equal(dequantize_q4_0(scale, q), expected)
+        assert torch.equal(quantize_q4_0(w)[1], q)
+
+
+@needs_native
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_lookup_reads_the_rounded_table(model, fmt):
+    decoder = FastDecoder(model, max_batch_size=1, max_len=16, weights=fmt)
+    assert decoder.matmul == "native" and decoder.wte.dtype == torch.float32
+    assert torch.equal(decoder.wte, round_weights(model, fmt).transformer.wte.weight)
+
+
+def margins(model, ids, mask, T):
+    """The float64 reference's top-1 minus top-2 logit at each new position of ``ids`` (B, T + new), and its picks."""
+    with torch.no_grad():
+        logits = model.double()(ids.clone(), attention_mask=mask.clone(), position_ids=position_ids_from_mask(mask))
+    logits = logits[:, T - 1 : -1]
+    top = logits.topk(2, dim=-1).values
+    return top[..., 0] - top[..., 1], logits.argmax(dim=-1)
+
+
+@needs_native
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("batch", [1, 3])
+def test_greedy_tokens_are_the_rounded_models(model, fmt, batch):
+    ids, mask = prompts(batch)
+    rounded = round_weights(model, fmt)
+    expected = generate(rounded, ids, attention_mask=mask, max_new_tokens=N_NEW).ids
+    out = FastDecoder(model, max_batch_size=3, max_len=32, weights=fmt).generate(ids, mask, max_new_tokens=N_NEW)
+    assert torch.equal(out.ids, expected)
+    # not luck: in float64 the same tokens win, each by far more than float32's rounding (~1e-5 here) could move
+    margin, picks = margins(rounded, out.ids, out.attention_mask, ids.shape[1])
+    assert torch.equal(picks, out.ids[:, ids.shape[1]:])
+    assert margin.min() > 1e-3
+
+
+@needs_native
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_a_step_gives_the_float32_steps_logits_on_the_rounded_weights(model, fmt):
+    """One decode step after the same prompt: the format's C step against the float32 C step of round_weights'
+    matrices. Both sum float32 products; only the order differs, so they agree to float32 rounding of sums
+    of a few hundred products of size ~1 (logits of size ~10): 1e-4."""
+    steps = [one_step(model, fmt), one_step(model, fmt, reference=True)]
+    assert steps[1].abs().max() > 3  # logits of size ~10
+    torch.testing.assert_close(steps[0], steps[1], rtol=0, atol=1e-4)
+
+
+def one_step(model, fmt, reference=False):
+    """Logits of one decode step after the 3 padded prompts, the prompt run through the C step (same cache)."""
+    ids, mask = prompts(3)
+    positions = position_ids_from_mask(mask)
+    if reference:  # the float32 C step over round_weights' matrices
+        decoder = FastDecoder(round_weights(model, fmt), max_batch_size=3, max_len=32, matmul="native")
+    else:
+        decoder = FastDecoder(model, max_batch_size=3, max_len=32, weights=fmt)
+    decoder.key_ok[:3, 0, 0, :9] = mask.bool()
+    decoder.padded = True
+    with torch.inference_mode():
+        decoder._prefill_in_c(ids, positions)
+        return decoder.native_step(torch.tensor([[3], [5], [7]]), positions[:, -1:] + 1, 9, decoder.key_ok[:3, 0, 0])
+
+
+@needs_native
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_subnormal_weights_widen_to_their_values(model, fmt):
+    """Weights below float16's smallest normal (6.1e-5) are float16 subnormals (and Q8_0 scales of such blocks
+    too): layer 0's MLP gets them, scaled back up by its output matrix, so they move the logits."""
+    tiny = GPT(model.config).eval()
+    tiny.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        tiny.transformer.h[0].mlp.c_fc.weight.mul_(1e-4)
+        tiny.transformer.h[0].mlp.c_fc.bias.zero_()
+        tiny.transformer.h[0].mlp.c_proj.weight.mul_(1e3)
+    rounded = round_weights(tiny, fmt).transformer.h[0].mlp.c_fc.weight
+    if fmt == "fp16":
+        assert ((rounded.abs() < 6.1e-5) & (rounded != 0)).float().mean() > 0.3
+    step, expected = one_step(tiny, fmt), one_step(tiny, fmt, reference=True)
+    torch.testing.assert_close(step, expected, rtol=0, atol=1e-4)
+    assert (expected - one_step(model, fmt, reference=True)).abs().max() > 0.1  # the tiny weights count
+
+
+@needs_native
+def test_the_prompt_runs_through_the_c_step_one_position_at_a_time(model, monkeypatch):
+    decoder = FastDecoder(model, max_batch_size=3, max_len=32, weights="q4_0")
+    calls = []
+    step = decoder.native_step
+    monkeypatch.setattr(decoder, "native_step", lambda *args: calls.append(args[2]) or step(*args))
+    decoder.generate(*prompts(3), max_new_tokens=3)
+    assert calls == [*range(9), 9, 10]  # 9 prompt positions, then 2 decode steps
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_the_formats_run_on_cpu_only(fmt):
+    with pytest.raises(UnsupportedOptions) as e:
+        choose_matmul("auto", torch.device("cuda"), weights=fmt)
+    assert str(e.value) == f"weights='{fmt}': {fmt} weights run on CPU only, got device 'cuda'"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(dtype=torch.float64), "weights='{fmt}': the C decode step computes in float32, got dtype=torch.float64"),
+    (dict(compile=True), "weights='{fmt}': {fmt} weights cannot be compiled (the C decode step is eager and reads "
+                         "the sliced cache (compile=False, static=False))"),
+    (dict(static=True), "weights='{fmt}': {fmt} weights need the sliced cache (the C decode step is eager and reads "
+                        "the sliced cache (compile=False, static=False))"),
+    (dict(matmul="blas"), "weights='{fmt}': {fmt} weights are multiplied by the C decode step only "
+                          "(matmul='auto' or 'native'), got matmul='blas'"),
+])
+def test_what_the_formats_cannot_run_with_is_refused(model, fmt, kwargs, message):
+    with pytest.raises(UnsupportedOptions) as e:
+        FastDecoder(model, max_batch_size=1, max_len=8, weights=fmt, **kwargs)
+    assert str(e.value) == message.format(fmt=fmt)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_without_the_c_step_the_formats_are_refused(model, monkeypatch, fmt):
+    monkeypatch.setattr(native, "unavailable_reason", lambda: "no C compiler found")
+    with pytest.raises(UnsupportedOptions) as e:
+        FastDecoder(model, max_batch_size=1, max_len=8, weights=fmt)
+    assert str(e.value) == (f"weights='{fmt}': {fmt} weights need the C decode step (they have no torch step), "
+                            "which cannot run here: no C compiler found")
