@@ -9,28 +9,22 @@ reference's top-2 margins, computed in float64, are checked to be far above it.
 
 import pytest
 import torch
+from test_native import needs_native, peaked_model
 
 from minigpt.fast import WEIGHTS, FastDecoder, UnsupportedOptions, native
 from minigpt.fast.decoder import stored_as
 from minigpt.fast.options import choose_matmul
 from minigpt.generate import PAD_TOKEN_ID, generate
-from minigpt.model import GPT, GPTConfig, position_ids_from_mask
+from minigpt.model import GPT, position_ids_from_mask
 from minigpt.quantize import dequantize_q4_0, dequantize_q8_0, quantize_q4_0, quantize_q8_0, round_weights
 
 FORMATS = ("fp16", "bf16", "q8_0", "q4_0")
 N_NEW = 12
-needs_native = pytest.mark.skipif(not native.available(), reason=f"no C decode step here: {native.unavailable_reason()}")
 
 
 @pytest.fixture(scope="module")
 def model():
-    """A small random GPT with large weights (peaked, varied next-token distributions) and a vocabulary of 1000."""
-    torch.manual_seed(0)
-    model = GPT(GPTConfig.from_preset("tiny", n_embd=128, n_head=2, vocab_size=1000)).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.normal_(1.0, 0.1) if ".ln_" in name or "ln_f" in name else p.normal_(0.0, 0.15)
-    return model
+    return peaked_model()  # the C step's own tests' model: peaked, varied next-token distributions
 
 
 def prompts(batch):

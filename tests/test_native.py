@@ -17,8 +17,7 @@ CPU = torch.device("cpu")
 needs_native = pytest.mark.skipif(not native.available(), reason=f"no C decode step here: {native.unavailable_reason()}")
 
 
-@pytest.fixture(scope="module")
-def model():
+def peaked_model() -> GPT:
     """A tiny random GPT with large weights (peaked, varied distributions) and a vocabulary of 1000."""
     torch.manual_seed(0)
     model = GPT(GPTConfig.from_preset("tiny", n_embd=128, n_head=2, vocab_size=1000)).eval()
@@ -26,6 +25,11 @@ def model():
         for name, p in model.named_parameters():
             p.normal_(1.0, 0.1) if ".ln_" in name or "ln_f" in name else p.normal_(0.0, 0.15)
     return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return peaked_model()
 
 
 def prefilled(model, ids, mask, matmul):
