@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import codecs
 import dataclasses
 import sys
 import time
@@ -32,10 +31,10 @@ from minigpt import __version__
 from minigpt.arguments import add_dataclass_arguments, dataclass_from_args
 from minigpt.checkpoint import HUB_REPOS, load_model, shipped_models
 from minigpt.checks import check_device, check_int
-from minigpt.generate import PAD_TOKEN_ID, DecodingSettings, cut_at_stop, make_generator, prepare_prompt, stream
+from minigpt.generate import PAD_TOKEN_ID, DecodingSettings, make_generator, prepare_prompt, stream, text_pieces
 from minigpt.logits import LogitsSettings, WatermarkSettings
 from minigpt.model import GPT
-from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, decode_bytes, encode
+from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, encode
 
 if TYPE_CHECKING:  # the fast path is imported when generate uses it
     from minigpt.fast import FastDecoder
@@ -390,34 +389,6 @@ def fast_tokens(
         token = pick_token(logits, out[:, : T + step], step, s, rng)
         out[:, T + step] = token
         yield token
-
-
-def text_pieces(tokens: Iterator[int], s: DecodingSettings) -> Iterator[tuple[int, str]]:
-    """``(token, piece)`` for each of ``tokens``, as ``minigpt.generate.stream`` yields them: a piece never splits
-    a UTF-8 character, text that may start a stop string waits until it cannot, and the pieces end at an EOS
-    (not printed), at a stop string (cut before it) or after ``s.max_new_tokens`` tokens.
-
-    >>> from minigpt.tokenizer import encode
-    >>> list(text_pieces(iter(encode("Fair is foul.")), DecodingSettings(max_new_tokens=9, stop=" foul")))
-    [(30099, 'Fair'), (318, ' is'), (15626, '')]
-    """
-    utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    text, sent = "", 0  # the continuation decoded so far, and how much of it was already yielded
-    for n, token in enumerate(tokens, 1):
-        last = n == s.max_new_tokens or token in s.eos_token_ids
-        if token not in s.eos_token_ids:
-            text += utf8.decode(decode_bytes([token]), final=last)
-        cut = len(cut_at_stop(text, s.stops))  # where the first stop string begins (len(text): none does)
-        safe = cut if cut < len(text) or last else len(text) - _may_start_a_stop(text, s.stops)
-        yield token, text[sent:safe]
-        sent = safe
-        if last or cut < len(text):
-            return
-
-
-def _may_start_a_stop(text: str, stops: tuple[str, ...]) -> int:
-    """Length of the longest end of ``text`` that a stop string starts with: it waits for the next token."""
-    return max((n for stop in stops for n in range(len(stop) - 1, 0, -1) if text.endswith(stop[:n])), default=0)
 
 
 def _warn_about_the_boundary(prompt: str, model: str, allow_special: bool) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -277,21 +277,38 @@ def _stream(
     model: GPT, state: LoopState, s: DecodingSettings, rng: torch.Generator | None
 ) -> Iterator[tuple[int, str]]:
     """``stream``'s generator: it runs only once the caller asks for the first piece."""
+    with eval_mode(model):
+        tokens = (state.new_tokens[0][-1] for _ in _decode_steps(model, state, s, rng))
+        # token healing re-writes the prompt's last bytes: the caller has them, so they are skipped
+        yield from text_pieces(tokens, s, skip=len(state.removed[0]))
+
+
+def text_pieces(tokens: Iterable[int], s: DecodingSettings, skip: int = 0) -> Iterator[tuple[int, str]]:
+    """``(token, piece)`` for each new token of one row, as ``stream`` yields them, from any source of tokens.
+
+    A piece never splits a UTF-8 character, text that may start a stop string waits until it cannot, and
+    the pieces end at an EOS (not printed), at a stop string (cut before it) or after ``s.max_new_tokens``
+    tokens: no token is asked of ``tokens`` after that. The first ``skip`` bytes of the text are left out.
+    ``minigpt generate`` streams the fast path's tokens through it.
+
+    >>> from minigpt.tokenizer import encode
+    >>> list(text_pieces(encode("Fair is foul."), DecodingSettings(max_new_tokens=9, stop=" foul")))
+    [(30099, 'Fair'), (318, ' is'), (15626, '')]
+    """
     utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
     text, sent = "", 0  # the continuation decoded so far, and how much of it was already yielded
-    skip = len(state.removed[0])  # token healing re-writes these bytes of the prompt: the caller has them
-    with eval_mode(model):
-        for _ in _decode_steps(model, state, s, rng):
-            token = state.new_tokens[0][-1]
-            last = len(state.new_tokens[0]) == s.max_new_tokens or token in s.eos_token_ids
-            if token not in s.eos_token_ids:
-                piece = decode_bytes([token])
-                cut, skip = min(skip, len(piece)), skip - min(skip, len(piece))
-                text += utf8.decode(piece[cut:], final=last)
-            end = _stop_cut(text, s.stops)
-            safe = end if end is not None else len(text) if last else len(text) - _held_back(text, s.stops)
-            yield token, text[sent:safe]
-            sent = safe
+    for n, token in enumerate(tokens, 1):
+        last = n == s.max_new_tokens or token in s.eos_token_ids
+        if token not in s.eos_token_ids:
+            piece = decode_bytes([token])
+            cut, skip = min(skip, len(piece)), skip - min(skip, len(piece))
+            text += utf8.decode(piece[cut:], final=last)
+        end = _stop_cut(text, s.stops)
+        safe = end if end is not None else len(text) if last else len(text) - _held_back(text, s.stops)
+        yield token, text[sent:safe]
+        sent = safe
+        if last or end is not None:
+            return
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from minigpt import cli
 from minigpt.checkpoint import load_model, shipped_models
 from minigpt.cli import main
 from minigpt.fast import WEIGHTS, FastDecoder, native
-from minigpt.generate import DecodingSettings, cut_at_stop, generate
+from minigpt.generate import DecodingSettings, cut_at_stop, generate, text_pieces
 from minigpt.quantize import int8_kernels_here
 from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, decode, encode
 
@@ -193,7 +193,7 @@ CAFE = encode("A caf") + [127, 102] + encode(" naïve")  # "é" split over two b
 ])
 def test_text_pieces_are_the_readable_streams_pieces(tokens, stops, pieces):
     s = DecodingSettings(max_new_tokens=len(tokens), eos_token_id=EOT_TOKEN_ID, stop=stops)
-    assert [piece for _, piece in cli.text_pieces(iter(tokens), s)] == pieces
+    assert [piece for _, piece in text_pieces(iter(tokens), s)] == pieces
     whole = decode(tokens[: tokens.index(EOT_TOKEN_ID)] if EOT_TOKEN_ID in tokens else tokens)
     assert "".join(pieces) == cut_at_stop(whole, stops or [])
 
