@@ -4,6 +4,7 @@
     minigpt generate "ROMEO:" --temperature 0      # greedy
     minigpt generate "ROMEO:" --weights int8       # int8 weights: a quarter of the bytes per token
     minigpt generate "ROMEO:" --weights q4_0       # llama.cpp's 4-bit blocks: 18 bytes per 32 weights
+    minigpt generate "ROMEO:" --weights q4_0 --activations q8_0   # and llama.cpp's arithmetic on them
     minigpt generate "ROMEO:" --readable -v        # the chapters' loop, not the fast path; -v says which ran
     minigpt generate "ROMEO:" --watermark          # watermarked text (chapter 14): a green list gets δ = 2
     minigpt detect "ROMEO: ..." --z-threshold 3    # is TEXT watermarked? its green tokens, z-score and verdict
@@ -46,6 +47,10 @@ if TYPE_CHECKING:  # the fast path is imported when generate uses it
 DEFAULT_MODEL = "shakespeare"
 # --weights: the formats a model's matrices can be rounded through (minigpt.fast.WEIGHTS, minigpt.quantize)
 WEIGHTS = ("float", "int8", "fp16", "bf16", "q8_0", "q4_0")
+# --activations: what each matrix's input is rounded through (minigpt.quantize.ACTIVATIONS); q8_0 with the
+# block formats only, the weights llama.cpp multiplies by Q8_0 activations
+ACTIVATIONS = ("float32", "q8_0")
+ACTIVATION_WEIGHTS = ("q8_0", "q4_0")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,6 +107,11 @@ def _add_generate(p: argparse.ArgumentParser) -> None:
                    "in int8 with one scale per output channel (CPU); fp16 or bf16, the block matrices and the token "
                    "table in 16 bits; q8_0 or q4_0, those in llama.cpp's blocks of 32 numbers with one fp16 scale "
                    "(minigpt.quantize.round_weights)")
+    p.add_argument("--activations", choices=ACTIVATIONS, default="float32",
+                   help="with --weights q8_0 or q4_0: float32, each product exact on the rounded weights (default); "
+                   "q8_0, llama.cpp's arithmetic: each matrix's input rounded to Q8_0 blocks of 32 first, so every "
+                   "block's product is a sum of integers, as llama.cpp computes it (the inputs rounded cost a little "
+                   "loss)")
     p.add_argument("--readable", action="store_true",
                    help="decode with the chapters' readable loop (minigpt.generate) rather than the fast path "
                    "(minigpt.fast.FastDecoder, the C decode step), which picks the same tokens faster and runs "
@@ -240,6 +250,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     )
     if args.weights == "int8" and args.device.type != "cpu":
         raise ValueError(f"--weights int8 runs on CPU only (its kernels are CPU kernels), got --device {args.device}")
+    check_activations(args.activations, args.weights)
     model = load_model(args.model, device=args.device)
     _check_blocks(args.weights, model)
     pieces, loop = _pieces(model, args, s)
@@ -268,20 +279,40 @@ def _pieces(model: GPT, args: argparse.Namespace, s: DecodingSettings) -> tuple[
     """
     int8_kernel = _int8_kernel(model) if args.weights == "int8" else None
     why = readable_reason(args, int8_kernel)
+    # what -v says of the numbers: the weights' format, and the activations' where they are rounded too
+    formats = f"{args.weights} weights" + (f", {args.activations} activations" if args.activations != "float32" else "")
     if why is not None:
-        model = readable_model(model, args.weights, int8_kernel)
+        model = readable_model(model, args.weights, int8_kernel, activations=args.activations)
         pieces = stream(model, args.prompt, seed=args.seed, token_healing=args.token_healing, logits=s.logits,
                         max_new_tokens=s.max_new_tokens, do_sample=s.do_sample, eos_token_id=s.eos_token_id,
                         stop=s.stop, allow_special=s.allow_special)
-        return pieces, f"the readable loop (minigpt.generate.stream, {args.weights} weights): {why}"
+        return pieces, f"the readable loop (minigpt.generate.stream, {formats}): {why}"
     from minigpt.fast import FastDecoder
 
     ids = prepare_prompt(model, args.prompt, None, s)[0]  # encoded and cropped as the readable loop does
     decoder = FastDecoder(model, 1, ids.size(1) + s.max_new_tokens, weights=args.weights,
-                          int8_kernel=int8_kernel or "auto")
+                          activations=args.activations, int8_kernel=int8_kernel or "auto")
     tokens = fast_tokens(decoder, ids, s, make_generator(args.seed, None, ids.device))
-    loop = f"the fast path (minigpt.fast.FastDecoder, {args.weights} weights, the C decode step)"
+    loop = f"the fast path (minigpt.fast.FastDecoder, {formats}, the C decode step)"
     return text_pieces(tokens, s), loop
+
+
+def check_activations(activations: str, weights: str) -> None:
+    """Refuse ``--activations`` other than float32 unless ``--weights`` is a block format (q8_0, q4_0): llama.cpp
+    rounds the activations to Q8_0 only for those, and the other formats have no such arithmetic here.
+
+    >>> check_activations("q8_0", "q4_0")
+    >>> check_activations("q8_0", "int8")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: --activations q8_0 needs --weights q8_0 or q4_0 (llama.cpp's arithmetic on its blocks), got ...
+    """
+    if activations not in ACTIVATIONS:
+        raise ValueError(f"--activations must be one of {', '.join(ACTIVATIONS)}, got {activations!r}")
+    if activations != "float32" and weights not in ACTIVATION_WEIGHTS:
+        raise ValueError(f"--activations {activations} needs --weights {' or '.join(ACTIVATION_WEIGHTS)} (llama.cpp's "
+                         f"arithmetic on its blocks), got --weights {weights}; other weights take --activations "
+                         "float32")
 
 
 def readable_reason(args: argparse.Namespace, int8_kernel: str | None = None) -> str | None:
@@ -341,22 +372,26 @@ def _int8_kernel(model: GPT) -> str:
     return choose_int8_kernel("auto", model.transformer.h[0].mlp.c_fc.weight.detach())
 
 
-def readable_model(model: GPT, weights: str, int8_kernel: str | None = None) -> GPT:
-    """The model the readable loop decodes for ``--weights``: ``model`` itself for float, else a copy whose weights
-    went through the format, as the fast path stores them (``minigpt.quantize``).
+def readable_model(model: GPT, weights: str, int8_kernel: str | None = None, *, activations: str = "float32") -> GPT:
+    """The model the readable loop decodes for ``--weights`` and ``--activations``: ``model`` itself for float, else
+    a copy whose weights went through the format, as the fast path stores them (``minigpt.quantize``), and with
+    ``activations="q8_0"`` each matrix's input rounded to Q8_0 blocks, as the fast path rounds it.
 
     >>> from minigpt.model import GPTConfig
     >>> model = GPT(GPTConfig.from_preset("tiny"))
     >>> readable_model(model, "float") is model
     True
+    >>> readable_model(model, "q4_0", activations="q8_0") is model
+    False
     """
+    check_activations(activations, weights)
     if weights == "float":
         return model
     from minigpt import quantize
 
     if weights == "int8":
         return quantize.quantize_model(model, int8_kernel or "auto")  # every matrix an Int8Linear, the head too
-    return quantize.round_weights(model, weights)
+    return quantize.round_weights(model, weights, activations=activations)
 
 
 @torch.inference_mode()

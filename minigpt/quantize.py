@@ -71,6 +71,9 @@ WEIGHT_FORMATS = ("fp16", "bf16", *BLOCK_FORMATS)  # what round_weights rounds t
 BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "q8_0": 34 / 32, "q4_0": 18 / 32}
 # the matrices a format rounds, inside each block; with the token table (tied to the head) they are the bytes
 ROUNDED_MATRICES = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
+# what the inputs of a block-format model's matrices are rounded to before each matmul: nothing (float32,
+# the exact default), or Q8_0 blocks, as llama.cpp does, so that each block's dot product is an integer sum
+ACTIVATIONS = ("float32", "q8_0")
 
 
 def quantize_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -353,13 +356,19 @@ def is_rounded(name: str) -> bool:
     return kind == "weight" and module.startswith("transformer.h.") and module.split(".", 3)[-1] in ROUNDED_MATRICES
 
 
-def round_weights(model: GPT, fmt: str) -> GPT:
+def round_weights(model: GPT, fmt: str, activations: str = "float32") -> GPT:
     """A float32 copy of ``model`` with its weights rounded through ``fmt`` (``WEIGHT_FORMATS``): what a format means.
 
     Every block matrix (c_attn, attn.c_proj, c_fc, mlp.c_proj weights) and the token table (still tied
     to the head) are rounded (``round_matrix``); the rest stays float32 (``is_rounded``). Every faster
     path and every exported file in that format is checked against this model. The model passed in is
     not changed.
+
+    ``activations="q8_0"`` (``ACTIVATIONS``; block formats only) is llama.cpp's arithmetic for Q8_0 and
+    Q4_0 weights: the *input* of every rounded matrix (the four of each block, and the head) is rounded
+    through Q8_0 too, each position's row on its own (``round_matrix(x, "q8_0")``), before the matmul.
+    Forward pre-hooks on those ``nn.Linear`` modules do it; this copy is the readable reference for
+    ``FastDecoder(..., activations="q8_0")``, which sums each block's integer codes instead.
 
     >>> from minigpt.model import GPTConfig
     >>> model = GPT(GPTConfig.from_preset("tiny"))
@@ -370,16 +379,34 @@ def round_weights(model: GPT, fmt: str) -> GPT:
     True
     >>> torch.equal(q4.transformer.wte.weight, model.transformer.wte.weight)
     False
+    >>> a8 = round_weights(model, "q8_0", activations="q8_0")
+    >>> x = torch.randn(2, 3, 64)  # (B, T, C): rounded per row of 32-number blocks, then multiplied
+    >>> torch.equal(a8.lm_head(x), round_matrix(x.reshape(-1, 64), "q8_0").view(2, 3, 64) @ a8.lm_head.weight.T)
+    True
     """
     if not isinstance(model, GPT):
         raise TypeError(f"model must be a minigpt GPT, got {type(model).__name__}")
     check_choice("fmt", fmt, WEIGHT_FORMATS)
+    check_choice("activations", activations, ACTIVATIONS)
+    if activations != "float32" and fmt not in BLOCK_FORMATS:
+        raise ValueError(f"activations={activations!r} needs fmt {' or '.join(BLOCK_FORMATS)} (its blocks of "
+                         f"{BLOCK_SIZE} are those of the weights), got fmt={fmt!r}; allowed with it: 'float32'")
     rounded = copy.deepcopy(model).float()  # deepcopy keeps the tie: lm_head.weight is still wte.weight
     with torch.no_grad():
         for name, param in rounded.named_parameters():  # each tensor once: the tied head is not listed again
             if is_rounded(name):
                 param.copy_(_round_named(name, param, fmt))
+    if activations == "q8_0":
+        for name, module in rounded.named_modules():
+            if isinstance(module, nn.Linear) and is_rounded(f"{name}.weight"):  # the head too; not the lookup
+                module.register_forward_pre_hook(_q8_0_input)
     return rounded
+
+
+def _q8_0_input(module: nn.Module, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """A rounded matrix's forward pre-hook: its input (..., n) rounded through Q8_0, each row of n on its own."""
+    x = args[0]
+    return (round_matrix(x.reshape(-1, x.shape[-1]), "q8_0").view(x.shape).to(x.dtype), *args[1:])
 
 
 def _round_named(name: str, w: torch.Tensor, fmt: str) -> torch.Tensor:

@@ -493,8 +493,11 @@ assert cold > 1  # the big read evicted what it needs
 # The **C step** makes the whole token one call: `minigpt/fast/csrc/decode_step.c`, compiled on first use by
 # `minigpt.fast.native` for the instructions your CPU has (it asks torch which). Between two weight streams it
 # does a few kilobytes of arithmetic with nothing to look up: a layer norm is a loop over 768 numbers.
-# Its matrix-vector products read several rows of a matrix at once, each a stream from memory (the next
-# cell reads how many from the C source). The cache is read the same way: the threads split attention
+# Its matrix-vector products read a matrix one row at a time, in memory order: each thread's share of the rows
+# is one long stream, which the CPU's prefetchers learn and run ahead of (several rows at once would be several
+# short streams, each to be learned again). Within a row it keeps a few independent partial sums, so that
+# several multiply-adds are in flight (the next cell reads how many from the C source). The cache is read
+# the same way: the threads split attention
 # by positions, not by heads, because one position's keys and values for all 12 heads lie side by side,
 # so consecutive positions are one block of memory (each block's softmax is finished against the others'
 # at the end, as flash-decoding does). Split by heads, each read would jump over the other heads' numbers,
@@ -502,10 +505,9 @@ assert cold > 1  # the big read evicted what it needs
 
 # %%
 c_source = native.SOURCE.read_text()
-rows_at_once = dict(zip(("batch 1", "larger batches"),
-                        re.search(r"int R = B == 1[^?;]*\? (\d+) : (\d+);", c_source).groups()))
-print(f"decode_step.c streams, per float matrix: {rows_at_once['batch 1']} rows at once at batch 1, "
-      f"{rows_at_once['larger batches']} at larger batches")
+row_sums, batch_rows = re.search(r"enum \{ PARTS = (\d+), NB_ROWWISE = (\d+) \};", c_source).groups()
+print(f"decode_step.c reads a float matrix one row at a time, with {row_sums} partial sums per row; "
+      f"up to {batch_rows} rows of a batch share each weight it loads")
 print(f"one position's key and value, all heads: {2 * C * 4:,} bytes")
 
 # %% [markdown]
@@ -701,9 +703,8 @@ display(Markdown(
     f"allow. Batch 2 made {gain[2]:.2f}×, batch 64 {gain[64]:.2f}×.\n"
     f"- A step took {step_time[2] / step_time[1]:.2f}× as long at batch 2 as at batch 1, for "
     f"{step[2] / step[1] - 1:.2%} more bytes and twice the arithmetic"
-    + (f"; the C step streams {rows_at_once['batch 1']} rows of a matrix at once at batch 1 but "
-       f"{rows_at_once['larger batches']} at larger batches (the cell above printed it), so its reads are "
-       "slower there." if sweep_c_step else ".")
+    + (f"; the C step shares each weight it loads among up to {batch_rows} rows of the batch (the cell above "
+       "printed it) and reads the row again, from its cache, for the next ones." if sweep_c_step else ".")
     + f"\n- Every batch size's fastest round sits at or below the memory roof (its bytes at the best bandwidth "
     f"reading); the largest measured fraction of the roofline is "
     f"{max(measured[b].high / predicted(b) for b in batches):.0%}."))
@@ -1099,6 +1100,78 @@ print(f"Q4_0's perplexity (e to the loss) is {math.expm1(change['q4_0']):.1%} hi
 # Q4_K and friends, with a scale and a minimum per block and a second level of scales) exist to make it smaller.
 
 # %% [markdown]
+# ### llama.cpp rounds the inputs too
+#
+# A Q8_0 or Q4_0 code must become a number before it is multiplied, and turning 32 codes into 32 fp32 numbers
+# costs instructions for every weight of every step. llama.cpp's CPU kernels do something cheaper: they round
+# the *input* row to Q8_0 as well, once per product, with the same rule as the weights. Each block's dot product
+# is then 32 products of two small integers, summed exactly, times both blocks' scales:
+#
+#     y_o = sum over the blocks b of  d_w(o, b) · d_x(b) · (sum of the 32 products q_w · q_x in block b)
+#
+# A CPU multiplies bytes and adds the products 32 or 64 at a time in one or two instructions (AVX2's
+# `vpmaddubsw`, AVX-512's `vpdpbusd`), where widening 8 or 16 codes to fp32 takes three. The price is a second
+# rounding, of the inputs. One input row (a token's embedding, layer-normed as `c_fc`'s inputs are) through
+# the matrix of this step, three ways:
+
+# %%
+with torch.no_grad():  # (192,): token 1000's embedding at position 0, through h[0]'s second layer norm
+    x_in = small.transformer.h[0].ln_2(small.transformer.wte.weight[1000] + small.transformer.wpe.weight[0])
+blocks_in = x_in.reshape(-1, 32)  # (6, 32)
+dx = blocks_in.abs().amax(dim=1, keepdim=True) / 127  # (6, 1): Q8_0's rule, as for the weights
+qx = round_half_away(blocks_in * torch.where(dx == 0, 0.0, 1 / dx)).to(torch.int8)  # (6, 32)
+assert torch.equal(qx.flatten(), quantize_q8_0(x_in[None])[1][0])  # the library's rounding of a row
+integer_sums = (q8.reshape(w.shape[0], -1, 32).long() * qx.long()).sum(-1)  # (768, 6): exact integers
+scales = d8.half().double().reshape(w.shape[0], -1) * dx.half().double().T  # (768, 6): d_w · d_x, as stored
+y_llama = (integer_sums.double() * scales).sum(1)  # (768,): llama.cpp's way, in float64
+y_rounded_inputs = back8.double() @ dequantize_q8_0(*quantize_q8_0(x_in[None]))[0].double()  # dequantize both
+y_fp32_inputs = back8.double() @ x_in.double()  # the fast path's default: the inputs stay fp32
+y_exact = w.double() @ x_in.double()  # no rounding at all
+assert (y_llama - y_rounded_inputs).abs().max() < 1e-12  # the same products, summed in another order
+
+
+def rms(v):
+    return v.pow(2).mean().sqrt().item()
+
+
+weights_error, both_error = rms(y_fp32_inputs - y_exact), rms(y_llama - y_exact)
+print(f"rms of the outputs: {rms(y_exact):.3f}")
+print(f"Q8_0 weights, fp32 inputs:  rms error {weights_error:.4f}")
+print(f"Q8_0 weights, Q8_0 inputs:  rms error {both_error:.4f} (integer sums times scales == dequantize both, "
+      "then multiply)")
+assert 1.2 * weights_error < both_error < 3 * weights_error
+
+# %% [markdown]
+# The integer sums are exact, so llama.cpp's product *is* dequantize-then-multiply, with both operands
+# dequantized; only the order of the additions differs. The inputs' rounding adds about as much error as the
+# weights' (both are Q8_0's rule on 32 numbers). `round_weights(model, fmt, activations="q8_0")` makes the
+# whole model compute this way (each matrix's input rounded before it is multiplied), and the fast path's
+# `FastDecoder(weights=fmt, activations="q8_0")` computes it with those integer instructions. What it costs on
+# the held-out windows:
+
+# %%
+for fmt in ("q8_0", "q4_0"):
+    heldout_by_format[f"{fmt}-a8"] = heldout_loss(round_weights(small, fmt, activations="q8_0"), heldout, block,
+                                                   max_windows=16)
+    change[f"{fmt}-a8"] = heldout_by_format[f"{fmt}-a8"] - fp32_loss
+    bits_by_format[f"{fmt}-a8"] = bits_by_format[fmt]
+    print(f"{fmt}, inputs fp32: {signed(change[fmt])}; inputs rounded to Q8_0 ({fmt}-a8): "
+          f"{signed(change[f'{fmt}-a8'])}")
+# measured where this chapter was written, each within 5e-4: rounding the inputs is where a CPU's last bit
+# shows, since a value that lands within that bit of a tie between two codes takes one code or the other
+# (+0.00005 and +0.03575 on AVX-512, +0.00034 and +0.03577 on AVX2, +0.00038 and +0.03605 on torch's portable
+# kernels); printed at 3 decimals, every CPU shows the same digits
+for fmt, measured in (("q8_0-a8", 0.0002), ("q4_0-a8", 0.0359)):
+    assert abs(change[fmt] - measured) < 5e-4, (fmt, change[fmt])
+assert abs(change["q8_0-a8"]) < 1e-3 and abs(change["q4_0-a8"] - change["q4_0"]) < 1e-3  # the prose below
+
+# %% [markdown]
+# Rounding the inputs as well cost next to nothing more on this model: with Q8_0 inputs, Q8_0 stays within 0.001
+# nats per token of fp32, and Q4_0 within 0.001 of its loss with fp32 inputs. The weights' four bits are what
+# Q4_0 pays for, not the inputs' eight. (The last digits differ from CPU to CPU here, as the cell's comment says:
+# an input that lands within a last bit of a tie between two codes takes either.)
+
+# %% [markdown]
 # ### What each format buys: the speed, and llama.cpp on the same bytes
 #
 # The fast path decodes every format: `FastDecoder(weights=...)` keeps the matrices in the format (fp16 and bf16
@@ -1111,13 +1184,15 @@ print(f"Q4_0's perplexity (e to the loss) is {math.expm1(change['q4_0']):.1%} hi
 
 # %%
 speed_new = 4 * new_tokens  # new tokens per timed run: the small model is quick
+FORMATS_TIMED = ("fp32", "fp16", "bf16", "q8_0", "q4_0", "q8_0-a8", "q4_0-a8")
 speed_ids = torch.randint(0, small.config.vocab_size, (1, prompt_len), generator=torch.Generator().manual_seed(seed))
 speed_context = prompt_len + speed_new // 2  # the average context of a decode step
 speed_runs, llamas, not_here = {}, [], []
-for fmt in ("fp32", "fp16", "bf16", "q8_0", "q4_0"):
+for fmt in FORMATS_TIMED:
+    base_fmt, a8 = fmt.removesuffix("-a8"), fmt.endswith("-a8")  # -a8: inputs rounded to Q8_0, as llama.cpp does
     try:
         decoder = FastDecoder(small, max_batch_size=1, max_len=prompt_len + speed_new,
-                              weights="float" if fmt == "fp32" else fmt)
+                              weights="float" if fmt == "fp32" else base_fmt, activations="q8_0" if a8 else "float32")
     except UnsupportedOptions as error:  # no C compiler, or the CPU lacks what the format's step needs
         not_here.append(f"minigpt {fmt}: {error}")
         continue
@@ -1133,7 +1208,8 @@ for llama in llamas:
     llama.close()
 del speed_runs, decoder, llamas
 speed_spreads = {name: spread(r["decode_runs"]) for name, r in speed.items()}
-small_bytes = {fmt: decode_step_bytes(small.config, 1, speed_context, weights="fp16" if fmt == "bf16" else fmt)
+small_bytes = {fmt: decode_step_bytes(small.config, 1, speed_context,
+                                      weights="fp16" if fmt == "bf16" else fmt.removesuffix("-a8"))
                for fmt in bits_by_format}  # bf16 as fp16: 2 bytes a rounded number, the rest fp32
 for name, r in speed.items():
     assert r["ids"].shape == (1, prompt_len + speed_new), name
@@ -1144,27 +1220,28 @@ for name, r in speed.items():
 for line in not_here:
     print("not timed here:", line)
 print(f"shakespeare, batch 1, {speed_new} new tokens, {rounds} rounds: decode tokens/s, mean ± standard error")
-print(f"{'format':>6} {'bytes/step':>10} {'loss change':>11} {'minigpt':>15} {'llama.cpp':>15}   minigpt / llama.cpp")
+print(f"{'format':>7} {'bytes/step':>10} {'loss change':>11} {'minigpt':>15} {'llama.cpp':>15}   minigpt / llama.cpp")
 speed_verdicts = []
-for fmt in ("fp32", "fp16", "bf16", "q8_0", "q4_0"):
-    ours, theirs = speed_spreads.get(f"minigpt {fmt}"), speed_spreads.get(f"llama.cpp {fmt}")
+for fmt in FORMATS_TIMED:  # a -a8 row against llama.cpp at its weights' format: the same arithmetic
+    ours, theirs = speed_spreads.get(f"minigpt {fmt}"), speed_spreads.get(f"llama.cpp {fmt.removesuffix('-a8')}")
     shown = [f"{s.mean:8.1f} ± {s.stderr:4.1f}" if s else f"{'-':>15}" for s in (ours, theirs)]
     ratio = ""
     if ours and theirs:
         ratio = f"{ours.mean / theirs.mean:.2f}" + ("" if separated(ours, theirs) else " (inside the noise)")
         speed_verdicts.append((fmt, ours.mean / theirs.mean, separated(ours, theirs)))
-    print(f"{fmt:>6} {small_bytes[fmt] / 1e6:7.2f} MB {signed(change[fmt]):>11} {shown[0]} {shown[1]}   {ratio}")
+    print(f"{fmt:>7} {small_bytes[fmt] / 1e6:7.2f} MB {signed(change[fmt]):>11} {shown[0]} {shown[1]}   {ratio}")
 assert all(s.mean > 0 for s in speed_spreads.values())
 
 # %%
 # NBVAL_IGNORE_OUTPUT
 # why: a plot of the losses above and of the tokens/s measured on this machine
 fig, (loss_ax, speed_ax) = plt.subplots(1, 2, figsize=(12, 4.5), sharex=True)
-formats_shown = ("fp32", "fp16", "bf16", "q8_0", "q4_0")
+formats_shown = FORMATS_TIMED
 megabytes = [small_bytes[fmt] / 1e6 for fmt in formats_shown]
 loss_ax.plot(megabytes, [heldout_by_format[fmt] for fmt in formats_shown], "o", color=OKABE_ITO["blue"])
 for fmt, mb in zip(formats_shown, megabytes):
-    loss_ax.annotate(fmt, (mb, heldout_by_format[fmt]), xytext=(4, 4), textcoords="offset points", fontsize=8)
+    loss_ax.annotate(fmt, (mb, heldout_by_format[fmt]), xytext=(4, -10 if fmt.endswith("-a8") else 4),
+                     textcoords="offset points", fontsize=8)  # a -a8 format sits at its weights' bytes: label below
 loss_ax.set_ylabel("held-out loss (nats/token, 16 windows)")
 loss_ax.set_title("what a format costs")
 for i, (decoder_name, colour) in enumerate((("minigpt", OKABE_ITO["blue"]), ("llama.cpp", OKABE_ITO["vermillion"]))):
@@ -1206,7 +1283,9 @@ assert all(r > 0 for _, r, _ in speed_verdicts)
 # Read the right panel against Step 3's lesson: fewer bytes raise the bound, and a decoder gets closer to it only
 # as far as its kernel turns the format back into numbers fast enough (Step 5's lesson, for int8). The comparison
 # with llama.cpp is like for like where it matters: the same bytes in memory, the same threads, the same number of
-# greedy tokens, taking turns. Where two decoders' rounds overlap, the measurement cannot name a faster one.
+# greedy tokens, taking turns. At Q8_0 and Q4_0 the arithmetic is the same only in the `-a8` rows, which round
+# the inputs as llama.cpp does; the plain rows keep the inputs fp32 and pay for it in instructions. Where two
+# decoders' rounds overlap, the measurement cannot name a faster one.
 
 # %% [markdown]
 # ## What we saw
@@ -1229,6 +1308,10 @@ assert all(r > 0 for _, r, _ in speed_verdicts)
 #   changes codes). Blocks beat rows by the same argument rows beat the whole matrix. fp16, bf16 and the 8-bit
 #   formats left the shipped model's held-out loss within 0.001 nats per token; Q4_0 cost +0.036, for 6.92
 #   times fewer bytes than fp32 at GPT-2 124M's shape.
+# - **llama.cpp rounds the inputs too**: each matrix's input row through Q8_0, so that a block's dot product is
+#   an exact sum of 32 integer products times two scales, which the CPU does with a few byte instructions.
+#   It is dequantize-then-multiply with both operands dequantized; on the shipped model Q8_0 stayed within
+#   0.001 nats per token of fp32 and Q4_0 within 0.001 of its fp32-input loss.
 #
 # On this machine:
 
@@ -1274,7 +1357,8 @@ assert max(best.values()) <= bound and gain[64] > 1
 # `minigpt.quantize.quantize_model` for int8, `minigpt.quantize.quantize_q8_0`, `quantize_q4_0`,
 # `gguf_blocks` and `round_weights` for GGUF's formats (`minigpt.export.export_gguf` writes them to a file),
 # and the decoders `minigpt.generate.generate` (the readable loop) and `minigpt.fast.FastDecoder` (the fast
-# path, with `weights="int8"`, `"fp16"`, `"bf16"`, `"q8_0"` or `"q4_0"`), timed the way
+# path, with `weights="int8"`, `"fp16"`, `"bf16"`, `"q8_0"` or `"q4_0"`, and `activations="q8_0"` for
+# llama.cpp's arithmetic), timed the way
 # `minigpt.bench.measure` does it, beside `minigpt.bench.peers.LlamaCppDecoder`.
 #
 # **Check yourself.**

@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -97,6 +98,40 @@ def test_bad_sampling_family_value_is_refused_before_loading(checkpoint_dir, cap
     monkeypatch.setattr(cli, "load_model", lambda *a, **kw: pytest.fail("the model was loaded before the check"))
     assert main(["generate", "Hi", "--model", str(checkpoint_dir), "--frequency-penalty", "3"]) == 2
     assert capsys.readouterr().err == "minigpt generate: error: frequency_penalty must be a number in [-2, 2], got 3.0\n"
+
+
+@pytest.mark.parametrize("weights", ["float", "int8", "fp16", "bf16"])
+def test_q8_0_activations_need_a_block_format(checkpoint_dir, capsys, monkeypatch, weights):
+    monkeypatch.setattr(cli, "load_model", lambda *a, **kw: pytest.fail("the model was loaded before the check"))
+    assert main(["generate", "Hi", "--model", str(checkpoint_dir), "--weights", weights, "--activations", "q8_0"]) == 2
+    assert capsys.readouterr().err == (f"minigpt generate: error: --activations q8_0 needs --weights q8_0 or q4_0 (llama.cpp's "
+                                       f"arithmetic on its blocks), got --weights {weights}; other weights take "
+                                       "--activations float32\n")
+
+
+def test_an_unknown_activations_format_is_a_usage_error(checkpoint_dir, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", "Hi", "--model", str(checkpoint_dir), "--weights", "q4_0", "--activations", "int8"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err  # newer Pythons leave the choices unquoted
+    assert re.search(r"minigpt generate: error: argument --activations: invalid choice: 'int8' \(choose from "
+                     r"'?float32'?, '?q8_0'?\)\n$", err)
+
+
+def test_the_activations_flag_offers_what_the_library_has():
+    from minigpt import quantize
+
+    assert cli.ACTIVATIONS == quantize.ACTIVATIONS and cli.ACTIVATION_WEIGHTS == quantize.BLOCK_FORMATS
+
+
+def test_the_readable_loop_rounds_the_activations_as_asked(tiny_model):
+    from minigpt.quantize import round_weights
+
+    ids = torch.tensor([[15496, 11, 995, 13]])
+    with torch.no_grad():
+        logits = cli.readable_model(tiny_model, "q4_0", activations="q8_0")(ids)
+        assert torch.equal(logits, round_weights(tiny_model, "q4_0", activations="q8_0")(ids))
+        assert not torch.equal(logits, round_weights(tiny_model, "q4_0")(ids))  # the activations were rounded
 
 
 @pytest.mark.parametrize(

@@ -5,18 +5,31 @@ checked against ``round_weights``). The C step keeps the weights in the format a
 activations stay float32, so it differs from the float32 model of the rounded values only by float32's
 rounding (another order of sums). The token tests make that difference unable to flip a token: the
 reference's top-2 margins, computed in float64, are checked to be far above it.
+
+With ``activations="q8_0"`` (llama.cpp's arithmetic) each matrix's inputs are rounded to Q8_0 first, bit for
+bit as ``quantize_q8_0``, and the products are integer sums: the reference is then
+``round_weights(model, fmt, activations="q8_0")``.
 """
 
 import pytest
 import torch
 from test_native import needs_native, peaked_model
 
-from minigpt.fast import WEIGHTS, FastDecoder, UnsupportedOptions, native
+from minigpt import quantize
+from minigpt.fast import ACTIVATIONS, WEIGHTS, FastDecoder, UnsupportedOptions, native
 from minigpt.fast.decoder import stored_as
 from minigpt.fast.options import choose_matmul
 from minigpt.generate import PAD_TOKEN_ID, generate
 from minigpt.model import GPT, position_ids_from_mask
-from minigpt.quantize import dequantize_q4_0, dequantize_q8_0, quantize_q4_0, quantize_q8_0, round_weights
+from minigpt.quantize import (
+    BLOCK_FORMATS,
+    dequantize_q4_0,
+    dequantize_q8_0,
+    quantize_q4_0,
+    quantize_q8_0,
+    round_matrix,
+    round_weights,
+)
 
 FORMATS = ("fp16", "bf16", "q8_0", "q4_0")
 N_NEW = 12
@@ -86,13 +99,16 @@ def margins(model, ids, mask, T):
 
 
 @needs_native
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt, activations", [*((fmt, "float32") for fmt in FORMATS),
+                                              *((fmt, "q8_0") for fmt in BLOCK_FORMATS)])
 @pytest.mark.parametrize("batch", [1, 3])
-def test_greedy_tokens_are_the_rounded_models(model, fmt, batch):
+def test_greedy_tokens_are_the_rounded_models(model, fmt, activations, batch):
     ids, mask = prompts(batch)
-    rounded = round_weights(model, fmt)
+    rounded = round_weights(model, fmt, activations=activations)
     expected = generate(rounded, ids, attention_mask=mask, max_new_tokens=N_NEW).ids
-    out = FastDecoder(model, max_batch_size=3, max_len=32, weights=fmt).generate(ids, mask, max_new_tokens=N_NEW)
+    decoder = FastDecoder(model, max_batch_size=3, max_len=32, weights=fmt, activations=activations)
+    assert decoder.activations == activations
+    out = decoder.generate(ids, mask, max_new_tokens=N_NEW)
     assert torch.equal(out.ids, expected)
     # not luck: in float64 the same tokens win, each by far more than float32's rounding (~1e-5 here) could move
     margin, picks = margins(rounded, out.ids, out.attention_mask, ids.shape[1])
@@ -111,19 +127,111 @@ def test_a_step_gives_the_float32_steps_logits_on_the_rounded_weights(model, fmt
     torch.testing.assert_close(steps[0], steps[1], rtol=0, atol=1e-4)
 
 
-def one_step(model, fmt, reference=False):
+def one_step(model, fmt, reference=False, activations="float32"):
     """Logits of one decode step after the 3 padded prompts, the prompt run through the C step (same cache)."""
     ids, mask = prompts(3)
     positions = position_ids_from_mask(mask)
     if reference:  # the float32 C step over round_weights' matrices
         decoder = FastDecoder(round_weights(model, fmt), max_batch_size=3, max_len=32, matmul="native")
     else:
-        decoder = FastDecoder(model, max_batch_size=3, max_len=32, weights=fmt)
+        decoder = FastDecoder(model, max_batch_size=3, max_len=32, weights=fmt, activations=activations)
     decoder.key_ok[:3, 0, 0, :9] = mask.bool()
     decoder.padded = True
     with torch.inference_mode():
         decoder._prefill_in_c(ids, positions)
         return decoder.native_step(torch.tensor([[3], [5], [7]]), positions[:, -1:] + 1, 9, decoder.key_ok[:3, 0, 0])
+
+
+@needs_native
+@pytest.mark.parametrize("fmt", BLOCK_FORMATS)
+def test_a_step_with_q8_0_activations_gives_the_float64_models_logits(model, fmt):
+    """One decode step with the inputs rounded to Q8_0, against round_weights(..., activations="q8_0") run in
+    float64 over the prompt and the new token: the same codes (the inputs of both differ by float32's rounding,
+    far from moving a code here), summed in float64 against integer sums in float32: within 1e-4."""
+    step = one_step(model, fmt, activations="q8_0")
+    ids, mask = prompts(3)
+    ids, mask = torch.cat([ids, torch.tensor([[3], [5], [7]])], 1), torch.cat([mask, torch.ones(3, 1, dtype=mask.dtype)], 1)
+    with torch.no_grad():
+        reference = round_weights(model, fmt, activations="q8_0").double()(
+            ids, attention_mask=mask, position_ids=position_ids_from_mask(mask))[:, -1]
+    assert reference.abs().max() > 3
+    torch.testing.assert_close(step.double(), reference, rtol=0, atol=1e-4)
+    assert (step - one_step(model, fmt)).abs().max() > 1e-2  # the rounding of the inputs counts
+
+
+@needs_native
+@pytest.mark.parametrize("fmt", BLOCK_FORMATS)
+@pytest.mark.parametrize("batch", [1, 3, 6])  # 6: a group of 4 rows of the batch, then one of 2
+def test_a_matrix_over_q8_0_inputs_is_the_float64_product_of_the_codes(fmt, batch):
+    """The C step's product of one matrix: its inputs' Q8_0 codes (bit for bit quantize_q8_0's, tested below)
+    times the weights' codes, per block an exact integer sum times both scales, summed in float32: within
+    float32's rounding of the float64 product of the values the codes stand for."""
+    g = torch.Generator().manual_seed(3)
+    w, x = torch.randn(37, 512, generator=g), torch.randn(batch, 512, generator=g) * 3
+    got = native.matvec_format(stored_as(w, fmt), fmt, x, "q8_0")
+    expected = round_matrix(x, "q8_0").double() @ round_matrix(w, fmt).double().T
+    torch.testing.assert_close(got.double(), expected, rtol=0, atol=2e-5 * expected.abs().max().item())
+    assert (got.double() - x.double() @ round_matrix(w, fmt).double().T).abs().max() > 1e-3  # x was rounded
+
+
+def q8_0_edges():
+    """Blocks (rows of 32) at the edges of Q8_0's rounding: ties, zeros, subnormals, huge values."""
+    below_half = torch.nextafter(torch.tensor(0.5), torch.tensor(0.0)).item()
+    ties = torch.tensor([127.0, 2.5, -2.5, 0.5, -0.5, 1.5, -126.5, below_half, -below_half] + [0.0] * 23)  # d = 1
+    quarter = torch.tensor([31.75, 0.625, -0.625, 0.375, 0.125, -0.125] + [0.0] * 26)  # d = 0.25: x * 4 ties
+    # ties only once x * (1/d) is rounded to float32: the exact product is just below k + 1/2 (one FMA, which
+    # skips that rounding, would round them down)
+    inv = 1 / (torch.tensor(1.2345678) / 127)
+    k = (torch.arange(1, 127) + 0.5).repeat(3)
+    near = (k / inv).view(3, -1)
+    near = torch.stack([torch.nextafter(near[0], torch.tensor(0.0)), near[1], torch.nextafter(near[2], torch.tensor(9.0))])
+    near = near.flatten()
+    rounded_ties = near[(near * inv == k) & (near.double() * inv.double() < k.double())][:31]
+    assert len(rounded_ties) == 31
+    rows = [ties, quarter, torch.zeros(32), -ties, torch.cat([torch.tensor([1.2345678]), rounded_ties])]
+    g = torch.Generator().manual_seed(4)
+    for amax in (1e-36, 1e-30, 1e-9, 6.1e-5 * 127, 1e-3, 65504 * 127, 65520 * 127, 3e38):
+        row = (torch.rand(32, generator=g) * 2 - 1) * amax  # scales subnormal in float32 (1e-36), in float16, huge
+        row[0] = amax
+        rows.append(row)
+    tiny = torch.full((32,), 1e-40)  # float32 subnormals among normal numbers: codes 0
+    tiny[0] = 1.0
+    rows.append(tiny)
+    return torch.stack(rows)
+
+
+@needs_native
+def test_the_c_steps_rounding_to_q8_0_is_quantize_q8_0s_bit_for_bit():
+    g = torch.Generator().manual_seed(5)
+    random = torch.randn(200, 96, generator=g) * torch.logspace(-20, 20, 200)[:, None]
+    for x in (random, q8_0_edges()):
+        scale, codes = native.quantize_q8_0(x)
+        expected_scale, expected_codes = quantize_q8_0(x)
+        assert torch.equal(codes, expected_codes)
+        assert torch.equal(scale.view(torch.int16), expected_scale.view(torch.int16))  # bits: infinities too
+    edges = q8_0_edges()
+    scale, codes = native.quantize_q8_0(edges)
+    products = edges[4, 1:] * (1 / (edges[4, 0] / 127))  # k + 1/2 in float32, a little less exactly
+    assert (products == products.floor() + 0.5).all() and torch.equal(codes[4, 1:].float(), products + 0.5)
+    assert codes[0, :9].tolist() == [127, 3, -3, 1, -1, 2, -127, 0, 0]  # halves away from zero
+    assert codes[1, :6].tolist() == [127, 3, -3, 2, 1, -1]
+    assert scale[10].item() == 65504 and scale[11].item() == float("inf")  # 65520 ties to even: infinity
+    assert 0 < scale[9].item() < 6.1e-5 and scale[5].item() == 0  # a float16 subnormal scale; one rounded to 0
+    assert codes[5, 0] == 127 and codes[-1].tolist() == [127] + [0] * 31
+
+
+@pytest.mark.parametrize("weights, activations, message", [
+    ("fp16", "q8_0", "activations='q8_0' needs weights 'q8_0' or 'q4_0' (GGUF's blocks, as llama.cpp), "
+                     "got weights='fp16'"),
+    ("float", "q8_0", "activations='q8_0' needs weights 'q8_0' or 'q4_0' (GGUF's blocks, as llama.cpp), "
+                      "got weights='float'"),
+    ("q4_0", "int8", "activations must be one of float32, q8_0, got 'int8'"),
+])
+def test_q8_0_activations_need_block_weights(model, weights, activations, message):
+    with pytest.raises(ValueError) as e:
+        FastDecoder(model, max_batch_size=1, max_len=8, weights=weights, activations=activations)
+    assert str(e.value) == message
+    assert ACTIVATIONS is quantize.ACTIVATIONS
 
 
 @needs_native

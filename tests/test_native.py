@@ -128,16 +128,18 @@ def test_a_failed_build_says_what_the_compiler_said(monkeypatch, tmp_path):
                                            "cc: error: unrecognized command-line option -fopenmp")
 
 
-@pytest.mark.parametrize("capability, vnni, f16c, flags", [
-    ("AVX512", True, True, ["-mavx512f", "-mfma", "-mavx512vnni", "-mf16c"]),
-    ("AVX512", False, False, ["-mavx512f", "-mfma"]),
-    ("AVX2", True, True, ["-mavx2", "-mfma", "-mf16c"]), ("AVX2", False, False, ["-mavx2", "-mfma"]),
-    ("DEFAULT", False, True, []),
+@pytest.mark.parametrize("capability, vnni, f16c, vl, flags", [
+    ("AVX512", True, True, True, ["-mavx512f", "-mfma", "-mavx512vnni", "-mavx512vl", "-mf16c"]),
+    ("AVX512", True, True, False, ["-mavx512f", "-mfma", "-mavx512vnni", "-mf16c"]),
+    ("AVX512", False, False, True, ["-mavx512f", "-mfma"]),
+    ("AVX2", True, True, True, ["-mavx2", "-mfma", "-mf16c"]), ("AVX2", False, False, False, ["-mavx2", "-mfma"]),
+    ("DEFAULT", False, True, True, []),
 ])
-def test_the_build_asks_torch_what_the_cpu_runs(monkeypatch, capability, vnni, f16c, flags):
+def test_the_build_asks_torch_what_the_cpu_runs(monkeypatch, capability, vnni, f16c, vl, flags):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: vnni)
-    monkeypatch.setattr(native, "has_f16c", lambda cc: f16c)  # the compiler's answer for this CPU
+    monkeypatch.setattr(native, "has_f16c", lambda cc: f16c)  # the compiler's answers for this CPU
+    monkeypatch.setattr(native, "has_avx512vl", lambda cc: vl)
     assert native.build_flags() == ["-O3", "-shared", "-fPIC", "-fopenmp", *flags]
 
 
@@ -184,12 +186,22 @@ def test_the_decoders_blocks_are_the_layout_c_reads():
     assert [*vars(decoder.blocks[0]), "cache"] == [name for name, _ in layout.LAYER]
 
 
+def test_the_compiler_is_asked_which_instructions_this_cpu_has(monkeypatch, tmp_path):
+    fake = tmp_path / "cc"  # a compiler whose -march=native defines F16C and AVX512-VL, and one other macro
+    fake.write_text("#!/bin/sh\nprintf '#define __F16C__ 1\\n#define __AVX512VL__ 1\\n#define __x 2\\n'\n")
+    fake.chmod(0o755)
+    assert native.native_macros(str(fake)) == {"__F16C__", "__AVX512VL__"}
+    assert native.has_f16c(str(fake)) and native.has_avx512vl(str(fake))
+    assert native.native_macros(str(tmp_path / "missing")) == frozenset()
+
+
 def test_the_header_is_the_one_declaration():
     text = layout.header()
     assert "enum { LN_1 = 0, C_ATTN = 2, ATTN_PROJ = 6, LN_2 = 10, C_FC = 12, MLP_PROJ = 16, CACHE = 20, " \
            "PER_LAYER = 21 };" in text
     assert all(f"{name};" in text for name, _ in layout.STEP_ARGS)
     assert "int compiled_layout(int64_t *, int);" in text
+    assert "enum { FLOAT32_INPUTS = 0, Q8_0_INPUTS = 1 };" in text  # minigpt.quantize.ACTIVATIONS, numbered
     assert "enum {" not in native.SOURCE.read_text().split("decode_step_layout.h")[0]  # nothing declared before it
 
 
@@ -206,7 +218,7 @@ def test_the_library_reports_the_layout_python_declares():
 @pytest.mark.parametrize("change, message", [
     (dict(step_args=tuple((n, "int64_t" if n == "n_layer" else c) for n, c in layout.STEP_ARGS)),
      "StepArgs.n_layer size: C 8, Python 4"),
-    (dict(layer=(*layout.LAYER, ("spare", 1))), "numbers reported: C 62, Python 61; PER_LAYER: C 22, Python 21"),
+    (dict(layer=(*layout.LAYER, ("spare", 1))), "numbers reported: C 66, Python 65; PER_LAYER: C 22, Python 21"),
 ])
 def test_a_library_built_from_another_layout_is_refused(monkeypatch, tmp_path, change, message):
     """C compiled from one declaration, Python reading another: refused on load, before any step runs."""

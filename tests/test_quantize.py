@@ -1,4 +1,5 @@
-"""int8 weights: the per-channel scheme is exact where it should be, both kernels compute it, and the loss stays."""
+"""int8 weights: the per-channel scheme is exact where it should be, both kernels compute it, and the loss stays;
+and round_weights' Q8_0 activations, the readable reference of llama.cpp's arithmetic."""
 
 import time
 
@@ -12,6 +13,8 @@ from minigpt.fast import FastDecoder, native
 from minigpt.generate import generate
 from minigpt.model import GPT, GPTConfig
 from minigpt.quantize import (
+    ACTIVATIONS,
+    BLOCK_FORMATS,
     Int8Linear,
     choose_int8_kernel,
     dequantize,
@@ -19,6 +22,8 @@ from minigpt.quantize import (
     int8_kernels_here,
     quantize_model,
     quantize_per_channel,
+    round_matrix,
+    round_weights,
 )
 from minigpt.train import heldout_loss
 
@@ -168,3 +173,61 @@ def test_vnni_is_what_the_cpu_has_at_torchs_instruction_level(monkeypatch, capab
     if "dynamic" in int8_kernels_here():
         assert Int8Linear(torch.randn(4, 8), None, kernel="dynamic").reduce_range is not expected
     assert Int8Linear(torch.randn(4, 8), None, kernel="weight-only").reduce_range is False
+
+
+# --- llama.cpp's arithmetic: the inputs of the block formats' matrices rounded to Q8_0 (round_weights' reference)
+
+
+class _RoundedInput(torch.nn.Module):
+    """By hand: a linear layer whose input rows are rounded through Q8_0 first."""
+
+    def __init__(self, linear):
+        super().__init__()
+        self.linear = linear
+
+    def forward(self, x):
+        rows = round_matrix(x.reshape(-1, x.shape[-1]), "q8_0").view(x.shape)
+        return torch.nn.functional.linear(rows, self.linear.weight, self.linear.bias)
+
+
+@pytest.mark.parametrize("fmt", BLOCK_FORMATS)
+def test_q8_0_activations_round_every_rounded_matrixs_input(model, fmt):
+    a8 = round_weights(model, fmt, activations="q8_0")
+    by_hand = round_weights(model, fmt)  # the same weights, no hooks: each rounded matrix wrapped instead
+    for block in by_hand.transformer.h:
+        block.attn.c_attn, block.attn.c_proj = _RoundedInput(block.attn.c_attn), _RoundedInput(block.attn.c_proj)
+        block.mlp.c_fc, block.mlp.c_proj = _RoundedInput(block.mlp.c_fc), _RoundedInput(block.mlp.c_proj)
+    by_hand.lm_head = _RoundedInput(by_hand.lm_head)
+    torch.manual_seed(2)
+    ids = torch.randint(0, 50000, (2, 9))
+    with torch.no_grad():
+        got, expected = a8(ids), by_hand(ids)
+        plain = round_weights(model, fmt)(ids)
+    assert torch.equal(got, expected)
+    assert (got - plain).abs().max() > 1e-3  # the rounding of the inputs counts
+    assert a8.lm_head.weight is a8.transformer.wte.weight  # the tie kept
+    hooked = [name for name, m in a8.named_modules() if m._forward_pre_hooks]
+    assert len(hooked) == 4 * model.config.n_layer + 1 and hooked[-1] == "lm_head"
+
+
+def test_float32_activations_are_the_default_and_change_nothing(model):
+    default, explicit = round_weights(model, "q4_0"), round_weights(model, "q4_0", activations="float32")
+    assert not any(m._forward_pre_hooks for m in default.modules())
+    assert all(torch.equal(a, b) for a, b in zip(default.state_dict().values(), explicit.state_dict().values()))
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.no_grad():
+        assert torch.equal(default(ids), explicit(ids))
+    assert ACTIVATIONS == ("float32", "q8_0")
+
+
+@pytest.mark.parametrize("fmt, activations, error, message", [
+    ("fp16", "q8_0", ValueError, "activations='q8_0' needs fmt q8_0 or q4_0 (its blocks of 32 are those of the "
+                                 "weights), got fmt='fp16'; allowed with it: 'float32'"),
+    ("bf16", "q8_0", ValueError, "activations='q8_0' needs fmt q8_0 or q4_0 (its blocks of 32 are those of the "
+                                 "weights), got fmt='bf16'; allowed with it: 'float32'"),
+    ("q8_0", "int8", ValueError, "activations must be one of float32, q8_0, got 'int8'"),
+])
+def test_q8_0_activations_need_a_block_format(model, fmt, activations, error, message):
+    with pytest.raises(error) as e:
+        round_weights(model, fmt, activations=activations)
+    assert str(e.value) == message

@@ -10,20 +10,24 @@ One process measures, side by side on the same weights, for each model, dtype an
 - ``llamacpp``: llama.cpp (``llama-cpp-python``'s binding) on the GGUF file ``minigpt export --to gguf``
   writes at the row's precision (fp32 -> f32, fp16 -> f16, q8_0, q4_0; ``minigpt.bench.peers.LlamaCppDecoder``),
   loaded once before the timing, with torch's number of threads, batch 1 only (the binding decodes one
-  sequence); skipped with a note when llama-cpp-python is not installed, and at int8 and bf16, which have no
-  GGUF twin.
+  sequence); skipped with a note when llama-cpp-python is not installed, at int8 and bf16, which have no
+  GGUF twin, and at q8_0-a8 and q4_0-a8 (llama.cpp's own arithmetic, which it runs at q8_0 and q4_0).
 
 The models (``--models``) are ``random`` (the ``--preset`` shape, GPT-2 124M's by default, with random
 weights: speed does not depend on them) and/or a trained one, by shipped name or path (``shakespeare``).
 
-Each dtype is fp32, bf16, int8, fp16, q8_0 or q4_0 (the weights). With int8, ``fast`` is
+Each dtype is fp32, bf16, int8, fp16, q8_0, q4_0, q8_0-a8 or q4_0-a8 (the weights). With int8, ``fast`` is
 ``FastDecoder(weights="int8")`` (minigpt's per-channel int8, ``minigpt.quantize``) and the other methods
 run torch's ``quantize_dynamic`` on the same fp32 weights, the peer a user would try first; ``int8_quality``
 then measures what int8 costs on a trained model (held-out loss, greedy tokens against fp32). fp16, q8_0 and
 q4_0 (GGUF's blocks of 32 with one fp16 scale) are ``FastDecoder(weights=...)`` and llama.cpp on the same
 bytes; ``cache`` there runs the readable loop on ``round_weights(model, format)``, fp32 arithmetic on the
 rounded weights: its tokens are the reference the others are checked against (its speed is fp32's, and its
-bound too). ``quality`` gives every precision's held-out loss on the trained model.
+bound too). q8_0-a8 and q4_0-a8 are q8_0's and q4_0's weights with llama.cpp's arithmetic: each matrix's input
+rounded to Q8_0 blocks first (``FastDecoder(weights=..., activations="q8_0")``, and ``cache`` on
+``round_weights(model, format, activations="q8_0")``), so their rows compare with llama.cpp's at q8_0 and q4_0,
+same arithmetic against same arithmetic; their bound is the base format's. ``quality`` gives every precision's
+held-out loss on the trained model.
 
 Every run is greedy with EOS off, so each method makes exactly the tokens asked for. For each it reports
 the time to first token (prefill + one token), decode tokens/s (the fastest run, and the median and range
@@ -37,6 +41,7 @@ runs, for ``BANDWIDTH_SECONDS`` each, and the faster reading is kept.
     minigpt bench                  # GPT-2 124M shape and shakespeare, CPU: batch 1 and 8, fp32 and int8
     minigpt bench --batch-sizes 1 --dtypes fp32 --new-tokens 64 --repeats 1 --models random   # a quick look
     minigpt bench --methods fast llamacpp --dtypes fp32 fp16 q8_0 q4_0 --batch-sizes 1 --repeats 3
+    minigpt bench --methods cache fast llamacpp --dtypes q4_0 q4_0-a8 --batch-sizes 1   # llama.cpp's arithmetic
     minigpt bench --methods no-cache cache fast transformers --dtypes fp32 bf16 int8 --batch-sizes 1 8 32
     minigpt bench --device cuda --no-cache-max-batch 32
     minigpt bench --suites speculative beam --speculative-k 2 4 --num-beams 2 4
@@ -77,6 +82,7 @@ from minigpt.bench.suites import (
     int8_quality,
     quality,
     speculative_suite,
+    weights_and_activations,
 )
 from minigpt.checkpoint import load_model
 from minigpt.checks import check_choice, check_int
@@ -100,10 +106,13 @@ class BenchConfig:
                                                    "prompt_len tokens")
     prompt_len: int = option(16, "prompt length in tokens")
     new_tokens: int = option(128, "tokens generated per row (greedy, EOS off); at least 2")
-    dtypes: tuple[str, ...] = option(("fp32", "int8"), "weights: fp32, bf16, int8, fp16, q8_0 and/or q4_0 (all "
-                                                        "but fp32 and bf16: CPU only); each one's quality is "
-                                                        "measured on the target model; bf16 is skipped where the "
-                                                        "device has no fast bf16 (CPUs without AVX512-BF16/AMX)",
+    dtypes: tuple[str, ...] = option(("fp32", "int8"), "weights: fp32, bf16, int8, fp16, q8_0, q4_0, q8_0-a8 "
+                                                        "and/or q4_0-a8 (all but fp32 and bf16: CPU only); -a8: "
+                                                        "q8_0's or q4_0's weights with the activations rounded to "
+                                                        "Q8_0 blocks before each product, as llama.cpp does; each "
+                                                        "one's quality is measured on the target model; bf16 is "
+                                                        "skipped where the device has no fast bf16 (CPUs without "
+                                                        "AVX512-BF16/AMX)",
                                      choices=list(DTYPES), metavar=None)
     models: tuple[str, ...] = option(("random", "shakespeare"), "decode suite: the models to measure: random "
                                                                 "(the preset's shape, random weights) and/or a "
@@ -197,8 +206,8 @@ def run_bench(config: BenchConfig, *, progress: bool = True) -> dict:
     int8 = decode and "int8" in config.dtypes and device.type == "cpu"
     int8_rows = int8_quality(config) if int8 else []
     precisions = quality(config, int8_rows) if decode and set(config.dtypes) - {"fp32"} else []
-    weight_bytes = {name: {d: decode_step_bytes(m.config, weights=d) for d in config.dtypes}
-                    for name, m in bases.items()}
+    weight_bytes = {name: {d: decode_step_bytes(m.config, weights=weights_and_activations(d)[0])
+                           for d in config.dtypes} for name, m in bases.items()}
     report = dict(config=asdict(config), machine=machine(device) | dict(transformers=transformers_version(),
                                                                         llama_cpp=llama_cpp_version()),
                   bandwidth_gb_s=bandwidth, weight_bytes=weight_bytes, results=results, int8_quality=int8_rows,

@@ -8,12 +8,21 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, LogFormatter, NullLocator
 
-from minigpt.bench.suites import METHODS, QUALITY_NEW_TOKENS, QUALITY_WINDOWS, SPECULATIVE_PROMPTS, bound_format
+from minigpt.bench.suites import (
+    METHODS,
+    QUALITY_NEW_TOKENS,
+    QUALITY_WINDOWS,
+    SPECULATIVE_PROMPTS,
+    bound_format,
+    weights_and_activations,
+)
 
 YES_NO = {True: "yes", False: "NO", None: "-"}
 COLOURS = {m: f"C{i}" for i, m in enumerate(METHODS)}  # a colour per method
-LINE_STYLES = {"fp32": "-", "bf16": "--", "int8": ":", "fp16": "-.", "q8_0": (0, (5, 1)), "q4_0": (0, (1, 3))}
-HATCHES = {"fp32": "", "bf16": "//", "int8": "..", "fp16": "\\\\", "q8_0": "xx", "q4_0": "oo"}  # one per dtype
+LINE_STYLES = {"fp32": "-", "bf16": "--", "int8": ":", "fp16": "-.", "q8_0": (0, (5, 1)), "q4_0": (0, (1, 3)),
+               "q8_0-a8": (0, (5, 1, 1, 1)), "q4_0-a8": (0, (1, 1, 3, 1))}  # one per dtype, and per bound
+HATCHES = {"fp32": "", "bf16": "//", "int8": "..", "fp16": "\\\\", "q8_0": "xx", "q4_0": "oo", "q8_0-a8": "++",
+           "q4_0-a8": "**"}  # one per dtype
 
 
 def write_json(report: dict, path: str | Path) -> Path:
@@ -64,15 +73,18 @@ def format_table(report: dict) -> str:
 def _decode_table(results: list[dict], model: str, config: dict) -> list[str]:
     """One model's decode rows, under a heading that names it."""
     what = f"{config['preset']} shape, random weights" if model == "random" else "trained"
+    ranges = [f"{min(r['decode_runs']):.1f}-{max(r['decode_runs']):.1f}" for r in results]
+    # columns as wide as their widest entry: dtype 7 with a "-a8" dtype, min-max 13 at 1000 tokens/s and more
+    width, runs_width = max(5, *(len(r["dtype"]) for r in results)), max(10, *(len(runs) for runs in ranges))
     lines = [f"decode on {model} ({what}): tokens/s of the fastest run, the median and range of all",
-             f"{'method':<13} {'dtype':<5} {'batch':>6} {'first token ms':>15} {'decode tok/s':>13} {'median':>8} "
-             f"{'min-max':>10} {'of bound':>9} {'vs llama.cpp':>13} {'peak MB':>8}  same tokens  as llama.cpp"]
-    for r in results:
+             f"{'method':<13} {'dtype':<{width}} {'batch':>6} {'first token ms':>15} {'decode tok/s':>13} "
+             f"{'median':>8} {'min-max':>{runs_width}} {'of bound':>9} {'vs llama.cpp':>13} {'peak MB':>8}  "
+             "same tokens  as llama.cpp"]
+    for r, runs in zip(results, ranges):
         peak = "-" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.1f}"
         vs = "-" if r["vs_llamacpp"] is None else f"{r['vs_llamacpp']:.2f}x"
-        runs = f"{min(r['decode_runs']):.1f}-{max(r['decode_runs']):.1f}"
-        lines.append(f"{r['method']:<13} {r['dtype']:<5} {r['batch_size']:>6} {r['ttft_ms']:>15.1f} "
-                     f"{r['decode_tokens_per_s']:>13.1f} {r['decode_median_tokens_per_s']:>8.1f} {runs:>10} "
+        lines.append(f"{r['method']:<13} {r['dtype']:<{width}} {r['batch_size']:>6} {r['ttft_ms']:>15.1f} "
+                     f"{r['decode_tokens_per_s']:>13.1f} {r['decode_median_tokens_per_s']:>8.1f} {runs:>{runs_width}} "
                      f"{r['bound_fraction']:>9.0%} {vs:>13} {peak:>8}  {YES_NO[r['same_tokens_as_cache']]:<11}  "
                      f"{YES_NO[r['same_tokens_as_llamacpp']]}")
     return lines
@@ -160,11 +172,13 @@ def plot_results(report: dict, path: str | Path) -> Path:
 
 
 def _bounds(rows: list[dict]) -> dict[str, dict[int, float]]:
-    """Each dtype's bound by batch size, from the rows whose method reads that dtype's format (``bound_format``)."""
+    """Each weight format's bound by batch size, from the rows whose method reads their dtype's weight format
+    (``bound_format``): a "-a8" dtype's bound is its base format's, one line for both."""
     bounds = {}
     for r in rows:
-        if bound_format(r["method"], r["dtype"]) == r["dtype"]:
-            bounds.setdefault(r["dtype"], {})[r["batch_size"]] = r["bound_tokens_per_s"]
+        weights = weights_and_activations(r["dtype"])[0]
+        if bound_format(r["method"], r["dtype"]) == weights:
+            bounds.setdefault(weights, {})[r["batch_size"]] = r["bound_tokens_per_s"]
     return bounds
 
 

@@ -43,10 +43,14 @@ if TYPE_CHECKING:  # the command line's settings; it imports this module, so not
 
 METHODS = ("no-cache", "cache", "fast", "transformers", "llamacpp")
 SUITES = ("decode", "speculative", "beam")
-# the model's dtype for each; int8, fp16, q8_0, q4_0: an fp32 model whose matrices the method stores in that format
+# the model's dtype for each; int8, fp16, q8_0, q4_0 and their -a8: an fp32 model whose matrices the method stores
+# in that format
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32, "fp16": torch.float32,
-          "q8_0": torch.float32, "q4_0": torch.float32}
-ROUNDED = ("fp16", "q8_0", "q4_0")  # formats the readable loop runs as round_weights(model, format)
+          "q8_0": torch.float32, "q4_0": torch.float32, "q8_0-a8": torch.float32, "q4_0-a8": torch.float32}
+# "-a8": the weights of the base format, each matrix's input rounded to Q8_0 blocks first, as llama.cpp computes
+A8_DTYPES = {"q8_0-a8": "q8_0", "q4_0-a8": "q4_0"}  # bench dtype -> its weights' format
+# formats the readable loop runs as round_weights(model, format, activations=...)
+ROUNDED = ("fp16", "q8_0", "q4_0", *A8_DTYPES)
 # prompts for the speculative suite and int8's quality: Shakespeare, the text the shipped models learned
 SPECULATIVE_PROMPTS = (
     "ROMEO:\nBut soft, what light",
@@ -55,7 +59,18 @@ SPECULATIVE_PROMPTS = (
 )
 QUALITY_WINDOWS = 16  # int8 quality: held-out windows scored (of the model's context each)
 QUALITY_NEW_TOKENS = 64  # int8 quality: greedy tokens per prompt compared with fp32's
-QUALITY_FORMATS = ("fp16", "bf16", "q8_0", "q4_0")  # the precisions quality() measures through round_weights
+# the precisions quality() measures through round_weights
+QUALITY_FORMATS = ("fp16", "bf16", "q8_0", "q4_0", *A8_DTYPES)
+
+
+def weights_and_activations(dtype: str) -> tuple[str, str]:
+    """A bench dtype's weight format and its activations (``minigpt.quantize.ACTIVATIONS``): a "-a8" dtype is
+    its base format's weights with Q8_0 activations, as llama.cpp multiplies them; the others keep float32.
+
+    >>> weights_and_activations("q4_0-a8"), weights_and_activations("q4_0")
+    (('q4_0', 'q8_0'), ('q4_0', 'float32'))
+    """
+    return (A8_DTYPES[dtype], "q8_0") if dtype in A8_DTYPES else (dtype, "float32")
 
 
 # --- decode: every method, dtype and batch size -------------------------------------------------------
@@ -106,8 +121,15 @@ def _skip_reason(dtype: str, batch: int, method: str, config: BenchConfig) -> st
     if method == "no-cache" and batch > config.no_cache_max_batch:
         return f"no-cache skipped at batch sizes {big}: above no_cache_max_batch={config.no_cache_max_batch}"
     if method == "llamacpp":
+        if dtype in A8_DTYPES:  # the same GGUF file as the base format: llama.cpp has no other arithmetic for it
+            a8 = [d for d in config.dtypes if d in A8_DTYPES]
+            missing = [A8_DTYPES[d] for d in a8 if A8_DTYPES[d] not in config.dtypes]
+            ask = f"; add {', '.join(missing)} to dtypes for those rows" if missing else ""
+            bases = ", ".join(A8_DTYPES[d] for d in a8)
+            return (f"llamacpp skipped at {', '.join(a8)}: llama.cpp's CPU kernels always round the activations "
+                    f"at q8_0 and q4_0, so its rows at {bases} are what these compare with{ask}")
         if dtype not in LLAMACPP_DTYPES:
-            others = [d for d in config.dtypes if d not in LLAMACPP_DTYPES]
+            others = [d for d in config.dtypes if d not in LLAMACPP_DTYPES and d not in A8_DTYPES]
             return (f"llamacpp skipped at {', '.join(others)}: no GGUF twin (the GGUF export writes "
                     f"{', '.join(LLAMACPP_DTYPES.values())})")
         if batch > 1:
@@ -135,27 +157,38 @@ def _plan_notes(config: BenchConfig, dtypes: list[str], methods: set[str]) -> li
                      "transformers are torch's quantize_dynamic on the same fp32 weights (transformers' GPT-2 "
                      "blocks are Conv1D, which it leaves alone: only its head is int8); int8 bounds count 1 byte "
                      "per matrix weight")
-    rounded = [d for d in dtypes if d in ROUNDED]
+    rounded, a8 = [d for d in dtypes if d in ROUNDED], [d for d in dtypes if d in A8_DTYPES]
+    if a8:
+        notes.append(f"{', '.join(a8)}: the weights of {', '.join(A8_DTYPES[d] for d in a8)} with the activations "
+                     "rounded to Q8_0 blocks before each product, as llama.cpp does (fast: "
+                     "FastDecoder(activations='q8_0')); every other dtype keeps float32 activations")
     if rounded and "cache" in methods:
-        notes.append(f"cache at {', '.join(rounded)} is generate() on round_weights(model, format): float32 "
-                     "arithmetic on the rounded weights, the reference the other methods' tokens are checked "
-                     "against; it reads fp32 weights, so its bound is fp32's")
+        with_a8 = " (with activations='q8_0' at -a8)" if a8 else ""
+        notes.append(f"cache at {', '.join(rounded)} is generate() on round_weights(model, format){with_a8}: "
+                     "float32 arithmetic on the rounded weights, the reference the other methods' tokens are "
+                     "checked against; it reads fp32 weights, so its bound is fp32's")
     if "llamacpp" in methods:
         notes.append(f"llamacpp: llama.cpp (llama-cpp-python {llama_cpp_version()}) on export_gguf's file at the "
                      "row's precision (fp32 -> f32, fp16 -> f16, q8_0, q4_0), loaded once before the timing, "
                      f"{torch.get_num_threads()} threads as torch, float32 keys and values in its cache, greedy "
                      "(argmax of its logits), EOS off; vs llama.cpp is the median tokens/s over llama.cpp's at "
-                     "the same precision")
+                     "the same precision" + (" (at a -a8 dtype, its base format)" if a8 else ""))
     return notes
 
 
 def bound_format(method: str, dtype: str) -> str:
     """The weight format (``minigpt.roofline.WEIGHT_FORMATS``) a method reads at a bench dtype.
 
+    A "-a8" dtype reads its base format's bytes: the activations it rounds are not read from memory.
+
     >>> bound_format("fast", "q4_0"), bound_format("cache", "q4_0")  # cache runs the rounded fp32 model
     ('q4_0', 'fp32')
+    >>> bound_format("fast", "q4_0-a8"), bound_format("cache", "q4_0-a8")
+    ('q4_0', 'fp32')
     """
-    return "fp32" if dtype in ROUNDED and method in ("cache", "no-cache", "transformers") else dtype
+    if dtype in ROUNDED and method in ("cache", "no-cache", "transformers"):
+        return "fp32"
+    return weights_and_activations(dtype)[0]
 
 
 def decode_suite(config: BenchConfig, bases: dict[str, GPT], progress: bool) -> tuple[list[dict], list[str]]:
@@ -223,7 +256,8 @@ def _runner(method: str, base: GPT, models: tuple, llama: LlamaCppDecoder | None
 
     ``models`` is ``_models``' (readable model, transformers' model) for ``dtype``; the fast path builds its
     decoder from ``base`` (the fp32 model) where it stores the weights in a format of its own (int8, fp16,
-    q8_0, q4_0), and from the readable model otherwise (fp32, bf16).
+    q8_0, q4_0, and at q8_0-a8 and q4_0-a8 those weights with Q8_0 activations), and from the readable model
+    otherwise (fp32, bf16).
     """
     model, hf_model = models
     mask = torch.ones_like(ids)
@@ -234,8 +268,9 @@ def _runner(method: str, base: GPT, models: tuple, llama: LlamaCppDecoder | None
         device = torch.device(config.device)
         own_format = dtype in ("int8", *ROUNDED)
         compile = device.type == "cuda" if config.compile is None and not own_format else bool(config.compile)
+        weights, activations = weights_and_activations(dtype) if own_format else ("float", "float32")
         decoder = FastDecoder(base if own_format else model, ids.size(0), ids.size(1) + config.new_tokens,
-                              compile=compile, weights=dtype if own_format else "float")
+                              compile=compile, weights=weights, activations=activations)
         return lambda n: decoder.generate(ids, mask, max_new_tokens=n).ids
     if method == "llamacpp":
         return lambda n: llama.generate(ids, n)
@@ -246,12 +281,14 @@ def _models(base: GPT, dtype: str, methods: set[str]) -> tuple:
     """The readable model and transformers' (or None) for ``dtype``, each only where ``methods`` need it.
 
     int8: both through ``quantize_dynamic``; fp16, q8_0, q4_0: the readable model is
-    ``round_weights(base, dtype)`` (no transformers); fp32 and bf16: ``base`` in that dtype.
+    ``round_weights(base, dtype)`` (no transformers), and at q8_0-a8, q4_0-a8
+    ``round_weights(base, format, activations="q8_0")``; fp32 and bf16: ``base`` in that dtype.
     """
     readable = bool(methods & {"cache", "no-cache"})
     with_transformers = "transformers" in methods
     if dtype in ROUNDED:
-        return round_weights(base, dtype) if readable else None, None
+        weights, activations = weights_and_activations(dtype)
+        return round_weights(base, weights, activations=activations) if readable else None, None
     if dtype == "int8":
         hf = to_transformers(base) if with_transformers else None
         return quantize_dynamic(base) if readable else None, None if hf is None else quantize_dynamic(hf)
@@ -274,13 +311,16 @@ def _mark_identical(results: list[dict]) -> None:
     """Set ``same_tokens_as_cache``, ``same_tokens_as_llamacpp`` and ``vs_llamacpp`` on each row; drop the ids.
 
     Each compares with the row of that method on the same model, dtype and batch size (None where it is
-    missing); ``vs_llamacpp`` is the ratio of the median decode tokens/s (1 on llama.cpp's own row).
+    missing); ``vs_llamacpp`` is the ratio of the median decode tokens/s (1 on llama.cpp's own row). A
+    "-a8" row (llama.cpp's arithmetic, which llama.cpp runs at its base format) compares with llama.cpp's
+    row at that base format.
     """
     # int8 rows are two different quantizations: their agreement with fp32 is int8_quality's job
     by_method = {(r["method"], r["model"], r["dtype"], r["batch_size"]): r for r in results
                  if not (r["method"] == "cache" and r["dtype"] == "int8")}
     for r in results:
-        cache, llama = (by_method.get((m, r["model"], r["dtype"], r["batch_size"])) for m in ("cache", "llamacpp"))
+        cache = by_method.get(("cache", r["model"], r["dtype"], r["batch_size"]))
+        llama = by_method.get(("llamacpp", r["model"], weights_and_activations(r["dtype"])[0], r["batch_size"]))
         for key, ref in (("same_tokens_as_cache", cache), ("same_tokens_as_llamacpp", llama)):
             r[key] = None if ref is None else torch.equal(r["ids"].cpu(), ref["ids"].cpu())
         median = r["decode_median_tokens_per_s"]
@@ -361,7 +401,9 @@ def quality(config: BenchConfig, int8_rows: list[dict]) -> list[dict]:
     """What each precision of ``config.dtypes`` costs on a trained model (``config.target``), a row each.
 
     fp32 first, then each of ``QUALITY_FORMATS`` asked for, as ``round_weights(model, format)``: the model
-    every method computes at that precision (the matrices and the token table rounded, the rest fp32).
+    every method computes at that precision (the matrices and the token table rounded, the rest fp32); at
+    q8_0-a8 and q4_0-a8, ``round_weights(model, format, activations="q8_0")``, each matrix's input rounded
+    to Q8_0 blocks too, as llama.cpp computes.
     Each row holds the held-out loss (nats/token, ``QUALITY_WINDOWS`` windows, as ``int8_quality``), its
     change from fp32's, the bytes a matrix weight takes (``minigpt.roofline.WEIGHT_FORMATS``) and the
     share of greedy tokens equal to fp32's (``QUALITY_NEW_TOKENS`` after each ``SPECULATIVE_PROMPTS``
@@ -375,11 +417,12 @@ def quality(config: BenchConfig, int8_rows: list[dict]) -> list[dict]:
     reference = [generate(model, ids, max_new_tokens=n).ids[0, ids.size(1):] for ids in prompts]
     rows = []
     for fmt in ("fp32", *formats):
-        rounded = model if fmt == "fp32" else round_weights(model, fmt)
+        weights, activations = weights_and_activations(fmt)
+        rounded = model if fmt == "fp32" else round_weights(model, weights, activations=activations)
         loss = heldout_loss(rounded, heldout, model.config.block_size, max_windows=QUALITY_WINDOWS)
         same = sum(int((generate(rounded, ids, max_new_tokens=n).ids[0, ids.size(1):] == ref).sum())
                    for ids, ref in zip(prompts, reference, strict=True))
-        rows.append(dict(precision=fmt, bytes_per_weight=WEIGHT_FORMATS[fmt], heldout_loss=loss,
+        rows.append(dict(precision=fmt, bytes_per_weight=WEIGHT_FORMATS[weights], heldout_loss=loss,
                          loss_change=loss - rows[0]["heldout_loss"] if rows else 0.0,
                          greedy_match=same / (n * len(prompts))))
     fast = next((r for r in int8_rows if r["method"] == "fast"), None)

@@ -12,5 +12,7 @@ folder's README.md says what each file holds.
 from minigpt.fast.decoder import FastDecoder
 from minigpt.fast.kernels import onednn_supports
 from minigpt.fast.options import MATMULS, WEIGHTS, UnsupportedOptions, choose_matmul
+from minigpt.quantize import ACTIVATIONS
 
-__all__ = ["MATMULS", "WEIGHTS", "FastDecoder", "UnsupportedOptions", "choose_matmul", "onednn_supports"]
+__all__ = ["ACTIVATIONS", "MATMULS", "WEIGHTS", "FastDecoder", "UnsupportedOptions", "choose_matmul",
+           "onednn_supports"]

@@ -8,8 +8,9 @@ why; what it buys on a given machine is measured by ``minigpt bench`` and logged
 - **A decode step in C, on CPU** (``matmul="native"``, what ``"auto"`` picks for float32 wherever a C
   compiler with OpenMP is found): ``minigpt.fast.native`` compiles ``csrc/decode_step.c`` for the
   instructions torch says this CPU has and runs every layer of a step in one call. It streams each matrix
-  16 rows at a time, and between the weight streams does only a few kilobytes of arithmetic, where torch
-  pays its per-op toll for every small op (see "Few small ops per layer" below). The prompt's pass (a
+  one row at a time, in memory order, and between the weight streams does only a few kilobytes of
+  arithmetic, where torch pays its per-op toll for every small op (see "Few small ops per layer" below).
+  The prompt's pass (a
   matrix-matrix product) stays in torch. With int8 weights it adds integer products (VNNI or AVX2), the
   activations quantized exactly as fbgemm quantizes them, so it picks the tokens of torch's int8 step
   without the quantizing and packing each of fbgemm's calls does on its own.
@@ -28,7 +29,9 @@ why; what it buys on a given machine is measured by ``minigpt bench`` and logged
   and 18/32 bytes per weight where float32 reads 4: the matrices and the head stay in the format
   (the blocks are the very bytes a GGUF file holds, ``minigpt.quantize.gguf_blocks``) and the C step
   widens them to float32 in registers; activations, cache and logits stay float32, so the model computed
-  is ``minigpt.quantize.round_weights(model, weights)``. These have no torch step: the prompt too runs
+  is ``minigpt.quantize.round_weights(model, weights)`` (with Q8_0 and Q4_0, ``activations="q8_0"`` rounds
+  each matrix's inputs to Q8_0 too, as llama.cpp does, and sums integer products instead of widening
+  each weight). These have no torch step: the prompt too runs
   through the C step, one position at a time (``prefill``).
 - **A KV cache allocated once**, sized for the largest batch and length: no tensor grows while decoding
   and memory is known up front. It holds the same numbers as ``minigpt.kv_cache.KVCache``, laid out the
@@ -72,7 +75,7 @@ from minigpt.checks import check_type
 from minigpt.fast import kernels
 from minigpt.fast.kernels import IN_OUT, in_out_layout
 from minigpt.fast.native import NativeStep, matrix_for_c
-from minigpt.fast.options import C_ONLY, check_bool, check_dtype, choose_matmul
+from minigpt.fast.options import C_ONLY, check_activations, check_bool, check_dtype, choose_matmul
 from minigpt.generate import PAD_TOKEN_ID, Generation, as_eos_ids, check_id_prompt, make_generator
 from minigpt.kv_cache import check_memory_fits
 from minigpt.model import GPT, causal_mask, position_ids_from_mask
@@ -191,6 +194,13 @@ class FastDecoder:
     (``round_matrix``: one row per token, so its size costs memory, not time). Every step runs in C, the
     prompt's too (``prefill``).
 
+    ``activations="q8_0"`` (``minigpt.quantize.ACTIVATIONS``; with weights "q8_0" or "q4_0" only) is
+    llama.cpp's arithmetic: each matrix of a C step rounds its input rows to Q8_0 blocks first (bit for bit
+    as ``minigpt.quantize.quantize_q8_0``) and sums each block's integer products (AVX2's vpmaddubsw or
+    VNNI's vpdpbusd), times the two scales: fewer instructions per weight than widening each to float32.
+    The model computed is then ``round_weights(model, weights, activations="q8_0")``. The default,
+    ``"float32"``, keeps the inputs as they are (exact: the rounded weights' model within float32 rounding).
+
     >>> from minigpt.model import GPT, GPTConfig
     >>> decoder = FastDecoder(GPT(GPTConfig.from_preset("tiny")), max_batch_size=1, max_len=8)
     >>> decoder.cache[0].shape  # per layer: batch, positions, a key and a value of n_embd numbers each
@@ -209,6 +219,7 @@ class FastDecoder:
         matmul: str = "auto",
         weights: str = "float",
         int8_kernel: str = "auto",
+        activations: str = "float32",
     ) -> None:
         c = model.config
         max_len = c.block_size if max_len is None else max_len
@@ -218,6 +229,7 @@ class FastDecoder:
                 raise ValueError(f"{name} must be {allowed}, got {value!r}")
         check_dtype(dtype, none_ok=True)
         check_bool("static", static, none_ok=True)
+        check_activations(activations, weights)
         # the cache and a full batch's prompt pass, refused at once rather than after copying the weights
         check_memory_fits(model, max_batch_size, max_len, f"max_batch_size={max_batch_size} rows",
                           lower="max_batch_size or max_len", prompt_rows=max_batch_size, prompt_len=max_len,
@@ -228,7 +240,7 @@ class FastDecoder:
         self.max_batch_size, self.max_len = max_batch_size, max_len
         self.n_head, self.head_size = c.n_head, c.n_embd // c.n_head
         self.static = compile if static is None else static
-        self.weights, self.int8_kernel = weights, None
+        self.weights, self.int8_kernel, self.activations = weights, None, activations
         # every option against the table, before the first copy below (and, for int8, before timing its
         # kernels: the one chosen decides whether the C step runs them, so the table is read again after)
         options = dict(dtype=self.dtype, static=self.static, weights=weights)
@@ -281,7 +293,7 @@ class FastDecoder:
         qmax = 127 if isinstance(self.head[0], Int8Linear) and self.head[0].reduce_range else 255  # as fbgemm
         format = {"float": "f32"}.get(self.weights, self.weights)  # minigpt.fast.layout.FORMATS' name
         return NativeStep(layers, self.wte, self.wpe, self.ln_f, *head, self.n_head, self.max_batch_size,
-                          self.max_len, qmax, format=format)
+                          self.max_len, qmax, format=format, activations=self.activations)
 
     def _compiled_step(self):
         """``_static_step`` under torch.compile; CUDA graphs need every buffer it touches at a fixed address."""

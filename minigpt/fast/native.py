@@ -43,7 +43,7 @@ import torch
 
 from minigpt.checks import check_choice
 from minigpt.fast import layout
-from minigpt.quantize import has_vnni
+from minigpt.quantize import ACTIVATIONS, BLOCK_SIZE, has_vnni
 
 SOURCE = Path(__file__).parent / "csrc" / "decode_step.c"
 HEADER = "decode_step_layout.h"  # layout.header()'s text, written beside the source at build time
@@ -69,22 +69,43 @@ def compiler() -> str | None:
 
 
 @functools.cache
-def has_f16c(cc: str | None) -> bool:
-    """Does this CPU convert float16 to float32 in one instruction (F16C)? The compiler ``cc`` is asked
-    which instructions ``-march=native`` finds on this CPU; no answer (no compiler, another CPU family,
-    a compiler without ``-march=native``) is a no.
+def native_macros(cc: str | None) -> frozenset[str]:
+    """The instruction-set macros the compiler ``cc`` defines for this CPU (``-march=native``), such as
+    ``__F16C__`` or ``__AVX512VL__``; no answer (no compiler, another CPU family, a compiler without
+    ``-march=native``) is none.
 
-    >>> has_f16c(None)
-    False
+    >>> native_macros(None)
+    frozenset()
     """
     if cc is None:
-        return False
+        return frozenset()
     try:
         run = subprocess.run([cc, "-march=native", "-dM", "-E", "-x", "c", os.devnull], capture_output=True,
                              text=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
-        return False
-    return run.returncode == 0 and "#define __F16C__ 1" in run.stdout
+        return frozenset()
+    if run.returncode != 0:
+        return frozenset()
+    return frozenset(line.split()[1] for line in run.stdout.splitlines() if line.startswith("#define ") and
+                     line.endswith(" 1") and len(line.split()) == 3)
+
+
+def has_f16c(cc: str | None) -> bool:
+    """Does this CPU convert float16 to float32 in one instruction (F16C)? ``native_macros(cc)`` says.
+
+    >>> has_f16c(None)
+    False
+    """
+    return "__F16C__" in native_macros(cc)
+
+
+def has_avx512vl(cc: str | None) -> bool:
+    """Does this CPU run AVX-512 instructions on 256-bit registers (AVX512-VL)? ``native_macros(cc)`` says.
+
+    >>> has_avx512vl(None)
+    False
+    """
+    return "__AVX512VL__" in native_macros(cc)
 
 
 def build_flags(cc: str | None = None) -> list[str]:
@@ -92,16 +113,19 @@ def build_flags(cc: str | None = None) -> list[str]:
 
     The vector width is torch's (``get_cpu_capability``); with AVX-512, the int8 dot product instruction
     (VNNI) is added where the CPU has it (``minigpt.quantize.has_vnni``), so an int8 step adds 64
-    products per instruction instead of 32; with AVX2 or AVX-512, F16C where the CPU has it (``has_f16c``,
-    asking the compiler ``cc``, default ``compiler()``), so float16 weights widen 8 at a time in one
-    instruction. The portable build (capability "default") asks for none of them.
+    products per instruction instead of 32, and with it AVX512-VL where the CPU has that too
+    (``has_avx512vl``), so Q8_0 inputs' block products run vpdpbusd on 256-bit registers (a block is 32
+    bytes); with AVX2 or AVX-512, F16C where the CPU has it (``has_f16c``), so float16 weights widen 8
+    at a time in one instruction. The CPU's answers come from the compiler ``cc`` (default
+    ``compiler()``). The portable build (capability "default") asks for none of them.
 
     >>> build_flags()[:4]
     ['-O3', '-shared', '-fPIC', '-fopenmp']
     """
     capability = torch.backends.cpu.get_cpu_capability()
-    vnni = ["-mavx512vnni"] if has_vnni() else []
-    f16c = ["-mf16c"] if capability in ISA_FLAGS and has_f16c(cc or compiler()) else []
+    cc = cc or compiler()
+    vnni = ["-mavx512vnni", *(["-mavx512vl"] if has_avx512vl(cc) else [])] if has_vnni() else []
+    f16c = ["-mf16c"] if capability in ISA_FLAGS and has_f16c(cc) else []
     return ["-O3", "-shared", "-fPIC", "-fopenmp", *ISA_FLAGS.get(capability, []), *vnni, *f16c]
 
 
@@ -274,7 +298,7 @@ def load() -> ctypes.CDLL:
 def matvec(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``w @ x`` for a float32 (rows, cols) matrix and a (cols,) vector, by the C step's own kernel.
 
-    It streams ``w`` 16 rows at a time on torch's threads, as a decode step streams each weight matrix,
+    It streams ``w`` one row at a time on torch's threads, as a decode step streams each weight matrix,
     so timing it on a large matrix measures how fast the step can read memory (``minigpt.bench`` does).
     Both must be contiguous float32 CPU tensors.
 
@@ -291,6 +315,53 @@ def matvec(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"x must have w's {w.shape[1]} columns, got {x.shape[0]}")
     y = torch.empty(w.shape[0])
     lib.matvec_f32(w.data_ptr(), w.shape[0], w.shape[1], x.data_ptr(), y.data_ptr(), torch.get_num_threads())
+    return y
+
+
+def quantize_q8_0(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The C step's rounding of its inputs to Q8_0 (``quantize_rows_q8_0``), on a (rows, n) float32 tensor:
+    float16 ``scale`` (rows, n // 32) and int8 codes (rows, n), as ``minigpt.quantize.quantize_q8_0`` returns
+    them (and, bit for bit, the same: tests/test_fast_formats.py checks).
+
+    >>> from minigpt import quantize
+    >>> x = torch.randn(2, 64)
+    >>> available() is False or all(map(torch.equal, quantize_q8_0(x), quantize.quantize_q8_0(x)))
+    True
+    """
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.ndim != 2 or x.shape[1] % BLOCK_SIZE:
+        raise ValueError(f"x must be a 2-D (rows, n) float32 CPU tensor with n a multiple of {BLOCK_SIZE}, got "
+                         f"shape {tuple(x.shape)} {x.dtype} on {x.device}")
+    x = x.contiguous()
+    codes, scale = torch.empty(x.shape, dtype=torch.int8), torch.empty(x.shape[0], x.shape[1] // BLOCK_SIZE,
+                                                                         dtype=torch.float16)
+    load().quantize_rows_q8_0(x.data_ptr(), x.numel(), codes.data_ptr(), scale.data_ptr())
+    return scale, codes
+
+
+def matvec_format(w: torch.Tensor, fmt: str, x: torch.Tensor, activations: str = "float32") -> torch.Tensor:
+    """``x (B, cols) @ W^T`` by the C step's kernel for ``fmt`` (``layout.FORMATS`` but "int8"), where ``w`` is
+    W (rows, cols) as the step stores it (``minigpt.fast.decoder.stored_as``; float32 for "f32"), its inputs
+    as ``activations`` says: one matrix of a step, alone, for checking its arithmetic. (B, rows) float32.
+
+    >>> w, x = torch.randn(8, 64), torch.randn(2, 64)
+    >>> available() is False or torch.allclose(matvec_format(w, "f32", x), x @ w.T, atol=1e-5)
+    True
+    """
+    check_choice("fmt", fmt, [f for f in layout.FORMATS if f != "int8"])
+    check_choice("activations", activations, ACTIVATIONS)
+    if x.dtype != torch.float32 or x.ndim != 2 or w.ndim != 2 or not w.is_contiguous():
+        raise ValueError(f"x must be a 2-D float32 tensor and w a contiguous 2-D one, got x {tuple(x.shape)} "
+                         f"{x.dtype} and w {tuple(w.shape)}")
+    cols = x.shape[1]
+    per_row = {"f32": 4 * cols, "fp16": 2 * cols, "bf16": 2 * cols, "q8_0": cols // BLOCK_SIZE * (2 + BLOCK_SIZE),
+               "q4_0": cols // BLOCK_SIZE * (2 + BLOCK_SIZE // 2)}[fmt]
+    if (fmt in ("q8_0", "q4_0") and cols % BLOCK_SIZE) or w.shape[1] * w.element_size() != per_row:
+        raise ValueError(f"w must hold rows of {cols} weights in {fmt} ({per_row} bytes; cols a multiple of "
+                         f"{BLOCK_SIZE} for blocks), got shape {tuple(w.shape)} {w.dtype}")
+    rows, x = w.shape[0], x.contiguous()
+    y = torch.empty(x.shape[0], rows)
+    load().matvec_format(w.data_ptr(), layout.FORMATS.index(fmt), ACTIVATIONS.index(activations), rows, x.shape[1],
+                         x.data_ptr(), x.shape[0], y.data_ptr(), torch.get_num_threads())
     return y
 
 
@@ -344,7 +415,9 @@ class NativeStep:
     matrices' format (int8 with ``head_scale`` and ``head_row_sum``). ``format`` (``layout.FORMATS``) says
     how every matrix and the head store their weights: "f32" float32, "int8", "fp16" float16, "bf16"
     bfloat16, or GGUF's blocks, "q8_0" and "q4_0" (uint8 (out, bytes): ``minigpt.quantize.gguf_blocks``'s
-    bytes); None: "int8" where ``head_scale`` is given, else "f32". ``wte`` (V, C) is float32 whatever the
+    bytes); None: "int8" where ``head_scale`` is given, else "f32". ``activations`` (``ACTIVATIONS``) is what
+    Q8_0 and Q4_0 matrices multiply: their float32 inputs, or ("q8_0") those rounded to Q8_0 blocks
+    (llama.cpp's arithmetic). ``wte`` (V, C) is float32 whatever the
     format: the lookup reads one row per token. All contiguous, on CPU. int8 matrices quantize
     their input as fbgemm's dynamic kernel does, over [0, ``qmax``]: 255, or 127 where fbgemm reduces the
     range (``Int8Linear.reduce_range``), so the C step and ``minigpt.quantize``'s "dynamic" kernel agree.
@@ -361,9 +434,11 @@ class NativeStep:
     def __init__(self, layers: list[dict[str, Sequence[torch.Tensor | None]]], wte: torch.Tensor,
                  wpe: torch.Tensor, ln_f: tuple[torch.Tensor, torch.Tensor], head: torch.Tensor,
                  head_scale: torch.Tensor | None, head_row_sum: torch.Tensor | None, n_head: int,
-                 max_batch_size: int, max_len: int, qmax: int = 255, *, format: str | None = None) -> None:
+                 max_batch_size: int, max_len: int, qmax: int = 255, *, format: str | None = None,
+                 activations: str = "float32") -> None:
         format = ("int8" if head_scale is not None else "f32") if format is None else format
         check_choice("format", format, layout.FORMATS)
+        check_choice("activations", activations, ACTIVATIONS)
         lib = load()
         per_layer = [t for layer in layers for t in layer_pointers(layer)]
         tables = [wte, wpe, *ln_f, head, head_scale, head_row_sum]
@@ -381,7 +456,8 @@ class NativeStep:
             layers=ctypes.addressof(self.pointers), n_layer=self.n_layer, wte=wte.data_ptr(), wpe=wpe.data_ptr(),
             ln_f_w=ln_f[0].data_ptr(), ln_f_b=ln_f[1].data_ptr(), head=head.data_ptr(),
             head_scale=_address(head_scale), head_row_sum=_address(head_row_sum), C=self.C, n_head=n_head,
-            vocab=self.vocab, max_len=max_len, format=layout.FORMATS.index(format), qmax=qmax,
+            vocab=self.vocab, max_len=max_len, format=layout.FORMATS.index(format),
+            activations=ACTIVATIONS.index(activations), qmax=qmax,
             work=self.work.data_ptr(),
         )
 

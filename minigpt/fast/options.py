@@ -23,12 +23,16 @@ import torch
 
 from minigpt.checks import check_choice
 from minigpt.fast import kernels, native
+from minigpt.quantize import ACTIVATIONS, BLOCK_FORMATS
 
 MATMULS = ("auto", "native", "tuned", "onednn", "blas-in-out", "blas")  # what a caller may ask for
 # float: the decoder's dtype; int8: Int8Linear matrices, float32 activations; the rest (C_ONLY): float16,
 # bfloat16 and GGUF's Q8_0 and Q4_0 blocks, float32 activations, multiplied by the C decode step only
 WEIGHTS = ("float", "int8", "fp16", "bf16", "q8_0", "q4_0")
 C_ONLY = WEIGHTS[2:]  # weights that have no torch step: every step (the prompt's too) runs in C
+# the weights whose matrices may round their inputs to Q8_0 (activations="q8_0", llama.cpp's arithmetic): GGUF's
+# blocks, whose integer codes then meet integer codes; every other format multiplies float32 inputs
+ACTIVATIONS_FOR = {"float32": WEIGHTS, "q8_0": BLOCK_FORMATS}
 DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)  # BLAS runs all; oneDNN: onednn_supports
 INT8_KERNELS = ("dynamic", "weight-only")  # minigpt.quantize's kernels, once "auto" is resolved
 
@@ -131,6 +135,22 @@ def _error(asked: str, matmul: str, device: torch.device, what: str, why: str,
         return UnsupportedOptions(f"weights={why!r}: int8 weights bring their own kernel (int8_kernel=), "
                                   f"got matmul={matmul!r}")
     return UnsupportedOptions(f"matmul={matmul!r} cannot run here: {why}; use matmul='auto' or 'blas-in-out'")
+
+
+def check_activations(activations: object, weights: str) -> None:
+    """Raise unless ``activations`` (``minigpt.quantize.ACTIVATIONS``) goes with ``weights`` (``ACTIVATIONS_FOR``).
+
+    >>> check_activations("q8_0", "fp16")
+    Traceback (most recent call last):
+        ...
+    ValueError: activations='q8_0' needs weights 'q8_0' or 'q4_0' (GGUF's blocks, as llama.cpp), got weights='fp16'
+    """
+    check_choice("weights", weights, WEIGHTS)
+    check_choice("activations", activations, ACTIVATIONS)
+    if weights not in ACTIVATIONS_FOR[activations]:
+        allowed = " or ".join(map(repr, ACTIVATIONS_FOR[activations]))
+        raise ValueError(f"activations={activations!r} needs weights {allowed} (GGUF's blocks, as llama.cpp), "
+                         f"got weights={weights!r}")
 
 
 def check_dtype(dtype: object, *, none_ok: bool = False) -> None:

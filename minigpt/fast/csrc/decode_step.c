@@ -13,7 +13,9 @@
  *     so each thread streams a contiguous block of rows; float32, or int8 with a scale per row, whose
  *     inputs are quantized as torch's int8 kernel (fbgemm's dynamic linear) quantizes them, or float16,
  *     bfloat16, or GGUF's Q8_0 and Q4_0 blocks, all four widened to float32 in registers and multiplied
- *     with float32 inputs (the `format` of StepArgs says which, for every matrix and the head);
+ *     with float32 inputs (the `format` of StepArgs says which, for every matrix and the head), or for Q8_0
+ *     and Q4_0, with StepArgs' `activations` Q8_0_INPUTS, llama.cpp's arithmetic: the inputs rounded to Q8_0
+ *     blocks too, and each block's dot product an integer sum;
  *   - each layer's cache is (max_batch, max_len, 2C): per position its key, then its value.
  * Every output is computed by one thread in a fixed order, so the numbers do not depend on how many
  * threads run. The vector width is the widest the build was told the CPU has (minigpt/fast/native.py asks
@@ -28,6 +30,7 @@
 #if defined(__AVX2__) || defined(__F16C__)
 #include <immintrin.h>
 #endif
+#include <stdlib.h>
 #include <string.h>
 
 #if defined(__AVX512F__)
@@ -169,10 +172,16 @@ static inline float half_to_float(uint16_t bits) {
 #endif
 }
 
-/* VL float16 numbers from p, as float32: one instruction with F16C or AVX-512, else half_to_float's steps
+/* VL float16 numbers from p, as float32: F16C's or AVX-512's instructions, else half_to_float's steps
  * lane by lane (a vector cast (vf) reinterprets the bits) */
 static inline vf widen_f16(const uint16_t *p) {
-#if defined(__AVX512F__)
+#if defined(__AVX512F__) && defined(__F16C__)
+    /* two 256-bit conversions, not one 512-bit: timing on an AVX-512 AMD EPYC (Zen 4) found the fp16 step 1.4x
+     * faster so (docs/performance.md); the 512-bit form stays where the build has no F16C flag */
+    __m256 lo = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)),
+           hi = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8)));
+    return (vf)_mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(lo)), _mm256_castps_pd(hi), 1));
+#elif defined(__AVX512F__)
     return (vf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 #elif defined(__F16C__) && VL == 8
     return (vf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
@@ -200,7 +209,7 @@ static inline __attribute__((always_inline)) vf weights_at(const void *W, int64_
 static inline float weight_at(const void *W, int64_t i, int format) {
     if (format == FP16) return half_to_float(((const uint16_t *)W)[i]);
     if (format == BF16) {
-        uint32_t wide = (uint32_t)((const uint16_t *)W)[i] << 16;
+        uint32_t wide = (uint32_t)((const uint16_t *)W)[i] << 16;  /* the top half of a float32 */
         float f;
         memcpy(&f, &wide, sizeof f);
         return f;
@@ -208,38 +217,47 @@ static inline float weight_at(const void *W, int64_t i, int format) {
     return ((const float *)W)[i];
 }
 
-/* out[k * NB + j] = row k of W . row j of x, for R consecutive rows of W (each n_in long) and NB of x:
- * R * NB independent sums, so the loads of one need not wait for another's, and each weight loaded once
- * serves NB rows of the batch. Every sum runs in the same order whatever R and NB are, so a row's result
- * does not depend on the batch around it. W holds float32, float16 or bfloat16 numbers (`format`, a
- * constant in each call, so each format gets its own loop): a 16-bit weight is widened as it is loaded,
- * and the sums are then exactly those of float32 weights of the same values. */
-static inline __attribute__((always_inline)) void dots_f32(const void *W, const float *x, int n_in, const int R,
-                                                           const int NB, const int format, float *out) {
-    vf acc[16];
-    for (int a = 0; a < R * NB; a++) acc[a] = (vf){0};
+/* Every format but int8 is multiplied ONE ROW AT A TIME: each thread reads its rows of the matrix in memory
+ * order, one long stream, which the CPU's prefetchers follow ahead of the loads. Interleaving R rows instead
+ * makes R short streams (a Q8_0 row of 768 weights is 13 cache lines, a float32 row of the small shipped
+ * model's 12), each of which the prefetchers must find again, and the cores wait for memory: timing found one
+ * row at a time 1.4x to 1.9x faster for the 16-bit and block formats on GPT-2 124M's shape, and for float32
+ * on the small model, and float32 on 124M's shape no slower (docs/performance.md).
+ * Within a row, PARTS independent partial sums (over alternate chunks of VL weights, or alternate blocks)
+ * keep several multiply-adds in flight; they are added in one fixed order, whatever the batch, so a row's
+ * result does not depend on the batch around it. Up to NB_ROWWISE rows of the batch share each weight. */
+enum { PARTS = 4, NB_ROWWISE = 2 };
+
+/* out[j] = the float32, float16 or bfloat16 row W . row j of x (NB of them): a 16-bit weight is widened as it
+ * is loaded, so the sums are those of float32 weights of the same values */
+static inline __attribute__((always_inline)) void row_dots_float(const void *W, const float *x, int n_in,
+                                                                 const int NB, const int format, float *out) {
+    vf acc[NB_ROWWISE][PARTS] = {{{0}}};
     int i = 0;
-    for (; i + VL <= n_in; i += VL)
-        for (int j = 0; j < NB; j++) {
-            vf xv = *(const vf *)(x + (int64_t)j * n_in + i);
-            for (int k = 0; k < R; k++) acc[k * NB + j] += weights_at(W, (int64_t)k * n_in + i, format) * xv;
+    for (; i + PARTS * VL <= n_in; i += PARTS * VL)
+        for (int p = 0; p < PARTS; p++) {
+            vf w = weights_at(W, i + p * VL, format);
+            for (int j = 0; j < NB; j++) acc[j][p] += w * *(const vf *)(x + (int64_t)j * n_in + i + p * VL);
         }
-    for (int a = 0; a < R * NB; a++) out[a] = hsum(acc[a]);
+    for (; i + VL <= n_in; i += VL) {
+        vf w = weights_at(W, i, format);
+        for (int j = 0; j < NB; j++) acc[j][0] += w * *(const vf *)(x + (int64_t)j * n_in + i);
+    }
+    for (int j = 0; j < NB; j++) out[j] = hsum((acc[j][0] + acc[j][1]) + (acc[j][2] + acc[j][3]));
     for (; i < n_in; i++)  /* the tail when n_in is not a multiple of VL */
-        for (int k = 0; k < R; k++)
-            for (int j = 0; j < NB; j++)
-                out[k * NB + j] += weight_at(W, (int64_t)k * n_in + i, format) * x[(int64_t)j * n_in + i];
+        for (int j = 0; j < NB; j++) out[j] += weight_at(W, i, format) * x[(int64_t)j * n_in + i];
 }
 
 /* --- GGUF's block formats, Q8_0 and Q4_0: the bytes llama.cpp reads, streamed as they are --------------
  * A row of n weights is n / 32 blocks; a block is its scale d (float16) and then 32 codes: Q8_0 int8 codes
  * q (34 bytes, weight = q d), Q4_0 4-bit codes q in 0..15 two per byte (18 bytes, weight = (q - 8) d; byte
  * i holds code i in its low half and code i + 16 in its high half). A block's scale and codes sit side by
- * side, so each row is one stream of bytes (16 rows at batch 1 make 16 streams, as for float32) and the
+ * side, so a row is read in one pass, in memory order (one row at a time, as the 16-bit formats), and the
  * bytes read per weight are 34/32 or 18/32: nothing else is read per weight. The inputs stay float32: per
  * block and row, s = sum of code * x over its 32 weights in float32, then the row's sum gains s * d. That
  * is the product with the dequantized weights, summed in another order: equal to it within float32's
- * rounding (llama.cpp instead rounds the inputs to 8 bits too, which this step does not). */
+ * rounding. (llama.cpp instead rounds the inputs to 8 bits too: this step does so where StepArgs'
+ * `activations` is Q8_0_INPUTS, below.) */
 enum { QK = 32 };  /* weights per block */
 
 static inline int64_t block_bytes(int format) { return format == Q8_0 ? 2 + QK : 2 + QK / 2; }
@@ -251,26 +269,6 @@ static inline float block_scale(const uint8_t *block) {
     return half_to_float(bits);
 }
 
-/* as dots_f32, over Q8_0 rows (n_in / QK blocks each): VL int8 codes at a time widened to float32 */
-static inline __attribute__((always_inline)) void dots_q8_0(const uint8_t *W, const float *x, int n_in, const int R,
-                                                            const int NB, float *out) {
-    vf acc[16];
-    int64_t row = (int64_t)n_in / QK * (2 + QK);
-    for (int a = 0; a < R * NB; a++) acc[a] = (vf){0};
-    for (int i = 0; i < n_in; i += QK)
-        for (int k = 0; k < R; k++) {
-            const uint8_t *block = W + k * row + i / QK * (2 + QK);
-            vf s[4] = {{0}};  /* this block's sums, one per row of the batch */
-            for (int c = 0; c < QK; c += VL) {
-                vf w = __builtin_convertvector(widen_i8((const int8_t *)block + 2 + c), vf);
-                for (int j = 0; j < NB; j++) s[j] += w * *(const vf *)(x + (int64_t)j * n_in + i + c);
-            }
-            float d = block_scale(block);
-            for (int j = 0; j < NB; j++) acc[k * NB + j] += s[j] * d;
-        }
-    for (int a = 0; a < R * NB; a++) out[a] = hsum(acc[a]);
-}
-
 /* Q4_0: 32 codes in 16 bytes, four 32-bit words. Lane j of a register of VL takes word j % 4 shifted right
  * by 4 (j / 4) bits, masked to 4 bits: every lane one shift and one mask (the four words repeated across the
  * register, one vector shift with a shift per lane), no byte shuffles, which AVX2 runs on one port only.
@@ -278,43 +276,55 @@ static inline __attribute__((always_inline)) void dots_q8_0(const uint8_t *W, co
  * input is read in that order (q4_0_order puts each block's 32 inputs so, once per matrix). */
 static inline int q4_0_code(int j) { return j / 4 / 2 + 16 * (j / 4 % 2) + 4 * (j % 4); }
 
-/* x (n numbers, n a multiple of QK) reordered per block for dots_q4_0: out[i + j] = x[i + q4_0_code(j)] */
+/* x (n numbers, n a multiple of QK) reordered per block for block_dots: out[i + j] = x[i + q4_0_code(j)] */
 static void q4_0_order(const float *x, int64_t n, float *out) {
     for (int64_t i = 0; i < n; i += QK)
         for (int j = 0; j < QK; j++) out[i + j] = x[i + q4_0_code(j)];
 }
 
-/* as dots_q8_0, over Q4_0 rows and the input reordered by q4_0_order */
-static inline __attribute__((always_inline)) void dots_q4_0(const uint8_t *W, const float *x, int n_in, const int R,
-                                                            const int NB, float *out) {
+/* block b of a Q8_0 or Q4_0 row times NB rows of float32 inputs x (Q4_0's reordered by q4_0_order), added
+ * into the partial sums acc[j]: per row of the inputs, s = sum of code * x over the block's 32 weights in
+ * float32, then acc[j] += s * d. Q8_0: VL int8 codes at a time widened to float32. */
+static inline __attribute__((always_inline)) void block_dots(const uint8_t *block, const float *x, int64_t n_in,
+                                                             const int NB, const int format,
+                                                             vf acc[NB_ROWWISE][PARTS], const int p) {
     static const uint32_t shift[QK] = {0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12,
                                        16, 16, 16, 16, 20, 20, 20, 20, 24, 24, 24, 24, 28, 28, 28, 28};  /* 4 (j / 4) */
-    vf acc[16];
-    int64_t row = (int64_t)n_in / QK * (2 + QK / 2);
-    for (int a = 0; a < R * NB; a++) acc[a] = (vf){0};
-    for (int i = 0; i < n_in; i += QK)
-        for (int k = 0; k < R; k++) {
-            const uint8_t *block = W + k * row + i / QK * (2 + QK / 2);
-            vu words;  /* the block's four words of codes, repeated across the register */
+    vu words;  /* Q4_0: the block's four words of codes, repeated across the register */
+    if (format == Q4_0) {
 #if defined(__AVX512F__)
-            words = (vu)_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(block + 2)));
+        words = (vu)_mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(block + 2)));
 #elif defined(__AVX2__)
-            words = (vu)_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(block + 2)));
+        words = (vu)_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(block + 2)));
 #else
-            uint32_t four[4];
-            memcpy(four, block + 2, sizeof four);
-            for (int l = 0; l < VL; l++) words[l] = four[l % 4];
+        uint32_t four[4];
+        memcpy(four, block + 2, sizeof four);
+        for (int l = 0; l < VL; l++) words[l] = four[l % 4];
 #endif
-            vf s[4] = {{0}};
-            for (int c = 0; c < QK; c += VL) {
-                vi q = (vi)((words >> *(const vu *)(shift + c)) & 15) - 8;
-                vf w = __builtin_convertvector(q, vf);
-                for (int j = 0; j < NB; j++) s[j] += w * *(const vf *)(x + (int64_t)j * n_in + i + c);
-            }
-            float d = block_scale(block);
-            for (int j = 0; j < NB; j++) acc[k * NB + j] += s[j] * d;
+    }
+    vf s[NB_ROWWISE] = {{0}};
+    for (int c = 0; c < QK; c += VL) {
+        vf w = format == Q4_0 ? __builtin_convertvector((vi)((words >> *(const vu *)(shift + c)) & 15) - 8, vf)
+                              : __builtin_convertvector(widen_i8((const int8_t *)block + 2 + c), vf);
+        for (int j = 0; j < NB; j++) s[j] += w * *(const vf *)(x + j * n_in + c);
+    }
+    float d = block_scale(block);
+    for (int j = 0; j < NB; j++) acc[j][p] += s[j] * d;
+}
+
+/* out[j] = the Q8_0 or Q4_0 row W . row j of the float32 inputs x (NB of them), PARTS partial sums over
+ * alternate blocks */
+static inline __attribute__((always_inline)) void row_dots_blocks(const uint8_t *W, const float *x, int n_in,
+                                                                  const int NB, const int format, float *out) {
+    vf acc[NB_ROWWISE][PARTS] = {{{0}}};
+    int64_t per_block = block_bytes(format), blocks = n_in / QK;
+    for (int64_t b = 0; b < blocks; b += PARTS)
+#pragma GCC unroll 4
+        for (int p = 0; p < PARTS; p++) {  /* unrolled, so that every partial sum stays in a register */
+            if (b + p == blocks) break;
+            block_dots(W + (b + p) * per_block, x + (b + p) * QK, n_in, NB, format, acc, p);
         }
-    for (int a = 0; a < R * NB; a++) out[a] = hsum(acc[a]);
+    for (int j = 0; j < NB; j++) out[j] = hsum((acc[j][0] + acc[j][1]) + (acc[j][2] + acc[j][3]));
 }
 
 /* int8 weights meet 8-bit activations, as in fbgemm's dynamic linear (torch's quantize_dynamic, and
@@ -423,7 +433,9 @@ static void quantize_input(const float *x, int n, int qmax, uint8_t *xq, float *
     }
 }
 
-/* as dots_f32, over int8 weights and the quantized rows: integer sums (`seven`: the rows are 7-bit) */
+/* out[k * NB + j] = row k of W . row j of xq, for R consecutive int8 rows of W (each n_in long) and NB quantized
+ * input rows: R * NB independent integer sums (`seven`: the rows are 7-bit), so the loads of one need not wait
+ * for another's, and each weight loaded once serves NB rows of the batch; integers, so the order is free */
 static inline __attribute__((always_inline)) void dots_i8(const int8_t *W, const uint8_t *x, int n_in, const int R,
                                                           const int NB, const int seven, int32_t *out) {
     vacc acc[16];
@@ -439,14 +451,189 @@ static inline __attribute__((always_inline)) void dots_i8(const int8_t *W, const
             for (int j = 0; j < NB; j++) out[k * NB + j] += (int32_t)x[(int64_t)j * n_in + i] * W[(int64_t)k * n_in + i];
 }
 
+/* --- Q8_0 and Q4_0 weights times inputs rounded to Q8_0: llama.cpp's arithmetic -------------------------
+ * With `activations` Q8_0_INPUTS, a Q8_0 or Q4_0 matrix first rounds its input rows to Q8_0 blocks, bit for
+ * bit as minigpt.quantize.quantize_q8_0 (so that round_weights(model, fmt, activations="q8_0") is this step's
+ * readable reference): per block of 32, d = max|x| / 127, codes round-half-away(x * (1/d)), and d stored as a
+ * float16 whose value the products use. A block's dot product is then a sum of 32 integer products, exact in
+ * int32 (32 * 127 * 127 < 2^31), which AVX2 (vpmaddubsw) or VNNI (vpdpbusd) do 32 at a time from bytes, as
+ * they stream, with nothing widened to float per weight; each row's sum gains it times d_w * d_x. */
+
+/* a float32 as the bits of the nearest float16 (ties to even; beyond float16's range, infinity) */
+static inline uint16_t float_to_half(float f) {
+#if defined(__F16C__)
+    return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+#else
+    uint32_t x, sign, q, rem;
+    memcpy(&x, &f, sizeof x);
+    sign = (x >> 16) & 0x8000, x &= 0x7fffffff;
+    if (x > 0x7f800000) return sign | 0x7e00;  /* NaN */
+    if (x >= 0x477ff000) return sign | 0x7c00;  /* 65520 and beyond round to infinity */
+    if (x < 0x33000000) return sign;  /* below 2^-25: rounds to zero (2^-25 itself ties to even, zero) */
+    if (x < 0x38800000) {  /* below 2^-14: a float16 subnormal, in units of 2^-24 */
+        int shift = 126 - (int)(x >> 23);  /* 14..24: the value is (mantissa with its 1) * 2^(e - 150) */
+        uint32_t m = (x & 0x7fffff) | 0x800000, half = 1u << (shift - 1);
+        q = m >> shift, rem = m & ((1u << shift) - 1);
+        return sign | (q + (rem > half || (rem == half && (q & 1))));
+    }
+    x -= 112u << 23;  /* the exponent rebiased 127 -> 15; the mantissa rounded from 23 to 10 bits (a carry */
+    q = x >> 13, rem = x & 0x1fff;  /* into the exponent is the right answer) */
+    return sign | (q + (rem > 0x1000 || (rem == 0x1000 && (q & 1))));
+#endif
+}
+
+/* GCC fuses a * b - c into one FMA (one rounding) by default, even across statements; q8_0_block must
+ * round the product first, as quantize_q8_0 does. Clang fuses only within one expression: never there. */
+#if defined(__clang__)
+#define PRODUCTS_ROUNDED
+#else
+#define PRODUCTS_ROUNDED __attribute__((optimize("fp-contract=off")))
+#endif
+
+/* one block of 32 numbers x as Q8_0 codes q; its scale's float16 bits returned. v = x * id is one float32
+ * rounding (never fused with the subtraction after it: a product just below k + 1/2 that rounds to it is a
+ * tie, rounded away), then rounded half away from zero exactly: truncated (|v| <= 127), plus the sign where
+ * the exact remainder v - trunc(v) is at least 1/2. */
+static inline PRODUCTS_ROUNDED uint16_t q8_0_block(const float *x, int8_t *q) {
+    vf m = {0};
+    for (int c = 0; c < QK; c += VL) {
+        vf a = (vf)((vi) * (const vf *)(x + c) & INT32_MAX);  /* |x| (loaded as vf: any address) */
+        m = pick(a > m, a, m);
+    }
+    float amax = 0.f;
+    for (int l = 0; l < VL; l++) amax = m[l] > amax ? m[l] : amax;
+    float d = amax / 127.f, id = d == 0.f ? 0.f : 1.f / d;
+    for (int c = 0; c < QK; c += VL) {
+        vf v = *(const vf *)(x + c) * id;
+        vi t = __builtin_convertvector(v, vi);  /* towards zero */
+        vf rem = v - __builtin_convertvector(t, vf);  /* exact: |v| < 2^23 */
+        t = t - (rem >= 0.5f) + (rem <= -0.5f);  /* a true comparison is -1 in each lane */
+        for (int l = 0; l < VL; l++) q[c + l] = (int8_t)t[l];
+    }
+    return float_to_half(d);
+}
+
+void quantize_rows_q8_0(const float *x, int64_t n, int8_t *codes, uint16_t *scales) {
+    for (int64_t i = 0; i < n; i += QK) scales[i / QK] = q8_0_block(x + i, codes + i);
+}
+
+/* B rows of n_in inputs rounded to Q8_0 for a matrix in `format`, into this thread's scratch xq: the codes
+ * (B * n_in int8), then per block what its products need once, whatever the row of weights (B * n_in bytes):
+ * for Q8_0 the codes' magnitudes (the sign trick below), for Q4_0 eight int32 lanes that sum to -8 * the
+ * block's sum of codes (the weights' codes are 0..15 for -8..7: the -8 comes off in one sum per block, by
+ * starting the block's sum from these lanes), then the scales' values as float32 (B * n_in / 32). */
+static void q8_0_inputs(const float *x, int64_t n, int format, uint8_t *xq) {
+    int8_t *codes = (int8_t *)xq;
+    uint8_t *aux = xq + n;
+    float *scales = (float *)(xq + 2 * n);
+    for (int64_t i = 0; i < n; i += QK) {
+        scales[i / QK] = half_to_float(q8_0_block(x + i, codes + i));
+        if (format == Q4_0) {
+            int32_t lanes[8] = {0};
+            for (int c = 0; c < QK; c++) lanes[0] -= 8 * codes[i + c];
+            memcpy(aux + i, lanes, sizeof lanes);
+        } else
+            for (int c = 0; c < QK; c++) aux[i + c] = (uint8_t)(codes[i + c] < 0 ? -codes[i + c] : codes[i + c]);
+    }
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+/* acc + the 32 products of unsigned bytes u and signed bytes s, four per int32 lane: one vpdpbusd with VNNI
+ * on 256-bit registers (AVX512-VL), else vpmaddubsw (pairs into 16 bits, which cannot overflow here: at most
+ * 2 * 15 * 127 or 2 * 127 * 127 < 32768) and vpmaddwd against ones (pairs of those into 32 bits) */
+static inline __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
+#if defined(__AVX512VNNI__) && defined(__AVX512VL__)
+    return _mm256_dpbusd_epi32(acc, u, s);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+
+static inline float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+#endif
+
+/* out[j] = the Q8_0 or Q4_0 row W . row j of the inputs rounded to Q8_0 (q8_0_inputs: codes xc, per-block
+ * aux and scales xd, of NB rows), PARTS partial sums over alternate blocks: per block and j, the 32 products'
+ * integer sum, as 8 int32 lanes converted to float32, times d_w * d_x, added into 8 float32 lanes (as
+ * llama.cpp's kernels do). Q4_0's 16 bytes are unpacked in two steps: the low halves are codes 0..15, the
+ * high halves (shifted down) 16..31, both unsigned, times signed inputs. Q8_0's codes are both signed, which
+ * vpmaddubsw and vpdpbusd do not take: w * x is |x| * (w with x's sign), |x| unsigned (precomputed per
+ * input) and vpsignb giving w x's sign. */
+#if defined(__AVX2__) && defined(__FMA__)
+/* a block's 32 codes as bytes: Q8_0's as they are (signed), Q4_0's unpacked (unsigned, 0..15) */
+static inline __attribute__((always_inline)) __m256i block_codes(const uint8_t *block, const int format) {
+    if (format == Q8_0) return _mm256_loadu_si256((const __m256i *)(block + 2));
+    __m128i packed = _mm_loadu_si128((const __m128i *)(block + 2));
+    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(packed, 4), packed), _mm256_set1_epi8(15));
+}
+
+/* acc + (the block's codes w . one block of input codes x, with its aux) * scale, in 8 float32 lanes */
+static inline __attribute__((always_inline)) __m256 block_dot_a8(__m256i w, const int format, const int8_t *xc,
+                                                                 const uint8_t *aux, float scale, __m256 acc) {
+    __m256i x = _mm256_loadu_si256((const __m256i *)xc), extra = _mm256_loadu_si256((const __m256i *)aux), lanes;
+    if (format == Q4_0) lanes = dot_u8s8(extra, w, x);  /* from -8 * sum(x), as its lanes say */
+    else lanes = dot_u8s8(_mm256_setzero_si256(), extra, _mm256_sign_epi8(w, x));
+    return _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_set1_ps(scale), acc);
+}
+#endif
+
+static inline __attribute__((always_inline)) void row_dots_a8(const uint8_t *W, const int format, const int8_t *xc,
+                                                              const uint8_t *aux, const float *xd, int n_in,
+                                                              const int NB, float *out) {
+    int64_t per_block = block_bytes(format), blocks = n_in / QK, b = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+    __m256 acc[NB_ROWWISE][PARTS];
+    for (int j = 0; j < NB_ROWWISE; j++)
+        for (int p = 0; p < PARTS; p++) acc[j][p] = _mm256_setzero_ps();
+    for (; b < blocks; b += PARTS) {
+        int parts = blocks - b < PARTS ? (int)(blocks - b) : PARTS;  /* the row's last blocks may be fewer */
+#pragma GCC unroll 4
+        for (int p = 0; p < PARTS; p++) {  /* unrolled, so that every partial sum stays in a register */
+            if (p == parts) break;
+            const uint8_t *block = W + (b + p) * per_block;
+            __m256i w = block_codes(block, format);
+            float dw = block_scale(block);
+            for (int j = 0; j < NB; j++) {
+                int64_t at = j * (int64_t)n_in + (b + p) * QK;  /* this block of input row j, in codes and in aux */
+                acc[j][p] = block_dot_a8(w, format, xc + at, aux + at, dw * xd[j * blocks + b + p], acc[j][p]);
+            }
+        }
+    }
+    for (int j = 0; j < NB; j++)
+        out[j] = hsum8(_mm256_add_ps(_mm256_add_ps(acc[j][0], acc[j][1]), _mm256_add_ps(acc[j][2], acc[j][3])));
+#else
+    (void)aux;
+    float acc[NB_ROWWISE] = {0};
+    for (; b < blocks; b++) {
+        const uint8_t *block = W + b * per_block;
+        float dw = block_scale(block);
+        for (int j = 0; j < NB; j++) {
+            const int8_t *x = xc + (int64_t)j * n_in + b * QK;
+            int32_t sum = 0;
+            for (int c = 0; c < QK; c++) {
+                int code = format == Q4_0 ? ((block[2 + c % 16] >> (c / 16 * 4)) & 15) - 8 : ((const int8_t *)block)[2 + c];
+                sum += code * x[c];
+            }
+            acc[j] += (float)sum * (dw * xd[j * blocks + b]);
+        }
+    }
+    for (int j = 0; j < NB; j++) out[j] = acc[j];
+#endif
+}
+
 /* one weight matrix: (out, in) weights stored as `format` says (F32, INT8, FP16, BF16, Q8_0, Q4_0); int8
- * brings a float32 scale and the sum of its weights per row */
+ * brings a float32 scale and the sum of its weights per row; `inputs` says what Q8_0 and Q4_0 multiply */
 typedef struct {
     const void *w;
     const float *scale;  /* int8 only, else NULL */
     const int32_t *row_sum;
     const float *bias;  /* or NULL */
     int format;
+    int inputs;  /* Q8_0 and Q4_0 only: FLOAT32_INPUTS, or Q8_0_INPUTS (rounded to Q8_0 first) */
 } Matrix;
 
 /* bytes of one row of n weights in `format` */
@@ -459,26 +646,41 @@ static inline int64_t row_bytes(int format, int n) {
     }
 }
 
-/* d = R rows of m (from row o) . NB rows of the input (x, or its quantized xq with scale xs, zero zp), finished:
- * scaled and biased. Constant R and NB in each case, so the sums stay in registers. */
-static void dots(const Matrix *m, int o, const float *x, const uint8_t *xq, float xs, int32_t zp, int qmax,
-                 int n_in, int R, int NB, float *d) {
+/* the formats multiplied one row at a time (above): all but int8 */
+static inline int rowwise(int format) { return format != INT8; }
+
+/* d = R rows of m (from row o) . NB rows of the input (x; or its quantized xq with scale xs, zero zp; or with
+ * Q8_0 inputs, their codes xq, aux and scales xd), finished: scaled and biased. Constant R and NB in each
+ * case, so the sums stay in registers; the rowwise formats come with R = 1. */
+static void dots(const Matrix *m, int o, const float *x, const uint8_t *xq, const uint8_t *aux, const float *xd,
+                 float xs, int32_t zp, int qmax, int n_in, int R, int NB, float *d) {
+    int a8 = m->inputs == Q8_0_INPUTS;
     int32_t n[16];
     const void *w = (const uint8_t *)m->w + o * row_bytes(m->format, n_in);  /* row o */
-#define CASE(r, nb)                                                                                   \
-    case r * 8 + nb:                                                                                  \
+#define ROW(nb)                                                                                       \
+    case nb:                                                                                          \
         switch (m->format) {                                                                          \
-        case INT8: dots_i8(w, xq, n_in, r, nb, qmax <= 127, n); break;                                \
-        case FP16: dots_f32(w, x, n_in, r, nb, FP16, d); break;                                       \
-        case BF16: dots_f32(w, x, n_in, r, nb, BF16, d); break;                                       \
-        case Q8_0: dots_q8_0(w, x, n_in, r, nb, d); break;                                            \
-        case Q4_0: dots_q4_0(w, x, n_in, r, nb, d); break;                                            \
-        default: dots_f32(w, x, n_in, r, nb, F32, d);                                                 \
+        case F32: row_dots_float(w, x, n_in, nb, F32, d); break;                                      \
+        case FP16: row_dots_float(w, x, n_in, nb, FP16, d); break;                                    \
+        case BF16: row_dots_float(w, x, n_in, nb, BF16, d); break;                                    \
+        case Q8_0:                                                                                    \
+            if (a8) row_dots_a8(w, Q8_0, (const int8_t *)xq, aux, xd, n_in, nb, d);                   \
+            else row_dots_blocks(w, x, n_in, nb, Q8_0, d);                                            \
+            break;                                                                                    \
+        default:                                                                                      \
+            if (a8) row_dots_a8(w, Q4_0, (const int8_t *)xq, aux, xd, n_in, nb, d);                   \
+            else row_dots_blocks(w, x, n_in, nb, Q4_0, d);                                            \
         }                                                                                             \
         break;
-    switch (R * 8 + NB) {
-        CASE(16, 1) CASE(4, 1) CASE(4, 2) CASE(4, 3) CASE(4, 4) CASE(1, 1) CASE(1, 2) CASE(1, 3) CASE(1, 4)
-    }
+#define CASE(r, nb)                                                                                   \
+    case r * 8 + nb: dots_i8(w, xq, n_in, r, nb, qmax <= 127, n); break;
+    if (rowwise(m->format))
+        switch (NB) { ROW(1) ROW(2) }
+    else
+        switch (R * 8 + NB) {
+            CASE(16, 1) CASE(4, 1) CASE(4, 2) CASE(4, 3) CASE(4, 4) CASE(1, 1) CASE(1, 2) CASE(1, 3) CASE(1, 4)
+        }
+#undef ROW
 #undef CASE
     for (int k = 0; k < R; k++)
         for (int j = 0; j < NB; j++) {
@@ -490,36 +692,44 @@ static void dots(const Matrix *m, int o, const float *x, const uint8_t *xq, floa
 
 /* rows [lo, hi) of y (B, ldy) = x (B, n_in) @ W^T + bias, each output stored, GELU'd or added per `mode`;
  * an int8 matrix reads x quantized (quantize_input, into xq), a Q4_0 one reads it reordered (q4_0_order,
- * into the same scratch, as floats). Batch 1 streams 16 float32 or int8 rows at once: that many
- * concurrent streams keep the memory busiest (the count was chosen by timing; docs/performance.md). A
- * larger batch streams 4 rows at once and uses each for up to 4 rows of the batch at a time, reading them
- * again from the L1 cache, never from memory, for the next 4. */
+ * into the same scratch, as floats), a Q8_0 or Q4_0 one over Q8_0 inputs reads it rounded to Q8_0
+ * (q8_0_inputs, there too). Every format but int8 reads one row at a time (rowwise), each for up to
+ * NB_ROWWISE rows of the batch at a time. int8 streams 16 rows at once at batch 1, where that many concurrent
+ * streams kept the memory busiest (the count was chosen by timing; docs/performance.md), and 4 with a larger
+ * batch, each used for up to 4 rows of the batch at a time, read again from the L1 cache, never from memory. */
 static void matvec(const Matrix *m, const float *x, uint8_t *xq, int qmax, int B, int n_in, int lo, int hi,
                    float *y, int ldy, int mode) {
     float d[16], xs = 0.f;
     int32_t zp = 0;
-    /* 16 rows at batch 1 for float32 and int8 (memory bound); 4 for the widening formats, which are bound by
-     * their arithmetic (widening, scales) more than by memory on AVX2: 4 rows' sums stay in registers, and
-     * timing found 4 rows faster than 16 for bf16, q8_0 and q4_0 (fp16 the same) */
-    int R = B == 1 && (m->format == F32 || m->format == INT8) ? 16 : 4;
+    /* int8: 16 rows at batch 1 (memory bound), 4 with a larger batch; the other formats one row at a time
+     * (rowwise), NB_ROWWISE rows of the batch per weight */
+    int a8 = m->inputs == Q8_0_INPUTS && (m->format == Q8_0 || m->format == Q4_0);
+    int R = rowwise(m->format) ? 1 : B == 1 ? 16 : 4, NB_MAX = rowwise(m->format) ? NB_ROWWISE : 4;
+    int64_t n = (int64_t)B * n_in;
+    const uint8_t *aux = xq + n;  /* Q8_0 inputs: q8_0_inputs' layout */
+    const float *xd = (const float *)(xq + 2 * n);
     /* each thread its own copy of the prepared input: no barrier */
     if (m->format == INT8) quantize_input(x, B * n_in, qmax, xq, &xs, &zp);
-    if (m->format == Q4_0) {
+    if (a8) q8_0_inputs(x, n, m->format, xq);
+    else if (m->format == Q4_0) {
         q4_0_order(x, (int64_t)B * n_in, (float *)xq);
         x = (const float *)xq;
     }
     for (int o = lo, rows; o < hi; o += rows) {
         rows = hi - o >= R ? R : 1;
         for (int r0 = 0, nb; r0 < B; r0 += nb) {
-            nb = B - r0 < 4 ? B - r0 : 4;
-            dots(m, o, x + (int64_t)r0 * n_in, xq + (int64_t)r0 * n_in, xs, zp, qmax, n_in, rows, nb, d);
+            nb = B - r0 < NB_MAX ? B - r0 : NB_MAX;
+            dots(m, o, x + (int64_t)r0 * n_in, xq + (int64_t)r0 * n_in, aux + (int64_t)r0 * n_in,
+                 xd + (int64_t)r0 * (n_in / QK), xs, zp, qmax, n_in, rows, nb, d);
             for (int k = 0; k < rows; k++)
                 for (int j = 0; j < nb; j++) put(y + (int64_t)(r0 + j) * ldy + o + k, d[k * nb + j], mode);
         }
     }
 }
 
-static Matrix matrix(const void *const *p, int format) { return (Matrix){p[0], p[1], p[2], p[3], format}; }
+static Matrix matrix(const void *const *p, int format, int inputs) {
+    return (Matrix){p[0], p[1], p[2], p[3], format, inputs};
+}
 
 /* this thread's share [lo, hi) of n outputs */
 static inline void share(int n, int *lo, int *hi) {
@@ -602,7 +812,8 @@ static void attend_combine(const float *parts, int n, int C, int n_head, float *
 /* decode_step's scratch, in floats: x (B, C), qkv (B, 3C), mlp (B, 4C) and the attention pieces
  * (B, pieces_for(max_len), piece_floats), shared by the threads; then for each thread thread_floats: a
  * normalized input (B, C), an attention output (B, C), a piece's scores (n_head, PIECE) and a matrix's
- * input prepared for its format (B, 4C) floats: quantized to bytes (int8) or reordered (Q4_0) */
+ * input prepared for its format (B, 4C) floats: quantized to bytes (int8), reordered (Q4_0), or rounded to
+ * Q8_0 (q8_0_inputs: 2 + 1/8 bytes per input) */
 static inline int64_t shared_floats(int B, int C, int n_head, int max_len) {
     return (int64_t)B * 8 * C + B * pieces_for(max_len) * piece_floats(C, n_head);
 }
@@ -635,7 +846,7 @@ void decode_step(const StepArgs *a) {
     const int64_t *tokens = a->tokens, *positions = a->positions;
     const uint8_t *key_ok = a->key_ok;
     int n_layer = a->n_layer, B = a->B, C = a->C, n_head = a->n_head, vocab = a->vocab, max_len = a->max_len,
-        pos = a->pos, qmax = a->qmax, format = a->format, n_threads = a->n_threads;
+        pos = a->pos, qmax = a->qmax, format = a->format, inputs = a->activations, n_threads = a->n_threads;
     float *work = a->work, *logits = a->logits;
     int64_t max_pieces = pieces_for(max_len), pieces = pieces_for(pos + 1);
     float *x = work, *qkv = x + B * C, *mlp = qkv + 3 * B * C, *parts = mlp + 4 * B * C;  /* (work_floats) */
@@ -652,8 +863,8 @@ void decode_step(const StepArgs *a) {
         for (int l = 0; l < n_layer; l++) {
             const void *const *w = layers + l * PER_LAYER;
             float *cache = (float *)w[CACHE];
-            Matrix attn = matrix(w + C_ATTN, format), attn_proj = matrix(w + ATTN_PROJ, format),
-                   fc = matrix(w + C_FC, format), mlp_proj = matrix(w + MLP_PROJ, format);
+            Matrix attn = matrix(w + C_ATTN, format, inputs), attn_proj = matrix(w + ATTN_PROJ, format, inputs),
+                   fc = matrix(w + C_FC, format, inputs), mlp_proj = matrix(w + MLP_PROJ, format, inputs);
             /* every thread normalizes the whole (small) input itself: no barrier between norm and matvec */
             layer_norm(x, w[LN_1], w[LN_1 + 1], h, B, C);
             share(3 * C, &lo, &hi);
@@ -687,7 +898,7 @@ void decode_step(const StepArgs *a) {
         layer_norm(x, ln_f_w, ln_f_b, h, B, C);
         share(vocab, &lo, &hi);
         /* the head: the token table, or its copy in the matrices' format */
-        Matrix out = {head, head_scale, head_row_sum, 0, format};
+        Matrix out = {head, head_scale, head_row_sum, 0, format, inputs};
         matvec(&out, h, xq, qmax, B, C, lo, hi, logits, vocab, STORE);
     }
 }
@@ -696,11 +907,27 @@ void decode_step(const StepArgs *a) {
  * alone. minigpt.bench reads memory with it too, so the bandwidth it measures is one the step can reach
  * whatever kernels torch has (torch's portable kernels read more slowly). */
 void matvec_f32(const float *W, int rows, int cols, const float *x, float *y, int n_threads) {
-    Matrix m = {W, 0, 0, 0, F32};
+    Matrix m = {W, 0, 0, 0, F32, FLOAT32_INPUTS};
 #pragma omp parallel num_threads(n_threads)
     {
         int lo, hi;
         share(rows, &lo, &hi);
         matvec(&m, x, 0, 255, 1, cols, lo, hi, y, rows, STORE);
+    }
+}
+
+/* y (B, rows) = x (B, cols) @ W^T for W (rows, cols) stored in `format` (not INT8, which needs its scales and
+ * rows' sums), its inputs as `activations` says, on n_threads threads, each with its own scratch for the
+ * prepared input: one matrix of the step, alone, for tests that check its arithmetic against a reference */
+void matvec_format(const void *W, int format, int activations, int rows, int cols, const float *x, int B, float *y,
+                   int n_threads) {
+    Matrix m = {W, 0, 0, 0, format, activations};
+#pragma omp parallel num_threads(n_threads)
+    {
+        int lo, hi;
+        uint8_t *xq = malloc((size_t)B * cols * sizeof(float));  /* what matvec prepares, as in the step */
+        share(rows, &lo, &hi);
+        if (xq) matvec(&m, x, xq, 255, B, cols, lo, hi, y, rows, STORE);
+        free(xq);
     }
 }
