@@ -338,12 +338,16 @@ print(f"{'decoder':>17} {'best round':>10} {'of bound':>8} {'reads':>10}   {'all
 for name, s in spreads.items():
     print(f"{name:>17} {best[name]:10.1f} {best[name] / bound:8.0%} {best[name] * read_bytes / 1e9:5.1f} GB/s"
           f"   {s.mean:13.1f} ± {s.stderr:4.1f} ({s.low:.1f}-{s.high:.1f})")
-assert all(rate <= bound for rate in best.values())  # no decoder's fastest round beat the best reading
+above_bound = [name for name, rate in best.items() if rate > bound]  # a reading that caught the machine busy
+print("\nno decoder's fastest round beat the best reading" if not above_bound else
+      f"\n{', '.join(above_bound)} read faster than the best reading: the reading was low here (it caught the "
+      "machine busy), not the memory slow")
 
 # %% [markdown]
 # The "reads" column turns each decoder's best round back into bytes per second: a decoder is a memory
-# reader too, one that does arithmetic on the side. Every decoder's fastest round sits at or below the
-# bound, as it must (the assert above checks it on every machine that runs this chapter).
+# reader too, one that does arithmetic on the side. The line under the table says whether any decoder's
+# fastest round came out above the bound. On a quiet machine none does; on a busy one it can, and then it
+# shows what Step 2 warned of: the readings are lower limits, and that decoder read better than they did.
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -590,9 +594,10 @@ read_flops()
 # %% [markdown]
 # Now measure the fast path at each batch size (random 4-token prompts, `sweep_new` new tokens each,
 # timed as in Step 3). All the batch sizes take turns, `rounds` rounds, each turn right after a bandwidth
-# reading and a flop-rate reading, and the roofline takes the best of each: a best case. No measured point
-# can read its bytes faster than the best bandwidth reading (asserted); the arithmetic side is the rate of
-# torch's matrix product, which the C step's own kernel can beat where torch runs its portable kernels.
+# reading and a flop-rate reading, and the roofline takes the best of each: a best case. A measured point
+# above the memory roof would again mean a low reading (the cell says so where one is); the arithmetic side is
+# the rate of torch's matrix product, which the C step's own kernel can beat where torch runs its portable
+# kernels.
 
 # %%
 batched = FastDecoder(model, max_batch_size=max(batches), max_len=sweep_prompt + sweep_new)
@@ -638,9 +643,11 @@ for b in batches:
     m = measured[b]
     print(f"{b:>5} {m.high:10.1f} {predicted(b):9.1f} {m.high / predicted(b):15.0%}   "
           f"{m.mean:13.1f} ± {m.stderr:5.1f} ({m.low:.1f}-{m.high:.1f})")
-# no batch's fastest round reads faster than the memory allows; the arithmetic roof is torch's matrix product's
-# best rate, which the C step's own kernel can beat where torch runs its portable kernels
-assert all(measured[b].high <= memory_roof(b) for b in batches)
+# the arithmetic roof is torch's matrix product's best rate, which the C step's own kernel can beat where torch
+# runs its portable kernels; a round above the memory roof means the bandwidth reading was low (a busy moment)
+above_roof = [b for b in batches if measured[b].high > memory_roof(b)]
+print("\nno batch size's fastest round read faster than the best bandwidth reading" if not above_roof else
+      f"\nbatch {', '.join(map(str, above_roof))}: faster than the memory roof, so the bandwidth reading was low here")
 assert measured[64].high > measured[1].high  # batching pays: the fastest round of batch 64 beats batch 1's
 
 # %%
@@ -705,11 +712,11 @@ display(Markdown(
     f"{step[2] / step[1] - 1:.2%} more bytes and twice the arithmetic"
     + (f"; the C step shares each weight it loads among up to {batch_rows} rows of the batch (the cell above "
        "printed it) and reads the row again, from its cache, for the next ones." if sweep_c_step else ".")
-    + f"\n- Every batch size's fastest round sits at or below the memory roof (its bytes at the best bandwidth "
-    f"reading); the largest measured fraction of the roofline is "
-    f"{max(measured[b].high / predicted(b) for b in batches):.0%}."))
+    + ("\n- Every batch size's fastest round sits at or below the memory roof (its bytes at the best bandwidth "
+       "reading)" if not above_roof else
+       f"\n- Batch {', '.join(map(str, above_roof))} came out above the memory roof: the bandwidth reading was low")
+    + f"; the largest measured fraction of the roofline is {max(measured[b].high / predicted(b) for b in batches):.0%}."))
 assert gain[8] < 8  # batching is not free: eight sequences cost more than one step's time
-assert all(measured[b].high <= memory_roof(b) for b in batches)
 
 # %% [markdown]
 # So batching pays, but not for free: each step does B times the arithmetic, with kernels that reach
@@ -1334,7 +1341,7 @@ display(Markdown(
     f"- on the shipped model, the fast path made {format_speeds_text}"
     + (f"; against llama.cpp on the same bytes, {llama_text}." if speed_verdicts else
        "; llama.cpp is not installed here.")))
-assert max(best.values()) <= bound and gain[64] > 1
+assert gain[64] > 1
 
 # %% [markdown]
 # `minigpt bench` measures exactly this on your machine: by default fp32 and int8 at batch 1 and 8, the
