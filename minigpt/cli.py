@@ -35,6 +35,15 @@ from minigpt.checks import check_device, check_int
 from minigpt.generate import PAD_TOKEN_ID, DecodingSettings, make_generator, prepare_prompt, stream, text_pieces
 from minigpt.logits import LogitsSettings, WatermarkSettings
 from minigpt.model import GPT
+from minigpt.quantize import (
+    ACTIVATIONS,
+    BLOCK_FORMATS,
+    BLOCK_SIZE,
+    WEIGHT_FORMATS,
+    choose_int8_kernel,
+    quantize_model,
+    round_weights,
+)
 from minigpt.tokenizer import EOT_TOKEN, EOT_TOKEN_ID, encode
 
 if TYPE_CHECKING:  # the fast path is imported when generate uses it
@@ -42,15 +51,16 @@ if TYPE_CHECKING:  # the fast path is imported when generate uses it
 
 # The other commands' modules (train, bench, explore, export) are imported inside them: a command loads only
 # what it uses, and ``minigpt generate`` starts without the bench, the trainer or the widget. The fast path
-# (minigpt.fast) and the weight formats (minigpt.quantize) are imported when generate uses them.
+# (minigpt.fast) is imported when generate uses it; the weight formats (minigpt.quantize, a few constants and
+# functions on top of the model) are imported with the command line.
 
 DEFAULT_MODEL = "shakespeare"
-# --weights: the formats a model's matrices can be rounded through (minigpt.fast.WEIGHTS, minigpt.quantize)
-WEIGHTS = ("float", "int8", "fp16", "bf16", "q8_0", "q4_0")
-# --activations: what each matrix's input is rounded through (minigpt.quantize.ACTIVATIONS); q8_0 with the
-# block formats only, the weights llama.cpp multiplies by Q8_0 activations
-ACTIVATIONS = ("float32", "q8_0")
-ACTIVATION_WEIGHTS = ("q8_0", "q4_0")
+# --weights: the model's own float weights, int8 (minigpt.quantize's kernels), or a format its matrices are
+# rounded through (each of which the fast path decodes too: minigpt.fast.WEIGHTS)
+WEIGHTS = ("float", "int8", *WEIGHT_FORMATS)
+# --activations: what each matrix's input is rounded through; q8_0 with the block formats only, the weights
+# llama.cpp multiplies by Q8_0 activations
+ACTIVATION_WEIGHTS = BLOCK_FORMATS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,10 +363,8 @@ def readable_reason(args: argparse.Namespace, int8_kernel: str | None = None) ->
 def _check_blocks(weights: str, model: GPT) -> None:
     """Refuse a block format (q8_0, q4_0: blocks of 32 numbers along each row) for a model whose rows do not split
     into blocks, naming the flag, before either loop rounds anything."""
-    if weights not in ("q8_0", "q4_0"):
+    if weights not in BLOCK_FORMATS:
         return
-    from minigpt.quantize import BLOCK_SIZE
-
     width = model.config.n_embd  # every row is n_embd or 4 n_embd numbers long: the token table's, each matrix's
     if width % BLOCK_SIZE:
         raise ValueError(f"--weights {weights} stores blocks of {BLOCK_SIZE} numbers along each matrix row, so it "
@@ -367,8 +375,6 @@ def _check_blocks(weights: str, model: GPT) -> None:
 def _int8_kernel(model: GPT) -> str:
     """The int8 kernel this CPU runs fastest, timed once on an MLP matrix as ``FastDecoder`` times it: both loops
     then compute with the same kernel (``minigpt.quantize.choose_int8_kernel``)."""
-    from minigpt.quantize import choose_int8_kernel
-
     return choose_int8_kernel("auto", model.transformer.h[0].mlp.c_fc.weight.detach())
 
 
@@ -387,11 +393,9 @@ def readable_model(model: GPT, weights: str, int8_kernel: str | None = None, *, 
     check_activations(activations, weights)
     if weights == "float":
         return model
-    from minigpt import quantize
-
     if weights == "int8":
-        return quantize.quantize_model(model, int8_kernel or "auto")  # every matrix an Int8Linear, the head too
-    return quantize.round_weights(model, weights, activations=activations)
+        return quantize_model(model, int8_kernel or "auto")  # every matrix an Int8Linear, the head too
+    return round_weights(model, weights, activations=activations)
 
 
 @torch.inference_mode()

@@ -44,10 +44,8 @@ def test_generate_with_int8_weights(capsys, monkeypatch):
         quantized.append(cli_quantize(model, kernel))
         return quantized[-1]
 
-    from minigpt import quantize
-
-    cli_quantize = quantize.quantize_model
-    monkeypatch.setattr(quantize, "quantize_model", spy)  # the command imports it when it needs it
+    cli_quantize = cli.quantize_model
+    monkeypatch.setattr(cli, "quantize_model", spy)
     # the readable loop's int8 model (the fast path's tokens are tests/test_cli_fast.py's)
     main(["generate", "ROMEO:", "--weights", "int8", "--max-new-tokens", "12", "--temperature", "0", "--readable"])
     (int8,) = quantized
@@ -116,12 +114,6 @@ def test_an_unknown_activations_format_is_a_usage_error(checkpoint_dir, capsys):
     err = capsys.readouterr().err  # newer Pythons leave the choices unquoted
     assert re.search(r"minigpt generate: error: argument --activations: invalid choice: 'int8' \(choose from "
                      r"'?float32'?, '?q8_0'?\)\n$", err)
-
-
-def test_the_activations_flag_offers_what_the_library_has():
-    from minigpt import quantize
-
-    assert cli.ACTIVATIONS == quantize.ACTIVATIONS and cli.ACTIVATION_WEIGHTS == quantize.BLOCK_FORMATS
 
 
 def test_the_readable_loop_rounds_the_activations_as_asked(tiny_model):

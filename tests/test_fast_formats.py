@@ -174,6 +174,33 @@ def test_a_matrix_over_q8_0_inputs_is_the_float64_product_of_the_codes(fmt, batc
     assert (got.double() - x.double() @ round_matrix(w, fmt).double().T).abs().max() > 1e-3  # x was rounded
 
 
+@needs_native
+@pytest.mark.parametrize(("fmt", "activations"), [("f32", "float32"), *((f, "float32") for f in FORMATS),
+                                                  *((f, "q8_0") for f in BLOCK_FORMATS)])
+@pytest.mark.parametrize("cols", [64, 1024])
+def test_a_rows_product_does_not_depend_on_the_threads_or_the_batch(fmt, activations, cols):
+    """Each output is one row's sum in one fixed order: bit for bit the same whichever thread's share holds
+    its row (37 rows: shares of 37, 19 or 18, 13 or 12, so a group of ROW_GROUP rows starts anywhere and a
+    share's last rows are taken one at a time), and at batch 1 as in a batch of 2."""
+    g = torch.Generator().manual_seed(5)
+    w, x = torch.randn(37, cols, generator=g), torch.randn(2, cols, generator=g)
+    stored = w if fmt == "f32" else stored_as(w, fmt)
+    threads = torch.get_num_threads()
+    try:
+        alone = []
+        for n in (1, 2, 3):
+            torch.set_num_threads(n)
+            alone.append(native.matvec_format(stored, fmt, x[:1], activations))
+        batch = native.matvec_format(stored, fmt, x, activations)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(alone[0], alone[1]) and torch.equal(alone[0], alone[2])
+    assert torch.equal(alone[0][0], batch[0])
+    values = w if fmt == "f32" else round_matrix(w, fmt)
+    inputs = round_matrix(x[:1], "q8_0") if activations == "q8_0" else x[:1]
+    torch.testing.assert_close(alone[0].double(), inputs.double() @ values.double().T, rtol=0, atol=1e-4)
+
+
 def q8_0_edges():
     """Blocks (rows of 32) at the edges of Q8_0's rounding: ties, zeros, subnormals, huge values."""
     below_half = torch.nextafter(torch.tensor(0.5), torch.tensor(0.0)).item()

@@ -43,7 +43,7 @@ import torch
 
 from minigpt.checks import check_choice
 from minigpt.fast import layout
-from minigpt.quantize import ACTIVATIONS, BLOCK_SIZE, has_vnni
+from minigpt.quantize import ACTIVATIONS, BLOCK_SIZE, BYTES_PER_WEIGHT, has_vnni
 
 SOURCE = Path(__file__).parent / "csrc" / "decode_step.c"
 HEADER = "decode_step_layout.h"  # layout.header()'s text, written beside the source at build time
@@ -353,8 +353,7 @@ def matvec_format(w: torch.Tensor, fmt: str, x: torch.Tensor, activations: str =
         raise ValueError(f"x must be a 2-D float32 tensor and w a contiguous 2-D one, got x {tuple(x.shape)} "
                          f"{x.dtype} and w {tuple(w.shape)}")
     cols = x.shape[1]
-    per_row = {"f32": 4 * cols, "fp16": 2 * cols, "bf16": 2 * cols, "q8_0": cols // BLOCK_SIZE * (2 + BLOCK_SIZE),
-               "q4_0": cols // BLOCK_SIZE * (2 + BLOCK_SIZE // 2)}[fmt]
+    per_row = round(cols * BYTES_PER_WEIGHT["fp32" if fmt == "f32" else fmt])  # a Q8_0/Q4_0 row is whole blocks
     if (fmt in ("q8_0", "q4_0") and cols % BLOCK_SIZE) or w.shape[1] * w.element_size() != per_row:
         raise ValueError(f"w must hold rows of {cols} weights in {fmt} ({per_row} bytes; cols a multiple of "
                          f"{BLOCK_SIZE} for blocks), got shape {tuple(w.shape)} {w.dtype}")

@@ -53,10 +53,15 @@ static inline vf pick(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b
 
 enum { STORE, ADD };  /* what a matvec does with each output r: y = r, or y += r */
 
+/* the sum of v's lanes, by a tree: the upper half of the lanes added to the lower half until one is left
+ * (log2 VL dependent adds rather than VL; the same order on every CPU of a vector width) */
 static inline float hsum(vf v) {
-    float s = 0.f;
-    for (int i = 0; i < VL; i++) s += v[i];
-    return s;
+    float a[VL];
+    memcpy(a, &v, sizeof a);
+#pragma GCC unroll 8
+    for (int w = VL / 2; w > 0; w /= 2)
+        for (int i = 0; i < w; i++) a[i] += a[i + w];
+    return a[0];
 }
 
 /* y (B, n) = layer_norm(x (B, n)) * w + b, as torch's: biased variance, eps 1e-5 */
@@ -225,27 +230,45 @@ static inline float weight_at(const void *W, int64_t i, int format) {
  * on the small model, and float32 on 124M's shape no slower (docs/performance.md).
  * Within a row, PARTS independent partial sums (over alternate chunks of VL weights, or alternate blocks)
  * keep several multiply-adds in flight; they are added in one fixed order, whatever the batch, so a row's
- * result does not depend on the batch around it. Up to NB_ROWWISE rows of the batch share each weight. */
-enum { PARTS = 4, NB_ROWWISE = 2 };
+ * result does not depend on the batch around it. Up to NB_ROWWISE rows of the batch share each weight.
+ * Rows are taken ROW_GROUP at a time: read one after another, as above, each to a vector of its partial
+ * sums, and only then finished (each vector's lanes added up, bias and store), all of the group's together.
+ * Finishing a row is a chain of dependent adds, as long as reading a short row (the small shipped model's
+ * are 192 weights); so the next rows' loads no longer wait behind it, and the dispatch per call is paid
+ * once per group. A row is summed the same way in a group or alone (a thread's last rows), so its result
+ * does not depend on where a thread's share starts. Timing found the small model's head 1.1x (float32) to
+ * 1.7x (Q8_0) faster so, and GPT-2 124M's matrices 1.05x to 1.25x (docs/performance.md). */
+enum { PARTS = 4, NB_ROWWISE = 2, ROW_GROUP = 4 };
 
-/* out[j] = the float32, float16 or bfloat16 row W . row j of x (NB of them): a 16-bit weight is widened as it
- * is loaded, so the sums are those of float32 weights of the same values */
-static inline __attribute__((always_inline)) void row_dots_float(const void *W, const float *x, int n_in,
-                                                                 const int NB, const int format, float *out) {
-    vf acc[NB_ROWWISE][PARTS] = {{{0}}};
+/* out[k * NB + j] = the float32, float16 or bfloat16 row k of W (NR rows, `stride` bytes apart) . row j of x
+ * (NB of them): a 16-bit weight is widened as it is loaded, so the sums are those of float32 weights of the
+ * same values */
+static inline __attribute__((always_inline)) void row_dots_float(const void *W, int64_t stride, const int NR,
+                                                                 const float *x, int n_in, const int NB,
+                                                                 const int format, float *out) {
+    const int64_t step = stride / (format == F32 ? 4 : 2);  /* weights from one row to the next */
+    vf total[ROW_GROUP][NB_ROWWISE];
     int i = 0;
-    for (; i + PARTS * VL <= n_in; i += PARTS * VL)
-        for (int p = 0; p < PARTS; p++) {
-            vf w = weights_at(W, i + p * VL, format);
-            for (int j = 0; j < NB; j++) acc[j][p] += w * *(const vf *)(x + (int64_t)j * n_in + i + p * VL);
+    for (int k = 0; k < NR; k++) {  /* row after row, in memory order */
+        vf acc[NB_ROWWISE][PARTS] = {{{0}}};
+        for (i = 0; i + PARTS * VL <= n_in; i += PARTS * VL)
+            for (int p = 0; p < PARTS; p++) {
+                vf w = weights_at(W, k * step + i + p * VL, format);
+                for (int j = 0; j < NB; j++) acc[j][p] += w * *(const vf *)(x + (int64_t)j * n_in + i + p * VL);
+            }
+        for (; i + VL <= n_in; i += VL) {
+            vf w = weights_at(W, k * step + i, format);
+            for (int j = 0; j < NB; j++) acc[j][0] += w * *(const vf *)(x + (int64_t)j * n_in + i);
         }
-    for (; i + VL <= n_in; i += VL) {
-        vf w = weights_at(W, i, format);
-        for (int j = 0; j < NB; j++) acc[j][0] += w * *(const vf *)(x + (int64_t)j * n_in + i);
+        for (int j = 0; j < NB; j++) total[k][j] = (acc[j][0] + acc[j][1]) + (acc[j][2] + acc[j][3]);
     }
-    for (int j = 0; j < NB; j++) out[j] = hsum((acc[j][0] + acc[j][1]) + (acc[j][2] + acc[j][3]));
-    for (; i < n_in; i++)  /* the tail when n_in is not a multiple of VL */
-        for (int j = 0; j < NB; j++) out[j] += weight_at(W, i, format) * x[(int64_t)j * n_in + i];
+    for (int k = 0; k < NR; k++)  /* the rows' sums finished together, after all their loads */
+        for (int j = 0; j < NB; j++) {
+            float *o = out + k * NB + j;
+            *o = hsum(total[k][j]);
+            for (int t = i; t < n_in; t++)  /* the tail when n_in is not a multiple of VL */
+                *o += weight_at(W, k * step + t, format) * x[(int64_t)j * n_in + t];
+        }
 }
 
 /* --- GGUF's block formats, Q8_0 and Q4_0: the bytes llama.cpp reads, streamed as they are --------------
@@ -312,19 +335,25 @@ static inline __attribute__((always_inline)) void block_dots(const uint8_t *bloc
     for (int j = 0; j < NB; j++) acc[j][p] += s[j] * d;
 }
 
-/* out[j] = the Q8_0 or Q4_0 row W . row j of the float32 inputs x (NB of them), PARTS partial sums over
- * alternate blocks */
-static inline __attribute__((always_inline)) void row_dots_blocks(const uint8_t *W, const float *x, int n_in,
-                                                                  const int NB, const int format, float *out) {
-    vf acc[NB_ROWWISE][PARTS] = {{{0}}};
+/* out[k * NB + j] = the Q8_0 or Q4_0 row k of W (NR rows, `stride` bytes apart) . row j of the float32 inputs
+ * x (NB of them), PARTS partial sums over alternate blocks */
+static inline __attribute__((always_inline)) void row_dots_blocks(const uint8_t *W, int64_t stride, const int NR,
+                                                                  const float *x, int n_in, const int NB,
+                                                                  const int format, float *out) {
     int64_t per_block = block_bytes(format), blocks = n_in / QK;
-    for (int64_t b = 0; b < blocks; b += PARTS)
+    vf total[ROW_GROUP][NB_ROWWISE];
+    for (int k = 0; k < NR; k++) {  /* row after row, in memory order */
+        vf acc[NB_ROWWISE][PARTS] = {{{0}}};
+        for (int64_t b = 0; b < blocks; b += PARTS)
 #pragma GCC unroll 4
-        for (int p = 0; p < PARTS; p++) {  /* unrolled, so that every partial sum stays in a register */
-            if (b + p == blocks) break;
-            block_dots(W + (b + p) * per_block, x + (b + p) * QK, n_in, NB, format, acc, p);
-        }
-    for (int j = 0; j < NB; j++) out[j] = hsum((acc[j][0] + acc[j][1]) + (acc[j][2] + acc[j][3]));
+            for (int p = 0; p < PARTS; p++) {  /* unrolled, so that every partial sum stays in a register */
+                if (b + p == blocks) break;
+                block_dots(W + k * stride + (b + p) * per_block, x + (b + p) * QK, n_in, NB, format, acc, p);
+            }
+        for (int j = 0; j < NB; j++) total[k][j] = (acc[j][0] + acc[j][1]) + (acc[j][2] + acc[j][3]);
+    }
+    for (int k = 0; k < NR; k++)  /* the rows' sums finished together, after all their loads */
+        for (int j = 0; j < NB; j++) out[k * NB + j] = hsum(total[k][j]);
 }
 
 /* int8 weights meet 8-bit activations, as in fbgemm's dynamic linear (torch's quantize_dynamic, and
@@ -556,8 +585,8 @@ static inline float hsum8(__m256 v) {
 }
 #endif
 
-/* out[j] = the Q8_0 or Q4_0 row W . row j of the inputs rounded to Q8_0 (q8_0_inputs: codes xc, per-block
- * aux and scales xd, of NB rows), PARTS partial sums over alternate blocks: per block and j, the 32 products'
+/* out[k * NB + j] = the Q8_0 or Q4_0 row k of W (NR rows, `stride` bytes apart) . row j of the inputs rounded
+ * to Q8_0 (q8_0_inputs: codes xc, per-block aux and scales xd, of NB rows), PARTS partial sums over alternate blocks: per block and j, the 32 products'
  * integer sum, as 8 int32 lanes converted to float32, times d_w * d_x, added into 8 float32 lanes (as
  * llama.cpp's kernels do). Q4_0's 16 bytes are unpacked in two steps: the low halves are codes 0..15, the
  * high halves (shifted down) 16..31, both unsigned, times signed inputs. Q8_0's codes are both signed, which
@@ -581,47 +610,56 @@ static inline __attribute__((always_inline)) __m256 block_dot_a8(__m256i w, cons
 }
 #endif
 
-static inline __attribute__((always_inline)) void row_dots_a8(const uint8_t *W, const int format, const int8_t *xc,
+static inline __attribute__((always_inline)) void row_dots_a8(const uint8_t *W, int64_t stride, const int NR,
+                                                              const int format, const int8_t *xc,
                                                               const uint8_t *aux, const float *xd, int n_in,
                                                               const int NB, float *out) {
     int64_t per_block = block_bytes(format), blocks = n_in / QK, b = 0;
 #if defined(__AVX2__) && defined(__FMA__)
-    __m256 acc[NB_ROWWISE][PARTS];
-    for (int j = 0; j < NB_ROWWISE; j++)
-        for (int p = 0; p < PARTS; p++) acc[j][p] = _mm256_setzero_ps();
-    for (; b < blocks; b += PARTS) {
-        int parts = blocks - b < PARTS ? (int)(blocks - b) : PARTS;  /* the row's last blocks may be fewer */
+    __m256 total[ROW_GROUP][NB_ROWWISE];
+    for (int k = 0; k < NR; k++, W += stride) {  /* row after row, in memory order */
+        __m256 acc[NB_ROWWISE][PARTS];
+        for (int j = 0; j < NB_ROWWISE; j++)
+            for (int p = 0; p < PARTS; p++) acc[j][p] = _mm256_setzero_ps();
+        for (b = 0; b < blocks; b += PARTS) {
+            int parts = blocks - b < PARTS ? (int)(blocks - b) : PARTS;  /* the row's last blocks may be fewer */
 #pragma GCC unroll 4
-        for (int p = 0; p < PARTS; p++) {  /* unrolled, so that every partial sum stays in a register */
-            if (p == parts) break;
-            const uint8_t *block = W + (b + p) * per_block;
-            __m256i w = block_codes(block, format);
-            float dw = block_scale(block);
-            for (int j = 0; j < NB; j++) {
-                int64_t at = j * (int64_t)n_in + (b + p) * QK;  /* this block of input row j, in codes and in aux */
-                acc[j][p] = block_dot_a8(w, format, xc + at, aux + at, dw * xd[j * blocks + b + p], acc[j][p]);
+            for (int p = 0; p < PARTS; p++) {  /* unrolled, so that every partial sum stays in a register */
+                if (p == parts) break;
+                const uint8_t *block = W + (b + p) * per_block;
+                __m256i w = block_codes(block, format);
+                float dw = block_scale(block);
+                for (int j = 0; j < NB; j++) {
+                    int64_t at = j * (int64_t)n_in + (b + p) * QK;  /* this block of input row j, codes and aux */
+                    acc[j][p] = block_dot_a8(w, format, xc + at, aux + at, dw * xd[j * blocks + b + p], acc[j][p]);
+                }
             }
         }
+        for (int j = 0; j < NB; j++)
+            total[k][j] = _mm256_add_ps(_mm256_add_ps(acc[j][0], acc[j][1]), _mm256_add_ps(acc[j][2], acc[j][3]));
     }
-    for (int j = 0; j < NB; j++)
-        out[j] = hsum8(_mm256_add_ps(_mm256_add_ps(acc[j][0], acc[j][1]), _mm256_add_ps(acc[j][2], acc[j][3])));
+    for (int k = 0; k < NR; k++)  /* the rows' sums finished together, after all their loads */
+        for (int j = 0; j < NB; j++) out[k * NB + j] = hsum8(total[k][j]);
 #else
     (void)aux;
-    float acc[NB_ROWWISE] = {0};
-    for (; b < blocks; b++) {
-        const uint8_t *block = W + b * per_block;
-        float dw = block_scale(block);
-        for (int j = 0; j < NB; j++) {
-            const int8_t *x = xc + (int64_t)j * n_in + b * QK;
-            int32_t sum = 0;
-            for (int c = 0; c < QK; c++) {
-                int code = format == Q4_0 ? ((block[2 + c % 16] >> (c / 16 * 4)) & 15) - 8 : ((const int8_t *)block)[2 + c];
-                sum += code * x[c];
+    for (int k = 0; k < NR; k++, W += stride) {
+        float acc[NB_ROWWISE] = {0};
+        for (b = 0; b < blocks; b++) {
+            const uint8_t *block = W + b * per_block;
+            float dw = block_scale(block);
+            for (int j = 0; j < NB; j++) {
+                const int8_t *x = xc + (int64_t)j * n_in + b * QK;
+                int32_t sum = 0;
+                for (int c = 0; c < QK; c++) {
+                    int code = format == Q4_0 ? ((block[2 + c % 16] >> (c / 16 * 4)) & 15) - 8
+                                              : ((const int8_t *)block)[2 + c];
+                    sum += code * x[c];
+                }
+                acc[j] += (float)sum * (dw * xd[j * blocks + b]);
             }
-            acc[j] += (float)sum * (dw * xd[j * blocks + b]);
         }
+        for (int j = 0; j < NB; j++) out[k * NB + j] = acc[j];
     }
-    for (int j = 0; j < NB; j++) out[j] = acc[j];
 #endif
 }
 
@@ -651,36 +689,41 @@ static inline int rowwise(int format) { return format != INT8; }
 
 /* d = R rows of m (from row o) . NB rows of the input (x; or its quantized xq with scale xs, zero zp; or with
  * Q8_0 inputs, their codes xq, aux and scales xd), finished: scaled and biased. Constant R and NB in each
- * case, so the sums stay in registers; the rowwise formats come with R = 1. */
+ * case, so the sums stay in registers; the rowwise formats come with R = ROW_GROUP, or 1. */
 static void dots(const Matrix *m, int o, const float *x, const uint8_t *xq, const uint8_t *aux, const float *xd,
                  float xs, int32_t zp, int qmax, int n_in, int R, int NB, float *d) {
     int a8 = m->inputs == Q8_0_INPUTS;
     int32_t n[16];
-    const void *w = (const uint8_t *)m->w + o * row_bytes(m->format, n_in);  /* row o */
-#define ROW(nb)                                                                                       \
-    case nb:                                                                                          \
-        switch (m->format) {                                                                          \
-        case F32: row_dots_float(w, x, n_in, nb, F32, d); break;                                      \
-        case FP16: row_dots_float(w, x, n_in, nb, FP16, d); break;                                    \
-        case BF16: row_dots_float(w, x, n_in, nb, BF16, d); break;                                    \
-        case Q8_0:                                                                                    \
-            if (a8) row_dots_a8(w, Q8_0, (const int8_t *)xq, aux, xd, n_in, nb, d);                   \
-            else row_dots_blocks(w, x, n_in, nb, Q8_0, d);                                            \
-            break;                                                                                    \
-        default:                                                                                      \
-            if (a8) row_dots_a8(w, Q4_0, (const int8_t *)xq, aux, xd, n_in, nb, d);                   \
-            else row_dots_blocks(w, x, n_in, nb, Q4_0, d);                                            \
-        }                                                                                             \
-        break;
+    int64_t stride = row_bytes(m->format, n_in);
+    const void *w = (const uint8_t *)m->w + o * stride;  /* row o */
+#define ROWS(nr, nb)                                                                                  \
+    switch (m->format) {                                                                              \
+    case F32: row_dots_float(w, stride, nr, x, n_in, nb, F32, d); break;                              \
+    case FP16: row_dots_float(w, stride, nr, x, n_in, nb, FP16, d); break;                            \
+    case BF16: row_dots_float(w, stride, nr, x, n_in, nb, BF16, d); break;                            \
+    case Q8_0:                                                                                        \
+        if (a8) row_dots_a8(w, stride, nr, Q8_0, (const int8_t *)xq, aux, xd, n_in, nb, d);           \
+        else row_dots_blocks(w, stride, nr, x, n_in, nb, Q8_0, d);                                    \
+        break;                                                                                        \
+    default:                                                                                          \
+        if (a8) row_dots_a8(w, stride, nr, Q4_0, (const int8_t *)xq, aux, xd, n_in, nb, d);           \
+        else row_dots_blocks(w, stride, nr, x, n_in, nb, Q4_0, d);                                    \
+    }
 #define CASE(r, nb)                                                                                   \
     case r * 8 + nb: dots_i8(w, xq, n_in, r, nb, qmax <= 127, n); break;
-    if (rowwise(m->format))
-        switch (NB) { ROW(1) ROW(2) }
-    else
+    if (rowwise(m->format) && R == ROW_GROUP && NB == 1) {
+        ROWS(ROW_GROUP, 1)
+    } else if (rowwise(m->format) && R == ROW_GROUP) {
+        ROWS(ROW_GROUP, 2)
+    } else if (rowwise(m->format) && NB == 1) {  /* the last rows of a thread's share, one at a time */
+        ROWS(1, 1)
+    } else if (rowwise(m->format)) {
+        ROWS(1, 2)
+    } else
         switch (R * 8 + NB) {
             CASE(16, 1) CASE(4, 1) CASE(4, 2) CASE(4, 3) CASE(4, 4) CASE(1, 1) CASE(1, 2) CASE(1, 3) CASE(1, 4)
         }
-#undef ROW
+#undef ROWS
 #undef CASE
     for (int k = 0; k < R; k++)
         for (int j = 0; j < NB; j++) {
@@ -693,18 +736,19 @@ static void dots(const Matrix *m, int o, const float *x, const uint8_t *xq, cons
 /* rows [lo, hi) of y (B, ldy) = x (B, n_in) @ W^T + bias, each output stored, GELU'd or added per `mode`;
  * an int8 matrix reads x quantized (quantize_input, into xq), a Q4_0 one reads it reordered (q4_0_order,
  * into the same scratch, as floats), a Q8_0 or Q4_0 one over Q8_0 inputs reads it rounded to Q8_0
- * (q8_0_inputs, there too). Every format but int8 reads one row at a time (rowwise), each for up to
- * NB_ROWWISE rows of the batch at a time. int8 streams 16 rows at once at batch 1, where that many concurrent
- * streams kept the memory busiest (the count was chosen by timing; docs/performance.md), and 4 with a larger
- * batch, each used for up to 4 rows of the batch at a time, read again from the L1 cache, never from memory. */
+ * (q8_0_inputs, there too). Every format but int8 reads one row at a time (rowwise), ROW_GROUP rows per
+ * call, each for up to NB_ROWWISE rows of the batch at a time. int8 streams 16 rows at once at batch 1,
+ * where that many concurrent streams kept the memory busiest (the count was chosen by timing;
+ * docs/performance.md), and 4 with a larger batch, each used for up to 4 rows of the batch at a time, read
+ * again from the L1 cache, never from memory. */
 static void matvec(const Matrix *m, const float *x, uint8_t *xq, int qmax, int B, int n_in, int lo, int hi,
                    float *y, int ldy, int mode) {
     float d[16], xs = 0.f;
     int32_t zp = 0;
     /* int8: 16 rows at batch 1 (memory bound), 4 with a larger batch; the other formats one row at a time
-     * (rowwise), NB_ROWWISE rows of the batch per weight */
+     * (rowwise), ROW_GROUP rows per call, NB_ROWWISE rows of the batch per weight */
     int a8 = m->inputs == Q8_0_INPUTS && (m->format == Q8_0 || m->format == Q4_0);
-    int R = rowwise(m->format) ? 1 : B == 1 ? 16 : 4, NB_MAX = rowwise(m->format) ? NB_ROWWISE : 4;
+    int R = rowwise(m->format) ? ROW_GROUP : B == 1 ? 16 : 4, NB_MAX = rowwise(m->format) ? NB_ROWWISE : 4;
     int64_t n = (int64_t)B * n_in;
     const uint8_t *aux = xq + n;  /* Q8_0 inputs: q8_0_inputs' layout */
     const float *xd = (const float *)(xq + 2 * n);
