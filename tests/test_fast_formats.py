@@ -160,6 +160,34 @@ def test_a_step_with_q8_0_activations_gives_the_float64_models_logits(model, fmt
 
 
 @needs_native
+@pytest.mark.parametrize(("fmt", "activations"), [*((f, "float32") for f in FORMATS),
+                                                  *((f, "q8_0") for f in BLOCK_FORMATS)])
+@pytest.mark.parametrize("batch", [1, 3])  # 3: two rows left-padded
+def test_a_prompts_pass_is_its_tokens_steps_one_by_one(model, fmt, activations, batch):
+    """The C step takes a prompt's tokens in one call, each computed as a step of its own computes it: the
+    logits and every layer's cache bit for bit those of one call per position (how C-only formats ran a
+    prompt before), a padded position seeing itself (see ``FastDecoder._prefill_in_c``)."""
+    ids, mask = prompts(batch)
+    positions = position_ids_from_mask(mask)
+    decoders = [FastDecoder(model, max_batch_size=3, max_len=32, weights=fmt, activations=activations) for _ in "ab"]
+    for decoder in decoders:
+        decoder.key_ok[:batch, 0, 0, :9] = mask.bool()
+        decoder.padded = batch == 3
+    together, alone = decoders
+    key_ok = alone.key_ok[:batch, 0, 0]
+    with torch.inference_mode():
+        logits = together._prefill_in_c(ids, positions)
+        for t in range(9):
+            seen = key_ok.clone() if alone.padded else None
+            if seen is not None:
+                seen[:, t] = True
+            one_by_one = alone.native_step(ids[:, t : t + 1], positions[:, t : t + 1], t, seen)
+    assert torch.equal(logits, one_by_one)
+    assert all(torch.equal(a, b) for a, b in zip(together.cache, alone.cache))
+    assert together.cache[0][:batch, :9].abs().sum() > 0 and together.cache[0][:, 9:].abs().sum() == 0
+
+
+@needs_native
 @pytest.mark.parametrize("fmt", BLOCK_FORMATS)
 @pytest.mark.parametrize("batch", [1, 3, 6])  # 6: a group of 4 rows of the batch, then one of 2
 def test_a_matrix_over_q8_0_inputs_is_the_float64_product_of_the_codes(fmt, batch):
@@ -281,13 +309,13 @@ def test_subnormal_weights_widen_to_their_values(model, fmt):
 
 
 @needs_native
-def test_the_prompt_runs_through_the_c_step_one_position_at_a_time(model, monkeypatch):
+def test_the_prompt_runs_through_the_c_step_in_one_call(model, monkeypatch):
     decoder = FastDecoder(model, max_batch_size=3, max_len=32, weights="q4_0")
     calls = []
     step = decoder.native_step
-    monkeypatch.setattr(decoder, "native_step", lambda *args: calls.append(args[2]) or step(*args))
+    monkeypatch.setattr(decoder, "native_step", lambda *args: calls.append((args[0].shape, args[2])) or step(*args))
     decoder.generate(*prompts(3), max_new_tokens=3)
-    assert calls == [*range(9), 9, 10]  # 9 prompt positions, then 2 decode steps
+    assert calls == [((3, 9), 0), ((3, 1), 9), ((3, 1), 10)]  # the 9 prompt positions at once, then 2 steps
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

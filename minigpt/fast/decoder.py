@@ -32,7 +32,7 @@ why; what it buys on a given machine is measured by ``minigpt bench`` and logged
   is ``minigpt.quantize.round_weights(model, weights)`` (with Q8_0 and Q4_0, ``activations="q8_0"`` rounds
   each matrix's inputs to Q8_0 too, as llama.cpp does, and sums integer products instead of widening
   each weight). These have no torch step: the prompt too runs
-  through the C step, one position at a time (``prefill``).
+  through the C step, all its positions in one call (``prefill``).
 - **A KV cache allocated once**, sized for the largest batch and length: no tensor grows while decoding
   and memory is known up front. It holds the same numbers as ``minigpt.kv_cache.KVCache``, laid out the
   way the QKV matmul produces them: per layer one (batch, position, 2·C) tensor, each position's key then
@@ -356,8 +356,8 @@ class FastDecoder:
     def prefill(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Run the (B, T) prompt, fill cache positions [0, T), return the next-token logits (B, V).
 
-        ``C_ONLY`` weights have no torch step: their prompt runs through the C step, one position at a time
-        (``_prefill_in_c``); the others run it as one pass in torch.
+        ``C_ONLY`` weights have no torch step: their prompt runs through the C step, all its positions in
+        one call (``_prefill_in_c``); the others run it as one pass in torch.
         """
         if self.weights in C_ONLY:
             return self._prefill_in_c(ids, positions)
@@ -366,25 +366,22 @@ class FastDecoder:
         return self._forward(ids, positions, slice(0, T), T, attn)
 
     def _prefill_in_c(self, ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """The prompt through the C decode step, one position per call: what a decode step computes, so exact
-        and simple, and no float32 copy of any matrix is made. Its cost is T steps, each streaming every
-        matrix once (a prompt of T tokens takes about T decode steps' time; a matrix-matrix pass would read
-        them once for all T).
+        """The prompt through the C decode step in one call, all its T tokens at once (``NativeStep`` with
+        (B, T) tokens): each token computed exactly as a decode step of its own would compute it (the same
+        sums in the same order), every matrix read once for all of them, and no float32 copy of any matrix
+        made.
 
-        A step's query sees the cache positions ``key_ok`` marks; a left-padded row's padding is no real
-        token, but its own step must see something, or its softmax is over nothing (0 / 0). So step t marks
-        position t as seen for every row: a pad then attends to itself, and its key and value, finite, are
+        A token sees the cache positions ``key_ok`` marks, up to its own. A left-padded row's padding is no
+        real token, but its own query must see something, or its softmax is over nothing (0 / 0). So token t
+        sees position t whatever the mask: a pad then attends to itself, and its key and value, finite, are
         masked out (weight exactly 0) for every real token after it.
         """
         B, T = ids.shape
-        key_ok = self.key_ok[:B, 0, 0]  # (B, max_len)
-        for t in range(T):
-            seen = None
-            if self.padded:
-                seen = key_ok.clone()
-                seen[:, t] = True
-            logits = self.native_step(ids[:, t : t + 1], positions[:, t : t + 1], t, seen)
-        return logits
+        seen = None
+        if self.padded:
+            seen = self.key_ok[:B, 0, 0].repeat_interleave(T, 0)  # (B * T, max_len): each token its row's mask
+            seen[torch.arange(B * T), torch.arange(T).repeat(B)] = True  # and its own position
+        return self.native_step(ids, positions, 0, seen)
 
     def decode_one_token(self, tokens: torch.Tensor, positions: torch.Tensor, length: int) -> torch.Tensor:
         """Logits (B, V) after feeding ``tokens`` (B, 1) at cache position ``length`` (positions filled so far)."""

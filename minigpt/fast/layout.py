@@ -51,20 +51,21 @@ STEP_ARGS = (
     ("head", "const void *"),  # (vocab, C): the token table, or its int8 copy
     ("head_scale", "const float *"),  # int8 head only, else NULL
     ("head_row_sum", "const int32_t *"),  # int8 head only, else NULL
-    ("tokens", "const int64_t *"),  # (B,)
-    ("positions", "const int64_t *"),  # (B,)
-    ("key_ok", "const uint8_t *"),  # (B, max_len): cache positions that hold real tokens; NULL: all
+    ("tokens", "const int64_t *"),  # (B, T)
+    ("positions", "const int64_t *"),  # (B, T)
+    ("key_ok", "const uint8_t *"),  # (B * T, max_len): the cache positions each token may see; NULL: all
     ("B", "int"),
+    ("T", "int"),  # tokens per row: 1 in a decode step, the prompt's length in a prompt's pass
     ("C", "int"),
     ("n_head", "int"),
     ("vocab", "int"),
     ("max_len", "int"),
-    ("pos", "int"),  # the cache position this step writes
+    ("pos", "int"),  # the cache position of each row's first token
     ("format", "int"),  # how the matrices and the head store their weights: an index into FORMATS
     ("activations", "int"),  # Q8_0 and Q4_0 matrices' inputs: an index into ACTIVATIONS (C: INPUTS)
     ("qmax", "int"),  # int8 inputs are quantized over [0, qmax]: 255, or 127 (fbgemm's reduced range)
-    ("work", "float *"),  # scratch of work_floats(B, C, n_head, max_len, n_threads) floats
-    ("logits", "float *"),  # (B, vocab) out
+    ("work", "float *"),  # scratch of work_floats(B * T, C, n_head, max_len, n_threads) floats
+    ("logits", "float *"),  # (B, vocab) out: each row's last token's
     ("n_threads", "int"),
 )
 

@@ -405,7 +405,7 @@ def layer_pointers(layer: dict[str, Sequence[torch.Tensor | None]]) -> list[torc
 
 
 class NativeStep:
-    """``decode_step.c`` bound to one decoder's tensors: call it with (B, 1) tokens to get (B, V) logits.
+    """``decode_step.c`` bound to one decoder's tensors: call it with (B, T) tokens to get (B, V) logits.
 
     ``layers`` holds, per layer, a dict of its tensors by ``minigpt.fast.layout.LAYER``'s names
     (``layer_pointers``): a matrix is its (out, in) weights, then for int8 its per-row float32 scales and
@@ -448,6 +448,7 @@ class NativeStep:
         self.lib, self.kept = lib, per_layer + tables  # the C side holds their addresses
         self.pointers = (ctypes.c_void_p * len(per_layer))(*map(_address, per_layer))
         self.n_layer, self.n_head, self.max_len, self.qmax = len(layers), n_head, max_len, qmax
+        self.max_batch_size = max_batch_size
         self.C, self.vocab = wte.shape[1], head.shape[0]
         self.threads = torch.get_num_threads()
         self.work = torch.empty(lib.work_floats(max_batch_size, self.C, n_head, max_len, self.threads))  # scratch
@@ -457,21 +458,26 @@ class NativeStep:
             head_scale=_address(head_scale), head_row_sum=_address(head_row_sum), C=self.C, n_head=n_head,
             vocab=self.vocab, max_len=max_len, format=layout.FORMATS.index(format),
             activations=ACTIVATIONS.index(activations), qmax=qmax,
-            work=self.work.data_ptr(),
         )
 
     def __call__(self, tokens: torch.Tensor, positions: torch.Tensor, pos: int,
                  key_ok: torch.Tensor | None) -> torch.Tensor:
-        """Logits (B, V) for ``tokens`` (B, 1) at ``positions`` (B, 1), written to cache position ``pos``.
+        """Logits (B, V) of each row's last token, for ``tokens`` (B, T) at ``positions`` (B, T), written to
+        cache positions [pos, pos + T). T = 1 is a decode step; a larger T is a prompt's pass, each token
+        computed as a step of its own would compute it, with every matrix read once for all of them.
 
-        ``key_ok`` (B, max_len) bool marks the cache positions that hold real tokens; None: all of them.
+        ``key_ok`` (B * T, max_len) bool marks the cache positions each token may see (row r's token t is
+        r * T + t); None: all of them.
         """
-        B = tokens.shape[0]
+        B, T = tokens.shape
         tokens, positions = tokens.contiguous(), positions.contiguous()
         logits = torch.empty(B, self.vocab)
+        threads = min(torch.get_num_threads(), self.threads)
+        work = self.work
+        if B * T > self.max_batch_size:  # a prompt's pass: scratch for all its tokens, for this call only
+            work = torch.empty(self.lib.work_floats(B * T, self.C, self.n_head, self.max_len, threads))
         a = self.args
         a.tokens, a.positions, a.key_ok = tokens.data_ptr(), positions.data_ptr(), _address(key_ok)
-        a.B, a.pos, a.logits = B, pos, logits.data_ptr()
-        a.n_threads = min(torch.get_num_threads(), self.threads)
+        a.B, a.T, a.pos, a.logits, a.work, a.n_threads = B, T, pos, logits.data_ptr(), work.data_ptr(), threads
         self.lib.decode_step(ctypes.addressof(a))
         return logits

@@ -853,10 +853,10 @@ static void attend_combine(const float *parts, int n, int C, int n_head, float *
     }
 }
 
-/* decode_step's scratch, in floats: x (B, C), qkv (B, 3C), mlp (B, 4C) and the attention pieces
- * (B, pieces_for(max_len), piece_floats), shared by the threads; then for each thread thread_floats: a
- * normalized input (B, C), an attention output (B, C), a piece's scores (n_head, PIECE) and a matrix's
- * input prepared for its format (B, 4C) floats: quantized to bytes (int8), reordered (Q4_0), or rounded to
+/* decode_step's scratch for B tokens (a step's rows times their tokens each), in floats: x (B, C), qkv
+ * (B, 3C), mlp (B, 4C) and the attention pieces (B, pieces_for(max_len), piece_floats), shared by the threads;
+ * then for each thread thread_floats: a normalized input (B, C), an attention output (B, C), a piece's scores
+ * (n_head, PIECE) and a matrix's input prepared for its format (B, 4C) floats: quantized to bytes (int8), reordered (Q4_0), or rounded to
  * Q8_0 (q8_0_inputs: 2 + 1/8 bytes per input) */
 static inline int64_t shared_floats(int B, int C, int n_head, int max_len) {
     return (int64_t)B * 8 * C + B * pieces_for(max_len) * piece_floats(C, n_head);
@@ -876,12 +876,16 @@ int compiled_layout(int64_t *out, int n) {
     return LAYOUT_COUNT;
 }
 
-/* One step: tokens (B,) at positions (B,) are written to cache position `pos`, every row attends over
- * [0, pos] (key_ok (B, max_len): which positions hold real tokens, NULL for all), logits (B, vocab) out.
- * `layers` holds PER_LAYER pointers per layer, `head` (vocab, C) in the matrices' `format` (FORMATS in
+/* One step: B rows of T tokens each (tokens and positions (B, T)) are written to cache positions
+ * [pos, pos + T), each token attending over [0, its own cache position] (key_ok (B * T, max_len): the positions
+ * each token may see, NULL for all), and the last token of each row gives its row's logits (B, vocab). T = 1 is
+ * a decode step; a larger T is a prompt's pass, each of its tokens computed exactly as a step of its own would
+ * compute it (every sum a row's, in a fixed order), with every matrix read once for all of them. `layers`
+ * holds PER_LAYER pointers per layer, `head` (vocab, C) in the matrices' `format` (FORMATS in
  * minigpt/fast/layout.py), int8 with `head_scale` and `head_row_sum`; `wte` is float32 whatever the format
- * (the lookup reads one row per token: the decoder passes the rounded table's values); `work` holds work_floats(B, C, n_head, max_len, n_threads) floats; int8 matrices quantize
- * their input over [0, qmax] (255, or 127: quantize_input). Every argument comes in one StepArgs. */
+ * (the lookup reads one row per token: the decoder passes the rounded table's values); `work` holds
+ * work_floats(B * T, C, n_head, max_len, n_threads) floats; int8 matrices quantize their input over [0, qmax]
+ * (255, or 127: quantize_input). Every argument comes in one StepArgs. */
 void decode_step(const StepArgs *a) {
     const void *const *layers = a->layers;
     const float *wte = a->wte, *wpe = a->wpe, *ln_f_w = a->ln_f_w, *ln_f_b = a->ln_f_b, *head_scale = a->head_scale;
@@ -889,18 +893,20 @@ void decode_step(const StepArgs *a) {
     const int32_t *head_row_sum = a->head_row_sum;
     const int64_t *tokens = a->tokens, *positions = a->positions;
     const uint8_t *key_ok = a->key_ok;
-    int n_layer = a->n_layer, B = a->B, C = a->C, n_head = a->n_head, vocab = a->vocab, max_len = a->max_len,
-        pos = a->pos, qmax = a->qmax, format = a->format, inputs = a->activations, n_threads = a->n_threads;
+    int n_layer = a->n_layer, B = a->B, T = a->T, C = a->C, n_head = a->n_head, vocab = a->vocab,
+        max_len = a->max_len, pos = a->pos, qmax = a->qmax, format = a->format, inputs = a->activations,
+        n_threads = a->n_threads;
+    int N = B * T;  /* tokens this step: token i is row i / T's, at cache position pos + i % T */
     float *work = a->work, *logits = a->logits;
-    int64_t max_pieces = pieces_for(max_len), pieces = pieces_for(pos + 1);
-    float *x = work, *qkv = x + B * C, *mlp = qkv + 3 * B * C, *parts = mlp + 4 * B * C;  /* (work_floats) */
+    int64_t max_pieces = pieces_for(max_len), pieces = pieces_for(pos + T);  /* as many as the last token's */
+    float *x = work, *qkv = x + N * C, *mlp = qkv + 3 * N * C, *parts = mlp + 4 * N * C;  /* (work_floats) */
 #pragma omp parallel num_threads(n_threads)
     {
         int lo, hi;
-        float *h = work + shared_floats(B, C, n_head, max_len) + omp_get_thread_num() * thread_floats(B, C, n_head),
-              *att = h + B * C, *scores = att + B * C;  /* this thread's own */
+        float *h = work + shared_floats(N, C, n_head, max_len) + omp_get_thread_num() * thread_floats(N, C, n_head),
+              *att = h + N * C, *scores = att + N * C;  /* this thread's own */
         uint8_t *xq = (uint8_t *)(scores + n_head * PIECE);
-        share(B * C, &lo, &hi);  /* the residual stream: each token's embedding plus its position's */
+        share(N * C, &lo, &hi);  /* the residual stream: each token's embedding plus its position's */
         for (int i = lo; i < hi; i++)
             x[i] = wte[tokens[i / C] * C + i % C] + wpe[positions[i / C] * C + i % C];
 #pragma omp barrier
@@ -910,36 +916,40 @@ void decode_step(const StepArgs *a) {
             Matrix attn = matrix(w + C_ATTN, format, inputs), attn_proj = matrix(w + ATTN_PROJ, format, inputs),
                    fc = matrix(w + C_FC, format, inputs), mlp_proj = matrix(w + MLP_PROJ, format, inputs);
             /* every thread normalizes the whole (small) input itself: no barrier between norm and matvec */
-            layer_norm(x, w[LN_1], w[LN_1 + 1], h, B, C);
+            layer_norm(x, w[LN_1], w[LN_1 + 1], h, N, C);
             share(3 * C, &lo, &hi);
-            matvec(&attn, h, xq, qmax, B, C, lo, hi, qkv, 3 * C, STORE);
-            for (int r = 0; r < B; r++)  /* this thread's keys and values into the cache at `pos` */
+            matvec(&attn, h, xq, qmax, N, C, lo, hi, qkv, 3 * C, STORE);
+            for (int i = 0; i < N; i++)  /* this thread's keys and values into the cache */
                 for (int o = lo > C ? lo : C; o < hi; o++)
-                    cache[((int64_t)r * max_len + pos) * 2 * C + o - C] = qkv[r * 3 * C + o];
+                    cache[((int64_t)(i / T) * max_len + pos + i % T) * 2 * C + o - C] = qkv[i * 3 * C + o];
 #pragma omp barrier
-            share(B * pieces, &lo, &hi);
+            share(N * pieces, &lo, &hi);
             for (int j = lo; j < hi; j++) {
-                int r = j / pieces, c = j % pieces, t0 = c * PIECE, t1 = t0 + PIECE < pos + 1 ? t0 + PIECE : pos + 1;
-                attend_piece(qkv + r * 3 * C, cache + (int64_t)r * max_len * 2 * C,
-                             key_ok ? key_ok + (int64_t)r * max_len : 0, t0, t1, C, n_head, scores,
-                             parts + (r * max_pieces + c) * piece_floats(C, n_head));
+                int i = j / pieces, c = j % pieces, end = pos + i % T + 1;  /* token i sees [0, end) */
+                int t0 = c * PIECE, t1 = t0 + PIECE < end ? t0 + PIECE : end;
+                if (t0 >= end) continue;  /* an earlier token of a prompt: fewer pieces */
+                attend_piece(qkv + i * 3 * C, cache + (int64_t)(i / T) * max_len * 2 * C,
+                             key_ok ? key_ok + (int64_t)i * max_len : 0, t0, t1, C, n_head, scores,
+                             parts + (i * max_pieces + c) * piece_floats(C, n_head));
             }
 #pragma omp barrier
-            for (int r = 0; r < B; r++)  /* every thread the whole (small) output itself: no barrier */
-                attend_combine(parts + r * max_pieces * piece_floats(C, n_head), pieces, C, n_head, att + r * C);
+            for (int i = 0; i < N; i++)  /* every thread the whole (small) output itself: no barrier */
+                attend_combine(parts + i * max_pieces * piece_floats(C, n_head), pieces_for(pos + i % T + 1), C,
+                               n_head, att + i * C);
             share(C, &lo, &hi);
-            matvec(&attn_proj, att, xq, qmax, B, C, lo, hi, x, C, ADD);
+            matvec(&attn_proj, att, xq, qmax, N, C, lo, hi, x, C, ADD);
 #pragma omp barrier
-            layer_norm(x, w[LN_2], w[LN_2 + 1], h, B, C);
+            layer_norm(x, w[LN_2], w[LN_2 + 1], h, N, C);
             share(4 * C, &lo, &hi);
-            matvec(&fc, h, xq, qmax, B, C, lo, hi, mlp, 4 * C, STORE);
-            for (int r = 0; r < B; r++) gelu(mlp + r * 4 * C + lo, hi - lo);  /* this thread's outputs */
+            matvec(&fc, h, xq, qmax, N, C, lo, hi, mlp, 4 * C, STORE);
+            for (int i = 0; i < N; i++) gelu(mlp + i * 4 * C + lo, hi - lo);  /* this thread's outputs */
 #pragma omp barrier
             share(C, &lo, &hi);
-            matvec(&mlp_proj, mlp, xq, qmax, B, 4 * C, lo, hi, x, C, ADD);
+            matvec(&mlp_proj, mlp, xq, qmax, N, 4 * C, lo, hi, x, C, ADD);
 #pragma omp barrier
         }
-        layer_norm(x, ln_f_w, ln_f_b, h, B, C);
+        for (int r = 0; r < B; r++)  /* only each row's last token goes on to the head */
+            layer_norm(x + ((int64_t)r * T + T - 1) * C, ln_f_w, ln_f_b, h + r * C, 1, C);
         share(vocab, &lo, &hi);
         /* the head: the token table, or its copy in the matrices' format */
         Matrix out = {head, head_scale, head_row_sum, 0, format, inputs};
