@@ -327,7 +327,9 @@ static inline __attribute__((always_inline)) void block_dots(const uint8_t *bloc
     }
     vf s[NB_ROWWISE] = {{0}};
     for (int c = 0; c < QK; c += VL) {
-        vf w = format == Q4_0 ? __builtin_convertvector((vi)((words >> *(const vu *)(shift + c)) & 15) - 8, vf)
+        /* Q4_0: a code q (0..15) set into the low bits of 2^23's is the float 2^23 + q, exactly; less 2^23 + 8,
+         * q - 8 (one bitwise op, AVX-512's vpternlogd, and a subtraction, in place of a conversion) */
+        vf w = format == Q4_0 ? (vf)(((words >> *(const vu *)(shift + c)) & 15) | 0x4B000000u) - 8388616.f
                               : __builtin_convertvector(widen_i8((const int8_t *)block + 2 + c), vf);
         for (int j = 0; j < NB; j++) s[j] += w * *(const vf *)(x + j * n_in + c);
     }
