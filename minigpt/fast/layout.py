@@ -100,7 +100,7 @@ class StepArgs(ctypes.Structure):
     """``decode_step``'s argument, field for field as ``STEP_ARGS`` declares it.
 
     >>> StepArgs(B=2).B, len(StepArgs._fields_)
-    (2, 24)
+    (2, 25)
     """
 
     _fields_ = [(name, ctype(c)) for name, c in STEP_ARGS]

@@ -237,7 +237,7 @@ static inline float weight_at(const void *W, int64_t i, int format) {
  * are 192 weights); so the next rows' loads no longer wait behind it, and the dispatch per call is paid
  * once per group. A row is summed the same way in a group or alone (a thread's last rows), so its result
  * does not depend on where a thread's share starts. Timing found the small model's head 1.1x (float32) to
- * 1.7x (Q8_0) faster so, and GPT-2 124M's matrices 1.05x to 1.25x (docs/performance.md). */
+ * 1.6x (Q8_0) faster so, and GPT-2 124M's matrices 1.05x to 1.3x (docs/performance.md). */
 enum { PARTS = 4, NB_ROWWISE = 2, ROW_GROUP = 4 };
 
 /* out[k * NB + j] = the float32, float16 or bfloat16 row k of W (NR rows, `stride` bytes apart) . row j of x
@@ -588,8 +588,9 @@ static inline float hsum8(__m256 v) {
 #endif
 
 /* out[k * NB + j] = the Q8_0 or Q4_0 row k of W (NR rows, `stride` bytes apart) . row j of the inputs rounded
- * to Q8_0 (q8_0_inputs: codes xc, per-block aux and scales xd, of NB rows), PARTS partial sums over alternate blocks: per block and j, the 32 products'
- * integer sum, as 8 int32 lanes converted to float32, times d_w * d_x, added into 8 float32 lanes (as
+ * to Q8_0 (q8_0_inputs: codes xc, per-block aux and scales xd, of NB rows), PARTS partial sums over
+ * alternate blocks: per block and j, the 32 products' integer sum, as 8 int32 lanes converted to float32,
+ * times d_w * d_x, added into 8 float32 lanes (as
  * llama.cpp's kernels do). Q4_0's 16 bytes are unpacked in two steps: the low halves are codes 0..15, the
  * high halves (shifted down) 16..31, both unsigned, times signed inputs. Q8_0's codes are both signed, which
  * vpmaddubsw and vpdpbusd do not take: w * x is |x| * (w with x's sign), |x| unsigned (precomputed per
@@ -856,10 +857,10 @@ static void attend_combine(const float *parts, int n, int C, int n_head, float *
 }
 
 /* decode_step's scratch for B tokens (a step's rows times their tokens each), in floats: x (B, C), qkv
- * (B, 3C), mlp (B, 4C) and the attention pieces (B, pieces_for(max_len), piece_floats), shared by the threads;
- * then for each thread thread_floats: a normalized input (B, C), an attention output (B, C), a piece's scores
- * (n_head, PIECE) and a matrix's input prepared for its format (B, 4C) floats: quantized to bytes (int8), reordered (Q4_0), or rounded to
- * Q8_0 (q8_0_inputs: 2 + 1/8 bytes per input) */
+ * (B, 3C), mlp (B, 4C) and the attention pieces (B, pieces_for(max_len), piece_floats), shared by the
+ * threads; then for each thread thread_floats: a normalized input (B, C), an attention output (B, C), a
+ * piece's scores (n_head, PIECE) and a matrix's input prepared for its format (B, 4C) floats: quantized to
+ * bytes (int8), reordered (Q4_0), or rounded to Q8_0 (q8_0_inputs: 2 + 1/8 bytes per input) */
 static inline int64_t shared_floats(int B, int C, int n_head, int max_len) {
     return (int64_t)B * 8 * C + B * pieces_for(max_len) * piece_floats(C, n_head);
 }
@@ -879,10 +880,11 @@ int compiled_layout(int64_t *out, int n) {
 }
 
 /* One step: B rows of T tokens each (tokens and positions (B, T)) are written to cache positions
- * [pos, pos + T), each token attending over [0, its own cache position] (key_ok (B * T, max_len): the positions
- * each token may see, NULL for all), and the last token of each row gives its row's logits (B, vocab). T = 1 is
- * a decode step; a larger T is a prompt's pass, each of its tokens computed exactly as a step of its own would
- * compute it (every sum a row's, in a fixed order), with every matrix read once for all of them. `layers`
+ * [pos, pos + T), each token attending over [0, its own cache position] (key_ok (B * T, max_len): the
+ * positions each token may see, NULL for all), and the last token of each row gives its row's logits
+ * (B, vocab). T = 1 is a decode step; a larger T is a prompt's pass, with every matrix read once for all its
+ * tokens, each computed exactly as a step of its own would compute it (every sum a row's, in a fixed order)
+ * in every format but int8, whose inputs share one scale (quantize_input) across all the tokens. `layers`
  * holds PER_LAYER pointers per layer, `head` (vocab, C) in the matrices' `format` (FORMATS in
  * minigpt/fast/layout.py), int8 with `head_scale` and `head_row_sum`; `wte` is float32 whatever the format
  * (the lookup reads one row per token: the decoder passes the rounded table's values); `work` holds
